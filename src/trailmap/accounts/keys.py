@@ -1,0 +1,210 @@
+"""API keys: minted, listed, revoked, and turned into a `Principal` on every request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal, cast
+
+from trailmap import clock, ids
+from trailmap.accounts import tokens
+from trailmap.accounts.organizations import Organization, get_org, retention_days_for
+from trailmap.accounts.plans import get_plan
+from trailmap.accounts.principal import Principal, Scope
+from trailmap.errors import Forbidden, NotFound, Unauthorized, ValidationFailed
+from trailmap.storage import Connection, Database
+from trailmap.storage import accounts as store
+
+__all__ = ["ApiKey", "authenticate", "create_key", "list_keys", "parse_scope", "revoke_key"]
+
+_SCOPES: dict[str, Scope] = {
+    "read-only": "READ_ONLY",
+    "read_only": "READ_ONLY",
+    "readonly": "READ_ONLY",
+    "read-write": "READ_WRITE",
+    "read_write": "READ_WRITE",
+    "readwrite": "READ_WRITE",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """A key as lists show it: everything but the secret."""
+
+    id: str
+    org_slug: str
+    name: str
+    prefix: str
+    scope: Scope
+    created_by: str
+    created: datetime
+    last_used: datetime | None
+    expires: datetime | None
+    revoked: datetime | None
+
+    @property
+    def status(self) -> Literal["active", "expired", "revoked"]:
+        if self.revoked is not None:
+            return "revoked"
+        if self.expires is not None and self.expires <= clock.now():
+            return "expired"
+        return "active"
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any], org_slug: str) -> ApiKey:
+        def at(us: int | None) -> datetime | None:
+            return None if us is None else _from_us(us)
+
+        return cls(
+            id=row["id"],
+            org_slug=org_slug,
+            name=row["name"],
+            prefix=row["prefix"],
+            scope=cast(Scope, row["scope"]),
+            created_by=row["created_by"],
+            created=_from_us(row["created_us"]),
+            last_used=at(row["last_used_us"]),
+            expires=at(row["expires_us"]),
+            revoked=at(row["revoked_us"]),
+        )
+
+
+def _from_us(us: int) -> datetime:
+    return clock.from_us(us)
+
+
+def parse_scope(value: str) -> Scope:
+    scope = _SCOPES.get(value.strip().lower()) or (
+        cast(Scope, value) if value in ("READ_ONLY", "READ_WRITE") else None
+    )
+    if scope is None:
+        raise ValidationFailed.field("scope", "choose read-only or read-write")
+    return scope
+
+
+async def create_key(
+    db: Database,
+    org_slug: str,
+    *,
+    name: str,
+    scope: Scope,
+    expires_in: timedelta | None = None,
+    created_by: str,
+    user_id: str | None = None,
+    service_account: str | None = None,
+) -> tuple[ApiKey, str]:
+    """Mint a key; the token is returned here once and never again."""
+    name = name.strip()
+    if not 1 <= len(name) <= 200:
+        raise ValidationFailed.field("name", "give the key a name of 1 to 200 characters")
+    if expires_in is not None and expires_in <= timedelta(0):
+        raise ValidationFailed.field("expires", "give a positive duration such as 90d")
+    org = await get_org(db, org_slug)
+    token = tokens.mint_token()
+    now_us = clock.now_us()
+    row: dict[str, Any] = {
+        "id": ids.new_id(),
+        "name": name,
+        "prefix": tokens.display_prefix(token),
+        "token_hash": tokens.hash_token(token),
+        "scope": scope,
+        "user_id": user_id,
+        "service_account_id": None,
+        "created_by": created_by[:400],
+        "created_us": now_us,
+        "last_used_us": None,
+        "expires_us": None if expires_in is None else now_us + _micros(expires_in),
+        "revoked_us": None,
+    }
+
+    def _create(conn: Connection) -> None:
+        _check_key_limit(conn, org, now_us)
+        if service_account is not None:
+            account = store.get_service_account_by_name(conn, org.id, service_account)
+            if account is None:
+                account = {"id": ids.new_id(), "name": service_account, "created_us": now_us}
+                store.insert_service_account(conn, org.id, account)
+            row["service_account_id"] = account["id"]
+        store.insert_api_key(conn, org.id, row)
+
+    await db.write(_create)
+    return ApiKey.from_row(row, org.slug), token
+
+
+def _micros(delta: timedelta) -> int:
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _check_key_limit(conn: Connection, org: Organization, now_us: int) -> None:
+    limit = org.plan.api_keys
+    if limit is None:
+        return
+    active = store.count_active_keys(conn, org.id, now_us)
+    if active >= limit:
+        raise Forbidden(
+            f"The {org.plan.name} plan allows {limit} active API keys and {org.slug} has "
+            f"{active}; revoke one (trailmap key revoke KEY_ID) or change plan."
+        )
+
+
+async def list_keys(db: Database, org_slug: str) -> list[ApiKey]:
+    org = await get_org(db, org_slug)
+    return [ApiKey.from_row(r, org.slug) for r in await db.read(store.list_api_keys, org.id)]
+
+
+async def revoke_key(db: Database, key_id: str, *, org_id: str | None = None) -> ApiKey:
+    """Revoke a key; given `org_id`, a key of another organization is not found."""
+
+    def _revoke(conn: Connection) -> dict[str, Any]:
+        row = store.get_key(conn, key_id)
+        if row is None or (org_id is not None and row["org_id"] != org_id):
+            raise NotFound(f"No API key has the id {key_id!r}.")
+        store.revoke_key(conn, row["org_id"], key_id, clock.now_us())
+        org = store.get_org_by_id(conn, row["org_id"])
+        found = store.get_key(conn, key_id)
+        assert found is not None and org is not None  # noqa: S101 - read back in one transaction
+        found["org_slug"] = org["slug"]
+        return found
+
+    row = await db.write(_revoke)
+    return ApiKey.from_row(row, row["org_slug"])
+
+
+async def authenticate(
+    db: Database, token: str | None, *, last_used_resolution_s: int = 60
+) -> Principal:
+    """Resolve a bearer token into a `Principal`, or raise `Unauthorized` saying why."""
+    if not token:
+        raise Unauthorized(
+            "Send an API key as 'Authorization: Bearer <key>'; create one with "
+            "`trailmap key create`.",
+            error="invalid_request",
+        )
+    if not tokens.is_well_formed(token, tokens.API_KEY_PREFIX):
+        raise Unauthorized(
+            "That is not a Trailmap API key (they start with tmk_ and carry a checksum); "
+            "check that it was copied whole."
+        )
+    digest = tokens.hash_token(token)
+    row = await db.read(store.find_key_by_hash, digest)
+    if row is None or not tokens.tokens_match(token, row["token_hash"]):
+        raise Unauthorized("This API key is not known; it may have been deleted.")
+    now_us = clock.now_us()
+    if row["revoked_us"] is not None:
+        raise Unauthorized("This API key was revoked; create a new one.")
+    if row["expires_us"] is not None and row["expires_us"] <= now_us:
+        raise Unauthorized("This API key has expired; create a new one.")
+    last_used = row["last_used_us"]
+    if last_used is None or now_us - last_used >= last_used_resolution_s * 1_000_000:
+        await db.write(store.touch_key, row["org_id"], row["id"], now_us)
+    plan = get_plan(row["org_plan"])
+    return Principal(
+        org_id=row["org_id"],
+        org_slug=row["org_slug"],
+        plan=plan,
+        retention_days=retention_days_for(plan, row["org_retention_days"]),
+        scope=cast(Scope, row["scope"]),
+        key_id=row["id"],
+        key_name=row["name"],
+        user_id=row["user_id"],
+    )

@@ -1,0 +1,100 @@
+"""Quotas: counting what an organization uses and refusing what its plan does not allow."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from trailmap.accounts.plans import Plan
+from trailmap.errors import QuotaExceeded
+from trailmap.storage import Connection
+from trailmap.storage import usage as store
+
+__all__ = [
+    "Metric",
+    "check_and_count",
+    "day_period",
+    "month_period",
+    "refusal",
+    "remaining",
+    "seconds_until_reset",
+]
+
+Metric = Literal["events", "mcp_calls"]
+
+
+def day_period(now: datetime) -> str:
+    return now.astimezone(UTC).strftime("%Y-%m-%d")
+
+
+def month_period(now: datetime) -> str:
+    return now.astimezone(UTC).strftime("%Y-%m")
+
+
+def seconds_until_reset(now: datetime, *, monthly: bool) -> int:
+    now = now.astimezone(UTC)
+    day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if monthly:
+        first = day_start.replace(day=1)
+        reset = (first + timedelta(days=32)).replace(day=1)
+    else:
+        reset = day_start + timedelta(days=1)
+    return max(1, int((reset - now).total_seconds()) + 1)
+
+
+def _limits(plan: Plan, metric: Metric) -> tuple[int | None, int | None]:
+    """(per day, per month) for a metric; None is no limit."""
+    if metric == "events":
+        return plan.events_per_day, plan.events_per_month
+    return None, plan.mcp_calls_per_month
+
+
+def remaining(
+    conn: Connection, org_id: str, plan: Plan, metric: Metric, now: datetime
+) -> int | None:
+    """How many more units the organization may use right now; None when unlimited."""
+    per_day, per_month = _limits(plan, metric)
+    left: int | None = None
+    if per_day is not None:
+        left = per_day - store.get_usage(conn, org_id, f"{metric}/day", day_period(now))
+    if per_month is not None:
+        month_left = per_month - store.get_usage(conn, org_id, f"{metric}/month", month_period(now))
+        left = month_left if left is None else min(left, month_left)
+    return None if left is None else max(0, left)
+
+
+def refusal(
+    plan: Plan, metric: Metric, conn: Connection, org_id: str, now: datetime
+) -> QuotaExceeded:
+    """The 429 to give when nothing is left: it names the limit hit and when it resets."""
+    per_day, per_month = _limits(plan, metric)
+    what = "events" if metric == "events" else "MCP calls"
+    if (
+        per_day is not None
+        and store.get_usage(conn, org_id, f"{metric}/day", day_period(now)) >= per_day
+    ):
+        return QuotaExceeded(
+            f"The {plan.name} plan allows {per_day} {what} a day and today's are used up; "
+            "the count resets at midnight UTC.",
+            retry_after=seconds_until_reset(now, monthly=False),
+        )
+    return QuotaExceeded(
+        f"The {plan.name} plan allows {per_month} {what} a month and this month's are used up; "
+        "the count resets on the first of the month (UTC).",
+        retry_after=seconds_until_reset(now, monthly=True),
+    )
+
+
+def check_and_count(
+    conn: Connection, org_id: str, plan: Plan, metric: Metric, amount: int, now: datetime
+) -> int:
+    """Count `amount` units of use, or as many as the plan still allows; return how many.
+
+    Runs inside the transaction that stores the work, so the count and the work agree.
+    """
+    left = remaining(conn, org_id, plan, metric, now)
+    granted = amount if left is None else min(amount, left)
+    if granted > 0:
+        store.add_usage(conn, org_id, f"{metric}/day", day_period(now), granted)
+        store.add_usage(conn, org_id, f"{metric}/month", month_period(now), granted)
+    return granted

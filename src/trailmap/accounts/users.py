@@ -1,0 +1,77 @@
+"""Users and their memberships in organizations."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+from trailmap import clock, ids
+from trailmap.accounts.organizations import get_org
+from trailmap.accounts.passwords import hash_password
+from trailmap.errors import Conflict, Forbidden, ValidationFailed
+from trailmap.storage import Connection, Database
+from trailmap.storage import accounts as store
+
+__all__ = ["MIN_PASSWORD_LENGTH", "Role", "User", "add_user"]
+
+Role = Literal["owner", "admin", "member"]
+MIN_PASSWORD_LENGTH = 10
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{1,63}$")
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: str
+    email: str
+    role: Role
+    org_slug: str
+    created: bool  # False when the user existed and only the membership is new
+
+
+async def add_user(
+    db: Database, email: str, *, org_slug: str, role: str = "member", password: str | None = None
+) -> User:
+    """Create the user (or find them by e-mail) and make them a member of the organization."""
+    email = email.strip().lower()
+    if not _EMAIL.match(email):
+        raise ValidationFailed.field("email", "give an e-mail address such as ada@example.com")
+    if role not in get_args(Role):
+        raise ValidationFailed.field("role", "choose owner, admin or member")
+    if password is not None and len(password) < MIN_PASSWORD_LENGTH:
+        raise ValidationFailed.field("password", f"use at least {MIN_PASSWORD_LENGTH} characters")
+    org = await get_org(db, org_slug)
+    password_hash = hash_password(password) if password is not None else None
+    now_us = clock.now_us()
+
+    def _add(conn: Connection) -> tuple[str, bool]:
+        existing = store.get_user_by_email(conn, email)
+        if existing is None:
+            user_id, created = ids.new_id(), True
+            store.insert_user(
+                conn,
+                {
+                    "id": user_id,
+                    "email": email,
+                    "password_hash": password_hash,
+                    "created_us": now_us,
+                },
+            )
+        else:
+            user_id, created = existing["id"], False
+        members = store.count_members(conn, org.id)
+        if org.plan.members is not None and members >= org.plan.members:
+            raise Forbidden(
+                f"The {org.plan.name} plan allows {org.plan.members} members and "
+                f"{org.slug} has {members}; remove one or change plan."
+            )
+        try:
+            store.insert_membership(
+                conn, org.id, {"user_id": user_id, "role": role, "created_us": now_us}
+            )
+        except store.IntegrityError:
+            raise Conflict(f"{email} is already a member of {org.slug}.") from None
+        return user_id, created
+
+    user_id, created = await db.write(_add)
+    return User(id=user_id, email=email, role=role, org_slug=org.slug, created=created)  # type: ignore[arg-type]

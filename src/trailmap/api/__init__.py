@@ -1,0 +1,1 @@
+"""The REST face: parse, authenticate, call one domain function, render."""

@@ -1,0 +1,24 @@
+"""What every request handler needs from the app: its settings and its database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from trailmap.settings import Settings
+from trailmap.storage import Database
+
+__all__ = ["AppContext", "context_of"]
+
+
+@dataclass(frozen=True, slots=True)
+class AppContext:
+    settings: Settings
+    db: Database
+
+
+def context_of(request: Request) -> AppContext:
+    ctx = request.app.state.trailmap
+    assert isinstance(ctx, AppContext)  # noqa: S101 - set by create_app before any request
+    return ctx

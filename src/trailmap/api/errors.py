@@ -1,0 +1,109 @@
+"""The one error shape of the HTTP surface, produced here and nowhere else.
+
+`{"success": false, "error": "<what to do>", "code": "<CODE>", "details": [...]}`
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from trailmap.api.responses import JSONBody
+from trailmap.errors import ErrorCode, ErrorDetail, TrailmapError
+
+__all__ = ["error_response", "install_error_handlers"]
+
+log = logging.getLogger(__name__)
+
+_STATUS_CODES: dict[int, ErrorCode] = {
+    400: "VALIDATION_ERROR",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "VALIDATION_ERROR",
+    409: "CONFLICT",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    422: "VALIDATION_ERROR",
+    429: "QUOTA_EXCEEDED",
+    503: "UNAVAILABLE",
+}
+
+
+def error_response(
+    status: int,
+    code: ErrorCode,
+    message: str,
+    details: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    body = {"success": False, "error": message, "code": code, "details": details or []}
+    return JSONBody(body, status_code=status, headers=headers)
+
+
+def render(error: TrailmapError) -> Response:
+    return error_response(
+        error.status,
+        error.code,
+        error.message,
+        [d.as_json() for d in error.details],
+        error.headers,
+    )
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    # FastAPI reports ("query", "limit"); people know the parameter as "limit".
+    parts = [str(p) for p in loc if p not in ("query", "path", "header", "body")]
+    return ".".join(parts) or "request"
+
+
+async def _on_trailmap_error(_request: Request, error: Exception) -> Response:
+    assert isinstance(error, TrailmapError)  # noqa: S101 - registered for this type only
+    return render(error)
+
+
+async def _on_request_validation(_request: Request, error: Exception) -> Response:
+    assert isinstance(error, RequestValidationError)  # noqa: S101 - registered for this type only
+    details = [
+        ErrorDetail(field=_field(tuple(e.get("loc", ()))), message=str(e.get("msg", "invalid")))
+        for e in error.errors()
+    ]
+    first = details[0] if details else ErrorDetail(field=None, message="invalid request")
+    return error_response(
+        400,
+        "VALIDATION_ERROR",
+        f"{first.field}: {first.message}",
+        [d.as_json() for d in details],
+    )
+
+
+async def _on_http_exception(request: Request, error: Exception) -> Response:
+    assert isinstance(error, HTTPException)  # noqa: S101 - registered for this type only
+    code = _STATUS_CODES.get(error.status_code, "VALIDATION_ERROR")
+    if error.status_code == 404:
+        message = f"Nothing at {request.url.path}; the API lives under /api/v1 (see /docs)."
+    elif error.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}."
+    else:
+        message = str(error.detail)
+    return error_response(error.status_code, code, message, headers=dict(error.headers or {}))
+
+
+async def _on_unexpected(request: Request, error: Exception) -> Response:
+    # Logged with its trace for the operator; the client learns only that it was our fault.
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
+    return error_response(
+        500, "INTERNAL_ERROR", "Trailmap failed to handle this request; the error was logged."
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(TrailmapError, _on_trailmap_error)
+    app.add_exception_handler(RequestValidationError, _on_request_validation)
+    app.add_exception_handler(HTTPException, _on_http_exception)
+    app.add_exception_handler(Exception, _on_unexpected)

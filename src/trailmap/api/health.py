@@ -1,0 +1,27 @@
+"""`/healthz` (the process answers) and `/readyz` (it can serve: the database answers)."""
+
+from __future__ import annotations
+
+import anyio.to_thread
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from trailmap.api.context import context_of
+from trailmap.api.responses import ok
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="Liveness: the process is up")
+async def healthz() -> Response:
+    return ok({"status": "ok"})
+
+
+@router.get("/readyz", summary="Readiness: the database answers")
+async def readyz(request: Request) -> Response:
+    ctx = context_of(request)
+    # Unavailable (503, with Retry-After) propagates when the database does not answer.
+    await anyio.to_thread.run_sync(ctx.db.ping)
+    return ok({"status": "ready", "database": "sqlite" if ctx.db.is_sqlite else "postgresql"})

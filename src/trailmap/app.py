@@ -1,0 +1,94 @@
+"""`create_app(settings)`: the one place where Trailmap's faces, jobs and storage meet."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from trailmap import __version__
+from trailmap.api import events, health
+from trailmap.api.context import AppContext
+from trailmap.api.docs import install_docs
+from trailmap.api.errors import install_error_handlers
+from trailmap.api.schemas import CloudEventIn
+from trailmap.jobs.retention import run_retention_purges
+from trailmap.settings import Settings
+from trailmap.storage import Database
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+_DESCRIPTION = """\
+Trailmap gives AI assistants and people the operational context of production systems:
+**what changed** (a timeline of CloudEvents-shaped change events) and how things connect.
+
+Authenticate with `Authorization: Bearer <API key>` (create one with `trailmap key create`).
+Every response is `{"success": true, "data": ...}`; every error is
+`{"success": false, "error": "...", "code": "...", "details": [...]}`.
+"""
+
+
+def create_app(settings: Settings | None = None, *, database: Database | None = None) -> FastAPI:
+    settings = settings or Settings()
+    db = database or Database(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        sqlite_synchronous=settings.sqlite_synchronous,
+        statement_timeout_ms=settings.db_statement_timeout_ms,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        async with anyio.create_task_group() as jobs:
+            if settings.retention_purge_interval_seconds > 0:
+                jobs.start_soon(
+                    lambda: run_retention_purges(
+                        db, interval_seconds=settings.retention_purge_interval_seconds
+                    )
+                )
+            try:
+                yield
+            finally:
+                jobs.cancel_scope.cancel()
+        if database is None:
+            db.close()
+
+    app = FastAPI(
+        title="Trailmap",
+        version=__version__,
+        description=_DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.trailmap = AppContext(settings=settings, db=db)
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(events.router)
+    install_docs(app)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components["CloudEventIn"] = CloudEventIn.model_json_schema(
+            ref_template="#/components/schemas/{model}"
+        )
+        schema["components"]["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "A Trailmap API key"}
+        }
+        schema["security"] = [{"bearer": []}]
+        app.openapi_schema = schema
+    return app.openapi_schema

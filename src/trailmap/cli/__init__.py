@@ -1,0 +1,1 @@
+"""The command line: `trailmap serve`, `db`, `org`, `user`, `key`, `send`, `demo`."""

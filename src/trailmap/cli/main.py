@@ -1,0 +1,476 @@
+"""The `trailmap` command: parses arguments and calls the application, nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Coroutine
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import click
+
+from trailmap import __version__
+from trailmap.settings import Settings
+
+__all__ = ["cli", "main"]
+
+T = TypeVar("T")
+
+
+class _State:
+    def __init__(self, database: str | None) -> None:
+        self.database = database
+
+    def settings(self) -> Settings:
+        if self.database:
+            return Settings(database_url=self.database)
+        return Settings()
+
+    def database_handle(self) -> Any:
+        from trailmap.storage import Database  # noqa: PLC0415 - keep `trailmap --help` fast
+
+        settings = self.settings()
+        return Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    from trailmap.errors import TrailmapError  # noqa: PLC0415
+
+    try:
+        return asyncio.run(coro)
+    except TrailmapError as error:
+        raise click.ClickException(error.message) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="trailmap")
+@click.option(
+    "--database",
+    envvar="TRAILMAP_DATABASE_URL",
+    default=None,
+    help="Database URL (default sqlite:///./trailmap.db; env TRAILMAP_DATABASE_URL).",
+)
+@click.pass_context
+def cli(ctx: click.Context, database: str | None) -> None:
+    """Trailmap: what changed in production, and how things connect."""
+    ctx.obj = _State(database)
+
+
+# -- serve ------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
+@click.option("--database", "database_option", default=None, help="Database URL for this server.")
+@click.option("--no-migrate", is_flag=True, help="Do not apply migrations on start.")
+@click.option("--demo", is_flag=True, help="Load the demo organization on start.")
+@click.pass_obj
+def serve(
+    state: _State, host: str, port: int, database_option: str | None, no_migrate: bool, demo: bool
+) -> None:
+    """Run the server; migrates the database on start unless --no-migrate."""
+    import uvicorn  # noqa: PLC0415
+
+    from trailmap.app import create_app  # noqa: PLC0415
+    from trailmap.storage import migrate  # noqa: PLC0415
+
+    if database_option:
+        state.database = database_option
+    settings = state.settings()
+    db = state.database_handle()
+    if not no_migrate:
+        migrate.upgrade(db)
+    if demo:
+        from trailmap.demo import load_demo  # noqa: PLC0415
+
+        _run(load_demo(db, "demo"))
+    _print_welcome(db, settings, host, port)
+    app = create_app(settings, database=db)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level=settings.log_level, access_log=False)
+    finally:
+        db.close()
+
+
+def _print_welcome(db: Any, settings: Settings, host: str, port: int) -> None:
+    from trailmap.accounts import list_orgs  # noqa: PLC0415
+
+    address = f"http://{host}:{port}"
+    click.echo(f"Trailmap {__version__} on {address}  (database: {_redact(settings.database_url)})", err=True)
+    click.echo(f"  API docs:  {address}/docs", err=True)
+    if not _run(list_orgs(db)):
+        click.echo(
+            "  First start: create an organization and a key to send events with:\n"
+            "    trailmap org create acme\n"
+            "    trailmap key create --org acme --name ci --scope read-write",
+            err=True,
+        )
+
+
+def _redact(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        creds, _, host = rest.rpartition("@")
+        user = creds.split(":", 1)[0]
+        return f"{scheme}{sep}{user}:***@{host}" if ":" in creds else url
+    return url
+
+
+# -- db ---------------------------------------------------------------------------------
+
+
+@cli.group()
+def db() -> None:
+    """Apply or check database migrations."""
+
+
+@db.command("upgrade")
+@click.pass_obj
+def db_upgrade(state: _State) -> None:
+    """Apply every migration the database has not seen."""
+    from trailmap.storage import migrate  # noqa: PLC0415
+
+    handle = state.database_handle()
+    try:
+        migrate.upgrade(handle)
+        click.echo(f"database at revision {migrate.current_revision(handle)}", err=True)
+    finally:
+        handle.close()
+
+
+@db.command("check")
+@click.pass_obj
+def db_check(state: _State) -> None:
+    """Fail when the database is not at head or the models and migrations differ."""
+    from trailmap.storage import migrate  # noqa: PLC0415
+
+    handle = state.database_handle()
+    try:
+        migrate.schema_check(handle)
+    except migrate.SchemaDrift as error:
+        raise click.ClickException(f"schema drift: {error}") from None
+    finally:
+        handle.close()
+    click.echo("models and migrations agree", err=True)
+
+
+@db.command("purge")
+@click.pass_obj
+def db_purge(state: _State) -> None:
+    """Delete events older than each organization's retention window now."""
+    from trailmap.timeline.retention import purge_expired_events  # noqa: PLC0415
+
+    handle = state.database_handle()
+    try:
+        report = _run(purge_expired_events(handle))
+    finally:
+        handle.close()
+    click.echo(f"deleted {report.deleted} events across {report.organizations} organizations", err=True)
+
+
+# -- org --------------------------------------------------------------------------------
+
+
+@cli.group()
+def org() -> None:
+    """Create and list organizations."""
+
+
+@org.command("create")
+@click.argument("slug")
+@click.option("--name", default=None, help="Display name (default: the slug).")
+@click.option(
+    "--plan",
+    type=click.Choice(["self-hosted", "free", "starter", "pro"]),
+    default="self-hosted",
+    show_default=True,
+)
+@click.pass_obj
+def org_create(state: _State, slug: str, name: str | None, plan: str) -> None:
+    """Create an organization."""
+    from trailmap.accounts import create_org  # noqa: PLC0415
+
+    handle = state.database_handle()
+    try:
+        created = _run(create_org(handle, slug, name=name, plan=plan))
+    finally:
+        handle.close()
+    click.echo(
+        f"created organization {created.slug} ({created.plan.name}, "
+        f"retention {created.retention_days} days)",
+        err=True,
+    )
+
+
+@org.command("list")
+@click.pass_obj
+def org_list(state: _State) -> None:
+    """List organizations."""
+    from trailmap.accounts import list_orgs  # noqa: PLC0415
+
+    handle = state.database_handle()
+    try:
+        for found in _run(list_orgs(handle)):
+            click.echo(f"{found.slug}\t{found.plan.name}\t{found.retention_days}d\t{found.name}")
+    finally:
+        handle.close()
+
+
+@org.command("retention")
+@click.argument("slug")
+@click.argument("days", type=int)
+@click.pass_obj
+def org_retention(state: _State, slug: str, days: int) -> None:
+    """Set a self-hosted organization's retention window in days."""
+    from trailmap.accounts.organizations import set_retention  # noqa: PLC0415
+
+    handle = state.database_handle()
+    try:
+        updated = _run(set_retention(handle, slug, days))
+    finally:
+        handle.close()
+    click.echo(f"{updated.slug} keeps events {updated.retention_days} days", err=True)
+
+
+# -- user -------------------------------------------------------------------------------
+
+
+@cli.group()
+def user() -> None:
+    """Create users and memberships."""
+
+
+@user.command("create")
+@click.argument("email")
+@click.option("--org", "org_slug", required=True, help="Organization slug.")
+@click.option(
+    "--role", type=click.Choice(["owner", "admin", "member"]), default="member", show_default=True
+)
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@click.pass_obj
+def user_create(state: _State, email: str, org_slug: str, role: str, password_stdin: bool) -> None:
+    """Create a user (or find them) and add them to an organization."""
+    from trailmap.accounts import add_user  # noqa: PLC0415
+
+    password = sys.stdin.readline().rstrip("\r\n") if password_stdin else None
+    handle = state.database_handle()
+    try:
+        added = _run(add_user(handle, email, org_slug=org_slug, role=role, password=password))
+    finally:
+        handle.close()
+    verb = "created" if added.created else "added existing user"
+    click.echo(f"{verb} {added.email} as {added.role} of {added.org_slug}", err=True)
+
+
+# -- key --------------------------------------------------------------------------------
+
+
+@cli.group()
+def key() -> None:
+    """Create, list and revoke API keys."""
+
+
+@key.command("create")
+@click.option("--org", "org_slug", required=True, help="Organization slug.")
+@click.option("--name", required=True, help="What the key is for, e.g. ci-deploys.")
+@click.option("--scope", type=click.Choice(["read-only", "read-write"]), required=True)
+@click.option("--expires", default=None, help="Lifetime such as 90d, 12h or 2w (default: never).")
+@click.option(
+    "--service-account",
+    default="cli",
+    show_default=True,
+    help="Service account that owns the key (created when missing).",
+)
+@click.pass_obj
+def key_create(
+    state: _State, org_slug: str, name: str, scope: str, expires: str | None, service_account: str
+) -> None:
+    """Create an API key; prints the token alone on stdout, once."""
+    from trailmap.accounts import create_key  # noqa: PLC0415
+    from trailmap.accounts.keys import parse_scope  # noqa: PLC0415
+
+    expires_in = _duration(expires) if expires else None
+    handle = state.database_handle()
+    try:
+        created, token = _run(
+            create_key(
+                handle,
+                org_slug,
+                name=name,
+                scope=parse_scope(scope),
+                expires_in=expires_in,
+                created_by=f"cli (service account {service_account})",
+                service_account=service_account,
+            )
+        )
+    finally:
+        handle.close()
+    click.echo(
+        f"created {created.scope} key {created.id} ({created.name}) for {created.org_slug}; "
+        "the token below is shown only now:",
+        err=True,
+    )
+    click.echo(token)
+
+
+def _duration(text: str) -> timedelta:
+    from trailmap.timeline.times import (  # noqa: PLC0415
+        TimeExpressionError,
+        parse_duration,
+    )
+
+    try:
+        return parse_duration(text)
+    except TimeExpressionError as error:
+        raise click.BadParameter(str(error), param_hint="--expires") from None
+
+
+@key.command("list")
+@click.option("--org", "org_slug", required=True, help="Organization slug.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
+@click.pass_obj
+def key_list(state: _State, org_slug: str, as_json: bool) -> None:
+    """List keys (never the secret)."""
+    from trailmap.accounts import list_keys  # noqa: PLC0415
+
+    handle = state.database_handle()
+    try:
+        keys = _run(list_keys(handle, org_slug))
+    finally:
+        handle.close()
+    for found in keys:
+        row = {
+            "id": found.id,
+            "name": found.name,
+            "prefix": found.prefix,
+            "scope": found.scope,
+            "status": found.status,
+            "created_by": found.created_by,
+            "created": found.created.isoformat(),
+            "last_used": found.last_used.isoformat() if found.last_used else None,
+            "expires": found.expires.isoformat() if found.expires else None,
+        }
+        if as_json:
+            click.echo(json.dumps(row))
+        else:
+            click.echo(
+                f"{found.id}  {found.prefix}…  {found.scope:<10}  {found.status:<7}  "
+                f"{found.name}  (last used {row['last_used'] or 'never'})"
+            )
+
+
+@key.command("revoke")
+@click.argument("key_id")
+@click.pass_obj
+def key_revoke(state: _State, key_id: str) -> None:
+    """Revoke a key; it is refused from the next request on."""
+    from trailmap.accounts import revoke_key  # noqa: PLC0415
+
+    handle = state.database_handle()
+    try:
+        revoked = _run(revoke_key(handle, key_id))
+    finally:
+        handle.close()
+    click.echo(f"revoked key {revoked.id} ({revoked.name}) of {revoked.org_slug}", err=True)
+
+
+# -- send -------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--type", "type_", required=True, help="deployment, rollback, config-change, ...")
+@click.option("--source", required=True, help="Where it comes from, e.g. //github.com/acme/api.")
+@click.option("--subject", default=None, help="The environment, e.g. production.")
+@click.option("--service", default=None, help="The service it is about (default: from source).")
+@click.option("--version", "version_", default=None, help="The version deployed.")
+@click.option("--severity", type=click.Choice(["LOW", "MINOR", "MAJOR", "CRITICAL"], case_sensitive=False))
+@click.option("--description", default=None, help="A sentence for people.")
+@click.option("--data", default=None, help="Extra JSON data.")
+@click.option("--time", "time_", default=None, help="When it happened (default: now).")
+@click.option("--id", "event_id", default=None, help="Event id (default: a new UUID).")
+@click.option("--url", envvar="TRAILMAP_URL", default="http://127.0.0.1:8000", show_default=True,
+              help="Server URL (env TRAILMAP_URL).")
+@click.option("--api-key", envvar="TRAILMAP_API_KEY", required=True,
+              help="A read-write key (env TRAILMAP_API_KEY).")
+@click.option("--attempts", default=8, show_default=True, type=click.IntRange(1, 100),
+              help="Give up after this many tries.")
+def send(
+    type_: str,
+    source: str,
+    subject: str | None,
+    service: str | None,
+    version_: str | None,
+    severity: str | None,
+    description: str | None,
+    data: str | None,
+    time_: str | None,
+    event_id: str | None,
+    url: str,
+    api_key: str,
+    attempts: int,
+) -> None:
+    """Send one event to TRAILMAP_URL with TRAILMAP_API_KEY, retrying 429/5xx."""
+    from trailmap.cli.send import RetryPolicy, SendFailed, build_event, send_event  # noqa: PLC0415
+
+    parsed: Any = None
+    if data is not None:
+        try:
+            parsed = json.loads(data)
+        except ValueError as error:
+            raise click.BadParameter(f"not valid JSON: {error}", param_hint="--data") from None
+    event = build_event(
+        type_=type_,
+        source=source,
+        subject=subject,
+        version=version_,
+        severity=severity.upper() if severity else None,
+        description=description,
+        data=parsed,
+        time_=time_,
+        service=service,
+        event_id=event_id,
+    )
+
+    def on_retry(attempt: int, problem: str, wait: float) -> None:
+        click.echo(f"attempt {attempt} failed ({problem}); retrying in {wait:.1f}s", err=True)
+
+    try:
+        result = send_event(url, api_key, event, policy=RetryPolicy(attempts=attempts), on_retry=on_retry)
+    except SendFailed as error:
+        raise click.ClickException(str(error)) from None
+    data_out = result.body.get("data", {})
+    stored = (data_out.get("accepted") or data_out.get("duplicates") or [{}])[0]
+    state = "stored" if data_out.get("accepted") else "already stored (duplicate)"
+    click.echo(f"{state}: {stored.get('id')}  (source {event['source']}, id {event['id']})", err=True)
+    click.echo(stored.get("id") or "")
+
+
+# -- demo -------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--org", "org_slug", default="demo", show_default=True)
+@click.pass_obj
+def demo(state: _State, org_slug: str) -> None:
+    """Load the demo organization (a week of changes across a few services)."""
+    from trailmap.demo import load_demo  # noqa: PLC0415
+
+    handle = state.database_handle()
+    try:
+        report = _run(load_demo(handle, org_slug))
+    finally:
+        handle.close()
+    click.echo(report, err=True)
+
+
+def main() -> None:
+    cli(prog_name="trailmap", auto_envvar_prefix=None)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

@@ -1,0 +1,1 @@
+"""Background jobs run by the server: the retention purge (later: rollups, periodic syncs)."""

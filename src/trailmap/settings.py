@@ -1,0 +1,64 @@
+"""Trailmap's one typed settings object, read from `TRAILMAP_*` environment variables.
+
+Built once, by whoever starts the app (the CLI or a test), and handed to `create_app(settings)`.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TRAILMAP_", extra="ignore", frozen=True)
+
+    database_url: str = Field(
+        default="sqlite:///./trailmap.db",
+        description="SQLAlchemy URL: sqlite:///path.db or postgresql://user@host/db.",
+    )
+    public_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="The externally visible base URL; OAuth issuer and MCP resource derive from it.",
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Signs one-time links; when unset a random one is kept in the database.",
+    )
+    default_timezone: str = Field(default="UTC", description="IANA time zone for day boundaries.")
+    max_body_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=1024, description="Largest request body accepted, in bytes."
+    )
+    max_event_bytes: int = Field(default=10 * 1024, ge=256, description="Largest single event.")
+    max_batch_events: int = Field(default=1000, ge=1, le=10000)
+    retention_purge_interval_seconds: int = Field(
+        default=3600, ge=0, description="How often the retention purge runs; 0 turns it off."
+    )
+    sqlite_synchronous: str = Field(
+        default="NORMAL",
+        description="SQLite synchronous pragma: NORMAL survives a process crash, FULL power loss.",
+    )
+    db_pool_size: int = Field(default=10, ge=1)
+    db_statement_timeout_ms: int = Field(default=15000, ge=0)
+    last_used_resolution_seconds: int = Field(
+        default=60, ge=0, description="How stale an API key's last-used time may get."
+    )
+    log_level: str = Field(default="info")
+
+    @field_validator("public_url")
+    @classmethod
+    def _strip_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @field_validator("sqlite_synchronous")
+    @classmethod
+    def _known_synchronous(cls, value: str) -> str:
+        upper = value.upper()
+        if upper not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+            raise ValueError("must be OFF, NORMAL, FULL or EXTRA")
+        return upper
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")

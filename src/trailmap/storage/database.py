@@ -1,0 +1,279 @@
+"""The connection to Trailmap's database: SQLite (embedded) or PostgreSQL, behind one interface.
+
+Reads run concurrently on pooled connections. Writes on SQLite go through one writer thread
+that groups whatever is queued into one transaction (group commit): SQLite has a single
+writer, and one fsync for many requests is what makes ingestion fast. A write's future is
+resolved only after its transaction commits, so an acknowledgement means the data is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import anyio.to_thread
+import orjson
+from sqlalchemy import Connection, Engine, create_engine, event, exc, text
+from sqlalchemy.engine import make_url
+
+from trailmap.errors import Unavailable
+
+__all__ = ["Connection", "Database", "is_postgres_url", "normalize_url"]
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# How many queued writes one SQLite transaction may take at most.
+_MAX_GROUP = 128
+
+
+def normalize_url(url: str) -> str:
+    """Accept the URLs people paste (postgres://, postgresql://) and pick the psycopg 3 driver."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url.removeprefix("postgres://")
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return url
+
+
+def is_postgres_url(url: str) -> bool:
+    return normalize_url(url).startswith("postgresql")
+
+
+def _json_dumps(value: object) -> str:
+    return orjson.dumps(value).decode()
+
+
+@dataclass(eq=False)
+class _Job:
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    future: concurrent.futures.Future[Any] = field(default_factory=concurrent.futures.Future)
+
+
+class _SqliteWriter:
+    """One thread, one connection, every write: queued jobs are committed together."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(
+            target=self._run, name="trailmap-sqlite-writer", daemon=True
+        )
+        self._thread.start()
+
+    def submit(self, job: _Job) -> concurrent.futures.Future[Any]:
+        self._queue.put(job)
+        return job.future
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+
+    def _take_group(self, first: _Job) -> tuple[list[_Job], bool]:
+        jobs = [first]
+        while len(jobs) < _MAX_GROUP:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                return jobs, True
+            jobs.append(job)
+        return jobs, False
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is None:
+                break
+            jobs, stop = self._take_group(first)
+            self._commit_group(jobs)
+
+    def _commit_group(self, jobs: list[_Job]) -> None:
+        results: dict[int, Any] = {}
+        errors: dict[int, BaseException] = {}
+        try:
+            with self._engine.connect() as conn, conn.begin():
+                if len(jobs) == 1:
+                    job = jobs[0]
+                    results[0] = job.fn(conn, *job.args, **job.kwargs)
+                else:
+                    # A savepoint per job: one failing request leaves the others' writes intact.
+                    for i, job in enumerate(jobs):
+                        try:
+                            with conn.begin_nested():
+                                results[i] = job.fn(conn, *job.args, **job.kwargs)
+                        except Exception as error:  # noqa: BLE001 - handed to the waiting request
+                            errors[i] = error
+        except BaseException as error:  # noqa: BLE001 - every waiter must hear of the failure
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(error)
+            return
+        for i, job in enumerate(jobs):
+            if i in errors:
+                job.future.set_exception(errors[i])
+            else:
+                job.future.set_result(results.get(i))
+
+
+class Database:
+    """The database a Trailmap process works on; see the module docstring for how writes flow."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        sqlite_synchronous: str = "NORMAL",
+        statement_timeout_ms: int = 15000,
+    ) -> None:
+        self.url = normalize_url(url)
+        self.is_sqlite = self.url.startswith("sqlite")
+        self._writer: _SqliteWriter | None = None
+        self._writer_lock = threading.Lock()
+        if self.is_sqlite:
+            self._check_sqlite_url()
+            self.engine = self._sqlite_engine(begin="BEGIN", synchronous=sqlite_synchronous)
+            self.write_engine = self._sqlite_engine(
+                begin="BEGIN IMMEDIATE", synchronous=sqlite_synchronous, single=True
+            )
+        else:
+            options = f"-c statement_timeout={statement_timeout_ms}" if statement_timeout_ms else ""
+            self.engine = create_engine(
+                self.url,
+                pool_size=pool_size,
+                max_overflow=pool_size * 2,
+                pool_timeout=10,
+                pool_pre_ping=True,
+                json_serializer=_json_dumps,
+                json_deserializer=orjson.loads,
+                connect_args={"connect_timeout": 5, "options": options},
+            )
+            self.write_engine = self.engine
+
+    def _check_sqlite_url(self) -> None:
+        database = make_url(self.url).database
+        if not database or database == ":memory:":
+            raise ValueError(
+                "Trailmap needs a SQLite file, not an in-memory database: "
+                "use a URL such as sqlite:///./trailmap.db"
+            )
+
+    def _sqlite_engine(self, *, begin: str, synchronous: str, single: bool = False) -> Engine:
+        engine = create_engine(
+            self.url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            json_serializer=_json_dumps,
+            json_deserializer=orjson.loads,
+            # The writer keeps its one connection open; readers share a pool.
+            pool_size=1 if single else 20,
+            max_overflow=0 if single else 20,
+        )
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            # Take transaction control from the sqlite3 module so BEGIN is ours to issue.
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute(f"PRAGMA synchronous={synchronous}")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            conn.exec_driver_sql(begin)
+
+        return engine
+
+    # -- running work -------------------------------------------------------------------
+
+    def read_sync(
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        with _unavailable_on_outage(), self.engine.connect() as conn, conn.begin():
+            return fn(conn, *args, **kwargs)
+
+    def write_sync(
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        if self.is_sqlite:
+            future = self._sqlite_writer().submit(_Job(fn, args, kwargs))
+            with _unavailable_on_outage():
+                result: T = future.result()
+            return result
+        with _unavailable_on_outage(), self.engine.begin() as conn:
+            return fn(conn, *args, **kwargs)
+
+    async def read(
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        return await anyio.to_thread.run_sync(lambda: self.read_sync(fn, *args, **kwargs))
+
+    async def write(
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        if self.is_sqlite:
+            future = self._sqlite_writer().submit(_Job(fn, args, kwargs))
+            with _unavailable_on_outage():
+                result: T = await asyncio.wrap_future(future)
+            return result
+        return await anyio.to_thread.run_sync(lambda: self.write_sync(fn, *args, **kwargs))
+
+    def _sqlite_writer(self) -> _SqliteWriter:
+        if self._writer is None:
+            with self._writer_lock:
+                if self._writer is None:
+                    self._writer = _SqliteWriter(self.write_engine)
+        return self._writer
+
+    def ping(self) -> None:
+        """Raise `Unavailable` unless the database answers a trivial query."""
+        self.read_sync(lambda conn: conn.execute(text("SELECT 1")).scalar_one())
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        self.engine.dispose()
+        if self.write_engine is not self.engine:
+            self.write_engine.dispose()
+
+
+@contextmanager
+def _unavailable_on_outage() -> Iterator[None]:
+    """Turn "the database is down or overloaded" into a 503 the client may retry."""
+    try:
+        yield
+    except (exc.OperationalError, exc.InterfaceError, exc.TimeoutError) as error:
+        if isinstance(error, exc.OperationalError) and _is_sqlite_schema_error(error):
+            raise
+        log.warning("database unavailable: %s", type(error).__name__)
+        raise Unavailable(
+            "The database is not answering right now; retry in a few seconds."
+        ) from error
+    except exc.DBAPIError as error:
+        if error.connection_invalidated:
+            raise Unavailable(
+                "The database connection was lost; retry in a few seconds."
+            ) from error
+        raise
+
+
+def _is_sqlite_schema_error(error: exc.OperationalError) -> bool:
+    # "no such table" is a missing migration, not an outage: let it surface as a bug.
+    return "no such table" in str(error.orig) or "no such column" in str(error.orig)

@@ -1,0 +1,185 @@
+"""Every table Trailmap keeps, as SQLAlchemy Core metadata; the migrations must match it.
+
+Times are integer microseconds since the Unix epoch (UTC): exact, cheap to index and compare,
+and the same on SQLite and PostgreSQL. `org_id` leads every primary key and index of
+organization data. The few global lookups (a user's e-mail, an API key's hash or id, the
+instance's own settings) are the deliberate exceptions: they are how a caller is identified
+before their organization is known.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+__all__ = [
+    "api_keys",
+    "events",
+    "instance_settings",
+    "memberships",
+    "metadata",
+    "organizations",
+    "service_accounts",
+    "usage_counters",
+    "users",
+]
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# JSONB on PostgreSQL (indexable, compact), JSON text on SQLite.
+Json = JSON().with_variant(JSONB(), "postgresql")
+
+ID = 36  # room for a UUID in its canonical text form
+
+organizations = Table(
+    "organizations",
+    metadata,
+    Column("id", String(ID), nullable=False),
+    Column("slug", String(64), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("plan", String(20), nullable=False),
+    # NULL means "the plan's window"; self-hosted organizations may set their own.
+    Column("retention_days", Integer, nullable=True),
+    Column("created_us", BigInteger, nullable=False),
+    PrimaryKeyConstraint("id"),
+    UniqueConstraint("slug"),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(ID), nullable=False),
+    Column("email", String(320), nullable=False),
+    Column("password_hash", String(200), nullable=True),
+    Column("created_us", BigInteger, nullable=False),
+    PrimaryKeyConstraint("id"),
+    UniqueConstraint("email"),
+)
+
+memberships = Table(
+    "memberships",
+    metadata,
+    Column("org_id", String(ID), nullable=False),
+    Column("user_id", String(ID), nullable=False),
+    Column("role", String(20), nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    PrimaryKeyConstraint("org_id", "user_id"),
+    ForeignKeyConstraint(["org_id"], ["organizations.id"], ondelete="CASCADE"),
+    ForeignKeyConstraint(["user_id"], ["users.id"], ondelete="CASCADE"),
+    # A user's organizations, for sign-in: a global lookup by user.
+    Index(None, "user_id"),
+)
+
+service_accounts = Table(
+    "service_accounts",
+    metadata,
+    Column("org_id", String(ID), nullable=False),
+    Column("id", String(ID), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    PrimaryKeyConstraint("org_id", "id"),
+    UniqueConstraint("org_id", "name"),
+    ForeignKeyConstraint(["org_id"], ["organizations.id"], ondelete="CASCADE"),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("org_id", String(ID), nullable=False),
+    Column("id", String(ID), nullable=False),
+    Column("name", String(200), nullable=False),
+    # The first characters of the token, shown in lists so a person can tell keys apart.
+    Column("prefix", String(16), nullable=False),
+    # SHA-256 of the whole token, hex. The token itself is never stored.
+    Column("token_hash", String(64), nullable=False),
+    Column("scope", String(20), nullable=False),
+    Column("user_id", String(ID), nullable=True),
+    Column("service_account_id", String(ID), nullable=True),
+    Column("created_by", String(400), nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    Column("last_used_us", BigInteger, nullable=True),
+    Column("expires_us", BigInteger, nullable=True),
+    Column("revoked_us", BigInteger, nullable=True),
+    PrimaryKeyConstraint("org_id", "id"),
+    ForeignKeyConstraint(["org_id"], ["organizations.id"], ondelete="CASCADE"),
+    # Authentication looks a token up by its hash before the organization is known.
+    UniqueConstraint("token_hash"),
+    # `trailmap key revoke KEY_ID` names a key by its globally unique id alone.
+    UniqueConstraint("id"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("org_id", String(ID), nullable=False),
+    # Trailmap's own id (a time-ordered UUID): what /api/v1/events/{id} takes.
+    Column("id", String(ID), nullable=False),
+    Column("source", String(500), nullable=False),
+    # The producer's CloudEvents `id`; (source, event_id) is unique per organization.
+    Column("event_id", String(200), nullable=False),
+    Column("type", String(100), nullable=False),
+    # The type as sent, when Trailmap mapped it (CDEvents); NULL when it was kept as is.
+    Column("original_type", String(200), nullable=True),
+    Column("subject", String(50), nullable=True),
+    Column("severity", String(10), nullable=True),
+    Column("version", String(50), nullable=True),
+    Column("service", String(200), nullable=True),
+    Column("time_us", BigInteger, nullable=False),
+    Column("received_us", BigInteger, nullable=False),
+    Column("datacontenttype", String(200), nullable=True),
+    Column("dataschema", String(500), nullable=True),
+    Column("data", Json, nullable=True),
+    Column("data_base64", Text, nullable=True),
+    Column("description", Text, nullable=True),
+    Column("extensions", Json, nullable=True),
+    # Lower-cased type, source, subject, service, version and description, for search.
+    Column("search_text", Text, nullable=False),
+    PrimaryKeyConstraint("org_id", "id"),
+    UniqueConstraint("org_id", "source", "event_id"),
+    ForeignKeyConstraint(["org_id"], ["organizations.id"], ondelete="CASCADE"),
+    Index(None, "org_id", "time_us", "id"),
+    Index(None, "org_id", "subject", "time_us"),
+    Index(None, "org_id", "service", "time_us"),
+    Index(None, "org_id", "type", "time_us"),
+)
+
+usage_counters = Table(
+    "usage_counters",
+    metadata,
+    Column("org_id", String(ID), nullable=False),
+    Column("metric", String(40), nullable=False),
+    # "2026-11" for a month, "2026-11-21" for a day (UTC).
+    Column("period", String(10), nullable=False),
+    Column("count", BigInteger, nullable=False),
+    PrimaryKeyConstraint("org_id", "metric", "period"),
+    ForeignKeyConstraint(["org_id"], ["organizations.id"], ondelete="CASCADE"),
+)
+
+instance_settings = Table(
+    "instance_settings",
+    metadata,
+    Column("name", String(100), nullable=False),
+    Column("value", Text, nullable=False),
+    PrimaryKeyConstraint("name"),
+)

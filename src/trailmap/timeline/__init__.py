@@ -1,0 +1,1 @@
+"""The change timeline: events in (validated, idempotent), events out (filtered, paged)."""

@@ -1,0 +1,367 @@
+"""Asking the timeline: filtered pages newest first, one event, and summaries.
+
+The REST API and the MCP tools both call these, so they cannot disagree. No query ever
+returns an event older than the organization's retention window.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Final
+from zoneinfo import ZoneInfo
+
+from trailmap import clock
+from trailmap.accounts.principal import Principal
+from trailmap.errors import NotFound, ValidationFailed
+from trailmap.storage import Connection, Database
+from trailmap.storage import events as store
+from trailmap.storage.events import EventFilter
+from trailmap.timeline.events import SEVERITIES
+from trailmap.timeline.times import (
+    TimeExpressionError,
+    format_relative,
+    format_time,
+    parse_time_expression,
+    resolve_timezone,
+)
+
+__all__ = [
+    "DEFAULT_LIMIT",
+    "MAX_LIMIT",
+    "EventPage",
+    "EventQuery",
+    "Summary",
+    "TimeRange",
+    "get_event",
+    "list_facet",
+    "query_events",
+    "render_event",
+    "resolve_range",
+    "summarize_events",
+]
+
+DEFAULT_LIMIT: Final = 25
+MAX_LIMIT: Final = 100
+_MAX_FILTER_VALUES = 20
+_MAX_SEARCH_WORDS = 8
+_CURSOR = re.compile(r"^v1:(\d{1,19}):([0-9a-f-]{36})$")
+
+
+@dataclass(frozen=True, slots=True)
+class EventQuery:
+    """A query as a person or a model phrases it; `resolve_range` turns the times into bounds."""
+
+    from_: str = "-24h"
+    to: str = "now"
+    types: Sequence[str] = ()
+    sources: Sequence[str] = ()
+    subjects: Sequence[str] = ()
+    severities: Sequence[str] = ()
+    services: Sequence[str] = ()
+    search: str | None = None
+    limit: int = DEFAULT_LIMIT
+    cursor: str | None = None
+    timezone: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TimeRange:
+    start: datetime  # as asked
+    end: datetime
+    effective_start: datetime  # clipped to the retention window
+    retention_start: datetime
+    tz: ZoneInfo
+    now: datetime
+
+    @property
+    def before_retention(self) -> bool:
+        """True when the whole range lies before the oldest time that can be asked."""
+        return self.end < self.retention_start
+
+    @property
+    def clipped(self) -> bool:
+        return self.start < self.retention_start <= self.end
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    events: list[dict[str, Any]]
+    next_cursor: str | None
+    range: TimeRange
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    total: int
+    by_type: list[dict[str, Any]]
+    by_subject: list[dict[str, Any]]
+    by_source: list[dict[str, Any]]
+    by_severity: list[dict[str, Any]]
+    latest: list[dict[str, Any]]
+    range: TimeRange
+
+
+def resolve_range(
+    principal: Principal,
+    from_: str | None,
+    to: str | None,
+    timezone: str | None,
+    *,
+    default_timezone: str = "UTC",
+    now: datetime | None = None,
+) -> TimeRange:
+    now = now or clock.now()
+    try:
+        tz = resolve_timezone(timezone, default=default_timezone)
+    except TimeExpressionError as error:
+        raise ValidationFailed.field("timezone", str(error)) from None
+    start = _parse("from", from_ or "-24h", now, tz)
+    end = _parse("to", to or "now", now, tz)
+    if start > end:
+        raise ValidationFailed.field(
+            "from",
+            f"from ({format_time(start, tz)}) is after to ({format_time(end, tz)}); "
+            "swap them or widen the range",
+        )
+    retention_start = now - timedelta(days=principal.retention_days)
+    return TimeRange(
+        start=start,
+        end=end,
+        effective_start=max(start, retention_start),
+        retention_start=retention_start,
+        tz=tz,
+        now=now,
+    )
+
+
+def _parse(name: str, text: str, now: datetime, tz: ZoneInfo) -> datetime:
+    try:
+        return parse_time_expression(text, now=now, tz=tz)
+    except TimeExpressionError as error:
+        raise ValidationFailed.field(name, str(error)) from None
+
+
+def _values(name: str, values: Sequence[str], limit: int) -> list[str]:
+    cleaned = [v.strip() for v in values if v and v.strip()]
+    if len(cleaned) > _MAX_FILTER_VALUES:
+        raise ValidationFailed.field(name, f"give at most {_MAX_FILTER_VALUES} values")
+    for value in cleaned:
+        if len(value) > limit:
+            raise ValidationFailed.field(name, f"a value is longer than {limit} characters")
+    return cleaned
+
+
+def _filter(query: EventQuery, time_range: TimeRange) -> EventFilter:
+    severities = [s.upper() for s in _values("severity", query.severities, 20)]
+    for severity in severities:
+        if severity not in SEVERITIES:
+            raise ValidationFailed.field(
+                "severity", f"{severity!r} is not a severity; use {', '.join(SEVERITIES)}"
+            )
+    words: list[str] = []
+    if query.search is not None:
+        if len(query.search) > 200:
+            raise ValidationFailed.field("search", "search text is at most 200 characters")
+        words = query.search.lower().split()
+        if len(words) > _MAX_SEARCH_WORDS:
+            raise ValidationFailed.field("search", f"search with at most {_MAX_SEARCH_WORDS} words")
+    return EventFilter(
+        from_us=clock.to_us(time_range.effective_start),
+        to_us=clock.to_us(time_range.end),
+        types=_values("type", query.types, 200),
+        sources=_values("source", query.sources, 500),
+        subjects=_values("subject", query.subjects, 50),
+        severities=severities,
+        services=_values("service", query.services, 200),
+        words=words,
+    )
+
+
+def encode_cursor(time_us: int, event_id: str) -> str:
+    return base64.urlsafe_b64encode(f"v1:{time_us}:{event_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, str]:
+    """The position a cursor names; anything not made by `encode_cursor` is refused."""
+    problem = ValidationFailed.field(
+        "cursor", "this cursor is not one Trailmap issued; pass next_cursor from the previous page"
+    )
+    if len(cursor) > 200:
+        raise problem
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise problem from None
+    match = _CURSOR.match(text)
+    if not match:
+        raise problem
+    try:
+        uuid.UUID(match.group(2))
+    except ValueError:
+        raise problem from None
+    return int(match.group(1)), match.group(2)
+
+
+def _check_limit(limit: int) -> None:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ValidationFailed.field("limit", f"limit must be 1 to {MAX_LIMIT}, not {limit}")
+
+
+async def query_events(
+    db: Database,
+    principal: Principal,
+    query: EventQuery,
+    *,
+    default_timezone: str = "UTC",
+    now: datetime | None = None,
+    full: bool = False,
+) -> EventPage:
+    _check_limit(query.limit)
+    time_range = resolve_range(
+        principal, query.from_, query.to, query.timezone, default_timezone=default_timezone, now=now
+    )
+    flt = _filter(query, time_range)
+    before = decode_cursor(query.cursor) if query.cursor else None
+    if time_range.before_retention:
+        return EventPage(events=[], next_cursor=None, range=time_range)
+    rows = await db.read(
+        store.select_events, principal.org_id, flt, limit=query.limit + 1, before=before
+    )
+    next_cursor = None
+    if len(rows) > query.limit:
+        rows = rows[: query.limit]
+        next_cursor = encode_cursor(rows[-1]["time_us"], rows[-1]["id"])
+    events = [render_event(r, time_range.tz, time_range.now, full=full) for r in rows]
+    return EventPage(events=events, next_cursor=next_cursor, range=time_range)
+
+
+async def get_event(
+    db: Database,
+    principal: Principal,
+    event_id: str,
+    *,
+    timezone: str | None = None,
+    default_timezone: str = "UTC",
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    now = now or clock.now()
+    try:
+        tz = resolve_timezone(timezone, default=default_timezone)
+    except TimeExpressionError as error:
+        raise ValidationFailed.field("timezone", str(error)) from None
+    missing = NotFound(f"No event with the id {event_id!r} in this organization.")
+    if len(event_id) > 36:
+        raise missing
+    row = await db.read(store.get_event, principal.org_id, event_id)
+    retention_start_us = clock.to_us(now - timedelta(days=principal.retention_days))
+    if row is None or row["time_us"] < retention_start_us:
+        raise missing
+    return render_event(row, tz, now, full=True)
+
+
+async def summarize_events(
+    db: Database,
+    principal: Principal,
+    *,
+    from_: str | None = "-24h",
+    to: str | None = "now",
+    timezone: str | None = None,
+    default_timezone: str = "UTC",
+    latest: int = 5,
+    now: datetime | None = None,
+) -> Summary:
+    time_range = resolve_range(
+        principal, from_, to, timezone, default_timezone=default_timezone, now=now
+    )
+    flt = _filter(EventQuery(), time_range)
+
+    def _summary(
+        conn: Connection,
+    ) -> tuple[int, dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
+        total = store.count_events(conn, principal.org_id, flt)
+        facets = {
+            name: store.facet_counts(conn, principal.org_id, name, flt, limit=20)
+            for name in ("type", "subject", "source", "severity")
+        }
+        recent = store.select_events(conn, principal.org_id, flt, limit=latest)
+        return total, facets, recent
+
+    if time_range.before_retention:
+        total, facets, recent = 0, {n: [] for n in ("type", "subject", "source", "severity")}, []
+    else:
+        total, facets, recent = await db.read(_summary)
+    return Summary(
+        total=total,
+        by_type=_render_facet(facets["type"], time_range),
+        by_subject=_render_facet(facets["subject"], time_range),
+        by_source=_render_facet(facets["source"], time_range),
+        by_severity=_render_facet(facets["severity"], time_range),
+        latest=[render_event(r, time_range.tz, time_range.now) for r in recent],
+        range=time_range,
+    )
+
+
+async def list_facet(
+    db: Database,
+    principal: Principal,
+    facet: str,
+    *,
+    from_: str | None = None,
+    to: str | None = "now",
+    timezone: str | None = None,
+    default_timezone: str = "UTC",
+    limit: int = 100,
+    now: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """Each value of `facet` (type, source, subject, ...) with its count and last seen."""
+    now = now or clock.now()
+    start = from_ or f"-{principal.retention_days}d"
+    time_range = resolve_range(
+        principal, start, to, timezone, default_timezone=default_timezone, now=now
+    )
+    flt = _filter(EventQuery(), time_range)
+    rows = await db.read(store.facet_counts, principal.org_id, facet, flt, limit=limit)
+    return _render_facet(rows, time_range)
+
+
+def _render_facet(rows: list[dict[str, Any]], time_range: TimeRange) -> list[dict[str, Any]]:
+    return [
+        {
+            "value": r["value"],
+            "count": int(r["count"]),
+            "last_seen": format_time(clock.from_us(r["last_us"]), time_range.tz),
+            "last_seen_relative": format_relative(clock.from_us(r["last_us"]), now=time_range.now),
+        }
+        for r in rows
+    ]
+
+
+def render_event(
+    row: dict[str, Any], tz: ZoneInfo, now: datetime, *, full: bool = False
+) -> dict[str, Any]:
+    """An event as the API shows it: CloudEvents attributes, times in the asked zone."""
+    when = clock.from_us(row["time_us"])
+    out: dict[str, Any] = {
+        "id": row["id"],
+        "specversion": "1.0",
+        "type": row["type"],
+        "source": row["source"],
+        "event_id": row["event_id"],
+        "time": format_time(when, tz),
+        "time_relative": format_relative(when, now=now),
+    }
+    for name in ("subject", "service", "version", "severity", "description", "original_type"):
+        if row.get(name) is not None:
+            out[name] = row[name]
+    if full:
+        out["received"] = format_time(clock.from_us(row["received_us"]), tz)
+        for name in ("datacontenttype", "dataschema", "data", "data_base64", "extensions"):
+            if row.get(name) is not None:
+                out[name] = row[name]
+    return out
