@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 __all__ = [
+    "Conflict",
     "ErrorCode",
     "ErrorDetail",
-    "Conflict",
     "Forbidden",
     "NotFound",
     "PayloadTooLarge",
@@ -40,7 +40,7 @@ ErrorCode = Literal[
 
 @dataclass(frozen=True, slots=True)
 class ErrorDetail:
-    """One thing wrong with the input: which field, what to do about it, and in a batch which item."""
+    """One thing wrong with the input: which field, what to do, and in a batch which item."""
 
     field: str | None
     message: str

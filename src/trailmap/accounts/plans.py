@@ -26,7 +26,9 @@ class Plan:
 
 
 PLANS: Final[dict[str, Plan]] = {
-    "self-hosted": Plan("self-hosted", 365, None, None, None, None, None, True),
+    "self-hosted": Plan(
+        "self-hosted", 365, None, None, None, None, None, retention_configurable=True
+    ),
     "free": Plan("free", 7, 1_000, 100, 2, 2, 100),
     "starter": Plan("starter", 30, 20_000, 500, 10, 10, 500),
     "pro": Plan("pro", 90, 50_000, 1_000, 50, 50, 2_500),

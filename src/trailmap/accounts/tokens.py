@@ -13,8 +13,8 @@ import zlib
 from typing import Final, Literal
 
 __all__ = [
-    "API_KEY_PREFIX",
     "ACCESS_TOKEN_PREFIX",
+    "API_KEY_PREFIX",
     "REFRESH_TOKEN_PREFIX",
     "display_prefix",
     "hash_token",
@@ -25,8 +25,8 @@ __all__ = [
 
 TokenPrefix = Literal["tmk_", "tma_", "tmr_"]
 API_KEY_PREFIX: Final = "tmk_"
-ACCESS_TOKEN_PREFIX: Final = "tma_"
-REFRESH_TOKEN_PREFIX: Final = "tmr_"
+ACCESS_TOKEN_PREFIX: Final = "tma_"  # noqa: S105 - a prefix, not a secret
+REFRESH_TOKEN_PREFIX: Final = "tmr_"  # noqa: S105 - a prefix, not a secret
 
 _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _BODY_LENGTH = 43  # 62**43 > 2**256: room for any 32-byte value

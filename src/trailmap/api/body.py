@@ -22,12 +22,13 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
-async def read_json_body(request: Request, *, max_bytes: int, accepted: tuple[str, ...] = JSON_TYPES) -> object:
+async def read_json_body(
+    request: Request, *, max_bytes: int, accepted: tuple[str, ...] = JSON_TYPES
+) -> object:
     kind = media_type(request)
     if kind not in accepted:
         raise UnsupportedMediaType(
-            f"Send the body as {', '.join(accepted)}; got "
-            f"{kind or 'no Content-Type header'}."
+            f"Send the body as {', '.join(accepted)}; got {kind or 'no Content-Type header'}."
         )
     declared = request.headers.get("content-length")
     if declared is not None:

@@ -20,5 +20,5 @@ class AppContext:
 
 def context_of(request: Request) -> AppContext:
     ctx = request.app.state.trailmap
-    assert isinstance(ctx, AppContext)  # noqa: S101 - set by create_app before any request
+    assert isinstance(ctx, AppContext)
     return ctx

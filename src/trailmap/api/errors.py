@@ -63,12 +63,12 @@ def _field(loc: tuple[Any, ...]) -> str:
 
 
 async def _on_trailmap_error(_request: Request, error: Exception) -> Response:
-    assert isinstance(error, TrailmapError)  # noqa: S101 - registered for this type only
+    assert isinstance(error, TrailmapError)
     return render(error)
 
 
 async def _on_request_validation(_request: Request, error: Exception) -> Response:
-    assert isinstance(error, RequestValidationError)  # noqa: S101 - registered for this type only
+    assert isinstance(error, RequestValidationError)
     details = [
         ErrorDetail(field=_field(tuple(e.get("loc", ()))), message=str(e.get("msg", "invalid")))
         for e in error.errors()
@@ -83,7 +83,7 @@ async def _on_request_validation(_request: Request, error: Exception) -> Respons
 
 
 async def _on_http_exception(request: Request, error: Exception) -> Response:
-    assert isinstance(error, HTTPException)  # noqa: S101 - registered for this type only
+    assert isinstance(error, HTTPException)
     code = _STATUS_CODES.get(error.status_code, "VALIDATION_ERROR")
     if error.status_code == 404:
         message = f"Nothing at {request.url.path}; the API lives under /api/v1 (see /docs)."
@@ -96,7 +96,7 @@ async def _on_http_exception(request: Request, error: Exception) -> Response:
 
 async def _on_unexpected(request: Request, error: Exception) -> Response:
     # Logged with its trace for the operator; the client learns only that it was our fault.
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
     return error_response(
         500, "INTERNAL_ERROR", "Trailmap failed to handle this request; the error was logged."
     )

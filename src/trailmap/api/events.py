@@ -64,8 +64,11 @@ _BATCH_DOC = {
                     ]
                 }
             }
-            for media in ("application/json", "application/cloudevents+json",
-                          "application/cloudevents-batch+json")
+            for media in (
+                "application/json",
+                "application/cloudevents+json",
+                "application/cloudevents-batch+json",
+            )
         },
     }
 }
@@ -102,8 +105,10 @@ async def post_events(request: Request, principal: CurrentPrincipal) -> Response
     )
     if not result.accepted and not result.duplicates:
         first = result.rejected[0]
-        message = first["message"] if not is_batch else (
-            f"None of the {len(items)} events was stored; each problem is listed in details."
+        message = (
+            first["message"]
+            if not is_batch
+            else (f"None of the {len(items)} events was stored; each problem is listed in details.")
         )
         return error_response(400, "VALIDATION_ERROR", message, result.rejected)
     status = 201 if result.accepted and not result.rejected and not result.duplicates else 200
@@ -155,14 +160,20 @@ async def list_events(
         Query(alias="from", description="-30m, -2h, -7d, now, today, yesterday, or ISO 8601"),
     ] = "-24h",
     to: Annotated[str, Query(description="Same forms as from")] = "now",
-    type_: Annotated[list[str], Query(alias="type", description="Event type(s); repeat or comma-separate")] = [],  # noqa: B006 - FastAPI copies defaults
+    type_: Annotated[
+        list[str], Query(alias="type", description="Event type(s); repeat or comma-separate")
+    ] = [],  # noqa: B006 - FastAPI copies defaults
     source: Annotated[list[str], Query()] = [],  # noqa: B006
     subject: Annotated[list[str], Query(description="Environment(s)")] = [],  # noqa: B006
     severity: Annotated[list[str], Query(description="LOW, MINOR, MAJOR, CRITICAL")] = [],  # noqa: B006
     service: Annotated[list[str], Query()] = [],  # noqa: B006
-    search: Annotated[str | None, Query(max_length=200, description="Words that must all appear")] = None,
+    search: Annotated[
+        str | None, Query(max_length=200, description="Words that must all appear")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
-    cursor: Annotated[str | None, Query(max_length=200, description="next_cursor of the previous page")] = None,
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="next_cursor of the previous page")
+    ] = None,
     timezone: Annotated[str | None, Query(description="IANA time zone, e.g. Europe/Paris")] = None,
 ) -> Response:
     ctx = context_of(request)
@@ -230,7 +241,10 @@ async def events_summary(
     "/{event_id}",
     summary="One event, with its data",
     response_model=EventBody,
-    responses={404: {"model": ErrorBody, "description": "No such event in this organization"}, **_ERRORS},
+    responses={
+        404: {"model": ErrorBody, "description": "No such event in this organization"},
+        **_ERRORS,
+    },
 )
 async def get_one_event(
     request: Request,
@@ -240,7 +254,11 @@ async def get_one_event(
 ) -> Response:
     ctx = context_of(request)
     event = await get_event(
-        ctx.db, principal, event_id, timezone=timezone, default_timezone=ctx.settings.default_timezone
+        ctx.db,
+        principal,
+        event_id,
+        timezone=timezone,
+        default_timezone=ctx.settings.default_timezone,
     )
     return ok(event)
 

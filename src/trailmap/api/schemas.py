@@ -13,9 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "CloudEventIn",
     "ErrorBody",
+    "EventBody",
     "EventOut",
     "EventPageBody",
-    "EventBody",
     "IngestBody",
     "SummaryBody",
 ]
@@ -38,7 +38,9 @@ class CloudEventIn(BaseModel):
     service: str | None = Field(default=None, max_length=200, examples=["checkout"])
     datacontenttype: str | None = Field(default=None, max_length=200)
     dataschema: str | None = Field(default=None, max_length=500)
-    data: Any = Field(default=None, description="Any JSON; data.description at most 1,000 characters")
+    data: Any = Field(
+        default=None, description="Any JSON; data.description at most 1,000 characters"
+    )
 
 
 class ErrorDetailOut(BaseModel):

@@ -100,7 +100,10 @@ def _print_welcome(db: Any, settings: Settings, host: str, port: int) -> None:
     from trailmap.accounts import list_orgs  # noqa: PLC0415
 
     address = f"http://{host}:{port}"
-    click.echo(f"Trailmap {__version__} on {address}  (database: {_redact(settings.database_url)})", err=True)
+    click.echo(
+        f"Trailmap {__version__} on {address}  (database: {_redact(settings.database_url)})",
+        err=True,
+    )
     click.echo(f"  API docs:  {address}/docs", err=True)
     if not _run(list_orgs(db)):
         click.echo(
@@ -169,7 +172,9 @@ def db_purge(state: _State) -> None:
         report = _run(purge_expired_events(handle))
     finally:
         handle.close()
-    click.echo(f"deleted {report.deleted} events across {report.organizations} organizations", err=True)
+    click.echo(
+        f"deleted {report.deleted} events across {report.organizations} organizations", err=True
+    )
 
 
 # -- org --------------------------------------------------------------------------------
@@ -387,17 +392,33 @@ def key_revoke(state: _State, key_id: str) -> None:
 @click.option("--subject", default=None, help="The environment, e.g. production.")
 @click.option("--service", default=None, help="The service it is about (default: from source).")
 @click.option("--version", "version_", default=None, help="The version deployed.")
-@click.option("--severity", type=click.Choice(["LOW", "MINOR", "MAJOR", "CRITICAL"], case_sensitive=False))
+@click.option(
+    "--severity", type=click.Choice(["LOW", "MINOR", "MAJOR", "CRITICAL"], case_sensitive=False)
+)
 @click.option("--description", default=None, help="A sentence for people.")
 @click.option("--data", default=None, help="Extra JSON data.")
 @click.option("--time", "time_", default=None, help="When it happened (default: now).")
 @click.option("--id", "event_id", default=None, help="Event id (default: a new UUID).")
-@click.option("--url", envvar="TRAILMAP_URL", default="http://127.0.0.1:8000", show_default=True,
-              help="Server URL (env TRAILMAP_URL).")
-@click.option("--api-key", envvar="TRAILMAP_API_KEY", required=True,
-              help="A read-write key (env TRAILMAP_API_KEY).")
-@click.option("--attempts", default=8, show_default=True, type=click.IntRange(1, 100),
-              help="Give up after this many tries.")
+@click.option(
+    "--url",
+    envvar="TRAILMAP_URL",
+    default="http://127.0.0.1:8000",
+    show_default=True,
+    help="Server URL (env TRAILMAP_URL).",
+)
+@click.option(
+    "--api-key",
+    envvar="TRAILMAP_API_KEY",
+    required=True,
+    help="A read-write key (env TRAILMAP_API_KEY).",
+)
+@click.option(
+    "--attempts",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 100),
+    help="Give up after this many tries.",
+)
 def send(
     type_: str,
     source: str,
@@ -439,13 +460,17 @@ def send(
         click.echo(f"attempt {attempt} failed ({problem}); retrying in {wait:.1f}s", err=True)
 
     try:
-        result = send_event(url, api_key, event, policy=RetryPolicy(attempts=attempts), on_retry=on_retry)
+        result = send_event(
+            url, api_key, event, policy=RetryPolicy(attempts=attempts), on_retry=on_retry
+        )
     except SendFailed as error:
         raise click.ClickException(str(error)) from None
     data_out = result.body.get("data", {})
     stored = (data_out.get("accepted") or data_out.get("duplicates") or [{}])[0]
     state = "stored" if data_out.get("accepted") else "already stored (duplicate)"
-    click.echo(f"{state}: {stored.get('id')}  (source {event['source']}, id {event['id']})", err=True)
+    click.echo(
+        f"{state}: {stored.get('id')}  (source {event['source']}, id {event['id']})", err=True
+    )
     click.echo(stored.get("id") or "")
 
 

@@ -62,16 +62,11 @@ def build_event(
         "type": type_,
         "source": source,
         # Stamped now, not "NOW": a retry minutes later must keep the time of the change.
-        "time": time_ or datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "time": time_
+        or datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
     }
-    for name, value in (
-        ("subject", subject),
-        ("version", version),
-        ("severity", severity),
-        ("service", service),
-    ):
-        if value is not None:
-            event[name] = value
+    optional = {"subject": subject, "version": version, "severity": severity, "service": service}
+    event.update({name: value for name, value in optional.items() if value is not None})
     if description is not None:
         data = dict(data) if isinstance(data, dict) else ({} if data is None else {"value": data})
         data["description"] = description
@@ -128,7 +123,9 @@ def send_event(
                     return SendResult(response.status_code, body, attempt + 1)
                 message = str(body.get("error") or response.reason_phrase)
                 if response.status_code not in _RETRYABLE:
-                    raise SendFailed(f"{response.status_code} {body.get('code', '')}: {message}".strip())
+                    raise SendFailed(
+                        f"{response.status_code} {body.get('code', '')}: {message}".strip()
+                    )
                 last_problem = f"{response.status_code} {message}"
                 retry_after = retry_after_seconds(response.headers.get("retry-after"))
             if attempt + 1 < policy.attempts:

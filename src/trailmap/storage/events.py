@@ -65,7 +65,9 @@ def insert_events(conn: Connection, org_id: str, rows: list[Row]) -> set[tuple[s
     return {(r[0], r[1]) for r in conn.execute(stmt, params)}
 
 
-def find_existing(conn: Connection, org_id: str, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+def find_existing(
+    conn: Connection, org_id: str, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], str]:
     """Trailmap ids of the events stored under these (source, event_id) keys."""
     found: dict[tuple[str, str], str] = {}
     for start in range(0, len(keys), 400):
@@ -120,7 +122,7 @@ def select_events(
             )
         )
     stmt = (
-        select(events.c)
+        select(events)
         .where(*clauses)
         .order_by(events.c.time_us.desc(), events.c.id.desc())
         .limit(limit)
@@ -175,7 +177,5 @@ def purge_before(conn: Connection, org_id: str, cutoff_us: int, *, chunk: int = 
         .limit(chunk)
         .scalar_subquery()
     )
-    result = conn.execute(
-        delete(events).where(events.c.org_id == org_id, events.c.id.in_(doomed))
-    )
+    result = conn.execute(delete(events).where(events.c.org_id == org_id, events.c.id.in_(doomed)))
     return int(result.rowcount or 0)

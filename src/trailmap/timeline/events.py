@@ -293,7 +293,8 @@ def _data(obj: Mapping[str, Any], problems: _Problems) -> tuple[Any, str | None,
         elif value is not None and len(value) > _MAX_DESCRIPTION:
             problems.add(
                 "data.description",
-                f"data.description is {len(value)} characters; at most {_MAX_DESCRIPTION} are allowed",
+                f"data.description is {len(value)} characters; at most {_MAX_DESCRIPTION} are "
+                "allowed",
             )
         else:
             description = value or None
@@ -315,7 +316,8 @@ def _extensions(obj: Mapping[str, Any], problems: _Problems) -> dict[str, Any] |
         if isinstance(value, dict | list):
             problems.add(
                 name,
-                f"extension {name!r} must be a string, number or boolean; put structures inside data",
+                f"extension {name!r} must be a string, number or boolean; put structures "
+                "inside data",
             )
             continue
         found[name] = value

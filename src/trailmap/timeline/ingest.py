@@ -46,6 +46,10 @@ class _Stored:
     quota_refused: list[EventRow]
     refusal: QuotaExceeded | None
 
+    @classmethod
+    def nothing(cls) -> _Stored:
+        return cls(inserted=set(), existing={}, quota_refused=[], refusal=None)
+
 
 def _reject(result: IngestResult, detail: ErrorDetail) -> None:
     entry: dict[str, Any] = {"index": detail.index, "code": detail.code, "message": detail.message}
@@ -65,68 +69,70 @@ async def ingest_events(
     """Store the valid events among `items`; nothing valid is dropped for a neighbour's sake."""
     principal.require_write()
     now = now or clock.now()
-    retention_start = now - timedelta(days=principal.retention_days)
     result = IngestResult()
+    rows, repeats = _validate_all(principal, items, now, max_event_bytes, result)
+    stored = await db.write(_store, principal, rows, now) if rows else _Stored.nothing()
+    refused = {id(r) for r in stored.quota_refused}
+    for row in rows:
+        if id(row) in refused:
+            continue
+        if row.key in stored.inserted:
+            result.accepted.append(_item(row, row.values["id"]))
+        else:
+            result.duplicates.append(_item(row, stored.existing.get(row.key)))
+    if stored.refusal is not None:
+        for row in stored.quota_refused:
+            _reject(result, _quota_detail(row, stored.refusal))
+        if not result.accepted and not result.duplicates:
+            raise stored.refusal
+    for row, first in repeats:
+        first_id = first.values["id"] if first.key in stored.inserted else None
+        result.duplicates.append(_item(row, first_id or stored.existing.get(first.key)))
+    result.rejected.sort(key=lambda r: r["index"])
+    result.duplicates.sort(key=lambda r: r["index"])
+    return result
+
+
+def _validate_all(
+    principal: Principal,
+    items: list[object],
+    now: datetime,
+    max_event_bytes: int,
+    result: IngestResult,
+) -> tuple[list[EventRow], list[tuple[EventRow, EventRow]]]:
+    """The valid, distinct rows to store, and the repeats within the request (with their first)."""
+    oldest_us = clock.to_us(now - timedelta(days=principal.retention_days))
     rows: list[EventRow] = []
     seen: dict[tuple[str, str], EventRow] = {}
-    in_batch_duplicates: list[tuple[EventRow, EventRow]] = []
+    repeats: list[tuple[EventRow, EventRow]] = []
     for index, item in enumerate(items):
         outcome = validate_event(item, index=index, now=now, max_bytes=max_event_bytes)
         if isinstance(outcome, list):
             for detail in outcome:
                 _reject(result, detail)
-            continue
-        if outcome.values["time_us"] < clock.to_us(retention_start):
-            _reject(
-                result,
-                ErrorDetail(
-                    field="time",
-                    index=index,
-                    message=(
-                        f"time is older than this organization's retention window of "
-                        f"{principal.retention_days} days, so the event could never be queried"
-                    ),
-                ),
-            )
-            continue
-        first = seen.get(outcome.key)
-        if first is not None:
-            in_batch_duplicates.append((outcome, first))
-            continue
-        seen[outcome.key] = outcome
-        rows.append(outcome)
+        elif outcome.values["time_us"] < oldest_us:
+            _reject(result, _too_old(index, principal.retention_days))
+        elif outcome.key in seen:
+            repeats.append((outcome, seen[outcome.key]))
+        else:
+            seen[outcome.key] = outcome
+            rows.append(outcome)
+    return rows, repeats
 
-    stored = await db.write(_store, principal, rows, now) if rows else None
-    if stored is not None:
-        refused = {id(r) for r in stored.quota_refused}
-        for row in rows:
-            if id(row) in refused:
-                continue
-            if row.key in stored.inserted:
-                result.accepted.append(_item(row, row.values["id"]))
-            else:
-                result.duplicates.append(_item(row, stored.existing.get(row.key)))
-        for row in stored.quota_refused:
-            assert stored.refusal is not None  # noqa: S101 - set whenever rows are refused
-            _reject(
-                result,
-                ErrorDetail(
-                    field=None,
-                    index=row.index,
-                    message=stored.refusal.message,
-                    code="QUOTA_EXCEEDED",
-                ),
-            )
-        if stored.refusal is not None and not result.accepted and not result.duplicates:
-            raise stored.refusal
-    for row, first in in_batch_duplicates:
-        first_id = first.values["id"] if stored and first.key in stored.inserted else None
-        result.duplicates.append(
-            _item(row, first_id or (stored.existing.get(first.key) if stored else None))
-        )
-    result.rejected.sort(key=lambda r: r["index"])
-    result.duplicates.sort(key=lambda r: r["index"])
-    return result
+
+def _too_old(index: int, days: int) -> ErrorDetail:
+    return ErrorDetail(
+        field="time",
+        index=index,
+        message=(
+            f"time is older than this organization's retention window of {days} days, "
+            "so the event could never be queried"
+        ),
+    )
+
+
+def _quota_detail(row: EventRow, refusal: QuotaExceeded) -> ErrorDetail:
+    return ErrorDetail(field=None, index=row.index, message=refusal.message, code="QUOTA_EXCEEDED")
 
 
 def _item(row: EventRow, stored_id: str | None) -> dict[str, Any]:

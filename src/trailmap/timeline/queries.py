@@ -292,6 +292,8 @@ async def summarize_events(
         recent = store.select_events(conn, principal.org_id, flt, limit=latest)
         return total, facets, recent
 
+    facets: dict[str, list[dict[str, Any]]]
+    recent: list[dict[str, Any]]
     if time_range.before_retention:
         total, facets, recent = 0, {n: [] for n in ("type", "subject", "source", "severity")}, []
     else:
