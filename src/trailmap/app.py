@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from trailmap import __version__
-from trailmap.api import events, health
+from trailmap.api import events, health, setup
 from trailmap.api.context import AppContext
 from trailmap.api.docs import install_docs
 from trailmap.api.errors import install_error_handlers
@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(events.router)
+    app.include_router(setup.router)
     install_docs(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -14,6 +14,7 @@ from trailmap.storage import accounts as store
 
 __all__ = [
     "Organization",
+    "check_slug",
     "create_org",
     "get_org",
     "list_orgs",
@@ -52,7 +53,7 @@ def retention_days_for(plan: Plan, configured: int | None) -> int:
     return plan.retention_days
 
 
-def _check_slug(slug: str) -> None:
+def check_slug(slug: str) -> None:
     if not _SLUG.match(slug):
         raise ValidationFailed.field(
             "slug",
@@ -64,7 +65,7 @@ def _check_slug(slug: str) -> None:
 async def create_org(
     db: Database, slug: str, *, name: str | None = None, plan: str = "self-hosted"
 ) -> Organization:
-    _check_slug(slug)
+    check_slug(slug)
     try:
         plan_obj = get_plan(plan)
     except ValueError as error:

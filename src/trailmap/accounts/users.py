@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal, cast, get_args
 
 from trailmap import clock, ids
 from trailmap.accounts.organizations import get_org
@@ -13,7 +13,7 @@ from trailmap.errors import Conflict, Forbidden, ValidationFailed
 from trailmap.storage import Connection, Database
 from trailmap.storage import accounts as store
 
-__all__ = ["MIN_PASSWORD_LENGTH", "Role", "User", "add_user"]
+__all__ = ["MIN_PASSWORD_LENGTH", "Role", "User", "add_user", "check_email"]
 
 Role = Literal["owner", "admin", "member"]
 MIN_PASSWORD_LENGTH = 10
@@ -29,13 +29,19 @@ class User:
     created: bool  # False when the user existed and only the membership is new
 
 
+def check_email(email: str) -> str:
+    """The address, normalized, or a validation error saying what an address looks like."""
+    email = email.strip().lower()
+    if not _EMAIL.match(email):
+        raise ValidationFailed.field("email", "give an e-mail address such as ada@example.com")
+    return email
+
+
 async def add_user(
     db: Database, email: str, *, org_slug: str, role: str = "member", password: str | None = None
 ) -> User:
     """Create the user (or find them by e-mail) and make them a member of the organization."""
-    email = email.strip().lower()
-    if not _EMAIL.match(email):
-        raise ValidationFailed.field("email", "give an e-mail address such as ada@example.com")
+    email = check_email(email)
     if role not in get_args(Role):
         raise ValidationFailed.field("role", "choose owner, admin or member")
     if password is not None and len(password) < MIN_PASSWORD_LENGTH:
@@ -74,4 +80,4 @@ async def add_user(
         return user_id, created
 
     user_id, created = await db.write(_add)
-    return User(id=user_id, email=email, role=role, org_slug=org.slug, created=created)  # type: ignore[arg-type]
+    return User(id=user_id, email=email, role=cast(Role, role), org_slug=org.slug, created=created)

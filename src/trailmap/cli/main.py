@@ -98,6 +98,7 @@ def serve(
 
 def _print_welcome(db: Any, settings: Settings, host: str, port: int) -> None:
     from trailmap.accounts import list_orgs  # noqa: PLC0415
+    from trailmap.accounts.setup import issue_setup_token  # noqa: PLC0415
 
     address = f"http://{host}:{port}"
     click.echo(
@@ -105,9 +106,18 @@ def _print_welcome(db: Any, settings: Settings, host: str, port: int) -> None:
         err=True,
     )
     click.echo(f"  API docs:  {address}/docs", err=True)
+    # Without TRAILMAP_PUBLIC_URL, the address this server listens on is the best guess.
+    public = settings.public_url if "public_url" in settings.model_fields_set else address
+    token = _run(issue_setup_token(db))
+    if token is not None:
+        click.echo(
+            "  First start: create the owner account and a first API key with this one-time "
+            f"link:\n    {public}/setup?token={token}",
+            err=True,
+        )
     if not _run(list_orgs(db)):
         click.echo(
-            "  First start: create an organization and a key to send events with:\n"
+            "  Or create an organization and a key to send events with from the command line:\n"
             "    trailmap org create acme\n"
             "    trailmap key create --org acme --name ci --scope read-write",
             err=True,

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from sqlalchemy import Connection, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from trailmap.storage.dialect import upsert
 from trailmap.storage.tables import usage_counters
 
 __all__ = ["add_usage", "get_usage"]
@@ -24,12 +23,8 @@ def get_usage(conn: Connection, org_id: str, metric: str, period: str) -> int:
 def add_usage(conn: Connection, org_id: str, metric: str, period: str, amount: int) -> None:
     if amount <= 0:
         return
-    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    stmt = dialect_insert(usage_counters).values(
-        org_id=org_id, metric=metric, period=period, count=amount
+    values = {"org_id": org_id, "metric": metric, "period": period, "count": amount}
+    keys = ["org_id", "metric", "period"]
+    conn.execute(
+        upsert(conn, usage_counters, values, keys, {"count": usage_counters.c.count + amount})
     )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["org_id", "metric", "period"],
-        set_={"count": usage_counters.c.count + amount},
-    )
-    conn.execute(stmt)

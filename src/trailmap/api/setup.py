@@ -1,0 +1,149 @@
+"""`/setup`: the first-run page behind the one-time link `trailmap serve` prints.
+
+A plain HTML form (no script, no external asset) protected by the link's token and a
+double-submit CSRF cookie. It creates the organization, its owner and a first API key.
+"""
+
+from __future__ import annotations
+
+import html
+import secrets
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Request
+from starlette.responses import HTMLResponse
+
+from trailmap.accounts.setup import complete_setup, setup_is_open
+from trailmap.api.context import context_of
+from trailmap.errors import TrailmapError
+
+__all__ = ["router"]
+
+router = APIRouter(include_in_schema=False)
+
+_CSRF_COOKIE = "trailmap_csrf"
+_MAX_FORM_BYTES = 16 * 1024
+_STYLE = """
+body{font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:3rem auto;padding:0 1rem;color:#222}
+label{display:block;margin-top:1rem;font-weight:600}input{width:100%;padding:.5rem;font:inherit}
+button{margin-top:1.5rem;padding:.6rem 1.2rem;font:inherit}.error{color:#a00}
+code,pre{background:#f4f4f4;padding:.2rem .4rem;word-break:break-all;white-space:pre-wrap}
+"""
+
+
+def _page(title: str, body: str, status: int = 200, csrf: str | None = None) -> HTMLResponse:
+    document = (
+        f"<!doctype html><html lang=en><head><meta charset=utf-8>"
+        f"<meta name=viewport content='width=device-width'><title>{html.escape(title)}</title>"
+        f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>"
+    )
+    response = HTMLResponse(document, status_code=status)
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Referrer-Policy"] = "no-referrer"  # the URL carries the one-time token
+    response.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
+    response.headers["X-Frame-Options"] = "DENY"
+    if csrf is not None:
+        response.set_cookie(
+            _CSRF_COOKIE, csrf, httponly=True, samesite="strict", path="/setup", max_age=3600
+        )
+    return response
+
+
+def _closed() -> HTMLResponse:
+    return _page(
+        "Setup link not valid",
+        "<p>This setup link was used already, or replaced by a newer one. Restart "
+        "<code>trailmap serve</code> to print a new link while no account exists, or create "
+        "accounts with <code>trailmap user create</code>.</p>",
+        status=403,
+    )
+
+
+def _form(token: str, csrf: str, values: dict[str, str], error: str | None = None) -> str:
+    def field(name: str, label: str, kind: str = "text", extra: str = "") -> str:
+        value = "" if kind == "password" else html.escape(values.get(name, ""), quote=True)
+        return (
+            f"<label for={name}>{label}</label>"
+            f'<input id={name} name={name} type={kind} value="{value}" required {extra}>'
+        )
+
+    problem = f"<p class=error role=alert>{html.escape(error)}</p>" if error else ""
+    return (
+        "<p>Create your organization and its owner account. You will get a first API key "
+        "to send events with.</p>"
+        f"{problem}<form method=post action=/setup>"
+        f'<input type=hidden name=token value="{html.escape(token, quote=True)}">'
+        f'<input type=hidden name=csrf value="{html.escape(csrf, quote=True)}">'
+        + field(
+            "organization",
+            "Organization (short name: letters, digits, hyphens)",
+            extra="maxlength=64",
+        )
+        + field("name", "Organization display name", extra="maxlength=200")
+        + field("email", "Your e-mail", kind="email")
+        + field(
+            "password", "Password (at least 10 characters)", kind="password", extra="minlength=10"
+        )
+        + "<button type=submit>Create</button></form>"
+    )
+
+
+@router.get("/setup")
+async def setup_page(request: Request, token: str = "") -> HTMLResponse:
+    ctx = context_of(request)
+    if not token or not await setup_is_open(ctx.db, token):
+        return _closed()
+    csrf = secrets.token_urlsafe(32)
+    return _page("Set up Trailmap", _form(token, csrf, {}), csrf=csrf)
+
+
+@router.post("/setup")
+async def setup_submit(request: Request) -> HTMLResponse:
+    ctx = context_of(request)
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > _MAX_FORM_BYTES:
+            return _page("Form too large", "<p>The form is larger than it can be.</p>", 413)
+    form = {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
+    token = form.get("token", "")
+    cookie = request.cookies.get(_CSRF_COOKIE, "")
+    if not cookie or not secrets.compare_digest(cookie.encode(), form.get("csrf", "").encode()):
+        return _page(
+            "Form expired",
+            "<p>The form's security check failed (cookies off, or the form is stale). "
+            "Open the setup link again.</p>",
+            status=403,
+        )
+    if not await setup_is_open(ctx.db, token):
+        return _closed()
+    try:
+        done = await complete_setup(
+            ctx.db,
+            token,
+            org_slug=form.get("organization", "").strip(),
+            org_name=form.get("name", "").strip(),
+            email=form.get("email", ""),
+            password=form.get("password", ""),
+        )
+    except TrailmapError as error:
+        status = 403 if error.status == 403 else 400
+        return _page("Set up Trailmap", _form(token, cookie, form, error.message), status=status)
+    base = ctx.settings.public_url
+    body = (
+        f"<p>Organization <b>{html.escape(done.org.slug)}</b> and owner "
+        f"<b>{html.escape(done.owner.email)}</b> are ready.</p>"
+        "<p>Your first API key (READ_WRITE). It is shown only now: copy it somewhere safe.</p>"
+        f"<pre>{html.escape(done.token)}</pre>"
+        "<p>Send an event:</p><pre>"
+        + html.escape(
+            f"curl -X POST {base}/api/v1/events \\\n"
+            f"  -H 'Authorization: Bearer {done.token}' -H 'Content-Type: application/json' \\\n"
+            '  -d \'{"specversion":"1.0","type":"deployment","source":"//github.com/acme/api",'
+            '"time":"NOW","subject":"production"}\''
+        )
+        + "</pre><p>The API reference is at <a href=/docs>/docs</a>.</p>"
+    )
+    response = _page("Trailmap is ready", body, status=201)
+    response.delete_cookie(_CSRF_COOKIE, path="/setup")
+    return response

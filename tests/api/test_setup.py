@@ -1,0 +1,116 @@
+"""First-run setup: the one-time link creates the owner, the organization and a first key."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+
+from tests.factories import event
+from trailmap.accounts.setup import issue_setup_token
+from trailmap.storage import Database
+
+pytestmark = pytest.mark.anyio
+
+
+def _form_value(page: str, name: str) -> str:
+    match = re.search(rf'name={name} value="([^"]*)"', page)
+    assert match, f"no hidden field {name} in the page"
+    return match.group(1)
+
+
+async def _open_form(client: httpx.AsyncClient, token: str) -> dict[str, str]:
+    page = await client.get(f"/setup?token={token}")
+    assert page.status_code == 200
+    assert "<form method=post action=/setup>" in page.text
+    return {"token": _form_value(page.text, "token"), "csrf": _form_value(page.text, "csrf")}
+
+
+async def test_the_setup_link_creates_the_owner_and_a_working_first_key(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    token = await issue_setup_token(db)
+    assert token is not None
+    hidden = await _open_form(client, token)
+    done = await client.post(
+        "/setup",
+        data={
+            **hidden,
+            "organization": "acme",
+            "name": "Acme Inc.",
+            "email": "Owner@Example.com",
+            "password": "correct horse battery",
+        },
+    )
+    assert done.status_code == 201, done.text
+    key = re.search(r"<pre>(tmk_[0-9A-Za-z]+)</pre>", done.text)
+    assert key is not None
+    sent = await client.post(
+        "/api/v1/events", json=event(), headers={"Authorization": f"Bearer {key.group(1)}"}
+    )
+    assert sent.status_code == 201
+    assert "owner@example.com" in done.text
+
+
+async def test_the_setup_link_works_only_once(client: httpx.AsyncClient, db: Database) -> None:
+    token = await issue_setup_token(db)
+    assert token is not None
+    hidden = await _open_form(client, token)
+    form = {
+        **hidden,
+        "organization": "acme",
+        "name": "",
+        "email": "a@example.com",
+        "password": "0123456789",
+    }
+    assert (await client.post("/setup", data=form)).status_code == 201
+    again = await client.post("/setup", data={**form, "organization": "other"})
+    assert again.status_code == 403
+    assert (await client.get(f"/setup?token={token}")).status_code == 403
+    assert await issue_setup_token(db) is None
+
+
+async def test_a_wrong_or_missing_setup_token_is_refused(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    assert await issue_setup_token(db) is not None
+    assert (await client.get("/setup?token=guess")).status_code == 403
+    assert (await client.get("/setup")).status_code == 403
+
+
+async def test_a_setup_form_without_its_csrf_cookie_is_refused(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    token = await issue_setup_token(db)
+    assert token is not None
+    hidden = await _open_form(client, token)
+    client.cookies.clear()
+    response = await client.post(
+        "/setup",
+        data={**hidden, "organization": "acme", "email": "a@example.com", "password": "0123456789"},
+    )
+    assert response.status_code == 403
+    assert "security check" in response.text
+
+
+async def test_a_bad_setup_form_is_shown_again_with_the_problem(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    token = await issue_setup_token(db)
+    assert token is not None
+    hidden = await _open_form(client, token)
+    response = await client.post(
+        "/setup",
+        data={
+            **hidden,
+            "organization": "Not A Slug!",
+            "email": "a@example.com",
+            "password": "0123456789",
+        },
+    )
+    assert response.status_code == 400
+    assert "lower-case letters" in response.text
+    assert 'value="Not A Slug!"' in response.text
+    # The link still works after a mistake.
+    assert (await client.get(f"/setup?token={token}")).status_code == 200

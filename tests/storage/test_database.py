@@ -1,0 +1,93 @@
+"""The database layer: SQLite's single writer groups writes without letting one spoil another,
+and the schema comes from the migrations on both databases."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable
+from typing import Any
+
+import pytest
+
+from trailmap.errors import Unavailable
+from trailmap.storage import Connection, Database, migrate
+
+pytestmark = pytest.mark.anyio
+
+
+def _insert_setting(conn: Connection, name: str) -> str:
+    conn.exec_driver_sql(
+        "INSERT INTO instance_settings (name, value) VALUES (?, 'v')"
+        if conn.dialect.name == "sqlite"
+        else "INSERT INTO instance_settings (name, value) VALUES (%s, 'v')",
+        (name,),
+    )
+    return name
+
+
+def _fail_after_insert(conn: Connection, name: str) -> None:
+    _insert_setting(conn, name)
+    raise RuntimeError("this request fails after writing")
+
+
+def _setting_names(conn: Connection) -> list[str]:
+    rows: Any = conn.exec_driver_sql("SELECT name FROM instance_settings ORDER BY name")
+    return [r[0] for r in rows]
+
+
+async def test_concurrent_writes_are_all_committed(db: Database) -> None:
+    names = [f"n{i:03d}" for i in range(200)]
+    await asyncio.gather(*(db.write(_insert_setting, n) for n in names))
+    assert await db.read(_setting_names) == names
+
+
+async def test_a_failing_write_leaves_the_writes_grouped_with_it_intact(db: Database) -> None:
+    jobs: list[Awaitable[object]] = [db.write(_insert_setting, f"ok{i:02d}") for i in range(20)]
+    jobs.insert(10, db.write(_fail_after_insert, "doomed"))
+    results = await asyncio.gather(*jobs, return_exceptions=True)
+    failures = [r for r in results if isinstance(r, BaseException)]
+    assert len(failures) == 1
+    assert isinstance(failures[0], RuntimeError)
+    stored = await db.read(_setting_names)
+    assert "doomed" not in stored
+    assert stored == [f"ok{i:02d}" for i in range(20)]
+
+
+async def test_a_write_is_visible_to_reads_once_it_is_acknowledged(db: Database) -> None:
+    await db.write(_insert_setting, "seen")
+    assert await db.read(_setting_names) == ["seen"]
+
+
+def test_the_migrated_schema_matches_the_models(db: Database) -> None:
+    migrate.schema_check(db)  # raises SchemaDrift otherwise
+
+
+def test_a_database_that_was_never_migrated_fails_the_schema_check(tmp_path: Any) -> None:
+    empty = Database(f"sqlite:///{tmp_path / 'empty.db'}")
+    try:
+        with pytest.raises(migrate.SchemaDrift, match="trailmap db upgrade"):
+            migrate.schema_check(empty)
+    finally:
+        empty.close()
+
+
+def test_upgrading_twice_is_harmless(db: Database) -> None:
+    migrate.upgrade(db)
+    assert migrate.current_revision(db) == migrate.head_revision(db)
+
+
+def test_an_in_memory_sqlite_database_is_refused_with_a_hint() -> None:
+    with pytest.raises(ValueError, match=re.escape("sqlite:///./trailmap.db")):
+        Database("sqlite:///:memory:")
+
+
+async def test_a_database_that_does_not_answer_is_reported_unavailable() -> None:
+    nowhere = Database("postgresql://postgres@127.0.0.1:1/nothing")
+    try:
+        with pytest.raises(Unavailable):
+            await nowhere.read(_setting_names)
+        with pytest.raises(Unavailable):
+            nowhere.ping()
+    finally:
+        nowhere.close()
