@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 __all__ = ["from_us", "now", "now_us", "to_us"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MICROSECOND = timedelta(microseconds=1)
 
 
 def now() -> datetime:
@@ -19,10 +20,15 @@ def now_us() -> int:
 
 
 def to_us(moment: datetime) -> int:
-    """Exact microseconds since the epoch (no float rounding) of an aware datetime."""
-    delta = moment - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    """Microseconds since the Unix epoch, exactly (integer timedelta arithmetic, no floats)."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError("a naive datetime has no place on the timeline; give it a zone")
+    return (moment - _EPOCH) // _ONE_MICROSECOND
 
 
 def from_us(us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=us)
+    """The aware UTC datetime `us` microseconds after the Unix epoch."""
+    try:
+        return _EPOCH + timedelta(microseconds=us)
+    except OverflowError as error:
+        raise ValueError(f"{us} microseconds is outside the years 1 to 9999") from error

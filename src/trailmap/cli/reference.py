@@ -34,4 +34,4 @@ def render_reference() -> str:
 
 
 if __name__ == "__main__":
-    print(render_reference(), end="")  # noqa: T201 - this module's output is the page
+    print(render_reference(), end="")

@@ -12,20 +12,16 @@ __all__ = [
     "TimeExpressionError",
     "format_relative",
     "format_time",
-    "from_micros",
+    "parse_duration",
     "parse_event_time",
     "parse_time_expression",
     "resolve_timezone",
-    "to_micros",
 ]
 
 
 class TimeExpressionError(ValueError):
     """A time, time zone or time expression we cannot read; the message says what to send."""
 
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_MICROSECOND = timedelta(microseconds=1)
 
 # Longer input is never a time; refusing it early keeps error messages and regexes cheap.
 _MAX_TEXT_LENGTH = 200
@@ -155,20 +151,6 @@ def parse_event_time(text: str, *, now: datetime) -> datetime:
     return _to_utc(parsed, stripped)
 
 
-def to_micros(dt: datetime) -> int:
-    """Microseconds since the Unix epoch, exactly (integer timedelta arithmetic, no floats)."""
-    _require_aware(dt, "dt")
-    return (dt - _EPOCH) // _ONE_MICROSECOND
-
-
-def from_micros(us: int) -> datetime:
-    """The aware UTC datetime `us` microseconds after the Unix epoch."""
-    try:
-        return _EPOCH + timedelta(microseconds=us)
-    except OverflowError as error:
-        raise ValueError(f"{us} microseconds is outside the years 1 to 9999") from error
-
-
 def format_time(dt: datetime, tz: ZoneInfo) -> str:
     """ISO 8601 in `tz` with its offset, e.g. 2026-11-20T11:00:00+01:00; milliseconds
     appear only when there are some, so whole-second times stay short."""
@@ -209,15 +191,31 @@ def _checked_text(text: object, forms: str) -> str:
     return stripped
 
 
-def _relative_to(now: datetime, match: re.Match[str], text: str) -> datetime:
+def parse_duration(text: str) -> timedelta:
+    """A length of time such as 90d, 12h, 2w or 30 min (for lifetimes like --expires)."""
+    stripped = _checked_text(text, "a duration such as 90d, 12h or 2w")
+    match = _RELATIVE.fullmatch(stripped)
+    if match is None or match["sign"] == "-" or int(match["amount"]) == 0:
+        raise TimeExpressionError(
+            f"Could not read {_quote(stripped)} as a duration; use a positive amount and a "
+            "unit, such as 90d, 12h, 2w or 30min."
+        )
+    return _amount(match, stripped)
+
+
+def _amount(match: re.Match[str], text: str) -> timedelta:
     seconds = int(match["amount"]) * _UNIT_SECONDS[match["unit"].lower()]
     if seconds > _MAX_RELATIVE_SECONDS:
         raise TimeExpressionError(
             f"{_quote(text)} reaches more than 100 years from now; use a smaller amount "
             "such as -30d, or an ISO 8601 date such as 2026-11-20."
         )
+    return timedelta(seconds=seconds)
+
+
+def _relative_to(now: datetime, match: re.Match[str], text: str) -> datetime:
     # No sign means "ago", as in "last 2h"; only an explicit + looks forward.
-    amount = timedelta(seconds=seconds)
+    amount = _amount(match, text)
     try:
         moved = now + amount if match["sign"] == "+" else now - amount
     except OverflowError as error:
