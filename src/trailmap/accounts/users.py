@@ -65,18 +65,17 @@ async def add_user(
             )
         else:
             user_id, created = existing["id"], False
+        if not created and store.is_member(conn, org.id, user_id):
+            raise Conflict(f"{email} is already a member of {org.slug}.")
         members = store.count_members(conn, org.id)
         if org.plan.members is not None and members >= org.plan.members:
             raise Forbidden(
                 f"The {org.plan.name} plan allows {org.plan.members} members and "
                 f"{org.slug} has {members}; remove one or change plan."
             )
-        try:
-            store.insert_membership(
-                conn, org.id, {"user_id": user_id, "role": role, "created_us": now_us}
-            )
-        except store.IntegrityError:
-            raise Conflict(f"{email} is already a member of {org.slug}.") from None
+        store.insert_membership(
+            conn, org.id, {"user_id": user_id, "role": role, "created_us": now_us}
+        )
         return user_id, created
 
     user_id, created = await db.write(_add)

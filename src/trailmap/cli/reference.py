@@ -16,21 +16,22 @@ commands disagree. The README has the quick start; this page has every option.
 """
 
 
-def _walk(command: click.Command, path: list[str]) -> list[tuple[list[str], click.Command]]:
-    found = [(path, command)]
-    if isinstance(command, click.Group):
-        for name in sorted(command.commands):
-            found.extend(_walk(command.commands[name], [*path, name]))
-    return found
+def _sections(
+    command: click.Command, name: str, parent: click.Context | None
+) -> list[str]:
+    # make_context, as a real invocation does, so that settings such as -h/--help are inherited.
+    ctx = command.make_context(name, [], parent=parent, resilient_parsing=True)
+    ctx.terminal_width = 100
+    with ctx:
+        parts = [f"\n## `{ctx.command_path}`\n\n```text\n{command.get_help(ctx)}\n```\n"]
+        if isinstance(command, click.Group):
+            for sub in sorted(command.commands):
+                parts.extend(_sections(command.commands[sub], sub, ctx))
+    return parts
 
 
 def render_reference() -> str:
-    parts = [_HEADER]
-    for path, command in _walk(cli, ["trailmap"]):
-        with click.Context(command, info_name=" ".join(path), terminal_width=100) as ctx:
-            text = command.get_help(ctx)
-        parts.append(f"\n## `{' '.join(path)}`\n\n```text\n{text}\n```\n")
-    return "".join(parts)
+    return _HEADER + "".join(_sections(cli, "trailmap", None))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import Connection, and_, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
 
 from trailmap.storage.tables import (
     api_keys,
@@ -16,7 +15,6 @@ from trailmap.storage.tables import (
 )
 
 __all__ = [
-    "IntegrityError",
     "count_active_keys",
     "count_members",
     "find_key_by_hash",
@@ -30,6 +28,7 @@ __all__ = [
     "insert_org",
     "insert_service_account",
     "insert_user",
+    "is_member",
     "list_api_keys",
     "list_orgs",
     "revoke_key",
@@ -74,6 +73,13 @@ def get_user_by_email(conn: Connection, email: str) -> Row | None:
 
 def insert_membership(conn: Connection, org_id: str, row: Row) -> None:
     conn.execute(insert(memberships), {**row, "org_id": org_id})
+
+
+def is_member(conn: Connection, org_id: str, user_id: str) -> bool:
+    stmt = select(memberships.c.role).where(
+        memberships.c.org_id == org_id, memberships.c.user_id == user_id
+    )
+    return conn.execute(stmt).first() is not None
 
 
 def count_members(conn: Connection, org_id: str) -> int:

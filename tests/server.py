@@ -1,0 +1,96 @@
+"""A real Trailmap server in its own process, for tests that need one over TCP.
+
+Started as `python -m trailmap.cli.main --database URL serve --port N` so it runs exactly
+what `trailmap serve` runs; ready when `/healthz` answers, stopped with SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+__all__ = ["free_port", "running_server"]
+
+_READY_TIMEOUT_S = 20.0
+_POLL_INTERVAL_S = 0.05
+_STOP_TIMEOUT_S = 10.0
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextmanager
+def running_server(database_url: str, *, log_path: Path) -> Iterator[str]:
+    """Run `trailmap serve` on `database_url`; yield its base URL once `/healthz` answers."""
+    port = free_port()
+    env = {
+        **os.environ,
+        # The tests decide what is in the database; no purge runs behind their back.
+        "TRAILMAP_RETENTION_PURGE_INTERVAL_SECONDS": "0",
+        "TRAILMAP_LOG_LEVEL": "warning",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.pop("TRAILMAP_DATABASE_URL", None)
+    command = [
+        sys.executable,
+        "-m",
+        "trailmap.cli.main",
+        "--database",
+        database_url,
+        "serve",
+        "--port",
+        str(port),
+    ]
+    base_url = f"http://127.0.0.1:{port}"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            _wait_until_ready(process, base_url, log_path)
+            yield base_url
+        finally:
+            _stop(process)
+
+
+def _wait_until_ready(process: subprocess.Popen[bytes], base_url: str, log_path: Path) -> None:
+    deadline = time.monotonic() + _READY_TIMEOUT_S
+    with httpx.Client(timeout=1.0) as client:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"the server exited with {process.returncode} before it was ready:\n"
+                    + log_path.read_text(errors="replace")
+                )
+            try:
+                if client.get(f"{base_url}/healthz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(_POLL_INTERVAL_S)  # polling a readiness endpoint, bounded by the deadline
+    raise RuntimeError(
+        f"the server did not answer {base_url}/healthz within {_READY_TIMEOUT_S:.0f} s:\n"
+        + log_path.read_text(errors="replace")
+    )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=_STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=_STOP_TIMEOUT_S)
