@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import orjson
 from starlette.requests import Request
@@ -57,15 +58,27 @@ def parse_json(raw: bytes) -> object:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as error:
         fast_error = error
-    # orjson refuses integers over 64 bits; the standard parser takes them so that one odd
-    # number costs only its own event, not the whole batch.
+    # What orjson refuses, the standard parser may still read exactly (integers too long for
+    # a float, for one), so that one odd value costs only its own event, not the whole batch.
+    # NaN, Infinity and numbers beyond a float's range are not JSON and stay refused.
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_not_json, parse_float=_finite_float)
     except (ValueError, RecursionError):
         pass
     raise ValidationFailed.field(
         "body", f"the body is not valid JSON ({fast_error}); check quotes, commas and brackets"
     )
+
+
+def _not_json(text: str) -> float:
+    raise ValueError(f"{text} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is too large for a number")
+    return value
 
 
 def _too_large(limit: int, size: int | None) -> str:

@@ -86,7 +86,7 @@ _BATCH_DOC = {
     response_model=IngestBody,
     responses={
         201: {"model": IngestBody, "description": "Every new event was stored"},
-        413: {"model": ErrorBody, "description": "The body or an event is too large"},
+        413: {"model": ErrorBody, "description": "The body is over the size limit"},
         415: {"model": ErrorBody, "description": "Not a JSON content type"},
         **_ERRORS,
     },

@@ -150,8 +150,8 @@ def validate_event(
 
     try:
         encoded = orjson.dumps(obj)
-    except TypeError:
-        problems.add(None, "the event holds a number too large to store (over 64 bits)")
+    except TypeError as error:
+        problems.add(None, _unstorable(error))
         return problems.items
     if len(encoded) > max_bytes:
         problems.add(
@@ -230,6 +230,19 @@ def validate_event(
         ),
     }
     return EventRow(values=row, index=index)
+
+
+def _unstorable(error: TypeError) -> str:
+    """Why orjson could not encode an event the lenient JSON parser let through."""
+    reason = str(error)
+    if "surrogate" in reason:
+        return (
+            "the event holds text that is not valid Unicode (a lone surrogate such as "
+            "\\ud800); send UTF-8 text"
+        )
+    if "ecursion" in reason:
+        return "the event is nested too deeply; keep data to fewer than 250 levels"
+    return "the event holds a number too large to store (over 64 bits)"
 
 
 def _clip(value: str | None, limit: int) -> str | None:

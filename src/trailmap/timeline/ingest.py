@@ -52,10 +52,14 @@ class _Stored:
 
 
 def _reject(result: IngestResult, detail: ErrorDetail) -> None:
-    entry: dict[str, Any] = {"index": detail.index, "code": detail.code, "message": detail.message}
-    if detail.field is not None:
-        entry["field"] = detail.field
-    result.rejected.append(entry)
+    result.rejected.append(
+        {
+            "index": detail.index,
+            "code": detail.code,
+            "field": detail.field,
+            "message": detail.message,
+        }
+    )
 
 
 async def ingest_events(

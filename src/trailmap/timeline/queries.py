@@ -51,6 +51,7 @@ MAX_LIMIT: Final = 100
 _MAX_FILTER_VALUES = 20
 _MAX_SEARCH_WORDS = 8
 _CURSOR = re.compile(r"^v1:(\d{1,19}):([0-9a-f-]{36})$")
+_MAX_TIME_US = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +155,16 @@ def _values(name: str, values: Sequence[str], limit: int) -> list[str]:
     for value in cleaned:
         if len(value) > limit:
             raise ValidationFailed.field(name, f"a value is longer than {limit} characters")
+        _refuse_nul(name, value)
     return cleaned
+
+
+def _refuse_nul(name: str, value: str) -> None:
+    # No stored event holds a NUL, and PostgreSQL refuses one even as a query parameter.
+    if "\x00" in value:
+        raise ValidationFailed.field(
+            name, "a value contains a NUL character (\\u0000), which no event can hold"
+        )
 
 
 def _filter(query: EventQuery, time_range: TimeRange) -> EventFilter:
@@ -168,6 +178,7 @@ def _filter(query: EventQuery, time_range: TimeRange) -> EventFilter:
     if query.search is not None:
         if len(query.search) > 200:
             raise ValidationFailed.field("search", "search text is at most 200 characters")
+        _refuse_nul("search", query.search)
         words = query.search.lower().split()
         if len(words) > _MAX_SEARCH_WORDS:
             raise ValidationFailed.field("search", f"search with at most {_MAX_SEARCH_WORDS} words")
@@ -205,7 +216,11 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
         uuid.UUID(match.group(2))
     except ValueError:
         raise problem from None
-    return int(match.group(1)), match.group(2)
+    time_us = int(match.group(1))
+    if time_us > _MAX_TIME_US:
+        # 19 digits can exceed a 64-bit column; neither database would accept it as a bound.
+        raise problem
+    return time_us, match.group(2)
 
 
 def _check_limit(limit: int) -> None:
@@ -256,7 +271,7 @@ async def get_event(
     except TimeExpressionError as error:
         raise ValidationFailed.field("timezone", str(error)) from None
     missing = NotFound(f"No event with the id {event_id!r} in this organization.")
-    if len(event_id) > 36:
+    if len(event_id) > 36 or "\x00" in event_id:
         raise missing
     row = await db.read(store.get_event, principal.org_id, event_id)
     retention_start_us = clock.to_us(now - timedelta(days=principal.retention_days))
