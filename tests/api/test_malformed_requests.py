@@ -20,23 +20,10 @@ from tests.factories import make_key, make_org
 from trailmap.app import create_app
 from trailmap.settings import Settings
 from trailmap.storage import Database
+from trailmap.timeline.events import CORE_ATTRIBUTES
 
 EVENTS = "/api/v1/events"
-FIELDS = (
-    "specversion",
-    "type",
-    "source",
-    "time",
-    "id",
-    "subject",
-    "severity",
-    "version",
-    "service",
-    "datacontenttype",
-    "dataschema",
-    "data",
-    "data_base64",
-)
+FIELDS = tuple(sorted(CORE_ATTRIBUTES))
 VALID: dict[str, Any] = {
     "specversion": "1.0",
     "type": "deployment",
