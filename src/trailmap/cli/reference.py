@@ -16,9 +16,7 @@ commands disagree. The README has the quick start; this page has every option.
 """
 
 
-def _sections(
-    command: click.Command, name: str, parent: click.Context | None
-) -> list[str]:
+def _sections(command: click.Command, name: str, parent: click.Context | None) -> list[str]:
     # make_context, as a real invocation does, so that settings such as -h/--help are inherited.
     ctx = command.make_context(name, [], parent=parent, resilient_parsing=True)
     ctx.terminal_width = 100

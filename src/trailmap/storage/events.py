@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import cache, lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, literal_column, or_, select, tuple_
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+import orjson
+from sqlalchemy import (
+    JSON,
+    Connection,
+    Integer,
+    Select,
+    and_,
+    bindparam,
+    delete,
+    func,
+    literal_column,
+    or_,
+    select,
+    tuple_,
+)
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from trailmap.storage.tables import events, organizations
@@ -55,14 +69,123 @@ def insert_events(conn: Connection, org_id: str, rows: list[Row]) -> set[tuple[s
     """Insert rows, skipping any whose (source, event_id) exists; return the keys inserted."""
     if not rows:
         return set()
-    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    if conn.dialect.name == "postgresql":
+        return _insert_events_postgres(conn, org_id, rows)
+    return _insert_events_sqlite(conn, org_id, rows)
+
+
+@cache
+def _columns() -> tuple[tuple[str, bool], ...]:
+    """(name, is JSON) of every events column but org_id, in table order."""
+    return tuple((c.name, isinstance(c.type, JSON)) for c in events.columns if c.name != "org_id")
+
+
+def _json_text(value: Any) -> str:
+    # As the engines' JSON type writes it: orjson (Database's json_serializer), and None as the
+    # JSON null rather than SQL NULL (SQLAlchemy's JSON none_as_null=False).
+    return orjson.dumps(value).decode()
+
+
+# On SQLite a batch is first tried as a few multi-row INSERTs (500 rows at most), with no
+# RETURNING, issued straight to the driver. Two costs are avoided. SQLAlchemy's form spends
+# longer binding its 19 parameters per row, in Python under the GIL, than SQLite spends
+# storing them. And the driver releases the GIL around every step of a statement: a statement
+# per row (executemany), or a row of RETURNING each, means a re-acquisition per row, each of
+# which can wait out the interpreter's 5 ms switch interval while the event loop validates
+# the next request (the "convoy effect"); one statement per 500 rows waits once.
+# The row count says whether every row went in (the usual case). When some did not, that
+# attempt is rolled back to its savepoint and the batch goes in with RETURNING, which names
+# exactly the rows stored.
+# Rows per statement, largest first; a batch is cut greedily into these sizes, so that only
+# five statement texts are ever built and prepared (the driver caches prepared statements per
+# connection, and a 500-row one is large), whatever the sizes of the batches. 500 rows of 20
+# parameters are 10,000, under SQLite's limit of 32,766.
+_SQLITE_STATEMENT_ROWS = (500, 100, 20, 5, 1)
+
+
+def _sqlite_chunks(rows: list[Row]) -> Iterator[list[Row]]:
+    start = 0
+    for size in _SQLITE_STATEMENT_ROWS:
+        while len(rows) - start >= size:
+            yield rows[start : start + size]
+            start += size
+
+
+@cache
+def _sqlite_insert_sql(row_count: int) -> str:
+    names = ", ".join(name for name, _ in _columns())
+    row = "(" + ", ".join("?" for _ in range(len(_columns()) + 1)) + ")"
+    # Only column names from the table definition go into the text; values are bound.
+    return (
+        f"INSERT INTO events (org_id, {names}) VALUES {', '.join([row] * row_count)} "  # noqa: S608
+        "ON CONFLICT (org_id, source, event_id) DO NOTHING"
+    )
+
+
+def _insert_events_sqlite(conn: Connection, org_id: str, rows: list[Row]) -> set[tuple[str, str]]:
+    columns = _columns()
+    with conn.begin_nested() as attempt:
+        stored = 0
+        for chunk in _sqlite_chunks(rows):
+            params = tuple(
+                value
+                for row in chunk
+                for value in (
+                    org_id,
+                    *[_json_text(row[name]) if is_json else row[name] for name, is_json in columns],
+                )
+            )
+            stored += conn.exec_driver_sql(_sqlite_insert_sql(len(chunk)), params).rowcount
+        if stored == len(rows):
+            return {(row["source"], row["event_id"]) for row in rows}
+        attempt.rollback()
     stmt = (
-        dialect_insert(events)
+        sqlite_insert(events)
         .on_conflict_do_nothing(index_elements=["org_id", "source", "event_id"])
         .returning(events.c.source, events.c.event_id)
     )
-    params = [{**row, "org_id": org_id} for row in rows]
-    return {(r[0], r[1]) for r in conn.execute(stmt, params)}
+    return {(r[0], r[1]) for r in conn.execute(stmt, [{**row, "org_id": org_id} for row in rows])}
+
+
+# On PostgreSQL a batch is one INSERT ... SELECT FROM unnest(...) with one array parameter per
+# column. The multi-row VALUES statement SQLAlchemy would build carries 19 parameters per row,
+# and psycopg re-parses the text of so long a statement on every execution (it caches only
+# short ones): at 500 rows that parsing took longer than the insert itself. This statement is
+# short, so psycopg caches it and, after a few uses, prepares it on the server. The arrays
+# travel in binary (%(name)b): psycopg writes the text form of an array in Python, escaping
+# every element with a regular expression, several times slower.
+@cache
+def _postgres_insert_sql() -> str:
+    columns = [c for c in events.columns if c.name != "org_id"]
+    names = ", ".join(c.name for c in columns)
+    # Arrays of unbounded text, not varchar(n): an explicit cast to varchar(n) would truncate
+    # silently, where assigning to the column refuses a value that is too long, as before.
+    arrays = ", ".join(f"%({c.name})b::{_postgres_array_type(c.type)}" for c in columns)
+    return (
+        f"INSERT INTO events (org_id, {names}) "  # noqa: S608 - column names from the table
+        f"SELECT CAST(%(org_id)s AS TEXT), * FROM unnest({arrays}) "
+        "ON CONFLICT (org_id, source, event_id) DO NOTHING "
+        "RETURNING source, event_id"
+    )
+
+
+def _postgres_array_type(column_type: Any) -> str:
+    if isinstance(column_type, JSON):
+        return "text[]::jsonb[]"
+    if isinstance(column_type, Integer):  # BigInteger too
+        return "bigint[]"
+    return "text[]"
+
+
+def _insert_events_postgres(conn: Connection, org_id: str, rows: list[Row]) -> set[tuple[str, str]]:
+    params: dict[str, Any] = {"org_id": org_id}
+    for name, is_json in _columns():
+        if is_json:
+            params[name] = [_json_text(row[name]) for row in rows]
+        else:
+            params[name] = [row[name] for row in rows]
+    result = conn.exec_driver_sql(_postgres_insert_sql(), params)
+    return {(r[0], r[1]) for r in result}
 
 
 def find_existing(
@@ -80,27 +203,79 @@ def find_existing(
     return found
 
 
-def _where(org_id: str, flt: EventFilter) -> list[Any]:
-    clauses: list[Any] = [
-        events.c.org_id == org_id,
-        events.c.time_us >= flt.from_us,
-        events.c.time_us <= flt.to_us,
-    ]
-    for column, values in (
-        (events.c.type, flt.types),
-        (events.c.source, flt.sources),
-        (events.c.subject, flt.subjects),
-        (events.c.severity, flt.severities),
-        (events.c.service, flt.services),
-    ):
+# (parameter name, column, EventFilter attribute) of the filters that take a list of values.
+_LIST_FILTERS = (
+    ("type", events.c.type, "types"),
+    ("source", events.c.source, "sources"),
+    ("subject", events.c.subject, "subjects"),
+    ("severity", events.c.severity, "severities"),
+    ("service", events.c.service, "services"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """What decides a filter's SQL text; the values travel as bound parameters."""
+
+    counts: tuple[int, ...]  # values per list filter, in _LIST_FILTERS order
+    words: int
+
+
+def _shape_and_params(org_id: str, flt: EventFilter) -> tuple[_Shape, dict[str, Any]]:
+    params: dict[str, Any] = {"org_id": org_id, "from_us": flt.from_us, "to_us": flt.to_us}
+    counts: list[int] = []
+    for name, _column, attribute in _LIST_FILTERS:
+        values: Sequence[str] = getattr(flt, attribute)
+        counts.append(len(values))
         if len(values) == 1:
-            clauses.append(column == values[0])
+            params[name] = values[0]
         elif values:
-            clauses.append(column.in_(list(values)))
-    for word in flt.words:
+            params[name] = list(values)
+    for i, word in enumerate(flt.words):
         escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        clauses.append(events.c.search_text.like(f"%{escaped}%", escape="\\"))
+        params[f"word_{i}"] = f"%{escaped}%"
+    return _Shape(tuple(counts), len(flt.words)), params
+
+
+def _where(shape: _Shape) -> list[Any]:
+    clauses: list[Any] = [
+        events.c.org_id == bindparam("org_id"),
+        events.c.time_us >= bindparam("from_us"),
+        events.c.time_us <= bindparam("to_us"),
+    ]
+    for (name, column, _attribute), count in zip(_LIST_FILTERS, shape.counts, strict=True):
+        if count == 1:
+            clauses.append(column == bindparam(name))
+        elif count:
+            clauses.append(column.in_(bindparam(name, expanding=True)))
+    clauses.extend(
+        events.c.search_text.like(bindparam(f"word_{i}"), escape="\\") for i in range(shape.words)
+    )
     return clauses
+
+
+# A page of events is the query every timeline view runs. Its statement is built once per
+# shape and kept: building the clauses and their cache key anew cost more than running the
+# indexed query itself on SQLite.
+@lru_cache(maxsize=256)
+def _select_statement(shape: _Shape, *, paged: bool, limit: int) -> Select[Any]:
+    clauses = _where(shape)
+    if paged:
+        clauses.append(
+            or_(
+                events.c.time_us < bindparam("before_us"),
+                and_(
+                    events.c.time_us == bindparam("before_us"),
+                    events.c.id < bindparam("before_id"),
+                ),
+            )
+        )
+    return (
+        select(events)
+        .where(*clauses)
+        .order_by(events.c.time_us.desc(), events.c.id.desc())
+        .limit(limit)
+    )
 
 
 def select_events(
@@ -112,22 +287,12 @@ def select_events(
     before: tuple[int, str] | None = None,
 ) -> list[Row]:
     """Newest first; `before` is the (time_us, id) of the last event of the previous page."""
-    clauses = _where(org_id, flt)
+    shape, params = _shape_and_params(org_id, flt)
     if before is not None:
-        time_us, event_id = before
-        clauses.append(
-            or_(
-                events.c.time_us < time_us,
-                and_(events.c.time_us == time_us, events.c.id < event_id),
-            )
-        )
-    stmt = (
-        select(events)
-        .where(*clauses)
-        .order_by(events.c.time_us.desc(), events.c.id.desc())
-        .limit(limit)
-    )
-    return [dict(r._mapping) for r in conn.execute(stmt)]
+        params["before_us"], params["before_id"] = before
+    result = conn.execute(_select_statement(shape, paged=before is not None, limit=limit), params)
+    keys = list(result.keys())
+    return [dict(zip(keys, row, strict=True)) for row in result]
 
 
 def get_event(conn: Connection, org_id: str, event_id: str) -> Row | None:
@@ -138,8 +303,9 @@ def get_event(conn: Connection, org_id: str, event_id: str) -> Row | None:
 
 
 def count_events(conn: Connection, org_id: str, flt: EventFilter) -> int:
-    stmt = select(func.count()).select_from(events).where(*_where(org_id, flt))
-    return int(conn.execute(stmt).scalar_one())
+    shape, params = _shape_and_params(org_id, flt)
+    stmt = select(func.count()).select_from(events).where(*_where(shape))
+    return int(conn.execute(stmt, params).scalar_one())
 
 
 def facet_counts(
@@ -148,14 +314,15 @@ def facet_counts(
     """Each value of one attribute with its count and when it was last seen, most frequent first."""
     column = FACETS[facet]
     count = func.count().label("count")
+    shape, params = _shape_and_params(org_id, flt)
     stmt = (
         select(column.label("value"), count, func.max(events.c.time_us).label("last_us"))
-        .where(*_where(org_id, flt), column.is_not(None))
+        .where(*_where(shape), column.is_not(None))
         .group_by(column)
         .order_by(literal_column("count").desc(), column)
         .limit(limit)
     )
-    return [dict(r._mapping) for r in conn.execute(stmt)]
+    return [dict(r._mapping) for r in conn.execute(stmt, params)]
 
 
 def oldest_event_us(conn: Connection, org_id: str) -> int | None:
