@@ -8,6 +8,7 @@ import re
 from collections.abc import Awaitable
 from typing import Any
 
+import psycopg
 import pytest
 
 from trailmap.errors import Unavailable
@@ -91,3 +92,24 @@ async def test_a_database_that_does_not_answer_is_reported_unavailable() -> None
             nowhere.ping()
     finally:
         nowhere.close()
+
+
+async def test_reads_survive_the_database_dropping_every_pooled_connection(
+    db: Database, database_url: str
+) -> None:
+    if db.is_sqlite:
+        pytest.skip("SQLite has no server to drop connections")
+    await db.write(_insert_setting, "before")
+    assert await db.read(_setting_names) == ["before"]  # the pool now holds a live connection
+    name = database_url.rsplit("/", 1)[1]
+    with psycopg.connect(database_url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as admin:
+        killed = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        ).fetchone()
+    assert killed is not None
+    assert killed[0] >= 1
+    # The first read meets a dead connection; it is retried on a fresh one, not failed.
+    assert await db.read(_setting_names) == ["before"]
+    assert await db.read_one(_setting_names) == ["before"]

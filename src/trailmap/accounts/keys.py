@@ -185,7 +185,7 @@ async def authenticate(
             "check that it was copied whole."
         )
     digest = tokens.hash_token(token)
-    row = await db.read(store.find_key_by_hash, digest)
+    row = await db.read_point(store.find_key_by_hash, digest)
     if row is None or not tokens.tokens_match(token, row["token_hash"]):
         raise Unauthorized("This API key is not known; it may have been deleted.")
     now_us = clock.now_us()

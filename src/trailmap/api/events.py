@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
+from starlette.datastructures import QueryParams
 from starlette.responses import Response
 
 from trailmap.api.auth import CurrentPrincipal
@@ -20,6 +21,7 @@ from trailmap.api.schemas import (
     IngestBody,
     SummaryBody,
 )
+from trailmap.errors import ValidationFailed
 from trailmap.timeline.ingest import ingest_events, require_some_items
 from trailmap.timeline.queries import (
     DEFAULT_LIMIT,
@@ -143,7 +145,66 @@ def render_range(time_range: TimeRange, empty: bool) -> dict[str, Any]:
     }
 
 
-TextList = Annotated[list[str], Query()]
+def _parameter(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema,
+    }
+
+
+_TEXT: dict[str, Any] = {"type": "string"}
+_LIST: dict[str, Any] = {"type": "array", "items": {"type": "string"}}
+# This handler reads its parameters itself (it is the hottest read path, and FastAPI's
+# per-parameter machinery cost more than the query); they are documented here instead.
+_QUERY_PARAMETERS = [
+    _parameter(
+        "from",
+        "-30m, -2h, -7d, now, today, yesterday, ISO 8601 or RFC 2822 (default -24h)",
+        {**_TEXT, "default": "-24h"},
+    ),
+    _parameter("to", "Same forms as from (default now)", {**_TEXT, "default": "now"}),
+    _parameter("type", "Event type(s); repeat or comma-separate", _LIST),
+    _parameter("source", "Source(s); repeat the parameter for several", _LIST),
+    _parameter("subject", "Environment(s); repeat or comma-separate", _LIST),
+    _parameter("severity", "LOW, MINOR, MAJOR or CRITICAL; repeat or comma-separate", _LIST),
+    _parameter("service", "Service(s); repeat or comma-separate", _LIST),
+    _parameter("search", "Words that must all appear", {**_TEXT, "maxLength": 200}),
+    _parameter(
+        "limit",
+        f"Events per page, 1 to {MAX_LIMIT}",
+        {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+    ),
+    _parameter("cursor", "next_cursor of the previous page", {**_TEXT, "maxLength": 200}),
+    _parameter("timezone", "IANA time zone, e.g. Europe/Paris", _TEXT),
+]
+
+
+def _event_query(params: QueryParams) -> EventQuery:
+    limit_text = params.get("limit")
+    limit = DEFAULT_LIMIT
+    if limit_text is not None:
+        try:
+            limit = int(limit_text)
+        except ValueError:
+            raise ValidationFailed.field(
+                "limit", f"limit must be a whole number from 1 to {MAX_LIMIT}"
+            ) from None
+    return EventQuery(
+        from_=params.get("from") or "-24h",
+        to=params.get("to") or "now",
+        types=_split(params.getlist("type")),
+        sources=params.getlist("source"),
+        subjects=_split(params.getlist("subject")),
+        severities=_split(params.getlist("severity")),
+        services=_split(params.getlist("service")),
+        search=params.get("search"),
+        limit=limit,
+        cursor=params.get("cursor") or None,
+        timezone=params.get("timezone") or None,
+    )
 
 
 @router.get(
@@ -151,45 +212,11 @@ TextList = Annotated[list[str], Query()]
     summary="Query events, newest first",
     response_model=EventPageBody,
     responses=_ERRORS,
+    openapi_extra={"parameters": _QUERY_PARAMETERS},
 )
-async def list_events(
-    request: Request,
-    principal: CurrentPrincipal,
-    from_: Annotated[
-        str,
-        Query(alias="from", description="-30m, -2h, -7d, now, today, yesterday, or ISO 8601"),
-    ] = "-24h",
-    to: Annotated[str, Query(description="Same forms as from")] = "now",
-    type_: Annotated[
-        list[str], Query(alias="type", description="Event type(s); repeat or comma-separate")
-    ] = [],  # noqa: B006 - FastAPI copies defaults
-    source: Annotated[list[str], Query()] = [],  # noqa: B006
-    subject: Annotated[list[str], Query(description="Environment(s)")] = [],  # noqa: B006
-    severity: Annotated[list[str], Query(description="LOW, MINOR, MAJOR, CRITICAL")] = [],  # noqa: B006
-    service: Annotated[list[str], Query()] = [],  # noqa: B006
-    search: Annotated[
-        str | None, Query(max_length=200, description="Words that must all appear")
-    ] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
-    cursor: Annotated[
-        str | None, Query(max_length=200, description="next_cursor of the previous page")
-    ] = None,
-    timezone: Annotated[str | None, Query(description="IANA time zone, e.g. Europe/Paris")] = None,
-) -> Response:
+async def list_events(request: Request, principal: CurrentPrincipal) -> Response:
     ctx = context_of(request)
-    query = EventQuery(
-        from_=from_,
-        to=to,
-        types=_split(type_),
-        sources=source,
-        subjects=_split(subject),
-        severities=_split(severity),
-        services=_split(service),
-        search=search,
-        limit=limit,
-        cursor=cursor,
-        timezone=timezone,
-    )
+    query = _event_query(request.query_params)
     page = await query_events(
         ctx.db, principal, query, default_timezone=ctx.settings.default_timezone, full=True
     )

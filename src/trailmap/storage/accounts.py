@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, select, update
 
 from trailmap.storage.tables import (
     api_keys,
@@ -137,27 +137,30 @@ def get_key(conn: Connection, key_id: str) -> Row | None:
     return dict(row._mapping) if row else None
 
 
+# Every request runs this statement: it is built once, and the hash travels as a parameter.
+_KEY_BY_HASH = (
+    select(
+        api_keys.c.org_id,
+        api_keys.c.id,
+        api_keys.c.name,
+        api_keys.c.token_hash,
+        api_keys.c.scope,
+        api_keys.c.user_id,
+        api_keys.c.expires_us,
+        api_keys.c.revoked_us,
+        api_keys.c.last_used_us,
+        organizations.c.slug.label("org_slug"),
+        organizations.c.plan.label("org_plan"),
+        organizations.c.retention_days.label("org_retention_days"),
+    )
+    .join(organizations, organizations.c.id == api_keys.c.org_id)
+    .where(api_keys.c.token_hash == bindparam("token_hash"))
+)
+
+
 def find_key_by_hash(conn: Connection, token_hash: str) -> Row | None:
     """The key with this hash and its organization, in one indexed read per request."""
-    stmt = (
-        select(
-            api_keys.c.org_id,
-            api_keys.c.id,
-            api_keys.c.name,
-            api_keys.c.token_hash,
-            api_keys.c.scope,
-            api_keys.c.user_id,
-            api_keys.c.expires_us,
-            api_keys.c.revoked_us,
-            api_keys.c.last_used_us,
-            organizations.c.slug.label("org_slug"),
-            organizations.c.plan.label("org_plan"),
-            organizations.c.retention_days.label("org_retention_days"),
-        )
-        .join(organizations, organizations.c.id == api_keys.c.org_id)
-        .where(api_keys.c.token_hash == token_hash)
-    )
-    row = conn.execute(stmt).first()
+    row = conn.execute(_KEY_BY_HASH, {"token_hash": token_hash}).first()
     return dict(row._mapping) if row else None
 
 

@@ -34,6 +34,8 @@ T = TypeVar("T")
 
 # How many queued writes one SQLite transaction may take at most.
 _MAX_GROUP = 128
+# Execution option: this connection runs one statement and needs no BEGIN (SQLite).
+_SINGLE_STATEMENT = "trailmap_single_statement"
 
 
 def normalize_url(url: str) -> str:
@@ -157,12 +159,17 @@ class Database:
                 pool_size=pool_size,
                 max_overflow=pool_size * 2,
                 pool_timeout=10,
-                pool_pre_ping=True,
+                # No pre-ping: it costs a round trip on every checkout. A connection found
+                # dead invalidates the pool instead, and reads are retried once (below).
                 json_serializer=_json_dumps,
                 json_deserializer=orjson.loads,
                 connect_args={"connect_timeout": 5, "options": options},
             )
             self.write_engine = self.engine
+        # The same pool, for single statements: no BEGIN on SQLite, autocommit on PostgreSQL.
+        self._single_engine = self.engine.execution_options(
+            **({_SINGLE_STATEMENT: True} if self.is_sqlite else {"isolation_level": "AUTOCOMMIT"})
+        )
 
     def _check_sqlite_url(self) -> None:
         database = make_url(self.url).database
@@ -196,7 +203,8 @@ class Database:
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Connection) -> None:
-            conn.exec_driver_sql(begin)
+            if not conn.get_execution_options().get(_SINGLE_STATEMENT, False):
+                conn.exec_driver_sql(begin)
 
         return engine
 
@@ -205,8 +213,30 @@ class Database:
     def read_sync(
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        with _unavailable_on_outage(), self.engine.connect() as conn, conn.begin():
-            return fn(conn, *args, **kwargs)
+        """Run `fn` in one read transaction: its statements see one snapshot."""
+        with _unavailable_on_outage():
+            return _retry_on_lost_connection(lambda: self._read(fn, args, kwargs, single=False))
+
+    def read_one_sync(
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run `fn`, which issues a single SELECT, without a transaction around it.
+
+        One statement sees one snapshot anyway; BEGIN and COMMIT would only add two more
+        statements (two more round trips on PostgreSQL) to the hottest reads.
+        """
+        with _unavailable_on_outage():
+            return _retry_on_lost_connection(lambda: self._read(fn, args, kwargs, single=True))
+
+    def _read(
+        self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any], *, single: bool
+    ) -> T:
+        engine = self._single_engine if single else self.engine
+        with engine.connect() as conn:
+            if single:
+                return fn(conn, *args, **kwargs)
+            with conn.begin():
+                return fn(conn, *args, **kwargs)
 
     def write_sync(
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
@@ -223,6 +253,25 @@ class Database:
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         return await anyio.to_thread.run_sync(lambda: self.read_sync(fn, *args, **kwargs))
+
+    async def read_one(
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """`read_one_sync` on a worker thread: for one SELECT, such as a page of events."""
+        return await anyio.to_thread.run_sync(lambda: self.read_one_sync(fn, *args, **kwargs))
+
+    async def read_point(
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """A single SELECT by unique key, such as finding an API key by its hash.
+
+        SQLite answers one in microseconds, less than a hop to a worker thread costs, so on
+        SQLite it runs right here; PostgreSQL answers over the network, so there it is an
+        ordinary `read_one`. Use it only for lookups an index answers with at most one row.
+        """
+        if self.is_sqlite:
+            return self.read_one_sync(fn, *args, **kwargs)
+        return await self.read_one(fn, *args, **kwargs)
 
     async def write(
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
@@ -272,6 +321,21 @@ def _unavailable_on_outage() -> Iterator[None]:
                 "The database connection was lost; retry in a few seconds."
             ) from error
         raise
+
+
+def _retry_on_lost_connection(read: Callable[[], T]) -> T:
+    """Run a read, and once more if its pooled connection turned out to be dead.
+
+    After a database restart every pooled connection is stale; the first use of one
+    invalidates the whole pool, and the retry gets a fresh connection. Only reads are
+    retried: they are safe to repeat.
+    """
+    try:
+        return read()
+    except exc.DBAPIError as error:
+        if not error.connection_invalidated:
+            raise
+    return read()
 
 
 def _is_sqlite_schema_error(error: exc.OperationalError) -> bool:

@@ -245,7 +245,7 @@ async def query_events(
     before = decode_cursor(query.cursor) if query.cursor else None
     if time_range.before_retention:
         return EventPage(events=[], next_cursor=None, range=time_range)
-    rows = await db.read(
+    rows = await db.read_one(
         store.select_events, principal.org_id, flt, limit=query.limit + 1, before=before
     )
     next_cursor = None
@@ -273,11 +273,13 @@ async def get_event(
     missing = NotFound(f"No event with the id {event_id!r} in this organization.")
     if len(event_id) > 36 or "\x00" in event_id:
         raise missing
-    row = await db.read(store.get_event, principal.org_id, event_id)
+    row = await db.read_point(store.get_event, principal.org_id, event_id)
     retention_start_us = clock.to_us(now - timedelta(days=principal.retention_days))
     if row is None or row["time_us"] < retention_start_us:
         raise missing
-    return render_event(row, tz, now, full=True)
+    event = render_event(row, tz, now, full=True)
+    event["received"] = format_time(clock.from_us(row["received_us"]), tz)
+    return event
 
 
 async def summarize_events(
@@ -343,7 +345,7 @@ async def list_facet(
         principal, start, to, timezone, default_timezone=default_timezone, now=now
     )
     flt = _filter(EventQuery(), time_range)
-    rows = await db.read(store.facet_counts, principal.org_id, facet, flt, limit=limit)
+    rows = await db.read_one(store.facet_counts, principal.org_id, facet, flt, limit=limit)
     return _render_facet(rows, time_range)
 
 
@@ -373,12 +375,12 @@ def render_event(
         "time": format_time(when, tz),
         "time_relative": format_relative(when, now=now),
     }
-    for name in ("subject", "service", "version", "severity", "description", "original_type"):
-        if row.get(name) is not None:
-            out[name] = row[name]
-    if full:
-        out["received"] = format_time(clock.from_us(row["received_us"]), tz)
-        for name in ("datacontenttype", "dataschema", "data", "data_base64", "extensions"):
-            if row.get(name) is not None:
-                out[name] = row[name]
+    for name in _FULL_OPTIONAL if full else _OPTIONAL:
+        value = row.get(name)
+        if value is not None:
+            out[name] = value
     return out
+
+
+_OPTIONAL = ("subject", "service", "version", "severity", "description", "original_type")
+_FULL_OPTIONAL = (*_OPTIONAL, "datacontenttype", "dataschema", "data", "data_base64", "extensions")
