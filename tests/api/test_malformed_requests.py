@@ -183,7 +183,10 @@ def post(
 ) -> HTTPResponse:
     if media:
         headers = {**headers, "Content-Type": media}
-    return http.post(EVENTS, content=content, headers=headers)
+    # TestClient answers with httpx's or httpx2's response depending on what is installed;
+    # both fit HTTPResponse.
+    response: HTTPResponse = http.post(EVENTS, content=content, headers=headers)
+    return response
 
 
 # -- a fixed corpus of known troublemakers -----------------------------------------------
