@@ -10,14 +10,21 @@ from typing import Any
 import anyio
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from mcp.server.mcpserver import Context
+from starlette.routing import Route
 
 from trailmap import __version__
+from trailmap.accounts import Principal
 from trailmap.api import events, health, setup
 from trailmap.api.context import AppContext
 from trailmap.api.docs import install_docs
 from trailmap.api.errors import install_error_handlers
+from trailmap.api.near_misses import near_misses
 from trailmap.api.schemas import CloudEventIn
+from trailmap.errors import Unauthorized
 from trailmap.jobs.retention import run_retention_purges
+from trailmap.mcp import McpEndpoint, build_mcp_server
+from trailmap.mcp.http import transport_security
 from trailmap.settings import Settings
 from trailmap.storage import Database
 
@@ -44,9 +51,17 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         statement_timeout_ms=settings.db_statement_timeout_ms,
     )
 
+    mcp_server = build_mcp_server(
+        db, _principal_from_request, default_timezone=settings.default_timezone
+    )
+    mcp_server.streamable_http_app(
+        stateless_http=True, json_response=True, transport_security=transport_security(settings)
+    )
+    session_manager = mcp_server.session_manager
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        async with anyio.create_task_group() as jobs:
+        async with session_manager.run(), anyio.create_task_group() as jobs:
             if settings.retention_purge_interval_seconds > 0:
                 jobs.start_soon(
                     lambda: run_retention_purges(
@@ -74,8 +89,21 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.include_router(events.router)
     app.include_router(setup.router)
     install_docs(app)
+    endpoint = McpEndpoint(session_manager, db, settings)
+    # Both spellings are served as they are: a redirect would lose the POST on some clients.
+    app.router.routes.append(Route("/mcp", endpoint=endpoint))
+    app.router.routes.append(Route("/mcp/", endpoint=endpoint))
+    app.include_router(near_misses(settings))
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+async def _principal_from_request(ctx: Context) -> Principal:
+    request = ctx.request_context.request
+    principal = getattr(getattr(request, "state", None), "principal", None)
+    if not isinstance(principal, Principal):
+        raise Unauthorized("No API key came with this MCP request.")
+    return principal
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

@@ -484,6 +484,39 @@ def send(
     click.echo(stored.get("id") or "")
 
 
+# -- mcp --------------------------------------------------------------------------------
+
+
+@cli.command("mcp")
+@click.option("--stdio", is_flag=True, required=True, help="Serve MCP over standard input/output.")
+@click.option(
+    "--api-key",
+    envvar="TRAILMAP_API_KEY",
+    required=True,
+    help="The key whose organization the tools answer for (env TRAILMAP_API_KEY).",
+)
+@click.pass_obj
+def mcp_command(state: _State, stdio: bool, api_key: str) -> None:
+    """Serve the MCP tools over stdio for the organization of TRAILMAP_API_KEY."""
+    del stdio  # stdio is the only transport this command serves; the flag says so explicitly
+    from trailmap.accounts import authenticate  # noqa: PLC0415
+    from trailmap.mcp import build_mcp_server  # noqa: PLC0415
+
+    settings = state.settings()
+    handle = state.database_handle()
+    # Checked now so a bad key fails at start, and again on every call so a revoked key stops.
+    _run(authenticate(handle, api_key))
+
+    async def principal_of(_ctx: Any) -> Any:
+        return await authenticate(handle, api_key)
+
+    server = build_mcp_server(handle, principal_of, default_timezone=settings.default_timezone)
+    try:
+        server.run("stdio")
+    finally:
+        handle.close()
+
+
 # -- demo -------------------------------------------------------------------------------
 
 

@@ -1,0 +1,97 @@
+"""`/mcp` over Streamable HTTP: the SDK's transport behind Trailmap's own front door.
+
+The door checks the Origin (DNS rebinding) and the API key on every request, before the SDK
+sees it, so a revoked key is refused on its very next call, and it hands the `Principal` to
+the tools through the request. The transport runs stateless: any node answers any request.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from trailmap.accounts import authenticate
+from trailmap.api.auth import bearer_token
+from trailmap.errors import TrailmapError, Unauthorized
+
+if TYPE_CHECKING:
+    from starlette.types import Receive, Scope, Send
+
+    from trailmap.settings import Settings
+    from trailmap.storage import Database
+
+__all__ = ["McpEndpoint", "transport_security"]
+
+_LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
+_LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
+
+
+def transport_security(settings: Settings) -> TransportSecuritySettings:
+    """Requests must name this server (Host) and, from a browser, come from it (Origin)."""
+    public = urlsplit(settings.public_url)
+    origin = f"{public.scheme}://{public.netloc}"
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=[public.netloc, *_LOOPBACK_HOSTS],
+        allowed_origins=[origin, *_LOOPBACK_ORIGINS],
+    )
+
+
+class McpEndpoint:
+    """The raw ASGI endpoint mounted at /mcp and /mcp/."""
+
+    def __init__(
+        self, session_manager: StreamableHTTPSessionManager, db: Database, settings: Settings
+    ) -> None:
+        self._transport = StreamableHTTPASGIApp(session_manager)
+        self._security = TransportSecurityMiddleware(transport_security(settings))
+        self._db = db
+        self._settings = settings
+        metadata = f"{settings.public_url}/.well-known/oauth-protected-resource/mcp"
+        self._challenge = f'Bearer resource_metadata="{metadata}"'
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        # Origin and Host first: a page on another site must learn nothing, not even a 401.
+        refused = await self._security.validate_request(request, is_post=False)
+        if refused is not None:
+            await refused(scope, receive, send)
+            return
+        if request.method == "GET":
+            # Stateless: there is no stream to resume, so say so instead of holding it open.
+            await JSONResponse(
+                {"error": "This MCP endpoint is stateless; send JSON-RPC requests with POST."},
+                status_code=405,
+                headers={"Allow": "POST"},
+            )(scope, receive, send)
+            return
+        try:
+            principal = await authenticate(
+                self._db,
+                bearer_token(request),
+                last_used_resolution_s=self._settings.last_used_resolution_seconds,
+            )
+        except Unauthorized as error:
+            await self._unauthorized(error.message)(scope, receive, send)
+            return
+        except TrailmapError as error:
+            await JSONResponse(
+                {"error": error.code.lower(), "error_description": error.message},
+                status_code=error.status,
+                headers=error.headers,
+            )(scope, receive, send)
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        await self._transport(scope, receive, send)
+
+    def _unauthorized(self, message: str) -> JSONResponse:
+        return JSONResponse(
+            {"error": "invalid_token", "error_description": message},
+            status_code=401,
+            headers={"WWW-Authenticate": self._challenge},
+        )

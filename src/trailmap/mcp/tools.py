@@ -1,0 +1,386 @@
+"""The MCP tools. Each parses its arguments, calls one domain function, and renders a
+compact answer: structured content for the model, and a few lines of text beside it.
+
+The REST API calls the same domain functions, so the two cannot disagree.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import Field
+
+from trailmap import __version__, clock
+from trailmap.accounts import Principal, quotas
+from trailmap.errors import TrailmapError
+from trailmap.storage import Database
+from trailmap.storage import usage as usage_store
+from trailmap.timeline import queries as timeline
+from trailmap.timeline.queries import EventQuery, list_facet, summarize_events
+from trailmap.timeline.times import format_time, resolve_timezone
+
+__all__ = ["PrincipalSource", "build_mcp_server"]
+
+# How a tool learns who is calling: from the HTTP request, or fixed for a stdio process.
+PrincipalSource = Callable[[Context], Awaitable[Principal]]
+
+_READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, open_world_hint=False)
+
+_TIME_FORMS = (
+    'Relative ("-30m", "-2h", "-7d", "-1w"), "now", "today", "yesterday" (day boundaries in '
+    'the timezone argument), ISO 8601 ("2026-11-20T10:00:00Z", "2026-11-20"), or RFC 2822.'
+)
+From = Annotated[str, Field(alias="from", description=f"Start of the time range. {_TIME_FORMS}")]
+To = Annotated[str, Field(description=f"End of the time range. {_TIME_FORMS}")]
+Timezone = Annotated[
+    str | None,
+    Field(
+        description=(
+            'IANA time zone of the user, e.g. "Europe/Paris" or "America/New_York": where '
+            '"today" starts and how times are shown. Default: the server time zone.'
+        )
+    ),
+]
+Severity = Literal["LOW", "MINOR", "MAJOR", "CRITICAL"]
+
+_INSTRUCTIONS = """\
+Trailmap holds the timeline of changes to production systems: deployments, rollbacks,
+config changes, feature flags, incidents, data loads. Call get_organization_context first:
+it says which event types, sources and environments exist, the retention window and the
+server time. Then use query_events for "what changed" questions, get_event_summary for an
+overview, and get_event for one event's details. Times accept relative forms such as -2h.
+"""
+
+
+@dataclass(frozen=True)
+class _Tools:
+    db: Database
+    principal_of: PrincipalSource
+    default_timezone: str
+
+    async def begin(self, ctx: Context) -> Principal:
+        """Who is calling; counts the call against the plan's monthly MCP quota."""
+        principal = await self.principal_of(ctx)
+        if principal.plan.mcp_calls_per_month is not None:
+            await self.db.write(_count_call, principal)
+        return principal
+
+
+def _count_call(conn: Any, principal: Principal) -> None:
+    now = clock.now()
+    granted = quotas.check_and_count(conn, principal.org_id, principal.plan, "mcp_calls", 1, now)
+    if granted == 0:
+        raise quotas.refusal(principal.plan, "mcp_calls", conn, principal.org_id, now)
+
+
+def _from_argument(
+    tool: Callable[..., Awaitable[CallToolResult]],
+) -> Callable[..., Awaitable[CallToolResult]]:
+    """Let a tool take the argument `from`, a Python keyword.
+
+    The parameter is `from_` with the alias `from`: the SDK builds the schema from the
+    signature (which `wraps` keeps) and passes arguments by their alias, renamed here.
+    """
+
+    @functools.wraps(tool)
+    async def with_from(**arguments: Any) -> CallToolResult:
+        if "from" in arguments:
+            arguments["from_"] = arguments.pop("from")
+        return await tool(**arguments)
+
+    return with_from
+
+
+def _result(structured: dict[str, Any], text: str) -> CallToolResult:
+    return CallToolResult(
+        content=[TextContent(type="text", text=text)], structured_content=structured
+    )
+
+
+def _refuse(error: TrailmapError) -> ToolError:
+    return ToolError(error.message)
+
+
+def _event_line(event: dict[str, Any]) -> str:
+    parts = [event["time"], f"({event['time_relative']})", event["type"]]
+    if event.get("service"):
+        parts.append(event["service"])
+    if event.get("version"):
+        parts.append(event["version"])
+    if event.get("subject"):
+        parts.append(f"in {event['subject']}")
+    if event.get("severity"):
+        parts.append(f"[{event['severity']}]")
+    line = " ".join(parts)
+    if event.get("description"):
+        line += f": {event['description']}"
+    return f"- {line} (id {event['id']})"
+
+
+def _range_text(rng: Any) -> str:
+    return f"{format_time(rng.effective_start, rng.tz)} to {format_time(rng.end, rng.tz)}"
+
+
+def _empty_reason(page_range: Any, org_has_events: bool) -> str:
+    if page_range.before_retention:
+        return (
+            "The whole range is older than this organization's retention window; the oldest "
+            f"time that can be asked is {format_time(page_range.retention_start, page_range.tz)}."
+        )
+    if not org_has_events:
+        return (
+            "This organization has no events yet. Send one with `trailmap send` or "
+            "POST /api/v1/events (see the README)."
+        )
+    return "No events of that kind in this range; widen the range or drop a filter."
+
+
+def build_mcp_server(
+    db: Database, principal_of: PrincipalSource, *, default_timezone: str = "UTC"
+) -> MCPServer:
+    """An MCP server with Trailmap's timeline tools, all read-only."""
+    mcp = MCPServer(
+        "trailmap",
+        title="Trailmap",
+        version=__version__,
+        instructions=_INSTRUCTIONS,
+        website_url="https://github.com/trailmap",
+    )
+    tools = _Tools(db, principal_of, default_timezone)
+    _register(mcp, tools)
+    return mcp
+
+
+def _register(mcp: MCPServer, t: _Tools) -> None:  # noqa: PLR0915 - one tool per block
+    @mcp.tool(annotations=_READ_ONLY)
+    async def get_organization_context(ctx: Context, timezone: Timezone = None) -> CallToolResult:
+        """Call this first. Describes the organization: its plan, retention window and the
+        oldest time that can be asked, quotas and usage, the server time and default time
+        zone, which event types, sources and environments (subjects) exist, and how to
+        phrase times for the other tools."""
+        principal = await t.begin(ctx)
+        try:
+            tz = resolve_timezone(timezone, default=t.default_timezone)
+        except ValueError as error:
+            raise ToolError(f"timezone: {error}") from None
+        now = clock.now()
+        types = await list_facet(t.db, principal, "type", default_timezone=tz.key, limit=20)
+        subjects = await list_facet(t.db, principal, "subject", default_timezone=tz.key, limit=20)
+        sources = await list_facet(t.db, principal, "source", default_timezone=tz.key, limit=20)
+        month = quotas.month_period(now)
+        events_month = await t.db.read_one(
+            usage_store.get_usage, principal.org_id, "events/month", month
+        )
+        calls_month = await t.db.read_one(
+            usage_store.get_usage, principal.org_id, "mcp_calls/month", month
+        )
+        plan = principal.plan
+        oldest = now - timedelta(days=principal.retention_days)
+        data = {
+            "organization": principal.org_slug,
+            "plan": plan.name,
+            "retention_days": principal.retention_days,
+            "oldest_queryable": format_time(oldest, tz),
+            "server_time": format_time(now, tz),
+            "timezone": tz.key,
+            "quotas": {
+                "events_per_month": plan.events_per_month,
+                "events_per_day": plan.events_per_day,
+                "mcp_calls_per_month": plan.mcp_calls_per_month,
+            },
+            "usage_this_month": {"events": events_month, "mcp_calls": calls_month},
+            "event_types": types,
+            "subjects": subjects,
+            "sources": sources,
+            "time_expressions": _TIME_FORMS,
+        }
+        lines = [
+            (
+                f"Organization {principal.org_slug} ({plan.name} plan); events kept "
+                f"{principal.retention_days} days, oldest queryable {data['oldest_queryable']}."
+            ),
+            f"Server time {data['server_time']} ({tz.key}).",
+            "Event types: "
+            + (", ".join(f"{f['value']} ({f['count']})" for f in types) or "none yet"),
+            "Environments (subject): "
+            + (", ".join(f"{f['value']} ({f['count']})" for f in subjects) or "none yet"),
+            "Sources: " + (", ".join(f["value"] for f in sources[:10]) or "none yet"),
+            f"Times: {_TIME_FORMS}",
+        ]
+        return _result(data, "\n".join(lines))
+
+    @mcp.tool(annotations=_READ_ONLY)
+    @_from_argument
+    async def query_events(
+        ctx: Context,
+        from_: From = "-24h",
+        to: To = "now",
+        type: Annotated[  # noqa: A002 - the argument is called type in the interface
+            list[str] | None,
+            Field(description='Event types, e.g. ["deployment", "rollback"]; any of them.'),
+        ] = None,
+        source: Annotated[
+            list[str] | None, Field(description='Sources, e.g. ["//github.com/acme/api"].')
+        ] = None,
+        subject: Annotated[
+            list[str] | None,
+            Field(description='Environments, e.g. ["production"]; any of them.'),
+        ] = None,
+        severity: Annotated[list[Severity] | None, Field(description="Severities.")] = None,
+        service: Annotated[
+            list[str] | None, Field(description='Services, e.g. ["checkout"].')
+        ] = None,
+        search: Annotated[
+            str | None,
+            Field(
+                description="Words that must all appear in the type, source, environment, "
+                "service, version or description.",
+                max_length=200,
+            ),
+        ] = None,
+        limit: Annotated[int, Field(ge=1, le=100, description="Events per page, 1 to 100.")] = 25,
+        cursor: Annotated[
+            str | None, Field(description="next_cursor from the previous page.")
+        ] = None,
+        timezone: Timezone = None,
+    ) -> CallToolResult:
+        """What changed: change events (deployments, rollbacks, config changes, feature
+        flags, incidents, ...) in a time range, newest first, with filters. Use it for
+        "what was deployed today?", "what changed in the last 2 hours?", "recent events in
+        production". Results are paged: pass next_cursor to get more."""
+        principal = await t.begin(ctx)
+        query = EventQuery(
+            from_=from_,
+            to=to,
+            types=type or (),
+            sources=source or (),
+            subjects=subject or (),
+            severities=severity or (),
+            services=service or (),
+            search=search,
+            limit=limit,
+            cursor=cursor,
+            timezone=timezone,
+        )
+        try:
+            page = await timeline.query_events(
+                t.db, principal, query, default_timezone=t.default_timezone
+            )
+        except TrailmapError as error:
+            raise _refuse(error) from None
+        rng = page.range
+        data: dict[str, Any] = {
+            "events": page.events,
+            "next_cursor": page.next_cursor,
+            "from": format_time(rng.effective_start, rng.tz),
+            "to": format_time(rng.end, rng.tz),
+            "timezone": rng.tz.key,
+        }
+        if page.events:
+            text = f"{len(page.events)} events from {_range_text(rng)}, newest first:\n"
+            text += "\n".join(_event_line(e) for e in page.events)
+            if page.next_cursor:
+                text += "\nMore events: call again with cursor=" + page.next_cursor
+        else:
+            any_events = bool(
+                await list_facet(t.db, principal, "type", default_timezone=rng.tz.key, limit=1)
+            )
+            data["note"] = _empty_reason(rng, any_events)
+            text = f"No events from {_range_text(rng)}. {data['note']}"
+        return _result(data, text)
+
+    @mcp.tool(annotations=_READ_ONLY)
+    async def get_event(
+        ctx: Context,
+        id: Annotated[str, Field(description="The event's id, as query_events returns it.")],  # noqa: A002
+        timezone: Timezone = None,
+    ) -> CallToolResult:
+        """One event with all its details, including its data."""
+        principal = await t.begin(ctx)
+        try:
+            event = await timeline.get_event(
+                t.db, principal, id, timezone=timezone, default_timezone=t.default_timezone
+            )
+        except TrailmapError as error:
+            raise _refuse(error) from None
+        return _result(event, _event_line(event))
+
+    @mcp.tool(annotations=_READ_ONLY)
+    @_from_argument
+    async def get_event_summary(
+        ctx: Context, from_: From = "-24h", to: To = "now", timezone: Timezone = None
+    ) -> CallToolResult:
+        """An overview of a time range: how many events, counted by type, environment,
+        source and severity, and the latest few. Use it before query_events when the
+        question is broad ("what happened this week?")."""
+        principal = await t.begin(ctx)
+        try:
+            summary = await summarize_events(
+                t.db,
+                principal,
+                from_=from_,
+                to=to,
+                timezone=timezone,
+                default_timezone=t.default_timezone,
+            )
+        except TrailmapError as error:
+            raise _refuse(error) from None
+        rng = summary.range
+        data = {
+            "total": summary.total,
+            "by_type": summary.by_type,
+            "by_subject": summary.by_subject,
+            "by_source": summary.by_source,
+            "by_severity": summary.by_severity,
+            "latest": summary.latest,
+            "from": format_time(rng.effective_start, rng.tz),
+            "to": format_time(rng.end, rng.tz),
+        }
+
+        def counts(rows: list[dict[str, Any]]) -> str:
+            return ", ".join(f"{r['value']} {r['count']}" for r in rows) or "none"
+
+        text = (
+            f"{summary.total} events from {_range_text(rng)}.\n"
+            f"By type: {counts(summary.by_type)}\nBy environment: {counts(summary.by_subject)}\n"
+            f"By severity: {counts(summary.by_severity)}\nLatest:\n"
+            + "\n".join(_event_line(e) for e in summary.latest)
+        )
+        return _result(data, text)
+
+    def _facet_tool(facet: str, what: str) -> Callable[..., Awaitable[CallToolResult]]:
+        async def tool(ctx: Context, timezone: Timezone = None) -> CallToolResult:
+            principal = await t.begin(ctx)
+            try:
+                rows = await list_facet(
+                    t.db, principal, facet, timezone=timezone, default_timezone=t.default_timezone
+                )
+            except TrailmapError as error:
+                raise _refuse(error) from None
+            text = "\n".join(
+                f"- {r['value']}: {r['count']} events, last {r['last_seen']} "
+                f"({r['last_seen_relative']})"
+                for r in rows
+            )
+            return _result({what: rows}, text or f"No {what} yet: no events in the window.")
+
+        return tool
+
+    for name, facet, what, doc in (
+        ("list_event_types", "type", "types", "The event types, with counts and last seen."),
+        ("list_event_sources", "source", "sources", "The event sources, with counts, last seen."),
+        (
+            "list_event_subjects",
+            "subject",
+            "subjects",
+            "The environments (event subjects, e.g. production), with counts and last seen.",
+        ),
+    ):
+        mcp.add_tool(_facet_tool(facet, what), name=name, description=doc, annotations=_READ_ONLY)
