@@ -16,8 +16,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 
-__all__ = ["free_port", "running_server"]
+from tests import databases
+
+__all__ = ["free_port", "module_database", "running_server"]
 
 _READY_TIMEOUT_S = 20.0
 _POLL_INTERVAL_S = 0.05
@@ -30,6 +33,32 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+@contextmanager
+def module_database(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    sqlite_template: Path,
+    prefix: str,
+) -> Iterator[tuple[str, Path]]:
+    """A database of its own (`request.param` is sqlite or postgres) and a folder beside it,
+    for a server that lives for a whole module: `database_url`'s is emptied before each test.
+    Yields (URL, folder); a PostgreSQL database is dropped afterwards.
+    """
+    directory = tmp_path_factory.mktemp(f"{prefix}-{request.param}")
+    if request.param == "sqlite":
+        yield databases.copy_sqlite(sqlite_template, directory / "trailmap.db"), directory
+        return
+    if request.getfixturevalue("postgres_url") is None:
+        pytest.skip("no PostgreSQL server answers on 127.0.0.1:5432")
+    postgres = databases.find_postgres()
+    assert postgres is not None
+    name = postgres.create_database(prefix=prefix)
+    try:
+        yield postgres.url_for(name), directory
+    finally:
+        postgres.drop_database(name)
 
 
 @contextmanager

@@ -20,8 +20,7 @@ import httpx
 import pytest
 from click.testing import CliRunner, Result
 
-from tests import databases
-from tests.server import running_server
+from tests.server import module_database, running_server
 from trailmap.accounts import create_key, create_org
 from trailmap.cli.main import cli
 from trailmap.cli.send import RetryPolicy, SendFailed, build_event, retry_after_seconds, send_event
@@ -67,25 +66,13 @@ def live(
     Its own database, not `database_url`'s, because that one is emptied before every test
     while this server lives for the whole module.
     """
-    directory = tmp_path_factory.mktemp(f"live-{request.param}")
-    postgres: databases.PostgresServer | None = None
-    name = ""
-    if request.param == "sqlite":
-        url = databases.copy_sqlite(sqlite_template, directory / "trailmap.db")
-    else:
-        if request.getfixturevalue("postgres_url") is None:
-            pytest.skip("no PostgreSQL server answers on 127.0.0.1:5432")
-        postgres = databases.find_postgres()
-        assert postgres is not None
-        name = postgres.create_database(prefix="trailmap_live")
-        url = postgres.url_for(name)
-    try:
+    with module_database(request, tmp_path_factory, sqlite_template, "trailmap_live") as (
+        url,
+        directory,
+    ):
         token = _prepare(url)
         with running_server(url, log_path=directory / "server.log") as base_url:
             yield LiveServer(url=base_url, token=token)
-    finally:
-        if postgres is not None:
-            postgres.drop_database(name)
 
 
 def _source() -> str:

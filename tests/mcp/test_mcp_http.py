@@ -14,9 +14,8 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
-from tests import databases
 from tests.factories import event, make_key, make_org
-from tests.server import running_server
+from tests.server import module_database, running_server
 from trailmap.accounts import create_key, list_keys, revoke_key
 from trailmap.storage import Database, migrate
 
@@ -56,39 +55,28 @@ async def _prepare(url: str) -> tuple[str, str, str]:
 def live(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path
 ) -> Iterator[Live]:
-    directory = tmp_path_factory.mktemp(f"mcp-{request.param}")
-    postgres: databases.PostgresServer | None = None
-    name = ""
-    if request.param == "sqlite":
-        url = databases.copy_sqlite(sqlite_template, directory / "trailmap.db")
-    else:
-        if request.getfixturevalue("postgres_url") is None:
-            pytest.skip("no PostgreSQL server answers on 127.0.0.1:5432")
-        postgres = databases.find_postgres()
-        assert postgres is not None
-        name = postgres.create_database(prefix="trailmap_mcp")
-        url = postgres.url_for(name)
-    try:
+    with module_database(request, tmp_path_factory, sqlite_template, "trailmap_mcp") as (
+        url,
+        directory,
+    ):
         key_a, key_b, org_a = asyncio.run(_prepare(url))
         with running_server(url, log_path=directory / "server.log") as base_url:
-            with httpx.Client(base_url=base_url) as http:
-                for i, (service, env) in enumerate(
-                    [("checkout", "production"), ("payments", "staging"), ("search", "production")]
-                ):
-                    body = event(id=f"mcp-{i}", source=f"//github.com/acme/{service}", subject=env)
-                    sent = http.post(
-                        "/api/v1/events", json=body, headers={"Authorization": f"Bearer {key_a}"}
-                    )
-                    assert sent.status_code == 201, sent.text
-                other = event(id="globex-1", source="//github.com/globex/secret", subject="prod")
-                sent = http.post(
-                    "/api/v1/events", json=other, headers={"Authorization": f"Bearer {key_b}"}
-                )
-                assert sent.status_code == 201
+            _send_events(base_url, key_a, key_b)
             yield Live(url=base_url, db_url=url, key_a=key_a, key_b=key_b, org_a=org_a)
-    finally:
-        if postgres is not None:
-            postgres.drop_database(name)
+
+
+def _send_events(base_url: str, key_a: str, key_b: str) -> None:
+    with httpx.Client(base_url=base_url) as http:
+        auth_a, auth_b = {"Authorization": f"Bearer {key_a}"}, {"Authorization": f"Bearer {key_b}"}
+        for i, (service, env) in enumerate(
+            [("checkout", "production"), ("payments", "staging"), ("search", "production")]
+        ):
+            body = event(id=f"mcp-{i}", source=f"//github.com/acme/{service}", subject=env)
+            sent = http.post("/api/v1/events", json=body, headers=auth_a)
+            assert sent.status_code == 201, sent.text
+        other = event(id="globex-1", source="//github.com/globex/secret", subject="prod")
+        sent = http.post("/api/v1/events", json=other, headers=auth_b)
+        assert sent.status_code == 201
 
 
 async def _call(live: Live, key: str, tool: str, args: dict[str, Any], path: str = "/mcp") -> Any:

@@ -14,7 +14,6 @@ from trailmap.api.context import context_of
 from trailmap.api.errors import error_response
 from trailmap.api.responses import ok
 from trailmap.api.schemas import (
-    CloudEventIn,
     ErrorBody,
     EventBody,
     EventPageBody,
@@ -253,12 +252,7 @@ async def events_summary(
     )
     return ok(
         {
-            "total": summary.total,
-            "by_type": summary.by_type,
-            "by_subject": summary.by_subject,
-            "by_source": summary.by_source,
-            "by_severity": summary.by_severity,
-            "latest": summary.latest,
+            **summary.counts_json(),
             "range": render_range(summary.range, empty=summary.total == 0),
         }
     )
@@ -288,7 +282,3 @@ async def get_one_event(
         default_timezone=ctx.settings.default_timezone,
     )
     return ok(event)
-
-
-# Referenced from the request body's documentation above.
-__schema_models__ = (CloudEventIn,)

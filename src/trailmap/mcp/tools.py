@@ -334,12 +334,7 @@ def _register(mcp: MCPServer, t: _Tools) -> None:  # noqa: PLR0915 - one tool pe
             raise _refuse(error) from None
         rng = summary.range
         data = {
-            "total": summary.total,
-            "by_type": summary.by_type,
-            "by_subject": summary.by_subject,
-            "by_source": summary.by_source,
-            "by_severity": summary.by_severity,
-            "latest": summary.latest,
+            **summary.counts_json(),
             "from": format_time(rng.effective_start, rng.tz),
             "to": format_time(rng.end, rng.tz),
         }

@@ -33,7 +33,6 @@ __all__ = [
     "find_existing",
     "get_event",
     "insert_events",
-    "oldest_event_us",
     "org_retention_rows",
     "purge_before",
     "select_events",
@@ -323,12 +322,6 @@ def facet_counts(
         .limit(limit)
     )
     return [dict(r._mapping) for r in conn.execute(stmt, params)]
-
-
-def oldest_event_us(conn: Connection, org_id: str) -> int | None:
-    stmt = select(func.min(events.c.time_us)).where(events.c.org_id == org_id)
-    value = conn.execute(stmt).scalar_one_or_none()
-    return None if value is None else int(value)
 
 
 def org_retention_rows(conn: Connection) -> list[Row]:

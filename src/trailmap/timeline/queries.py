@@ -107,6 +107,17 @@ class Summary:
     latest: list[dict[str, Any]]
     range: TimeRange
 
+    def counts_json(self) -> dict[str, Any]:
+        """What every face shows of a summary; each adds the range in its own words."""
+        return {
+            "total": self.total,
+            "by_type": self.by_type,
+            "by_subject": self.by_subject,
+            "by_source": self.by_source,
+            "by_severity": self.by_severity,
+            "latest": self.latest,
+        }
+
 
 def resolve_range(
     principal: Principal,
