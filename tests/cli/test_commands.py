@@ -314,3 +314,21 @@ def test_the_token_is_stored_only_as_its_sha256(database_url: str, db: Database)
     assert not any(token in value for value in stored)
     assert not any(token[len("tmk_") :] in value for value in stored)
     assert hashlib.sha256(token.encode()).hexdigest() in stored
+
+
+def test_the_commands_open_the_database_with_the_configured_statement_timeout(
+    postgres_url: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if postgres_url is None:
+        pytest.skip("no PostgreSQL server answers on 127.0.0.1:5432")
+    from trailmap.cli.main import _State  # noqa: PLC0415 - the handle `serve` runs on
+
+    monkeypatch.setenv("TRAILMAP_DB_STATEMENT_TIMEOUT_MS", "1234")
+    db = _State(postgres_url).database_handle()
+    try:
+        shown = db.read_one_sync(
+            lambda conn: conn.exec_driver_sql("SHOW statement_timeout").scalar()
+        )
+    finally:
+        db.close()
+    assert shown == "1234ms"

@@ -33,7 +33,12 @@ class _State:
         from trailmap.storage import Database  # noqa: PLC0415 - keep `trailmap --help` fast
 
         settings = self.settings()
-        return Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+        return Database(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            sqlite_synchronous=settings.sqlite_synchronous,
+            statement_timeout_ms=settings.db_statement_timeout_ms,
+        )
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
