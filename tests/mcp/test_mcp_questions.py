@@ -1,0 +1,251 @@
+"""The three questions an SRE asks first, put the way a model puts them (scripted tool calls),
+to two Trailmap processes sharing one database, calls alternating between them.
+
+The events are sent through the REST API at times chosen around the day boundaries of
+Asia/Tokyo and UTC and around the relative windows, so that a wrong zone, an off-by-one
+boundary or a node that answers from its own state shows up as a wrong list of events. The
+expected answer of each question is worked out here from the events' own times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+
+from tests.factories import make_key, make_org
+from tests.server import module_database, running_server
+from trailmap.storage import Database, migrate
+
+pytestmark = pytest.mark.anyio
+
+MODES = ["auto", "legacy"]  # 2026-07-28 (server/discover) and the 2025-11-25 handshake
+# Events are placed this far from a boundary; a run that starts closer than this after a
+# midnight waits until it is not, so that no event lies in the future.
+_EDGE = timedelta(seconds=30)
+
+
+@dataclass(frozen=True)
+class Sent:
+    id: str
+    type: str
+    subject: str
+    service: str
+    time: datetime
+
+
+@dataclass(frozen=True)
+class Cluster:
+    nodes: tuple[str, str]
+    key: str
+    events: tuple[Sent, ...]
+    sent_at: datetime
+
+
+def _midnight(at: datetime, zone: str) -> datetime:
+    local = at.astimezone(ZoneInfo(zone))
+    return local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
+
+
+def _plan_events(now: datetime) -> list[Sent]:
+    """Events on both sides of each boundary the questions depend on."""
+    plan: list[tuple[str, str, str, str, datetime]] = []
+    for zone in ("Asia/Tokyo", "UTC"):
+        start = _midnight(now, zone)
+        tag = zone.split("/")[-1].lower()
+        plan += [
+            (f"{tag}-day-first", "deployment", "production", "checkout", start + _EDGE),
+            (f"{tag}-day-before", "deployment", "production", "payments", start - _EDGE),
+        ]
+    plan += [
+        ("two-hours-inside", "deployment", "production", "search", now - timedelta(minutes=110)),
+        ("two-hours-outside", "deployment", "production", "search", now - timedelta(minutes=130)),
+        ("flag-just-now", "feature_flag", "production", "checkout", now - timedelta(minutes=5)),
+        ("incident-recent", "incident", "production", "payments", now - timedelta(minutes=20)),
+        ("staging-recent", "deployment", "staging", "checkout", now - timedelta(minutes=15)),
+        ("production-23h", "config_change", "production", "gateway", now - timedelta(hours=23)),
+        ("production-25h", "config_change", "production", "gateway", now - timedelta(hours=25)),
+    ]
+    return [Sent(*row) for row in plan]
+
+
+def _wait_clear_of_midnights() -> datetime:
+    """Now (whole seconds: answers give milliseconds), unless a day began less than a minute
+    ago in either zone: then a minute later."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    for zone in ("Asia/Tokyo", "UTC"):
+        since = now - _midnight(now, zone)
+        if since < 2 * _EDGE:
+            time.sleep((2 * _EDGE - since).total_seconds() + 1)
+            return datetime.now(UTC).replace(microsecond=0)
+    return now
+
+
+async def _prepare(url: str) -> str:
+    db = Database(url)
+    try:
+        migrate.upgrade(db)
+        return await make_key(db, await make_org(db, slug="initech"), scope="read-write")
+    finally:
+        db.close()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path
+) -> Iterator[Cluster]:
+    with module_database(request, tmp_path_factory, sqlite_template, "trailmap_nodes") as (
+        url,
+        directory,
+    ):
+        key = asyncio.run(_prepare(url))
+        with (
+            running_server(url, log_path=directory / "node-a.log") as node_a,
+            running_server(url, log_path=directory / "node-b.log") as node_b,
+        ):
+            now = _wait_clear_of_midnights()
+            events = _plan_events(now)
+            # Half the events through each node: both write to the one database.
+            for node, sent in zip(itertools.cycle((node_a, node_b)), events, strict=False):
+                body = {
+                    "specversion": "1.0",
+                    "id": sent.id,
+                    "source": f"//github.com/initech/{sent.service}",
+                    "type": sent.type,
+                    "subject": sent.subject,
+                    "time": sent.time.isoformat(),
+                }
+                response = httpx.post(
+                    f"{node}/api/v1/events", json=body, headers={"Authorization": f"Bearer {key}"}
+                )
+                assert response.status_code == 201, response.text
+            yield Cluster(nodes=(node_a, node_b), key=key, events=tuple(events), sent_at=now)
+
+
+async def _ask(
+    node: str, key: str, tool: str, args: dict[str, Any], mode: str = "auto"
+) -> dict[str, Any]:
+    http = create_mcp_http_client(headers={"Authorization": f"Bearer {key}"})
+    transport = streamable_http_client(f"{node}/mcp", http_client=http)
+    async with http, Client(transport, mode=mode) as client:
+        result = await client.call_tool(tool, args)
+    assert not result.is_error, result.content
+    answer: dict[str, Any] | None = result.structured_content
+    assert answer is not None
+    return answer
+
+
+def _ids(answer: dict[str, Any]) -> list[str]:
+    return [e["event_id"] for e in answer["events"]]
+
+
+def _newest_first(events: list[Sent]) -> list[str]:
+    return [e.id for e in sorted(events, key=lambda e: e.time, reverse=True)]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_what_was_deployed_today_depends_on_whose_today_it_is(
+    cluster: Cluster, mode: str
+) -> None:
+    answers = {}
+    for node, zone in zip(cluster.nodes, ("Asia/Tokyo", "UTC"), strict=True):
+        answer = await _ask(
+            node,
+            cluster.key,
+            "query_events",
+            {"from": "today", "type": ["deployment"], "timezone": zone},
+            mode,
+        )
+        start = _midnight(cluster.sent_at, zone)
+        expected = [e for e in cluster.events if e.type == "deployment" and e.time >= start]
+        assert _ids(answer) == _newest_first(expected), zone
+        assert answer["from"] == start.astimezone(ZoneInfo(zone)).isoformat()
+        answers[zone] = _ids(answer)
+    # Tokyo's day began nine hours before UTC's: the two answers cannot be the same list.
+    assert answers["Asia/Tokyo"] != answers["UTC"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_recent_events_in_production_are_the_last_days_and_nothing_else(
+    cluster: Cluster, mode: str
+) -> None:
+    answer = await _ask(
+        cluster.nodes[1], cluster.key, "query_events", {"subject": ["production"]}, mode
+    )
+    day_ago = datetime.now(UTC) - timedelta(hours=24)
+    expected = [e for e in cluster.events if e.subject == "production" and e.time >= day_ago]
+    assert _ids(answer) == _newest_first(expected)
+    assert "production-23h" in _ids(answer)
+    assert "production-25h" not in _ids(answer)
+    assert "staging-recent" not in _ids(answer)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_what_changed_in_the_last_two_hours_is_every_kind_of_change_since(
+    cluster: Cluster, mode: str
+) -> None:
+    answer = await _ask(cluster.nodes[0], cluster.key, "query_events", {"from": "-2h"}, mode)
+    two_hours_ago = datetime.now(UTC) - timedelta(hours=2)
+    expected = [e for e in cluster.events if e.time >= two_hours_ago]
+    assert _ids(answer) == _newest_first(expected)
+    assert {"flag-just-now", "incident-recent", "staging-recent", "two-hours-inside"} <= set(
+        _ids(answer)
+    )
+    assert "two-hours-outside" not in _ids(answer)
+
+
+async def test_times_come_back_in_the_asked_zone_with_a_relative_form(cluster: Cluster) -> None:
+    answer = await _ask(
+        cluster.nodes[1],
+        cluster.key,
+        "query_events",
+        {"from": "-30m", "type": ["feature_flag"], "timezone": "Asia/Tokyo"},
+    )
+    (flag,) = answer["events"]
+    assert flag["time"].endswith("+09:00")
+    sent = next(e for e in cluster.events if e.id == "flag-just-now")
+    assert datetime.fromisoformat(flag["time"]) == sent.time
+    assert flag["time_relative"] in {"5 min ago", "6 min ago", "7 min ago"}
+
+
+async def test_calls_alternate_between_the_two_nodes_and_every_answer_is_right(
+    cluster: Cluster,
+) -> None:
+    everything = _newest_first(list(cluster.events))
+    # One page at a time, each from the other node: a cursor made by one is honoured by the
+    # other, and the pages join into exactly the events that were sent.
+    pages: list[dict[str, Any]] = []
+    cursor: str | None = None
+    for turn in itertools.count():
+        args: dict[str, Any] = {"from": "-2d", "limit": 3}
+        if cursor:
+            args["cursor"] = cursor
+        answer = await _ask(cluster.nodes[turn % 2], cluster.key, "query_events", args)
+        pages += answer["events"]
+        cursor = answer["next_cursor"]
+        if cursor is None:
+            break
+    assert [e["event_id"] for e in pages] == everything
+    for turn in range(4):
+        node = cluster.nodes[turn % 2]
+        types = await _ask(node, cluster.key, "list_event_types", {})
+        counts = {row["value"]: row["count"] for row in types["types"]}
+        assert counts == {
+            kind: sum(1 for e in cluster.events if e.type == kind)
+            for kind in {e.type for e in cluster.events}
+        }
+        listed = pages[turn]
+        detail = await _ask(node, cluster.key, "get_event", {"id": listed["id"]})
+        assert (detail["id"], detail["event_id"]) == (listed["id"], listed["event_id"])
