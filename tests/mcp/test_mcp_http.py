@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
 from tests.factories import event, make_key, make_org
+from tests.mcp.handshake import list_tools_in, open_session
 from tests.server import module_database, running_server
 from trailmap.accounts import create_key, list_keys, revoke_key
 from trailmap.storage import Database, migrate
@@ -225,3 +227,61 @@ async def test_a_near_miss_url_names_the_right_one(live: Live) -> None:
             response = await http.get(live.url + path)
             assert response.status_code == 404
             assert "/mcp (Streamable HTTP" in response.json()["error"], path
+
+
+async def test_a_session_taken_over_with_another_key_is_refused(live: Live) -> None:
+    db = Database(live.db_url)
+    try:
+        _key, same_org_key = await create_key(
+            db, live.org_a, name="colleague", scope="READ_ONLY", created_by="tests"
+        )
+    finally:
+        db.close()
+    async with httpx.AsyncClient() as http:
+        url = live.url + "/mcp"
+        session_id = await open_session(http, url, live.key_a)
+        assert re.fullmatch(r"[\x21-\x7e]+", session_id)
+
+        mine = await list_tools_in(http, url, live.key_a, session_id)
+        assert mine.status_code == 200
+        assert {t["name"] for t in mine.json()["result"]["tools"]} >= TOOLS
+
+        for other in (live.key_b, same_org_key):
+            taken = await list_tools_in(http, url, other, session_id)
+            assert taken.status_code == 403
+            assert "another API key" in taken.json()["error"]["message"]
+
+
+async def test_a_session_id_this_server_did_not_issue_gets_404(live: Live) -> None:
+    async with httpx.AsyncClient() as http:
+        url = live.url + "/mcp"
+        session_id = await open_session(http, url, live.key_a)
+        nonce, tag, signature = session_id.split(".")
+        for forged in (
+            f"{nonce[::-1]}.{tag}.{signature}",
+            f"{nonce}.{tag}.{signature[:-2]}",
+            "made-up",
+            "sessión-ünïcode".encode("latin-1"),
+        ):
+            refused = await list_tools_in(http, url, live.key_a, forged)
+            assert refused.status_code == 404, forged
+            assert "initialize" in refused.json()["error"]["message"]
+
+
+async def test_each_session_gets_its_own_id(live: Live) -> None:
+    async with httpx.AsyncClient() as http:
+        ids = {await open_session(http, live.url + "/mcp", live.key_a) for _ in range(3)}
+    assert len(ids) == 3
+
+
+async def test_a_client_of_the_2026_protocol_gets_no_session(live: Live) -> None:
+    http = create_mcp_http_client(headers={"Authorization": f"Bearer {live.key_a}"})
+    issued: list[str] = []
+
+    async def record(response: httpx.Response) -> None:
+        issued.extend(response.headers.get_list("mcp-session-id"))
+
+    http.event_hooks["response"].append(record)
+    async with http, Client(streamable_http_client(live.url + "/mcp", http_client=http)) as c:
+        assert not (await c.call_tool("list_event_types", {})).is_error
+    assert issued == []

@@ -26,6 +26,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
 from tests.factories import make_key, make_org
+from tests.mcp.handshake import list_tools_in, open_session
 from tests.server import module_database, running_server
 from trailmap.storage import Database, migrate
 
@@ -249,3 +250,12 @@ async def test_calls_alternate_between_the_two_nodes_and_every_answer_is_right(
         listed = pages[turn]
         detail = await _ask(node, cluster.key, "get_event", {"id": listed["id"]})
         assert (detail["id"], detail["event_id"]) == (listed["id"], listed["event_id"])
+
+
+async def test_a_session_opened_on_one_node_is_honoured_by_the_other(cluster: Cluster) -> None:
+    node_a, node_b = cluster.nodes
+    async with httpx.AsyncClient() as http:
+        session_id = await open_session(http, f"{node_a}/mcp", cluster.key)
+        listed = await list_tools_in(http, f"{node_b}/mcp", cluster.key, session_id)
+    assert listed.status_code == 200, listed.text
+    assert "query_events" in {tool["name"] for tool in listed.json()["result"]["tools"]}

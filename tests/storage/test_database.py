@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from trailmap.errors import Unavailable
-from trailmap.storage import Connection, Database, migrate
+from trailmap.storage import Connection, Database, instance, migrate
 
 pytestmark = pytest.mark.anyio
 
@@ -113,3 +113,15 @@ async def test_reads_survive_the_database_dropping_every_pooled_connection(
     # The first read meets a dead connection; it is retried on a fresh one, not failed.
     assert await db.read(_setting_names) == ["before"]
     assert await db.read_one(_setting_names) == ["before"]
+
+
+async def test_the_first_value_stored_for_a_setting_is_the_one_every_caller_gets(
+    db: Database,
+) -> None:
+    candidates = [f"secret-{n}" for n in range(8)]
+    got = await asyncio.gather(
+        *(db.write(instance.first_setting, "shared", value) for value in candidates)
+    )
+    assert len(set(got)) == 1
+    assert got[0] in candidates
+    assert await db.write(instance.first_setting, "shared", "later") == got[0]

@@ -3,6 +3,7 @@
 The door checks the Origin (DNS rebinding) and the API key on every request, before the SDK
 sees it, so a revoked key is refused on its very next call, and it hands the `Principal` to
 the tools through the request. The transport runs stateless: any node answers any request.
+A client of the 2025-11-25 handshake gets a session id bound to its key (sessions.py).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+import orjson
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from starlette.requests import Request
@@ -18,10 +20,12 @@ from starlette.responses import JSONResponse
 from trailmap.accounts import authenticate
 from trailmap.api.auth import bearer_token
 from trailmap.errors import TrailmapError, Unauthorized
+from trailmap.mcp.sessions import SessionCheck, SessionSigner
 
 if TYPE_CHECKING:
-    from starlette.types import Receive, Scope, Send
+    from starlette.types import Message, Receive, Scope, Send
 
+    from trailmap.accounts import Principal
     from trailmap.settings import Settings
     from trailmap.storage import Database
 
@@ -29,6 +33,9 @@ __all__ = ["McpEndpoint", "transport_security"]
 
 _LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
 _LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
+_SESSION_HEADER = "mcp-session-id"
+# JSON-RPC's code for a request the server will not take, as the SDK answers a bad session.
+_INVALID_REQUEST = -32600
 
 
 def transport_security(settings: Settings) -> TransportSecuritySettings:
@@ -52,6 +59,7 @@ class McpEndpoint:
         self._security = TransportSecurityMiddleware(transport_security(settings))
         self._db = db
         self._settings = settings
+        self._sessions = SessionSigner(db)
         metadata = f"{settings.public_url}/.well-known/oauth-protected-resource/mcp"
         self._challenge = f'Bearer resource_metadata="{metadata}"'
 
@@ -87,7 +95,41 @@ class McpEndpoint:
             )(scope, receive, send)
             return
         scope.setdefault("state", {})["principal"] = principal
+        key_id = principal.key_id or ""
+        session_id = request.headers.get(_SESSION_HEADER)
+        if session_id is not None:
+            refused = await self._session_refusal(session_id, key_id)
+            if refused is not None:
+                await refused(scope, receive, send)
+                return
+        elif request.method == "POST":
+            body = await request.body()
+            receive = _replay(body, receive)
+            if _is_initialize(body):
+                send = self._with_session(send, principal)
         await self._transport(scope, receive, send)
+
+    async def _session_refusal(self, session_id: str, key_id: str) -> JSONResponse | None:
+        verdict = await self._sessions.check(session_id, key_id)
+        if verdict is SessionCheck.OURS:
+            return None
+        if verdict is SessionCheck.OTHER_KEY:
+            return _rpc_error(
+                403, "This MCP session was opened with another API key; start a new session."
+            )
+        return _rpc_error(404, "Session not found: start a new session with initialize.")
+
+    def _with_session(self, send: Send, principal: Principal) -> Send:
+        """`send`, adding a new session id to a successful initialize answer."""
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 200:
+                session_id = await self._sessions.issue(principal.key_id or "")
+                headers = [*message.get("headers", []), (b"mcp-session-id", session_id.encode())]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        return sending
 
     def _unauthorized(self, message: str) -> JSONResponse:
         return JSONResponse(
@@ -95,3 +137,32 @@ class McpEndpoint:
             status_code=401,
             headers={"WWW-Authenticate": self._challenge},
         )
+
+
+def _rpc_error(status: int, message: str) -> JSONResponse:
+    body = {"jsonrpc": "2.0", "id": None, "error": {"code": _INVALID_REQUEST, "message": message}}
+    return JSONResponse(body, status_code=status)
+
+
+def _is_initialize(body: bytes) -> bool:
+    if b'"initialize"' not in body:
+        return False
+    try:
+        message = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False  # the SDK answers a parse error itself
+    return isinstance(message, dict) and message.get("method") == "initialize"
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """`receive` for an app downstream of one that has read the body already."""
+    replayed = False
+
+    async def receiving() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return receiving

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, delete, func, select
 
-from trailmap.storage.dialect import upsert
+from trailmap.storage.dialect import insert_for, upsert
 from trailmap.storage.tables import instance_settings, users
 
-__all__ = ["count_users", "delete_setting", "get_setting", "set_setting", "take_setting"]
+__all__ = [
+    "count_users",
+    "delete_setting",
+    "first_setting",
+    "get_setting",
+    "set_setting",
+    "take_setting",
+]
 
 
 def get_setting(conn: Connection, name: str) -> str | None:
@@ -18,6 +25,16 @@ def get_setting(conn: Connection, name: str) -> str | None:
 
 def set_setting(conn: Connection, name: str, value: str) -> None:
     conn.execute(upsert(conn, instance_settings, {"name": name, "value": value}, ["name"]))
+
+
+def first_setting(conn: Connection, name: str, value: str) -> str:
+    """The setting's value, storing `value` first if it has none: every caller, on any node,
+    gets the one value that was stored first."""
+    stmt = insert_for(conn, instance_settings).values(name=name, value=value)
+    conn.execute(stmt.on_conflict_do_nothing(index_elements=["name"]))
+    stored = get_setting(conn, name)
+    assert stored is not None
+    return stored
 
 
 def delete_setting(conn: Connection, name: str) -> None:
