@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +100,9 @@ async def test_the_sdk_client_lists_every_timeline_tool_with_described_arguments
     assert set(tools) >= TOOLS
     for tool in tools.values():
         assert tool.description, tool.name
+        # One line of prose: a docstring's layout would only cost the model tokens.
+        assert "\n" not in tool.description, tool.name
+        assert "  " not in tool.description, tool.name
         assert tool.annotations is not None
         assert tool.annotations.read_only_hint is True
     schema = tools["query_events"].input_schema["properties"]
@@ -285,3 +291,21 @@ async def test_a_client_of_the_2026_protocol_gets_no_session(live: Live) -> None
     async with http, Client(streamable_http_client(live.url + "/mcp", http_client=http)) as c:
         assert not (await c.call_tool("list_event_types", {})).is_error
     assert issued == []
+
+
+def test_the_python_example_in_docs_connect_md_answers_what_changed(live: Live) -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "connect.md").read_text()
+    (example,) = re.findall(r"```python\n(.*?)```", text, re.S)
+    # Word for word, but for the server's address: this one listens on a free port.
+    script = example.replace("http://127.0.0.1:8000", live.url)
+    ran = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "TRAILMAP_API_KEY": live.key_a},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert "events from" in ran.stdout
+    assert "checkout" in ran.stdout

@@ -10,7 +10,7 @@ import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -59,6 +59,9 @@ overview, and get_event for one event's details. Times accept relative forms suc
 """
 
 
+_Fn = TypeVar("_Fn", bound=Callable[..., Awaitable[CallToolResult]])
+
+
 @dataclass(frozen=True)
 class _Tools:
     db: Database
@@ -96,6 +99,17 @@ def _from_argument(
         return await tool(**arguments)
 
     return with_from
+
+
+def _tool(mcp: MCPServer) -> Callable[[_Fn], _Fn]:
+    """Register a read-only tool described by its docstring, as one line of prose: the
+    docstring's line breaks and indentation would only cost the model tokens."""
+
+    def register(fn: _Fn) -> _Fn:
+        description = " ".join((fn.__doc__ or "").split())
+        return mcp.tool(description=description, annotations=_READ_ONLY)(fn)
+
+    return register
 
 
 def _result(structured: dict[str, Any], text: str) -> CallToolResult:
@@ -150,7 +164,7 @@ def build_mcp_server(
         "trailmap",
         title="Trailmap",
         version=__version__,
-        instructions=_INSTRUCTIONS,
+        instructions=" ".join(_INSTRUCTIONS.split()),
         website_url="https://github.com/trailmap",
     )
     tools = _Tools(db, principal_of, default_timezone)
@@ -159,7 +173,7 @@ def build_mcp_server(
 
 
 def _register(mcp: MCPServer, t: _Tools) -> None:  # noqa: PLR0915 - one tool per block
-    @mcp.tool(annotations=_READ_ONLY)
+    @_tool(mcp)
     async def get_organization_context(ctx: Context, timezone: Timezone = None) -> CallToolResult:
         """Call this first. Describes the organization: its plan, retention window and the
         oldest time that can be asked, quotas and usage, the server time and default time
@@ -216,7 +230,7 @@ def _register(mcp: MCPServer, t: _Tools) -> None:  # noqa: PLR0915 - one tool pe
         ]
         return _result(data, "\n".join(lines))
 
-    @mcp.tool(annotations=_READ_ONLY)
+    @_tool(mcp)
     @_from_argument
     async def query_events(
         ctx: Context,
@@ -296,7 +310,7 @@ def _register(mcp: MCPServer, t: _Tools) -> None:  # noqa: PLR0915 - one tool pe
             text = f"No events from {_range_text(rng)}. {data['note']}"
         return _result(data, text)
 
-    @mcp.tool(annotations=_READ_ONLY)
+    @_tool(mcp)
     async def get_event(
         ctx: Context,
         id: Annotated[str, Field(description="The event's id, as query_events returns it.")],  # noqa: A002
@@ -312,7 +326,7 @@ def _register(mcp: MCPServer, t: _Tools) -> None:  # noqa: PLR0915 - one tool pe
             raise _refuse(error) from None
         return _result(event, _event_line(event))
 
-    @mcp.tool(annotations=_READ_ONLY)
+    @_tool(mcp)
     @_from_argument
     async def get_event_summary(
         ctx: Context, from_: From = "-24h", to: To = "now", timezone: Timezone = None
