@@ -259,3 +259,24 @@ async def test_a_session_opened_on_one_node_is_honoured_by_the_other(cluster: Cl
         listed = await list_tools_in(http, f"{node_b}/mcp", cluster.key, session_id)
     assert listed.status_code == 200, listed.text
     assert "query_events" in {tool["name"] for tool in listed.json()["result"]["tools"]}
+
+
+async def test_the_summary_and_the_source_list_count_what_was_sent(cluster: Cluster) -> None:
+    since = datetime.now(UTC) - timedelta(hours=24)
+    recent = [e for e in cluster.events if e.time >= since]
+    summary = await _ask(
+        cluster.nodes[0], cluster.key, "get_event_summary", {"timezone": "Asia/Tokyo"}
+    )
+    assert summary["total"] == len(recent)
+    by_type = {row["value"]: row["count"] for row in summary["by_type"]}
+    assert by_type == {t: sum(1 for e in recent if e.type == t) for t in {e.type for e in recent}}
+    assert summary["latest"][0]["event_id"] == _newest_first(recent)[0]
+    assert summary["from"].endswith("+09:00")
+
+    sources = await _ask(cluster.nodes[1], cluster.key, "list_event_sources", {})
+    counted = {row["value"]: row["count"] for row in sources["sources"]}
+    expected: dict[str, int] = {}
+    for sent in cluster.events:
+        source = f"//github.com/initech/{sent.service}"
+        expected[source] = expected.get(source, 0) + 1
+    assert counted == expected
