@@ -280,3 +280,11 @@ async def test_the_summary_and_the_source_list_count_what_was_sent(cluster: Clus
         source = f"//github.com/initech/{sent.service}"
         expected[source] = expected.get(source, 0) + 1
     assert counted == expected
+
+
+async def test_events_reach_the_model_without_the_constant_specversion(cluster: Cluster) -> None:
+    answer = await _ask(cluster.nodes[0], cluster.key, "query_events", {"limit": 2})
+    assert answer["events"]
+    for shown in answer["events"]:
+        assert "specversion" not in shown
+        assert {"id", "event_id", "type", "source", "time", "time_relative"} <= set(shown)

@@ -112,6 +112,12 @@ def _tool(mcp: MCPServer) -> Callable[[_Fn], _Fn]:
     return register
 
 
+def _for_model(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Events as a model reads them: without `specversion`, the same "1.0" on every event,
+    which would only take room in its context."""
+    return [{k: v for k, v in e.items() if k != "specversion"} for e in events]
+
+
 def _result(structured: dict[str, Any], text: str) -> CallToolResult:
     return CallToolResult(
         content=[TextContent(type="text", text=text)], structured_content=structured
@@ -291,7 +297,7 @@ def _register(mcp: MCPServer, t: _Tools) -> None:  # noqa: PLR0915 - one tool pe
             raise _refuse(error) from None
         rng = page.range
         data: dict[str, Any] = {
-            "events": page.events,
+            "events": _for_model(page.events),
             "next_cursor": page.next_cursor,
             "from": format_time(rng.effective_start, rng.tz),
             "to": format_time(rng.end, rng.tz),
@@ -324,7 +330,7 @@ def _register(mcp: MCPServer, t: _Tools) -> None:  # noqa: PLR0915 - one tool pe
             )
         except TrailmapError as error:
             raise _refuse(error) from None
-        return _result(event, _event_line(event))
+        return _result(_for_model([event])[0], _event_line(event))
 
     @_tool(mcp)
     @_from_argument
@@ -347,8 +353,10 @@ def _register(mcp: MCPServer, t: _Tools) -> None:  # noqa: PLR0915 - one tool pe
         except TrailmapError as error:
             raise _refuse(error) from None
         rng = summary.range
+        shown = summary.counts_json()
         data = {
-            **summary.counts_json(),
+            **shown,
+            "latest": _for_model(shown["latest"]),
             "from": format_time(rng.effective_start, rng.tz),
             "to": format_time(rng.end, rng.tz),
         }

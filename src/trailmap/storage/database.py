@@ -267,7 +267,8 @@ class Database:
 
         SQLite answers one in microseconds, less than a hop to a worker thread costs, so on
         SQLite it runs right here; PostgreSQL answers over the network, so there it is an
-        ordinary `read_one`. Use it only for lookups an index answers with at most one row.
+        ordinary `read_one`. Use it only for reads an index bounds: a lookup of one row, or
+        the first rows of an index range with no filter to check on the way.
         """
         if self.is_sqlite:
             return self.read_one_sync(fn, *args, **kwargs)

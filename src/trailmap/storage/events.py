@@ -23,6 +23,7 @@ from sqlalchemy import (
     tuple_,
 )
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Dialect
 
 from trailmap.storage.tables import events, organizations
 
@@ -253,11 +254,28 @@ def _where(shape: _Shape) -> list[Any]:
     return clauses
 
 
+# What a page of events shows (render_event without `full`): no data, extensions or search
+# text, whose JSON columns cost a decode per row and whose bytes cost a copy.
+SUMMARY_COLUMNS: tuple[str, ...] = (
+    "id",
+    "type",
+    "source",
+    "event_id",
+    "time_us",
+    "subject",
+    "service",
+    "version",
+    "severity",
+    "description",
+    "original_type",
+)
+
+
 # A page of events is the query every timeline view runs. Its statement is built once per
 # shape and kept: building the clauses and their cache key anew cost more than running the
 # indexed query itself on SQLite.
 @lru_cache(maxsize=256)
-def _select_statement(shape: _Shape, *, paged: bool, limit: int) -> Select[Any]:
+def _select_statement(shape: _Shape, *, paged: bool, limit: int, full: bool = True) -> Select[Any]:
     clauses = _where(shape)
     if paged:
         clauses.append(
@@ -269,8 +287,9 @@ def _select_statement(shape: _Shape, *, paged: bool, limit: int) -> Select[Any]:
                 ),
             )
         )
+    columns = [events] if full else [events.c[name] for name in SUMMARY_COLUMNS]
     return (
-        select(events)
+        select(*columns)
         .where(*clauses)
         .order_by(events.c.time_us.desc(), events.c.id.desc())
         .limit(limit)
@@ -284,14 +303,64 @@ def select_events(
     *,
     limit: int,
     before: tuple[int, str] | None = None,
+    full: bool = True,
+    direct: bool = False,
 ) -> list[Row]:
-    """Newest first; `before` is the (time_us, id) of the last event of the previous page."""
+    """Newest first; `before` is the (time_us, id) of the last event of the previous page.
+
+    Without `full`, only SUMMARY_COLUMNS are read. With `direct` as well, the statement goes
+    straight to the driver (see _select_on_driver); only for a statement run on its own
+    (`Database.read_one` or `read_point`), never inside a transaction, where a failed
+    statement would leave the transaction aborted for the retry through SQLAlchemy.
+    """
     shape, params = _shape_and_params(org_id, flt)
     if before is not None:
         params["before_us"], params["before_id"] = before
-    result = conn.execute(_select_statement(shape, paged=before is not None, limit=limit), params)
+    paged = before is not None
+    if direct and not full and all(count <= 1 for count in shape.counts):
+        rows = _select_on_driver(conn, shape, params, paged=paged, limit=limit)
+        if rows is not None:
+            return [dict(zip(SUMMARY_COLUMNS, row, strict=True)) for row in rows]
+    result = conn.execute(_select_statement(shape, paged=paged, limit=limit, full=full), params)
     keys = list(result.keys())
-    return [dict(zip(keys, row, strict=True)) for row in result]
+    return [dict(zip(keys, row, strict=True)) for row in result.fetchall()]
+
+
+@lru_cache(maxsize=256)
+def _driver_sql(
+    dialect: Dialect, shape: _Shape, *, paged: bool, limit: int
+) -> tuple[str, tuple[str, ...] | None, dict[str, Any]]:
+    """A page statement of SUMMARY_COLUMNS compiled once: its text, parameter order
+    (positional paramstyles) and the values compiled into it (the LIMIT)."""
+    compiled = _select_statement(shape, paged=paged, limit=limit, full=False).compile(
+        dialect=dialect
+    )
+    order = None if compiled.positiontup is None else tuple(compiled.positiontup)
+    return compiled.string, order, dict(compiled.params)
+
+
+def _select_on_driver(
+    conn: Connection, shape: _Shape, params: dict[str, Any], *, paged: bool, limit: int
+) -> list[Any] | None:
+    """Run a page statement straight on the driver's cursor: SQLAlchemy's execution and
+    result machinery cost more per page than SQLite takes to answer it. None on a driver
+    error, for the caller to run it through SQLAlchemy, which reports it its way (wrapping,
+    pool invalidation)."""
+    sql, order, compiled = _driver_sql(conn.dialect, shape, paged=paged, limit=limit)
+    values = {**compiled, **params}
+    arguments = [values[name] for name in order] if order is not None else values
+    dbapi = conn.dialect.loaded_dbapi
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    try:
+        cursor = driver.cursor()
+        try:
+            cursor.execute(sql, arguments)
+            return list(cursor.fetchall())
+        finally:
+            cursor.close()
+    except dbapi.Error:
+        return None
 
 
 def get_event(conn: Connection, org_id: str, event_id: str) -> Row | None:

@@ -10,7 +10,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 __all__ = [
     "TimeExpressionError",
+    "format_local_time",
     "format_relative",
+    "format_relative_us",
     "format_time",
     "parse_duration",
     "parse_event_time",
@@ -155,15 +157,23 @@ def format_time(dt: datetime, tz: ZoneInfo) -> str:
     """ISO 8601 in `tz` with its offset, e.g. 2026-11-20T11:00:00+01:00; milliseconds
     appear only when there are some, so whole-second times stay short."""
     _require_aware(dt, "dt")
-    local = dt.astimezone(tz)
+    return format_local_time(dt.astimezone(tz))
+
+
+def format_local_time(local: datetime) -> str:
+    """`format_time` of an aware datetime already in the zone to show."""
     timespec = "milliseconds" if local.microsecond >= 1000 else "seconds"
     return local.isoformat(timespec=timespec)
 
 
 def format_relative(dt: datetime, *, now: datetime) -> str:
     """How long ago (or until) `dt` is, in the units a person glances at: "5 min ago"."""
-    delta = now - dt
-    seconds = abs(delta) // timedelta(seconds=1)
+    return format_relative_us((now - dt) // timedelta(microseconds=1))
+
+
+def format_relative_us(delta_us: int) -> str:
+    """`format_relative` of `now - dt` in microseconds (positive: in the past)."""
+    seconds = abs(delta_us) // 1_000_000
     if seconds < 45:
         return "just now"
     if seconds < 3600:
@@ -173,7 +183,7 @@ def format_relative(dt: datetime, *, now: datetime) -> str:
         amount = f"{seconds // 3600} h"
     else:
         amount = f"{seconds // 86400} d"
-    return f"{amount} ago" if delta > timedelta(0) else f"in {amount}"
+    return f"{amount} ago" if delta_us > 0 else f"in {amount}"
 
 
 def _checked_text(text: object, forms: str) -> str:
