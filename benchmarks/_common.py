@@ -199,13 +199,22 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def start_server(url: str, directory: Path, *, timeout: float = 60.0) -> Iterator[Server]:
-    """`trailmap --database URL serve --port P` as a child process, ready when /healthz is."""
+def start_server(
+    url: str, directory: Path, *, timeout: float = 60.0, launcher: Path | None = None
+) -> Iterator[Server]:
+    """`trailmap --database URL serve --port P` as a child process, ready when /healthz is.
+
+    With `launcher`, `python LAUNCHER --database URL --port P` runs instead: a script that
+    serves Trailmap's app with something added for the benchmark.
+    """
     port = _free_port()
     log_path = directory / f"server-{port}.log"
     log = log_path.open("wb")
     env = {**os.environ, "TRAILMAP_LOG_LEVEL": "warning"}
     command = [str(_TRAILMAP), "--database", url, "serve", "--port", str(port)]
+    if launcher is not None:
+        # -P: the launcher's folder (benchmarks/, which holds an mcp.py) stays off sys.path.
+        command = [sys.executable, "-P", str(launcher), "--database", url, "--port", str(port)]
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     server = Server(process, f"http://127.0.0.1:{port}", log_path, log)
     try:

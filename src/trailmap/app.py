@@ -84,6 +84,8 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         redoc_url=None,
     )
     app.state.trailmap = AppContext(settings=settings, db=db)
+    # The MCP server itself, for embedders (the MCP benchmark adds its no-op floor tool).
+    app.state.mcp_server = mcp_server
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(events.router)
