@@ -24,6 +24,7 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.types import TextContent
 
 from tests.factories import make_key, make_org
 from tests.mcp.handshake import list_tools_in, open_session
@@ -288,3 +289,17 @@ async def test_events_reach_the_model_without_the_constant_specversion(cluster: 
     for shown in answer["events"]:
         assert "specversion" not in shown
         assert {"id", "event_id", "type", "source", "time", "time_relative"} <= set(shown)
+
+
+async def test_the_text_answer_counts_in_words_a_person_would_use(cluster: Cluster) -> None:
+    http = create_mcp_http_client(headers={"Authorization": f"Bearer {cluster.key}"})
+    transport = streamable_http_client(f"{cluster.nodes[0]}/mcp", http_client=http)
+    async with http, Client(transport) as client:
+        one = await client.call_tool("query_events", {"from": "-30m", "type": ["feature_flag"]})
+        several = await client.call_tool("query_events", {"from": "-30m"})
+    texts = [answer.content[0] for answer in (one, several)]
+    assert all(isinstance(text, TextContent) for text in texts)
+    assert [text.text.split(" from ")[0] for text in texts if isinstance(text, TextContent)] == [
+        "1 event",
+        "3 events",
+    ]

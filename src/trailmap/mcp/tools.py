@@ -112,6 +112,10 @@ def _tool(mcp: MCPServer) -> Callable[[_Fn], _Fn]:
     return register
 
 
+def _events(count: int) -> str:
+    return "1 event" if count == 1 else f"{count:,} events"
+
+
 def _for_model(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Events as a model reads them: without `specversion`, the same "1.0" on every event,
     which would only take room in its context."""
@@ -304,7 +308,7 @@ def _register(mcp: MCPServer, t: _Tools) -> None:  # noqa: PLR0915 - one tool pe
             "timezone": rng.tz.key,
         }
         if page.events:
-            text = f"{len(page.events)} events from {_range_text(rng)}, newest first:\n"
+            text = f"{_events(len(page.events))} from {_range_text(rng)}, newest first:\n"
             text += "\n".join(_event_line(e) for e in page.events)
             if page.next_cursor:
                 text += "\nMore events: call again with cursor=" + page.next_cursor
@@ -365,7 +369,7 @@ def _register(mcp: MCPServer, t: _Tools) -> None:  # noqa: PLR0915 - one tool pe
             return ", ".join(f"{r['value']} {r['count']}" for r in rows) or "none"
 
         text = (
-            f"{summary.total} events from {_range_text(rng)}.\n"
+            f"{_events(summary.total)} from {_range_text(rng)}.\n"
             f"By type: {counts(summary.by_type)}\nBy environment: {counts(summary.by_subject)}\n"
             f"By severity: {counts(summary.by_severity)}\nLatest:\n"
             + "\n".join(_event_line(e) for e in summary.latest)
@@ -382,7 +386,7 @@ def _register(mcp: MCPServer, t: _Tools) -> None:  # noqa: PLR0915 - one tool pe
             except TrailmapError as error:
                 raise _refuse(error) from None
             text = "\n".join(
-                f"- {r['value']}: {r['count']} events, last {r['last_seen']} "
+                f"- {r['value']}: {_events(r['count'])}, last {r['last_seen']} "
                 f"({r['last_seen_relative']})"
                 for r in rows
             )
