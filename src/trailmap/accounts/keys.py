@@ -92,6 +92,7 @@ async def create_key(
     created_by: str,
     user_id: str | None = None,
     service_account: str | None = None,
+    oauth_client_id: str | None = None,
 ) -> tuple[ApiKey, str]:
     """Mint a key; the token is returned here once and never again."""
     name = name.strip()
@@ -115,6 +116,7 @@ async def create_key(
         "last_used_us": None,
         "expires_us": None if expires_in is None else now_us + _micros(expires_in),
         "revoked_us": None,
+        "oauth_client_id": oauth_client_id,
     }
 
     def _create(conn: Connection) -> None:

@@ -3,8 +3,9 @@
 Times are integer microseconds since the Unix epoch (UTC): exact, cheap to index and compare,
 and the same on SQLite and PostgreSQL. `org_id` leads every primary key and index of
 organization data. The few global lookups (a user's e-mail, an API key's hash or id, the
-instance's own settings) are the deliberate exceptions: they are how a caller is identified
-before their organization is known.
+instance's own settings, and OAuth's clients, pending requests, codes and tokens, found by
+their hash) are the deliberate exceptions: they are how a caller is identified before
+their organization is known.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ __all__ = [
     "instance_settings",
     "memberships",
     "metadata",
+    "oauth_clients",
+    "oauth_codes",
+    "oauth_requests",
+    "oauth_tokens",
     "organizations",
     "service_accounts",
     "usage_counters",
@@ -51,6 +56,10 @@ metadata = MetaData(
 Json = JSON().with_variant(JSONB(), "postgresql")
 
 ID = 36  # room for a UUID in its canonical text form
+# An OAuth client id: a random one from registration, or the https URL of a Client ID
+# Metadata Document.
+_CLIENT_ID = 2048
+_HASH = 64  # SHA-256, hex
 
 organizations = Table(
     "organizations",
@@ -121,12 +130,17 @@ api_keys = Table(
     Column("last_used_us", BigInteger, nullable=True),
     Column("expires_us", BigInteger, nullable=True),
     Column("revoked_us", BigInteger, nullable=True),
+    # The OAuth client this key was minted for on approval ("MCP — <client name>"); NULL for
+    # keys made by hand or for service accounts.
+    Column("oauth_client_id", String(_CLIENT_ID), nullable=True),
     PrimaryKeyConstraint("org_id", "id"),
     ForeignKeyConstraint(["org_id"], ["organizations.id"], ondelete="CASCADE"),
     # Authentication looks a token up by its hash before the organization is known.
     UniqueConstraint("token_hash"),
     # `trailmap key revoke KEY_ID` names a key by its globally unique id alone.
     UniqueConstraint("id"),
+    # Re-approving a client for the same user and organization finds its key.
+    Index(None, "org_id", "oauth_client_id", "user_id"),
 )
 
 events = Table(
@@ -182,4 +196,86 @@ instance_settings = Table(
     Column("name", String(100), nullable=False),
     Column("value", Text, nullable=False),
     PrimaryKeyConstraint("name"),
+)
+
+# -- OAuth 2.1 (for MCP clients) ----------------------------------------------------------
+# Every secret (client secret, pending request id, code, token) is stored as its SHA-256;
+# rows are found by that hash. Codes and tokens belong to the API key that approval minted
+# and go with it (ON DELETE CASCADE, and every lookup checks the key is still live).
+
+oauth_clients = Table(
+    "oauth_clients",
+    metadata,
+    Column("client_id", String(_CLIENT_ID), nullable=False),
+    # "registered" (RFC 7591) or "metadata" (a Client ID Metadata Document, cached).
+    Column("kind", String(12), nullable=False),
+    Column("secret_hash", String(_HASH), nullable=True),
+    # The client's metadata as the SDK's OAuthClientInformationFull, without the secret.
+    Column("info", Json, nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    Column("fetched_us", BigInteger, nullable=True),
+    PrimaryKeyConstraint("client_id"),
+)
+
+# An /authorize request waiting for the user to sign in and approve: any node may serve the
+# login and consent pages that follow.
+oauth_requests = Table(
+    "oauth_requests",
+    metadata,
+    Column("request_hash", String(_HASH), nullable=False),
+    Column("client_id", String(_CLIENT_ID), nullable=False),
+    # state, scopes, code_challenge, redirect_uri, redirect_uri_provided_explicitly, resource
+    Column("params", Json, nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    Column("expires_us", BigInteger, nullable=False),
+    PrimaryKeyConstraint("request_hash"),
+    ForeignKeyConstraint(["client_id"], ["oauth_clients.client_id"], ondelete="CASCADE"),
+)
+
+oauth_codes = Table(
+    "oauth_codes",
+    metadata,
+    Column("code_hash", String(_HASH), nullable=False),
+    Column("client_id", String(_CLIENT_ID), nullable=False),
+    Column("org_id", String(ID), nullable=False),
+    Column("key_id", String(ID), nullable=False),
+    Column("user_id", String(ID), nullable=False),
+    # The tokens this code is exchanged for share it: a replayed code revokes them all.
+    Column("family_id", String(ID), nullable=False),
+    Column("redirect_uri", Text, nullable=False),
+    Column("redirect_uri_explicit", Integer, nullable=False),
+    Column("code_challenge", String(128), nullable=False),
+    Column("resource", Text, nullable=True),
+    Column("scopes", Text, nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    Column("expires_us", BigInteger, nullable=False),
+    Column("used_us", BigInteger, nullable=True),
+    PrimaryKeyConstraint("code_hash"),
+    ForeignKeyConstraint(
+        ["org_id", "key_id"], ["api_keys.org_id", "api_keys.id"], ondelete="CASCADE"
+    ),
+)
+
+oauth_tokens = Table(
+    "oauth_tokens",
+    metadata,
+    Column("token_hash", String(_HASH), nullable=False),
+    Column("kind", String(10), nullable=False),  # "access" or "refresh"
+    Column("client_id", String(_CLIENT_ID), nullable=False),
+    Column("org_id", String(ID), nullable=False),
+    Column("key_id", String(ID), nullable=False),
+    Column("user_id", String(ID), nullable=False),
+    Column("family_id", String(ID), nullable=False),
+    Column("resource", Text, nullable=True),
+    Column("scopes", Text, nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    Column("expires_us", BigInteger, nullable=True),
+    # A refresh token is spent when it is rotated; presenting it again revokes the family.
+    Column("spent_us", BigInteger, nullable=True),
+    Column("revoked_us", BigInteger, nullable=True),
+    PrimaryKeyConstraint("token_hash"),
+    ForeignKeyConstraint(
+        ["org_id", "key_id"], ["api_keys.org_id", "api_keys.id"], ondelete="CASCADE"
+    ),
+    Index(None, "family_id"),
 )

@@ -1,0 +1,507 @@
+"""Trailmap's OAuth 2.1 authorization server, as a provider of the `mcp` SDK's protocol.
+
+The SDK's handlers parse requests, authenticate clients, check PKCE S256, code expiry and
+the redirect URI at /token; this provider stores and judges everything else (RFC 9700):
+
+- A client's redirect URIs must be https or loopback http; a loopback one matches on any
+  port (RFC 8252), every other one exactly.
+- `resource` (RFC 8707) must be this server's MCP endpoint and is bound into the code and
+  every token.
+- Codes are single-use and live 10 minutes; a replayed code revokes what it issued.
+- Refresh tokens rotate on every use; presenting a spent one revokes its whole family.
+- Approval mints (or, for the same client, user and organization, reuses) a READ_ONLY API
+  key named "MCP — <client name>". Every code and token belongs to that key and dies with it.
+
+Secrets (client secrets, pending request ids, codes, tokens) are stored as SHA-256 only.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from ipaddress import ip_address
+from typing import Any, Final, cast
+from urllib.parse import urlsplit
+
+from mcp.server.auth.provider import (
+    AccessToken,
+    AuthorizationCode,
+    AuthorizationParams,
+    AuthorizeError,
+    RefreshToken,
+    RegistrationError,
+    TokenError,
+    construct_redirect_uri,
+)
+from mcp.shared.auth import InvalidRedirectUriError, OAuthClientInformationFull, OAuthToken
+from pydantic import AnyUrl, ConfigDict
+
+from trailmap import clock, ids
+from trailmap.accounts import Principal, create_key, get_plan
+from trailmap.accounts import tokens as token_format
+from trailmap.accounts.organizations import retention_days_for
+from trailmap.errors import Forbidden, NotFound
+from trailmap.storage import Connection, Database
+from trailmap.storage import accounts as account_store
+from trailmap.storage import oauth as store
+
+__all__ = [
+    "ACCESS_TOKEN_SECONDS",
+    "CODE_SECONDS",
+    "SCOPE",
+    "TrailmapAccessToken",
+    "TrailmapAuthorizationCode",
+    "TrailmapClient",
+    "TrailmapOAuthProvider",
+    "TrailmapRefreshToken",
+    "is_loopback_redirect",
+]
+
+SCOPE: Final = "read"  # read-only access to the organization's timeline (and, later, graph)
+CODE_SECONDS: Final = 600
+ACCESS_TOKEN_SECONDS: Final = 3600
+REFRESH_TOKEN_SECONDS: Final = 90 * 86400
+REQUEST_SECONDS: Final = 900  # to sign in and approve
+_US: Final = 1_000_000
+_LOOPBACK_NAMES: Final = {"localhost"}
+
+
+def is_loopback_redirect(uri: str) -> bool:
+    """An http URI on 127.0.0.1, [::1] or localhost: a native app's own listener."""
+    parts = urlsplit(uri)
+    if parts.scheme != "http" or not parts.hostname:
+        return False
+    if parts.hostname in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ip_address(parts.hostname).is_loopback
+    except ValueError:
+        return False
+
+
+def _redirect_problem(uri: str) -> str | None:
+    parts = urlsplit(uri)
+    if parts.fragment:
+        return f"{uri} has a fragment; redirect URIs may not (RFC 6749, section 3.1.2)"
+    if parts.scheme == "https" and parts.hostname:
+        return None
+    if is_loopback_redirect(uri):
+        return None
+    return f"{uri} is neither https nor http on a loopback address (127.0.0.1, [::1], localhost)"
+
+
+class TrailmapClient(OAuthClientInformationFull):
+    """A client whose loopback redirect URIs match on any port (RFC 8252, section 7.3)."""
+
+    def validate_redirect_uri(self, redirect_uri: AnyUrl | None) -> AnyUrl:
+        if redirect_uri is not None and is_loopback_redirect(str(redirect_uri)):
+            asked = urlsplit(str(redirect_uri))
+            for registered in self.redirect_uris or []:
+                known = urlsplit(str(registered))
+                if is_loopback_redirect(str(registered)) and (
+                    known.hostname,
+                    known.path,
+                    known.query,
+                ) == (asked.hostname, asked.path, asked.query):
+                    return redirect_uri
+            raise InvalidRedirectUriError(
+                f"Redirect URI '{redirect_uri}' not registered for client"
+            )
+        return super().validate_redirect_uri(redirect_uri)
+
+
+class TrailmapAuthorizationCode(AuthorizationCode):
+    code_hash: str
+    family_id: str
+    org_id: str
+    key_id: str
+    used: bool
+
+
+class TrailmapRefreshToken(RefreshToken):
+    token_hash: str
+    family_id: str
+    org_id: str
+    key_id: str
+
+
+class TrailmapAccessToken(AccessToken):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    principal: Principal
+
+
+@dataclass(frozen=True)
+class Approval:
+    """Where to send the user's browser after they approved or denied."""
+
+    redirect_to: str
+
+
+def _scopes(text: str) -> list[str]:
+    return text.split()
+
+
+class TrailmapOAuthProvider:
+    """`OAuthAuthorizationServerProvider` over Trailmap's database; any node serves any step."""
+
+    def __init__(self, db: Database, *, issuer: str, resource: str, consent_path: str) -> None:
+        self._db = db
+        self.issuer = issuer.rstrip("/")
+        self.resource = resource
+        self._consent_url = self.issuer + consent_path
+
+    # -- clients -------------------------------------------------------------------------
+
+    async def get_client(self, client_id: str) -> OAuthClientInformationFull | None:
+        row = await self._db.read_one(store.get_client, client_id)
+        if row is None:
+            return None
+        # The SDK compares the stored secret with the presented one; it is stored hashed, so
+        # it is handed over hashed and the routes' client authenticator hashes what it is
+        # given before comparing (oauth/routes.py).
+        info = {**row["info"], "client_id": client_id, "client_secret": row["secret_hash"]}
+        return TrailmapClient.model_validate(info)
+
+    async def register_client(self, client_info: OAuthClientInformationFull) -> None:
+        for uri in client_info.redirect_uris or []:
+            problem = _redirect_problem(str(uri))
+            if problem is not None:
+                raise RegistrationError(error="invalid_redirect_uri", error_description=problem)
+        if client_info.scope is None:
+            client_info = client_info.model_copy(update={"scope": SCOPE})
+        secret = client_info.client_secret
+        info = client_info.model_dump(mode="json", exclude_none=True)
+        info.pop("client_secret", None)
+        row = {
+            "client_id": client_info.client_id,
+            "kind": "registered",
+            "secret_hash": token_format.hash_token(secret) if secret else None,
+            "info": info,
+            "created_us": clock.now_us(),
+            "fetched_us": None,
+        }
+        await self._db.write(store.insert_client, row)
+
+    # -- authorization ---------------------------------------------------------------------
+
+    async def authorize(
+        self, client: OAuthClientInformationFull, params: AuthorizationParams
+    ) -> str:
+        """Park the request in the database and send the browser to sign in and consent."""
+        resource = params.resource or self.resource
+        if resource.rstrip("/") != self.resource.rstrip("/"):
+            raise AuthorizeError(
+                error="invalid_target",
+                error_description=f"This server issues tokens for {self.resource} only.",
+            )
+        request_id = secrets.token_urlsafe(32)
+        now_us = clock.now_us()
+        row = {
+            "request_hash": token_format.hash_token(request_id),
+            "client_id": client.client_id,
+            "params": {
+                "state": params.state,
+                "scopes": params.scopes or [SCOPE],
+                "code_challenge": params.code_challenge,
+                "redirect_uri": str(params.redirect_uri),
+                "redirect_uri_provided_explicitly": params.redirect_uri_provided_explicitly,
+                "resource": self.resource,
+            },
+            "created_us": now_us,
+            "expires_us": now_us + REQUEST_SECONDS * _US,
+        }
+        await self._db.write(store.insert_request, row)
+        return construct_redirect_uri(self._consent_url, request=request_id)
+
+    async def pending(self, request_id: str) -> tuple[OAuthClientInformationFull, dict[str, Any]]:
+        """The client and parameters of a request awaiting consent (for the consent page)."""
+        row = await self._db.read_one(
+            store.get_request, token_format.hash_token(request_id), clock.now_us()
+        )
+        client = None if row is None else await self.get_client(row["client_id"])
+        if row is None or client is None:
+            raise NotFound(
+                "This sign-in request is unknown or has expired; start again from the app."
+            )
+        return client, cast("dict[str, Any]", row["params"])
+
+    async def approve(self, request_id: str, *, user_id: str, org_slug: str) -> Approval:
+        """The user approved: mint or reuse the organization's key for this client, and a
+        code for the client's redirect URI."""
+        client, params = await self.pending(request_id)
+        org = await self._org_for_member(org_slug, user_id)
+        key_id = await self._key_for(client, org_slug=org_slug, org_id=org["id"], user_id=user_id)
+        code = secrets.token_urlsafe(32)
+        now_us = clock.now_us()
+        row = {
+            "code_hash": token_format.hash_token(code),
+            "client_id": client.client_id,
+            "org_id": org["id"],
+            "key_id": key_id,
+            "user_id": user_id,
+            "family_id": ids.new_id(),
+            "redirect_uri": params["redirect_uri"],
+            "redirect_uri_explicit": int(params["redirect_uri_provided_explicitly"]),
+            "code_challenge": params["code_challenge"],
+            "resource": params["resource"],
+            "scopes": " ".join(params["scopes"]),
+            "created_us": now_us,
+            "expires_us": now_us + CODE_SECONDS * _US,
+            "used_us": None,
+        }
+
+        def _issue(conn: Connection) -> bool:
+            if store.take_request(conn, token_format.hash_token(request_id), now_us) is None:
+                return False
+            store.insert_code(conn, row)
+            return True
+
+        if not await self._db.write(_issue):
+            raise NotFound("This sign-in request was already answered; start again from the app.")
+        return Approval(
+            construct_redirect_uri(
+                params["redirect_uri"], code=code, state=params["state"], iss=self.issuer
+            )
+        )
+
+    async def deny(self, request_id: str) -> Approval:
+        _client, params = await self.pending(request_id)
+        await self._db.write(
+            store.take_request, token_format.hash_token(request_id), clock.now_us()
+        )
+        return Approval(
+            construct_redirect_uri(
+                params["redirect_uri"],
+                error="access_denied",
+                error_description="The user declined access.",
+                state=params["state"],
+                iss=self.issuer,
+            )
+        )
+
+    async def _org_for_member(self, org_slug: str, user_id: str) -> dict[str, Any]:
+        def _find(conn: Connection) -> dict[str, Any] | None:
+            org = account_store.get_org_by_slug(conn, org_slug)
+            if org is None or not account_store.is_member(conn, org["id"], user_id):
+                return None
+            return org
+
+        org = await self._db.read(_find)
+        if org is None:
+            # The same answer for "no such organization" and "not yours": nothing to learn.
+            raise Forbidden("You are not a member of that organization.")
+        return org
+
+    async def _key_for(
+        self, client: OAuthClientInformationFull, *, org_slug: str, org_id: str, user_id: str
+    ) -> str:
+        existing = await self._db.read_one(store.find_mcp_key, org_id, client.client_id, user_id)
+        if existing is not None:
+            return str(existing["id"])
+        name = f"MCP — {client.client_name or client.client_id}"[:200]
+        key, _token = await create_key(
+            self._db,
+            org_slug,
+            name=name,
+            scope="READ_ONLY",
+            created_by=f"OAuth approval by user {user_id}",
+            user_id=user_id,
+            oauth_client_id=client.client_id,
+        )
+        # The key's own token is never shown: the client holds OAuth tokens bound to the key.
+        return key.id
+
+    # -- codes and tokens ------------------------------------------------------------------
+
+    async def load_authorization_code(
+        self, client: OAuthClientInformationFull, authorization_code: str
+    ) -> TrailmapAuthorizationCode | None:
+        code_hash = token_format.hash_token(authorization_code)
+        row = await self._db.read_one(store.get_code, code_hash)
+        if row is None or row["client_id"] != client.client_id:
+            return None
+        if row["used_us"] is not None:
+            # A replay: the code was stolen or the exchange raced. Revoke what it issued.
+            await self._db.write(store.revoke_family, row["family_id"], clock.now_us())
+            return None
+        return TrailmapAuthorizationCode(
+            code=authorization_code,
+            scopes=_scopes(row["scopes"]),
+            expires_at=row["expires_us"] / _US,
+            client_id=row["client_id"],
+            code_challenge=row["code_challenge"],
+            redirect_uri=AnyUrl(row["redirect_uri"]),
+            redirect_uri_provided_explicitly=bool(row["redirect_uri_explicit"]),
+            resource=row["resource"],
+            subject=row["user_id"],
+            code_hash=code_hash,
+            family_id=row["family_id"],
+            org_id=row["org_id"],
+            key_id=row["key_id"],
+            used=False,
+        )
+
+    async def exchange_authorization_code(
+        self, client: OAuthClientInformationFull, authorization_code: TrailmapAuthorizationCode
+    ) -> OAuthToken:
+        code = authorization_code
+        now_us = clock.now_us()
+
+        def _exchange(conn: Connection) -> tuple[str, str] | None:
+            if not store.spend_code(conn, code.code_hash, now_us):
+                return None
+            return self._mint(conn, code, client_id=client.client_id, now_us=now_us)
+
+        minted = await self._db.write(_exchange)
+        if minted is None:
+            await self._db.write(store.revoke_family, code.family_id, now_us)
+            raise TokenError(error="invalid_grant", error_description="The code was already used.")
+        return self._answer(*minted, scopes=code.scopes)
+
+    async def load_refresh_token(
+        self, client: OAuthClientInformationFull, refresh_token: str
+    ) -> TrailmapRefreshToken | None:
+        token_hash = token_format.hash_token(refresh_token)
+        row = await self._db.read_one(store.get_token, token_hash, "refresh")
+        if row is None or row["client_id"] != client.client_id or row["revoked_us"] is not None:
+            return None
+        if row["spent_us"] is not None:
+            # Reuse of a rotated refresh token: one of the two holders is a thief.
+            await self._db.write(store.revoke_family, row["family_id"], clock.now_us())
+            return None
+        return TrailmapRefreshToken(
+            token=refresh_token,
+            client_id=row["client_id"],
+            scopes=_scopes(row["scopes"]),
+            expires_at=None if row["expires_us"] is None else row["expires_us"] // _US,
+            resource=row["resource"],
+            subject=row["user_id"],
+            token_hash=token_hash,
+            family_id=row["family_id"],
+            org_id=row["org_id"],
+            key_id=row["key_id"],
+        )
+
+    async def exchange_refresh_token(
+        self,
+        client: OAuthClientInformationFull,
+        refresh_token: TrailmapRefreshToken,
+        scopes: list[str],
+    ) -> OAuthToken:
+        old = refresh_token
+        granted = scopes or old.scopes
+        now_us = clock.now_us()
+
+        def _rotate(conn: Connection) -> tuple[str, str] | None:
+            if not store.spend_refresh_token(conn, old.token_hash, now_us):
+                return None
+            return self._mint(conn, old, client_id=client.client_id, now_us=now_us, scopes=granted)
+
+        minted = await self._db.write(_rotate)
+        if minted is None:
+            await self._db.write(store.revoke_family, old.family_id, now_us)
+            raise TokenError(
+                error="invalid_grant", error_description="The refresh token was already used."
+            )
+        return self._answer(*minted, scopes=granted)
+
+    def _mint(
+        self,
+        conn: Connection,
+        grant: TrailmapAuthorizationCode | TrailmapRefreshToken,
+        *,
+        client_id: str,
+        now_us: int,
+        scopes: list[str] | None = None,
+    ) -> tuple[str, str]:
+        access = token_format.mint_token(token_format.ACCESS_TOKEN_PREFIX)
+        refresh = token_format.mint_token(token_format.REFRESH_TOKEN_PREFIX)
+        common = {
+            "client_id": client_id,
+            "org_id": grant.org_id,
+            "key_id": grant.key_id,
+            "user_id": grant.subject or "",
+            "family_id": grant.family_id,
+            "resource": grant.resource,
+            "scopes": " ".join(scopes or grant.scopes),
+            "created_us": now_us,
+            "spent_us": None,
+            "revoked_us": None,
+        }
+        store.insert_tokens(
+            conn,
+            [
+                {
+                    **common,
+                    "token_hash": token_format.hash_token(access),
+                    "kind": "access",
+                    "expires_us": now_us + ACCESS_TOKEN_SECONDS * _US,
+                },
+                {
+                    **common,
+                    "token_hash": token_format.hash_token(refresh),
+                    "kind": "refresh",
+                    "expires_us": now_us + REFRESH_TOKEN_SECONDS * _US,
+                },
+            ],
+        )
+        return access, refresh
+
+    @staticmethod
+    def _answer(access: str, refresh: str, *, scopes: list[str]) -> OAuthToken:
+        return OAuthToken(
+            access_token=access,
+            token_type="Bearer",  # noqa: S106 - the token type, not a secret
+            expires_in=ACCESS_TOKEN_SECONDS,
+            refresh_token=refresh,
+            scope=" ".join(scopes),
+        )
+
+    async def load_access_token(self, token: str) -> TrailmapAccessToken | None:
+        """The access token and who it speaks for; None unless live, unexpired and its key
+        is live. Never raises for a bad token (the SDK's middleware would turn that into a
+        500)."""
+        if not token_format.is_well_formed(token, token_format.ACCESS_TOKEN_PREFIX):
+            return None
+        row = await self._db.read_one(store.get_token, token_format.hash_token(token), "access")
+        now_us = clock.now_us()
+        if row is None or row["revoked_us"] is not None:
+            return None
+        if row["expires_us"] is not None and row["expires_us"] <= now_us:
+            return None
+        if row["key_expires_us"] is not None and row["key_expires_us"] <= now_us:
+            return None
+        plan = get_plan(row["org_plan"])
+        principal = Principal(
+            org_id=row["org_id"],
+            org_slug=row["org_slug"],
+            plan=plan,
+            retention_days=retention_days_for(plan, row["org_retention_days"]),
+            scope=row["key_scope"],
+            key_id=row["key_id"],
+            key_name=row["key_name"],
+            user_id=row["user_id"],
+        )
+        return TrailmapAccessToken(
+            token=token,
+            client_id=row["client_id"],
+            scopes=_scopes(row["scopes"]),
+            expires_at=None if row["expires_us"] is None else row["expires_us"] // _US,
+            resource=row["resource"],
+            subject=row["user_id"],
+            principal=principal,
+        )
+
+    async def revoke_token(self, token: TrailmapAccessToken | TrailmapRefreshToken) -> None:
+        """RFC 7009: revoking either token ends the whole grant it belongs to."""
+        if isinstance(token, TrailmapRefreshToken):
+            family = token.family_id
+        else:
+            row = await self._db.read_one(
+                store.get_token, token_format.hash_token(token.token), "access"
+            )
+            if row is None:
+                return
+            family = row["family_id"]
+        await self._db.write(store.revoke_family, family, clock.now_us())

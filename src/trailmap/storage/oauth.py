@@ -1,0 +1,169 @@
+"""Queries for OAuth: clients, pending authorization requests, codes and tokens.
+
+Everything secret is looked up by its SHA-256 (tables.py). A code or token counts only while
+the API key it belongs to is live: every lookup joins the key and checks it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, and_, delete, insert, select, update
+
+from trailmap.storage.tables import (
+    api_keys,
+    oauth_clients,
+    oauth_codes,
+    oauth_requests,
+    oauth_tokens,
+    organizations,
+)
+
+__all__ = [
+    "find_mcp_key",
+    "get_client",
+    "get_code",
+    "get_request",
+    "get_token",
+    "insert_client",
+    "insert_code",
+    "insert_request",
+    "insert_tokens",
+    "revoke_family",
+    "spend_code",
+    "spend_refresh_token",
+    "take_request",
+]
+
+Row = dict[str, Any]
+
+
+def insert_client(conn: Connection, row: Row) -> None:
+    conn.execute(insert(oauth_clients).values(**row))
+
+
+def get_client(conn: Connection, client_id: str) -> Row | None:
+    row = conn.execute(select(oauth_clients).where(oauth_clients.c.client_id == client_id)).first()
+    return dict(row._mapping) if row else None
+
+
+def insert_request(conn: Connection, row: Row) -> None:
+    conn.execute(insert(oauth_requests).values(**row))
+
+
+def get_request(conn: Connection, request_hash: str, now_us: int) -> Row | None:
+    row = conn.execute(
+        select(oauth_requests).where(
+            oauth_requests.c.request_hash == request_hash, oauth_requests.c.expires_us > now_us
+        )
+    ).first()
+    return dict(row._mapping) if row else None
+
+
+def take_request(conn: Connection, request_hash: str, now_us: int) -> Row | None:
+    """The pending request, removed: it is answered (approved or denied) exactly once."""
+    found = get_request(conn, request_hash, now_us)
+    result = conn.execute(
+        delete(oauth_requests).where(oauth_requests.c.request_hash == request_hash)
+    )
+    return found if result.rowcount == 1 else None
+
+
+def find_mcp_key(conn: Connection, org_id: str, client_id: str, user_id: str) -> Row | None:
+    """The live key approval minted earlier for this client, user and organization."""
+    row = conn.execute(
+        select(api_keys).where(
+            api_keys.c.org_id == org_id,
+            api_keys.c.oauth_client_id == client_id,
+            api_keys.c.user_id == user_id,
+            api_keys.c.revoked_us.is_(None),
+        )
+    ).first()
+    return dict(row._mapping) if row else None
+
+
+def insert_code(conn: Connection, row: Row) -> None:
+    conn.execute(insert(oauth_codes).values(**row))
+
+
+_LIVE_KEY = api_keys.c.revoked_us.is_(None)
+
+
+def get_code(conn: Connection, code_hash: str) -> Row | None:
+    """The code, used or not, if its key is live (the caller judges use and expiry)."""
+    row = conn.execute(
+        select(oauth_codes)
+        .join(
+            api_keys,
+            and_(api_keys.c.org_id == oauth_codes.c.org_id, api_keys.c.id == oauth_codes.c.key_id),
+        )
+        .where(oauth_codes.c.code_hash == code_hash, _LIVE_KEY)
+    ).first()
+    return dict(row._mapping) if row else None
+
+
+def spend_code(conn: Connection, code_hash: str, now_us: int) -> bool:
+    """Mark the code used; true for exactly one caller, however many race."""
+    result = conn.execute(
+        update(oauth_codes)
+        .where(oauth_codes.c.code_hash == code_hash, oauth_codes.c.used_us.is_(None))
+        .values(used_us=now_us)
+    )
+    return result.rowcount == 1
+
+
+def insert_tokens(conn: Connection, rows: list[Row]) -> None:
+    conn.execute(insert(oauth_tokens), rows)
+
+
+def get_token(conn: Connection, token_hash: str, kind: str) -> Row | None:
+    """The token with its organization, if its key is live; spent, revoked or expired
+    tokens are returned too, for the caller to judge (a spent refresh token is a theft)."""
+    row = conn.execute(
+        select(
+            oauth_tokens,
+            api_keys.c.scope.label("key_scope"),
+            api_keys.c.name.label("key_name"),
+            api_keys.c.expires_us.label("key_expires_us"),
+            organizations.c.slug.label("org_slug"),
+            organizations.c.plan.label("org_plan"),
+            organizations.c.retention_days.label("org_retention_days"),
+        )
+        .join(
+            api_keys,
+            and_(
+                api_keys.c.org_id == oauth_tokens.c.org_id, api_keys.c.id == oauth_tokens.c.key_id
+            ),
+        )
+        .join(organizations, organizations.c.id == oauth_tokens.c.org_id)
+        .where(oauth_tokens.c.token_hash == token_hash, oauth_tokens.c.kind == kind, _LIVE_KEY)
+    ).first()
+    return dict(row._mapping) if row else None
+
+
+def spend_refresh_token(conn: Connection, token_hash: str, now_us: int) -> bool:
+    """Mark a refresh token spent (rotated); true for exactly one caller."""
+    result = conn.execute(
+        update(oauth_tokens)
+        .where(
+            oauth_tokens.c.token_hash == token_hash,
+            oauth_tokens.c.kind == "refresh",
+            oauth_tokens.c.spent_us.is_(None),
+            oauth_tokens.c.revoked_us.is_(None),
+        )
+        .values(spent_us=now_us)
+    )
+    return result.rowcount == 1
+
+
+def revoke_family(conn: Connection, family_id: str, now_us: int) -> int:
+    """Revoke every token issued from one authorization; returns how many were live."""
+    result = conn.execute(
+        update(oauth_tokens)
+        .where(
+            oauth_tokens.c.family_id == family_id,
+            oauth_tokens.c.revoked_us.is_(None),
+        )
+        .values(revoked_us=now_us)
+    )
+    return int(result.rowcount)
