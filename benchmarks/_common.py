@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -48,6 +48,7 @@ __all__ = [
     "require_trailmap",
     "row_params",
     "rss_kib",
+    "run_backends",
     "start_server",
     "temporary_directory",
 ]
@@ -305,3 +306,22 @@ def backends(choice: str) -> list[Backend]:
 def require_trailmap() -> None:
     if not _TRAILMAP.exists() and shutil.which("trailmap") is None:
         sys.exit(f"{_TRAILMAP} is missing; run scripts/serve or pip install -e . first")
+
+
+def run_backends(
+    name: str, choice: str, run_backend: Callable[[Backend, Path], bool], *, quick: bool
+) -> int:
+    """Run one benchmark on each chosen backend and give its exit status: 1 when a full run
+    missed a target. A quick run only checks that the benchmark works end to end: a small
+    database is not the one the targets are about."""
+    require_trailmap()
+    print(machine_summary(), flush=True)
+    passed = True
+    with temporary_directory() as tmp:
+        for backend in backends(choice):
+            passed = run_backend(backend, Path(tmp)) and passed
+    if quick:
+        print(f"{name}: quick sanity run; the targets are judged on a full run only")
+        return 0
+    print(f"{name}: every target met" if passed else f"{name}: FAIL, a target was missed")
+    return 0 if passed else 1

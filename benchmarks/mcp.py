@@ -41,15 +41,12 @@ from mcp.shared._httpx_utils import create_mcp_http_client  # noqa: E402
 sys.path.insert(0, str(_HERE))
 from _common import (  # noqa: E402
     Backend,
-    backends,
     bench_database,
     create_org_with_key,
-    machine_summary,
     percentile,
-    require_trailmap,
     rss_kib,
+    run_backends,
     start_server,
-    temporary_directory,
 )
 from query import generate_rows, load_postgres, load_sqlite  # noqa: E402
 
@@ -143,17 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     count = 100_000 if args.quick else args.events
     calls = 100 if args.quick else args.calls
-    require_trailmap()
-    print(machine_summary(), flush=True)
-    passed = True
-    with temporary_directory() as tmp:
-        for backend in backends(args.backend):
-            passed = run_backend(backend, count, args.orgs, calls, Path(tmp)) and passed
-    if args.quick:
-        print("mcp: quick sanity run; the target is judged on a full run only")
-        return 0
-    print("mcp: every target met" if passed else "mcp: FAIL, a target was missed")
-    return 0 if passed else 1
+    return run_backends(
+        "mcp",
+        args.backend,
+        lambda backend, tmp: run_backend(backend, count, args.orgs, calls, tmp),
+        quick=args.quick,
+    )
 
 
 if __name__ == "__main__":

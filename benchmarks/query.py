@@ -39,17 +39,14 @@ from _common import (
     COLUMNS,
     Backend,
     BenchDatabase,
-    backends,
     bench_database,
     create_org_with_key,
-    machine_summary,
     percentile,
     raw_sqlite,
-    require_trailmap,
     row_params,
     rss_kib,
+    run_backends,
     start_server,
-    temporary_directory,
 )
 
 WEEK_US = 7 * 86400 * 1_000_000
@@ -309,20 +306,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     count = 100_000 if args.quick else args.events
     requests = 100 if args.quick else args.requests
-    require_trailmap()
-    print(machine_summary(), flush=True)
-    passed = True
-    with temporary_directory() as tmp:
-        for backend in backends(args.backend):
-            passed = run_backend(backend, count, args.orgs, requests, Path(tmp)) and passed
-    if args.quick:
-        # A small database is not the one the targets are about (SQLite's floor, for one, is
-        # far faster while everything fits in its page cache): the quick run checks that the
-        # benchmark works end to end and fails only on an error.
-        print("query: quick sanity run; the targets are judged on a full run only")
-        return 0
-    print("query: every target met" if passed else "query: FAIL, a target was missed")
-    return 0 if passed else 1
+    # A small database is not the one the targets are about (SQLite's floor, for one, is far
+    # faster while everything fits in its page cache).
+    return run_backends(
+        "query",
+        args.backend,
+        lambda backend, tmp: run_backend(backend, count, args.orgs, requests, tmp),
+        quick=args.quick,
+    )
 
 
 if __name__ == "__main__":
