@@ -6,6 +6,7 @@ what `trailmap serve` runs; ready when `/healthz` answers, stopped with SIGTERM.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -19,8 +20,17 @@ import httpx
 import pytest
 
 from tests import databases
+from tests.factories import make_key, make_org
+from trailmap.storage import Database, migrate
 
-__all__ = ["free_port", "module_database", "running_server"]
+__all__ = [
+    "free_port",
+    "module_database",
+    "org_with_key",
+    "running_server",
+    "stop",
+    "wait_until_ready",
+]
 
 _READY_TIMEOUT_S = 20.0
 _POLL_INTERVAL_S = 0.05
@@ -61,6 +71,20 @@ def module_database(
         postgres.drop_database(name)
 
 
+def org_with_key(database_url: str, slug: str, *, scope: str = "read-write") -> str:
+    """Migrate the database, create the organization and return a key of it."""
+
+    async def _create() -> str:
+        db = Database(database_url)
+        try:
+            migrate.upgrade(db)
+            return await make_key(db, await make_org(db, slug=slug), scope=scope)
+        finally:
+            db.close()
+
+    return asyncio.run(_create())
+
+
 @contextmanager
 def running_server(database_url: str, *, log_path: Path) -> Iterator[str]:
     """Run `trailmap serve` on `database_url`; yield its base URL once `/healthz` answers."""
@@ -87,19 +111,21 @@ def running_server(database_url: str, *, log_path: Path) -> Iterator[str]:
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
-            _wait_until_ready(process, base_url, log_path)
+            wait_until_ready(process, base_url, log_path)
             yield base_url
         finally:
-            _stop(process)
+            stop(process)
 
 
-def _wait_until_ready(process: subprocess.Popen[bytes], base_url: str, log_path: Path) -> None:
+def wait_until_ready(process: subprocess.Popen[bytes], base_url: str, log_path: Path) -> None:
+    """Until `base_url/healthz` answers 200 (through a proxy too); `log_path` is the
+    process's output, shown if it exits or never answers."""
     deadline = time.monotonic() + _READY_TIMEOUT_S
     with httpx.Client(timeout=1.0) as client:
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise RuntimeError(
-                    f"the server exited with {process.returncode} before it was ready:\n"
+                    f"{process.args!r} exited with {process.returncode} before it was ready:\n"
                     + log_path.read_text(errors="replace")
                 )
             try:
@@ -114,7 +140,8 @@ def _wait_until_ready(process: subprocess.Popen[bytes], base_url: str, log_path:
     )
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it does not go."""
     if process.poll() is not None:
         return
     process.terminate()

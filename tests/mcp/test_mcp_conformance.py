@@ -8,21 +8,23 @@ Origin the suite sends reach the server as sent.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.factories import make_key, make_org
-from tests.server import free_port, module_database, running_server
-from trailmap.storage import Database, migrate
+from tests.server import (
+    free_port,
+    module_database,
+    org_with_key,
+    running_server,
+    stop,
+    wait_until_ready,
+)
 
 _ROOT = Path(__file__).resolve().parents[2]
 _SCENARIOS = [
@@ -47,15 +49,6 @@ def _suite() -> tuple[Path, Path]:
     return node, cli
 
 
-async def _prepare(url: str) -> str:
-    db = Database(url)
-    try:
-        migrate.upgrade(db)
-        return await make_key(db, await make_org(db, slug="conformance"), scope="read-only")
-    finally:
-        db.close()
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def proxied_mcp(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path
@@ -66,36 +59,26 @@ def proxied_mcp(
         url,
         directory,
     ):
-        key = asyncio.run(_prepare(url))
+        key = org_with_key(url, "conformance", scope="read-only")
         with running_server(url, log_path=directory / "server.log") as server_url:
             port = free_port()
             command = [sys.executable, "-m", "tests.mcp.auth_proxy", "--port", str(port)]
-            proxy = subprocess.Popen(
-                [*command, "--upstream", server_url],
-                cwd=_ROOT,
-                env={**os.environ, "TRAILMAP_PROXY_TOKEN": key},
-            )
-            try:
-                proxy_url = f"http://127.0.0.1:{port}"
-                _wait_for(proxy_url, proxy)
-                yield f"{proxy_url}/mcp"
-            finally:
-                proxy.terminate()
-                proxy.wait(timeout=10)
-
-
-def _wait_for(url: str, process: subprocess.Popen[bytes]) -> None:
-    for _ in range(200):
-        if process.poll() is not None:
-            raise RuntimeError(f"the proxy exited with {process.returncode}")
-        try:
-            # Through the proxy to the server's health check: both are up.
-            if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)  # polling a readiness endpoint, bounded by the loop
-    raise RuntimeError(f"the proxy did not answer at {url}")
+            proxy_log = directory / "proxy.log"
+            with proxy_log.open("wb") as log:
+                proxy = subprocess.Popen(
+                    [*command, "--upstream", server_url],
+                    cwd=_ROOT,
+                    env={**os.environ, "TRAILMAP_PROXY_TOKEN": key},
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+                try:
+                    proxy_url = f"http://127.0.0.1:{port}"
+                    # Through the proxy to the server's health check: both are up.
+                    wait_until_ready(proxy, proxy_url, proxy_log)
+                    yield f"{proxy_url}/mcp"
+                finally:
+                    stop(proxy)
 
 
 @pytest.mark.parametrize("scenario", _SCENARIOS)

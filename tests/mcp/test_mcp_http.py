@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import subprocess
@@ -18,11 +17,11 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
-from tests.factories import event, make_key, make_org
+from tests.factories import event
 from tests.mcp.handshake import list_tools_in, open_session
-from tests.server import module_database, running_server
+from tests.server import module_database, org_with_key, running_server
 from trailmap.accounts import create_key, list_keys, revoke_key
-from trailmap.storage import Database, migrate
+from trailmap.storage import Database
 
 pytestmark = pytest.mark.anyio
 
@@ -46,16 +45,6 @@ class Live:
     org_a: str
 
 
-async def _prepare(url: str) -> tuple[str, str, str]:
-    db = Database(url)
-    try:
-        migrate.upgrade(db)
-        org_a, org_b = await make_org(db, slug="acme"), await make_org(db, slug="globex")
-        return await make_key(db, org_a, scope="read-write"), await make_key(db, org_b), org_a.slug
-    finally:
-        db.close()
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def live(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path
@@ -64,7 +53,7 @@ def live(
         url,
         directory,
     ):
-        key_a, key_b, org_a = asyncio.run(_prepare(url))
+        key_a, key_b, org_a = org_with_key(url, "acme"), org_with_key(url, "globex"), "acme"
         with running_server(url, log_path=directory / "server.log") as base_url:
             _send_events(base_url, key_a, key_b)
             yield Live(url=base_url, db_url=url, key_a=key_a, key_b=key_b, org_a=org_a)

@@ -9,7 +9,6 @@ expected answer of each question is worked out here from the events' own times.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import time
 from collections.abc import Iterator
@@ -26,10 +25,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.types import TextContent
 
-from tests.factories import make_key, make_org
 from tests.mcp.handshake import list_tools_in, open_session
-from tests.server import module_database, running_server
-from trailmap.storage import Database, migrate
+from tests.server import module_database, org_with_key, running_server
 
 pytestmark = pytest.mark.anyio
 
@@ -95,15 +92,6 @@ def _wait_clear_of_midnights() -> datetime:
     return now
 
 
-async def _prepare(url: str) -> str:
-    db = Database(url)
-    try:
-        migrate.upgrade(db)
-        return await make_key(db, await make_org(db, slug="initech"), scope="read-write")
-    finally:
-        db.close()
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def cluster(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path
@@ -112,7 +100,7 @@ def cluster(
         url,
         directory,
     ):
-        key = asyncio.run(_prepare(url))
+        key = org_with_key(url, "initech")
         with (
             running_server(url, log_path=directory / "node-a.log") as node_a,
             running_server(url, log_path=directory / "node-b.log") as node_b,

@@ -198,14 +198,21 @@ async def authenticate(
     last_used = row["last_used_us"]
     if last_used is None or now_us - last_used >= last_used_resolution_s * 1_000_000:
         await db.write(store.touch_key, row["org_id"], row["id"], now_us)
-    plan = get_plan(row["org_plan"])
+    return key_principal(row, scope=row["scope"], key_id=row["id"], key_name=row["name"])
+
+
+def key_principal(org: dict[str, Any], *, scope: str, key_id: str, key_name: str) -> Principal:
+    """Who a key (or an OAuth token minted through one) speaks for. `org` holds the
+    organization's `org_id`, `org_slug`, `org_plan`, `org_retention_days` and the key's
+    `user_id`, as the lookups by hash return them."""
+    plan = get_plan(org["org_plan"])
     return Principal(
-        org_id=row["org_id"],
-        org_slug=row["org_slug"],
+        org_id=org["org_id"],
+        org_slug=org["org_slug"],
         plan=plan,
-        retention_days=retention_days_for(plan, row["org_retention_days"]),
-        scope=cast("Scope", row["scope"]),
-        key_id=row["id"],
-        key_name=row["name"],
-        user_id=row["user_id"],
+        retention_days=retention_days_for(plan, org["org_retention_days"]),
+        scope=cast("Scope", scope),
+        key_id=key_id,
+        key_name=key_name,
+        user_id=org["user_id"],
     )

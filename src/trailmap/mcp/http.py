@@ -25,7 +25,6 @@ from trailmap.mcp.sessions import SessionCheck, SessionSigner
 if TYPE_CHECKING:
     from starlette.types import Message, Receive, Scope, Send
 
-    from trailmap.accounts import Principal
     from trailmap.settings import Settings
     from trailmap.storage import Database
 
@@ -106,7 +105,7 @@ class McpEndpoint:
             body = await request.body()
             receive = _replay(body, receive)
             if _is_initialize(body):
-                send = self._with_session(send, principal)
+                send = self._with_session(send, key_id)
         await self._transport(scope, receive, send)
 
     async def _session_refusal(self, session_id: str, key_id: str) -> JSONResponse | None:
@@ -119,13 +118,14 @@ class McpEndpoint:
             )
         return _rpc_error(404, "Session not found: start a new session with initialize.")
 
-    def _with_session(self, send: Send, principal: Principal) -> Send:
+    def _with_session(self, send: Send, key_id: str) -> Send:
         """`send`, adding a new session id to a successful initialize answer."""
 
         async def sending(message: Message) -> None:
             if message["type"] == "http.response.start" and message["status"] == 200:
-                session_id = await self._sessions.issue(principal.key_id or "")
-                headers = [*message.get("headers", []), (b"mcp-session-id", session_id.encode())]
+                session_id = await self._sessions.issue(key_id)
+                header = (_SESSION_HEADER.encode(), session_id.encode())
+                headers = [*message.get("headers", []), header]
                 message = {**message, "headers": headers}
             await send(message)
 

@@ -37,9 +37,9 @@ from mcp.shared.auth import InvalidRedirectUriError, OAuthClientInformationFull,
 from pydantic import AnyUrl, ConfigDict
 
 from trailmap import clock, ids
-from trailmap.accounts import Principal, create_key, get_plan
+from trailmap.accounts import Principal, create_key
 from trailmap.accounts import tokens as token_format
-from trailmap.accounts.organizations import retention_days_for
+from trailmap.accounts.keys import key_principal
 from trailmap.errors import Forbidden, NotFound
 from trailmap.storage import Connection, Database
 from trailmap.storage import accounts as account_store
@@ -115,7 +115,6 @@ class TrailmapAuthorizationCode(AuthorizationCode):
     family_id: str
     org_id: str
     key_id: str
-    used: bool
 
 
 class TrailmapRefreshToken(RefreshToken):
@@ -128,6 +127,7 @@ class TrailmapRefreshToken(RefreshToken):
 class TrailmapAccessToken(AccessToken):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
+    family_id: str
     principal: Principal
 
 
@@ -339,7 +339,6 @@ class TrailmapOAuthProvider:
             family_id=row["family_id"],
             org_id=row["org_id"],
             key_id=row["key_id"],
-            used=False,
         )
 
     async def exchange_authorization_code(
@@ -472,16 +471,8 @@ class TrailmapOAuthProvider:
             return None
         if row["key_expires_us"] is not None and row["key_expires_us"] <= now_us:
             return None
-        plan = get_plan(row["org_plan"])
-        principal = Principal(
-            org_id=row["org_id"],
-            org_slug=row["org_slug"],
-            plan=plan,
-            retention_days=retention_days_for(plan, row["org_retention_days"]),
-            scope=row["key_scope"],
-            key_id=row["key_id"],
-            key_name=row["key_name"],
-            user_id=row["user_id"],
+        principal = key_principal(
+            row, scope=row["key_scope"], key_id=row["key_id"], key_name=row["key_name"]
         )
         return TrailmapAccessToken(
             token=token,
@@ -490,18 +481,10 @@ class TrailmapOAuthProvider:
             expires_at=None if row["expires_us"] is None else row["expires_us"] // _US,
             resource=row["resource"],
             subject=row["user_id"],
+            family_id=row["family_id"],
             principal=principal,
         )
 
     async def revoke_token(self, token: TrailmapAccessToken | TrailmapRefreshToken) -> None:
         """RFC 7009: revoking either token ends the whole grant it belongs to."""
-        if isinstance(token, TrailmapRefreshToken):
-            family = token.family_id
-        else:
-            row = await self._db.read_one(
-                store.get_token, token_format.hash_token(token.token), "access"
-            )
-            if row is None:
-                return
-            family = row["family_id"]
-        await self._db.write(store.revoke_family, family, clock.now_us())
+        await self._db.write(store.revoke_family, token.family_id, clock.now_us())
