@@ -21,10 +21,14 @@ from trailmap.api.docs import install_docs
 from trailmap.api.errors import install_error_handlers
 from trailmap.api.near_misses import near_misses
 from trailmap.api.schemas import CloudEventIn
+from trailmap.console import consent, keys, login
+from trailmap.console.consent import CONSENT_PATH
 from trailmap.errors import Unauthorized
 from trailmap.jobs.retention import run_retention_purges
 from trailmap.mcp import McpEndpoint, build_mcp_server
 from trailmap.mcp.http import transport_security
+from trailmap.oauth.provider import TrailmapOAuthProvider
+from trailmap.oauth.routes import oauth_routes
 from trailmap.settings import Settings
 from trailmap.storage import Database
 
@@ -83,15 +87,27 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         docs_url=None,
         redoc_url=None,
     )
-    app.state.trailmap = AppContext(settings=settings, db=db)
+    oauth = TrailmapOAuthProvider(
+        db,
+        issuer=settings.public_url,
+        resource=f"{settings.public_url}/mcp",
+        consent_path=CONSENT_PATH,
+        metadata_allow_private=settings.client_metadata_allow_private,
+        metadata_ca_file=settings.client_metadata_ca_file,
+    )
+    app.state.trailmap = AppContext(settings=settings, db=db, oauth=oauth)
     # The MCP server itself, for embedders (the MCP benchmark adds its no-op floor tool).
     app.state.mcp_server = mcp_server
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(events.router)
     app.include_router(setup.router)
+    app.include_router(login.router)
+    app.include_router(consent.router)
+    app.include_router(keys.router)
+    app.router.routes.extend(oauth_routes(oauth))
     install_docs(app)
-    endpoint = McpEndpoint(session_manager, db, settings)
+    endpoint = McpEndpoint(session_manager, db, settings, oauth)
     # Both spellings are served as they are: a redirect would lose the POST on some clients.
     app.router.routes.append(Route("/mcp", endpoint=endpoint))
     app.router.routes.append(Route("/mcp/", endpoint=endpoint))

@@ -94,6 +94,7 @@ class Unauthorized(TrailmapError):
             message,
             headers={"WWW-Authenticate": f'Bearer realm="trailmap", error="{error}"'},
         )
+        self.error = error  # the RFC 6750 error code
 
 
 class Forbidden(TrailmapError):

@@ -45,6 +45,16 @@ class Settings(BaseSettings):
         default=60, ge=0, description="How stale an API key's last-used time may get."
     )
     log_level: str = Field(default="info")
+    client_metadata_allow_private: bool = Field(
+        default=False,
+        description="Fetch OAuth Client ID Metadata Documents from loopback, private and "
+        "link-local addresses too. For tests and closed networks only.",
+    )
+    client_metadata_ca_file: str | None = Field(
+        default=None,
+        description="A PEM bundle of extra certificate authorities trusted when fetching "
+        "Client ID Metadata Documents (an internal CA, or a test's).",
+    )
 
     @field_validator("public_url")
     @classmethod

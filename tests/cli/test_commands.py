@@ -225,6 +225,7 @@ def test_key_list_never_shows_the_secret_nor_its_hash(database_url: str) -> None
         "name",
         "prefix",
         "scope",
+        "kind",
         "status",
         "created_by",
         "created",
@@ -235,6 +236,7 @@ def test_key_list_never_shows_the_secret_nor_its_hash(database_url: str) -> None
     assert len(row["prefix"]) == 12
     assert row["status"] == "active"
     assert row["scope"] == "READ_WRITE"
+    assert row["kind"] == "service account"  # the CLI's keys belong to one
 
 
 def test_a_revoked_key_is_refused(database_url: str, db: Database) -> None:

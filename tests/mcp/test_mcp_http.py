@@ -161,7 +161,7 @@ async def test_an_empty_answer_says_why(live: Live) -> None:
     assert "No events of that kind" in result.structured_content["note"]
 
 
-async def test_a_request_without_a_key_gets_401_pointing_at_the_resource_metadata(
+async def test_a_request_without_a_key_gets_401_naming_the_resource_metadata_and_scope(
     live: Live,
 ) -> None:
     async with httpx.AsyncClient() as http:
@@ -173,6 +173,7 @@ async def test_a_request_without_a_key_gets_401_pointing_at_the_resource_metadat
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == (
         'Bearer resource_metadata="http://127.0.0.1:8000/.well-known/oauth-protected-resource/mcp"'
+        ', scope="read"'
     )
 
 

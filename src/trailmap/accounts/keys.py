@@ -15,7 +15,15 @@ from trailmap.errors import Forbidden, NotFound, Unauthorized, ValidationFailed
 from trailmap.storage import Connection, Database
 from trailmap.storage import accounts as store
 
-__all__ = ["ApiKey", "authenticate", "create_key", "list_keys", "parse_scope", "revoke_key"]
+__all__ = [
+    "ApiKey",
+    "KeyKind",
+    "authenticate",
+    "create_key",
+    "list_keys",
+    "parse_scope",
+    "revoke_key",
+]
 
 _SCOPES: dict[str, Scope] = {
     "read-only": "READ_ONLY",
@@ -25,6 +33,11 @@ _SCOPES: dict[str, Scope] = {
     "read_write": "READ_WRITE",
     "readwrite": "READ_WRITE",
 }
+
+
+# Who a key is for: a person who made it, a service account (CI, headless), or an MCP client
+# that a person approved through OAuth.
+KeyKind = Literal["manual", "service account", "MCP"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +54,9 @@ class ApiKey:
     last_used: datetime | None
     expires: datetime | None
     revoked: datetime | None
+    kind: KeyKind = "manual"
+    user_id: str | None = None
+    service_account_id: str | None = None
 
     @property
     def status(self) -> Literal["active", "expired", "revoked"]:
@@ -66,7 +82,18 @@ class ApiKey:
             last_used=at(row["last_used_us"]),
             expires=at(row["expires_us"]),
             revoked=at(row["revoked_us"]),
+            kind=_kind(row),
+            user_id=row.get("user_id"),
+            service_account_id=row.get("service_account_id"),
         )
+
+
+def _kind(row: dict[str, Any]) -> KeyKind:
+    if row.get("oauth_client_id"):
+        return "MCP"
+    if row.get("service_account_id"):
+        return "service account"
+    return "manual"
 
 
 def _from_us(us: int) -> datetime:

@@ -1,4 +1,4 @@
-"""What every request handler needs from the app: its settings and its database."""
+"""What every request handler needs from the app: its settings, database and OAuth server."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
+from trailmap.oauth.provider import TrailmapOAuthProvider
 from trailmap.settings import Settings
 from trailmap.storage import Database
 
@@ -16,6 +17,7 @@ __all__ = ["AppContext", "context_of"]
 class AppContext:
     settings: Settings
     db: Database
+    oauth: TrailmapOAuthProvider
 
 
 def context_of(request: Request) -> AppContext:

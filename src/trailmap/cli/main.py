@@ -368,6 +368,7 @@ def key_list(state: _State, org_slug: str, as_json: bool) -> None:
             "name": found.name,
             "prefix": found.prefix,
             "scope": found.scope,
+            "kind": found.kind,
             "status": found.status,
             "created_by": found.created_by,
             "created": found.created.isoformat(),

@@ -1,9 +1,12 @@
 """`/mcp` over Streamable HTTP: the SDK's transport behind Trailmap's own front door.
 
-The door checks the Origin (DNS rebinding) and the API key on every request, before the SDK
-sees it, so a revoked key is refused on its very next call, and it hands the `Principal` to
-the tools through the request. The transport runs stateless: any node answers any request.
-A client of the 2025-11-25 handshake gets a session id bound to its key (sessions.py).
+The door checks the Origin (DNS rebinding) and the credential on every request, before the
+SDK sees it, so a revoked key is refused on its very next call, and it hands the `Principal`
+to the tools through the request. The credential is an API key (`tmk_`) or an OAuth access
+token (`tma_`) issued for this endpoint (its `resource`) with the `read` scope; a 401 names
+the Protected Resource Metadata and the scope, so a client knows where to sign in.
+The transport runs stateless: any node answers any request. A client of the 2025-11-25
+handshake gets a session id bound to its key (sessions.py).
 """
 
 from __future__ import annotations
@@ -17,14 +20,17 @@ from mcp.server.transport_security import TransportSecurityMiddleware, Transport
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from trailmap.accounts import authenticate
+from trailmap.accounts import Principal, authenticate
+from trailmap.accounts import tokens as token_format
 from trailmap.api.auth import bearer_token
 from trailmap.errors import TrailmapError, Unauthorized
 from trailmap.mcp.sessions import SessionCheck, SessionSigner
+from trailmap.oauth.provider import SCOPE
 
 if TYPE_CHECKING:
     from starlette.types import Message, Receive, Scope, Send
 
+    from trailmap.oauth.provider import TrailmapOAuthProvider
     from trailmap.settings import Settings
     from trailmap.storage import Database
 
@@ -52,15 +58,19 @@ class McpEndpoint:
     """The raw ASGI endpoint mounted at /mcp and /mcp/."""
 
     def __init__(
-        self, session_manager: StreamableHTTPSessionManager, db: Database, settings: Settings
+        self,
+        session_manager: StreamableHTTPSessionManager,
+        db: Database,
+        settings: Settings,
+        oauth: TrailmapOAuthProvider,
     ) -> None:
         self._transport = StreamableHTTPASGIApp(session_manager)
         self._security = TransportSecurityMiddleware(transport_security(settings))
         self._db = db
         self._settings = settings
         self._sessions = SessionSigner(db)
-        metadata = f"{settings.public_url}/.well-known/oauth-protected-resource/mcp"
-        self._challenge = f'Bearer resource_metadata="{metadata}"'
+        self._oauth = oauth
+        self._metadata = f"{settings.public_url}/.well-known/oauth-protected-resource/mcp"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
@@ -77,21 +87,9 @@ class McpEndpoint:
                 headers={"Allow": "POST"},
             )(scope, receive, send)
             return
-        try:
-            principal = await authenticate(
-                self._db,
-                bearer_token(request),
-                last_used_resolution_s=self._settings.last_used_resolution_seconds,
-            )
-        except Unauthorized as error:
-            await self._unauthorized(error.message)(scope, receive, send)
-            return
-        except TrailmapError as error:
-            await JSONResponse(
-                {"error": error.code.lower(), "error_description": error.message},
-                status_code=error.status,
-                headers=error.headers,
-            )(scope, receive, send)
+        principal = await self._admit(request)
+        if isinstance(principal, JSONResponse):
+            await principal(scope, receive, send)
             return
         scope.setdefault("state", {})["principal"] = principal
         key_id = principal.key_id or ""
@@ -131,12 +129,84 @@ class McpEndpoint:
 
         return sending
 
-    def _unauthorized(self, message: str) -> JSONResponse:
+    async def _admit(self, request: Request) -> Principal | JSONResponse:
+        """Who the request speaks for, or the refusal to send."""
+        try:
+            token = bearer_token(request)
+            if token is None:
+                # No credential at all: the bare challenge (RFC 6750, section 3.1).
+                return self._unauthorized(None)
+            return await self._principal(token)
+        except Unauthorized as error:
+            return self._unauthorized(error)
+        except _InsufficientScope as error:
+            return self._insufficient_scope(str(error))
+        except TrailmapError as error:
+            return JSONResponse(
+                {"error": error.code.lower(), "error_description": error.message},
+                status_code=error.status,
+                headers=error.headers,
+            )
+
+    async def _principal(self, token: str) -> Principal:
+        if not token.startswith(token_format.ACCESS_TOKEN_PREFIX):
+            return await authenticate(
+                self._db,
+                token,
+                last_used_resolution_s=self._settings.last_used_resolution_seconds,
+            )
+        access = await self._oauth.load_access_token(token)
+        if access is None:
+            raise Unauthorized(
+                "This access token is not valid: it expired, was revoked, or its API key was "
+                "deleted. Sign in again."
+            )
+        if (access.resource or "").rstrip("/") != self._oauth.resource.rstrip("/"):
+            raise Unauthorized(
+                f"This access token was issued for {access.resource}, not for "
+                f"{self._oauth.resource}."
+            )
+        if SCOPE not in access.scopes:
+            raise _InsufficientScope(f"This MCP endpoint needs the '{SCOPE}' scope.")
+        await self._oauth.touch(access, self._settings.last_used_resolution_seconds)
+        return access.principal
+
+    def _challenge(self, **params: str) -> str:
+        """RFC 6750 / RFC 9728: what went wrong, where the metadata is, which scope."""
+        fields = {**params, "resource_metadata": self._metadata, "scope": SCOPE}
+        return "Bearer " + ", ".join(f'{k}="{_quoted(v)}"' for k, v in fields.items())
+
+    def _unauthorized(self, error: Unauthorized | None) -> JSONResponse:
+        if error is None:
+            body = {
+                "error": "invalid_request",
+                "error_description": "Sign in with OAuth (see the WWW-Authenticate header), or "
+                "send an API key as 'Authorization: Bearer <key>'.",
+            }
+            challenge = self._challenge()
+        else:
+            body = {"error": error.error, "error_description": error.message}
+            challenge = self._challenge(**body)
+        return JSONResponse(body, status_code=401, headers={"WWW-Authenticate": challenge})
+
+    def _insufficient_scope(self, message: str) -> JSONResponse:
         return JSONResponse(
-            {"error": "invalid_token", "error_description": message},
-            status_code=401,
-            headers={"WWW-Authenticate": self._challenge},
+            {"error": "insufficient_scope", "error_description": message},
+            status_code=403,
+            headers={
+                "WWW-Authenticate": self._challenge(
+                    error="insufficient_scope", error_description=message
+                )
+            },
         )
+
+
+class _InsufficientScope(Exception):
+    """A valid token without the scope this endpoint needs."""
+
+
+def _quoted(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def _rpc_error(status: int, message: str) -> JSONResponse:

@@ -17,9 +17,9 @@ Secrets (client secrets, pending request ids, codes, tokens) are stored as SHA-2
 
 from __future__ import annotations
 
+import logging
 import secrets
 from dataclasses import dataclass
-from ipaddress import ip_address
 from typing import Any, Final, cast
 from urllib.parse import urlsplit
 
@@ -28,6 +28,7 @@ from mcp.server.auth.provider import (
     AuthorizationCode,
     AuthorizationParams,
     AuthorizeError,
+    IdentityAssertionParams,
     RefreshToken,
     RegistrationError,
     TokenError,
@@ -41,6 +42,12 @@ from trailmap.accounts import Principal, create_key
 from trailmap.accounts import tokens as token_format
 from trailmap.accounts.keys import key_principal
 from trailmap.errors import Forbidden, NotFound
+from trailmap.oauth.client_metadata import (
+    ClientMetadataError,
+    fetch_client_metadata,
+    is_metadata_url,
+)
+from trailmap.oauth.redirects import is_loopback_redirect, redirect_problem
 from trailmap.storage import Connection, Database
 from trailmap.storage import accounts as account_store
 from trailmap.storage import oauth as store
@@ -57,37 +64,16 @@ __all__ = [
     "is_loopback_redirect",
 ]
 
+log = logging.getLogger(__name__)
+
 SCOPE: Final = "read"  # read-only access to the organization's timeline (and, later, graph)
 CODE_SECONDS: Final = 600
 ACCESS_TOKEN_SECONDS: Final = 3600
 REFRESH_TOKEN_SECONDS: Final = 90 * 86400
 REQUEST_SECONDS: Final = 900  # to sign in and approve
+METADATA_FRESH_SECONDS: Final = 3600  # a Client ID Metadata Document is fetched again after
+METADATA_STALE_SECONDS: Final = 86400  # ... and used while its host is down, up to this age
 _US: Final = 1_000_000
-_LOOPBACK_NAMES: Final = {"localhost"}
-
-
-def is_loopback_redirect(uri: str) -> bool:
-    """An http URI on 127.0.0.1, [::1] or localhost: a native app's own listener."""
-    parts = urlsplit(uri)
-    if parts.scheme != "http" or not parts.hostname:
-        return False
-    if parts.hostname in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ip_address(parts.hostname).is_loopback
-    except ValueError:
-        return False
-
-
-def _redirect_problem(uri: str) -> str | None:
-    parts = urlsplit(uri)
-    if parts.fragment:
-        return f"{uri} has a fragment; redirect URIs may not (RFC 6749, section 3.1.2)"
-    if parts.scheme == "https" and parts.hostname:
-        return None
-    if is_loopback_redirect(uri):
-        return None
-    return f"{uri} is neither https nor http on a loopback address (127.0.0.1, [::1], localhost)"
 
 
 class TrailmapClient(OAuthClientInformationFull):
@@ -129,6 +115,7 @@ class TrailmapAccessToken(AccessToken):
 
     family_id: str
     principal: Principal
+    key_last_used_us: int | None = None
 
 
 @dataclass(frozen=True)
@@ -145,16 +132,29 @@ def _scopes(text: str) -> list[str]:
 class TrailmapOAuthProvider:
     """`OAuthAuthorizationServerProvider` over Trailmap's database; any node serves any step."""
 
-    def __init__(self, db: Database, *, issuer: str, resource: str, consent_path: str) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        issuer: str,
+        resource: str,
+        consent_path: str,
+        metadata_allow_private: bool = False,
+        metadata_ca_file: str | None = None,
+    ) -> None:
         self._db = db
         self.issuer = issuer.rstrip("/")
         self.resource = resource
         self._consent_url = self.issuer + consent_path
+        self._metadata_allow_private = metadata_allow_private
+        self._metadata_ca_file = metadata_ca_file
 
     # -- clients -------------------------------------------------------------------------
 
     async def get_client(self, client_id: str) -> OAuthClientInformationFull | None:
         row = await self._db.read_one(store.get_client, client_id)
+        if is_metadata_url(client_id):
+            row = await self._metadata_client(client_id, row)
         if row is None:
             return None
         # The SDK compares the stored secret with the presented one; it is stored hashed, so
@@ -163,9 +163,42 @@ class TrailmapOAuthProvider:
         info = {**row["info"], "client_id": client_id, "client_secret": row["secret_hash"]}
         return TrailmapClient.model_validate(info)
 
+    async def _metadata_client(
+        self, client_id: str, cached: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """The cached document while fresh; else fetched again (the stale copy serves for a
+        while if its host is down)."""
+        now_us = clock.now_us()
+        age_us = None if cached is None else now_us - (cached["fetched_us"] or 0)
+        if cached is not None and age_us is not None and age_us < METADATA_FRESH_SECONDS * _US:
+            return cached
+        try:
+            client = await fetch_client_metadata(
+                client_id,
+                allow_private=self._metadata_allow_private,
+                ca_file=self._metadata_ca_file,
+            )
+        except ClientMetadataError as error:
+            log.warning("Client ID Metadata Document refused: %s", error)
+            if cached is not None and age_us is not None and age_us < METADATA_STALE_SECONDS * _US:
+                return cached
+            return None
+        if client.scope is None:
+            client = client.model_copy(update={"scope": SCOPE})
+        row = {
+            "client_id": client_id,
+            "kind": "metadata",
+            "secret_hash": None,
+            "info": client.model_dump(mode="json", exclude_none=True),
+            "created_us": now_us,
+            "fetched_us": now_us,
+        }
+        await self._db.write(store.save_metadata_client, row)
+        return row
+
     async def register_client(self, client_info: OAuthClientInformationFull) -> None:
         for uri in client_info.redirect_uris or []:
-            problem = _redirect_problem(str(uri))
+            problem = redirect_problem(str(uri))
             if problem is not None:
                 raise RegistrationError(error="invalid_redirect_uri", error_description=problem)
         if client_info.scope is None:
@@ -483,6 +516,27 @@ class TrailmapOAuthProvider:
             subject=row["user_id"],
             family_id=row["family_id"],
             principal=principal,
+            key_last_used_us=row["key_last_used_us"],
+        )
+
+    async def touch(self, access: TrailmapAccessToken, resolution_seconds: int) -> None:
+        """Record that the token's key was used (at most once per `resolution_seconds`), so
+        the API Keys page shows when an MCP client last called."""
+        now_us = clock.now_us()
+        last = access.key_last_used_us
+        if last is None or now_us - last >= resolution_seconds * _US:
+            key_id = access.principal.key_id or ""
+            await self._db.write(account_store.touch_key, access.principal.org_id, key_id, now_us)
+
+    async def exchange_identity_assertion(
+        self,
+        client: OAuthClientInformationFull,  # noqa: ARG002 - the protocol's signature
+        params: IdentityAssertionParams,  # noqa: ARG002
+    ) -> OAuthToken:
+        """The enterprise ID-JAG grant (SEP-990) is not offered."""
+        raise TokenError(
+            error="unsupported_grant_type",
+            error_description="This server does not accept identity assertions.",
         )
 
     async def revoke_token(self, token: TrailmapAccessToken | TrailmapRefreshToken) -> None:

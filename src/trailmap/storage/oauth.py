@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, delete, insert, select, update
 
+from trailmap.storage.dialect import upsert
 from trailmap.storage.tables import (
     api_keys,
     oauth_clients,
@@ -30,6 +31,7 @@ __all__ = [
     "insert_request",
     "insert_tokens",
     "revoke_family",
+    "save_metadata_client",
     "spend_code",
     "spend_refresh_token",
     "take_request",
@@ -40,6 +42,19 @@ Row = dict[str, Any]
 
 def insert_client(conn: Connection, row: Row) -> None:
     conn.execute(insert(oauth_clients).values(**row))
+
+
+def save_metadata_client(conn: Connection, row: Row) -> None:
+    """Cache (or refresh) a client described by a Client ID Metadata Document."""
+    conn.execute(
+        upsert(
+            conn,
+            oauth_clients,
+            row,
+            ["client_id"],
+            {"info": row["info"], "fetched_us": row["fetched_us"]},
+        )
+    )
 
 
 def get_client(conn: Connection, client_id: str) -> Row | None:
@@ -125,6 +140,7 @@ def get_token(conn: Connection, token_hash: str, kind: str) -> Row | None:
             api_keys.c.scope.label("key_scope"),
             api_keys.c.name.label("key_name"),
             api_keys.c.expires_us.label("key_expires_us"),
+            api_keys.c.last_used_us.label("key_last_used_us"),
             organizations.c.slug.label("org_slug"),
             organizations.c.plan.label("org_plan"),
             organizations.c.retention_days.label("org_retention_days"),

@@ -30,6 +30,7 @@ __all__ = [
     "api_keys",
     "events",
     "instance_settings",
+    "login_throttle",
     "memberships",
     "metadata",
     "oauth_clients",
@@ -40,6 +41,7 @@ __all__ = [
     "service_accounts",
     "usage_counters",
     "users",
+    "web_sessions",
 ]
 
 metadata = MetaData(
@@ -278,4 +280,29 @@ oauth_tokens = Table(
         ["org_id", "key_id"], ["api_keys.org_id", "api_keys.id"], ondelete="CASCADE"
     ),
     Index(None, "family_id"),
+)
+
+# The console's signed-in browsers. Only the cookie's SHA-256 is kept.
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("session_hash", String(_HASH), nullable=False),
+    Column("user_id", String(ID), nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    Column("expires_us", BigInteger, nullable=False),
+    PrimaryKeyConstraint("session_hash"),
+    ForeignKeyConstraint(["user_id"], ["users.id"], ondelete="CASCADE"),
+    Index(None, "user_id"),
+)
+
+# Failed sign-ins per e-mail address and per client address, for the growing back-off.
+# Kept in the database so that every app node sees the same count.
+login_throttle = Table(
+    "login_throttle",
+    metadata,
+    Column("subject", String(400), nullable=False),  # "email:<address>" or "ip:<address>"
+    Column("failures", Integer, nullable=False),
+    Column("last_failure_us", BigInteger, nullable=False),
+    Column("blocked_until_us", BigInteger, nullable=False),
+    PrimaryKeyConstraint("subject"),
 )

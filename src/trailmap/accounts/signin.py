@@ -1,0 +1,142 @@
+"""Signing in to the console: passwords checked with a growing back-off, sessions in the DB.
+
+Failures are counted per e-mail address and per client address, in the database so that every
+app node shares the count. After `FREE_FAILURES` failures for an address (or
+`FREE_FAILURES_PER_CLIENT` from one client), each further failure doubles the wait before the
+next attempt is even checked, up to `MAX_BLOCK_SECONDS`. A blocked attempt is refused without
+looking at the password, so guessing gains nothing while blocked. The answer to a wrong
+password is the same whether or not the address has an account, and takes as long.
+
+A session is a random token in an HttpOnly cookie; only its SHA-256 is stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from typing import Final
+
+import anyio
+
+from trailmap import clock
+from trailmap.accounts import tokens
+from trailmap.accounts.passwords import verify_password
+from trailmap.errors import QuotaExceeded, Unauthorized
+from trailmap.storage import Connection, Database
+from trailmap.storage import accounts as account_store
+from trailmap.storage import web as store
+
+__all__ = [
+    "FREE_FAILURES",
+    "SESSION_SECONDS",
+    "SignedIn",
+    "TooManyAttempts",
+    "csrf_token",
+    "end_session",
+    "same_token",
+    "session_user",
+    "sign_in",
+]
+
+FREE_FAILURES: Final = 5
+FREE_FAILURES_PER_CLIENT: Final = 20
+MAX_BLOCK_SECONDS: Final = 15 * 60
+SESSION_SECONDS: Final = 12 * 3600
+_US: Final = 1_000_000
+_WRONG: Final = "That e-mail and password do not match an account."
+
+
+class TooManyAttempts(QuotaExceeded):
+    """Sign-in refused until the back-off ends; `retry_after` says when."""
+
+
+@dataclass(frozen=True, slots=True)
+class SignedIn:
+    user_id: str
+    email: str
+    session: str  # the cookie's value, shown to this browser only
+
+
+def _block_seconds(failures: int, free: int) -> int:
+    if failures < free:
+        return 0
+    return int(min(2 ** (failures - free + 1), MAX_BLOCK_SECONDS))
+
+
+def _subjects(email: str, client: str | None) -> list[tuple[str, int]]:
+    found = [(f"email:{email}", FREE_FAILURES)]
+    if client:
+        found.append((f"ip:{client}", FREE_FAILURES_PER_CLIENT))
+    return found
+
+
+async def sign_in(db: Database, email: str, password: str, *, client: str | None) -> SignedIn:
+    """Check the password and open a session, or raise `Unauthorized` / `TooManyAttempts`."""
+    email = email.strip().lower()[:320]
+    subjects = _subjects(email, client)
+    now_us = clock.now_us()
+    rows = await db.read(store.get_throttle, [s for s, _free in subjects])
+    blocked_until = max((r["blocked_until_us"] for r in rows), default=0)
+    if blocked_until > now_us:
+        wait = -(-(blocked_until - now_us) // _US)
+        raise TooManyAttempts(
+            f"Too many failed sign-ins; try again in {wait} seconds.", retry_after=wait
+        )
+    user = await db.read(account_store.get_user_by_email, email)
+    stored_hash = None if user is None else user["password_hash"]
+    # argon2 is deliberately slow: keep it off the event loop. An unknown address is checked
+    # against a dummy hash, so both answers take as long.
+    matched = await anyio.to_thread.run_sync(verify_password, password, stored_hash)
+    if user is None or not matched:
+        await db.write(_count_failure, subjects, clock.now_us())
+        raise Unauthorized(_WRONG, error="invalid_grant")
+    session = secrets.token_urlsafe(32)
+    now_us = clock.now_us()
+
+    def _open(conn: Connection) -> None:
+        store.reset_throttle(conn, f"email:{email}")
+        store.insert_session(
+            conn,
+            {
+                "session_hash": tokens.hash_token(session),
+                "user_id": user["id"],
+                "created_us": now_us,
+                "expires_us": now_us + SESSION_SECONDS * _US,
+            },
+        )
+
+    await db.write(_open)
+    return SignedIn(user_id=user["id"], email=user["email"], session=session)
+
+
+def _count_failure(conn: Connection, subjects: list[tuple[str, int]], now_us: int) -> None:
+    rows = {r["subject"]: r for r in store.get_throttle(conn, [s for s, _free in subjects])}
+    for subject, free in subjects:
+        failures = (rows[subject]["failures"] if subject in rows else 0) + 1
+        blocked_until = now_us + _block_seconds(failures, free) * _US
+        store.record_failure(conn, subject, now_us, blocked_until)
+
+
+async def session_user(db: Database, session: str | None) -> dict[str, str] | None:
+    """The signed-in user (`id`, `email`) behind a session cookie, or None."""
+    if not session or len(session) > 200:
+        return None
+    row = await db.read(store.get_session_user, tokens.hash_token(session), clock.now_us())
+    return None if row is None else {"id": row["id"], "email": row["email"]}
+
+
+async def end_session(db: Database, session: str | None) -> None:
+    if session:
+        await db.write(store.delete_session, tokens.hash_token(session), clock.now_us())
+
+
+def csrf_token(session: str) -> str:
+    """The CSRF token of a session's forms: bound to the session, unknowable without its
+    cookie (which is HttpOnly, so no script reads it)."""
+    return hmac.new(session.encode(), b"trailmap-csrf", hashlib.sha256).hexdigest()
+
+
+def same_token(presented: str, expected: str) -> bool:
+    return secrets.compare_digest(presented.encode(), expected.encode())

@@ -1,0 +1,1 @@
+"""The web console: sign-in, OAuth consent, API keys and service accounts."""

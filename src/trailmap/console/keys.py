@@ -1,0 +1,392 @@
+"""The API Keys and Service Accounts pages of an organization.
+
+Owners and admins see and manage every key of the organization; members see and manage their
+own. Every key is listed (MCP keys minted by OAuth approval included) with its name, prefix,
+scope, kind, creator, created, last used and expiry. A new token is shown once, with a copy
+button; revoking asks for confirmation first. Every form carries the session's CSRF token.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Final
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from trailmap.accounts import create_key, list_keys, revoke_key
+from trailmap.accounts.keys import ApiKey, parse_scope
+from trailmap.accounts.service_accounts import create_service_account, list_service_accounts
+from trailmap.api.context import context_of
+from trailmap.console.pages import (
+    SignedInUser,
+    check_csrf,
+    e,
+    form_csrf,
+    page,
+    read_form,
+    see_other,
+    signed_in,
+    to_login,
+)
+from trailmap.errors import TrailmapError, ValidationFailed
+from trailmap.storage import web as store
+from trailmap.timeline.times import TimeExpressionError, parse_duration
+
+__all__ = ["COPY_SCRIPT", "router"]
+
+router = APIRouter(include_in_schema=False)
+
+_MANAGERS: Final = ("owner", "admin")
+
+# The copy button's script, served from this server (the pages allow no inline script).
+COPY_SCRIPT: Final = """\
+document.querySelectorAll("button[data-copy]").forEach(function (button) {
+  button.hidden = false;
+  button.addEventListener("click", function () {
+    var text = document.getElementById(button.getAttribute("data-copy")).textContent;
+    navigator.clipboard.writeText(text).then(function () { button.textContent = "Copied"; });
+  });
+});
+"""
+
+
+class _Membership:
+    def __init__(self, user: SignedInUser, org: dict[str, str]) -> None:
+        self.user = user
+        self.slug = org["slug"]
+        self.org_id = org["id"]
+        self.name = org["name"]
+        self.role = org["role"]
+
+    @property
+    def manages_all(self) -> bool:
+        return self.role in _MANAGERS
+
+    def may_manage(self, key: ApiKey) -> bool:
+        return self.manages_all or key.user_id == self.user.id
+
+
+async def _member(request: Request, slug: str) -> _Membership | Response:
+    """The signed-in user's membership of `slug`, or the response to send instead."""
+    user = await signed_in(request)
+    if user is None:
+        return to_login(request)
+    org = await context_of(request).db.read(store.membership, slug, user.id)
+    if org is None:
+        # The same answer whether the organization does not exist or is not theirs.
+        return page("Not found", "<p>No organization of yours has that name.</p>", status=404)
+    return _Membership(user, org)
+
+
+def _nav(m: _Membership) -> str:
+    return (
+        f"<nav><a href=/console>Organizations</a><a href=/orgs/{e(m.slug)}/keys>API Keys</a>"
+        f"<a href=/orgs/{e(m.slug)}/service-accounts>Service Accounts</a>"
+        f"<form class=inline method=post action=/logout>{form_csrf(m.user)}"
+        f"<button type=submit>Sign out {e(m.user.email)}</button></form></nav>"
+    )
+
+
+def _when(moment: datetime | None, never: str = "never") -> str:
+    return never if moment is None else moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _refused(m: _Membership, message: str, status: int = 403) -> Response:
+    return page(
+        "Not allowed", f"<p class=error role=alert>{e(message)}</p>", status=status, nav=_nav(m)
+    )
+
+
+def _csrf_failed(m: _Membership) -> Response:
+    return _refused(
+        m, "The form's security check failed (the page is stale, or another site sent it)."
+    )
+
+
+def _token_shown_once(m: _Membership, title: str, key: ApiKey, token: str, back: str) -> Response:
+    body = (
+        f"<p>The token of <b>{e(key.name)}</b> ({e(key.scope)}). It is shown only now: copy it "
+        "somewhere safe. Trailmap keeps only its hash.</p>"
+        f"<pre id=token>{e(token)}</pre>"
+        "<button type=button data-copy=token hidden>Copy</button>"
+        f"<p><a href={e(back)}>Back</a></p>"
+    )
+    return page(title, body, status=201, nav=_nav(m), script=True)
+
+
+# -- the organizations a user belongs to ------------------------------------------------------
+
+
+@router.get("/console")
+async def console_home(request: Request) -> Response:
+    user = await signed_in(request)
+    if user is None:
+        return to_login(request)
+    orgs = await context_of(request).db.read(store.list_user_orgs, user.id)
+    items = "".join(
+        f"<li><b>{e(org['name'])}</b> ({e(org['slug'])}, {e(org['role'])}): "
+        f"<a href=/orgs/{e(org['slug'])}/keys>API Keys</a> · "
+        f"<a href=/orgs/{e(org['slug'])}/service-accounts>Service Accounts</a></li>"
+        for org in orgs
+    )
+    body = f"<ul>{items}</ul>" if orgs else "<p>You are not a member of any organization.</p>"
+    nav = (
+        f"<nav><form class=inline method=post action=/logout>{form_csrf(user)}"
+        f"<button type=submit>Sign out {e(user.email)}</button></form></nav>"
+    )
+    return page("Organizations", body, nav=nav)
+
+
+@router.get("/console/copy.js")
+async def copy_script() -> Response:
+    return Response(
+        COPY_SCRIPT,
+        media_type="text/javascript",
+        headers={"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"},
+    )
+
+
+# -- API keys --------------------------------------------------------------------------------
+
+
+def _keys_table(m: _Membership, keys: list[ApiKey]) -> str:
+    rows = []
+    for key in keys:
+        action = ""
+        if key.status == "active" and m.may_manage(key):
+            action = f"<a href=/orgs/{e(m.slug)}/keys/{e(key.id)}/revoke>Revoke</a>"
+        rows.append(
+            f"<tr data-key-id='{e(key.id)}'><td>{e(key.name)}</td><td><code>{e(key.prefix)}…"
+            f"</code></td><td>{e(key.scope)}</td><td>{e(key.kind)}</td>"
+            f"<td>{e(key.created_by)}</td><td>{_when(key.created)}</td>"
+            f"<td>{_when(key.last_used)}</td><td>{_when(key.expires, 'no expiry')}</td>"
+            f"<td>{e(key.status)}</td><td>{action}</td></tr>"
+        )
+    if not rows:
+        return "<p>No keys yet.</p>"
+    return (
+        "<table><thead><tr><th>Name</th><th>Prefix</th><th>Scope</th><th>Kind</th>"
+        "<th>Creator</th><th>Created</th><th>Last used</th><th>Expires</th><th>Status</th>"
+        f"<th></th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def _create_form(m: _Membership, values: dict[str, str] | None = None) -> str:
+    values = values or {}
+    scope = values.get("scope", "read-only")
+    options = "".join(
+        f"<option value={v}{' selected' if v == scope else ''}>{label}</option>"
+        for v, label in (("read-only", "Read-only (query, MCP)"), ("read-write", "Read-write"))
+    )
+    return (
+        f"<h2>Create a key</h2><form method=post action=/orgs/{e(m.slug)}/keys>{form_csrf(m.user)}"
+        "<label for=name>Name</label>"
+        f"<input id=name name=name required maxlength=200 value='{e(values.get('name', ''))}'>"
+        f"<label for=scope>Scope</label><select id=scope name=scope>{options}</select>"
+        "<label for=expires>Expires after (optional, such as 90d)</label>"
+        f"<input id=expires name=expires value='{e(values.get('expires', ''))}'>"
+        "<button type=submit>Create key</button></form>"
+    )
+
+
+async def _keys_page(
+    request: Request,
+    m: _Membership,
+    *,
+    error: str = "",
+    values: dict[str, str] | None = None,
+    status: int = 200,
+) -> Response:
+    keys = await list_keys(context_of(request).db, m.slug)
+    shown = keys if m.manages_all else [k for k in keys if k.user_id == m.user.id]
+    who = "every key of" if m.manages_all else "your keys in"
+    problem = f"<p class=error role=alert>{e(error)}</p>" if error else ""
+    body = (
+        f"{problem}<p class=muted>Showing {who} <b>{e(m.name)}</b>. Keys named "
+        "“MCP — …” were created when someone approved an AI client; revoking one ends that "
+        "client's access at once.</p>" + _keys_table(m, shown) + _create_form(m, values)
+    )
+    return page(f"API Keys · {m.name}", body, nav=_nav(m), status=status)
+
+
+@router.get("/orgs/{slug}/keys")
+async def keys_page(request: Request, slug: str) -> Response:
+    m = await _member(request, slug)
+    if isinstance(m, Response):
+        return m
+    return await _keys_page(request, m)
+
+
+def _expiry(text: str) -> timedelta | None:
+    if not text.strip():
+        return None
+    try:
+        return parse_duration(text)
+    except TimeExpressionError as error:
+        raise ValidationFailed.field("expires", str(error)) from None
+
+
+@router.post("/orgs/{slug}/keys")
+async def keys_create(request: Request, slug: str) -> Response:
+    m = await _member(request, slug)
+    if isinstance(m, Response):
+        return m
+    form = await read_form(request)
+    if not check_csrf(m.user, form):
+        return _csrf_failed(m)
+    try:
+        key, token = await create_key(
+            context_of(request).db,
+            m.slug,
+            name=form.get("name", ""),
+            scope=parse_scope(form.get("scope", "")),
+            expires_in=_expiry(form.get("expires", "")),
+            created_by=m.user.email,
+            user_id=m.user.id,
+        )
+    except TrailmapError as error:
+        message = "; ".join(f"{d.field}: {d.message}" for d in error.details) or error.message
+        return await _keys_page(request, m, error=message, values=form, status=error.status)
+    return _token_shown_once(m, "Key created", key, token, f"/orgs/{m.slug}/keys")
+
+
+async def _manageable(request: Request, m: _Membership, key_id: str) -> ApiKey | None:
+    keys = await list_keys(context_of(request).db, m.slug)
+    found = next((k for k in keys if k.id == key_id), None)
+    return found if found is not None and m.may_manage(found) else None
+
+
+@router.get("/orgs/{slug}/keys/{key_id}/revoke")
+async def revoke_confirm(request: Request, slug: str, key_id: str) -> Response:
+    m = await _member(request, slug)
+    if isinstance(m, Response):
+        return m
+    key = await _manageable(request, m, key_id)
+    if key is None:
+        return _refused(m, "No key of yours has that id.", 404)
+    body = (
+        f"<p>Revoke <b>{e(key.name)}</b> (<code>{e(key.prefix)}…</code>, {e(key.kind)})? "
+        "Anything using it, including an AI client connected through it, is refused from its "
+        "next request. This cannot be undone.</p>"
+        f"<form method=post action=/orgs/{e(m.slug)}/keys/{e(key.id)}/revoke>"
+        f"{form_csrf(m.user)}<button type=submit name=confirm value=yes>Revoke key</button>"
+        f"<a href=/orgs/{e(m.slug)}/keys>Cancel</a></form>"
+    )
+    return page("Revoke key", body, nav=_nav(m))
+
+
+@router.post("/orgs/{slug}/keys/{key_id}/revoke")
+async def revoke_submit(request: Request, slug: str, key_id: str) -> Response:
+    m = await _member(request, slug)
+    if isinstance(m, Response):
+        return m
+    form = await read_form(request)
+    if not check_csrf(m.user, form):
+        return _csrf_failed(m)
+    key = await _manageable(request, m, key_id)
+    if key is None:
+        return _refused(m, "No key of yours has that id.", 404)
+    if form.get("confirm") != "yes":
+        return see_other(f"/orgs/{m.slug}/keys/{key.id}/revoke")
+    await revoke_key(context_of(request).db, key.id, org_id=m.org_id)
+    return see_other(f"/orgs/{m.slug}/keys")
+
+
+# -- service accounts ------------------------------------------------------------------------
+
+
+async def _accounts_page(
+    request: Request, m: _Membership, error: str = "", status: int = 200
+) -> Response:
+    db = context_of(request).db
+    accounts = await list_service_accounts(db, m.slug)
+    keys = [k for k in await list_keys(db, m.slug) if k.service_account_id is not None]
+    sections = []
+    for account in accounts:
+        own = [k for k in keys if k.service_account_id == account.id]
+        generate = ""
+        if m.manages_all:
+            generate = (
+                f"<form method=post action=/orgs/{e(m.slug)}/service-accounts/{e(account.id)}"
+                f"/tokens>{form_csrf(m.user)}<label for=scope-{e(account.id)}>Scope</label>"
+                f"<select id=scope-{e(account.id)} name=scope><option value=read-write>"
+                "Read-write (push events)</option><option value=read-only>Read-only</option>"
+                "</select><button type=submit>Generate token</button></form>"
+            )
+        sections.append(
+            f"<h2>{e(account.name)}</h2><p class=muted>Created {_when(account.created)}</p>"
+            + (_keys_table(m, own) if own else "<p>No tokens yet.</p>")
+            + generate
+        )
+    create = ""
+    if m.manages_all:
+        create = (
+            f"<h2>Create a service account</h2><form method=post "
+            f"action=/orgs/{e(m.slug)}/service-accounts>{form_csrf(m.user)}"
+            "<label for=name>Name (such as github-actions)</label>"
+            "<input id=name name=name required maxlength=100>"
+            "<button type=submit>Create</button></form>"
+        )
+    problem = f"<p class=error role=alert>{e(error)}</p>" if error else ""
+    body = (
+        f"{problem}<p class=muted>Service accounts own keys that belong to no person, for CI "
+        "jobs and other headless senders.</p>"
+        + ("".join(sections) or "<p>No service accounts yet.</p>")
+        + create
+    )
+    return page(f"Service Accounts · {m.name}", body, nav=_nav(m), status=status)
+
+
+@router.get("/orgs/{slug}/service-accounts")
+async def accounts_page(request: Request, slug: str) -> Response:
+    m = await _member(request, slug)
+    if isinstance(m, Response):
+        return m
+    return await _accounts_page(request, m)
+
+
+@router.post("/orgs/{slug}/service-accounts")
+async def accounts_create(request: Request, slug: str) -> Response:
+    m = await _member(request, slug)
+    if isinstance(m, Response):
+        return m
+    form = await read_form(request)
+    if not check_csrf(m.user, form):
+        return _csrf_failed(m)
+    if not m.manages_all:
+        return _refused(m, "Only owners and admins manage service accounts.")
+    try:
+        await create_service_account(context_of(request).db, m.slug, form.get("name", ""))
+    except TrailmapError as error:
+        message = "; ".join(f"{d.field}: {d.message}" for d in error.details) or error.message
+        return await _accounts_page(request, m, message, error.status)
+    return see_other(f"/orgs/{m.slug}/service-accounts")
+
+
+@router.post("/orgs/{slug}/service-accounts/{account_id}/tokens")
+async def accounts_token(request: Request, slug: str, account_id: str) -> Response:
+    m = await _member(request, slug)
+    if isinstance(m, Response):
+        return m
+    form = await read_form(request)
+    if not check_csrf(m.user, form):
+        return _csrf_failed(m)
+    if not m.manages_all:
+        return _refused(m, "Only owners and admins manage service accounts.")
+    db = context_of(request).db
+    account = next((a for a in await list_service_accounts(db, m.slug) if a.id == account_id), None)
+    if account is None:
+        return _refused(m, "No service account of this organization has that id.", 404)
+    try:
+        key, token = await create_key(
+            db,
+            m.slug,
+            name=f"{account.name} token",
+            scope=parse_scope(form.get("scope", "read-write")),
+            created_by=m.user.email,
+            service_account=account.name,
+        )
+    except TrailmapError as error:
+        return await _accounts_page(request, m, error.message, error.status)
+    return _token_shown_once(m, "Token generated", key, token, f"/orgs/{m.slug}/service-accounts")

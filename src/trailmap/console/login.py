@@ -1,0 +1,116 @@
+"""`/login` and `/logout`: the console's sign-in, used by the OAuth consent flow too.
+
+The login form is protected by a double-submit CSRF token (a SameSite=Strict HttpOnly cookie
+and a hidden field that must match), so another site cannot sign a browser in to an account
+of its choosing. After signing in the browser goes to `next`, which must be a path on this
+server.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from trailmap.accounts.signin import SESSION_SECONDS, TooManyAttempts, end_session, sign_in
+from trailmap.accounts.signin import same_token as _same
+from trailmap.api.context import context_of
+from trailmap.console.pages import (
+    SESSION_COOKIE,
+    check_csrf,
+    cookie_name,
+    e,
+    local_path,
+    new_csrf,
+    page,
+    read_form,
+    see_other,
+    set_cookie,
+    signed_in,
+)
+from trailmap.errors import PayloadTooLarge, Unauthorized
+
+__all__ = ["router"]
+
+router = APIRouter(include_in_schema=False)
+
+_LOGIN_CSRF = "trailmap_login_csrf"
+
+
+def _login_page(
+    request: Request, next_path: str, *, email: str = "", error: str = "", status: int = 200
+) -> Response:
+    """The form, with a fresh double-submit CSRF token in a cookie and a hidden field."""
+    csrf = new_csrf()
+    problem = f"<p class=error role=alert>{e(error)}</p>" if error else ""
+    body = (
+        f"{problem}<form method=post action=/login>"
+        f"<input type=hidden name=csrf value='{e(csrf)}'>"
+        f"<input type=hidden name=next value='{e(next_path)}'>"
+        "<label for=email>E-mail</label>"
+        f"<input id=email name=email type=email autocomplete=username required value='{e(email)}'>"
+        "<label for=password>Password</label>"
+        "<input id=password name=password type=password autocomplete=current-password required>"
+        "<button type=submit>Sign in</button></form>"
+    )
+    response = page("Sign in to Trailmap", body, status=status)
+    set_cookie(request, response, _LOGIN_CSRF, csrf, max_age=3600, samesite="strict")
+    return response
+
+
+@router.get("/login")
+async def login_page(request: Request, next: str = "") -> Response:  # noqa: A002
+    target = local_path(next)
+    if await signed_in(request) is not None:
+        return see_other(target)
+    return _login_page(request, target)
+
+
+@router.post("/login")
+async def login_submit(request: Request) -> Response:
+    try:
+        form = await read_form(request)
+    except PayloadTooLarge as error:
+        return page("Form too large", f"<p>{e(error.message)}</p>", status=413)
+    target = local_path(form.get("next"))
+    email = form.get("email", "")
+    cookie = request.cookies.get(cookie_name(request, _LOGIN_CSRF), "")
+    if not cookie or not _same(form.get("csrf", ""), cookie):
+        return _login_page(
+            request,
+            target,
+            email=email,
+            error="The form's security check failed (cookies blocked, or the page was stale). "
+            "Please sign in again.",
+            status=403,
+        )
+    client = request.client.host if request.client else None
+    try:
+        done = await sign_in(context_of(request).db, email, form.get("password", ""), client=client)
+    except TooManyAttempts as error:
+        response = _login_page(request, target, email=email, error=error.message, status=429)
+        response.headers["Retry-After"] = str(error.retry_after)
+        return response
+    except Unauthorized as error:
+        return _login_page(request, target, email=email, error=error.message, status=401)
+    response = see_other(target)
+    set_cookie(request, response, SESSION_COOKIE, done.session, max_age=SESSION_SECONDS)
+    response.delete_cookie(cookie_name(request, _LOGIN_CSRF), path="/")
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    user = await signed_in(request)
+    try:
+        form = await read_form(request)
+    except PayloadTooLarge:
+        form = {}
+    if user is not None and check_csrf(user, form):
+        await end_session(
+            context_of(request).db, request.cookies.get(cookie_name(request, SESSION_COOKIE))
+        )
+    elif user is not None:
+        return page("Sign out", "<p class=error>The form's security check failed.</p>", status=403)
+    response = see_other("/login")
+    response.delete_cookie(cookie_name(request, SESSION_COOKIE), path="/")
+    return response

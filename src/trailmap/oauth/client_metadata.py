@@ -1,0 +1,156 @@
+"""Client ID Metadata Documents: a `client_id` that is an https URL describing the client.
+
+Fetching a URL that anyone may name is a server-side request forgery risk, so the fetch is
+narrow (draft-ietf-oauth-client-id-metadata-document, "Security Considerations"):
+
+- https only, with a path, no credentials or fragment in the URL;
+- the host is resolved once and every address it has must be public: loopback, private,
+  link-local, multicast and reserved addresses are refused (unless
+  `TRAILMAP_CLIENT_METADATA_ALLOW_PRIVATE` is set, for tests and closed networks); the
+  connection then goes to the address that was checked (so a second DNS answer cannot
+  swap it), with the host name kept for TLS and the Host header;
+- no redirects; at most `MAX_BYTES` read; `TIMEOUT_SECONDS` for the whole exchange;
+- the document must name itself (`client_id` equal to the URL), list redirect URIs that
+  are https or loopback, and ask for no shared secret (there is nowhere to keep one).
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from typing import Final
+from urllib.parse import urlsplit, urlunsplit
+
+import anyio
+import httpx
+import orjson
+from mcp.shared.auth import OAuthClientInformationFull
+from pydantic import ValidationError
+
+from trailmap.oauth.redirects import redirect_problem
+
+__all__ = ["MAX_BYTES", "TIMEOUT_SECONDS", "ClientMetadataError", "fetch_client_metadata"]
+
+MAX_BYTES: Final = 64 * 1024
+TIMEOUT_SECONDS: Final = 5.0
+
+
+class ClientMetadataError(Exception):
+    """Why a Client ID Metadata Document was not accepted."""
+
+
+def is_metadata_url(client_id: str) -> bool:
+    return client_id.startswith("https://")
+
+
+def _check_url(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise ClientMetadataError(f"{url} is not an https URL")
+    if parts.username or parts.password or parts.fragment:
+        raise ClientMetadataError(f"{url} must carry no credentials and no fragment")
+    if parts.path in ("", "/"):
+        raise ClientMetadataError(f"{url} must have a path naming the document")
+    return parts.hostname, parts.port or 443
+
+
+def _public(address: IPv4Address | IPv6Address) -> bool:
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_global and not address.is_multicast
+
+
+async def _resolve(host: str, port: int, *, allow_private: bool) -> str:
+    """One address of `host` to connect to, after checking all of them."""
+    try:
+        infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as error:
+        raise ClientMetadataError(f"{host} does not resolve: {error}") from None
+    addresses = [ip_address(info[4][0]) for info in infos]
+    if not addresses:
+        raise ClientMetadataError(f"{host} does not resolve")
+    if not allow_private:
+        refused = [str(a) for a in addresses if not _public(a)]
+        if refused:
+            raise ClientMetadataError(
+                f"{host} resolves to a non-public address ({', '.join(refused)})"
+            )
+    return str(addresses[0])
+
+
+def _tls(ca_file: str | None) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    if ca_file:
+        context.load_verify_locations(cafile=ca_file)
+    return context
+
+
+async def fetch_client_metadata(
+    url: str, *, allow_private: bool = False, ca_file: str | None = None
+) -> OAuthClientInformationFull:
+    """The client described at `url`, checked; `ClientMetadataError` says why not."""
+    host, port = _check_url(url)
+    address = await _resolve(host, port, allow_private=allow_private)
+    parts = urlsplit(url)
+    literal = f"[{address}]" if ":" in address else address
+    pinned = urlunsplit(("https", f"{literal}:{port}", parts.path, parts.query, ""))
+    body = b""
+    try:
+        with anyio.fail_after(TIMEOUT_SECONDS):
+            async with (
+                httpx.AsyncClient(
+                    verify=_tls(ca_file), follow_redirects=False, trust_env=False
+                ) as client,
+                client.stream(
+                    "GET",
+                    pinned,
+                    headers={"Host": parts.netloc, "Accept": "application/json"},
+                    extensions={"sni_hostname": host},
+                ) as response,
+            ):
+                if response.status_code != 200:
+                    raise ClientMetadataError(
+                        f"{url} answered HTTP {response.status_code} (redirects are not followed)"
+                    )
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > MAX_BYTES:
+                        raise ClientMetadataError(f"{url} is larger than {MAX_BYTES} bytes")
+    except TimeoutError:
+        raise ClientMetadataError(f"{url} did not answer within {TIMEOUT_SECONDS:g} s") from None
+    except httpx.HTTPError as error:
+        raise ClientMetadataError(f"{url} could not be fetched: {error}") from None
+    return _parse(url, body)
+
+
+def _parse(url: str, body: bytes) -> OAuthClientInformationFull:
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise ClientMetadataError(f"{url} is not JSON") from None
+    if not isinstance(document, dict):
+        raise ClientMetadataError(f"{url} is not a JSON object")
+    if document.get("client_id") != url:
+        raise ClientMetadataError(f"{url} names another client_id ({document.get('client_id')!r})")
+    if document.get("client_secret") is not None or document.get(
+        "token_endpoint_auth_method"
+    ) not in (
+        None,
+        "none",
+    ):
+        raise ClientMetadataError(
+            f"{url} asks for a shared secret; a metadata-document client authenticates with "
+            "'none' (PKCE)"
+        )
+    if not document.get("redirect_uris"):
+        raise ClientMetadataError(f"{url} lists no redirect_uris")
+    for uri in document["redirect_uris"] if isinstance(document["redirect_uris"], list) else []:
+        problem = redirect_problem(str(uri))
+        if problem is not None:
+            raise ClientMetadataError(f"{url}: {problem}")
+    document["token_endpoint_auth_method"] = "none"  # noqa: S105 - a method name
+    try:
+        return OAuthClientInformationFull.model_validate(document)
+    except ValidationError as error:
+        raise ClientMetadataError(f"{url} is not valid client metadata: {error}") from None

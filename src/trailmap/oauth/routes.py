@@ -1,0 +1,265 @@
+"""The authorization server's HTTP endpoints: the `mcp` SDK's handlers, with what they lack.
+
+From the SDK, as they are: `/authorize` (request validation, PKCE S256 only, redirect URI
+checks), `/token` (client authentication, code and refresh grants, PKCE verification),
+`/register` (RFC 7591), the metadata handlers and their CORS and body-size wrappers.
+
+Added here:
+
+- Client secrets are stored hashed, so the client authenticator compares hashes.
+- RFC 8414 metadata also advertises public clients (`none`), Client ID Metadata Documents
+  and the `iss` authorization response parameter (RFC 9207); error redirects from
+  `/authorize` carry `iss` too.
+- `/token` refuses a `resource` other than this server's MCP endpoint (RFC 8707).
+- `/revoke` (RFC 7009) accepts public clients, which present no secret.
+- Protected Resource Metadata (RFC 9728) at the root and under `/mcp`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import secrets
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from mcp.server.auth.handlers.authorize import AuthorizationHandler
+from mcp.server.auth.handlers.metadata import MetadataHandler, ProtectedResourceMetadataHandler
+from mcp.server.auth.handlers.register import RegistrationHandler
+from mcp.server.auth.handlers.token import TokenHandler
+from mcp.server.auth.middleware.client_auth import AuthenticationError, ClientAuthenticator
+from mcp.server.auth.provider import construct_redirect_uri
+from mcp.server.auth.routes import (
+    AUTHORIZATION_PATH,
+    REGISTRATION_PATH,
+    REVOCATION_PATH,
+    TOKEN_PATH,
+    build_metadata,
+    cors_middleware,
+)
+from mcp.server.auth.settings import ClientRegistrationOptions, RevocationOptions
+from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE, RequestBodyLimitMiddleware
+from mcp.shared.auth import OAuthClientInformationFull, ProtectedResourceMetadata
+from pydantic import AnyHttpUrl
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, request_response
+
+from trailmap.accounts import tokens as token_format
+from trailmap.oauth.provider import SCOPE, TrailmapOAuthProvider
+
+__all__ = ["PROTECTED_RESOURCE_PATHS", "oauth_routes"]
+
+PROTECTED_RESOURCE_PATHS: Final = (
+    "/.well-known/oauth-protected-resource",
+    "/.well-known/oauth-protected-resource/mcp",
+)
+_NO_STORE: Final = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+_AUTH_METHODS: Final = ["client_secret_post", "client_secret_basic", "none"]
+
+
+class _PresentedSecret:
+    """A provider view for one request: a client whose stored hash matches the presented
+    secret is handed to the SDK with that secret, so its plain comparison succeeds; any
+    other presented secret meets an unguessable stand-in and fails."""
+
+    def __init__(self, provider: TrailmapOAuthProvider, presented: str | None) -> None:
+        self._provider = provider
+        self._presented = presented
+
+    async def get_client(self, client_id: str) -> OAuthClientInformationFull | None:
+        client = await self._provider.get_client(client_id)
+        if client is None or not client.client_secret:
+            return client
+        presented = self._presented
+        if presented is not None and secrets.compare_digest(
+            token_format.hash_token(presented).encode(), client.client_secret.encode()
+        ):
+            return client.model_copy(update={"client_secret": presented})
+        return client.model_copy(update={"client_secret": secrets.token_hex(32)})
+
+
+class HashedSecretAuthenticator(ClientAuthenticator):
+    """The SDK's client authentication, over secrets stored as SHA-256."""
+
+    def __init__(self, provider: TrailmapOAuthProvider) -> None:
+        super().__init__(provider)
+        self._trailmap = provider
+
+    async def authenticate_request(self, request: Request) -> OAuthClientInformationFull:
+        presented = await _presented_secret(request)
+        view: Any = _PresentedSecret(self._trailmap, presented)
+        return await ClientAuthenticator(view).authenticate_request(request)
+
+
+async def _presented_secret(request: Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Basic "):
+        try:
+            decoded = base64.b64decode(header[6:], validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        _client_id, sep, secret = decoded.partition(":")
+        return unquote(secret) if sep else None
+    form = await request.form()
+    posted = form.get("client_secret")
+    return posted if isinstance(posted, str) else None
+
+
+@dataclass
+class _Authorize(AuthorizationHandler):
+    """The SDK's /authorize; its error redirects gain `iss` (RFC 9207) like its answers."""
+
+    issuer: str = ""
+
+    async def handle(self, request: Request) -> Response:
+        response = await super().handle(request)
+        location = response.headers.get("location")
+        if response.status_code == 302 and location:
+            query = parse_qs(urlsplit(location).query)
+            if "error" in query and "iss" not in query:
+                response.headers["location"] = construct_redirect_uri(location, iss=self.issuer)
+        return response
+
+
+@dataclass
+class _Token(TokenHandler):
+    """The SDK's /token, refusing tokens for any resource but this server's MCP endpoint."""
+
+    resource: str = ""
+
+    async def handle(self, request: Request) -> Response:
+        form = await request.form()
+        asked = form.get("resource")
+        if isinstance(asked, str) and asked.rstrip("/") != self.resource.rstrip("/"):
+            return JSONResponse(
+                {
+                    "error": "invalid_target",
+                    "error_description": f"This server issues tokens for {self.resource} only.",
+                },
+                status_code=400,
+                headers=_NO_STORE,
+            )
+        response: Response = await super().handle(request)
+        return response
+
+
+class _Revoke:
+    """RFC 7009 revocation for confidential and public clients alike."""
+
+    def __init__(self, provider: TrailmapOAuthProvider, authenticator: ClientAuthenticator) -> None:
+        self._provider = provider
+        self._authenticator = authenticator
+
+    async def handle(self, request: Request) -> Response:
+        try:
+            client = await self._authenticator.authenticate_request(request)
+        except AuthenticationError as error:
+            return JSONResponse(
+                {"error": "invalid_client", "error_description": error.message},
+                status_code=401,
+                headers=_NO_STORE,
+            )
+        form = await request.form()
+        token = form.get("token")
+        if not isinstance(token, str) or not token:
+            return JSONResponse(
+                {"error": "invalid_request", "error_description": "Send the token to revoke."},
+                status_code=400,
+                headers=_NO_STORE,
+            )
+        found: Any = None
+        if token.startswith(token_format.REFRESH_TOKEN_PREFIX):
+            found = await self._provider.load_refresh_token(client, token)
+        else:
+            found = await self._provider.load_access_token(token)
+        # An unknown token, or another client's, is answered 200 too (RFC 7009, section 2.2).
+        if found is not None and found.client_id == client.client_id:
+            await self._provider.revoke_token(found)
+        return Response(status_code=200, headers=_NO_STORE)
+
+
+def _cors(app: Any, methods: list[str]) -> Any:
+    return CORSMiddleware(app=app, allow_origins="*", allow_methods=methods, allow_headers=["*"])
+
+
+def _limited(app: Any) -> Any:
+    return RequestBodyLimitMiddleware(app, DEFAULT_MAX_REQUEST_BODY_SIZE)
+
+
+def oauth_routes(
+    provider: TrailmapOAuthProvider, *, documentation: str | None = None
+) -> list[Route]:
+    """Every OAuth route, for an issuer `provider.issuer` guarding `provider.resource`."""
+    issuer = AnyHttpUrl(provider.issuer)
+    registration = ClientRegistrationOptions(
+        enabled=True, valid_scopes=[SCOPE], default_scopes=[SCOPE]
+    )
+    metadata = build_metadata(
+        issuer,
+        AnyHttpUrl(documentation) if documentation else None,
+        registration,
+        RevocationOptions(enabled=True),
+    )
+    metadata.token_endpoint_auth_methods_supported = list(_AUTH_METHODS)
+    metadata.revocation_endpoint_auth_methods_supported = list(_AUTH_METHODS)
+    metadata.client_id_metadata_document_supported = True
+    metadata.authorization_response_iss_parameter_supported = True
+
+    resource = ProtectedResourceMetadata(
+        resource=AnyHttpUrl(provider.resource),
+        authorization_servers=[issuer],
+        scopes_supported=[SCOPE],
+        resource_name="Trailmap",
+        resource_documentation=AnyHttpUrl(documentation) if documentation else None,
+    )
+    authenticator = HashedSecretAuthenticator(provider)
+    authorize = _Authorize(provider, issuer=provider.issuer)
+    token = _Token(provider, authenticator, resource=provider.resource)
+    get_only = ["GET", "OPTIONS"]
+    post_only = ["POST", "OPTIONS"]
+    return [
+        Route(
+            "/.well-known/oauth-authorization-server",
+            endpoint=cors_middleware(MetadataHandler(metadata).handle, get_only),
+            methods=get_only,
+        ),
+        *(
+            Route(
+                path,
+                endpoint=cors_middleware(
+                    ProtectedResourceMetadataHandler(resource).handle, get_only
+                ),
+                methods=get_only,
+            )
+            for path in PROTECTED_RESOURCE_PATHS
+        ),
+        # No CORS on /authorize: browsers navigate to it, scripts have no business there.
+        Route(
+            AUTHORIZATION_PATH,
+            endpoint=_limited(request_response(authorize.handle)),
+            methods=["GET", "POST"],
+        ),
+        Route(
+            TOKEN_PATH,
+            endpoint=_cors(_limited(request_response(token.handle)), post_only),
+            methods=post_only,
+        ),
+        Route(
+            REGISTRATION_PATH,
+            endpoint=_cors(
+                _limited(request_response(RegistrationHandler(provider, registration).handle)),
+                post_only,
+            ),
+            methods=post_only,
+        ),
+        Route(
+            REVOCATION_PATH,
+            endpoint=_cors(
+                _limited(request_response(_Revoke(provider, authenticator).handle)), post_only
+            ),
+            methods=post_only,
+        ),
+    ]
