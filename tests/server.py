@@ -86,17 +86,21 @@ def org_with_key(database_url: str, slug: str, *, scope: str = "read-write") -> 
 
 
 @contextmanager
-def running_server(database_url: str, *, log_path: Path) -> Iterator[str]:
-    """Run `trailmap serve` on `database_url`; yield its base URL once `/healthz` answers."""
+def running_server(
+    database_url: str, *, log_path: Path, env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """Run `trailmap serve` on `database_url`, with `env` added to its environment; yield its
+    base URL once `/healthz` answers."""
     port = free_port()
-    env = {
+    environment = {
         **os.environ,
         # The tests decide what is in the database; no purge runs behind their back.
         "TRAILMAP_RETENTION_PURGE_INTERVAL_SECONDS": "0",
         "TRAILMAP_LOG_LEVEL": "warning",
         "PYTHONUNBUFFERED": "1",
+        **(env or {}),
     }
-    env.pop("TRAILMAP_DATABASE_URL", None)
+    environment.pop("TRAILMAP_DATABASE_URL", None)
     command = [
         sys.executable,
         "-m",
@@ -109,7 +113,7 @@ def running_server(database_url: str, *, log_path: Path) -> Iterator[str]:
     ]
     base_url = f"http://127.0.0.1:{port}"
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment)
         try:
             wait_until_ready(process, base_url, log_path)
             yield base_url

@@ -40,7 +40,7 @@ from mcp.server.auth.routes import (
 )
 from mcp.server.auth.settings import ClientRegistrationOptions, RevocationOptions
 from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE, RequestBodyLimitMiddleware
-from mcp.shared.auth import OAuthClientInformationFull, ProtectedResourceMetadata
+from mcp.shared.auth import OAuthClientInformationFull, OAuthMetadata, ProtectedResourceMetadata
 from pydantic import AnyHttpUrl
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -197,23 +197,32 @@ def oauth_routes(
     registration = ClientRegistrationOptions(
         enabled=True, valid_scopes=[SCOPE], default_scopes=[SCOPE]
     )
-    metadata = build_metadata(
+    built = build_metadata(
         issuer,
         AnyHttpUrl(documentation) if documentation else None,
         registration,
         RevocationOptions(enabled=True),
     )
-    metadata.token_endpoint_auth_methods_supported = list(_AUTH_METHODS)
-    metadata.revocation_endpoint_auth_methods_supported = list(_AUTH_METHODS)
-    metadata.client_id_metadata_document_supported = True
-    metadata.authorization_response_iss_parameter_supported = True
-
-    resource = ProtectedResourceMetadata(
-        resource=AnyHttpUrl(provider.resource),
-        authorization_servers=[issuer],
-        scopes_supported=[SCOPE],
-        resource_name="Trailmap",
-        resource_documentation=AnyHttpUrl(documentation) if documentation else None,
+    # Validated again from plain strings: the metadata model keeps a path-less issuer as it is
+    # (no trailing slash), which clients compare with `iss` character for character.
+    metadata = OAuthMetadata.model_validate(
+        {
+            **built.model_dump(mode="json", exclude_none=True),
+            "issuer": provider.issuer,
+            "token_endpoint_auth_methods_supported": _AUTH_METHODS,
+            "revocation_endpoint_auth_methods_supported": _AUTH_METHODS,
+            "client_id_metadata_document_supported": True,
+            "authorization_response_iss_parameter_supported": True,
+        }
+    )
+    resource = ProtectedResourceMetadata.model_validate(
+        {
+            "resource": provider.resource,
+            "authorization_servers": [provider.issuer],
+            "scopes_supported": [SCOPE],
+            "resource_name": "Trailmap",
+            **({"resource_documentation": documentation} if documentation else {}),
+        }
     )
     authenticator = HashedSecretAuthenticator(provider)
     authorize = _Authorize(provider, issuer=provider.issuer)

@@ -1,0 +1,128 @@
+"""A scripted browser for the OAuth flow: it follows the redirects, signs in and answers the
+consent page by filling the real forms, as a person would."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from urllib.parse import parse_qsl, urljoin, urlsplit
+
+import httpx
+
+__all__ = ["Browser", "Form", "forms_of"]
+
+
+@dataclass
+class Form:
+    action: str
+    method: str
+    fields: dict[str, str] = field(default_factory=dict)  # hidden and text inputs, as filled
+    options: dict[str, list[str]] = field(default_factory=dict)  # select name -> values
+    buttons: list[tuple[str, str]] = field(default_factory=list)  # (name, value)
+
+
+class _FormParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.forms: list[Form] = []
+        self.links: list[str] = []
+        self._select: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = {k: v or "" for k, v in attrs}
+        if tag == "a" and "href" in found:
+            self.links.append(found["href"])
+        elif tag == "form":
+            self.forms.append(Form(found.get("action", ""), found.get("method", "get").lower()))
+        elif not self.forms:
+            return
+        elif tag == "input" and found.get("name") and found.get("type") != "submit":
+            self.forms[-1].fields[found["name"]] = found.get("value", "")
+        elif tag == "select":
+            self._select = found.get("name")
+            if self._select:
+                self.forms[-1].options[self._select] = []
+        elif tag == "option" and self._select:
+            self.forms[-1].options[self._select].append(found.get("value", ""))
+        elif tag == "button" and found.get("name"):
+            self.forms[-1].buttons.append((found["name"], found.get("value", "")))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "select":
+            self._select = None
+
+
+def forms_of(html: str) -> tuple[list[Form], list[str]]:
+    """The page's forms and its links' hrefs."""
+    parser = _FormParser()
+    parser.feed(html)
+    return parser.forms, parser.links
+
+
+class Browser:
+    """One browser (one cookie jar). `nodes` collects which server process answered each of
+    its requests, from the test load balancer's `X-Trailmap-Node` header."""
+
+    def __init__(self) -> None:
+        self.http = httpx.AsyncClient(follow_redirects=False, timeout=30.0)
+        self.nodes: list[str] = []
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def request(
+        self, method: str, url: str, data: dict[str, str] | None = None
+    ) -> httpx.Response:
+        response = await self.http.request(method, url, data=data)
+        if "x-trailmap-node" in response.headers:
+            self.nodes.append(response.headers["x-trailmap-node"])
+        return response
+
+    async def get(self, url: str) -> httpx.Response:
+        return await self.request("GET", url)
+
+    async def submit(
+        self, page: httpx.Response, extra: dict[str, str], *, action_contains: str = ""
+    ) -> httpx.Response:
+        """Submit the first form of `page` whose action contains `action_contains`."""
+        forms, _links = forms_of(page.text)
+        chosen = [f for f in forms if action_contains in f.action]
+        assert chosen, (
+            f"no form with {action_contains!r} on {page.url} ({page.status_code}):\n{page.text}"
+        )
+        form = chosen[0]
+        data = {**form.fields, **extra}
+        return await self.request(form.method.upper(), urljoin(str(page.url), form.action), data)
+
+    async def sign_in(
+        self, base: str, email: str, password: str, next_path: str = "/console"
+    ) -> httpx.Response:
+        page = await self.get(f"{base}/login?next={next_path}")
+        return await self.submit(page, {"email": email, "password": password})
+
+    async def authorize(
+        self,
+        authorize_url: str,
+        *,
+        email: str,
+        password: str,
+        organization: str,
+        action: str = "approve",
+    ) -> dict[str, str]:
+        """From the client's authorization URL to the parameters of the redirect back to the
+        client (code, state, iss; or error): the user signs in if needed, then answers."""
+        response = await self.get(authorize_url)
+        assert response.status_code == 302, response.text
+        consent_url = response.headers["location"]
+        page = await self.get(consent_url)
+        if page.status_code == 303:  # not signed in yet
+            login = await self.get(urljoin(consent_url, page.headers["location"]))
+            signed = await self.submit(login, {"email": email, "password": password})
+            assert signed.status_code == 303, signed.text
+            page = await self.get(urljoin(consent_url, signed.headers["location"]))
+        assert page.status_code == 200, page.text
+        answered = await self.submit(
+            page, {"organization": organization, "action": action}, action_contains="consent"
+        )
+        assert answered.status_code == 303, answered.text
+        return dict(parse_qsl(urlsplit(answered.headers["location"]).query))

@@ -1,0 +1,287 @@
+"""The whole OAuth flow with the official `mcp` SDK client, against real server processes.
+
+Two `trailmap serve` processes share one database behind a round-robin balancer whose
+address is the public URL, so consecutive steps of every flow (discovery, registration,
+authorize, login, consent, token, tool calls, refresh) land on different processes. The
+browser's part (sign in, choose the organization, approve) is an HTTP client filling the
+real forms. Once with Dynamic Client Registration, once with a Client ID Metadata Document
+served over https by a local server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from mcp import Client
+from mcp.client.auth import OAuthClientProvider
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.shared.auth import (
+    AuthorizationCodeResult,
+    OAuthClientInformationFull,
+    OAuthClientMetadata,
+    OAuthToken,
+)
+from pydantic import AnyUrl
+
+from tests.factories import make_org
+from tests.https_server import HttpsServer, Reply, https_server
+from tests.oauth.browser import Browser, forms_of
+from tests.server import free_port, module_database, running_server, stop, wait_until_ready
+from trailmap.accounts import add_user, list_keys
+from trailmap.storage import Database, migrate
+
+pytestmark = pytest.mark.anyio
+
+OWNER = "owner@acme.example"
+PASSWORD = "correct horse battery staple"
+
+
+@dataclass(frozen=True)
+class Stack:
+    public: str  # the balancer: the issuer and the MCP resource's base
+    database_url: str
+    metadata: HttpsServer  # serves Client ID Metadata Documents
+
+
+def _seed(database_url: str) -> None:
+    async def _run() -> None:
+        db = Database(database_url)
+        try:
+            migrate.upgrade(db)
+            await make_org(db, slug="acme")
+            await make_org(db, slug="globex")
+            await add_user(db, OWNER, org_slug="acme", role="owner", password=PASSWORD)
+        finally:
+            db.close()
+
+    asyncio.run(_run())
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def stack(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    sqlite_template: Path,
+) -> Iterator[Stack]:
+    with (
+        module_database(request, tmp_path_factory, sqlite_template, "oauth") as (url, folder),
+        https_server(folder) as metadata,
+    ):
+        _seed(url)
+        port = free_port()
+        public = f"http://127.0.0.1:{port}"
+        env = {
+            "TRAILMAP_PUBLIC_URL": public,
+            "TRAILMAP_CLIENT_METADATA_ALLOW_PRIVATE": "true",
+            "TRAILMAP_CLIENT_METADATA_CA_FILE": metadata.ca_file,
+        }
+        with (
+            running_server(url, log_path=folder / "a.log", env=env) as node_a,
+            running_server(url, log_path=folder / "b.log", env=env) as node_b,
+        ):
+            log = folder / "balancer.log"
+            command = [
+                sys.executable,
+                "-m",
+                "tests.mcp.auth_proxy",
+                "--port",
+                str(port),
+                "--upstream",
+                node_a,
+                "--upstream",
+                node_b,
+            ]
+            with log.open("wb") as out:
+                balancer = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+            try:
+                wait_until_ready(balancer, public, log)
+                yield Stack(public=public, database_url=url, metadata=metadata)
+            finally:
+                stop(balancer)
+
+
+class MemoryStorage:
+    """The SDK's TokenStorage, kept in memory."""
+
+    def __init__(self) -> None:
+        self.tokens: OAuthToken | None = None
+        self.client_info: OAuthClientInformationFull | None = None
+
+    async def get_tokens(self) -> OAuthToken | None:
+        return self.tokens
+
+    async def set_tokens(self, tokens: OAuthToken) -> None:
+        self.tokens = tokens
+
+    async def get_client_info(self) -> OAuthClientInformationFull | None:
+        return self.client_info
+
+    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
+        self.client_info = client_info
+
+
+class User:
+    """The person at the browser: approves for `organization` whenever the client asks."""
+
+    def __init__(self, browser: Browser, organization: str = "acme") -> None:
+        self.browser = browser
+        self.organization = organization
+        self.authorizations = 0
+        self._answer: dict[str, str] = {}
+
+    async def redirect(self, authorize_url: str) -> None:
+        self.authorizations += 1
+        self._answer = await self.browser.authorize(
+            authorize_url, email=OWNER, password=PASSWORD, organization=self.organization
+        )
+
+    async def callback(self) -> AuthorizationCodeResult:
+        answer = self._answer
+        return AuthorizationCodeResult(
+            code=answer["code"], state=answer.get("state"), iss=answer.get("iss")
+        )
+
+
+def _client_metadata(redirect_uri: str, name: str) -> OAuthClientMetadata:
+    return OAuthClientMetadata(
+        client_name=name,
+        redirect_uris=[AnyUrl(redirect_uri)],
+        grant_types=["authorization_code", "refresh_token"],
+        response_types=["code"],
+        token_endpoint_auth_method="none",
+    )
+
+
+async def _mcp_keys(stack: Stack, name: str) -> list[tuple[str, str]]:
+    db = Database(stack.database_url)
+    try:
+        return [(k.kind, k.status) for k in await list_keys(db, "acme") if k.name == name]
+    finally:
+        db.close()
+
+
+async def _delete_on_keys_page(browser: Browser, stack: Stack, key_name: str) -> None:
+    """The owner revokes the key on the API Keys page, confirming."""
+    page = await browser.get(f"{stack.public}/orgs/acme/keys")
+    assert page.status_code == 200
+    row = next(line for line in page.text.split("<tr") if f"<td>{key_name}</td>" in line)
+    _forms, links = forms_of(row)
+    revoke = next(link for link in links if link.endswith("/revoke"))
+    confirm = await browser.get(stack.public + revoke)
+    assert "cannot be undone" in confirm.text
+    done = await browser.submit(confirm, {"confirm": "yes"}, action_contains="/revoke")
+    assert done.status_code == 303
+
+
+async def _run_flow(stack: Stack, provider: OAuthClientProvider, user: User, key_name: str) -> None:
+    storage = provider.context.storage
+    assert isinstance(storage, MemoryStorage)
+    http = create_mcp_http_client(auth=provider)
+    async with http, Client(streamable_http_client(stack.public + "/mcp", http_client=http)) as c:
+        # Discovery, registration (or the metadata document), authorize, login, consent, token.
+        first = await c.call_tool("list_event_types", {})
+        assert not first.is_error
+        assert user.authorizations == 1
+        assert storage.tokens is not None
+        access, refresh = storage.tokens.access_token, storage.tokens.refresh_token
+        assert access.startswith("tma_")
+        assert refresh is not None
+        assert refresh.startswith("tmr_")
+        assert await _mcp_keys(stack, key_name) == [("MCP", "active")]
+
+        # The access token runs out: the SDK refreshes, and the refresh token rotates.
+        provider.context.token_expiry_time = time.time() - 1
+        assert not (await c.call_tool("list_event_sources", {})).is_error
+        assert storage.tokens.access_token != access
+        assert storage.tokens.refresh_token not in (None, refresh)
+        assert user.authorizations == 1
+
+        # The owner deletes the key on the API Keys page: the very next call is refused.
+        await _delete_on_keys_page(user.browser, stack, key_name)
+        async with httpx.AsyncClient() as raw:
+            refused = await raw.post(
+                stack.public + "/mcp",
+                json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+                headers={
+                    "Authorization": f"Bearer {storage.tokens.access_token}",
+                    "Accept": "application/json, text/event-stream",
+                },
+            )
+        assert refused.status_code == 401
+        assert 'error="invalid_token"' in refused.headers["www-authenticate"]
+
+        # The client meets the 401 and signs in again; approval mints a new key.
+        again = await c.call_tool("list_event_types", {})
+        assert not again.is_error
+        assert user.authorizations == 2
+        assert sorted(await _mcp_keys(stack, key_name)) == [("MCP", "active"), ("MCP", "revoked")]
+
+
+async def test_the_sdk_client_registers_signs_in_refreshes_and_is_cut_off_when_its_key_is_deleted(
+    stack: Stack,
+) -> None:
+    browser = Browser()
+    user = User(browser)
+    provider = OAuthClientProvider(
+        server_url=stack.public + "/mcp",
+        client_metadata=_client_metadata("http://127.0.0.1:53682/callback", "Claude Code"),
+        storage=MemoryStorage(),
+        redirect_handler=user.redirect,
+        callback_handler=user.callback,
+    )
+    try:
+        await _run_flow(stack, provider, user, "MCP — Claude Code")
+        storage = provider.context.storage
+        assert isinstance(storage, MemoryStorage)
+        assert storage.client_info is not None
+        assert not storage.client_info.client_id.startswith("https://")  # registered
+        # Every step of the flow was spread over both processes.
+        assert set(browser.nodes) == {"0", "1"}
+    finally:
+        await browser.aclose()
+
+
+async def test_the_sdk_client_signs_in_with_a_client_id_metadata_document(stack: Stack) -> None:
+    redirect_uri = "http://127.0.0.1:53683/callback"
+    document_url = stack.metadata.url("/oauth/claude-ai.json")
+    stack.metadata.routes["/oauth/claude-ai.json"] = Reply(
+        body=json.dumps(
+            {
+                "client_id": document_url,
+                "client_name": "Claude.ai test",
+                "redirect_uris": [redirect_uri],
+                "grant_types": ["authorization_code", "refresh_token"],
+                "response_types": ["code"],
+                "token_endpoint_auth_method": "none",
+            }
+        ).encode()
+    )
+    browser = Browser()
+    user = User(browser)
+    provider = OAuthClientProvider(
+        server_url=stack.public + "/mcp",
+        client_metadata=_client_metadata(redirect_uri, "Claude.ai test"),
+        storage=MemoryStorage(),
+        redirect_handler=user.redirect,
+        callback_handler=user.callback,
+        client_metadata_url=document_url,
+    )
+    try:
+        await _run_flow(stack, provider, user, "MCP — Claude.ai test")
+        storage = provider.context.storage
+        assert isinstance(storage, MemoryStorage)
+        assert storage.client_info is not None
+        assert storage.client_info.client_id == document_url  # no registration happened
+        assert "/oauth/claude-ai.json" in stack.metadata.hits
+    finally:
+        await browser.aclose()
