@@ -312,7 +312,7 @@ async def _token_minted_for(stack: Stack, resource: str, scopes: list[str] | Non
         client = OAuthClientInformationFull(
             client_id=f"direct-{secrets.token_hex(4)}",
             client_name="Direct",
-            redirect_uris=[CALLBACK],  # type: ignore[list-item]
+            redirect_uris=[CALLBACK],
             token_endpoint_auth_method="none",
         )
         await other.register_client(client)
