@@ -77,9 +77,10 @@ async def sign_in(db: Database, email: str, password: str, *, client: str | None
     email = email.strip().lower()[:320]
     subjects = _subjects(email, client)
     now_us = clock.now_us()
-    rows = await db.read(store.get_throttle, [s for s, _free in subjects])
-    blocked_until = max((r["blocked_until_us"] for r in rows), default=0)
-    if blocked_until > now_us:
+    # The attempt is counted as a failure before the password is looked at, in one write:
+    # guesses sent at once cannot all slip in before the first failure is recorded.
+    blocked_until = await db.write(store.reserve_attempt, subjects, now_us, _block_us)
+    if blocked_until:
         wait = -(-(blocked_until - now_us) // _US)
         raise TooManyAttempts(
             f"Too many failed sign-ins; try again in {wait} seconds.", retry_after=wait
@@ -90,13 +91,13 @@ async def sign_in(db: Database, email: str, password: str, *, client: str | None
     # against a dummy hash, so both answers take as long.
     matched = await anyio.to_thread.run_sync(verify_password, password, stored_hash)
     if user is None or not matched:
-        await db.write(_count_failure, subjects, clock.now_us())
         raise Unauthorized(_WRONG, error="invalid_grant")
     session = secrets.token_urlsafe(32)
     now_us = clock.now_us()
 
     def _open(conn: Connection) -> None:
-        store.reset_throttle(conn, f"email:{email}")
+        own, *others = [name for name, _free in subjects]
+        store.forgive_attempt(conn, own, others)
         store.insert_session(
             conn,
             {
@@ -111,12 +112,8 @@ async def sign_in(db: Database, email: str, password: str, *, client: str | None
     return SignedIn(user_id=user["id"], email=user["email"], session=session)
 
 
-def _count_failure(conn: Connection, subjects: list[tuple[str, int]], now_us: int) -> None:
-    rows = {r["subject"]: r for r in store.get_throttle(conn, [s for s, _free in subjects])}
-    for subject, free in subjects:
-        failures = (rows[subject]["failures"] if subject in rows else 0) + 1
-        blocked_until = now_us + _block_seconds(failures, free) * _US
-        store.record_failure(conn, subject, now_us, blocked_until)
+def _block_us(failures: int, free: int) -> int:
+    return _block_seconds(failures, free) * _US
 
 
 async def session_user(db: Database, session: str | None) -> dict[str, str] | None:

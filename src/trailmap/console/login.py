@@ -17,6 +17,7 @@ from trailmap.api.context import context_of
 from trailmap.console.pages import (
     SESSION_COOKIE,
     check_csrf,
+    clear_cookie,
     cookie_name,
     e,
     local_path,
@@ -94,7 +95,7 @@ async def login_submit(request: Request) -> Response:
         return _login_page(request, target, email=email, error=error.message, status=401)
     response = see_other(target)
     set_cookie(request, response, SESSION_COOKIE, done.session, max_age=SESSION_SECONDS)
-    response.delete_cookie(cookie_name(request, _LOGIN_CSRF), path="/")
+    clear_cookie(request, response, _LOGIN_CSRF, samesite="strict")
     return response
 
 
@@ -112,5 +113,5 @@ async def logout(request: Request) -> Response:
     elif user is not None:
         return page("Sign out", "<p class=error>The form's security check failed.</p>", status=403)
     response = see_other("/login")
-    response.delete_cookie(cookie_name(request, SESSION_COOKIE), path="/")
+    clear_cookie(request, response, SESSION_COOKIE)
     return response

@@ -24,6 +24,7 @@ from trailmap.errors import PayloadTooLarge
 __all__ = [
     "SignedInUser",
     "check_csrf",
+    "clear_cookie",
     "cookie_name",
     "e",
     "form_csrf",
@@ -148,6 +149,12 @@ def set_cookie(
         httponly=True,
         samesite=samesite,  # type: ignore[arg-type]
     )
+
+
+def clear_cookie(request: Request, response: Response, name: str, *, samesite: str = "lax") -> None:
+    """Delete a cookie with the attributes it was set with: a browser ignores a `__Host-`
+    cookie's deletion that lacks `Secure`."""
+    set_cookie(request, response, name, "", max_age=0, samesite=samesite)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,13 +3,14 @@
 Fetching a URL that anyone may name is a server-side request forgery risk, so the fetch is
 narrow (draft-ietf-oauth-client-id-metadata-document, "Security Considerations"):
 
-- https only, with a path, no credentials or fragment in the URL;
+- https only, with a path and no `.` or `..` segments, no credentials or fragment;
 - the host is resolved once and every address it has must be public: loopback, private,
   link-local, multicast and reserved addresses are refused (unless
   `TRAILMAP_CLIENT_METADATA_ALLOW_PRIVATE` is set, for tests and closed networks); the
   connection then goes to the address that was checked (so a second DNS answer cannot
   swap it), with the host name kept for TLS and the Host header;
-- no redirects; at most `MAX_BYTES` read; `TIMEOUT_SECONDS` for the whole exchange;
+- no redirects, no compression; at most `MAX_BYTES` read; `TIMEOUT_SECONDS` for the whole
+  exchange, name resolution included;
 - the document must name itself (`client_id` equal to the URL), list redirect URIs that
   are https or loopback, and ask for no shared secret (there is nowhere to keep one).
 """
@@ -20,7 +21,7 @@ import socket
 import ssl
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Final
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import anyio
 import httpx
@@ -45,14 +46,22 @@ def is_metadata_url(client_id: str) -> bool:
 
 
 def _check_url(url: str) -> tuple[str, int]:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port or 443
+    except ValueError as error:
+        raise ClientMetadataError(f"{url} is not a valid URL: {error}") from None
     if parts.scheme != "https" or not parts.hostname:
         raise ClientMetadataError(f"{url} is not an https URL")
-    if parts.username or parts.password or parts.fragment:
+    if parts.username or parts.password or "#" in url:
         raise ClientMetadataError(f"{url} must carry no credentials and no fragment")
     if parts.path in ("", "/"):
         raise ClientMetadataError(f"{url} must have a path naming the document")
-    return parts.hostname, parts.port or 443
+    segments = {unquote(segment) for segment in parts.path.split("/")}
+    if segments & {".", ".."}:
+        # The document must be read from the very URL it names, not a normalized one.
+        raise ClientMetadataError(f"{url} has '.' or '..' path segments")
+    return parts.hostname, port
 
 
 def _public(address: IPv4Address | IPv6Address) -> bool:
@@ -91,13 +100,13 @@ async def fetch_client_metadata(
 ) -> OAuthClientInformationFull:
     """The client described at `url`, checked; `ClientMetadataError` says why not."""
     host, port = _check_url(url)
-    address = await _resolve(host, port, allow_private=allow_private)
     parts = urlsplit(url)
-    literal = f"[{address}]" if ":" in address else address
-    pinned = urlunsplit(("https", f"{literal}:{port}", parts.path, parts.query, ""))
     body = b""
     try:
         with anyio.fail_after(TIMEOUT_SECONDS):
+            address = await _resolve(host, port, allow_private=allow_private)
+            literal = f"[{address}]" if ":" in address else address
+            pinned = urlunsplit(("https", f"{literal}:{port}", parts.path, parts.query, ""))
             async with (
                 httpx.AsyncClient(
                     verify=_tls(ca_file), follow_redirects=False, trust_env=False
@@ -105,7 +114,12 @@ async def fetch_client_metadata(
                 client.stream(
                     "GET",
                     pinned,
-                    headers={"Host": parts.netloc, "Accept": "application/json"},
+                    headers={
+                        "Host": parts.netloc,
+                        "Accept": "application/json",
+                        # Counted as it arrives: no compressed body inflates past MAX_BYTES.
+                        "Accept-Encoding": "identity",
+                    },
                     extensions={"sni_hostname": host},
                 ) as response,
             ):

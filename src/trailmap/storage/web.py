@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import Connection, delete, select, update
 
-from trailmap.storage.dialect import upsert
+from trailmap.storage.dialect import insert_for
 from trailmap.storage.tables import (
     login_throttle,
     memberships,
@@ -18,14 +19,13 @@ from trailmap.storage.tables import (
 
 __all__ = [
     "delete_session",
+    "forgive_attempt",
     "get_session_user",
-    "get_throttle",
     "insert_session",
     "list_service_accounts",
     "list_user_orgs",
     "membership",
-    "record_failure",
-    "reset_throttle",
+    "reserve_attempt",
 ]
 
 Row = dict[str, Any]
@@ -79,33 +79,56 @@ def list_service_accounts(conn: Connection, org_id: str) -> list[Row]:
     return [dict(r._mapping) for r in conn.execute(stmt)]
 
 
-def get_throttle(conn: Connection, subjects: list[str]) -> list[Row]:
-    rows = conn.execute(select(login_throttle).where(login_throttle.c.subject.in_(subjects)))
-    return [dict(r._mapping) for r in rows]
-
-
-def record_failure(conn: Connection, subject: str, now_us: int, blocked_until_us: int) -> None:
-    """Count one more failure for `subject`; the caller worked out the new block."""
-    row = {
-        "subject": subject,
-        "failures": 1,
-        "last_failure_us": now_us,
-        "blocked_until_us": blocked_until_us,
-    }
-    conn.execute(
-        upsert(
-            conn,
-            login_throttle,
-            row,
-            ["subject"],
-            {
-                "failures": login_throttle.c.failures + 1,
-                "last_failure_us": now_us,
-                "blocked_until_us": blocked_until_us,
-            },
+def reserve_attempt(
+    conn: Connection,
+    subjects: list[tuple[str, int]],
+    now_us: int,
+    block_us: Callable[[int, int], int],
+) -> int:
+    """Count a sign-in attempt against each subject before its password is checked, so that
+    attempts sent at once are counted one by one. Returns the time (µs) until which an
+    earlier block still holds (the attempt is then not counted), or 0 when it may go on.
+    `block_us(failures, free)` is how long `failures` failures block a subject."""
+    names = [name for name, _free in subjects]
+    for name in names:
+        conn.execute(
+            insert_for(conn, login_throttle)
+            .values(subject=name, failures=0, last_failure_us=0, blocked_until_us=0)
+            .on_conflict_do_nothing(index_elements=["subject"])
         )
-    )
+    # FOR UPDATE holds the rows on PostgreSQL; SQLite's single writer serializes anyway.
+    rows = {
+        r.subject: r
+        for r in conn.execute(
+            select(login_throttle)
+            .where(login_throttle.c.subject.in_(names))
+            .order_by(login_throttle.c.subject)
+            .with_for_update()
+        )
+    }
+    blocked_until = max(r.blocked_until_us for r in rows.values())
+    if blocked_until > now_us:
+        return int(blocked_until)
+    for name, free in subjects:
+        failures = rows[name].failures + 1
+        conn.execute(
+            update(login_throttle)
+            .where(login_throttle.c.subject == name)
+            .values(
+                failures=failures,
+                last_failure_us=now_us,
+                blocked_until_us=now_us + block_us(failures, free),
+            )
+        )
+    return 0
 
 
-def reset_throttle(conn: Connection, subject: str) -> None:
+def forgive_attempt(conn: Connection, subject: str, other_subjects: list[str]) -> None:
+    """The password was right: `subject` (the address) starts afresh, and the attempt no
+    longer counts against the others (the client's address)."""
     conn.execute(delete(login_throttle).where(login_throttle.c.subject == subject))
+    conn.execute(
+        update(login_throttle)
+        .where(login_throttle.c.subject.in_(other_subjects), login_throttle.c.failures > 0)
+        .values(failures=login_throttle.c.failures - 1)
+    )
