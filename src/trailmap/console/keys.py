@@ -79,6 +79,17 @@ async def _member(request: Request, slug: str) -> _Membership | Response:
     return _Membership(user, org)
 
 
+async def _posted(request: Request, slug: str) -> tuple[_Membership, dict[str, str]] | Response:
+    """A member's submitted form, its CSRF token checked; or the response to send instead."""
+    m = await _member(request, slug)
+    if isinstance(m, Response):
+        return m
+    form = await read_form(request)
+    if not check_csrf(m.user, form):
+        return _csrf_failed(m)
+    return m, form
+
+
 def _nav(m: _Membership) -> str:
     return (
         f"<nav><a href=/console>Organizations</a><a href=/orgs/{e(m.slug)}/keys>API Keys</a>"
@@ -229,12 +240,10 @@ def _expiry(text: str) -> timedelta | None:
 
 @router.post("/orgs/{slug}/keys")
 async def keys_create(request: Request, slug: str) -> Response:
-    m = await _member(request, slug)
-    if isinstance(m, Response):
-        return m
-    form = await read_form(request)
-    if not check_csrf(m.user, form):
-        return _csrf_failed(m)
+    posted = await _posted(request, slug)
+    if isinstance(posted, Response):
+        return posted
+    m, form = posted
     try:
         key, token = await create_key(
             context_of(request).db,
@@ -278,12 +287,10 @@ async def revoke_confirm(request: Request, slug: str, key_id: str) -> Response:
 
 @router.post("/orgs/{slug}/keys/{key_id}/revoke")
 async def revoke_submit(request: Request, slug: str, key_id: str) -> Response:
-    m = await _member(request, slug)
-    if isinstance(m, Response):
-        return m
-    form = await read_form(request)
-    if not check_csrf(m.user, form):
-        return _csrf_failed(m)
+    posted = await _posted(request, slug)
+    if isinstance(posted, Response):
+        return posted
+    m, form = posted
     key = await _manageable(request, m, key_id)
     if key is None:
         return _refused(m, "No key of yours has that id.", 404)
@@ -348,12 +355,10 @@ async def accounts_page(request: Request, slug: str) -> Response:
 
 @router.post("/orgs/{slug}/service-accounts")
 async def accounts_create(request: Request, slug: str) -> Response:
-    m = await _member(request, slug)
-    if isinstance(m, Response):
-        return m
-    form = await read_form(request)
-    if not check_csrf(m.user, form):
-        return _csrf_failed(m)
+    posted = await _posted(request, slug)
+    if isinstance(posted, Response):
+        return posted
+    m, form = posted
     if not m.manages_all:
         return _refused(m, "Only owners and admins manage service accounts.")
     try:
@@ -366,12 +371,10 @@ async def accounts_create(request: Request, slug: str) -> Response:
 
 @router.post("/orgs/{slug}/service-accounts/{account_id}/tokens")
 async def accounts_token(request: Request, slug: str, account_id: str) -> Response:
-    m = await _member(request, slug)
-    if isinstance(m, Response):
-        return m
-    form = await read_form(request)
-    if not check_csrf(m.user, form):
-        return _csrf_failed(m)
+    posted = await _posted(request, slug)
+    if isinstance(posted, Response):
+        return posted
+    m, form = posted
     if not m.manages_all:
         return _refused(m, "Only owners and admins manage service accounts.")
     db = context_of(request).db
