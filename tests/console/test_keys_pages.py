@@ -12,8 +12,8 @@ from datetime import datetime
 import httpx
 import pytest
 
-from tests.console.forms import Page, parse, sign_in
 from tests.factories import event, make_key, make_org
+from tests.forms import Page, parse, sign_in
 from trailmap.accounts import ApiKey, Organization, add_user, create_key, list_keys
 from trailmap.accounts.service_accounts import list_service_accounts
 from trailmap.app import create_app

@@ -11,8 +11,8 @@ import anyio
 import httpx
 import pytest
 
-from tests.console.forms import parse, set_cookies, sign_in
 from tests.factories import make_org
+from tests.forms import parse, set_cookies, sign_in
 from trailmap import clock
 from trailmap.accounts import add_user
 from trailmap.accounts.signin import FREE_FAILURES

@@ -1,62 +1,15 @@
 """A scripted browser for the OAuth flow: it follows the redirects, signs in and answers the
-consent page by filling the real forms, as a person would."""
+consent page by filling the real forms (read with tests/forms.py), as a person would."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from urllib.parse import parse_qsl, urljoin, urlsplit
 
 import httpx
 
-__all__ = ["Browser", "Form", "forms_of"]
+from tests.forms import parse
 
-
-@dataclass
-class Form:
-    action: str
-    method: str
-    fields: dict[str, str] = field(default_factory=dict)  # hidden and text inputs, as filled
-    options: dict[str, list[str]] = field(default_factory=dict)  # select name -> values
-    buttons: list[tuple[str, str]] = field(default_factory=list)  # (name, value)
-
-
-class _FormParser(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.forms: list[Form] = []
-        self.links: list[str] = []
-        self._select: str | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        found = {k: v or "" for k, v in attrs}
-        if tag == "a" and "href" in found:
-            self.links.append(found["href"])
-        elif tag == "form":
-            self.forms.append(Form(found.get("action", ""), found.get("method", "get").lower()))
-        elif not self.forms:
-            return
-        elif tag == "input" and found.get("name") and found.get("type") != "submit":
-            self.forms[-1].fields[found["name"]] = found.get("value", "")
-        elif tag == "select":
-            self._select = found.get("name")
-            if self._select:
-                self.forms[-1].options[self._select] = []
-        elif tag == "option" and self._select:
-            self.forms[-1].options[self._select].append(found.get("value", ""))
-        elif tag == "button" and found.get("name"):
-            self.forms[-1].buttons.append((found["name"], found.get("value", "")))
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "select":
-            self._select = None
-
-
-def forms_of(html: str) -> tuple[list[Form], list[str]]:
-    """The page's forms and its links' hrefs."""
-    parser = _FormParser()
-    parser.feed(html)
-    return parser.forms, parser.links
+__all__ = ["Browser"]
 
 
 class Browser:
@@ -85,13 +38,12 @@ class Browser:
         self, page: httpx.Response, extra: dict[str, str], *, action_contains: str = ""
     ) -> httpx.Response:
         """Submit the first form of `page` whose action contains `action_contains`."""
-        forms, _links = forms_of(page.text)
-        chosen = [f for f in forms if action_contains in f.action]
+        chosen = [f for f in parse(page.text).forms if action_contains in f.action]
         assert chosen, (
             f"no form with {action_contains!r} on {page.url} ({page.status_code}):\n{page.text}"
         )
         form = chosen[0]
-        data = {**form.fields, **extra}
+        data = form.data(**extra)
         return await self.request(form.method.upper(), urljoin(str(page.url), form.action), data)
 
     async def sign_in(

@@ -56,7 +56,7 @@ def stack(
 ) -> Iterator[Stack]:
     with (
         module_database(request, tmp_path_factory, sqlite_template, "oauth") as (url, folder),
-        https_server(folder) as metadata,
+        https_server(folder, HttpsServer) as metadata,
     ):
         owner_id = _seed(url)
         port = free_port()

@@ -10,7 +10,6 @@ served over https by a local server.
 
 from __future__ import annotations
 
-import json
 import time
 
 import httpx
@@ -27,8 +26,8 @@ from mcp.shared.auth import (
 )
 from pydantic import AnyUrl
 
-from tests.https_server import Reply
-from tests.oauth.browser import Browser, forms_of
+from tests.forms import parse
+from tests.oauth.browser import Browser
 from tests.oauth.conftest import OWNER, PASSWORD, Stack
 from trailmap.accounts import list_keys
 from trailmap.storage import Database
@@ -100,9 +99,15 @@ async def _delete_on_keys_page(browser: Browser, stack: Stack, key_name: str) ->
     """The owner revokes the key on the API Keys page, confirming."""
     page = await browser.get(f"{stack.public}/orgs/acme/keys")
     assert page.status_code == 200
-    row = next(line for line in page.text.split("<tr") if f"<td>{key_name}</td>" in line)
-    _forms, links = forms_of(row)
-    revoke = next(link for link in links if link.endswith("/revoke"))
+    parsed = parse(page.text)
+    # The live key of that name: only a live key has a Revoke link.
+    revoke = next(
+        link
+        for key_id, cells in parsed.rows.items()
+        if cells[0] == key_name
+        for link in parsed.hrefs()
+        if link == f"/orgs/acme/keys/{key_id}/revoke"
+    )
     confirm = await browser.get(stack.public + revoke)
     assert "cannot be undone" in confirm.text
     done = await browser.submit(confirm, {"confirm": "yes"}, action_contains="/revoke")
@@ -180,17 +185,16 @@ async def test_the_sdk_client_registers_signs_in_refreshes_and_is_cut_off_when_i
 async def test_the_sdk_client_signs_in_with_a_client_id_metadata_document(stack: Stack) -> None:
     redirect_uri = "http://127.0.0.1:53683/callback"
     document_url = stack.metadata.url("/oauth/claude-ai.json")
-    stack.metadata.routes["/oauth/claude-ai.json"] = Reply(
-        body=json.dumps(
-            {
-                "client_id": document_url,
-                "client_name": "Claude.ai test",
-                "redirect_uris": [redirect_uri],
-                "grant_types": ["authorization_code", "refresh_token"],
-                "response_types": ["code"],
-                "token_endpoint_auth_method": "none",
-            }
-        ).encode()
+    stack.metadata.serve_json(
+        "/oauth/claude-ai.json",
+        {
+            "client_id": document_url,
+            "client_name": "Claude.ai test",
+            "redirect_uris": [redirect_uri],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "none",
+        },
     )
     browser = Browser()
     user = User(browser)
@@ -208,6 +212,6 @@ async def test_the_sdk_client_signs_in_with_a_client_id_metadata_document(stack:
         assert isinstance(storage, MemoryStorage)
         assert storage.client_info is not None
         assert storage.client_info.client_id == document_url  # no registration happened
-        assert "/oauth/claude-ai.json" in stack.metadata.hits
+        assert "/oauth/claude-ai.json" in stack.metadata.requests
     finally:
         await browser.aclose()

@@ -59,10 +59,12 @@ class SignedIn:
     session: str  # the cookie's value, shown to this browser only
 
 
-def _block_seconds(failures: int, free: int) -> int:
+def _block_us(failures: int, free: int) -> int:
+    """How long `failures` failures block a subject allowed `free` of them: 2 s at the
+    limit, doubling with each further failure, at most `MAX_BLOCK_SECONDS`."""
     if failures < free:
         return 0
-    return int(min(2 ** (failures - free + 1), MAX_BLOCK_SECONDS))
+    return int(min(2 ** (failures - free + 1), MAX_BLOCK_SECONDS)) * _US
 
 
 def _subjects(email: str, client: str | None) -> list[tuple[str, int]]:
@@ -110,10 +112,6 @@ async def sign_in(db: Database, email: str, password: str, *, client: str | None
 
     await db.write(_open)
     return SignedIn(user_id=user["id"], email=user["email"], session=session)
-
-
-def _block_us(failures: int, free: int) -> int:
-    return _block_seconds(failures, free) * _US
 
 
 async def session_user(db: Database, session: str | None) -> dict[str, str] | None:

@@ -1,47 +1,32 @@
 """`/setup`: the first-run page behind the one-time link `trailmap serve` prints.
 
-A plain HTML form (no script, no external asset) protected by the link's token and a
-double-submit CSRF cookie. It creates the organization, its owner and a first API key.
+A plain HTML form in the console's layout (console/pages.py), protected by the link's token
+and a double-submit CSRF cookie. It creates the organization, its owner and a first API key.
 """
 
 from __future__ import annotations
 
 import html
 import secrets
-from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse
 
 from trailmap.accounts.setup import complete_setup, setup_is_open
 from trailmap.api.context import context_of
-from trailmap.errors import TrailmapError
+from trailmap.console.pages import page, read_form
+from trailmap.errors import PayloadTooLarge, TrailmapError
 
 __all__ = ["router"]
 
 router = APIRouter(include_in_schema=False)
 
 _CSRF_COOKIE = "trailmap_csrf"
-_MAX_FORM_BYTES = 16 * 1024
-_STYLE = """
-body{font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:3rem auto;padding:0 1rem;color:#222}
-label{display:block;margin-top:1rem;font-weight:600}input{width:100%;padding:.5rem;font:inherit}
-button{margin-top:1.5rem;padding:.6rem 1.2rem;font:inherit}.error{color:#a00}
-code,pre{background:#f4f4f4;padding:.2rem .4rem;word-break:break-all;white-space:pre-wrap}
-"""
 
 
 def _page(title: str, body: str, status: int = 200, csrf: str | None = None) -> HTMLResponse:
-    document = (
-        f"<!doctype html><html lang=en><head><meta charset=utf-8>"
-        f"<meta name=viewport content='width=device-width'><title>{html.escape(title)}</title>"
-        f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>"
-    )
-    response = HTMLResponse(document, status_code=status)
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Referrer-Policy"] = "no-referrer"  # the URL carries the one-time token
-    response.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
-    response.headers["X-Frame-Options"] = "DENY"
+    """A console page; `csrf` sets the form's double-submit cookie, for /setup only."""
+    response = page(title, body, status=status)
     if csrf is not None:
         response.set_cookie(
             _CSRF_COOKIE, csrf, httponly=True, samesite="strict", path="/setup", max_age=3600
@@ -100,12 +85,10 @@ async def setup_page(request: Request, token: str = "") -> HTMLResponse:
 @router.post("/setup")
 async def setup_submit(request: Request) -> HTMLResponse:
     ctx = context_of(request)
-    raw = b""
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > _MAX_FORM_BYTES:
-            return _page("Form too large", "<p>The form is larger than it can be.</p>", 413)
-    form = {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
+    try:
+        form = await read_form(request)
+    except PayloadTooLarge:
+        return _page("Form too large", "<p>The form is larger than it can be.</p>", 413)
     token = form.get("token", "")
     cookie = request.cookies.get(_CSRF_COOKIE, "")
     if not cookie or not secrets.compare_digest(cookie.encode(), form.get("csrf", "").encode()):

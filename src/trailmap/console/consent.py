@@ -10,7 +10,6 @@ The page cannot be framed, and its form carries the session's CSRF token.
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
@@ -95,8 +94,9 @@ async def _consent_page(
 
 
 @router.get(CONSENT_PATH)
-async def consent_page(request: Request, request_id: str = "") -> Response:
-    request_id = request.query_params.get("request", request_id)
+async def consent_page(request: Request) -> Response:
+    # The parameter is named "request", which FastAPI's own Request argument shadows.
+    request_id = request.query_params.get("request", "")
     user = await signed_in(request)
     if user is None:
         return to_login(request)
@@ -108,7 +108,7 @@ async def consent_page(request: Request, request_id: str = "") -> Response:
 @router.post(CONSENT_PATH)
 async def consent_submit(request: Request) -> Response:
     ctx = context_of(request)
-    form: dict[str, Any] = await read_form(request)
+    form = await read_form(request)
     user = await signed_in(request)
     if user is None:
         return _problem(

@@ -52,7 +52,7 @@ code,pre{background:#f4f4f4;padding:.2rem .4rem;word-break:break-all;white-space
 """
 _CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; script-src 'self'; "
-    "form-action 'self' {form_targets}; frame-ancestors 'none'; base-uri 'none'"
+    "form-action {form_action}; frame-ancestors 'none'; base-uri 'none'"
 )
 
 
@@ -83,9 +83,8 @@ def page(
     response.headers["Referrer-Policy"] = "no-referrer"
     response.headers["X-Frame-Options"] = "DENY"
     response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Content-Security-Policy"] = _CSP.format(form_targets=form_targets).replace(
-        "  ", " "
-    )
+    form_action = " ".join(["'self'", *form_targets.split()])
+    response.headers["Content-Security-Policy"] = _CSP.format(form_action=form_action)
     return response
 
 
