@@ -45,6 +45,33 @@ class Settings(BaseSettings):
         default=60, ge=0, description="How stale an API key's last-used time may get."
     )
     log_level: str = Field(default="info")
+    otlp_max_body_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024,
+        description="Largest OTLP request body accepted as sent (compressed or not), in bytes.",
+    )
+    otlp_max_decoded_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024,
+        description="Largest OTLP request body after decompression, in bytes.",
+    )
+    span_pairing_wait_seconds: int = Field(
+        default=30,
+        ge=1,
+        description="How long a CLIENT or PRODUCER span waits for its SERVER or CONSUMER "
+        "half (which may arrive in another request, at another app node).",
+    )
+    span_pairing_max_pending: int = Field(
+        default=200_000,
+        ge=100,
+        description="Most unpaired spans kept per organization; the oldest give way first.",
+    )
+    graph_stale_after_days: int = Field(
+        default=7,
+        ge=1,
+        description="A node or edge not seen for this long leaves the current graph "
+        "(it stays in the graph as of earlier times).",
+    )
     client_metadata_allow_private: bool = Field(
         default=False,
         description="Fetch OAuth Client ID Metadata Documents from loopback, private and "

@@ -14,6 +14,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Column,
+    Float,
     ForeignKeyConstraint,
     Index,
     Integer,
@@ -29,6 +30,10 @@ from sqlalchemy.dialects.postgresql import JSONB
 __all__ = [
     "api_keys",
     "events",
+    "graph_edges",
+    "graph_minutes",
+    "graph_nodes",
+    "graph_versions",
     "instance_settings",
     "login_throttle",
     "memberships",
@@ -38,7 +43,9 @@ __all__ = [
     "oauth_requests",
     "oauth_tokens",
     "organizations",
+    "pending_spans",
     "service_accounts",
+    "service_versions",
     "usage_counters",
     "users",
     "web_sessions",
@@ -305,4 +312,108 @@ login_throttle = Table(
     Column("last_failure_us", BigInteger, nullable=False),
     Column("blocked_until_us", BigInteger, nullable=False),
     PrimaryKeyConstraint("subject"),
+)
+
+
+# -- the architecture graph ----------------------------------------------------------------
+# Node and edge ids are UUIDv5 of what they are (graph/model.py), so any app node computes
+# them without a read. A node or edge row is written when it first appears and when its
+# last-seen time moves by more than a minute; statistics go to graph_minutes.
+
+_NAME = 300
+
+graph_nodes = Table(
+    "graph_nodes",
+    metadata,
+    Column("org_id", String(ID), nullable=False),
+    Column("id", String(ID), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("name", String(_NAME), nullable=False),
+    Column("environment", String(100), nullable=False),
+    Column("attributes", Json, nullable=False),
+    Column("sources", Json, nullable=False),
+    Column("first_seen_us", BigInteger, nullable=False),
+    Column("last_seen_us", BigInteger, nullable=False),
+    PrimaryKeyConstraint("org_id", "id"),
+    ForeignKeyConstraint(["org_id"], ["organizations.id"], ondelete="CASCADE"),
+)
+
+graph_edges = Table(
+    "graph_edges",
+    metadata,
+    Column("org_id", String(ID), nullable=False),
+    Column("id", String(ID), nullable=False),
+    Column("source_id", String(ID), nullable=False),
+    Column("target_id", String(ID), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("attributes", Json, nullable=False),
+    Column("sources", Json, nullable=False),
+    Column("first_seen_us", BigInteger, nullable=False),
+    Column("last_seen_us", BigInteger, nullable=False),
+    PrimaryKeyConstraint("org_id", "id"),
+    ForeignKeyConstraint(["org_id"], ["organizations.id"], ondelete="CASCADE"),
+)
+
+# Bumped whenever a node or edge appears, so app nodes know when to rebuild their in-memory
+# graph of the organization.
+graph_versions = Table(
+    "graph_versions",
+    metadata,
+    Column("org_id", String(ID), nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("changed_us", BigInteger, nullable=False),
+    PrimaryKeyConstraint("org_id"),
+    ForeignKeyConstraint(["org_id"], ["organizations.id"], ondelete="CASCADE"),
+)
+
+# Number of latency buckets in graph_minutes (graph/stats.py gives their bounds).
+LATENCY_BUCKETS = 32
+
+# Per minute, per edge (the caller's view) or per service node (its SERVER and CONSUMER
+# spans): calls, errors, and a latency histogram. Fixed bucket columns let every app node add
+# to the same row in one atomic INSERT ... ON CONFLICT DO UPDATE, on SQLite and PostgreSQL.
+graph_minutes = Table(
+    "graph_minutes",
+    metadata,
+    Column("org_id", String(ID), nullable=False),
+    Column("subject_id", String(ID), nullable=False),  # an edge id or a node id
+    Column("minute_us", BigInteger, nullable=False),
+    Column("calls", BigInteger, nullable=False),
+    Column("errors", BigInteger, nullable=False),
+    Column("duration_ms", Float, nullable=False),  # the sum, for the mean
+    *(Column(f"b{i:02d}", BigInteger, nullable=False) for i in range(LATENCY_BUCKETS)),
+    PrimaryKeyConstraint("org_id", "subject_id", "minute_us"),
+    ForeignKeyConstraint(["org_id"], ["organizations.id"], ondelete="CASCADE"),
+    Index(None, "minute_us"),
+)
+
+# Versions seen per service node: a new one is a deployment detected from traces.
+service_versions = Table(
+    "service_versions",
+    metadata,
+    Column("org_id", String(ID), nullable=False),
+    Column("node_id", String(ID), nullable=False),
+    Column("version", String(100), nullable=False),
+    Column("first_seen_us", BigInteger, nullable=False),
+    PrimaryKeyConstraint("org_id", "node_id", "version"),
+    ForeignKeyConstraint(["org_id"], ["organizations.id"], ondelete="CASCADE"),
+)
+
+# Halves of a call waiting for their other half: a CLIENT span (side "c") or a PRODUCER span
+# (side "p"), keyed by trace id + its span id, or a SERVER or CONSUMER span (side "s"), keyed
+# by trace id + its parent span id. Any app node pairs them; the sweep (graph/pairing.py)
+# settles the rest. `expires_us` is indexed alone: the sweep looks across organizations.
+pending_spans = Table(
+    "pending_spans",
+    metadata,
+    Column("org_id", String(ID), nullable=False),
+    Column("pair_key", String(48), nullable=False),
+    Column("side", String(1), nullable=False),
+    # The half's own span id: a producer's span may have many consumers, each its own half.
+    Column("span_id", String(16), nullable=False),
+    Column("payload", Json, nullable=False),
+    Column("expires_us", BigInteger, nullable=False),
+    PrimaryKeyConstraint("org_id", "pair_key", "side", "span_id"),
+    ForeignKeyConstraint(["org_id"], ["organizations.id"], ondelete="CASCADE"),
+    Index(None, "expires_us"),
 )

@@ -1,0 +1,96 @@
+"""The architecture graph's vocabulary: node kinds, edge kinds, and the node and edge records.
+
+An edge points from the one that depends to the one it depends on: `checkout -calls->
+payments`, `orders -reads_writes-> postgresql`, `orders -publishes-> order-events`,
+`shipping -consumes-> order-events`. "Downstream" follows edges, "upstream" goes against
+them, and the blast radius of a node is everything upstream of it. Requests and messages
+flow along edges too, except `consumes`, where the message flows from the topic to the
+consumer: `find_path` follows that flow.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+__all__ = [
+    "DEFAULT_ENVIRONMENT",
+    "EDGE_KINDS",
+    "NODE_KINDS",
+    "Edge",
+    "EdgeKind",
+    "Node",
+    "NodeKind",
+    "edge_id",
+    "node_id",
+]
+
+NodeKind = Literal[
+    "service",
+    "database",
+    "cache",
+    "queue",
+    "topic",
+    "external_api",
+    # Kinds that later sources (Kubernetes, GitHub/GitLab, Backstage) add.
+    "endpoint",
+    "repository",
+    "team",
+    "cluster",
+    "namespace",
+    "workload",
+    "environment",
+]
+NODE_KINDS: tuple[NodeKind, ...] = get_args(NodeKind)
+
+EdgeKind = Literal[
+    "calls",
+    "reads_writes",
+    "publishes",
+    "consumes",
+    "depends_on",
+    "owned_by",
+    "runs_in",
+    "part_of",
+]
+EDGE_KINDS: tuple[EdgeKind, ...] = get_args(EdgeKind)
+
+# Where a span without `deployment.environment.name` is placed.
+DEFAULT_ENVIRONMENT = "default"
+
+# Node and edge ids are derived from what they are, so that any app node computes the same
+# id for the same thing without asking the database first.
+_NAMESPACE = uuid.UUID("6f1c54d4-5a55-4d0b-9d43-5f6f4f0a7c11")
+
+
+def node_id(org_id: str, kind: str, environment: str, name: str) -> str:
+    return str(uuid.uuid5(_NAMESPACE, f"{org_id}\x1f{kind}\x1f{environment}\x1f{name}"))
+
+
+def edge_id(org_id: str, source_id: str, target_id: str, kind: str) -> str:
+    return str(uuid.uuid5(_NAMESPACE, f"{org_id}\x1f{source_id}\x1f{target_id}\x1f{kind}"))
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    id: str
+    kind: NodeKind
+    name: str
+    environment: str
+    first_seen_us: int
+    last_seen_us: int
+    attributes: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    sources: tuple[str, ...] = ("otel",)
+
+
+@dataclass(frozen=True, slots=True)
+class Edge:
+    id: str
+    source_id: str
+    target_id: str
+    kind: EdgeKind
+    first_seen_us: int
+    last_seen_us: int
+    attributes: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    sources: tuple[str, ...] = ("otel",)

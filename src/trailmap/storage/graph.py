@@ -1,0 +1,368 @@
+"""The graph's queries: nodes, edges, per-minute statistics, versions and pending span halves.
+
+Writes are shaped so that any number of app nodes can record the same node, edge or minute
+at once: inserts that ignore a conflict, updates guarded by what they change, and additions
+done by the database (`calls = calls + excluded.calls`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Row, bindparam, case, delete, func, or_, select, tuple_, update
+
+from trailmap.storage.database import Connection
+from trailmap.storage.dialect import insert_for
+from trailmap.storage.tables import (
+    LATENCY_BUCKETS,
+    graph_edges,
+    graph_minutes,
+    graph_nodes,
+    graph_versions,
+    pending_spans,
+    service_versions,
+)
+
+__all__ = [
+    "BUCKET_COLUMNS",
+    "add_minutes",
+    "add_pending",
+    "bump_version",
+    "claim_expired",
+    "claim_pending",
+    "edge_rows",
+    "find_pending",
+    "graph_version",
+    "minute_totals",
+    "new_versions",
+    "node_rows",
+    "purge_minutes",
+    "traffic",
+    "upsert_edges",
+    "upsert_nodes",
+]
+
+BUCKET_COLUMNS = tuple(f"b{i:02d}" for i in range(LATENCY_BUCKETS))
+# last_seen is kept to the minute: a row is rewritten only when it moves further than this.
+_SEEN_RESOLUTION_US = 60_000_000
+_CHUNK = 500
+
+
+def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _upsert_seen(conn: Connection, table: Any, org_id: str, rows: list[dict[str, Any]]) -> int:
+    """Insert the rows that are new (returning how many), and move first/last seen of the rest."""
+    if not rows:
+        return 0
+    # One statement, many parameter sets: compiled once and cached, sent as executemany
+    # (multi-row VALUES built per call cost more to compile than to run).
+    stmt = (
+        insert_for(conn, table)
+        .on_conflict_do_nothing(index_elements=["org_id", "id"])
+        .returning(table.c.id)
+    )
+    created = set(conn.execute(stmt, [_columns_of(row, org_id) for row in rows]).scalars())
+    older = [row for row in rows if row["id"] not in created]
+    if older:
+        c = table.c
+        moved = (
+            update(table)
+            .where(
+                c.org_id == bindparam("p_org"),
+                c.id == bindparam("p_id"),
+                or_(
+                    c.last_seen_us < bindparam("p_stale"),
+                    c.first_seen_us > bindparam("p_first"),
+                    bindparam("p_force"),
+                ),
+            )
+            .values(
+                first_seen_us=case(
+                    (c.first_seen_us > bindparam("p_first"), bindparam("p_first")),
+                    else_=c.first_seen_us,
+                ),
+                last_seen_us=case(
+                    (c.last_seen_us < bindparam("p_last"), bindparam("p_last")),
+                    else_=c.last_seen_us,
+                ),
+            )
+        )
+        params = [
+            {
+                "p_org": org_id,
+                "p_id": row["id"],
+                "p_first": row["first_seen_us"],
+                "p_last": row["last_seen_us"],
+                "p_stale": row["last_seen_us"] - _SEEN_RESOLUTION_US,
+                "p_force": bool(row.get("force") and row.get("attributes")),
+            }
+            for row in older
+        ]
+        conn.execute(moved, params)
+        refreshed = [row for row in older if row.get("force") and row.get("attributes")]
+        if refreshed:
+            conn.execute(
+                update(table)
+                .where(c.org_id == bindparam("p_org"), c.id == bindparam("p_id"))
+                .values(attributes=bindparam("p_attributes", type_=c.attributes.type)),
+                [
+                    {"p_org": org_id, "p_id": row["id"], "p_attributes": row["attributes"]}
+                    for row in refreshed
+                ],
+            )
+    return len(created)
+
+
+def _columns_of(row: dict[str, Any], org_id: str) -> dict[str, Any]:
+    # `force` (rewrite the attributes of an existing row) is an instruction, not a column.
+    return {**{k: v for k, v in row.items() if k != "force"}, "org_id": org_id}
+
+
+def upsert_nodes(conn: Connection, org_id: str, rows: list[dict[str, Any]]) -> int:
+    """Rows: id, kind, name, environment, attributes, sources, first/last_seen_us, and
+    optionally force=True to rewrite an existing node's attributes. Returns how many are new."""
+    return _upsert_seen(conn, graph_nodes, org_id, rows)
+
+
+def upsert_edges(conn: Connection, org_id: str, rows: list[dict[str, Any]]) -> int:
+    """Rows: id, source_id, target_id, kind, attributes, sources, first/last_seen_us."""
+    return _upsert_seen(conn, graph_edges, org_id, rows)
+
+
+def add_minutes(conn: Connection, org_id: str, rows: list[dict[str, Any]]) -> None:
+    """Rows: subject_id, minute_us, calls, errors, duration_ms, b00..b31; added to what is there."""
+    if not rows:
+        return
+    stmt = insert_for(conn, graph_minutes)
+    added = {
+        name: graph_minutes.c[name] + stmt.excluded[name]
+        for name in ("calls", "errors", "duration_ms", *BUCKET_COLUMNS)
+    }
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["org_id", "subject_id", "minute_us"], set_=added
+        ),
+        [{**row, "org_id": org_id} for row in rows],
+    )
+
+
+def new_versions(
+    conn: Connection, org_id: str, seen: list[tuple[str, str, int]]
+) -> list[tuple[str, str, int, bool]]:
+    """Record (node id, version, first seen); return the new ones, each with whether the
+    service had another version before (a deployment) or this is the first one known."""
+    if not seen:
+        return []
+    stmt = (
+        insert_for(conn, service_versions)
+        .values(
+            [
+                {"org_id": org_id, "node_id": node, "version": version, "first_seen_us": first}
+                for node, version, first in seen
+            ]
+        )
+        .on_conflict_do_nothing(index_elements=["org_id", "node_id", "version"])
+        .returning(service_versions.c.node_id, service_versions.c.version)
+    )
+    created = {(row.node_id, row.version) for row in conn.execute(stmt)}
+    if not created:
+        return []
+    counts: dict[str, int] = dict(
+        conn.execute(
+            select(service_versions.c.node_id, func.count())
+            .where(
+                service_versions.c.org_id == org_id,
+                service_versions.c.node_id.in_({node for node, _ in created}),
+            )
+            .group_by(service_versions.c.node_id)
+        ).all()
+    )
+    fresh_per_node: dict[str, int] = {}
+    for node, _ in created:
+        fresh_per_node[node] = fresh_per_node.get(node, 0) + 1
+    out = []
+    for node, version, first in seen:
+        if (node, version) in created:
+            # The first version ever recorded for a service is when Trailmap began to watch
+            # it, not a deployment; when several arrive at once, all but the oldest are.
+            earlier = counts.get(node, 0) > fresh_per_node[node] or any(
+                other_node == node and other_first < first
+                for other_node, _, other_first in seen
+                if (other_node, _) in created
+            )
+            out.append((node, version, first, earlier))
+    return out
+
+
+def bump_version(conn: Connection, org_id: str, now_us: int) -> None:
+    stmt = insert_for(conn, graph_versions).values(org_id=org_id, version=1, changed_us=now_us)
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["org_id"],
+            set_={"version": graph_versions.c.version + 1, "changed_us": now_us},
+        )
+    )
+
+
+def graph_version(conn: Connection, org_id: str) -> int:
+    value = conn.execute(
+        select(graph_versions.c.version).where(graph_versions.c.org_id == org_id)
+    ).scalar()
+    return int(value or 0)
+
+
+def claim_pending(
+    conn: Connection, org_id: str, keys: Iterable[str], side: str
+) -> list[tuple[str, dict[str, Any]]]:
+    """Take (delete and return) the waiting halves of `side` with these pair keys."""
+    found: list[tuple[str, dict[str, Any]]] = []
+    for chunk in _chunks(list(keys)):
+        stmt = (
+            delete(pending_spans)
+            .where(
+                pending_spans.c.org_id == org_id,
+                pending_spans.c.side == side,
+                pending_spans.c.pair_key.in_(chunk),
+            )
+            .returning(pending_spans.c.pair_key, pending_spans.c.payload)
+        )
+        found.extend((row.pair_key, row.payload) for row in conn.execute(stmt))
+    return found
+
+
+def find_pending(
+    conn: Connection, org_id: str, keys: Iterable[str], side: str
+) -> list[tuple[str, dict[str, Any]]]:
+    """The waiting halves of `side` with these pair keys, left in place (producers, whose
+    messages may have more consumers to come)."""
+    found: list[tuple[str, dict[str, Any]]] = []
+    p = pending_spans.c
+    for chunk in _chunks(list(keys)):
+        stmt = select(p.pair_key, p.payload).where(
+            p.org_id == org_id, p.side == side, p.pair_key.in_(chunk)
+        )
+        found.extend((row.pair_key, row.payload) for row in conn.execute(stmt))
+    return found
+
+
+def add_pending(
+    conn: Connection,
+    org_id: str,
+    halves: list[tuple[str, str, str, dict[str, Any]]],
+    expires_us: int,
+) -> None:
+    """Halves as (pair key, side, own span id, payload)."""
+    if not halves:
+        return
+    stmt = insert_for(conn, pending_spans).on_conflict_do_nothing(
+        index_elements=["org_id", "pair_key", "side", "span_id"]
+    )
+    conn.execute(
+        stmt,
+        [
+            {
+                "org_id": org_id,
+                "pair_key": key,
+                "side": side,
+                "span_id": span_id,
+                "payload": payload,
+                "expires_us": expires_us,
+            }
+            for key, side, span_id, payload in halves
+        ],
+    )
+
+
+def claim_expired(conn: Connection, now_us: int, *, limit: int, max_pending: int) -> list[Row[Any]]:
+    """Take the halves that waited too long, with any other half of the same key (which a
+    concurrent app node may have stored at the same moment), and the oldest halves of an
+    organization that holds more than `max_pending`."""
+    p = pending_spans.c
+    keys = select(p.org_id, p.pair_key).where(p.expires_us < now_us).order_by(p.expires_us)
+    rows = list(_claim(conn, keys.limit(limit)))
+    crowded = conn.execute(
+        select(p.org_id, func.count()).group_by(p.org_id).having(func.count() > max_pending)
+    ).all()
+    for org_id, count in crowded:
+        oldest = (
+            select(p.org_id, p.pair_key)
+            .where(p.org_id == org_id)
+            .order_by(p.expires_us)
+            .limit(int(count) - max_pending)
+        )
+        rows.extend(_claim(conn, oldest))
+    return rows
+
+
+def _claim(conn: Connection, keys: Any) -> Iterable[Any]:
+    p = pending_spans.c
+    # Materialized first: SQLite and PostgreSQL both refuse a LIMIT inside IN on some paths.
+    chosen = [tuple(row) for row in conn.execute(keys)]
+    for chunk in _chunks(chosen):
+        yield from conn.execute(
+            delete(pending_spans)
+            .where(tuple_(p.org_id, p.pair_key).in_(chunk))
+            .returning(p.org_id, p.pair_key, p.side, p.payload)
+        )
+
+
+def node_rows(conn: Connection, org_id: str) -> list[Row[Any]]:
+    return list(conn.execute(select(graph_nodes).where(graph_nodes.c.org_id == org_id)))
+
+
+def edge_rows(conn: Connection, org_id: str) -> list[Row[Any]]:
+    return list(conn.execute(select(graph_edges).where(graph_edges.c.org_id == org_id)))
+
+
+def minute_totals(
+    conn: Connection, org_id: str, subject_ids: Sequence[str], from_us: int, to_us: int
+) -> dict[str, tuple[int, int, float, list[int]]]:
+    """Per subject: calls, errors, summed duration and the latency histogram over a range."""
+    m = graph_minutes.c
+    out: dict[str, tuple[int, int, float, list[int]]] = {}
+    for chunk in _chunks(list(subject_ids)):
+        stmt = (
+            select(
+                m.subject_id,
+                func.sum(m.calls),
+                func.sum(m.errors),
+                func.sum(m.duration_ms),
+                *(func.sum(m[name]) for name in BUCKET_COLUMNS),
+            )
+            .where(
+                m.org_id == org_id,
+                m.subject_id.in_(chunk),
+                m.minute_us >= from_us,
+                m.minute_us < to_us,
+            )
+            .group_by(m.subject_id)
+        )
+        for row in conn.execute(stmt):
+            values = tuple(row)
+            out[values[0]] = (
+                int(values[1]),
+                int(values[2]),
+                float(values[3]),
+                [int(v) for v in values[4:]],
+            )
+    return out
+
+
+def traffic(conn: Connection, org_id: str, from_us: int, to_us: int) -> dict[str, int]:
+    """Calls per subject (edge or node) over a range."""
+    m = graph_minutes.c
+    stmt = (
+        select(m.subject_id, func.sum(m.calls))
+        .where(m.org_id == org_id, m.minute_us >= from_us, m.minute_us < to_us)
+        .group_by(m.subject_id)
+    )
+    return {subject: int(calls) for subject, calls in conn.execute(stmt)}
+
+
+def purge_minutes(conn: Connection, before_us: int) -> int:
+    result = conn.execute(delete(graph_minutes).where(graph_minutes.c.minute_us < before_us))
+    return int(result.rowcount or 0)
