@@ -1,0 +1,433 @@
+"""The graph's questions as the REST API and the MCP tools ask them.
+
+Each function takes what a person or a model says (node names, time expressions), answers
+from the organization's in-memory graph (graph/snapshots.py) and statistics from the
+database, and returns plain JSON-ready dictionaries: the faces only render them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import anyio.to_thread
+
+from trailmap import clock
+from trailmap.accounts.principal import Principal
+from trailmap.errors import NotFound, ValidationFailed
+from trailmap.graph import algorithms as algo
+from trailmap.graph.memory import GraphSnapshot
+from trailmap.graph.model import EDGE_KINDS, NODE_KINDS, Edge, Node
+from trailmap.graph.snapshots import snapshot_for
+from trailmap.graph.stats import Stats
+from trailmap.storage import Database
+from trailmap.storage import graph as store
+from trailmap.timeline import queries as timeline
+from trailmap.timeline.times import TimeExpressionError, parse_time_expression, resolve_timezone
+
+__all__ = [
+    "Format",
+    "GraphQuery",
+    "find_path",
+    "get_impact",
+    "get_node",
+    "rank_critical_services",
+    "search_nodes",
+    "traverse_dependencies",
+]
+
+Format = Literal["json", "mermaid"]
+_HOUR_US = 3_600_000_000
+_MAX_DEPTH = 10
+_MAX_RESULTS = 200
+
+
+@dataclass(frozen=True, slots=True)
+class GraphQuery:
+    """What every graph question shares: who asks, about which moment, in which format."""
+
+    principal: Principal
+    at: str | None = None
+    format: Format = "json"
+    stale_after_days: int = 7
+    default_timezone: str = "UTC"
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    snapshot: GraphSnapshot
+    moment: datetime
+    as_of: str | None  # the time asked for, when it was not now
+
+
+async def _context(db: Database, q: GraphQuery) -> _Context:
+    now = clock.now()
+    moment = now
+    if q.at not in (None, "", "now"):
+        try:
+            tz = resolve_timezone(None, default=q.default_timezone)
+            moment = parse_time_expression(str(q.at), now=now, tz=tz)
+        except (TimeExpressionError, ValueError) as error:
+            raise ValidationFailed.field("at", str(error)) from None
+        moment = min(moment, now)
+    snapshot = await snapshot_for(
+        db,
+        q.principal.org_id,
+        at_us=None if moment is now else clock.to_us(moment),
+        stale_after_us=q.stale_after_days * 24 * _HOUR_US,
+    )
+    return _Context(snapshot, moment, None if moment is now else moment.isoformat())
+
+
+def _check_kinds(name: str, values: Sequence[str] | None, known: Sequence[str]) -> None:
+    for value in values or ():
+        if value not in known:
+            raise ValidationFailed.field(name, f"{value!r} is not one of {', '.join(known)}")
+
+
+def _brief(node: Node) -> dict[str, Any]:
+    return {"name": node.name, "kind": node.kind, "environment": node.environment}
+
+
+def _resolve(snapshot: GraphSnapshot, ref: str, environment: str | None, what: str) -> Node:
+    """A node from what the caller calls it: an id, a name, or something close to a name."""
+    ref = (ref or "").strip()
+    if not ref:
+        raise ValidationFailed.field(what, "name a node, e.g. checkout")
+    if ref in snapshot:
+        return snapshot.node(ref)
+    folded = ref.casefold()
+    exact = [
+        n
+        for n in snapshot.nodes
+        if n.name.casefold() == folded and environment in (None, n.environment)
+    ]
+    if exact:
+        return _preferred(exact)
+    matches = algo.search(snapshot, ref, environment=environment, limit=5)
+    if matches:
+        best = [m for m in matches if m.score == matches[0].score]
+        if len({m.node.name for m in best}) == 1:
+            return _preferred([m.node for m in best])
+    hint = ", ".join(sorted({m.node.name for m in matches})) if matches else None
+    where = f" in environment {environment}" if environment else ""
+    raise NotFound(
+        f"No node named {ref!r}{where}."
+        + (f" Did you mean: {hint}?" if hint else " Use search_nodes to find names.")
+    )
+
+
+def _preferred(nodes: Sequence[Node]) -> Node:
+    # The same name in several environments: production first, then the most recently seen.
+    return max(nodes, key=lambda n: (n.environment == "production", n.last_seen_us, n.name))
+
+
+async def _edge_stats(
+    db: Database, org_id: str, edges: Sequence[Edge], moment: datetime
+) -> dict[str, dict[str, Any]]:
+    if not edges:
+        return {}
+    to_us = clock.to_us(moment)
+    totals = await db.read(
+        store.minute_totals, org_id, [e.id for e in edges], to_us - _HOUR_US, to_us
+    )
+    return {subject: _summary(values) for subject, values in totals.items()}
+
+
+def _summary(values: tuple[int, int, float, list[int]]) -> dict[str, Any]:
+    calls, errors, duration, buckets = values
+    return Stats(calls, errors, duration, buckets).summary(60)
+
+
+def _edge_line(
+    snapshot: GraphSnapshot, edge: Edge, stats: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    line: dict[str, Any] = {
+        "from": snapshot.node(edge.source_id).name,
+        "to": snapshot.node(edge.target_id).name,
+        "kind": edge.kind,
+    }
+    figures = stats.get(edge.id)
+    if figures:
+        line.update(
+            calls=figures["calls"],
+            errors=figures["errors"],
+            calls_per_minute=figures["calls_per_minute"],
+            error_rate=figures["error_rate"],
+            p95_ms=figures["p95_ms"],
+        )
+    return line
+
+
+def _finish(
+    ctx: _Context, q: GraphQuery, data: dict[str, Any], nodes: Sequence[str], edges: Sequence[str]
+) -> dict[str, Any]:
+    if ctx.as_of:
+        data["as_of"] = ctx.as_of
+    if q.format == "mermaid":
+        data["mermaid"] = algo.mermaid(ctx.snapshot, nodes, edges)
+    return data
+
+
+async def search_nodes(
+    db: Database,
+    q: GraphQuery,
+    query: str,
+    *,
+    kinds: Sequence[str] | None = None,
+    environment: str | None = None,
+    limit: int = 10,
+) -> dict[str, Any]:
+    _check_kinds("kinds", kinds, NODE_KINDS)
+    if not 1 <= limit <= 100:
+        raise ValidationFailed.field("limit", "must be between 1 and 100")
+    ctx = await _context(db, q)
+    matches = algo.search(ctx.snapshot, query, kinds=kinds, environment=environment, limit=limit)
+    data = {
+        "query": query,
+        "nodes": [
+            {**_brief(m.node), "match": m.reason, "score": round(m.score, 2)} for m in matches
+        ],
+        "total_nodes": len(ctx.snapshot.nodes),
+    }
+    return _finish(ctx, q, data, [m.node.id for m in matches], [])
+
+
+async def get_node(
+    db: Database, q: GraphQuery, node: str, *, environment: str | None = None
+) -> dict[str, Any]:
+    ctx = await _context(db, q)
+    snapshot = ctx.snapshot
+    found = _resolve(snapshot, node, environment, "node")
+    ins, outs = snapshot.in_edges(found.id), snapshot.out_edges(found.id)
+    stats = await _edge_stats(db, q.principal.org_id, [*ins, *outs], ctx.moment)
+    to_us = clock.to_us(ctx.moment)
+    own = await db.read(
+        store.minute_totals, q.principal.org_id, [found.id], to_us - _HOUR_US, to_us
+    )
+    last_hour: dict[str, Any] | None
+    if found.id in own:
+        last_hour = _summary(own[found.id])
+    else:
+        # A node that serves nothing itself (a database, a topic): what its callers saw.
+        parts = [stats[e.id] for e in ins if e.id in stats]
+        last_hour = _merged(parts) if parts else None
+    data: dict[str, Any] = {
+        **_brief(found),
+        "id": found.id,
+        "first_seen": clock.from_us(found.first_seen_us).isoformat(),
+        "last_seen": clock.from_us(found.last_seen_us).isoformat(),
+        "sources": list(found.sources),
+        "attributes": found.attributes,
+        "last_hour": last_hour,
+        "upstream": [_edge_line(snapshot, e, stats) for e in _by_name(snapshot, ins, "source")],
+        "downstream": [_edge_line(snapshot, e, stats) for e in _by_name(snapshot, outs, "target")],
+    }
+    if found.kind != "service":
+        data["connected_services"] = sorted(
+            {
+                snapshot.node(e.source_id).name
+                for e in ins
+                if snapshot.node(e.source_id).kind == "service"
+            }
+        )
+    if node not in (found.name, found.id):
+        data["matched"] = f"{node!r} was taken to mean {found.name!r}"
+    data["recent_changes"] = await _recent_changes(db, q, found, ctx.moment)
+    return _finish(
+        ctx,
+        q,
+        data,
+        [found.id, *(e.source_id for e in ins), *(e.target_id for e in outs)],
+        [e.id for e in (*ins, *outs)],
+    )
+
+
+def _merged(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    calls = sum(p["calls"] for p in parts)
+    errors = sum(p["errors"] for p in parts)
+    return {
+        "calls": calls,
+        "calls_per_minute": round(calls / 60, 2),
+        "errors": errors,
+        "error_rate": round(errors / calls, 4) if calls else None,
+        "p95_ms": max((p["p95_ms"] or 0 for p in parts), default=None),
+    }
+
+
+def _by_name(snapshot: GraphSnapshot, edges: Sequence[Edge], end: str) -> list[Edge]:
+    def key(edge: Edge) -> tuple[str, str]:
+        other = edge.source_id if end == "source" else edge.target_id
+        return snapshot.node(other).name, edge.kind
+
+    return sorted(edges, key=key)
+
+
+async def _recent_changes(
+    db: Database, q: GraphQuery, node: Node, moment: datetime
+) -> list[dict[str, Any]]:
+    if node.kind != "service":
+        return []
+    query = timeline.EventQuery(
+        from_=(moment - timedelta(days=1)).isoformat(),
+        to=moment.isoformat(),
+        services=[node.name],
+        limit=10,
+    )
+    page = await timeline.query_events(db, q.principal, query, default_timezone=q.default_timezone)
+    keep = ("id", "time", "time_relative", "type", "version", "subject", "description", "source")
+    return [{k: e[k] for k in keep if e.get(k) is not None} for e in page.events]
+
+
+async def traverse_dependencies(
+    db: Database,
+    q: GraphQuery,
+    node: str,
+    *,
+    direction: algo.Direction = "downstream",
+    max_depth: int = 3,
+    edge_kinds: Sequence[str] | None = None,
+    node_kinds: Sequence[str] | None = None,
+    environment: str | None = None,
+) -> dict[str, Any]:
+    _check_kinds("edge_kinds", edge_kinds, EDGE_KINDS)
+    _check_kinds("node_kinds", node_kinds, NODE_KINDS)
+    if not 1 <= max_depth <= _MAX_DEPTH:
+        raise ValidationFailed.field("max_depth", f"must be between 1 and {_MAX_DEPTH}")
+    ctx = await _context(db, q)
+    start = _resolve(ctx.snapshot, node, environment, "node")
+    walk = algo.traverse(
+        ctx.snapshot,
+        start.id,
+        direction=direction,
+        max_depth=max_depth,
+        edge_kinds=edge_kinds,
+        node_kinds=node_kinds,
+    )
+    reached = walk.nodes[:_MAX_RESULTS]
+    stats = await _edge_stats(db, q.principal.org_id, walk.edges, ctx.moment)
+    data = {
+        "start": _brief(start),
+        "direction": direction,
+        "max_depth": max_depth,
+        "nodes": [{**_brief(r.node), "depth": r.depth} for r in reached],
+        "edges": [_edge_line(ctx.snapshot, e, stats) for e in walk.edges],
+        "truncated": len(walk.nodes) > len(reached),
+    }
+    return _finish(ctx, q, data, [r.node.id for r in reached], [e.id for e in walk.edges])
+
+
+async def find_path(
+    db: Database,
+    q: GraphQuery,
+    from_: str,
+    to: str,
+    *,
+    max_paths: int = 3,
+    environment: str | None = None,
+) -> dict[str, Any]:
+    if not 1 <= max_paths <= 10:
+        raise ValidationFailed.field("max_paths", "must be between 1 and 10")
+    ctx = await _context(db, q)
+    source = _resolve(ctx.snapshot, from_, environment, "from")
+    target = _resolve(ctx.snapshot, to, environment, "to")
+    paths = algo.find_paths(ctx.snapshot, source.id, target.id, max_paths=max_paths)
+    reverse = False
+    if not paths:
+        paths = algo.find_paths(ctx.snapshot, target.id, source.id, max_paths=max_paths)
+        reverse = bool(paths)
+    edges = [e for p in paths for e in p.edges]
+    stats = await _edge_stats(db, q.principal.org_id, edges, ctx.moment)
+    data: dict[str, Any] = {
+        "from": _brief(source),
+        "to": _brief(target),
+        "paths": [
+            {
+                "hops": len(p.edges),
+                "nodes": [n.name for n in p.nodes],
+                "edges": [_edge_line(ctx.snapshot, e, stats) for e in p.edges],
+            }
+            for p in paths
+        ],
+    }
+    if reverse:
+        data["note"] = (
+            f"Nothing flows from {source.name} to {target.name}; these paths go the other way."
+        )
+    elif not paths:
+        data["note"] = f"No path connects {source.name} and {target.name} in either direction."
+    ids = [n.id for p in paths for n in p.nodes] or [source.id, target.id]
+    return _finish(ctx, q, data, ids, [e.id for e in edges])
+
+
+async def get_impact(
+    db: Database, q: GraphQuery, node: str, *, environment: str | None = None
+) -> dict[str, Any]:
+    ctx = await _context(db, q)
+    failed = _resolve(ctx.snapshot, node, environment, "node")
+    impacted = algo.impact(ctx.snapshot, failed.id)
+    services = [i for i in impacted if i.node.kind == "service"]
+    shown = impacted[:_MAX_RESULTS]
+    data = {
+        "node": _brief(failed),
+        "impacted_count": len(impacted),
+        "impacted_services": len(services),
+        "max_depth": max((i.depth for i in impacted), default=0),
+        "impacted": [
+            {
+                **_brief(i.node),
+                "depth": i.depth,
+                "via": i.via.name,
+                "edge": i.edge.kind,
+                "share_of_traffic": None if i.share is None else round(i.share, 3),
+            }
+            for i in shown
+        ],
+        "truncated": len(impacted) > len(shown),
+    }
+    return _finish(
+        ctx, q, data, [failed.id, *(i.node.id for i in shown)], [i.edge.id for i in shown]
+    )
+
+
+async def rank_critical_services(
+    db: Database,
+    q: GraphQuery,
+    *,
+    by: algo.RankBy = "dependents",
+    limit: int = 10,
+    environment: str | None = None,
+) -> dict[str, Any]:
+    if not 1 <= limit <= 100:
+        raise ValidationFailed.field("limit", "must be between 1 and 100")
+    ctx = await _context(db, q)
+    # Ranked over every environment at once, then filtered: cheap, and computed once.
+    # A first ranking of a large graph takes seconds (betweenness): off the event loop.
+    ranked = await anyio.to_thread.run_sync(
+        lambda: algo.rank(ctx.snapshot, by=by, limit=len(ctx.snapshot.nodes))
+    )
+    if environment:
+        ranked = [r for r in ranked if r.node.environment == environment]
+    top = ranked[:limit]
+    everyone = len(ctx.snapshot.nodes)
+    dependents = {
+        r.node.id: r.score
+        for r in await anyio.to_thread.run_sync(
+            lambda: algo.rank(ctx.snapshot, by="dependents", limit=everyone)
+        )
+    }
+    data = {
+        "by": by,
+        "services": [
+            {
+                **_brief(r.node),
+                "score": round(r.score, 4),
+                "dependents": int(dependents.get(r.node.id, 0)),
+                "direct_dependents": len(ctx.snapshot.in_edges(r.node.id)),
+            }
+            for r in top
+        ],
+    }
+    return _finish(ctx, q, data, [r.node.id for r in top], [])
