@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from trailmap import __version__
 from trailmap.accounts import Principal
-from trailmap.api import events, health, setup
+from trailmap.api import events, graph, health, otlp, setup
 from trailmap.api.context import AppContext
 from trailmap.api.docs import install_docs
 from trailmap.api.errors import install_error_handlers
@@ -24,6 +24,7 @@ from trailmap.api.schemas import CloudEventIn
 from trailmap.console import consent, keys, login
 from trailmap.console.consent import CONSENT_PATH
 from trailmap.errors import Unauthorized
+from trailmap.jobs.pairing import run_pairing_sweeps
 from trailmap.jobs.retention import run_retention_purges
 from trailmap.mcp import McpEndpoint, build_mcp_server
 from trailmap.mcp.http import transport_security
@@ -56,7 +57,10 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     )
 
     mcp_server = build_mcp_server(
-        db, _principal_from_request, default_timezone=settings.default_timezone
+        db,
+        _principal_from_request,
+        default_timezone=settings.default_timezone,
+        graph_stale_after_days=settings.graph_stale_after_days,
     )
     mcp_server.streamable_http_app(
         stateless_http=True, json_response=True, transport_security=transport_security(settings)
@@ -72,6 +76,15 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
                         db, interval_seconds=settings.retention_purge_interval_seconds
                     )
                 )
+            # Halves that waited their time are settled a few times per waiting period.
+            sweep_every = max(1.0, min(10.0, settings.span_pairing_wait_seconds / 3))
+            jobs.start_soon(
+                lambda: run_pairing_sweeps(
+                    db,
+                    interval_seconds=sweep_every,
+                    max_pending=settings.span_pairing_max_pending,
+                )
+            )
             try:
                 yield
             finally:
@@ -101,6 +114,8 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(events.router)
+    app.include_router(otlp.router)
+    app.include_router(graph.router)
     app.include_router(setup.router)
     app.include_router(login.router)
     app.include_router(consent.router)

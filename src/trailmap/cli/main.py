@@ -516,7 +516,12 @@ def mcp_command(state: _State, stdio: bool, api_key: str) -> None:
     async def principal_of(_ctx: Any) -> Any:
         return await authenticate(handle, api_key)
 
-    server = build_mcp_server(handle, principal_of, default_timezone=settings.default_timezone)
+    server = build_mcp_server(
+        handle,
+        principal_of,
+        default_timezone=settings.default_timezone,
+        graph_stale_after_days=settings.graph_stale_after_days,
+    )
     try:
         server.run("stdio")
     finally:
@@ -530,7 +535,8 @@ def mcp_command(state: _State, stdio: bool, api_key: str) -> None:
 @click.option("--org", "org_slug", default="demo", show_default=True)
 @click.pass_obj
 def demo(state: _State, org_slug: str) -> None:
-    """Load the demo organization (a week of changes across a few services)."""
+    """Load the demo organization: a small shop's architecture graph, learned from traces made
+    with the OpenTelemetry SDK, and a week of deployments and other changes."""
     from trailmap.demo import load_demo  # noqa: PLC0415
 
     handle = state.database_handle()

@@ -6,7 +6,6 @@ The REST API calls the same domain functions, so the two cannot disagree.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -20,6 +19,8 @@ from pydantic import Field
 from trailmap import __version__, clock
 from trailmap.accounts import Principal, quotas
 from trailmap.errors import TrailmapError
+from trailmap.mcp.arguments import from_argument as _from_argument
+from trailmap.mcp.graph_tools import register_graph_tools
 from trailmap.storage import Database
 from trailmap.storage import usage as usage_store
 from trailmap.timeline import queries as timeline
@@ -81,24 +82,6 @@ def _count_call(conn: Any, principal: Principal) -> None:
     granted = quotas.check_and_count(conn, principal.org_id, principal.plan, "mcp_calls", 1, now)
     if granted == 0:
         raise quotas.refusal(principal.plan, "mcp_calls", conn, principal.org_id, now)
-
-
-def _from_argument(
-    tool: Callable[..., Awaitable[CallToolResult]],
-) -> Callable[..., Awaitable[CallToolResult]]:
-    """Let a tool take the argument `from`, a Python keyword.
-
-    The parameter is `from_` with the alias `from`: the SDK builds the schema from the
-    signature (which `wraps` keeps) and passes arguments by their alias, renamed here.
-    """
-
-    @functools.wraps(tool)
-    async def with_from(**arguments: Any) -> CallToolResult:
-        if "from" in arguments:
-            arguments["from_"] = arguments.pop("from")
-        return await tool(**arguments)
-
-    return with_from
 
 
 def _tool(mcp: MCPServer) -> Callable[[_Fn], _Fn]:
@@ -167,7 +150,11 @@ def _empty_reason(page_range: Any, org_has_events: bool) -> str:
 
 
 def build_mcp_server(
-    db: Database, principal_of: PrincipalSource, *, default_timezone: str = "UTC"
+    db: Database,
+    principal_of: PrincipalSource,
+    *,
+    default_timezone: str = "UTC",
+    graph_stale_after_days: int = 7,
 ) -> MCPServer:
     """An MCP server with Trailmap's timeline tools, all read-only."""
     mcp = MCPServer(
@@ -179,6 +166,13 @@ def build_mcp_server(
     )
     tools = _Tools(db, principal_of, default_timezone)
     _register(mcp, tools)
+    register_graph_tools(
+        mcp,
+        db,
+        tools.begin,
+        default_timezone=default_timezone,
+        stale_after_days=graph_stale_after_days,
+    )
     return mcp
 
 

@@ -1,0 +1,191 @@
+"""`/api/v1/graph`: the architecture graph's questions over REST, answered by graph/queries.py
+exactly as the MCP tools answer them."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel
+from starlette.responses import Response
+
+from trailmap.api.auth import CurrentPrincipal
+from trailmap.api.context import context_of
+from trailmap.api.responses import ok
+from trailmap.api.schemas import ErrorBody
+from trailmap.graph import queries
+from trailmap.graph.algorithms import Direction, RankBy
+from trailmap.graph.model import EdgeKind, NodeKind
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1/graph", tags=["graph"])
+
+
+class GraphAnswer(BaseModel):
+    success: bool
+    data: dict[str, Any]
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in (
+        (400, "Invalid input: each problem is listed in details, with its field"),
+        (401, "Missing, malformed, revoked or expired API key"),
+        (404, "No node by that name (the message suggests close names)"),
+        (503, "The database is not answering; retry after Retry-After seconds"),
+    )
+}
+
+At = Annotated[
+    str | None,
+    Query(description="The graph as it was at this time: -2h, -7d, ISO 8601 (default now)"),
+]
+Format = Annotated[
+    queries.Format,
+    Query(description="json, or mermaid to add a Mermaid flowchart of the answer"),
+]
+Environment = Annotated[
+    str | None,
+    Query(description="Only this environment (deployment.environment.name), e.g. production"),
+]
+
+
+def _query(request: Request, principal: Any, at: str | None, fmt: queries.Format) -> Any:
+    ctx = context_of(request)
+    return ctx.db, queries.GraphQuery(
+        principal=principal,
+        at=at,
+        format=fmt,
+        stale_after_days=ctx.settings.graph_stale_after_days,
+        default_timezone=ctx.settings.default_timezone,
+    )
+
+
+@router.get("/nodes", summary="Find nodes by name", response_model=GraphAnswer, responses=_ERRORS)
+async def search_nodes(
+    request: Request,
+    principal: CurrentPrincipal,
+    query: Annotated[str, Query(min_length=1, max_length=200, description="A name or part")],
+    kind: Annotated[list[NodeKind] | None, Query(description="Node kinds")] = None,
+    environment: Environment = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 10,
+    at: At = None,
+    format: Format = "json",  # noqa: A002 - the parameter is called format in the interface
+) -> Response:
+    db, q = _query(request, principal, at, format)
+    return ok(
+        await queries.search_nodes(db, q, query, kinds=kind, environment=environment, limit=limit)
+    )
+
+
+@router.get(
+    "/nodes/{node}",
+    summary="One node: attributes, upstream and downstream edges with statistics, changes",
+    response_model=GraphAnswer,
+    responses=_ERRORS,
+)
+async def get_node(
+    request: Request,
+    principal: CurrentPrincipal,
+    node: str,
+    environment: Environment = None,
+    at: At = None,
+    format: Format = "json",  # noqa: A002
+) -> Response:
+    db, q = _query(request, principal, at, format)
+    return ok(await queries.get_node(db, q, node, environment=environment))
+
+
+@router.get(
+    "/nodes/{node}/dependencies",
+    summary="Walk the dependencies of a node, downstream, upstream or both",
+    response_model=GraphAnswer,
+    responses=_ERRORS,
+)
+async def traverse_dependencies(
+    request: Request,
+    principal: CurrentPrincipal,
+    node: str,
+    direction: Direction = "downstream",
+    max_depth: Annotated[int, Query(ge=1, le=10)] = 3,
+    edge_kind: Annotated[list[EdgeKind] | None, Query(description="Edge kinds to walk")] = None,
+    node_kind: Annotated[list[NodeKind] | None, Query(description="Node kinds shown")] = None,
+    environment: Environment = None,
+    at: At = None,
+    format: Format = "json",  # noqa: A002
+) -> Response:
+    db, q = _query(request, principal, at, format)
+    return ok(
+        await queries.traverse_dependencies(
+            db,
+            q,
+            node,
+            direction=direction,
+            max_depth=max_depth,
+            edge_kinds=edge_kind,
+            node_kinds=node_kind,
+            environment=environment,
+        )
+    )
+
+
+@router.get(
+    "/nodes/{node}/impact",
+    summary="The blast radius: everything that depends on the node, transitively",
+    response_model=GraphAnswer,
+    responses=_ERRORS,
+)
+async def get_impact(
+    request: Request,
+    principal: CurrentPrincipal,
+    node: str,
+    environment: Environment = None,
+    at: At = None,
+    format: Format = "json",  # noqa: A002
+) -> Response:
+    db, q = _query(request, principal, at, format)
+    return ok(await queries.get_impact(db, q, node, environment=environment))
+
+
+@router.get(
+    "/paths",
+    summary="The paths requests and messages take from one node to another",
+    response_model=GraphAnswer,
+    responses=_ERRORS,
+)
+async def find_path(
+    request: Request,
+    principal: CurrentPrincipal,
+    from_: Annotated[str, Query(alias="from", min_length=1, max_length=300)],
+    to: Annotated[str, Query(min_length=1, max_length=300)],
+    max_paths: Annotated[int, Query(ge=1, le=10)] = 3,
+    environment: Environment = None,
+    at: At = None,
+    format: Format = "json",  # noqa: A002
+) -> Response:
+    db, q = _query(request, principal, at, format)
+    return ok(
+        await queries.find_path(db, q, from_, to, max_paths=max_paths, environment=environment)
+    )
+
+
+@router.get(
+    "/critical",
+    summary="The most critical services, by dependents, betweenness, PageRank or traffic",
+    response_model=GraphAnswer,
+    responses=_ERRORS,
+)
+async def rank_critical_services(
+    request: Request,
+    principal: CurrentPrincipal,
+    by: RankBy = "dependents",
+    limit: Annotated[int, Query(ge=1, le=100)] = 10,
+    environment: Environment = None,
+    at: At = None,
+    format: Format = "json",  # noqa: A002
+) -> Response:
+    db, q = _query(request, principal, at, format)
+    return ok(
+        await queries.rank_critical_services(db, q, by=by, limit=limit, environment=environment)
+    )

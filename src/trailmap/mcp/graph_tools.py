@@ -1,0 +1,297 @@
+"""The MCP tools that ask the architecture graph: search_nodes, get_node,
+traverse_dependencies, find_path, get_impact, rank_critical_services.
+
+Each calls the function of graph/queries.py that the REST API calls, and writes a few lines
+of text beside the structured answer; with format="mermaid" the text is the diagram.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Literal
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import Field
+
+from trailmap.accounts import Principal
+from trailmap.errors import TrailmapError
+from trailmap.graph import queries
+from trailmap.graph.model import EdgeKind, NodeKind
+from trailmap.mcp.arguments import from_argument
+from trailmap.storage import Database
+
+__all__ = ["register_graph_tools"]
+
+_READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, open_world_hint=False)
+
+At = Annotated[
+    str | None,
+    Field(description='The graph as it was at this time ("-2h", "-7d", ISO 8601); default now.'),
+]
+Format = Annotated[
+    Literal["json", "mermaid"],
+    Field(description='"mermaid" adds a Mermaid flowchart of the answer that can be shown.'),
+]
+Environment = Annotated[
+    str | None,
+    Field(
+        description='Only this environment, e.g. "production"; default: any (production '
+        "preferred when a name exists in several)."
+    ),
+]
+NodeName = Annotated[
+    str,
+    Field(
+        description='A node name as search_nodes gives it, e.g. "checkout"; close '
+        "spellings are accepted.",
+        max_length=300,
+    ),
+]
+
+
+def _result(data: dict[str, Any], text: str) -> CallToolResult:
+    if "mermaid" in data:
+        text += "\n\n```mermaid\n" + data["mermaid"] + "\n```"
+    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=data)
+
+
+def _edge_text(edge: dict[str, Any]) -> str:
+    line = f"{edge['from']} -{edge['kind']}-> {edge['to']}"
+    if edge.get("calls_per_minute") is not None:
+        line += f" ({edge['calls_per_minute']}/min"
+        if edge.get("error_rate"):
+            line += f", {edge['error_rate']:.1%} errors"
+        if edge.get("p95_ms") is not None:
+            line += f", p95 {edge['p95_ms']} ms"
+        line += ")"
+    return line
+
+
+def _name(node: dict[str, Any]) -> str:
+    return f"{node['name']} ({node['kind']}, {node['environment']})"
+
+
+def register_graph_tools(  # noqa: PLR0915 - one tool per block
+    mcp: MCPServer,
+    db: Database,
+    begin: Callable[[Context], Awaitable[Principal]],
+    *,
+    default_timezone: str,
+    stale_after_days: int = 7,
+) -> None:
+    def tool(fn: Callable[..., Awaitable[CallToolResult]]) -> None:
+        description = " ".join((fn.__doc__ or "").split())
+        mcp.tool(description=description, annotations=_READ_ONLY)(fn)
+
+    async def ask(ctx: Context, at: str | None, fmt: str) -> queries.GraphQuery:
+        principal = await begin(ctx)
+        return queries.GraphQuery(
+            principal=principal,
+            at=at,
+            format="mermaid" if fmt == "mermaid" else "json",
+            stale_after_days=stale_after_days,
+            default_timezone=default_timezone,
+        )
+
+    async def answer(work: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+        try:
+            return await work
+        except TrailmapError as error:
+            raise ToolError(error.message) from None
+
+    @tool
+    async def search_nodes(
+        ctx: Context,
+        query: Annotated[str, Field(description="A name or part of one.", max_length=200)],
+        kinds: Annotated[list[NodeKind] | None, Field(description="Node kinds.")] = None,
+        environment: Environment = None,
+        limit: Annotated[int, Field(ge=1, le=100)] = 10,
+        at: At = None,
+        format: Format = "json",  # noqa: A002 - the argument is called format
+    ) -> CallToolResult:
+        """Find services, databases, caches, queues, topics and external APIs in the
+        architecture graph by name (forgiving: "order service" finds "orders"). Use it to
+        learn the exact names before the other graph tools."""
+        q = await ask(ctx, at, format)
+        data = await answer(
+            queries.search_nodes(db, q, query, kinds=kinds, environment=environment, limit=limit)
+        )
+        lines = [f"- {_name(n)} [{n['match']}]" for n in data["nodes"]]
+        text = "\n".join(lines) or (
+            f"No node matches {query!r} among {data['total_nodes']} nodes."
+            + (
+                " The graph is empty: send traces to /api/v1/otlp."
+                if not data["total_nodes"]
+                else ""
+            )
+        )
+        return _result(data, text)
+
+    @tool
+    async def get_node(
+        ctx: Context,
+        node: NodeName,
+        environment: Environment = None,
+        at: At = None,
+        format: Format = "json",  # noqa: A002
+    ) -> CallToolResult:
+        """One node of the architecture graph: its attributes, what calls it (upstream) and
+        what it calls (downstream) with calls/min, error rate and p95 latency over the last
+        hour, its own last-hour figures, and its recent changes. For a database, cache or
+        topic it lists the services that connect to it ("which services use PostgreSQL?")."""
+        q = await ask(ctx, at, format)
+        data = await answer(queries.get_node(db, q, node, environment=environment))
+        lines = [_name(data)]
+        if data.get("matched"):
+            lines.append(data["matched"])
+        if data.get("last_hour"):
+            h = data["last_hour"]
+            lines.append(
+                f"Last hour: {h.get('calls_per_minute')}/min, error rate {h.get('error_rate')}, "
+                f"p95 {h.get('p95_ms')} ms"
+            )
+        if "connected_services" in data:
+            lines.append(
+                "Services connecting to it: " + (", ".join(data["connected_services"]) or "none")
+            )
+        lines.append("Upstream: " + ("; ".join(map(_edge_text, data["upstream"])) or "none"))
+        lines.append("Downstream: " + ("; ".join(map(_edge_text, data["downstream"])) or "none"))
+        changes = data["recent_changes"]
+        if changes:
+            lines.append(
+                "Recent changes: "
+                + "; ".join(
+                    f"{c['time']} {c['type']} {c.get('version', '')}".strip() for c in changes
+                )
+            )
+        return _result(data, "\n".join(lines))
+
+    @tool
+    async def traverse_dependencies(
+        ctx: Context,
+        node: NodeName,
+        direction: Annotated[
+            Literal["downstream", "upstream", "both"],
+            Field(description="downstream: what it depends on; upstream: what depends on it."),
+        ] = "downstream",
+        max_depth: Annotated[int, Field(ge=1, le=10)] = 3,
+        edge_kinds: Annotated[
+            list[EdgeKind] | None, Field(description="Edge kinds to walk.")
+        ] = None,
+        node_kinds: Annotated[list[NodeKind] | None, Field(description="Node kinds shown.")] = None,
+        environment: Environment = None,
+        at: At = None,
+        format: Format = "json",  # noqa: A002
+    ) -> CallToolResult:
+        """Walk the dependencies of a node: everything it depends on (downstream), everything
+        that depends on it (upstream), or both, up to max_depth hops, with the edges and
+        their traffic. Use it for "how do requests flow from the gateway?"."""
+        q = await ask(ctx, at, format)
+        data = await answer(
+            queries.traverse_dependencies(
+                db,
+                q,
+                node,
+                direction=direction,
+                max_depth=max_depth,
+                edge_kinds=edge_kinds,
+                node_kinds=node_kinds,
+                environment=environment,
+            )
+        )
+        lines = [f"{direction} of {_name(data['start'])}, {max_depth} hops:"]
+        lines += [f"- depth {n['depth']}: {_name(n)}" for n in data["nodes"][1:]]
+        lines += ["Edges:"] + [f"- {_edge_text(e)}" for e in data["edges"]]
+        return _result(data, "\n".join(lines))
+
+    @tool
+    @from_argument
+    async def find_path(
+        ctx: Context,
+        from_: Annotated[
+            str, Field(alias="from", description="Where requests start.", max_length=300)
+        ],
+        to: Annotated[str, Field(description="Where they should arrive.", max_length=300)],
+        max_paths: Annotated[int, Field(ge=1, le=10)] = 3,
+        environment: Environment = None,
+        at: At = None,
+        format: Format = "json",  # noqa: A002
+    ) -> CallToolResult:
+        """The paths requests and messages take from one node to another, shortest first,
+        with calls/min, error rate and p95 on each hop. Use it for "how do requests flow from
+        the API gateway to the database?" or "the path between frontend and orders"."""
+        q = await ask(ctx, at, format)
+        data = await answer(
+            queries.find_path(db, q, from_, to, max_paths=max_paths, environment=environment)
+        )
+        lines = [f"From {_name(data['from'])} to {_name(data['to'])}:"]
+        for i, path in enumerate(data["paths"], 1):
+            lines.append(f"{i}. {' -> '.join(path['nodes'])} ({path['hops']} hops)")
+            lines += [f"   {_edge_text(e)}" for e in path["edges"]]
+        if data.get("note"):
+            lines.append(data["note"])
+        return _result(data, "\n".join(lines))
+
+    @tool
+    async def get_impact(
+        ctx: Context,
+        node: NodeName,
+        environment: Environment = None,
+        at: At = None,
+        format: Format = "json",  # noqa: A002
+    ) -> CallToolResult:
+        """The blast radius of a node: every service and component that depends on it,
+        directly or transitively, with its distance, the next hop toward the failed node and
+        the share of its traffic that goes there. Use it for "what breaks if payments goes
+        down?"."""
+        q = await ask(ctx, at, format)
+        data = await answer(queries.get_impact(db, q, node, environment=environment))
+        headline = (
+            f"If {_name(data['node'])} fails: {data['impacted_count']} nodes depend on it "
+            f"({data['impacted_services']} services), up to {data['max_depth']} hops away."
+        )
+        lines = [headline]
+        for i in data["impacted"]:
+            share = i["share_of_traffic"]
+            share_text = f", {share:.0%} of its calls" if share is not None else ""
+            lines.append(f"- depth {i['depth']}: {_name(i)} via {i['via']}{share_text}")
+        return _result(data, "\n".join(lines))
+
+    @tool
+    async def rank_critical_services(
+        ctx: Context,
+        by: Annotated[
+            Literal["dependents", "betweenness", "pagerank", "traffic"],
+            Field(
+                description="dependents: how many depend on it, transitively; betweenness: "
+                "how many dependency chains run through it; pagerank: importance of what "
+                "depends on it; traffic: calls/min in and out."
+            ),
+        ] = "dependents",
+        limit: Annotated[int, Field(ge=1, le=100)] = 10,
+        environment: Environment = None,
+        at: At = None,
+        format: Format = "json",  # noqa: A002
+    ) -> CallToolResult:
+        """The most critical services of the architecture, by one measure. Use it for "what
+        are the most critical services?"."""
+        q = await ask(ctx, at, format)
+        data = await answer(
+            queries.rank_critical_services(db, q, by=by, limit=limit, environment=environment)
+        )
+        lines = [f"Most critical services by {by}:"] + [
+            f"{i}. {_name(s)}: score {s['score']}, {s['dependents']} dependents"
+            for i, s in enumerate(data["services"], 1)
+        ]
+        return _result(data, "\n".join(lines))
+
+    _ = (
+        search_nodes,
+        get_node,
+        traverse_dependencies,
+        find_path,
+        get_impact,
+        rank_critical_services,
+    )
