@@ -1,62 +1,50 @@
-"""The demo organization: a believable week of changes across a few services, to play with."""
+"""The demo organization: a small simulated shop whose architecture graph comes from traces
+made with the OpenTelemetry SDK (demo_traces.py), and a believable week of changes.
+
+Everything goes through the real ingestion paths: the traces through `ingest_traces` (so the
+graph, its statistics and the deployments detected from new versions are derived exactly as
+from a live SDK), the changes through `ingest_events`, as a CI job would push them.
+"""
 
 from __future__ import annotations
 
 import random
-from datetime import timedelta
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timedelta
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from trailmap import clock
 from trailmap.accounts import Principal, create_org, get_org
+from trailmap.demo_traces import DEFAULT_RELEASES, ENVIRONMENT, SERVICES, Release, shop_traces
 from trailmap.errors import Conflict
+from trailmap.graph.ingest import ingest_traces
+from trailmap.graph.pairing import sweep_pending
 from trailmap.storage import Database
+from trailmap.storage import graph as graph_store
 from trailmap.timeline.ingest import ingest_events
 
 __all__ = ["load_demo"]
 
-_SERVICES = ("api-gateway", "checkout", "payments", "orders", "inventory", "search")
-_KINDS = (
-    ("deployment", None, 0.6),
-    ("config-change", "LOW", 0.15),
-    ("feature-flag", "LOW", 0.1),
-    ("rollback", "MAJOR", 0.05),
-    ("incident", "CRITICAL", 0.04),
-    ("data-load", None, 0.06),
+_WEEK = timedelta(days=7)
+# Requests merged into one ingestion call: the demo loads a week at once, and one
+# transaction per few thousand spans is what a Collector's batch would give.
+_MERGE = 24
+_OTHER_CHANGES = (
+    ("config-change", "LOW", "Raised the connection pool of {service} to {n}"),
+    ("feature-flag", "LOW", "Turned on flag new-{service}-flow-{n} for 10% of users"),
+    ("data-load", None, "Loaded the nightly catalogue export ({n}k rows) for {service}"),
+    ("incident", "MAJOR", "Elevated latency on {service}, resolved after {n} minutes"),
 )
 
 
 async def load_demo(db: Database, slug: str = "demo", *, seed: int = 7) -> str:
-    """Create the organization when missing and add a week of events (idempotent by id)."""
+    """Create the organization when missing, with its graph and week of changes (idempotent:
+    events by id, and the traces only into an organization that has no graph yet)."""
     try:
         org = await create_org(db, slug, name="Demo (Acme Shop)")
     except Conflict:
         org = await get_org(db, slug)
-    rng = random.Random(seed)  # noqa: S311 - demo data, not secrets
-    now = clock.now()
-    versions = dict.fromkeys(_SERVICES, 40)
-    events: list[object] = []
-    for n in range(220):
-        service = rng.choice(_SERVICES)
-        kind, severity, _ = rng.choices(_KINDS, weights=[k[2] for k in _KINDS])[0]
-        when = now - timedelta(minutes=rng.randint(5, 7 * 24 * 60))
-        env = "production" if rng.random() < 0.6 else "staging"
-        event: dict[str, object] = {
-            "specversion": "1.0",
-            "id": f"demo-{n}",
-            "type": kind,
-            "source": f"//github.com/acme/{service}",
-            "time": when.isoformat(),
-            "subject": env,
-            "service": service,
-        }
-        if kind == "deployment":
-            versions[service] += 1
-            event["version"] = f"v1.{versions[service]}.0"
-            event["data"] = {"description": f"Deployed {service} v1.{versions[service]}.0 to {env}"}
-        else:
-            event["data"] = {"description": f"{kind.replace('-', ' ').capitalize()} on {service}"}
-        if severity:
-            event["severity"] = severity
-        events.append(event)
     principal = Principal(
         org_id=org.id,
         org_slug=org.slug,
@@ -64,8 +52,71 @@ async def load_demo(db: Database, slug: str = "demo", *, seed: int = 7) -> str:
         retention_days=org.retention_days,
         scope="READ_WRITE",
     )
+    now = clock.now()
+    releases = DEFAULT_RELEASES(now)
+    spans = 0
+    if await db.read(graph_store.graph_version, org.id) == 0:
+        for request in _merged(shop_traces(now - _WEEK, now, releases=releases, seed=seed)):
+            spans += (await ingest_traces(db, principal, request, now=now)).accepted_spans
+        # The demo's halves need not wait: every span of the week is already in.
+        await sweep_pending(db, now_us=clock.to_us(now + timedelta(hours=2)), max_pending=10**6)
+    events: list[object] = list(_changes(releases, now, seed))
     result = await ingest_events(db, principal, events, max_event_bytes=10 * 1024, now=now)
     return (
-        f"demo organization {org.slug}: {len(result.accepted)} events added, "
-        f"{len(result.duplicates)} already there"
+        f"demo organization {org.slug}: {spans:,} spans of traces, "
+        f"{len(result.accepted)} events added, {len(result.duplicates)} already there"
     )
+
+
+def _merged(requests: Iterable[ExportTraceServiceRequest]) -> Iterator[ExportTraceServiceRequest]:
+    batch = ExportTraceServiceRequest()
+    count = 0
+    for request in requests:
+        batch.resource_spans.extend(request.resource_spans)
+        count += 1
+        if count == _MERGE:
+            yield batch
+            batch, count = ExportTraceServiceRequest(), 0
+    if count:
+        yield batch
+
+
+def _changes(releases: list[Release], now: datetime, seed: int) -> Iterator[dict[str, object]]:
+    """Deployments as CI pushes them (one per release, matching the versions in the traces),
+    and the other changes of a week: config, flags, data loads, an incident."""
+    week_ago = now - _WEEK
+    for release in releases:
+        if release.at < week_ago:
+            continue
+        yield {
+            "specversion": "1.0",
+            "id": f"deploy-{release.service}-{release.version}",
+            "type": "deployment",
+            "source": f"//github.com/acme/{release.service}",
+            "time": release.at.isoformat(),
+            "subject": ENVIRONMENT,
+            "service": release.service,
+            "version": release.version,
+            "data": {
+                "description": f"Deployed {release.service} {release.version} to {ENVIRONMENT}",
+                "pipeline": f"https://ci.acme.example/{release.service}/{release.version}",
+            },
+        }
+    rng = random.Random(seed)  # noqa: S311 - demo data, not secrets
+    for n in range(40):
+        kind, severity, text = rng.choice(_OTHER_CHANGES)
+        service = rng.choice(SERVICES)
+        when = now - timedelta(minutes=rng.randint(20, 7 * 24 * 60))
+        event: dict[str, object] = {
+            "specversion": "1.0",
+            "id": f"demo-change-{n}",
+            "type": kind,
+            "source": f"//github.com/acme/{service}",
+            "time": when.isoformat(),
+            "subject": "production" if rng.random() < 0.7 else "staging",
+            "service": service,
+            "data": {"description": text.format(service=service, n=rng.randint(2, 90))},
+        }
+        if severity:
+            event["severity"] = severity
+        yield event
