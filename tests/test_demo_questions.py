@@ -84,6 +84,9 @@ async def test_requests_flow_from_the_api_gateway_to_the_database(
     assert [p["hops"] for p in paths] == sorted(p["hops"] for p in paths)
     assert paths[0]["nodes"] == ["api-gateway", "frontend", "inventory", "postgresql"]
     assert all(edge.get("calls_per_minute") for path in paths for edge in path["edges"])
+    # The way a person puts it: the demo has one database, so "the database" is enough.
+    plain = await _ask(demo_server, "find_path", {"from": "API gateway", "to": "the database"})
+    assert plain["paths"] == paths
 
 
 async def test_the_path_between_the_frontend_and_the_order_service(

@@ -106,6 +106,9 @@ def _resolve(snapshot: GraphSnapshot, ref: str, environment: str | None, what: s
     ]
     if exact:
         return _preferred(exact)
+    by_kind = _by_kind_word(snapshot, folded, environment)
+    if by_kind is not None:
+        return by_kind
     matches = algo.search(snapshot, ref, environment=environment, limit=5)
     if matches:
         best = [m for m in matches if m.score == matches[0].score]
@@ -117,6 +120,28 @@ def _resolve(snapshot: GraphSnapshot, ref: str, environment: str | None, what: s
         f"No node named {ref!r}{where}."
         + (f" Did you mean: {hint}?" if hint else " Use search_nodes to find names.")
     )
+
+
+# What people call a kind of node when there is only one of it: "the database", "db".
+_KIND_WORDS = {
+    **{kind.replace("_", " "): kind for kind in NODE_KINDS},
+    "db": "database",
+    "external api": "external_api",
+}
+
+
+def _by_kind_word(snapshot: GraphSnapshot, folded: str, environment: str | None) -> Node | None:
+    """ "The database" names a node when the graph has one database (per environment)."""
+    kind = _KIND_WORDS.get(folded.removeprefix("the ").strip())
+    if kind is None:
+        return None
+    of_kind = [n for n in snapshot.nodes if n.kind == kind and environment in (None, n.environment)]
+    if len({n.name for n in of_kind}) == 1:
+        return _preferred(of_kind)
+    if of_kind:
+        names = ", ".join(sorted({n.name for n in of_kind})[:10])
+        raise NotFound(f"There are several nodes of kind {kind}: {names}; name one.")
+    return None
 
 
 def _preferred(nodes: Sequence[Node]) -> Node:
