@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import sys
 import time
@@ -33,14 +32,11 @@ from pathlib import Path
 import httpx
 from _common import (
     Backend,
-    backends,
     bench_database,
     create_org_with_key,
-    machine_summary,
-    require_trailmap,
     rss_kib,
+    run_backends,
     start_server,
-    temporary_directory,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -48,7 +44,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span, Status
 
 SPANS_PER_REQUEST = 512
 TARGET = 0.25
-_SERVER, _CLIENT, _PRODUCER, _INTERNAL = 2, 3, 4, 1
+_INTERNAL, _SERVER, _CLIENT = 1, 2, 3
 
 # (service, callee service or None, what the client span carries)
 _CALLS = (
@@ -231,20 +227,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     count = 20 if args.quick else args.requests
     repeat = 1 if args.quick else max(1, args.repeat)
-    require_trailmap()
-    print(machine_summary(), flush=True)
     bodies = make_requests(count)
-    passed = True
-    with temporary_directory() as tmp:
-        for backend in backends(args.backend):
-            passed = run_backend(backend, bodies, args.concurrency, repeat, Path(tmp)) and passed
-    if args.quick:
-        print("otlp: quick sanity run; the target is judged on a full run only")
-        return 0
-    print("otlp: every target met" if passed else "otlp: FAIL, a target was missed")
-    return 0 if passed else 1
+    return run_backends(
+        "otlp",
+        args.backend,
+        lambda backend, tmp: run_backend(backend, bodies, args.concurrency, repeat, tmp),
+        quick=args.quick,
+    )
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TRAILMAP_LOG_LEVEL", "warning")
     sys.exit(main())

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 from starlette.responses import Response
 
+from trailmap.accounts import Principal
 from trailmap.api.auth import CurrentPrincipal
 from trailmap.api.context import context_of
 from trailmap.api.responses import ok
@@ -16,6 +17,7 @@ from trailmap.api.schemas import ErrorBody
 from trailmap.graph import queries
 from trailmap.graph.algorithms import Direction, RankBy
 from trailmap.graph.model import EdgeKind, NodeKind
+from trailmap.storage import Database
 
 __all__ = ["router"]
 
@@ -51,7 +53,9 @@ Environment = Annotated[
 ]
 
 
-def _query(request: Request, principal: Any, at: str | None, fmt: queries.Format) -> Any:
+def _query(
+    request: Request, principal: Principal, at: str | None, fmt: queries.Format
+) -> tuple[Database, queries.GraphQuery]:
     ctx = context_of(request)
     return ctx.db, queries.GraphQuery(
         principal=principal,

@@ -121,7 +121,7 @@ def _pair_within(
             obs.pair(caller.payload, callee.payload)
 
 
-def _node_row(org_id: str, key: NodeKey, seen: Any, *, force: bool = False) -> dict[str, Any]:
+def _node_row(org_id: str, key: NodeKey, seen: Any, *, force: bool) -> dict[str, Any]:
     kind, environment, name = key
     return {
         "id": node_id(org_id, kind, environment, name),
@@ -138,11 +138,14 @@ def _node_row(org_id: str, key: NodeKey, seen: Any, *, force: bool = False) -> d
 
 def record_observations(conn: Connection, org_id: str, obs: Observations, now_us: int) -> None:
     """Nodes, edges, statistics and versions; the graph's version moves when anything is new."""
-    versioned = {key for key, _ in obs.versions}
+    fresh = _new_versions(conn, org_id, obs)
+    # Only a service whose version changed has its attributes (service.version) rewritten;
+    # the others are touched at most once a minute, for their last-seen time.
+    changed = {key for key, _, _, _ in fresh}
     ids: dict[NodeKey, str] = {}
     node_rows = []
     for key, seen in obs.nodes.items():
-        row = _node_row(org_id, key, seen, force=key in versioned)
+        row = _node_row(org_id, key, seen, force=key in changed)
         ids[key] = row["id"]
         node_rows.append(row)
     edge_ids: dict[Any, str] = {}
@@ -181,21 +184,33 @@ def record_observations(conn: Connection, org_id: str, obs: Observations, now_us
         minute.update(zip(store.BUCKET_COLUMNS, stats.buckets, strict=True))
         minute_rows.append(minute)
     store.add_minutes(conn, org_id, minute_rows)
-    if obs.versions:
-        _detect_deployments(conn, org_id, obs, ids, now_us)
+    deployments = [(key, version, first) for key, version, first, deployed in fresh if deployed]
+    if deployments:
+        _add_deployments(conn, org_id, deployments, now_us)
 
 
-def _detect_deployments(
-    conn: Connection, org_id: str, obs: Observations, ids: dict[NodeKey, str], now_us: int
+def _new_versions(
+    conn: Connection, org_id: str, obs: Observations
+) -> list[tuple[NodeKey, str, int, bool]]:
+    """The versions never seen before: (service, version, first seen, is a deployment)."""
+    if not obs.versions:
+        return []
+    names = {node_id(org_id, *key): key for key, _ in obs.versions}
+    seen = [
+        (node_id(org_id, *key), version, first) for (key, version), first in obs.versions.items()
+    ]
+    return [
+        (names[node], version, first, deployed)
+        for node, version, first, deployed in store.new_versions(conn, org_id, seen)
+    ]
+
+
+def _add_deployments(
+    conn: Connection, org_id: str, deployments: list[tuple[NodeKey, str, int]], now_us: int
 ) -> None:
-    seen = [(ids[key], version, first) for (key, version), first in obs.versions.items()]
-    names = {ids[key]: key for key, _ in obs.versions}
     rows: list[dict[str, Any]] = []
     now = clock.from_us(now_us)
-    for node, version, first_us, deployed in store.new_versions(conn, org_id, seen):
-        if not deployed:
-            continue
-        _, environment, service = names[node]
+    for (_, environment, service), version, first_us in deployments:
         event = {
             "specversion": "1.0",
             "id": f"{environment}/{service}/{version}"[:200],

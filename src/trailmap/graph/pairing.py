@@ -27,7 +27,8 @@ async def sweep_pending(db: Database, *, now_us: int | None = None, max_pending:
     """Settle the halves whose wait is over; returns how many halves were settled."""
     settled = 0
     while True:
-        count = await db.write(_sweep_once, now_us or clock.now_us(), max_pending)
+        moment = clock.now_us() if now_us is None else now_us
+        count = await db.write(_sweep_once, moment, max_pending)
         settled += count
         if count < _BATCH:
             return settled

@@ -149,21 +149,22 @@ def _preferred(nodes: Sequence[Node]) -> Node:
     return max(nodes, key=lambda n: (n.environment == "production", n.last_seen_us, n.name))
 
 
+async def _last_hour(
+    db: Database, org_id: str, subject_ids: Sequence[str], moment: datetime
+) -> dict[str, Stats]:
+    """Statistics of edges or nodes over the hour before `moment`, in one read."""
+    if not subject_ids:
+        return {}
+    to_us = clock.to_us(moment)
+    totals = await db.read(store.minute_totals, org_id, subject_ids, to_us - _HOUR_US, to_us)
+    return {subject: Stats(*values) for subject, values in totals.items()}
+
+
 async def _edge_stats(
     db: Database, org_id: str, edges: Sequence[Edge], moment: datetime
 ) -> dict[str, dict[str, Any]]:
-    if not edges:
-        return {}
-    to_us = clock.to_us(moment)
-    totals = await db.read(
-        store.minute_totals, org_id, [e.id for e in edges], to_us - _HOUR_US, to_us
-    )
-    return {subject: _summary(values) for subject, values in totals.items()}
-
-
-def _summary(values: tuple[int, int, float, list[int]]) -> dict[str, Any]:
-    calls, errors, duration, buckets = values
-    return Stats(calls, errors, duration, buckets).summary(60)
+    stats = await _last_hour(db, org_id, [e.id for e in edges], moment)
+    return {subject: figures.summary(60) for subject, figures in stats.items()}
 
 
 def _edge_line(
@@ -227,18 +228,16 @@ async def get_node(
     snapshot = ctx.snapshot
     found = _resolve(snapshot, node, environment, "node")
     ins, outs = snapshot.in_edges(found.id), snapshot.out_edges(found.id)
-    stats = await _edge_stats(db, q.principal.org_id, [*ins, *outs], ctx.moment)
-    to_us = clock.to_us(ctx.moment)
-    own = await db.read(
-        store.minute_totals, q.principal.org_id, [found.id], to_us - _HOUR_US, to_us
+    raw = await _last_hour(
+        db, q.principal.org_id, [found.id, *(e.id for e in (*ins, *outs))], ctx.moment
     )
-    last_hour: dict[str, Any] | None
-    if found.id in own:
-        last_hour = _summary(own[found.id])
-    else:
+    own = raw.pop(found.id, None)
+    callers = [raw[e.id] for e in ins if e.id in raw]
+    if own is None and callers:
         # A node that serves nothing itself (a database, a topic): what its callers saw.
-        parts = [stats[e.id] for e in ins if e.id in stats]
-        last_hour = _merged(parts) if parts else None
+        own = Stats.total(callers)
+    last_hour = own.summary(60) if own is not None else None
+    stats = {subject: figures.summary(60) for subject, figures in raw.items()}
     data: dict[str, Any] = {
         **_brief(found),
         "id": found.id,
@@ -268,18 +267,6 @@ async def get_node(
         [found.id, *(e.source_id for e in ins), *(e.target_id for e in outs)],
         [e.id for e in (*ins, *outs)],
     )
-
-
-def _merged(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    calls = sum(p["calls"] for p in parts)
-    errors = sum(p["errors"] for p in parts)
-    return {
-        "calls": calls,
-        "calls_per_minute": round(calls / 60, 2),
-        "errors": errors,
-        "error_rate": round(errors / calls, 4) if calls else None,
-        "p95_ms": max((p["p95_ms"] or 0 for p in parts), default=None),
-    }
 
 
 def _by_name(snapshot: GraphSnapshot, edges: Sequence[Edge], end: str) -> list[Edge]:

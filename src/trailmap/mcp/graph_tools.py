@@ -12,19 +12,17 @@ from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from mcp.types import CallToolResult
 from pydantic import Field
 
 from trailmap.accounts import Principal
 from trailmap.errors import TrailmapError
 from trailmap.graph import queries
 from trailmap.graph.model import EdgeKind, NodeKind
-from trailmap.mcp.arguments import from_argument
+from trailmap.mcp.registry import from_argument, read_only_tool, tool_result
 from trailmap.storage import Database
 
 __all__ = ["register_graph_tools"]
-
-_READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, open_world_hint=False)
 
 At = Annotated[
     str | None,
@@ -54,7 +52,7 @@ NodeName = Annotated[
 def _result(data: dict[str, Any], text: str) -> CallToolResult:
     if "mermaid" in data:
         text += "\n\n```mermaid\n" + data["mermaid"] + "\n```"
-    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=data)
+    return tool_result(data, text)
 
 
 def _edge_text(edge: dict[str, Any]) -> str:
@@ -81,9 +79,7 @@ def register_graph_tools(  # noqa: PLR0915 - one tool per block
     default_timezone: str,
     stale_after_days: int = 7,
 ) -> None:
-    def tool(fn: Callable[..., Awaitable[CallToolResult]]) -> None:
-        description = " ".join((fn.__doc__ or "").split())
-        mcp.tool(description=description, annotations=_READ_ONLY)(fn)
+    tool = read_only_tool(mcp)
 
     async def ask(ctx: Context, at: str | None, fmt: str) -> queries.GraphQuery:
         principal = await begin(ctx)
@@ -286,12 +282,3 @@ def register_graph_tools(  # noqa: PLR0915 - one tool per block
             for i, s in enumerate(data["services"], 1)
         ]
         return _result(data, "\n".join(lines))
-
-    _ = (
-        search_nodes,
-        get_node,
-        traverse_dependencies,
-        find_path,
-        get_impact,
-        rank_critical_services,
-    )

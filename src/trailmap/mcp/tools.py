@@ -9,18 +9,19 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from mcp.types import CallToolResult
 from pydantic import Field
 
 from trailmap import __version__, clock
 from trailmap.accounts import Principal, quotas
 from trailmap.errors import TrailmapError
-from trailmap.mcp.arguments import from_argument as _from_argument
 from trailmap.mcp.graph_tools import register_graph_tools
+from trailmap.mcp.registry import READ_ONLY, read_only_tool, tool_result
+from trailmap.mcp.registry import from_argument as _from_argument
 from trailmap.storage import Database
 from trailmap.storage import usage as usage_store
 from trailmap.timeline import queries as timeline
@@ -32,7 +33,6 @@ __all__ = ["PrincipalSource", "build_mcp_server"]
 # How a tool learns who is calling: from the HTTP request, or fixed for a stdio process.
 PrincipalSource = Callable[[Context], Awaitable[Principal]]
 
-_READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, open_world_hint=False)
 
 _TIME_FORMS = (
     'Relative ("-30m", "-2h", "-7d", "-1w"), "now", "today", "yesterday" (day boundaries in '
@@ -57,10 +57,10 @@ config changes, feature flags, incidents, data loads. Call get_organization_cont
 it says which event types, sources and environments exist, the retention window and the
 server time. Then use query_events for "what changed" questions, get_event_summary for an
 overview, and get_event for one event's details. Times accept relative forms such as -2h.
+It also holds the architecture graph learned from traces: search_nodes finds services,
+databases, caches, topics and external APIs by name; get_node, traverse_dependencies,
+find_path, get_impact and rank_critical_services answer how things connect.
 """
-
-
-_Fn = TypeVar("_Fn", bound=Callable[..., Awaitable[CallToolResult]])
 
 
 @dataclass(frozen=True)
@@ -84,17 +84,6 @@ def _count_call(conn: Any, principal: Principal) -> None:
         raise quotas.refusal(principal.plan, "mcp_calls", conn, principal.org_id, now)
 
 
-def _tool(mcp: MCPServer) -> Callable[[_Fn], _Fn]:
-    """Register a read-only tool described by its docstring, as one line of prose: the
-    docstring's line breaks and indentation would only cost the model tokens."""
-
-    def register(fn: _Fn) -> _Fn:
-        description = " ".join((fn.__doc__ or "").split())
-        return mcp.tool(description=description, annotations=_READ_ONLY)(fn)
-
-    return register
-
-
 def _events(count: int) -> str:
     return "1 event" if count == 1 else f"{count:,} events"
 
@@ -103,12 +92,6 @@ def _for_model(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Events as a model reads them: without `specversion`, the same "1.0" on every event,
     which would only take room in its context."""
     return [{k: v for k, v in e.items() if k != "specversion"} for e in events]
-
-
-def _result(structured: dict[str, Any], text: str) -> CallToolResult:
-    return CallToolResult(
-        content=[TextContent(type="text", text=text)], structured_content=structured
-    )
 
 
 def _refuse(error: TrailmapError) -> ToolError:
@@ -177,7 +160,7 @@ def build_mcp_server(
 
 
 def _register(mcp: MCPServer, t: _Tools) -> None:  # noqa: PLR0915 - one tool per block
-    @_tool(mcp)
+    @read_only_tool(mcp)
     async def get_organization_context(ctx: Context, timezone: Timezone = None) -> CallToolResult:
         """Call this first. Describes the organization: its plan, retention window and the
         oldest time that can be asked, quotas and usage, the server time and default time
@@ -232,9 +215,9 @@ def _register(mcp: MCPServer, t: _Tools) -> None:  # noqa: PLR0915 - one tool pe
             "Sources: " + (", ".join(f["value"] for f in sources[:10]) or "none yet"),
             f"Times: {_TIME_FORMS}",
         ]
-        return _result(data, "\n".join(lines))
+        return tool_result(data, "\n".join(lines))
 
-    @_tool(mcp)
+    @read_only_tool(mcp)
     @_from_argument
     async def query_events(
         ctx: Context,
@@ -312,9 +295,9 @@ def _register(mcp: MCPServer, t: _Tools) -> None:  # noqa: PLR0915 - one tool pe
             )
             data["note"] = _empty_reason(rng, any_events)
             text = f"No events from {_range_text(rng)}. {data['note']}"
-        return _result(data, text)
+        return tool_result(data, text)
 
-    @_tool(mcp)
+    @read_only_tool(mcp)
     async def get_event(
         ctx: Context,
         id: Annotated[str, Field(description="The event's id, as query_events returns it.")],  # noqa: A002
@@ -328,9 +311,9 @@ def _register(mcp: MCPServer, t: _Tools) -> None:  # noqa: PLR0915 - one tool pe
             )
         except TrailmapError as error:
             raise _refuse(error) from None
-        return _result(_for_model([event])[0], _event_line(event))
+        return tool_result(_for_model([event])[0], _event_line(event))
 
-    @_tool(mcp)
+    @read_only_tool(mcp)
     @_from_argument
     async def get_event_summary(
         ctx: Context, from_: From = "-24h", to: To = "now", timezone: Timezone = None
@@ -368,7 +351,7 @@ def _register(mcp: MCPServer, t: _Tools) -> None:  # noqa: PLR0915 - one tool pe
             f"By severity: {counts(summary.by_severity)}\nLatest:\n"
             + "\n".join(_event_line(e) for e in summary.latest)
         )
-        return _result(data, text)
+        return tool_result(data, text)
 
     def _facet_tool(facet: str, what: str) -> Callable[..., Awaitable[CallToolResult]]:
         async def tool(ctx: Context, timezone: Timezone = None) -> CallToolResult:
@@ -384,7 +367,7 @@ def _register(mcp: MCPServer, t: _Tools) -> None:  # noqa: PLR0915 - one tool pe
                 f"({r['last_seen_relative']})"
                 for r in rows
             )
-            return _result({what: rows}, text or f"No {what} yet: no events in the window.")
+            return tool_result({what: rows}, text or f"No {what} yet: no events in the window.")
 
         return tool
 
@@ -398,4 +381,4 @@ def _register(mcp: MCPServer, t: _Tools) -> None:  # noqa: PLR0915 - one tool pe
             "The environments (event subjects, e.g. production), with counts and last seen.",
         ),
     ):
-        mcp.add_tool(_facet_tool(facet, what), name=name, description=doc, annotations=_READ_ONLY)
+        mcp.add_tool(_facet_tool(facet, what), name=name, description=doc, annotations=READ_ONLY)

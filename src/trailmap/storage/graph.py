@@ -89,6 +89,10 @@ def _upsert_seen(conn: Connection, table: Any, org_id: str, rows: list[dict[str,
                     (c.last_seen_us < bindparam("p_last"), bindparam("p_last")),
                     else_=c.last_seen_us,
                 ),
+                attributes=case(
+                    (bindparam("p_force"), bindparam("p_attributes", type_=c.attributes.type)),
+                    else_=c.attributes,
+                ),
             )
         )
         params = [
@@ -99,21 +103,11 @@ def _upsert_seen(conn: Connection, table: Any, org_id: str, rows: list[dict[str,
                 "p_last": row["last_seen_us"],
                 "p_stale": row["last_seen_us"] - _SEEN_RESOLUTION_US,
                 "p_force": bool(row.get("force") and row.get("attributes")),
+                "p_attributes": row.get("attributes") or {},
             }
             for row in older
         ]
         conn.execute(moved, params)
-        refreshed = [row for row in older if row.get("force") and row.get("attributes")]
-        if refreshed:
-            conn.execute(
-                update(table)
-                .where(c.org_id == bindparam("p_org"), c.id == bindparam("p_id"))
-                .values(attributes=bindparam("p_attributes", type_=c.attributes.type)),
-                [
-                    {"p_org": org_id, "p_id": row["id"], "p_attributes": row["attributes"]}
-                    for row in refreshed
-                ],
-            )
     return len(created)
 
 

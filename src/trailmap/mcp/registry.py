@@ -1,0 +1,52 @@
+"""How tools are registered: read-only, described in one line, answered with structured
+content and a short text, and able to take the argument `from`, a Python keyword."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from mcp.server.mcpserver import MCPServer
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
+
+__all__ = ["READ_ONLY", "from_argument", "read_only_tool", "tool_result"]
+
+READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, open_world_hint=False)
+
+_Fn = TypeVar("_Fn", bound=Callable[..., Awaitable[CallToolResult]])
+
+
+def read_only_tool(mcp: MCPServer) -> Callable[[_Fn], _Fn]:
+    """Register a read-only tool described by its docstring, as one line of prose: the
+    docstring's line breaks and indentation would only cost the model tokens."""
+
+    def register(fn: _Fn) -> _Fn:
+        description = " ".join((fn.__doc__ or "").split())
+        return mcp.tool(description=description, annotations=READ_ONLY)(fn)
+
+    return register
+
+
+def tool_result(structured: dict[str, Any], text: str) -> CallToolResult:
+    return CallToolResult(
+        content=[TextContent(type="text", text=text)], structured_content=structured
+    )
+
+
+def from_argument(
+    tool: Callable[..., Awaitable[CallToolResult]],
+) -> Callable[..., Awaitable[CallToolResult]]:
+    """Let a tool take the argument `from`, a Python keyword.
+
+    The parameter is `from_` with the alias `from`: the SDK builds the schema from the
+    signature (which `wraps` keeps) and passes arguments by their alias, renamed here.
+    """
+
+    @functools.wraps(tool)
+    async def with_from(**arguments: Any) -> CallToolResult:
+        if "from" in arguments:
+            arguments["from_"] = arguments.pop("from")
+        return await tool(**arguments)
+
+    return with_from
