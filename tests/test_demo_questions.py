@@ -1,6 +1,7 @@
-"""The five architecture questions of the graph issue, asked of the demo organization the way
-a new user would: `trailmap demo` loads it (traces made with the OpenTelemetry SDK, through
-the real ingestion path), `trailmap serve` serves it, and the official `mcp` client asks.
+"""The five architecture questions of the graph issue, and "did the error rate change after
+the deployment?", asked of the demo organization the way a new user would: `trailmap demo`
+loads it (traces made with the OpenTelemetry SDK, through the real ingestion path), `trailmap
+serve` serves it, and the official `mcp` client asks.
 
 SQLite only: the demo takes a quarter of a minute to load, and the graph tests run every
 query on PostgreSQL too.
@@ -8,6 +9,7 @@ query on PostgreSQL too.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -122,3 +124,72 @@ async def test_what_breaks_if_payments_goes_down(demo_server: tuple[str, str]) -
     depths = {i["name"]: i["depth"] for i in answer["impacted"]}
     assert depths == {"checkout": 1, "frontend": 2, "api-gateway": 3}
     assert answer["mermaid"].startswith("flowchart LR")
+
+
+# -- changes and their metrics --------------------------------------------------------------
+
+
+async def _last_deployment(server: tuple[str, str], service: str) -> dict[str, Any]:
+    found = await _ask(
+        server, "query_events", {"type": ["deployment"], "service": [service], "limit": 1}
+    )
+    events: list[dict[str, Any]] = found["events"]
+    (deployment,) = events
+    return deployment
+
+
+def _metric(answer: dict[str, Any], name: str) -> dict[str, Any]:
+    metrics: list[dict[str, Any]] = answer["metrics"]
+    (metric,) = [m for m in metrics if m["name"] == name]
+    return metric
+
+
+async def test_checkouts_last_deployment_raised_its_error_rate_and_payments_changed_nothing(
+    demo_server: tuple[str, str],
+) -> None:
+    checkout = await _last_deployment(demo_server, "checkout")
+    assert checkout["version"] == "3.10.0"
+    answer = await _ask(demo_server, "get_metrics_around_event", {"event_id": checkout["id"]})
+    error_rate = _metric(answer, "error_rate")
+    assert (error_rate["verdict"], error_rate["source"]) == ("increased", "spans")
+    # 3.10.0 fails about one checkout in twenty; the version before, one in two hundred.
+    assert error_rate["before"]["mean"] < 0.01
+    assert 0.02 < error_rate["after"]["mean"] < 0.1
+    assert error_rate["p_value"] < 0.01
+    assert "error_rate increased" in answer["summary"]
+
+    payments = await _last_deployment(demo_server, "payments")
+    assert payments["version"] == "2.7.0"
+    answer = await _ask(demo_server, "get_metrics_around_event", {"event_id": payments["id"]})
+    error_rate = _metric(answer, "error_rate")
+    assert (error_rate["verdict"], error_rate["source"]) == ("no significant change", "spans")
+
+
+async def test_the_changes_near_checkout_list_each_of_the_two_deployments_once(
+    demo_server: tuple[str, str],
+) -> None:
+    answer = await _ask(demo_server, "find_changes_near", {"node": "checkout", "from": "-6h"})
+    changes = answer["changes"]
+    deployments = [
+        (c["node"]["name"], c["event"]["version"])
+        for c in changes
+        if c["event"]["type"] == "deployment"
+    ]
+    assert deployments.count(("checkout", "3.10.0")) == 1
+    assert deployments.count(("payments", "2.7.0")) == 1
+    by_name = {(c["node"]["name"], c["event"].get("version")): c for c in changes}
+    own, payments = by_name[("checkout", "3.10.0")], by_name[("payments", "2.7.0")]
+    assert own["distance"] == 0
+    assert own["reason"].startswith("checkout itself: deployed 3.10.0 3 h 3")
+    assert payments["distance"] == 1
+    assert re.fullmatch(
+        r"payments, one hop downstream of checkout \(checkout → payments\): "
+        r"deployed 2\.7\.0 4 h 3\d min before now",
+        payments["reason"],
+    ), payments["reason"]
+    # CI reported each deployment and the traces revealed it: one entry, both sources.
+    assert own["event"]["source"] == "//github.com/acme/checkout"
+    assert own["event"]["also_reported_by"] == ["otel://checkout"]
+    assert payments["event"]["also_reported_by"] == ["otel://payments"]
+    # The demo's staging changes are not near checkout in production.
+    assert {c["event"]["subject"] for c in changes} == {"production"}

@@ -15,16 +15,18 @@ from starlette.routing import Route
 
 from trailmap import __version__
 from trailmap.accounts import Principal
-from trailmap.api import events, graph, health, otlp, setup
+from trailmap.api import events, graph, health, metrics, otlp, otlp_metrics, setup
 from trailmap.api.context import AppContext
 from trailmap.api.docs import install_docs
 from trailmap.api.errors import install_error_handlers
 from trailmap.api.near_misses import near_misses
 from trailmap.api.schemas import CloudEventIn
+from trailmap.api.server_metrics import install_server_metrics
 from trailmap.console import consent, keys, login
 from trailmap.console.consent import CONSENT_PATH
 from trailmap.errors import Unauthorized
-from trailmap.jobs.pairing import run_pairing_sweeps
+from trailmap.graph.pairing import TraceIngestion
+from trailmap.jobs.pairing import close_ingestion, run_ingestion_stores, run_pairing_sweeps
 from trailmap.jobs.retention import run_retention_purges
 from trailmap.mcp import McpEndpoint, build_mcp_server
 from trailmap.mcp.http import transport_security
@@ -61,36 +63,53 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         _principal_from_request,
         default_timezone=settings.default_timezone,
         graph_stale_after_days=settings.graph_stale_after_days,
+        secret_key=settings.secret_key.get_secret_value() if settings.secret_key else None,
     )
     mcp_server.streamable_http_app(
         stateless_http=True, json_response=True, transport_security=transport_security(settings)
     )
     session_manager = mcp_server.session_manager
 
+    ingestion = TraceIngestion(
+        db,
+        wait_seconds=settings.span_pairing_wait_seconds,
+        memory_seconds=settings.span_pairing_memory_seconds,
+        max_waiting=settings.span_pairing_memory_max_spans,
+        stats_seconds=settings.span_stats_seconds,
+    )
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        async with session_manager.run(), anyio.create_task_group() as jobs:
-            if settings.retention_purge_interval_seconds > 0:
+        try:
+            async with session_manager.run(), anyio.create_task_group() as jobs:
+                if settings.retention_purge_interval_seconds > 0:
+                    jobs.start_soon(
+                        lambda: run_retention_purges(
+                            db, interval_seconds=settings.retention_purge_interval_seconds
+                        )
+                    )
+                # Halves that waited their time are settled a few times per waiting period.
+                sweep_every = max(1.0, min(10.0, settings.span_pairing_wait_seconds / 3))
                 jobs.start_soon(
-                    lambda: run_retention_purges(
-                        db, interval_seconds=settings.retention_purge_interval_seconds
+                    lambda: run_pairing_sweeps(
+                        db,
+                        interval_seconds=sweep_every,
+                        max_pending=settings.span_pairing_max_pending,
                     )
                 )
-            # Halves that waited their time are settled a few times per waiting period.
-            sweep_every = max(1.0, min(10.0, settings.span_pairing_wait_seconds / 3))
-            jobs.start_soon(
-                lambda: run_pairing_sweeps(
-                    db,
-                    interval_seconds=sweep_every,
-                    max_pending=settings.span_pairing_max_pending,
-                )
-            )
-            try:
-                yield
-            finally:
-                jobs.cancel_scope.cancel()
-        if database is None:
-            db.close()
+                # Trace ingestion keeps things in memory only while something stores them.
+                ingestion.open()
+                jobs.start_soon(lambda: run_ingestion_stores(ingestion))
+                try:
+                    yield
+                finally:
+                    jobs.cancel_scope.cancel()
+        finally:
+            # Requests are over: what still waits in memory is stored before the database
+            # closes, so a clean stop loses nothing that was acknowledged.
+            await close_ingestion(ingestion)
+            if database is None:
+                db.close()
 
     app = FastAPI(
         title="Trailmap",
@@ -109,13 +128,16 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         metadata_ca_file=settings.client_metadata_ca_file,
     )
     app.state.trailmap = AppContext(settings=settings, db=db, oauth=oauth)
+    app.state.trace_ingestion = ingestion
     # The MCP server itself, for embedders (the MCP benchmark adds its no-op floor tool).
     app.state.mcp_server = mcp_server
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(events.router)
     app.include_router(otlp.router)
+    app.include_router(otlp_metrics.router)
     app.include_router(graph.router)
+    app.include_router(metrics.router)
     app.include_router(setup.router)
     app.include_router(login.router)
     app.include_router(consent.router)
@@ -126,6 +148,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     # Both spellings are served as they are: a redirect would lose the POST on some clients.
     app.router.routes.append(Route("/mcp", endpoint=endpoint))
     app.router.routes.append(Route("/mcp/", endpoint=endpoint))
+    install_server_metrics(app, db=db, mcp_server=mcp_server, enabled=settings.metrics_enabled)
     app.include_router(near_misses(settings))
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -117,7 +117,7 @@ def shop_traces(
     releases: Sequence[Release],
     seed: int = 7,
     traces_per_minute: float = 0.15,
-    recent_traces_per_minute: float = 6.0,
+    recent_traces_per_minute: float = 12.0,
 ) -> Iterator[ExportTraceServiceRequest]:
     """The shop's traces from `start` to `end` (time-zone aware), as its services export them.
 

@@ -32,6 +32,12 @@ class Settings(BaseSettings):
     )
     max_event_bytes: int = Field(default=10 * 1024, ge=256, description="Largest single event.")
     max_batch_events: int = Field(default=1000, ge=1, le=10000)
+    max_batch_points: int = Field(
+        default=10000,
+        ge=1,
+        le=100000,
+        description="Most metric points in one POST /api/v1/metrics.",
+    )
     retention_purge_interval_seconds: int = Field(
         default=3600, ge=0, description="How often the retention purge runs; 0 turns it off."
     )
@@ -45,6 +51,11 @@ class Settings(BaseSettings):
         default=60, ge=0, description="How stale an API key's last-used time may get."
     )
     log_level: str = Field(default="info")
+    metrics_enabled: bool = Field(
+        default=True,
+        description="Serve the server's own Prometheus metrics at GET /metrics (no credentials; "
+        "no organization data); false answers 404.",
+    )
     otlp_max_body_bytes: int = Field(
         default=16 * 1024 * 1024,
         ge=1024,
@@ -60,6 +71,27 @@ class Settings(BaseSettings):
         ge=1,
         description="How long a CLIENT or PRODUCER span waits for its SERVER or CONSUMER "
         "half (which may arrive in another request, at another app node).",
+    )
+    span_pairing_memory_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=300,
+        description="How long an app node keeps an unpaired CLIENT, PRODUCER, SERVER or "
+        "CONSUMER span in memory for its other half before storing it in the database for "
+        "the other app nodes; 0 stores it at once.",
+    )
+    span_pairing_memory_max_spans: int = Field(
+        default=100_000,
+        ge=0,
+        description="Most unpaired spans one app node keeps in memory (about 1 KB each); "
+        "past it the oldest are stored in the database at once.",
+    )
+    span_stats_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="How long an app node adds up the per-minute call statistics of the "
+        "spans it receives before writing them; 0 writes them with each request.",
     )
     span_pairing_max_pending: int = Field(
         default=200_000,

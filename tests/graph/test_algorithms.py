@@ -326,9 +326,11 @@ def test_impact_is_every_transitive_dependent_with_depth_via_and_share(
     to_failed = nx.single_target_shortest_path_length(runtime, failed.id)
     distance = dict(to_failed)
 
-    found = impact(g.snapshot, failed.id)
+    blast = impact(g.snapshot, failed.id, limit=len(g.nodes))
+    found = blast.impacted
 
     assert {i.node.id for i in found} == nx.ancestors(runtime, failed.id)
+    assert not blast.truncated
     assert [(i.depth, key(i.node)) for i in found] == sorted((i.depth, key(i.node)) for i in found)
     for item in found:
         u = item.node.id
@@ -355,6 +357,41 @@ def test_impact_is_every_transitive_dependent_with_depth_via_and_share(
         assert item.share == (pytest.approx(inside / total) if total else None)
 
 
+@_PROPERTY
+@given(graphs(), st.integers(0, 6), st.data())
+def test_impact_counts_every_depth_and_lists_the_nearest_up_to_the_limit(
+    g: Generated, limit: int, data: st.DataObject
+) -> None:
+    failed = data.draw(st.sampled_from(g.nodes))
+    distance = dict(nx.single_target_shortest_path_length(g.runtime(), failed.id))
+    dependents = [v for v, hops in distance.items() if hops > 0]
+    kind = {n.id: n.kind for n in g.nodes}
+    deepest = max(distance.values())
+    everything = impact(g.snapshot, failed.id, limit=len(g.nodes)).impacted
+
+    blast = impact(g.snapshot, failed.id, limit=limit)
+
+    assert [(d.depth, d.nodes, d.services) for d in blast.by_depth] == [
+        (
+            depth,
+            sum(1 for hops in distance.values() if hops == depth),
+            sum(1 for v, hops in distance.items() if hops == depth and kind[v] == "service"),
+        )
+        for depth in range(1, deepest + 1)
+    ]
+    assert blast.count == len(dependents)
+    assert blast.services == sum(1 for v in dependents if kind[v] == "service")
+    assert blast.max_depth == deepest
+    assert blast.impacted == everything[:limit]
+    assert blast.truncated == (len(dependents) > limit)
+
+
+def test_impact_refuses_a_negative_limit() -> None:
+    a = make_node("a")
+    with pytest.raises(ValueError, match="limit"):
+        impact(GraphSnapshot([a], [], {}), a.id, limit=-1)
+
+
 def test_impact_reaches_consumers_through_their_topic() -> None:
     events, shipping, billing = (
         make_node("order-events", "topic"),
@@ -364,12 +401,12 @@ def test_impact_reaches_consumers_through_their_topic() -> None:
     consumes, calls = make_edge(shipping, events, "consumes"), make_edge(billing, shipping)
     snapshot = GraphSnapshot([events, shipping, billing], [consumes, calls], {calls.id: 30.0})
 
-    found = impact(snapshot, events.id)
+    found = impact(snapshot, events.id).impacted
 
-    assert found == [
+    assert found == (
         algorithms.Impacted(shipping, 1, events, consumes, None),
         algorithms.Impacted(billing, 2, shipping, calls, 1.0),
-    ]
+    )
 
 
 def test_impact_share_counts_only_calls_into_the_blast_radius() -> None:
@@ -389,7 +426,7 @@ def test_impact_share_counts_only_calls_into_the_blast_radius() -> None:
         [db, orders, lookup, web], [web_orders, web_search, orders_db], traffic
     )
 
-    shares = {i.node.name: i.share for i in impact(snapshot, db.id)}
+    shares = {i.node.name: i.share for i in impact(snapshot, db.id).impacted}
 
     assert shares == {"orders": 1.0, "web": 0.25}
 
@@ -398,7 +435,7 @@ def test_impact_of_a_node_in_a_cycle_does_not_list_the_node_itself() -> None:
     a, b, c = (make_node(x) for x in "abc")
     snapshot = GraphSnapshot([a, b, c], [make_edge(a, b), make_edge(b, c), make_edge(c, a)], {})
 
-    assert [(i.node.name, i.depth, i.via.name) for i in impact(snapshot, a.id)] == [
+    assert [(i.node.name, i.depth, i.via.name) for i in impact(snapshot, a.id).impacted] == [
         ("c", 1, "a"),
         ("b", 2, "c"),
     ]
@@ -442,7 +479,7 @@ def _expected_scores(g: Generated, by: algorithms.RankBy) -> dict[str, float]:
 
 
 @_PROPERTY
-@given(graphs(max_nodes=25, max_edges=80), st.sampled_from(algorithms._RANK_BY))
+@given(graphs(max_nodes=25, max_edges=80), st.sampled_from(algorithms.RANK_BY))
 def test_rank_scores_match_networkx_and_are_ordered_by_score_then_name(
     g: Generated, by: algorithms.RankBy
 ) -> None:
@@ -470,6 +507,38 @@ def test_rank_keeps_only_the_kinds_asked_for_up_to_the_limit(
     found = rank(g.snapshot, by="dependents", limit=limit, kinds=kinds)
 
     assert found == [r for r in everything if r.node.kind in kinds][:limit]
+
+
+def test_rank_keeps_only_the_environment_asked_for_and_scores_give_every_node() -> None:
+    db = make_node("db", "database")
+    live = [make_node(f"live-{i}") for i in range(3)]
+    staged = [make_node(f"staged-{i}", environment="staging") for i in range(3)]
+    edges = [make_edge(s, db, "reads_writes") for s in live + staged]
+    edges += [make_edge(live[0], live[1]), make_edge(staged[0], staged[2])]
+    snapshot = GraphSnapshot([db, *live, *staged], edges, {})
+
+    found = rank(snapshot, by="dependents", limit=2, environment="staging")
+
+    assert found == [algorithms.Ranked(staged[2], 1.0), algorithms.Ranked(staged[0], 0.0)]
+    everything = rank(snapshot, by="dependents", limit=len(edges), kinds=None)
+    scores = algorithms.scores(snapshot, "dependents")
+    assert {r.node.id: r.score for r in everything} == {
+        n.id: scores[snapshot.index_of(n.id)] for n in snapshot.nodes
+    }
+
+
+def test_rank_ties_traffic_totals_that_differ_only_by_the_order_they_were_summed() -> None:
+    a, b = make_node("a"), make_node("b")
+    callers = [make_node(f"caller-{i}") for i in range(6)]
+    edges = [make_edge(c, b) for c in callers[:3]] + [make_edge(c, a) for c in callers[3:]]
+    # Into b: 0.1 + 0.2 + 0.7 = 1.0; into a: 0.2 + 0.7 + 0.1 = 0.9999999999999999.
+    calls = [0.1, 0.2, 0.7, 0.2, 0.7, 0.1]
+    traffic = {e.id: c for e, c in zip(edges, calls, strict=True)}
+    snapshot = GraphSnapshot([*callers, b, a], edges, traffic)
+
+    found = rank(snapshot, by="traffic", limit=2)
+
+    assert [(r.node, r.score) for r in found] == [(a, 0.9999999999999999), (b, 1.0)]
 
 
 def test_rank_runs_each_measure_once_per_snapshot(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -512,13 +581,13 @@ def test_a_traffic_refresh_keeps_topology_results_and_recomputes_traffic_ones(
         make_edge(orders, db, "reads_writes"),
     )
     before = GraphSnapshot([db, orders, web], [web_orders, web_db, orders_db], {web_db.id: 5.0})
-    assert [i.share for i in impact(before, orders.id)] == [0.0]
+    assert [i.share for i in impact(before, orders.id).impacted] == [0.0]
     assert rank(before, by="traffic", limit=1, kinds=None)[0] == algorithms.Ranked(db, 5.0)
     betweenness = rank(before, by="betweenness")
 
     after = before.with_traffic({web_orders.id: 30.0, web_db.id: 10.0})
 
-    assert [i.share for i in impact(after, orders.id)] == [0.75]
+    assert [i.share for i in impact(after, orders.id).impacted] == [0.75]
     assert rank(after, by="traffic", limit=1, kinds=None)[0] == algorithms.Ranked(web, 40.0)
     assert rank(after, by="betweenness") == betweenness
     assert len(calls) == 1
@@ -701,7 +770,7 @@ def test_an_empty_graph_answers_every_question_with_nothing() -> None:
     snapshot = GraphSnapshot([], [], {})
 
     assert search(snapshot, "orders") == []
-    for by in algorithms._RANK_BY:
+    for by in algorithms.RANK_BY:
         assert rank(snapshot, by=by) == []
 
 

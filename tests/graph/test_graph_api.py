@@ -285,6 +285,25 @@ async def test_the_impact_of_payments_is_checkout_frontend_and_gateway_by_distan
     # checkout sends a quarter of its calls to payments (the rest to orders and redis), the
     # frontend three quarters of its calls to checkout, the gateway all of its to the frontend.
     assert [i["share_of_traffic"] for i in impact["impacted"]] == [0.25, 0.75, 1.0]
+    assert impact["by_depth"] == [
+        {"depth": 1, "nodes": 1, "services": 1},
+        {"depth": 2, "nodes": 1, "services": 1},
+        {"depth": 3, "nodes": 1, "services": 1},
+    ]
+    assert impact["truncated"] is False
+
+
+async def test_an_impact_lists_the_nearest_up_to_the_limit_and_counts_them_all(
+    shop: Shop,
+) -> None:
+    nearest = await _get(shop, "/nodes/payments/impact", limit=2)
+
+    assert [i["name"] for i in nearest["impacted"]] == ["checkout", "frontend"]
+    assert (nearest["impacted_count"], nearest["max_depth"], nearest["truncated"]) == (3, 3, True)
+    assert [d["nodes"] for d in nearest["by_depth"]] == [1, 1, 1]
+    for limit in (0, 101):
+        refused = await _refused(shop, "/nodes/payments/impact", 400, limit=limit)
+        assert [d["field"] for d in refused["details"]] == ["limit"]
 
 
 async def test_services_are_ranked_by_how_many_depend_on_them(
@@ -402,13 +421,12 @@ async def test_the_mcp_tools_answer_the_same_questions_as_the_rest_api(
         ]
         assert path == await _get(shop, "/paths", **{"from": "gateway", "to": "orders-db"})
 
-        impact = await _tool(mcp, "get_impact", {"node": "payments"})
+        impact = await _tool(mcp, "get_impact", {"node": "payments", "limit": 2})
         assert [(i["name"], i["depth"]) for i in impact["impacted"]] == [
             ("checkout", 1),
             ("frontend", 2),
-            ("gateway", 3),
         ]
-        assert impact == await _get(shop, "/nodes/payments/impact")
+        assert impact == await _get(shop, "/nodes/payments/impact", limit=2)
 
         database = await _tool(mcp, "get_node", {"node": "orders-db"})
         assert database["connected_services"] == ["orders", "shipping"]
@@ -450,6 +468,14 @@ async def test_the_mcp_tools_write_their_answer_in_words_and_refuse_unknown_node
             "If payments (service, production) fails: 3 nodes depend on it (3 services)"
         )
         assert "```mermaid\nflowchart LR\n" in text.text
+        nearest = await mcp.call_tool("get_impact", {"node": "payments", "limit": 1})
+        (text,) = nearest.content
+        assert isinstance(text, TextContent)
+        assert text.text.splitlines()[1:] == [
+            "By depth: 1: 1 node (1 service), 2: 1 node (1 service), 3: 1 node (1 service).",
+            "The nearest 1:",
+            "- depth 1: checkout (service, production) via payments, 25% of its calls",
+        ]
 
         unknown = await mcp.call_tool("get_node", {"node": "inventory"})
         assert unknown.is_error

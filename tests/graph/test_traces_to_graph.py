@@ -86,8 +86,8 @@ SERVED = {
 }
 # Each service exports on its own, in this order: the frontend's CLIENT spans arrive before
 # checkout's SERVER spans, the orders' SERVER spans before checkout's CLIENT spans, so calls
-# are paired in both orders; no two halves of a call are more than two exports apart, well
-# inside the one-second pairing wait the server runs with.
+# are paired in both orders (in the server's memory); no two halves of a call are more than
+# two exports apart, well inside the second they wait there.
 EXPORT_ORDER = ("gateway", "frontend", "orders", "checkout", "payments", "shipping")
 
 PROPAGATOR = TraceContextTextMapPropagator()
@@ -286,8 +286,12 @@ def served(
         url,
         directory,
     ):
-        # A one-second wait, so that an unanswered CLIENT span becomes an edge quickly.
-        env = {"TRAILMAP_SPAN_PAIRING_WAIT_SECONDS": "1"}
+        # A one-second wait after a second in memory, so that an unanswered CLIENT span
+        # becomes an edge quickly.
+        env = {
+            "TRAILMAP_SPAN_PAIRING_WAIT_SECONDS": "1",
+            "TRAILMAP_SPAN_PAIRING_MEMORY_SECONDS": "1",
+        }
         with running_server(url, log_path=directory / "server.log", env=env) as base_url:
             yield Served(base_url, url)
 

@@ -23,6 +23,7 @@ from trailmap.cli.main import cli
 from trailmap.errors import NotFound
 from trailmap.storage import Connection, Database
 from trailmap.storage.events import insert_events
+from trailmap.storage.metrics import add_points, add_series
 from trailmap.timeline.events import EventRow, validate_event
 from trailmap.timeline.queries import (
     EventQuery,
@@ -229,3 +230,80 @@ def test_trailmap_db_purge_deletes_expired_events_now(database_url: str, db: Dat
     assert purged.exit_code == 0, purged.output
     assert "deleted 1 events across 1 organizations" in purged.stderr
     assert remaining(db) == {org.id: {"kept"}}
+
+
+def metric_times(db: Database) -> dict[str, list[int]]:
+    """Per organization id, the times (µs) of its metric points and span minutes."""
+
+    def read(conn: Connection) -> list[Any]:
+        return list(
+            conn.exec_driver_sql(
+                "SELECT org_id, time_us FROM metric_points "
+                "UNION ALL SELECT org_id, minute_us FROM graph_minutes"
+            ).fetchall()
+        )
+
+    left: dict[str, list[int]] = defaultdict(list)
+    for org_id, time_us in db.read_sync(read):
+        left[org_id].append(time_us)
+    return {org_id: sorted(times) for org_id, times in left.items()}
+
+
+async def test_the_purge_deletes_metric_points_and_span_minutes_outside_each_window(
+    db: Database,
+) -> None:
+    free = await make_org(db, plan="free")  # 7 days
+    month = await make_org(db)  # self-hosted, set to 30 days below
+    await set_retention(db, month.slug, 30)
+    day_us = 86_400_000_000
+    now_us = int(NOW.timestamp() * 1_000_000)
+    ages = (40, 8, 6, 1)  # days
+    for org in (free, month):
+        points = [
+            {"series_id": "s-1", "time_us": now_us - age * day_us, "value": float(age)}
+            for age in ages
+        ]
+        minutes = [
+            {"subject_id": "n-1", "minute_us": now_us - age * day_us, "calls": 1, "errors": 0}
+            for age in ages
+        ]
+        db.write_sync(_metric_rows, org.id, points, minutes)
+
+    report = await purge_expired_events(db, now=NOW)
+    assert report.deleted_points == 2 * 2 + 2 * 1  # free: 40 and 8 days, twice; month: 40
+    assert metric_times(db) == {
+        free.id: sorted([now_us - 6 * day_us, now_us - day_us] * 2),
+        month.id: sorted([now_us - a * day_us for a in (8, 6, 1)] * 2),
+    }
+
+
+def _metric_rows(
+    conn: Connection, org_id: str, points: list[dict[str, Any]], minutes: list[dict[str, Any]]
+) -> None:
+    add_series(
+        conn,
+        org_id,
+        [
+            {
+                "series_id": "s-1",
+                "name": "error_rate",
+                "service": "checkout",
+                "environment": "production",
+                "labels": {},
+                "kind": "gauge",
+                "created_us": 0,
+            }
+        ],
+    )
+    add_points(conn, org_id, points)
+    # Written as SQL: the graph's own writer takes rows shaped for its ingestion path.
+    buckets = [f"b{i:02d}" for i in range(32)]
+    columns = ", ".join(
+        ["org_id", "subject_id", "minute_us", "calls", "errors", "duration_ms", *buckets]
+    )
+    marks = ", ".join(["%s" if conn.dialect.name == "postgresql" else "?"] * (6 + len(buckets)))
+    for m in minutes:
+        conn.exec_driver_sql(
+            f"INSERT INTO graph_minutes ({columns}) VALUES ({marks})",  # noqa: S608 - fixed names
+            (org_id, m["subject_id"], m["minute_us"], m["calls"], m["errors"], 1.0, *[0] * 32),
+        )

@@ -57,9 +57,11 @@ def render(error: TrailmapError) -> Response:
 
 
 def _field(loc: tuple[Any, ...]) -> str:
-    # FastAPI reports ("query", "limit"); people know the parameter as "limit".
-    parts = [str(p) for p in loc if p not in ("query", "path", "header", "body")]
-    return ".".join(parts) or "request"
+    # FastAPI reports ("query", "limit"); people know the parameter as "limit". Only the
+    # leading location goes: a parameter may itself be called query (GET /graph/nodes).
+    if loc and loc[0] in ("query", "path", "header", "body", "cookie"):
+        loc = loc[1:]
+    return ".".join(str(p) for p in loc) or "request"
 
 
 async def _on_trailmap_error(_request: Request, error: Exception) -> Response:

@@ -14,7 +14,7 @@ from trailmap.api.auth import CurrentPrincipal
 from trailmap.api.context import context_of
 from trailmap.api.responses import ok
 from trailmap.api.schemas import ErrorBody
-from trailmap.graph import queries
+from trailmap.graph import near, queries
 from trailmap.graph.algorithms import Direction, RankBy
 from trailmap.graph.model import EdgeKind, NodeKind
 from trailmap.storage import Database
@@ -137,6 +137,11 @@ async def traverse_dependencies(
 @router.get(
     "/nodes/{node}/impact",
     summary="The blast radius: everything that depends on the node, transitively",
+    description=(
+        "How many nodes, and services, depend on the node at each depth, and the nearest "
+        "`limit` of them one by one: depth, the next hop toward it, and the share of each "
+        "one's calls that go into the blast radius."
+    ),
     response_model=GraphAnswer,
     responses=_ERRORS,
 )
@@ -145,11 +150,14 @@ async def get_impact(
     principal: CurrentPrincipal,
     node: str,
     environment: Environment = None,
+    limit: Annotated[
+        int, Query(ge=1, le=100, description="How many of the nearest to list (all are counted)")
+    ] = 50,
     at: At = None,
     format: Format = "json",  # noqa: A002
 ) -> Response:
     db, q = _query(request, principal, at, format)
-    return ok(await queries.get_impact(db, q, node, environment=environment))
+    return ok(await queries.get_impact(db, q, node, environment=environment, limit=limit))
 
 
 @router.get(
@@ -192,4 +200,42 @@ async def rank_critical_services(
     db, q = _query(request, principal, at, format)
     return ok(
         await queries.rank_critical_services(db, q, by=by, limit=limit, environment=environment)
+    )
+
+
+@router.get(
+    "/nodes/{node}/changes-near",
+    summary="The changes near a node: in its dependency neighbourhood, nearest first",
+    description=(
+        "Changes (deployments, config changes, incidents...) of the node and of what is within "
+        "max_depth hops of it, ranked by graph distance and closeness in time, each with the "
+        "reason it is listed."
+    ),
+    response_model=GraphAnswer,
+    responses=_ERRORS,
+)
+async def find_changes_near(
+    request: Request,
+    principal: CurrentPrincipal,
+    node: str,
+    from_: Annotated[str, Query(alias="from", max_length=100, description="-1h, ISO 8601")] = "-1h",
+    to: Annotated[str, Query(max_length=100, description="now, -5m, ISO 8601")] = "now",
+    max_depth: Annotated[int, Query(ge=0, le=5)] = 2,
+    direction: Direction = "both",
+    environment: Environment = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> Response:
+    db, q = _query(request, principal, None, "json")
+    return ok(
+        await near.find_changes_near(
+            db,
+            q,
+            node,
+            from_=from_,
+            to=to,
+            max_depth=max_depth,
+            direction=direction,
+            environment=environment,
+            limit=limit,
+        )
     )

@@ -17,22 +17,24 @@ from starlette.responses import Response
 from trailmap.api.auth import CurrentPrincipal
 from trailmap.api.context import context_of
 from trailmap.api.schemas import ErrorBody
-from trailmap.graph.ingest import ingest_traces
+from trailmap.graph.pairing import TraceIngestion
 from trailmap.ingest.otlp import (
     JSON,
     PROTOBUF,
     content_codings,
-    decode_traces,
+    decode_span_batch,
     encode_trace_response,
     media_type_of,
     read_otlp_body,
 )
+from trailmap.telemetry import count_spans
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/api/v1/otlp", tags=["otlp"])
 
 _INLINE_DECODE_BYTES = 16 * 1024
+_INLINE_PROTOBUF_BYTES = 1024 * 1024
 
 _PROTO_REF = "https://github.com/open-telemetry/opentelemetry-proto"
 _PROTO_DOC = (
@@ -127,7 +129,7 @@ async def post_traces(request: Request, principal: CurrentPrincipal) -> Response
     body = await read_otlp_body(request, max_bytes=ctx.settings.otlp_max_body_bytes)
     notes: list[str] = []
     decode = partial(
-        decode_traces,
+        decode_span_batch,
         body,
         content_type=media_type,
         content_encoding=encoding,
@@ -135,15 +137,25 @@ async def post_traces(request: Request, principal: CurrentPrincipal) -> Response
         problems=notes,
     )
     # Inflating and parsing a large body takes long enough (OTLP/JSON above all) to stall
-    # every other request on the event loop; a small plain one is cheaper than a thread hop.
-    small = len(body) <= _INLINE_DECODE_BYTES and not codings
-    export = decode() if small else await anyio.to_thread.run_sync(decode)
-    result = await ingest_traces(
-        ctx.db, principal, export, pairing_wait_seconds=ctx.settings.span_pairing_wait_seconds
+    # every other request on the event loop; a small plain one is cheaper than a thread hop,
+    # and so is plain protobuf up to a megabyte (upb parses it in well under a millisecond).
+    inline = not codings and (
+        len(body) <= _INLINE_DECODE_BYTES
+        or (media_type == PROTOBUF and len(body) <= _INLINE_PROTOBUF_BYTES)
     )
+    export = decode() if inline else await anyio.to_thread.run_sync(decode)
+    result = await _ingestion(request).ingest(principal, export)
+    count_spans(accepted=result.accepted_spans, rejected=result.rejected_spans)
     # The decoder's notes say why a span arrived empty; the domain's say the rest.
     message = "; ".join([*notes, *result.problems][:5])
     content = encode_trace_response(
         rejected_spans=result.rejected_spans, error_message=message, media_type=media_type
     )
     return Response(content, media_type=media_type)
+
+
+def _ingestion(request: Request) -> TraceIngestion:
+    # The app's (app.py): it pairs spans in memory while the app's lifespan runs.
+    ingestion = request.app.state.trace_ingestion
+    assert isinstance(ingestion, TraceIngestion)
+    return ingestion

@@ -521,6 +521,7 @@ def mcp_command(state: _State, stdio: bool, api_key: str) -> None:
         principal_of,
         default_timezone=settings.default_timezone,
         graph_stale_after_days=settings.graph_stale_after_days,
+        secret_key=settings.secret_key.get_secret_value() if settings.secret_key else None,
     )
     try:
         server.run("stdio")

@@ -1,11 +1,11 @@
 """The questions asked of an architecture graph: find a node by name, walk out from it, trace
-the routes between two nodes, list what breaks when one fails, rank what matters most, and
-draw the answer as a Mermaid diagram.
+the routes between two nodes, list what breaks when one fails (graph/impact.py), rank what
+matters most (graph/ranking.py), and draw the answer as a Mermaid diagram.
 
 Every answer is ordered deterministically (by score or depth, then by name) so that it does
-not shift between calls. Whole-graph work is kept on the snapshot (`GraphSnapshot.memo`), so
-it runs once per graph version; per-query work is bounded by what the query reaches. An
-unknown node id raises KeyError and a negative limit raises ValueError.
+not shift between calls. Whole-graph work is kept on the snapshot (`GraphSnapshot.memo`,
+graph/derived.py), so it runs once per graph version; per-query work is bounded by what the
+query reaches. An unknown node id raises KeyError and a negative limit raises ValueError.
 
 Ownership (`owned_by`) says who to call, not what fails together: impact, paths and ranks
 leave it out. `traverse` walks every kind unless told otherwise.
@@ -23,10 +23,16 @@ from typing import Literal
 
 import rustworkx as rx
 
+from trailmap.graph import derived
+from trailmap.graph.impact import BlastRadius, DepthCount, Impacted, impact
 from trailmap.graph.memory import GraphSnapshot
-from trailmap.graph.model import EDGE_KINDS, Edge, Node
+from trailmap.graph.model import Edge, Node
+from trailmap.graph.ranking import RANK_BY, RankBy, Ranked, rank, scores
 
 __all__ = [
+    "RANK_BY",
+    "BlastRadius",
+    "DepthCount",
     "Direction",
     "Impacted",
     "Match",
@@ -40,15 +46,14 @@ __all__ = [
     "impact",
     "mermaid",
     "rank",
+    "scores",
     "search",
     "traverse",
 ]
 
 Direction = Literal["downstream", "upstream", "both"]
-RankBy = Literal["dependents", "betweenness", "pagerank", "traffic"]
 MatchReason = Literal["id", "exact", "prefix", "substring", "tokens", "similar"]
 
-_RANK_BY: tuple[RankBy, ...] = ("dependents", "betweenness", "pagerank", "traffic")
 _DIRECTIONS: tuple[Direction, ...] = ("downstream", "upstream", "both")
 # A best-first path search stops after considering this many partial routes: far more than
 # a real query needs, and a bound (a fraction of a second) where loops keep routes that look
@@ -80,118 +85,6 @@ class Traversal:
 class Path:
     nodes: tuple[Node, ...]  # from the first to the last, len(edges) + 1 of them
     edges: tuple[Edge, ...]  # edges[i] joins nodes[i] and nodes[i + 1]
-
-
-@dataclass(frozen=True, slots=True)
-class Impacted:
-    node: Node
-    depth: int  # hops from the failed node
-    via: Node  # the next node toward the failed one on a shortest route
-    edge: Edge  # the edge from `node` to `via`
-    share: float | None  # of node's outgoing calls/min, what goes into the blast radius
-
-
-@dataclass(frozen=True, slots=True)
-class Ranked:
-    node: Node
-    score: float
-
-
-# -- what every query shares, computed once per snapshot --------------------------------
-
-
-def _names(snapshot: GraphSnapshot) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Node indices sorted by name, kind, environment and id (the tie-break everywhere), and
-    each node's position in that order."""
-
-    def compute() -> tuple[tuple[int, ...], tuple[int, ...]]:
-        nodes = snapshot.nodes
-        ordered = sorted(
-            range(len(nodes)),
-            key=lambda i: (nodes[i].name, nodes[i].kind, nodes[i].environment, nodes[i].id),
-        )
-        position = [0] * len(nodes)
-        for place, i in enumerate(ordered):
-            position[i] = place
-        return tuple(ordered), tuple(position)
-
-    return snapshot.memo((__name__, "names"), compute)
-
-
-def _order(snapshot: GraphSnapshot) -> tuple[int, ...]:
-    return _names(snapshot)[1]
-
-
-_PREFERENCE = {kind: i for i, kind in enumerate(EDGE_KINDS)}
-
-
-@dataclass(frozen=True, slots=True)
-class _Runtime:
-    """The edges that carry failure (all but ownership), arranged for each question."""
-
-    graph: rx.PyDiGraph[int, None]  # dependency orientation, no self-loops or parallel edges
-    upstream: rx.PyDiGraph[int, None]  # the same, reversed
-    # By node: (target, edge index) of what it depends on, nearest name first, then the
-    # first kind in EDGE_KINDS; no self-loops.
-    deps: tuple[list[tuple[int, int]], ...]
-    # By node: (next node, edge index) as requests flow (consumes reversed); between two
-    # nodes, the edge of the first kind in EDGE_KINDS, then the least id.
-    flow: tuple[list[tuple[int, int]], ...]
-    flow_back: rx.PyDiGraph[int, None]  # flow orientation, reversed
-
-
-def _runtime(snapshot: GraphSnapshot) -> _Runtime:
-    """Topology only, so that it outlives a traffic refresh (GraphSnapshot.with_traffic)."""
-
-    def compute() -> _Runtime:
-        position = _order(snapshot)
-        edges, ends = snapshot.edges, snapshot.ends
-        n, width = len(snapshot.nodes), len(EDGE_KINDS)
-        preference = [_PREFERENCE[e.kind] for e in edges]
-        runtime = [j for j, e in enumerate(edges) if e.kind != "owned_by"]
-        deps: tuple[list[tuple[int, int]], ...] = tuple([] for _ in range(n))
-        for j in sorted(runtime, key=lambda j: position[ends[j][1]] * width + preference[j]):
-            source, target = ends[j]
-            if source != target:
-                deps[source].append((target, j))
-        chosen: dict[tuple[int, int], int] = {}
-        for source, out in enumerate(deps):
-            for target, j in out:
-                pair = (target, source) if edges[j].kind == "consumes" else (source, target)
-                held = chosen.setdefault(pair, j)
-                if held != j and (preference[j], edges[j].id) < (preference[held], edges[held].id):
-                    chosen[pair] = j
-        flow: tuple[list[tuple[int, int]], ...] = tuple([] for _ in range(n))
-        for (start, end), j in chosen.items():
-            flow[start].append((end, j))
-
-        graph: rx.PyDiGraph[int, None] = rx.PyDiGraph(multigraph=False)
-        graph.add_nodes_from(range(n))
-        graph.add_edges_from_no_data([(s, t) for s, out in enumerate(deps) for t, _ in out])
-        upstream = graph.copy()
-        upstream.reverse()
-        flow_back: rx.PyDiGraph[int, None] = rx.PyDiGraph(multigraph=False)
-        flow_back.add_nodes_from(range(n))
-        flow_back.add_edges_from_no_data([(end, start) for start, end in chosen])
-        return _Runtime(graph, upstream, deps, flow, flow_back)
-
-    return snapshot.memo((__name__, "runtime"), compute)
-
-
-def _measured(snapshot: GraphSnapshot) -> tuple[float | None, ...]:
-    """Each node's measured calls/min to what it depends on (None when unmeasured). The key
-    names traffic, so a traffic refresh drops it (GraphSnapshot.memo)."""
-
-    def compute() -> tuple[float | None, ...]:
-        traffic = snapshot.traffic_by_index
-        totals: list[float | None] = [None] * len(snapshot.nodes)
-        for source, out in enumerate(_runtime(snapshot).deps):
-            for _, j in out:
-                if (calls := traffic[j]) is not None:
-                    totals[source] = (totals[source] or 0.0) + calls
-        return tuple(totals)
-
-    return snapshot.memo((__name__, "traffic", "measured"), compute)
 
 
 # -- search -----------------------------------------------------------------------------
@@ -290,7 +183,7 @@ def search(
                 ratio = matcher.ratio()
                 if ratio >= _SIMILAR:
                     found.append((0.4 * ratio, i, "similar"))
-    order = _order(snapshot)
+    order = derived.name_positions(snapshot)
     # Sorted on the score as shown, so that equal-looking scores are in name order.
     found.sort(key=lambda f: (-round(f[0], 4), order[f[1]]))
     return [Match(snapshot.nodes[i], round(score, 4), why) for score, i, why in found[:limit]]
@@ -347,7 +240,7 @@ def traverse(
 
     nodes = snapshot.nodes
     shown = {i for i in depth if i == start or node_kinds is None or nodes[i].kind in node_kinds}
-    order = _order(snapshot)
+    order = derived.name_positions(snapshot)
     return Traversal(
         nodes=tuple(
             Reached(nodes[i], depth[i]) for i in sorted(shown, key=lambda i: (depth[i], order[i]))
@@ -391,13 +284,13 @@ def find_paths(
         return []
     if source == target:
         return [Path((nodes[source],), ())]
-    runtime = _runtime(snapshot)
+    runtime = derived.runtime(snapshot)
     to_go: dict[int, int] = {}
     for hops, layer in enumerate(rx.bfs_layers(runtime.flow_back, [target])[: max_depth + 1]):
         to_go.update(dict.fromkeys(layer, hops))
     if source not in to_go:
         return []
-    order = _order(snapshot)
+    order = derived.name_positions(snapshot)
     # (least length of any completion, names so far, nodes so far, edges so far); the names
     # are unique per partial route, so the heap never compares the tuples after them.
     heap: list[tuple[int, tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = [
@@ -420,133 +313,6 @@ def find_paths(
             heapq.heappush(heap, (hops + left, (*names, order[v]), (*route, v), (*taken, j)))
             budget -= 1
     return found
-
-
-# -- impact -----------------------------------------------------------------------------
-
-
-def impact(snapshot: GraphSnapshot, node_id: str) -> list[Impacted]:
-    """Everything that depends on the node, directly or not (a consumer depends on its
-    topic), nearest first, then by name.
-
-    `share` is the part of a node's measured outgoing calls/min (to other nodes) that goes
-    to the failed node or to other impacted nodes: how much of its work fails with them.
-    None when its outgoing edges carry no measured traffic.
-    """
-    failed = snapshot.index_of(node_id)
-    runtime = _runtime(snapshot)
-    layers = rx.bfs_layers(runtime.upstream, [failed])
-    depth: dict[int, int] = {}
-    for hops, layer in enumerate(layers):
-        depth.update(dict.fromkeys(layer, hops))
-    order, measured, traffic = _order(snapshot), _measured(snapshot), snapshot.traffic_by_index
-    nodes, edges, deps = snapshot.nodes, snapshot.edges, runtime.deps
-    result: list[Impacted] = []
-    for hops, layer in enumerate(layers[1:], start=1):
-        above = hops - 1
-        for u in sorted(layer, key=order.__getitem__):
-            # deps are in name order, so the first at the depth above is the via; bfs_layers
-            # reached u over one of them, so there is one.
-            via = edge = -1
-            inside = 0.0
-            for v, j in deps[u]:
-                if (reached := depth.get(v)) is not None:
-                    inside += traffic[j] or 0.0
-                    if reached == above and via < 0:
-                        via, edge = v, j
-            total = measured[u]
-            share = inside / total if total else None
-            result.append(Impacted(nodes[u], hops, nodes[via], edges[edge], share))
-    return result
-
-
-# -- rank -------------------------------------------------------------------------------
-
-
-def rank(
-    snapshot: GraphSnapshot,
-    *,
-    by: RankBy,
-    limit: int = 10,
-    kinds: Collection[str] | None = ("service",),
-) -> list[Ranked]:
-    """The nodes of `kinds` (None: all) that matter most, by one measure, highest first:
-
-    - dependents: how many nodes depend on it, directly or not;
-    - betweenness: how many shortest dependency chains run through it (normalized);
-    - pagerank: PageRank over dependency edges, so a node that many nodes, or important
-      ones, depend on ranks high (uniform teleport; a node with no dependencies spreads its
-      rank uniformly, as in NetworkX);
-    - traffic: calls/min on its incoming and outgoing edges together.
-
-    Each measure runs once per snapshot; later calls only slice it.
-    """
-    if by not in _RANK_BY:
-        raise ValueError(f"by must be one of {', '.join(_RANK_BY)}")
-    if limit < 0:
-        raise ValueError("limit must be at least 0")
-    ranked, scores = snapshot.memo((__name__, "rank", by), lambda: _ranking(snapshot, by))
-    nodes = snapshot.nodes
-    result: list[Ranked] = []
-    for i in ranked:
-        if len(result) >= limit:
-            break
-        if kinds is None or nodes[i].kind in kinds:
-            result.append(Ranked(nodes[i], scores[i]))
-    return result
-
-
-def _ranking(snapshot: GraphSnapshot, by: RankBy) -> tuple[tuple[int, ...], tuple[float, ...]]:
-    """Node indices, highest score first, and each node's score."""
-    runtime = _runtime(snapshot)
-    scores = [0.0] * len(snapshot.nodes)
-    if by == "dependents":
-        scores = [float(c) for c in _dependent_counts(runtime.graph)]
-    elif by == "betweenness":
-        for i, value in rx.digraph_betweenness_centrality(runtime.graph, normalized=True).items():
-            scores[i] = value
-    elif by == "pagerank":
-        # rustworkx stops once the L1 change is under N x tol; its default tol (1e-6) lets
-        # 10,000 nodes stop 0.01 away, enough to swap neighbours in the ranking.
-        for i, value in rx.pagerank(runtime.graph, tol=1e-10, max_iter=1000).items():
-            scores[i] = value
-    else:
-        for (source, target), calls in zip(snapshot.ends, snapshot.traffic_by_index, strict=True):
-            if calls is not None:
-                scores[source] += calls
-                scores[target] += calls
-    # Sorted on scores cut to 12 decimal places (int(), as round() is slow), so that
-    # floating-point noise does not order nodes that tie. The sort is stable: nodes with
-    # equal scores keep their name order.
-    keys = [-int(score * 1e12) for score in scores]
-    return tuple(sorted(_names(snapshot)[0], key=keys.__getitem__)), tuple(scores)
-
-
-def _dependent_counts(graph: rx.PyDiGraph[int, None]) -> list[int]:
-    """How many nodes reach each node. On the condensation (one node per strongly connected
-    component, a DAG) in topological order, each component's set of ancestors, as a bitset
-    over node indices, is its members plus its predecessors' sets. A set is dropped once
-    every successor has used it, so only the frontier is held."""
-    condensed = rx.digraph_condensation(graph)
-    counts = [0] * graph.num_nodes()
-    reach: dict[int, int] = {}
-    waiting: dict[int, int] = {}
-    for c in rx.topological_sort(condensed):
-        members: list[int] = condensed[c]
-        bits = 0
-        for v in members:
-            bits |= 1 << v
-        for p in set(condensed.predecessor_indices(c)):
-            bits |= reach[p]
-            waiting[p] -= 1
-            if not waiting[p]:
-                del reach[p], waiting[p]
-        if successors := len(set(condensed.successor_indices(c))):
-            reach[c], waiting[c] = bits, successors
-        count = bits.bit_count() - 1
-        for v in members:
-            counts[v] = count
-    return counts
 
 
 # -- mermaid ----------------------------------------------------------------------------
@@ -591,7 +357,7 @@ def mermaid(
     for j in chosen:
         wanted.update(ends[j])
     marked = {highlight} if isinstance(highlight, str) else set(highlight or ())
-    order = _order(snapshot)
+    order = derived.name_positions(snapshot)
     drawn = sorted(wanted, key=order.__getitem__)
     name = {i: f"n{k}" for k, i in enumerate(drawn)}
     several = len({nodes[i].environment for i in drawn}) > 1

@@ -374,19 +374,34 @@ async def find_path(
     return _finish(ctx, q, data, ids, [e.id for e in edges])
 
 
+# A blast radius is counted in full at every depth; this many of its nearest nodes are
+# listed one by one (an assistant reads the counts, and the nearest are whom to warn first).
+_IMPACT_LIMIT = 50
+_MAX_IMPACTED = 100
+
+
 async def get_impact(
-    db: Database, q: GraphQuery, node: str, *, environment: str | None = None
+    db: Database,
+    q: GraphQuery,
+    node: str,
+    *,
+    environment: str | None = None,
+    limit: int = _IMPACT_LIMIT,
 ) -> dict[str, Any]:
+    if not 1 <= limit <= _MAX_IMPACTED:
+        raise ValidationFailed.field("limit", f"must be between 1 and {_MAX_IMPACTED}")
     ctx = await _context(db, q)
     failed = _resolve(ctx.snapshot, node, environment, "node")
-    impacted = algo.impact(ctx.snapshot, failed.id)
-    services = [i for i in impacted if i.node.kind == "service"]
-    shown = impacted[:_MAX_RESULTS]
+    blast = algo.impact(ctx.snapshot, failed.id, limit=limit)
+    shown = blast.impacted
     data = {
         "node": _brief(failed),
-        "impacted_count": len(impacted),
-        "impacted_services": len(services),
-        "max_depth": max((i.depth for i in impacted), default=0),
+        "impacted_count": blast.count,
+        "impacted_services": blast.services,
+        "max_depth": blast.max_depth,
+        "by_depth": [
+            {"depth": d.depth, "nodes": d.nodes, "services": d.services} for d in blast.by_depth
+        ],
         "impacted": [
             {
                 **_brief(i.node),
@@ -397,7 +412,7 @@ async def get_impact(
             }
             for i in shown
         ],
-        "truncated": len(impacted) > len(shown),
+        "truncated": blast.truncated,
     }
     return _finish(
         ctx, q, data, [failed.id, *(i.node.id for i in shown)], [i.edge.id for i in shown]
@@ -415,31 +430,29 @@ async def rank_critical_services(
     if not 1 <= limit <= 100:
         raise ValidationFailed.field("limit", "must be between 1 and 100")
     ctx = await _context(db, q)
-    # Ranked over every environment at once, then filtered: cheap, and computed once.
-    # A first ranking of a large graph takes seconds (betweenness): off the event loop.
-    ranked = await anyio.to_thread.run_sync(
-        lambda: algo.rank(ctx.snapshot, by=by, limit=len(ctx.snapshot.nodes))
+    snapshot = ctx.snapshot
+    # Ranked over every environment at once, once per graph version, then sliced. A first
+    # ranking of a large graph takes seconds (betweenness): off the event loop.
+    top = await anyio.to_thread.run_sync(
+        lambda: algo.rank(snapshot, by=by, limit=limit, environment=environment or None)
     )
-    if environment:
-        ranked = [r for r in ranked if r.node.environment == environment]
-    top = ranked[:limit]
-    everyone = len(ctx.snapshot.nodes)
-    dependents = {
-        r.node.id: r.score
-        for r in await anyio.to_thread.run_sync(
-            lambda: algo.rank(ctx.snapshot, by="dependents", limit=everyone)
-        )
-    }
+    dependents = await anyio.to_thread.run_sync(lambda: algo.scores(snapshot, "dependents"))
     data = {
         "by": by,
         "services": [
             {
                 **_brief(r.node),
                 "score": round(r.score, 4),
-                "dependents": int(dependents.get(r.node.id, 0)),
+                "dependents": int(dependents[snapshot.index_of(r.node.id)]),
                 "direct_dependents": len(ctx.snapshot.in_edges(r.node.id)),
             }
             for r in top
         ],
     }
     return _finish(ctx, q, data, [r.node.id for r in top], [])
+
+
+# What other domain modules (graph/near.py) build on: the snapshot of a query, and a node
+# named as a person names it.
+graph_context = _context
+resolve_node = _resolve

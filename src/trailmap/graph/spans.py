@@ -3,66 +3,77 @@
 One pass over an OTLP request turns its spans into observations: services seen (with their
 versions), edges that a single span proves on its own (a CLIENT span to a database, cache or
 topic), per-minute statistics, and *halves*: a CLIENT or PRODUCER span whose SERVER or
-CONSUMER child may arrive later, in another request, at another app node. graph/pairing.py
-matches halves; what a matched or expired pair proves is recorded here too, so that one
-module knows every rule.
+CONSUMER child may arrive later, in another request, at another app node. graph/ingest.py
+and graph/pairing.py match halves; what a matched or expired pair proves is recorded here
+too, so that one module knows every rule.
 
-Only the attributes the rules need are read: a request of 512 spans spends most of its time
-in this loop, and every attribute looked at costs.
+A request of 512 spans spends most of its time in this loop, so it reads spans through
+`SpanBatch`, a view of the OTLP request that declares only the fields the rules read (the
+bytes are the same; upb skips the rest without making Python objects of them) and holds
+each span's attributes as a map from key to the attribute's encoded value: a rule looks up
+the few keys it needs instead of walking every attribute, values are decoded once per
+distinct encoding, and what a span's attributes say about its peer is worked out once per
+distinct combination.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
+# protobuf ships no type information (types-protobuf is not a dependency); its use here is
+# confined to building the view's message class and parsing values, typed below.
+from google.protobuf import (  # type: ignore[import-untyped]
+    descriptor_pb2,
+    descriptor_pool,
+    message_factory,
+)
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from trailmap.graph.model import DEFAULT_ENVIRONMENT, EdgeKind, NodeKind
 from trailmap.graph.stats import Stats
 
-__all__ = ["EdgeKey", "Half", "NodeKey", "Observations", "observe_request"]
+__all__ = ["EdgeKey", "Half", "NodeKey", "Observations", "SpanBatch", "observe_request"]
 
 # A node is known by its kind, environment and name; an edge by source, target and kind.
 NodeKey = tuple[NodeKind, str, str]
 EdgeKey = tuple[NodeKey, NodeKey, EdgeKind]
 
-_INTERNAL, _SERVER, _CLIENT, _PRODUCER, _CONSUMER = 1, 2, 3, 4, 5
+_UNSPECIFIED, _INTERNAL, _SERVER, _CLIENT, _PRODUCER, _CONSUMER = 0, 1, 2, 3, 4, 5
+_ZERO_TRACE = bytes(16)
 _STATUS_ERROR = 2
 _MINUTE_US = 60_000_000
 _MAX_NAME = 300
 _MAX_ENV = 100
 _MAX_VERSION = 100
 _MAX_ATTRIBUTE = 300
+# Distinct attribute encodings, and combinations of them, remembered with what they mean.
+_REMEMBERED = 8192
 
 _CACHES = frozenset({"redis", "valkey", "memcached"})
 _QUEUES = frozenset({"rabbitmq", "activemq", "aws_sqs", "jms", "ibm_mq", "servicebus"})
 
-# The span attributes any rule reads; current semantic conventions first, then older names.
-_SPAN_KEYS = frozenset(
-    {
-        "db.system.name",
-        "db.system",
-        "db.namespace",
-        "db.name",
-        "peer.service",
-        "server.address",
-        "net.peer.name",
-        "server.port",
-        "url.full",
-        "http.url",
-        "http.host",
-        "http.response.status_code",
-        "http.status_code",
-        "messaging.system",
-        "messaging.destination.name",
-        "messaging.destination",
-        "rpc.service",
-    }
+# The attributes that say where a CLIENT or PRODUCER span goes (current semantic conventions
+# first, then older names), in the order of `_Target`'s arguments.
+_TARGET_KEYS = (
+    "db.system.name",
+    "db.system",
+    "peer.service",
+    "server.address",
+    "net.peer.name",
+    "db.namespace",
+    "db.name",
+    "messaging.system",
+    "messaging.destination.name",
+    "messaging.destination",
 )
+_MESSAGING_KEYS = ("messaging.system", "messaging.destination.name", "messaging.destination")
+# When no key above names a CLIENT span's peer: its URL's host, its Host header, its RPC service.
+_PEER_FALLBACK_KEYS = ("url.full", "http.url", "http.host", "rpc.service")
 # Resource attributes kept on a service node.
 _RESOURCE_KEYS = (
     "service.namespace",
@@ -75,6 +86,64 @@ _RESOURCE_KEYS = (
     "cloud.provider",
     "cloud.region",
 )
+
+
+def _span_batch_class() -> Any:
+    """`ExportTraceServiceRequest` as the rules read it: the same field numbers and types
+    for what is declared, attributes (a repeated KeyValue on the wire, which is how a map is
+    encoded) as map<string, bytes> holding each encoded AnyValue."""
+    F = descriptor_pb2.FieldDescriptorProto  # noqa: N806 - protobuf's own name
+    optional, repeated = F.LABEL_OPTIONAL, F.LABEL_REPEATED
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="trailmap/span_batch.proto", package="trailmap.spans", syntax="proto3"
+    )
+
+    def message(name: str, *fields: tuple[str, int, int, int, str], attributes: int = 0) -> None:
+        described = proto.message_type.add(name=name)
+        if attributes:
+            entry = described.nested_type.add(name="AttributesEntry")
+            entry.field.add(name="key", number=1, type=F.TYPE_STRING, label=optional)
+            entry.field.add(name="value", number=2, type=F.TYPE_BYTES, label=optional)
+            entry.options.map_entry = True
+            described.field.add(
+                name="attributes",
+                number=attributes,
+                type=F.TYPE_MESSAGE,
+                label=repeated,
+                type_name=f".trailmap.spans.{name}.AttributesEntry",
+            )
+        for field_name, number, kind, label, type_name in fields:
+            added = described.field.add(name=field_name, number=number, type=kind, label=label)
+            if type_name:
+                added.type_name = f".trailmap.spans.{type_name}"
+
+    message("Status", ("code", 3, F.TYPE_INT32, optional, ""))
+    message("Resource", attributes=1)
+    message(
+        "Span",
+        ("trace_id", 1, F.TYPE_BYTES, optional, ""),
+        ("span_id", 2, F.TYPE_BYTES, optional, ""),
+        ("parent_span_id", 4, F.TYPE_BYTES, optional, ""),
+        ("kind", 6, F.TYPE_INT32, optional, ""),
+        ("start_time_unix_nano", 7, F.TYPE_FIXED64, optional, ""),
+        ("end_time_unix_nano", 8, F.TYPE_FIXED64, optional, ""),
+        ("status", 15, F.TYPE_MESSAGE, optional, "Status"),
+        attributes=9,
+    )
+    message("ScopeSpans", ("spans", 2, F.TYPE_MESSAGE, repeated, "Span"))
+    message(
+        "ResourceSpans",
+        ("resource", 1, F.TYPE_MESSAGE, optional, "Resource"),
+        ("scope_spans", 2, F.TYPE_MESSAGE, repeated, "ScopeSpans"),
+    )
+    message("SpanBatch", ("resource_spans", 1, F.TYPE_MESSAGE, repeated, "ResourceSpans"))
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("trailmap.spans.SpanBatch"))
+
+
+# Parse an OTLP trace request body with `SpanBatch.FromString(body)`.
+SpanBatch: Any = _span_batch_class()
 
 
 @dataclass(slots=True)
@@ -187,45 +256,115 @@ def _text(value: str, limit: int) -> str:
     return value[:limit]
 
 
-def _scalar(value: AnyValue) -> str | int | float | bool | None:
+Scalar = str | int | float | bool | None
+
+
+@lru_cache(maxsize=_REMEMBERED)
+def _value(encoded: bytes | None) -> Scalar:
+    """An attribute's value from its encoded AnyValue: text, a number, a boolean, or None
+    (absent, or an array, a key-value list or bytes, which no rule reads)."""
+    if encoded is None:
+        return None
+    try:
+        value = AnyValue.FromString(encoded)
+    except DecodeError:
+        return None
     which = value.WhichOneof("value")
     if which == "string_value":
         return _text(value.string_value, _MAX_ATTRIBUTE)
-    if which == "int_value":
-        return value.int_value
-    if which == "double_value":
-        return value.double_value
-    if which == "bool_value":
-        return value.bool_value
+    if which in ("int_value", "double_value", "bool_value"):
+        scalar: Scalar = getattr(value, which)
+        return scalar
     return None
 
 
-def _resource(attributes: Iterable[KeyValue]) -> tuple[str, str, dict[str, Any]]:
-    values: dict[str, Any] = {}
-    for kv in attributes:
-        values[kv.key] = kv.value
-    service = _string(values.get("service.name")) or "unknown_service"
+def _string(encoded: bytes | None) -> str | None:
+    scalar = _value(encoded)
+    if scalar is None or scalar == "":
+        return None
+    return str(scalar)
+
+
+def _resource(attributes: Any) -> tuple[str, str, dict[str, Any]]:
+    get = attributes.get
+    service = _string(get("service.name")) or "unknown_service"
     environment = (
-        _string(values.get("deployment.environment.name"))
-        or _string(values.get("deployment.environment"))
+        _string(get("deployment.environment.name"))
+        or _string(get("deployment.environment"))
         or DEFAULT_ENVIRONMENT
     )
     kept: dict[str, Any] = {}
     for key in _RESOURCE_KEYS:
-        if key in values:
-            scalar = _scalar(values[key])
-            if scalar is not None:
-                kept[key] = scalar
+        scalar = _value(get(key))
+        if scalar is not None:
+            kept[key] = scalar
     return _text(service, _MAX_NAME), _text(environment, _MAX_ENV), kept
 
 
-def _string(value: AnyValue | None) -> str | None:
-    if value is None:
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """What a CLIENT or PRODUCER span's attributes say about where it goes: a datastore it
+    proves on its own, or a half to wait with (a producer's topic or a client's peer)."""
+
+    datastore: tuple[NodeKind, str] | None = None
+    destination: tuple[NodeKind, str] | None = None
+    producer: bool = False
+    peer: str | None = None
+
+
+@lru_cache(maxsize=_REMEMBERED)
+def _target(kind: int, encoded: tuple[bytes | None, ...]) -> _Target:
+    """`encoded`: the span's values of `_TARGET_KEYS`, in that order."""
+    (
+        system_name,
+        system,
+        peer_service,
+        address,
+        peer_name,
+        namespace,
+        db_name,
+        messaging,
+        destination_name,
+        destination,
+    ) = map(_value, encoded)
+    db_system = system_name or system
+    if kind == _CLIENT and db_system:
+        db_system = str(db_system).lower()
+        name = peer_service or address or peer_name or namespace or db_name or db_system
+        kind_of: NodeKind = "cache" if db_system in _CACHES else "database"
+        return _Target(datastore=(kind_of, _text(str(name), _MAX_NAME)))
+    topic = _destination(messaging, destination_name or destination)
+    if kind == _PRODUCER or (kind == _CLIENT and topic is not None):
+        return _Target(destination=topic, producer=True)
+    peer = peer_service or address or peer_name
+    return _Target(destination=topic, peer=_text(str(peer), _MAX_NAME) if peer else None)
+
+
+def _destination(system: Scalar, destination: Scalar) -> tuple[NodeKind, str] | None:
+    if not system and not destination:
         return None
-    scalar = _scalar(value)
-    if scalar is None or scalar == "":
-        return None
-    return str(scalar)
+    kind: NodeKind = "queue" if str(system).lower() in _QUEUES else "topic"
+    return kind, _text(str(destination or system), _MAX_NAME)
+
+
+@lru_cache(maxsize=_REMEMBERED)
+def _consumed(encoded: tuple[bytes | None, ...]) -> tuple[tuple[NodeKind, str] | None, bool]:
+    """A CONSUMER span's topic, and whether the span names it (else its producer's counts)."""
+    system, destination_name, destination = map(_value, encoded)
+    named = destination_name or destination
+    return _destination(system, named), bool(named)
+
+
+@lru_cache(maxsize=_REMEMBERED)
+def _peer_fallback(encoded: tuple[bytes | None, ...]) -> str | None:
+    url_full, http_url, http_host, rpc_service = map(_value, encoded)
+    peer = (
+        _host(_str_or_none(url_full))
+        or _host(_str_or_none(http_url))
+        or _str_or_none(http_host)
+        or _str_or_none(rpc_service)
+    )
+    return _text(peer, _MAX_NAME) if peer else None
 
 
 def _host(url: str | None) -> str | None:
@@ -237,172 +376,154 @@ def _host(url: str | None) -> str | None:
         return None
 
 
-def _peer(attrs: dict[str, str | int | float | bool | None]) -> str | None:
-    for key in ("peer.service", "server.address", "net.peer.name"):
-        value = attrs.get(key)
-        if value:
-            return str(value)
-    return (
-        _host(_str_or_none(attrs.get("url.full")))
-        or _host(_str_or_none(attrs.get("http.url")))
-        or _str_or_none(attrs.get("http.host"))
-        or _str_or_none(attrs.get("rpc.service"))
-    )
-
-
 def _str_or_none(value: object) -> str | None:
     return str(value) if value not in (None, "") else None
 
 
-def _datastore(attrs: dict[str, Any]) -> tuple[NodeKind, str] | None:
-    system = attrs.get("db.system.name") or attrs.get("db.system")
-    if not system:
-        return None
-    system = str(system).lower()
-    name = (
-        attrs.get("peer.service")
-        or attrs.get("server.address")
-        or attrs.get("net.peer.name")
-        or attrs.get("db.namespace")
-        or attrs.get("db.name")
-        or system
-    )
-    return ("cache" if system in _CACHES else "database"), _text(str(name), _MAX_NAME)
-
-
-def _destination(attrs: dict[str, Any]) -> tuple[NodeKind, str] | None:
-    system = attrs.get("messaging.system")
-    destination = attrs.get("messaging.destination.name") or attrs.get("messaging.destination")
-    if not system and not destination:
-        return None
-    kind: NodeKind = "queue" if str(system).lower() in _QUEUES else "topic"
-    return kind, _text(str(destination or system), _MAX_NAME)
-
-
-def _failed(status_code: int, attrs: dict[str, Any]) -> bool:
-    if status_code == _STATUS_ERROR:
-        return True
-    http = attrs.get("http.response.status_code") or attrs.get("http.status_code")
+@lru_cache(maxsize=_REMEMBERED)
+def _http_failed(response_status: bytes | None, status: bytes | None) -> bool:
+    http = _value(response_status) or _value(status)
     try:
         return http is not None and int(http) >= 500
     except (TypeError, ValueError):
         return False
 
 
-def observe_request(
-    request: ExportTraceServiceRequest, *, oldest_us: int, newest_us: int
-) -> Observations:
-    """What the request's spans say; spans outside [oldest_us, newest_us] are refused."""
+def observe_request(request: Any, *, oldest_us: int, newest_us: int) -> Observations:
+    """What the request's spans say; spans outside [oldest_us, newest_us] are refused.
+
+    `request` is a `SpanBatch`, or an `ExportTraceServiceRequest` (read as one: the same
+    bytes parsed again, which the HTTP receiver avoids by parsing its body as a `SpanBatch`).
+    """
+    if isinstance(request, ExportTraceServiceRequest):
+        request = SpanBatch.FromString(request.SerializeToString())
     obs = Observations()
-    span_keys = _SPAN_KEYS
     for resource_spans in request.resource_spans:
-        service, environment, kept = _resource(resource_spans.resource.attributes)
-        node: NodeKey = ("service", environment, service)
-        version = kept.get("service.version")
-        version = _text(str(version), _MAX_VERSION) if version not in (None, "") else None
-        first_us: int | None = None
-        for scope_spans in resource_spans.scope_spans:
-            for span in scope_spans.spans:
-                trace_id = span.trace_id
-                span_id = span.span_id
-                if len(trace_id) != 16 or len(span_id) != 8 or not any(trace_id):
-                    obs.reject("a span's trace_id must be 16 bytes and its span_id 8 bytes")
-                    continue
-                start_ns = span.start_time_unix_nano
-                end_ns = span.end_time_unix_nano
-                start_us = start_ns // 1000
-                if end_ns < start_ns:
-                    obs.reject("a span's end_time_unix_nano is before its start_time_unix_nano")
-                    continue
-                if not oldest_us <= start_us <= newest_us:
-                    obs.reject(
-                        "a span's start time is outside the accepted window (the retention "
-                        "window, up to one hour ahead of the server's clock)"
-                    )
-                    continue
-                obs.accepted += 1
-                if first_us is None or start_us < first_us:
-                    first_us = start_us
-                kind = span.kind
-                if kind in (_INTERNAL, 0):
-                    obs.node(node, start_us)
-                    continue
-                attrs = {kv.key: _scalar(kv.value) for kv in span.attributes if kv.key in span_keys}
-                duration_ms = (end_ns - start_ns) / 1e6
-                error = _failed(span.status.code, attrs)
-                _observe_span(obs, node, kind, span, attrs, (start_us, duration_ms, error))
-        if first_us is not None:
-            obs.node(node, first_us, kept)
-            if version:
-                key = (node, version)
-                obs.versions[key] = min(obs.versions.get(key, first_us), first_us)
+        _observe_resource(obs, resource_spans, oldest_us, newest_us)
     return obs
 
 
-def _observe_span(
-    obs: Observations,
-    node: NodeKey,
-    kind: int,
-    span: Any,
-    attrs: dict[str, Any],
-    call: tuple[int, float, bool],
+def _observe_resource(  # noqa: PLR0912 - the hot loop, one function: calls cost here
+    obs: Observations, resource_spans: Any, oldest_us: int, newest_us: int
 ) -> None:
-    start_us, duration_ms, error = call
-    environment, service = node[1], node[2]
-    trace_hex = span.trace_id.hex()
-    if kind in (_SERVER, _CONSUMER):
-        obs.count(node, start_us, duration_ms, error=error)
-        destination = _destination(attrs) if kind == _CONSUMER else None
-        named = attrs.get("messaging.destination.name") or attrs.get("messaging.destination")
-        if destination is not None and named:
-            obs.edge(node, (destination[0], environment, destination[1]), "consumes", call)
-        elif span.parent_span_id:
-            obs.halves.append(
-                Half(
-                    trace_hex + span.parent_span_id.hex(),
-                    "s",
-                    span.span_id.hex(),
-                    {
-                        "k": "server" if kind == _SERVER else "consumer",
-                        "s": service,
-                        "e": environment,
-                        "t": start_us,
-                        "d": duration_ms,
-                        "x": int(error),
-                        "q": list(destination) if destination else None,
-                    },
+    """One resource's spans. Each span's fields are read once, an INTERNAL span's attributes
+    never (it only says its service was there)."""
+    service, environment, kept = _resource(resource_spans.resource.attributes)
+    node: NodeKey = ("service", environment, service)
+    zero_trace = _ZERO_TRACE
+    accepted = 0
+    first_us = last_us = -1
+    for scope_spans in resource_spans.scope_spans:
+        for span in scope_spans.spans:
+            trace_id = span.trace_id
+            span_id = span.span_id
+            if len(trace_id) != 16 or len(span_id) != 8 or trace_id == zero_trace:
+                obs.reject("a span's trace_id must be 16 bytes and its span_id 8 bytes")
+                continue
+            start_ns = span.start_time_unix_nano
+            end_ns = span.end_time_unix_nano
+            if end_ns < start_ns:
+                obs.reject("a span's end_time_unix_nano is before its start_time_unix_nano")
+                continue
+            start_us = start_ns // 1000
+            if not oldest_us <= start_us <= newest_us:
+                obs.reject(
+                    "a span's start time is outside the accepted window (the retention "
+                    "window, up to one hour ahead of the server's clock)"
                 )
+                continue
+            accepted += 1
+            if first_us < 0 or start_us < first_us:
+                first_us = start_us
+            last_us = max(last_us, start_us)
+            kind = span.kind
+            if kind in (_INTERNAL, _UNSPECIFIED):
+                continue
+            get = span.attributes.get
+            error = span.status.code == _STATUS_ERROR
+            if not error:
+                response_status, status = get("http.response.status_code"), get("http.status_code")
+                if response_status is not None or status is not None:
+                    error = _http_failed(response_status, status)
+            call = (start_us, (end_ns - start_ns) / 1e6, error)
+            if kind in (_SERVER, _CONSUMER):
+                _observe_served(obs, node, kind, span, get, call)
+            else:
+                _observe_outbound(obs, node, kind, span, get, call)
+    if accepted:
+        obs.accepted += accepted
+        obs.node(node, last_us)
+        obs.node(node, first_us, kept)
+        version = kept.get("service.version")
+        if version not in (None, ""):
+            key = (node, _text(str(version), _MAX_VERSION))
+            obs.versions[key] = min(obs.versions.get(key, first_us), first_us)
+
+
+def _observe_served(
+    obs: Observations, node: NodeKey, kind: int, span: Any, get: Any, call: tuple[int, float, bool]
+) -> None:
+    """A SERVER or CONSUMER span: its service's own statistics, and a half waiting for its
+    caller, unless a CONSUMER span names its topic (then it proves its edge alone)."""
+    start_us, duration_ms, error = call
+    obs.count(node, start_us, duration_ms, error=error)
+    destination, named = (
+        _consumed(tuple(map(get, _MESSAGING_KEYS))) if kind == _CONSUMER else (None, False)
+    )
+    if destination is not None and named:
+        obs.edge(node, (destination[0], node[1], destination[1]), "consumes", call)
+    elif span.parent_span_id:
+        obs.halves.append(
+            Half(
+                (span.trace_id + span.parent_span_id).hex(),
+                "s",
+                span.span_id.hex(),
+                {
+                    "k": "server" if kind == _SERVER else "consumer",
+                    "s": node[2],
+                    "e": node[1],
+                    "t": start_us,
+                    "d": duration_ms,
+                    "x": int(error),
+                    "q": destination,
+                },
             )
+        )
+
+
+def _observe_outbound(
+    obs: Observations, node: NodeKey, kind: int, span: Any, get: Any, call: tuple[int, float, bool]
+) -> None:
+    """A CLIENT or PRODUCER span: an edge to a datastore or topic it names, and a half
+    waiting for the SERVER or CONSUMER span it causes."""
+    target = _target(kind, tuple(map(get, _TARGET_KEYS)))
+    environment = node[1]
+    if target.datastore is not None:
+        kind_of, name = target.datastore
+        obs.edge(node, (kind_of, environment, name), "reads_writes", call)
         return
-    # CLIENT or PRODUCER
-    datastore = _datastore(attrs) if kind == _CLIENT else None
-    if datastore is not None:
-        obs.edge(node, (datastore[0], environment, datastore[1]), "reads_writes", call)
-        return
-    destination = _destination(attrs)
-    if kind == _PRODUCER or (kind == _CLIENT and destination is not None):
+    destination = target.destination
+    peer = target.peer
+    if target.producer:
         if destination is not None:
             obs.edge(node, (destination[0], environment, destination[1]), "publishes", call)
-        half_kind = "producer"
-        peer = None
-    else:
-        half_kind = "client"
-        peer = _peer(attrs)
-        peer = _text(peer, _MAX_NAME) if peer else None
+    elif peer is None:
+        peer = _peer_fallback(tuple(map(get, _PEER_FALLBACK_KEYS)))
+    span_hex = span.span_id.hex()
     obs.halves.append(
         Half(
-            trace_hex + span.span_id.hex(),
-            "p" if half_kind == "producer" else "c",
-            span.span_id.hex(),
+            span.trace_id.hex() + span_hex,
+            "p" if target.producer else "c",
+            span_hex,
             {
-                "k": half_kind,
-                "s": service,
+                "k": "producer" if target.producer else "client",
+                "s": node[2],
                 "e": environment,
-                "t": start_us,
-                "d": duration_ms,
-                "x": int(error),
+                "t": call[0],
+                "d": call[1],
+                "x": int(call[2]),
                 "p": peer,
-                "q": list(destination) if destination else None,
+                "q": destination,
             },
         )
     )

@@ -1,4 +1,6 @@
-"""Runs the span-pairing sweep on a timer for as long as the server runs."""
+"""Runs span pairing's periodic work for as long as the server runs: storing what trace
+ingestion keeps in this app node's memory (statistics being added up, halves whose time there
+is over), and the sweep of stored halves whose wait is over."""
 
 from __future__ import annotations
 
@@ -7,10 +9,10 @@ import logging
 import anyio
 
 from trailmap.errors import TrailmapError
-from trailmap.graph.pairing import sweep_pending
+from trailmap.graph.pairing import TraceIngestion, sweep_pending
 from trailmap.storage import Database
 
-__all__ = ["run_pairing_sweeps"]
+__all__ = ["close_ingestion", "run_ingestion_stores", "run_pairing_sweeps"]
 
 log = logging.getLogger(__name__)
 
@@ -25,3 +27,32 @@ async def run_pairing_sweeps(db: Database, *, interval_seconds: float, max_pendi
         except Exception:
             log.exception("span pairing sweep failed; trying again at the next interval")
         await anyio.sleep(interval_seconds)
+
+
+async def run_ingestion_stores(ingestion: TraceIngestion) -> None:
+    """Store what waited its time in memory, as often as `ingestion.store_every_seconds`;
+    a failed store keeps it there, for the next time."""
+    while True:
+        try:
+            await ingestion.store_due()
+        except TrailmapError as error:
+            log.warning("storing what trace ingestion keeps in memory skipped: %s", error.message)
+        except Exception:
+            log.exception("storing what trace ingestion keeps in memory failed; trying again")
+        await anyio.sleep(ingestion.store_every_seconds)
+
+
+async def close_ingestion(ingestion: TraceIngestion) -> None:
+    """At shutdown: store everything trace ingestion keeps in memory (a failure is logged
+    with how many halves are lost; the app stops anyway)."""
+    waiting = ingestion.waiting
+    try:
+        stored = await ingestion.close()
+    except Exception:
+        log.exception(
+            "could not store the statistics and %d span halves kept in memory; they are lost",
+            waiting,
+        )
+        return
+    if stored:
+        log.info("stored %d span halves still waiting in memory", stored)

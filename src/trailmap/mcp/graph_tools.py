@@ -67,6 +67,10 @@ def _edge_text(edge: dict[str, Any]) -> str:
     return line
 
 
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}" if n == 1 else f"{n} {thing}s"
+
+
 def _name(node: dict[str, Any]) -> str:
     return f"{node['name']} ({node['kind']}, {node['environment']})"
 
@@ -235,20 +239,36 @@ def register_graph_tools(  # noqa: PLR0915 - one tool per block
         ctx: Context,
         node: NodeName,
         environment: Environment = None,
+        limit: Annotated[
+            int,
+            Field(ge=1, le=100, description="How many of the nearest to list; all are counted."),
+        ] = 50,
         at: At = None,
         format: Format = "json",  # noqa: A002
     ) -> CallToolResult:
-        """The blast radius of a node: every service and component that depends on it,
-        directly or transitively, with its distance, the next hop toward the failed node and
-        the share of its traffic that goes there. Use it for "what breaks if payments goes
-        down?"."""
+        """The blast radius of a node: how many services and components depend on it,
+        directly or transitively, at each distance, and the nearest of them one by one with
+        the next hop toward the failed node and the share of its traffic that goes there.
+        Use it for "what breaks if payments goes down?"."""
         q = await ask(ctx, at, format)
-        data = await answer(queries.get_impact(db, q, node, environment=environment))
+        data = await answer(queries.get_impact(db, q, node, environment=environment, limit=limit))
         headline = (
             f"If {_name(data['node'])} fails: {data['impacted_count']} nodes depend on it "
             f"({data['impacted_services']} services), up to {data['max_depth']} hops away."
         )
         lines = [headline]
+        if data["max_depth"] > 1:
+            lines.append(
+                "By depth: "
+                + ", ".join(
+                    f"{d['depth']}: {_count(d['nodes'], 'node')} "
+                    f"({_count(d['services'], 'service')})"
+                    for d in data["by_depth"]
+                )
+                + "."
+            )
+        if data["truncated"]:
+            lines.append(f"The nearest {len(data['impacted'])}:")
         for i in data["impacted"]:
             share = i["share_of_traffic"]
             share_text = f", {share:.0%} of its calls" if share is not None else ""

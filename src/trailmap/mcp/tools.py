@@ -19,7 +19,9 @@ from pydantic import Field
 from trailmap import __version__, clock
 from trailmap.accounts import Principal, quotas
 from trailmap.errors import TrailmapError
+from trailmap.mcp.change_tools import register_change_tools
 from trailmap.mcp.graph_tools import register_graph_tools
+from trailmap.mcp.prompts import register_prompts
 from trailmap.mcp.registry import READ_ONLY, read_only_tool, tool_result
 from trailmap.mcp.registry import from_argument as _from_argument
 from trailmap.storage import Database
@@ -59,7 +61,11 @@ server time. Then use query_events for "what changed" questions, get_event_summa
 overview, and get_event for one event's details. Times accept relative forms such as -2h.
 It also holds the architecture graph learned from traces: search_nodes finds services,
 databases, caches, topics and external APIs by name; get_node, traverse_dependencies,
-find_path, get_impact and rank_critical_services answer how things connect.
+find_path, get_impact and rank_critical_services answer how things connect. Joined:
+get_metrics_around_event says whether a change moved a service's error rate, throughput or
+latency (with a verdict and p-value), and find_changes_near lists what changed near a
+service, nearest first. The prompts incident_triage, impact_analysis and
+discover_architecture give a plan for each kind of question.
 """
 
 
@@ -138,6 +144,7 @@ def build_mcp_server(
     *,
     default_timezone: str = "UTC",
     graph_stale_after_days: int = 7,
+    secret_key: str | None = None,
 ) -> MCPServer:
     """An MCP server with Trailmap's timeline tools, all read-only."""
     mcp = MCPServer(
@@ -156,6 +163,15 @@ def build_mcp_server(
         default_timezone=default_timezone,
         stale_after_days=graph_stale_after_days,
     )
+    register_change_tools(
+        mcp,
+        db,
+        tools.begin,
+        default_timezone=default_timezone,
+        stale_after_days=graph_stale_after_days,
+        secret_key=secret_key,
+    )
+    register_prompts(mcp)
     return mcp
 
 

@@ -1,15 +1,18 @@
 """The graph's queries: nodes, edges, per-minute statistics, versions and pending span halves.
 
 Writes are shaped so that any number of app nodes can record the same node, edge or minute
-at once: inserts that ignore a conflict, updates guarded by what they change, and additions
-done by the database (`calls = calls + excluded.calls`).
+at once: inserts that ignore a conflict, updates guarded by what they change, additions
+done by the database (`calls = calls + excluded.calls`), and rows written in key order, so
+that two transactions taking the same rows' locks never wait on each other in a circle
+(a deadlock, which PostgreSQL breaks by failing one of them).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import orjson
 from sqlalchemy import Row, bindparam, case, delete, func, or_, select, tuple_, update
 
 from trailmap.storage.database import Connection
@@ -26,11 +29,14 @@ from trailmap.storage.tables import (
 
 __all__ = [
     "BUCKET_COLUMNS",
+    "SEEN_RESOLUTION_US",
+    "MinuteRow",
     "add_minutes",
     "add_pending",
     "bump_version",
     "claim_expired",
     "claim_pending",
+    "count_pending",
     "edge_rows",
     "find_pending",
     "graph_version",
@@ -44,9 +50,14 @@ __all__ = [
 ]
 
 BUCKET_COLUMNS = tuple(f"b{i:02d}" for i in range(LATENCY_BUCKETS))
-# last_seen is kept to the minute: a row is rewritten only when it moves further than this.
-_SEEN_RESOLUTION_US = 60_000_000
+# last_seen is kept to the minute: a row is rewritten only when it moves further than this,
+# and an app node that remembers what it wrote (graph/ingest.py) skips a row for as long
+# again; together, never more than a minute behind.
+SEEN_RESOLUTION_US = 30_000_000
 _CHUNK = 500
+# (subject id, minute, calls, errors, summed duration in ms, latency bucket counts)
+MinuteRow = tuple[str, int, int, int, float, Sequence[int]]
+_MINUTE_COLUMNS = ("subject_id", "minute_us", "calls", "errors", "duration_ms", *BUCKET_COLUMNS)
 
 
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
@@ -58,50 +69,20 @@ def _upsert_seen(conn: Connection, table: Any, org_id: str, rows: list[dict[str,
     """Insert the rows that are new (returning how many), and move first/last seen of the rest."""
     if not rows:
         return 0
-    # One statement, many parameter sets: compiled once and cached, sent as executemany
-    # (multi-row VALUES built per call cost more to compile than to run).
-    stmt = (
-        insert_for(conn, table)
-        .on_conflict_do_nothing(index_elements=["org_id", "id"])
-        .returning(table.c.id)
-    )
-    created = set(conn.execute(stmt, [_columns_of(row, org_id) for row in rows]).scalars())
+    rows = sorted(rows, key=lambda row: str(row["id"]))
+    insert, moved = _statement(conn, table.name, _seen_statements)
+    # One statement, many parameter sets: built once, compiled once and cached, sent as
+    # executemany (multi-row VALUES built per call cost more to compile than to run).
+    created = set(conn.execute(insert, [_columns_of(row, org_id) for row in rows]).scalars())
     older = [row for row in rows if row["id"] not in created]
     if older:
-        c = table.c
-        moved = (
-            update(table)
-            .where(
-                c.org_id == bindparam("p_org"),
-                c.id == bindparam("p_id"),
-                or_(
-                    c.last_seen_us < bindparam("p_stale"),
-                    c.first_seen_us > bindparam("p_first"),
-                    bindparam("p_force"),
-                ),
-            )
-            .values(
-                first_seen_us=case(
-                    (c.first_seen_us > bindparam("p_first"), bindparam("p_first")),
-                    else_=c.first_seen_us,
-                ),
-                last_seen_us=case(
-                    (c.last_seen_us < bindparam("p_last"), bindparam("p_last")),
-                    else_=c.last_seen_us,
-                ),
-                attributes=case(
-                    (bindparam("p_force"), bindparam("p_attributes", type_=c.attributes.type)),
-                    else_=c.attributes,
-                ),
-            )
-        )
         params = [
             {
                 "p_org": org_id,
                 "p_id": row["id"],
                 "p_first": row["first_seen_us"],
                 "p_last": row["last_seen_us"],
-                "p_stale": row["last_seen_us"] - _SEEN_RESOLUTION_US,
+                "p_stale": row["last_seen_us"] - SEEN_RESOLUTION_US,
                 "p_force": bool(row.get("force") and row.get("attributes")),
                 "p_attributes": row.get("attributes") or {},
             }
@@ -109,6 +90,56 @@ def _upsert_seen(conn: Connection, table: Any, org_id: str, rows: list[dict[str,
         ]
         conn.execute(moved, params)
     return len(created)
+
+
+def _statement(conn: Connection, name: str, build: Callable[[Connection, str], Any]) -> Any:
+    """A statement built once per dialect: building one (above all its ON CONFLICT clause)
+    costs more than compiling it, and compiled forms are cached by what was built."""
+    key = (conn.dialect.name, name)
+    stmt = _STATEMENTS.get(key)
+    if stmt is None:
+        stmt = _STATEMENTS[key] = build(conn, name)
+    return stmt
+
+
+_STATEMENTS: dict[tuple[str, str], Any] = {}
+
+
+def _seen_statements(conn: Connection, name: str) -> tuple[Any, Any]:
+    table = graph_nodes if name == graph_nodes.name else graph_edges
+    insert = (
+        insert_for(conn, table)
+        .on_conflict_do_nothing(index_elements=["org_id", "id"])
+        .returning(table.c.id)
+    )
+    c = table.c
+    moved = (
+        update(table)
+        .where(
+            c.org_id == bindparam("p_org"),
+            c.id == bindparam("p_id"),
+            or_(
+                c.last_seen_us < bindparam("p_stale"),
+                c.first_seen_us > bindparam("p_first"),
+                bindparam("p_force"),
+            ),
+        )
+        .values(
+            first_seen_us=case(
+                (c.first_seen_us > bindparam("p_first"), bindparam("p_first")),
+                else_=c.first_seen_us,
+            ),
+            last_seen_us=case(
+                (c.last_seen_us < bindparam("p_last"), bindparam("p_last")),
+                else_=c.last_seen_us,
+            ),
+            attributes=case(
+                (bindparam("p_force"), bindparam("p_attributes", type_=c.attributes.type)),
+                else_=c.attributes,
+            ),
+        )
+    )
+    return insert, moved
 
 
 def _columns_of(row: dict[str, Any], org_id: str) -> dict[str, Any]:
@@ -127,21 +158,54 @@ def upsert_edges(conn: Connection, org_id: str, rows: list[dict[str, Any]]) -> i
     return _upsert_seen(conn, graph_edges, org_id, rows)
 
 
-def add_minutes(conn: Connection, org_id: str, rows: list[dict[str, Any]]) -> None:
-    """Rows: subject_id, minute_us, calls, errors, duration_ms, b00..b31; added to what is there."""
+def add_minutes(conn: Connection, org_id: str, rows: Sequence[MinuteRow]) -> None:
+    """Rows: (subject id, minute, calls, errors, summed duration, b00..b31); added to what
+    is there."""
     if not rows:
         return
+    _execute_many(
+        conn,
+        _statement(conn, graph_minutes.name, _minutes_sql),
+        [(org_id, *row[:5], *row[5]) for row in sorted(rows, key=lambda row: (row[0], row[1]))],
+    )
+
+
+def _minutes_sql(conn: Connection, _name: str) -> _DriverSql:
     stmt = insert_for(conn, graph_minutes)
     added = {
         name: graph_minutes.c[name] + stmt.excluded[name]
         for name in ("calls", "errors", "duration_ms", *BUCKET_COLUMNS)
     }
-    conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["org_id", "subject_id", "minute_us"], set_=added
-        ),
-        [{**row, "org_id": org_id} for row in rows],
+    upsert = stmt.on_conflict_do_update(
+        index_elements=["org_id", "subject_id", "minute_us"], set_=added
     )
+    return _driver_sql(conn, upsert, ("org_id", *_MINUTE_COLUMNS))
+
+
+# An INSERT's SQL as the driver takes it, and the names of its parameters in order (None
+# when the driver takes named parameters).
+_DriverSql = tuple[str, tuple[str, ...], bool]
+
+
+def _driver_sql(conn: Connection, stmt: Any, columns: tuple[str, ...]) -> _DriverSql:
+    """Compile an INSERT once for the driver. The hottest writes (a few dozen rows of many
+    values per OTLP request, and the span halves an app node stores) go to the driver as
+    they are: SQLAlchemy's handling of each value cost more than the database's work (five
+    times more on SQLite)."""
+    compiled = stmt.compile(dialect=conn.dialect, column_keys=list(columns))
+    order = compiled.positiontup
+    if order is not None and tuple(order) != columns:
+        raise RuntimeError(f"unexpected parameter order {order} for {columns}")
+    return str(compiled), columns, order is not None
+
+
+def _execute_many(conn: Connection, sql: _DriverSql, rows: list[tuple[Any, ...]]) -> None:
+    """Rows as tuples in the statement's column order; JSON values already as text."""
+    text, columns, positional = sql
+    params: list[Any] = (
+        rows if positional else [dict(zip(columns, row, strict=True)) for row in rows]
+    )
+    conn.exec_driver_sql(text, params)
 
 
 def new_versions(
@@ -156,7 +220,7 @@ def new_versions(
         .values(
             [
                 {"org_id": org_id, "node_id": node, "version": version, "first_seen_us": first}
-                for node, version, first in seen
+                for node, version, first in sorted(seen)
             ]
         )
         .on_conflict_do_nothing(index_elements=["org_id", "node_id", "version"])
@@ -252,23 +316,31 @@ def add_pending(
     """Halves as (pair key, side, own span id, payload)."""
     if not halves:
         return
-    stmt = insert_for(conn, pending_spans).on_conflict_do_nothing(
-        index_elements=["org_id", "pair_key", "side", "span_id"]
-    )
-    conn.execute(
-        stmt,
+    _execute_many(
+        conn,
+        _statement(conn, pending_spans.name, _pending_sql),
         [
-            {
-                "org_id": org_id,
-                "pair_key": key,
-                "side": side,
-                "span_id": span_id,
-                "payload": payload,
-                "expires_us": expires_us,
-            }
-            for key, side, span_id, payload in halves
+            (org_id, key, side, span_id, orjson.dumps(payload).decode(), expires_us)
+            for key, side, span_id, payload in sorted(halves, key=lambda half: half[:3])
         ],
     )
+
+
+def _pending_sql(conn: Connection, _name: str) -> _DriverSql:
+    insert = insert_for(conn, pending_spans).on_conflict_do_nothing(
+        index_elements=["org_id", "pair_key", "side", "span_id"]
+    )
+    return _driver_sql(
+        conn, insert, ("org_id", "pair_key", "side", "span_id", "payload", "expires_us")
+    )
+
+
+def count_pending(conn: Connection, org_id: str) -> int:
+    """How many halves of the organization wait in the database."""
+    count = conn.execute(
+        select(func.count()).select_from(pending_spans).where(pending_spans.c.org_id == org_id)
+    ).scalar()
+    return int(count or 0)
 
 
 def claim_expired(conn: Connection, now_us: int, *, limit: int, max_pending: int) -> list[Row[Any]]:

@@ -38,6 +38,9 @@ __all__ = [
     "login_throttle",
     "memberships",
     "metadata",
+    "metric_points",
+    "metric_series",
+    "metric_settings",
     "oauth_clients",
     "oauth_codes",
     "oauth_requests",
@@ -416,4 +419,53 @@ pending_spans = Table(
     PrimaryKeyConstraint("org_id", "pair_key", "side", "span_id"),
     ForeignKeyConstraint(["org_id"], ["organizations.id"], ondelete="CASCADE"),
     Index(None, "expires_us"),
+)
+
+
+# A metric series: one name of one service in one environment, with its labels (part of the
+# series' identity, as in Prometheus) and kind. `series_id` is a UUIDv5 of the first four,
+# so every app node finds the same series without a lookup. `service` is "" for a metric of
+# no service.
+metric_series = Table(
+    "metric_series",
+    metadata,
+    Column("org_id", String(ID), nullable=False),
+    Column("series_id", String(ID), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("service", String(200), nullable=False),
+    Column("environment", String(50), nullable=False),
+    Column("labels", Json, nullable=False),
+    # "gauge": each point is the value; "counter": a running total, read back as a rate.
+    Column("kind", String(10), nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    PrimaryKeyConstraint("org_id", "series_id"),
+    ForeignKeyConstraint(["org_id"], ["organizations.id"], ondelete="CASCADE"),
+    Index(None, "org_id", "service", "environment", "name"),
+)
+
+# Points of a series: one value per series and time, so a repeated push changes nothing.
+metric_points = Table(
+    "metric_points",
+    metadata,
+    Column("org_id", String(ID), nullable=False),
+    Column("series_id", String(ID), nullable=False),
+    Column("time_us", BigInteger, nullable=False),
+    Column("value", Float, nullable=False),
+    PrimaryKeyConstraint("org_id", "series_id", "time_us"),
+    ForeignKeyConstraint(["org_id"], ["organizations.id"], ondelete="CASCADE"),
+    Index(None, "time_us"),
+)
+
+# Which source serves each metric, and the organization's Prometheus-compatible API. The
+# credential it needs is kept encrypted (Fernet, with a key derived from TRAILMAP_SECRET_KEY),
+# because it must be sent as it is: a hash would not do.
+metric_settings = Table(
+    "metric_settings",
+    metadata,
+    Column("org_id", String(ID), nullable=False),
+    Column("settings", Json, nullable=False),
+    Column("auth_header_encrypted", Text, nullable=True),
+    Column("updated_us", BigInteger, nullable=False),
+    PrimaryKeyConstraint("org_id"),
+    ForeignKeyConstraint(["org_id"], ["organizations.id"], ondelete="CASCADE"),
 )

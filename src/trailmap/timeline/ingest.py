@@ -13,6 +13,7 @@ from trailmap.errors import ErrorDetail, QuotaExceeded, ValidationFailed
 from trailmap.storage import Connection, Database
 from trailmap.storage import events as store
 from trailmap.storage import usage as usage_store
+from trailmap.telemetry import count_events
 from trailmap.timeline.events import EventRow, validate_event
 
 __all__ = ["IngestResult", "ingest_events", "require_some_items"]
@@ -94,6 +95,11 @@ async def ingest_events(
         result.duplicates.append(_item(row, first_id or stored.existing.get(first.key)))
     result.rejected.sort(key=lambda r: r["index"])
     result.duplicates.sort(key=lambda r: r["index"])
+    count_events(
+        accepted=len(result.accepted),
+        duplicates=len(result.duplicates),
+        rejected=len({r["index"] for r in result.rejected}),  # an item may fail twice
+    )
     return result
 
 

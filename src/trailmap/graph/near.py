@@ -1,0 +1,234 @@
+"""find_changes_near: the changes in a node's dependency neighbourhood, nearest first.
+
+"What changed near checkout in the last hour?" The graph gives the neighbourhood (what the
+node depends on, what depends on it, within a few hops) and the timeline its changes; each
+change is ranked by graph distance and closeness in time, and says why it is listed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from trailmap.errors import ValidationFailed
+from trailmap.graph.algorithms import Direction
+from trailmap.graph.memory import GraphSnapshot
+from trailmap.graph.queries import GraphQuery, graph_context, resolve_node
+from trailmap.storage import Database
+from trailmap.timeline import queries as timeline
+
+__all__ = ["find_changes_near"]
+
+_MAX_DEPTH = 5
+_MAX_LIMIT = 100
+_PAGES = 5  # at most this many pages of 100 changes are ranked
+_HOPS = {1: "one hop", 2: "two hops", 3: "three hops", 4: "four hops", 5: "five hops"}
+# How a change is described in a reason: "payments ... deployed 14 minutes before".
+_VERBS = {
+    "deployment": "deployed",
+    "rollback": "rolled back",
+    "config-change": "configuration changed",
+    "feature-flag": "feature flag changed",
+    "incident": "incident",
+    "data-load": "data loaded",
+    "scaling": "scaled",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Near:
+    name: str
+    kind: str
+    environment: str
+    distance: int
+    steps: tuple[str, ...]  # "down" or "up" per hop from the start
+    path: tuple[str, ...]  # node names from the start
+
+
+def _neighbourhood(
+    snapshot: GraphSnapshot, start: int, direction: Direction, max_depth: int
+) -> dict[int, _Near]:
+    """Breadth-first from the start, keeping the first (shortest) way each node is reached;
+    downstream steps are tried before upstream ones, so a tie reads as "downstream"."""
+    nodes, ends = snapshot.nodes, snapshot.ends
+    sides: list[tuple[tuple[tuple[int, ...], ...], int, str]] = []
+    if direction != "upstream":
+        sides.append((snapshot.out_indices, 1, "down"))
+    if direction != "downstream":
+        sides.append((snapshot.in_indices, 0, "up"))
+    first = nodes[start]
+    found = {start: _Near(first.name, first.kind, first.environment, 0, (), (first.name,))}
+    frontier = [start]
+    for _ in range(max_depth):
+        reached: list[int] = []
+        for u in frontier:
+            here = found[u]
+            for adjacency, far, step in sides:
+                for j in adjacency[u]:
+                    v = ends[j][far]
+                    if v in found:
+                        continue
+                    node = nodes[v]
+                    found[v] = _Near(
+                        node.name,
+                        node.kind,
+                        node.environment,
+                        here.distance + 1,
+                        (*here.steps, step),
+                        (*here.path, node.name),
+                    )
+                    reached.append(v)
+        frontier = reached
+        if not frontier:
+            break
+    return found
+
+
+def _where(near: _Near, start: str) -> str:
+    if near.distance == 0:
+        return f"{near.name} itself"
+    hops = _HOPS.get(near.distance, f"{near.distance} hops")
+    if all(step == "down" for step in near.steps):
+        return f"{near.name}, {hops} downstream of {start} ({' → '.join(near.path)})"
+    if all(step == "up" for step in near.steps):
+        return f"{near.name}, {hops} upstream of {start} ({' ← '.join(near.path)})"
+    return f"{near.name}, {hops} from {start} (via {', '.join(near.path[1:-1])})"
+
+
+def _ago(delta_s: float) -> str:
+    minutes = round(abs(delta_s) / 60)
+    if minutes < 1:
+        return "less than a minute"
+    if minutes < 120:
+        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    if minutes < 48 * 60:
+        hours, rest = divmod(minutes, 60)
+        return f"{hours} h {rest} min" if rest else f"{hours} hours"
+    return f"{minutes / 1440:.0f} days"
+
+
+def _score(distance: int, age_s: float, span_s: float) -> float:
+    """Halved by each hop, and by each half of the asked range between the change and its
+    end: a change next door an hour ago ranks with one two hops away just now."""
+    half_life = max(span_s / 2, 900.0)
+    return float(0.5**distance * 0.5 ** (max(age_s, 0.0) / half_life))
+
+
+async def find_changes_near(
+    db: Database,
+    q: GraphQuery,
+    node: str,
+    *,
+    from_: str = "-1h",
+    to: str = "now",
+    max_depth: int = 2,
+    direction: Direction = "both",
+    environment: str | None = None,
+    limit: int = 20,
+) -> dict[str, Any]:
+    if not 0 <= max_depth <= _MAX_DEPTH:
+        raise ValidationFailed.field("max_depth", f"must be between 0 and {_MAX_DEPTH}")
+    if direction not in ("downstream", "upstream", "both"):
+        raise ValidationFailed.field("direction", "one of downstream, upstream, both")
+    if not 1 <= limit <= _MAX_LIMIT:
+        raise ValidationFailed.field("limit", f"must be between 1 and {_MAX_LIMIT}")
+    ctx = await graph_context(db, q)
+    found = resolve_node(ctx.snapshot, node, environment, "node")
+    near = _neighbourhood(ctx.snapshot, ctx.snapshot.index_of(found.id), direction, max_depth)
+    by_name: dict[str, _Near] = {}
+    for item in near.values():
+        if item.environment == found.environment or item.name not in by_name:
+            kept = by_name.get(item.name)
+            if kept is None or item.distance < kept.distance:
+                by_name[item.name] = item
+    # The timeline takes up to 200 services a query: the nearest ones, when there are more.
+    names = sorted(by_name, key=lambda n: (by_name[n].distance, n))[:200]
+    changes, range_ = await _changes(db, q, names, from_, to)
+    changes = _once(changes)
+    end, start = range_.end, range_.effective_start
+    span_s = max((end - start).total_seconds(), 60.0)
+    ranked: list[dict[str, Any]] = []
+    for event in changes:
+        subject = event.get("subject")
+        if subject is not None and found.environment not in (subject, "default"):
+            continue  # a change to another environment of the same name is not nearby
+        near_node = by_name.get(event.get("service") or "")
+        if near_node is None:
+            continue
+        item = near_node
+        age_s = (end - datetime.fromisoformat(event["time"])).total_seconds()
+        verb = _VERBS.get(event["type"], event["type"])
+        version = f" {event['version']}" if event.get("version") else ""
+        when = f"{_ago(age_s)} before {'now' if to in ('', 'now') else 'the end of the range'}"
+        ranked.append(
+            {
+                "score": round(_score(item.distance, age_s, span_s), 4),
+                "distance": item.distance,
+                "node": {"name": item.name, "kind": item.kind},
+                "path": list(item.path),
+                "reason": f"{_where(item, found.name)}: {verb}{version} {when}",
+                "event": event,
+            }
+        )
+    ranked.sort(key=lambda r: (-r["score"], r["distance"]))
+    return {
+        "node": {"name": found.name, "kind": found.kind, "environment": found.environment},
+        "from": start.isoformat(timespec="seconds"),
+        "to": end.isoformat(timespec="seconds"),
+        "nodes_searched": len(by_name),
+        "total": len(ranked),
+        "changes": ranked[:limit],
+        "truncated": len(ranked) > limit,
+    }
+
+
+_SAME_CHANGE_US = 15 * 60 * 1_000_000
+
+
+def _once(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per change: a deployment that CI reported and that traces also revealed
+    (a new service.version, source otel://...) is the same change, listed once with both
+    sources; the report from outside the traces is kept, being the richer one."""
+    kept: list[dict[str, Any]] = []
+    seen: dict[tuple[str, str, str], dict[str, Any]] = {}
+    ordered = sorted(events, key=lambda e: str(e["source"]).startswith("otel://"))
+    for event in ordered:
+        version = event.get("version")
+        if not version:
+            kept.append(event)
+            continue
+        key = (event["type"], event.get("service") or "", version)
+        first = seen.get(key)
+        if first is not None and abs(_us(first["time"]) - _us(event["time"])) <= _SAME_CHANGE_US:
+            first.setdefault("also_reported_by", []).append(event["source"])
+            continue
+        seen[key] = event
+        kept.append(event)
+    return kept
+
+
+def _us(text: str) -> int:
+    return int(datetime.fromisoformat(text).timestamp() * 1_000_000)
+
+
+async def _changes(
+    db: Database, q: GraphQuery, names: list[str], from_: str, to: str
+) -> tuple[list[dict[str, Any]], timeline.TimeRange]:
+    events: list[dict[str, Any]] = []
+    cursor: str | None = None
+    range_: timeline.TimeRange | None = None
+    for _ in range(_PAGES):
+        page = await timeline.query_events(
+            db,
+            q.principal,
+            timeline.EventQuery(from_=from_, to=to, services=names, limit=100, cursor=cursor),
+            default_timezone=q.default_timezone,
+        )
+        range_ = page.range
+        events.extend(page.events)
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert range_ is not None
+    return events, range_

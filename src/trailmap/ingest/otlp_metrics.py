@@ -1,0 +1,729 @@
+"""OTLP/HTTP metric exports in, Trailmap metric points out: protobuf or OTLP/JSON, plain or
+compressed, each OTLP data point read into one or more `Point`s of `trailmap.metrics`.
+
+How each OTLP metric type maps to points is documented in docs/metrics.md, "OTLP metrics".
+A data point that cannot be used (no value, NaN, a malformed histogram, a field of the wrong
+type) costs only itself: it is counted for the OTLP partial success and its neighbours kept.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+# protobuf ships no type information (types-protobuf is not a dependency); its use here is
+# confined to parse and serialize calls whose results are typed below.
+from google.protobuf import json_format  # type: ignore[import-untyped]
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.metrics.v1.metrics_pb2 import (
+    AggregationTemporality,
+    DataPointFlags,
+    ExponentialHistogramDataPoint,
+    HistogramDataPoint,
+    Metric,
+    NumberDataPoint,
+    ResourceMetrics,
+    ScopeMetrics,
+    SummaryDataPoint,
+)
+from starlette.requests import Request
+
+from trailmap.accounts.principal import Principal
+from trailmap.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from trailmap.ingest.otlp import JSON, PROTOBUF, decompress, media_type_of, read_otlp_body
+from trailmap.metrics.points import DEFAULT_ENVIRONMENT, MAX_LABELS, Point, record_points
+from trailmap.storage import Database
+
+__all__ = [
+    "QUANTILES",
+    "MetricPoints",
+    "MetricsIngestResult",
+    "Problems",
+    "decode_metrics",
+    "encode_metrics_response",
+    "metrics_media_type",
+    "points_of",
+    "read_metrics_body",
+    "record_metrics",
+    "store_points",
+]
+
+# The quantiles kept, from a DELTA histogram's buckets or a summary's own quantile values.
+QUANTILES: tuple[tuple[float, str], ...] = ((0.5, "p50"), (0.95, "p95"), (0.99, "p99"))
+UNKNOWN_SERVICE = "unknown_service"  # as on the traces side, when service.name is absent
+
+_DELTA = AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
+_CUMULATIVE = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
+_NO_RECORDED_VALUE = DataPointFlags.DATA_POINT_FLAGS_NO_RECORDED_VALUE_MASK
+# The limits of a pushed point (metrics/points.py) and of the metric_series columns.
+_MAX_NAME = 200
+_MAX_SERVICE = 200
+_MAX_ENVIRONMENT = 50
+_MAX_LABEL_KEY = 100
+_MAX_LABEL_VALUE = 200
+_SUFFIXES = {
+    "gauge": 0,
+    "sum": 0,
+    "histogram": len(".count"),
+    "exponential_histogram": len(".count"),
+    "summary": len(".count"),
+}
+_MAX_NOTES = 20
+_MESSAGE_NOTES = 5
+_NS_PER_S = 1e9
+# What json_format raises on input of the wrong shape (ParseError mostly; the rest to be safe).
+_PARSE_ERRORS = (json_format.ParseError, ValueError, TypeError, AttributeError, RecursionError)
+_BATCH_HINT_SPANS = "(OTEL_BSP_MAX_EXPORT_BATCH_SIZE)"
+_BATCH_HINT_METRICS = (
+    "(the exporter's max_export_batch_size, or the Collector batch processor's send_batch_max_size)"
+)
+
+
+@dataclass(slots=True)
+class Problems:
+    """Data points refused (counted, for OTLP's `rejected_data_points`) and notes saying
+    why, plus warnings that refuse nothing. Identical notes are kept once."""
+
+    rejected: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def reject(self, why: str, *, count: int = 1) -> None:
+        self.rejected += count
+        self.note(why)
+
+    def note(self, text: str) -> None:
+        text = text if len(text) <= 300 else text[:297] + "..."
+        if len(self.notes) < _MAX_NOTES and text not in self.notes:
+            self.notes.append(text)
+
+    @property
+    def error_message(self) -> str:
+        return "; ".join(self.notes[:_MESSAGE_NOTES])
+
+
+@dataclass(slots=True)
+class MetricPoints:
+    """The points a request holds; `origins[i]` numbers the data point `points[i]` came
+    from, so that a point refused later refuses its data point."""
+
+    points: list[Point] = field(default_factory=list)
+    origins: list[int] = field(default_factory=list)
+    data_points: int = 0
+
+
+@dataclass(slots=True)
+class MetricsIngestResult:
+    """How many data points were kept, how many refused, and why (for partial success)."""
+
+    accepted_data_points: int = 0
+    rejected_data_points: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def error_message(self) -> str:
+        return "; ".join(self.problems[:_MESSAGE_NOTES])
+
+
+class _Refused(Exception):
+    """One data point cannot be used; the message says why."""
+
+
+# -- the body ----------------------------------------------------------------------------
+
+
+def metrics_media_type(content_type: str | None) -> str:
+    """`application/json; charset=utf-8` -> `application/json`; refuses any other type."""
+    try:
+        return media_type_of(content_type)
+    except UnsupportedMediaType:
+        kind = (content_type or "").split(";", 1)[0].strip().lower()
+        raise UnsupportedMediaType(
+            f"Send OTLP metrics as {PROTOBUF} or {JSON}; got {kind or 'no Content-Type header'}."
+        ) from None
+
+
+async def read_metrics_body(request: Request, *, max_bytes: int) -> bytes:
+    """The body as sent, refused once past `max_bytes` (as for traces)."""
+    try:
+        return await read_otlp_body(request, max_bytes=max_bytes)
+    except PayloadTooLarge as error:
+        raise _for_metrics(error) from None
+
+
+def decode_metrics(
+    body: bytes,
+    *,
+    content_type: str,
+    content_encoding: str | None,
+    max_decoded_bytes: int,
+    problems: Problems | None = None,
+) -> ExportMetricsServiceRequest:
+    """Decode one OTLP/HTTP metrics export body.
+
+    A JSON data point that cannot be read is left out, counted and explained in `problems`
+    when given. Anything that sinks the whole body raises `ValidationFailed`,
+    `PayloadTooLarge` or `UnsupportedMediaType`.
+    """
+    kind = metrics_media_type(content_type)
+    try:
+        raw = decompress(body, content_encoding, max_decoded_bytes=max_decoded_bytes)
+    except PayloadTooLarge as error:
+        raise _for_metrics(error) from None
+    if kind == PROTOBUF:
+        return _from_protobuf(raw)
+    return _from_json(raw, problems if problems is not None else Problems())
+
+
+def _for_metrics(error: PayloadTooLarge) -> PayloadTooLarge:
+    # The shared limit's advice names the span batch size; a metrics exporter batches otherwise.
+    return PayloadTooLarge(error.message.replace(_BATCH_HINT_SPANS, _BATCH_HINT_METRICS))
+
+
+def _from_protobuf(raw: bytes) -> ExportMetricsServiceRequest:
+    request = ExportMetricsServiceRequest()
+    try:
+        request.ParseFromString(raw)
+    except DecodeError:
+        hint = (
+            "; it looks like JSON, so send it as application/json"
+            if raw.lstrip()[:1] in (b"{", b"[")
+            else "; check that it is not truncated and that Content-Encoding is right"
+        )
+        raise ValidationFailed.field(
+            "body", f"the body is not a valid protobuf ExportMetricsServiceRequest{hint}"
+        ) from None
+    return request
+
+
+# -- OTLP/JSON, one data point at a time --------------------------------------------------
+
+# Metric.data: (OTLP/JSON name, proto field name), in the proto's order.
+_DATA_FIELDS = (
+    ("gauge", "gauge"),
+    ("sum", "sum"),
+    ("histogram", "histogram"),
+    ("exponentialHistogram", "exponential_histogram"),
+    ("summary", "summary"),
+)
+
+
+def _from_json(raw: bytes, problems: Problems) -> ExportMetricsServiceRequest:
+    document = _parse_json(raw)
+    if not isinstance(document, dict):
+        raise ValidationFailed.field(
+            "body", "an OTLP/JSON body is an object with a resourceMetrics array"
+        )
+    entries = _array(document, "resourceMetrics", "resource_metrics", "body")
+    if not entries and ("resourceSpans" in document or "resourceLogs" in document):
+        raise ValidationFailed.field(
+            "body", "this is OTLP traces or logs; send it to its own endpoint"
+        )
+    request = ExportMetricsServiceRequest()
+    for i, entry in enumerate(entries):
+        where = f"resourceMetrics[{i}]"
+        scopes = _array(entry, "scopeMetrics", "scope_metrics", where)
+        resource_metrics = request.resource_metrics.add()
+        _parse_part(entry, resource_metrics, where, skip=("scopeMetrics", "scope_metrics"))
+        for j, scope_entry in enumerate(scopes):
+            scope_where = f"{where}.scopeMetrics[{j}]"
+            metrics = _array(scope_entry, "metrics", "metrics", scope_where)
+            scope_metrics = resource_metrics.scope_metrics.add()
+            _parse_part(scope_entry, scope_metrics, scope_where, skip=("metrics",))
+            for k, metric in enumerate(metrics):
+                _add_metric(scope_metrics, metric, f"{scope_where}.metrics[{k}]", problems)
+    return request
+
+
+def _parse_json(raw: bytes) -> object:
+    # As in ingest/otlp.py (private there): orjson first, the standard library for integers
+    # beyond 64 bits, so that such a number costs only its own data point.
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        fast_error = error
+    try:
+        return json.loads(raw, parse_constant=_not_json)
+    except (ValueError, RecursionError):
+        pass
+    raise ValidationFailed.field(
+        "body", f"the body is not valid JSON ({fast_error}); check that it is not truncated"
+    )
+
+
+def _not_json(text: str) -> float:
+    raise ValueError(f"{text} is not a JSON number")
+
+
+def _array(entry: object, camel: str, snake: str, where: str) -> list[Any]:
+    """The list under `camel` (or its snake_case twin) of an object; absent or null is empty."""
+    if not isinstance(entry, dict):
+        raise ValidationFailed.field(where, "must be an object")
+    value = entry.get(camel, entry.get(snake))
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValidationFailed.field(f"{where}.{camel}", "must be an array")
+    return value
+
+
+def _parse_part(
+    entry: dict[str, Any],
+    target: ResourceMetrics | ScopeMetrics,
+    where: str,
+    skip: tuple[str, ...],
+) -> None:
+    rest = {key: value for key, value in entry.items() if key not in skip}
+    try:
+        json_format.ParseDict(rest, target, ignore_unknown_fields=True)
+    except _PARSE_ERRORS as e:
+        raise ValidationFailed.field(where, f"is not valid OTLP/JSON ({str(e)[:200]})") from None
+
+
+def _add_metric(target: ScopeMetrics, entry: object, where: str, problems: Problems) -> None:
+    if not isinstance(entry, dict):
+        raise ValidationFailed.field(where, "must be an object")
+    found = [(c, s) for c, s in _DATA_FIELDS if entry.get(c, entry.get(s)) is not None]
+    if len(found) > 1:
+        raise ValidationFailed.field(where, "holds more than one of gauge, sum, histogram, ...")
+    if not found:  # a metric without data has nothing to read and nothing to refuse
+        return
+    camel, snake = found[0]
+    container = entry.get(camel, entry.get(snake))
+    points_where = f"{where}.{camel}"
+    if not isinstance(container, dict):
+        raise ValidationFailed.field(points_where, "must be an object")
+    data_points = _array(container, "dataPoints", "data_points", points_where)
+    metric = target.metrics.add()
+    data = getattr(metric, snake)
+    try:
+        rest = {k: v for k, v in entry.items() if k not in (camel, snake)}
+        json_format.ParseDict(rest, metric, ignore_unknown_fields=True)
+        data.SetInParent()  # a gauge with no points is still a gauge
+        settings = {k: v for k, v in container.items() if k not in ("dataPoints", "data_points")}
+        json_format.ParseDict(settings, data, ignore_unknown_fields=True)
+    except _PARSE_ERRORS as e:
+        # The name or the temporality is unreadable: none of its data points can be used.
+        del target.metrics[-1]
+        problems.reject(f"{where} was rejected: {str(e)[:200]}", count=len(data_points))
+        return
+    for n, point in enumerate(data_points):
+        added = data.data_points.add()
+        try:
+            if not isinstance(point, dict):
+                raise TypeError("must be an object")
+            point.pop("exemplars", None)  # not read; their hex ids would be taken for base64
+            json_format.ParseDict(point, added, ignore_unknown_fields=True)
+        except _PARSE_ERRORS as e:
+            del data.data_points[-1]
+            problems.reject(f"{points_where}.dataPoints[{n}] was rejected: {str(e)[:200]}")
+
+
+# -- data points into points --------------------------------------------------------------
+
+
+def points_of(request: ExportMetricsServiceRequest, problems: Problems) -> MetricPoints:
+    """Every point the request's data points make; the refused ones counted in `problems`."""
+    out = MetricPoints()
+    for resource_metrics in request.resource_metrics:
+        attributes = resource_metrics.resource.attributes
+        service, environment = _resource(attributes)
+        instance = next(
+            (
+                _clean(_text(kv.value), _MAX_LABEL_VALUE)
+                for kv in attributes
+                if kv.key == "service.instance.id"
+            ),
+            "",
+        )
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                _read_metric(metric, service, environment, instance, out, problems)
+    return out
+
+
+def _read_metric(
+    metric: Metric,
+    service: str,
+    environment: str,
+    instance: str,
+    out: MetricPoints,
+    problems: Problems,
+) -> None:
+    which = metric.WhichOneof("data")
+    if which is None:
+        return
+    data = getattr(metric, which)
+    name = metric.name
+    named = f"metric {name[:100]!r}"
+    trouble = _name_trouble(name, _MAX_NAME - _SUFFIXES[which])
+    temporality = getattr(data, "aggregation_temporality", _CUMULATIVE)
+    if trouble is None and temporality not in (_DELTA, _CUMULATIVE):
+        trouble = "aggregationTemporality is unspecified; send DELTA or CUMULATIVE"
+    if trouble is not None:
+        out.data_points += len(data.data_points)
+        problems.reject(f"{named}: {trouble}", count=len(data.data_points))
+        return
+    delta = temporality == _DELTA
+    for data_point in data.data_points:
+        origin = out.data_points
+        out.data_points += 1
+        try:
+            values = _values(which, data, data_point, delta=delta)
+            time_us = data_point.time_unix_nano // 1000
+            labels = _labels(data_point.attributes, named, problems)
+            # Each instance of a service keeps its own running totals: a series per
+            # instance, or the rates read from interleaved totals would be nonsense.
+            if instance and len(labels) < MAX_LABELS:
+                labels.setdefault("service.instance.id", instance)
+        except _Refused as why:
+            problems.reject(f"{named}: {why}")
+            continue
+        for suffix, value, kind in values:
+            out.points.append(
+                Point(
+                    name=name + suffix,
+                    value=value,
+                    time_us=time_us,
+                    service=service,
+                    environment=environment,
+                    labels=labels,
+                    kind=kind,
+                )
+            )
+            out.origins.append(origin)
+
+
+def _name_trouble(name: str, limit: int) -> str | None:
+    if not name:
+        return "a metric needs a name"
+    if any(ord(ch) < 32 for ch in name):
+        return "the name must not contain control characters"
+    if len(name) > limit:
+        return f"the name is {len(name)} characters; at most {limit} are allowed"
+    return None
+
+
+# (name suffix, value, kind) of each point a data point makes.
+_Values = list[tuple[str, float, str]]
+_Histogram = HistogramDataPoint | ExponentialHistogramDataPoint
+_DataPoint = NumberDataPoint | _Histogram | SummaryDataPoint
+
+
+def _values(which: str, data: Any, point: _DataPoint, *, delta: bool) -> _Values:
+    if point.flags & _NO_RECORDED_VALUE:
+        raise _Refused("a data point flagged NO_RECORDED_VALUE has no value to store")
+    if point.time_unix_nano <= 0:
+        raise _Refused("a data point needs timeUnixNano")
+    if which == "gauge":
+        return [("", _number(point), "gauge")]
+    if which == "sum":
+        return _sum(point, monotonic=data.is_monotonic, delta=delta)
+    if which == "histogram":
+        return _histogram(point, delta=delta)
+    if which == "exponential_histogram":
+        return _exponential_histogram(point, delta=delta)
+    return _summary(point)
+
+
+def _number(point: NumberDataPoint) -> float:
+    which = point.WhichOneof("value")
+    if which is None:
+        raise _Refused("a data point has neither asDouble nor asInt")
+    return _finite(float(point.as_int if which == "as_int" else point.as_double), "the value")
+
+
+def _finite(value: float, what: str) -> float:
+    if not math.isfinite(value):
+        raise _Refused(f"{what} is {value}; NaN and infinite values are not stored")
+    return value
+
+
+def _per_second(value: float, point: _DataPoint) -> float:
+    """A DELTA value as a rate: its change over the seconds its interval lasted."""
+    start: int = point.start_time_unix_nano
+    end: int = point.time_unix_nano
+    if not 0 < start < end:
+        raise _Refused(
+            "a DELTA data point needs startTimeUnixNano before timeUnixNano, to be read as a "
+            "rate per second"
+        )
+    return value / ((end - start) / _NS_PER_S)
+
+
+def _sum(point: NumberDataPoint, *, monotonic: bool, delta: bool) -> _Values:
+    value = _number(point)
+    if delta:
+        # What changed over the interval, per second. A non-monotonic DELTA sum says how much
+        # a level moved, not the level, so it is a rate too.
+        return [("", _per_second(value, point), "gauge")]
+    # A running total since startTimeUnixNano, read back as a rate; a non-monotonic
+    # cumulative sum (an UpDownCounter) is a level, read as it is.
+    return [("", value, "counter" if monotonic else "gauge")]
+
+
+def _count_and_sum(point: _Histogram, sum_value: float | None, *, delta: bool) -> _Values:
+    figures = [(".count", float(point.count))]
+    if sum_value is not None:
+        figures.append((".sum", _finite(sum_value, "the sum")))
+    if delta:
+        return [(suffix, _per_second(value, point), "gauge") for suffix, value in figures]
+    return [(suffix, value, "counter") for suffix, value in figures]
+
+
+def _histogram(point: HistogramDataPoint, *, delta: bool) -> _Values:
+    values = _count_and_sum(point, point.sum if point.HasField("sum") else None, delta=delta)
+    # Quantiles only from DELTA points: a cumulative histogram holds every observation since
+    # the process started, so its p95 would mostly describe the past and hardly move after a
+    # change; a before/after comparison around an event would read it as "no effect".
+    if delta:
+        low = _finite(point.min, "min") if point.HasField("min") else None
+        high = _finite(point.max, "max") if point.HasField("max") else None
+        buckets = _explicit_buckets(point, low, high)
+        values += _quantiles(buckets, low, high)
+    return values
+
+
+def _explicit_buckets(
+    point: HistogramDataPoint, low: float | None, high: float | None
+) -> list[tuple[float, float, int]]:
+    """(lower, upper, count) of each bucket, ascending, with the open ends closed as
+    Prometheus' histogram_quantile closes them, or by min and max when the point has them."""
+    counts, bounds = list(point.bucket_counts), list(point.explicit_bounds)
+    if not counts:
+        return []
+    if len(counts) != len(bounds) + 1:
+        raise _Refused(
+            f"bucketCounts has {len(counts)} entries for {len(bounds)} explicitBounds; "
+            "it needs one more than the bounds"
+        )
+    if any(not math.isfinite(b) for b in bounds) or any(
+        a >= b for a, b in itertools.pairwise(bounds)
+    ):
+        raise _Refused("explicitBounds must be finite and strictly increasing")
+    if sum(counts) != point.count:
+        raise _Refused(f"the bucket counts add up to {sum(counts)}, not to count {point.count}")
+    if not bounds:  # one bucket holding everything: only min and max say where
+        return [(low, high, counts[0])] if low is not None and high is not None else []
+    # Prometheus takes 0 as the lowest bucket's lower end when its upper end is above 0,
+    # and the highest finite bound as the upper end of the overflow bucket.
+    first_low = bounds[0] if bounds[0] <= 0 else 0.0
+    if low is not None and low <= bounds[0]:
+        first_low = low
+    last_high = high if high is not None and high >= bounds[-1] else bounds[-1]
+    edges = [first_low, *bounds, last_high]
+    return [(edges[i], edges[i + 1], counts[i]) for i in range(len(counts))]
+
+
+def _exponential_histogram(point: ExponentialHistogramDataPoint, *, delta: bool) -> _Values:
+    values = _count_and_sum(point, point.sum if point.HasField("sum") else None, delta=delta)
+    if delta:  # as for explicit buckets: quantiles from DELTA points only
+        low = _finite(point.min, "min") if point.HasField("min") else None
+        high = _finite(point.max, "max") if point.HasField("max") else None
+        values += _quantiles(_exponential_buckets(point), low, high)
+    return values
+
+
+def _exponential_buckets(point: ExponentialHistogramDataPoint) -> list[tuple[float, float, int]]:
+    """Bucket `i` holds (base**i, base**(i+1)] with base = 2**(2**-scale); negative
+    buckets mirror it; the zero bucket holds [-zero_threshold, zero_threshold]."""
+    positive, negative = list(point.positive.bucket_counts), list(point.negative.bucket_counts)
+    total = point.zero_count + sum(positive) + sum(negative)
+    if total != point.count:
+        raise _Refused(f"the bucket counts add up to {total}, not to count {point.count}")
+    if not -10 <= point.scale <= 20:
+        raise _Refused(f"scale {point.scale} is outside OTLP's -10 to 20")
+    step = 2.0**-point.scale
+
+    def bound(index: int) -> float:
+        try:
+            power: float = 2.0 ** (index * step)
+        except OverflowError:
+            return math.inf
+        return power
+
+    zero = abs(point.zero_threshold) if math.isfinite(point.zero_threshold) else 0.0
+    buckets = [
+        (-bound(point.negative.offset + k + 1), -bound(point.negative.offset + k), count)
+        for k, count in reversed(list(enumerate(negative)))
+    ]
+    buckets.append((-zero, zero, point.zero_count))
+    buckets += [
+        (bound(point.positive.offset + k), bound(point.positive.offset + k + 1), count)
+        for k, count in enumerate(positive)
+    ]
+    return buckets
+
+
+def _quantiles(
+    buckets: Sequence[tuple[float, float, int]], low: float | None, high: float | None
+) -> _Values:
+    """p50, p95 and p99 by linear interpolation inside the bucket that holds each rank, as
+    Prometheus' histogram_quantile does, kept within [min, max] when the point has them."""
+    total = sum(count for _, _, count in buckets)
+    if total == 0:
+        return []
+    out: _Values = []
+    for q, suffix in QUANTILES:
+        estimate = _quantile(q * total, buckets)
+        if low is not None:
+            estimate = max(estimate, low)
+        if high is not None:
+            estimate = min(estimate, high)
+        if math.isfinite(estimate):  # an overflowing exponential bucket says nothing usable
+            out.append((f".{suffix}", estimate, "gauge"))
+    return out
+
+
+def _quantile(rank: float, buckets: Sequence[tuple[float, float, int]]) -> float:
+    seen = 0
+    for lower, upper, count in buckets:
+        if count and seen + count >= rank:
+            return lower + (upper - lower) * (rank - seen) / count
+        seen += count
+    return buckets[-1][1]
+
+
+def _summary(point: SummaryDataPoint) -> _Values:
+    # A summary's count and sum are running totals since startTimeUnixNano.
+    values = [
+        (".count", float(point.count), "counter"),
+        (".sum", _finite(point.sum, "the sum"), "counter"),
+    ]
+    for quantile in point.quantile_values:
+        for q, suffix in QUANTILES:
+            if math.isclose(quantile.quantile, q, abs_tol=1e-9):
+                value = _finite(quantile.value, f"quantile {q}")
+                values.append((f".{suffix}", value, "gauge"))
+    return values
+
+
+# -- resource and attributes --------------------------------------------------------------
+
+
+def _resource(attributes: Iterable[KeyValue]) -> tuple[str, str]:
+    """(service, environment), read as the traces side reads them."""
+    values = {kv.key: kv.value for kv in attributes}
+    service = _clean(_scalar_text(values.get("service.name")), _MAX_SERVICE)
+    environment = _clean(
+        _scalar_text(values.get("deployment.environment.name"))
+        or _scalar_text(values.get("deployment.environment")),
+        _MAX_ENVIRONMENT,
+    )
+    return service or UNKNOWN_SERVICE, environment or DEFAULT_ENVIRONMENT
+
+
+def _scalar_text(value: AnyValue | None) -> str:
+    if value is None or value.WhichOneof("value") in (None, "array_value", "kvlist_value"):
+        return ""
+    return _text(value)
+
+
+def _clean(text: str, limit: int) -> str:
+    # PostgreSQL refuses NUL in text and in JSON; over-long values are cut, not refused.
+    return text.replace("\x00", "")[:limit].strip()
+
+
+def _labels(attributes: Sequence[KeyValue], named: str, problems: Problems) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for kv in attributes:
+        key = _clean(kv.key, _MAX_LABEL_KEY)
+        if key:
+            labels[key] = _clean(_text(kv.value), _MAX_LABEL_VALUE)
+    if len(labels) > MAX_LABELS:
+        problems.note(
+            f"{named}: data points with more than {MAX_LABELS} attributes keep the first "
+            f"{MAX_LABELS} by name"
+        )
+        labels = dict(sorted(labels.items())[:MAX_LABELS])
+    return labels
+
+
+def _text(value: AnyValue) -> str:
+    """An attribute value as a label: strings as they are, other values as JSON would
+    write them (true, 42, 1.5, ["a","b"]), bytes in base64 as OTLP/JSON sends them."""
+    plain = _plain(value)
+    if isinstance(plain, str):
+        return plain
+    if isinstance(plain, float) and not math.isfinite(plain):
+        return str(plain)
+    return orjson.dumps(plain).decode()
+
+
+def _plain(value: AnyValue) -> Any:
+    which = value.WhichOneof("value")
+    if which in ("string_value", "bool_value", "int_value", "double_value"):
+        return getattr(value, which)
+    if which == "bytes_value":
+        return base64.b64encode(value.bytes_value).decode()
+    if which == "array_value":
+        return [_plain(v) for v in value.array_value.values]
+    if which == "kvlist_value":
+        return {kv.key: _plain(kv.value) for kv in value.kvlist_value.values}
+    return ""
+
+
+# -- storing, and the answer --------------------------------------------------------------
+
+
+async def store_points(
+    db: Database,
+    principal: Principal,
+    read: MetricPoints,
+    problems: Problems,
+    *,
+    now: datetime | None = None,
+) -> MetricsIngestResult:
+    """Store what `points_of` read; a point the store refuses (outside the retention
+    window, too far ahead) refuses its data point."""
+    result = await record_points(db, principal, read.points, now=now)
+    refused: set[int] = set()
+    for rejection in result.rejected:
+        index = rejection["index"]
+        refused.add(read.origins[index])
+        problems.note(f"metric {read.points[index].name[:100]!r}: {rejection['message']}")
+    return MetricsIngestResult(
+        accepted_data_points=len(set(read.origins) - refused),
+        rejected_data_points=problems.rejected + len(refused),
+        problems=list(problems.notes),
+    )
+
+
+async def record_metrics(
+    db: Database,
+    principal: Principal,
+    request: ExportMetricsServiceRequest,
+    *,
+    problems: Problems | None = None,
+    now: datetime | None = None,
+) -> MetricsIngestResult:
+    """Read and store one decoded export; `problems` carries the decoder's refusals."""
+    problems = problems if problems is not None else Problems()
+    return await store_points(db, principal, points_of(request, problems), problems, now=now)
+
+
+def encode_metrics_response(
+    *, rejected_data_points: int, error_message: str, media_type: str
+) -> bytes:
+    """The OTLP success answer, in the request's encoding; `partial_success` only when there
+    is something to say (data points refused, or a warning)."""
+    response = ExportMetricsServiceResponse()
+    if rejected_data_points or error_message:
+        response.partial_success.rejected_data_points = rejected_data_points
+        response.partial_success.error_message = error_message
+    if media_type == PROTOBUF:
+        encoded: bytes = response.SerializeToString()
+        return encoded
+    return orjson.dumps(json_format.MessageToDict(response))

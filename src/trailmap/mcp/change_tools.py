@@ -1,0 +1,141 @@
+"""The MCP tools that join changes with their surroundings: get_metrics_around_event (did
+a metric move after a change?) and find_changes_near (what changed near a service?)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Literal
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult
+from pydantic import Field
+
+from trailmap.accounts import Principal
+from trailmap.errors import TrailmapError
+from trailmap.graph import near, queries
+from trailmap.mcp.registry import from_argument, read_only_tool, tool_result
+from trailmap.metrics import around
+from trailmap.storage import Database
+
+__all__ = ["register_change_tools"]
+
+
+def _metric_line(metric: dict[str, Any]) -> str:
+    line = f"- {metric['name']}: {metric['verdict']}"
+    if metric.get("source"):
+        line += f" [{metric['source']}]"
+    return line + f" — {metric['reason']}"
+
+
+def _change_line(change: dict[str, Any]) -> str:
+    event = change["event"]
+    return f"- {change['reason']} (event {event['id']}, {event['time']})"
+
+
+def register_change_tools(
+    mcp: MCPServer,
+    db: Database,
+    begin: Callable[[Context], Awaitable[Principal]],
+    *,
+    default_timezone: str,
+    stale_after_days: int,
+    secret_key: str | None,
+) -> None:
+    tool = read_only_tool(mcp)
+
+    async def answer(work: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+        try:
+            return await work
+        except TrailmapError as error:
+            raise ToolError(error.message) from None
+
+    @tool
+    async def get_metrics_around_event(
+        ctx: Context,
+        event_id: Annotated[
+            str, Field(description="The event's id, as query_events returns it.", max_length=200)
+        ],
+        window: Annotated[
+            Literal["1h", "2h", "4h", "6h", "12h", "24h"],
+            Field(description="How long before and after the event to compare."),
+        ] = "2h",
+        metrics: Annotated[
+            list[str] | None,
+            Field(
+                description="Metric names; default error_rate, throughput, p50_latency, "
+                "p95_latency, p99_latency.",
+                max_length=10,
+            ),
+        ] = None,
+    ) -> CallToolResult:
+        """Did the service's metrics change after this event? For each metric of the event's
+        service and environment: mean, median, p95 and point count before and after, the
+        change, a Mann-Whitney U p-value and a verdict (increased, decreased, no significant
+        change, not enough data), with the source of the points. For "the last deployment
+        of checkout", first call query_events(type=["deployment"], service=["checkout"],
+        limit=1) and pass its id."""
+        principal = await begin(ctx)
+        data = await answer(
+            around.get_metrics_around_event(
+                db,
+                principal,
+                event_id,
+                window=window,
+                metrics=metrics,
+                secret_key=secret_key,
+                default_timezone=default_timezone,
+            )
+        )
+        text = "\n".join([data["summary"], *(_metric_line(m) for m in data["metrics"])])
+        return tool_result(data, text)
+
+    @tool
+    @from_argument
+    async def find_changes_near(
+        ctx: Context,
+        node: Annotated[
+            str,
+            Field(description='A service or other node, e.g. "checkout".', max_length=300),
+        ],
+        from_: Annotated[
+            str, Field(alias="from", description='Start of the range: "-1h", "-6h", ISO 8601.')
+        ] = "-1h",
+        to: Annotated[str, Field(description='End of the range: "now", ISO 8601.')] = "now",
+        max_depth: Annotated[int, Field(ge=0, le=5, description="Hops from the node.")] = 2,
+        direction: Annotated[
+            Literal["downstream", "upstream", "both"],
+            Field(description="downstream: what it depends on; upstream: what depends on it."),
+        ] = "both",
+        limit: Annotated[int, Field(ge=1, le=100)] = 20,
+    ) -> CallToolResult:
+        """What changed near a service: the changes (deployments, config changes, incidents)
+        of the node and of its dependencies and dependents within max_depth hops, ranked by
+        graph distance and closeness in time, each with the reason it is listed ("payments,
+        one hop downstream of checkout: deployed 14 minutes before now"). Use it first when
+        a service misbehaves."""
+        principal = await begin(ctx)
+        q = queries.GraphQuery(
+            principal=principal,
+            stale_after_days=stale_after_days,
+            default_timezone=default_timezone,
+        )
+        data = await answer(
+            near.find_changes_near(
+                db,
+                q,
+                node,
+                from_=from_,
+                to=to,
+                max_depth=max_depth,
+                direction=direction,
+                limit=limit,
+            )
+        )
+        head = (
+            f"{data['total']} change{'s' if data['total'] != 1 else ''} near "
+            f"{data['node']['name']} ({data['node']['environment']}) from {data['from']} to "
+            f"{data['to']}, within {max_depth} hops ({data['nodes_searched']} nodes)."
+        )
+        text = "\n".join([head, *(_change_line(c) for c in data["changes"])])
+        return tool_result(data, text)

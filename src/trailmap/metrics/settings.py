@@ -1,0 +1,282 @@
+"""Each organization's metric settings: which source serves each metric, and its
+Prometheus-compatible API (base URL, an optional auth header, a PromQL template per metric).
+
+The auth header's value must be sent as it is, so it cannot be hashed: it is encrypted at
+rest (Fernet, with a key derived from TRAILMAP_SECRET_KEY) and never shown again; an answer
+says only whether one is set.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import SplitResult, urlsplit
+
+from cryptography.fernet import Fernet, InvalidToken
+
+from trailmap import clock
+from trailmap.accounts.principal import Principal
+from trailmap.errors import ErrorDetail, ValidationFailed
+from trailmap.metrics.prometheus import render_query
+from trailmap.metrics.series import SOURCES, STANDARD_METRICS
+from trailmap.storage import Connection, Database
+from trailmap.storage import metrics as store
+
+__all__ = [
+    "AUTO",
+    "MetricSettings",
+    "PrometheusSettings",
+    "read_settings",
+    "render_settings",
+    "update_settings",
+]
+
+AUTO = "auto"
+_CHOICES = (AUTO, *SOURCES)
+_NAME = re.compile(r"^[A-Za-z_:][A-Za-z0-9_.:/-]{0,199}$")
+_HEADER = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")
+_MAX_TEMPLATE = 4000
+_MAX_QUERIES = 50
+
+
+@dataclass(frozen=True, slots=True)
+class PrometheusSettings:
+    base_url: str
+    auth_header_name: str | None = None
+    auth_header_value: str | None = field(default=None, repr=False)
+    queries: Mapping[str, str] = field(default_factory=dict)
+    timeout_seconds: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSettings:
+    """`sources` maps a metric name to "pushed", "spans", "prometheus" or "auto" (the
+    default: pushed points if there are any, else spans, else Prometheus)."""
+
+    sources: Mapping[str, str] = field(default_factory=dict)
+    prometheus: PrometheusSettings | None = None
+
+    def source_for(self, metric: str) -> str:
+        return self.sources.get(metric, AUTO)
+
+
+def _fernet(secret_key: str) -> Fernet:
+    digest = hashlib.sha256(b"trailmap metric settings\x00" + secret_key.encode()).digest()
+    return Fernet(base64.urlsafe_b64encode(digest))
+
+
+def _from_row(row: Any, secret_key: str | None) -> MetricSettings:
+    if row is None:
+        return MetricSettings()
+    data: dict[str, Any] = row.settings or {}
+    prom = data.get("prometheus")
+    prometheus = None
+    if prom:
+        value = None
+        if row.auth_header_encrypted and secret_key:
+            try:
+                value = _fernet(secret_key).decrypt(row.auth_header_encrypted.encode()).decode()
+            except InvalidToken:
+                value = None  # the secret key changed: the header is unusable, not shown
+        prometheus = PrometheusSettings(
+            base_url=prom["base_url"],
+            auth_header_name=prom.get("auth_header_name"),
+            auth_header_value=value,
+            queries=dict(prom.get("queries") or {}),
+            timeout_seconds=float(prom.get("timeout_seconds", 10.0)),
+        )
+    return MetricSettings(sources=dict(data.get("sources") or {}), prometheus=prometheus)
+
+
+async def read_settings(db: Database, org_id: str, *, secret_key: str | None) -> MetricSettings:
+    row = await db.read_one(store.read_settings, org_id)
+    return _from_row(row, secret_key)
+
+
+def render_settings(settings: MetricSettings, *, has_auth_header: bool) -> dict[str, Any]:
+    """The settings as the API shows them: never the auth header's value."""
+    prom = settings.prometheus
+    return {
+        "sources": {name: settings.source_for(name) for name in STANDARD_METRICS}
+        | dict(settings.sources),
+        "prometheus": None
+        if prom is None
+        else {
+            "base_url": prom.base_url,
+            "auth_header_name": prom.auth_header_name,
+            "auth_header_set": has_auth_header,
+            "queries": dict(prom.queries),
+            "timeout_seconds": prom.timeout_seconds,
+        },
+    }
+
+
+def _has_valid_port(parts: SplitResult) -> bool:
+    try:
+        _ = parts.port  # a port out of range or not a number raises
+    except ValueError:
+        return False
+    return True
+
+
+def _problems_of(body: Mapping[str, Any]) -> list[ErrorDetail]:  # noqa: PLR0912 - one check per field
+    problems: list[ErrorDetail] = []
+
+    def bad(where: str, message: str) -> None:
+        problems.append(ErrorDetail(field=where, message=message))
+
+    unknown = sorted(set(body) - {"sources", "prometheus"})
+    for name in unknown:
+        bad(name, "unknown field; the settings are sources and prometheus")
+    sources = body.get("sources")
+    if sources is not None:
+        if not isinstance(sources, dict):
+            bad("sources", "sources must be an object of metric name to source")
+        else:
+            for name, source in sources.items():
+                if not _NAME.match(name):
+                    bad(f"sources.{name}", "not a metric name")
+                elif source not in _CHOICES:
+                    bad(f"sources.{name}", f"the source must be one of {', '.join(_CHOICES)}")
+    prom = body.get("prometheus")
+    if prom is not None:
+        if not isinstance(prom, dict):
+            bad("prometheus", "prometheus must be an object, or null to remove it")
+            return problems
+        allowed = {"base_url", "auth_header", "queries", "timeout_seconds"}
+        for name in sorted(set(prom) - allowed):
+            bad(f"prometheus.{name}", f"unknown field; allowed: {', '.join(sorted(allowed))}")
+        url = prom.get("base_url")
+        parts = urlsplit(url) if isinstance(url, str) else None
+        if (
+            parts is None
+            or parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.username
+            or parts.password
+            or parts.query
+            or parts.fragment
+            or not _has_valid_port(parts)
+            or len(url or "") > 500
+        ):
+            bad(
+                "prometheus.base_url",
+                "an http(s) URL without credentials, query or fragment, such as "
+                "http://prometheus:9090 (credentials go in auth_header)",
+            )
+        header = prom.get("auth_header")
+        if header is not None and (
+            not isinstance(header, dict)
+            or set(header) != {"name", "value"}
+            or not isinstance(header.get("name"), str)
+            or not _HEADER.match(header["name"])
+            or not isinstance(header.get("value"), str)
+            or not header["value"]
+            or len(header["value"]) > 4000
+            or any(ch in header["value"] for ch in "\r\n\x00")
+        ):
+            bad(
+                "prometheus.auth_header",
+                'auth_header is {"name": "Authorization", "value": "Bearer ..."}',
+            )
+        queries = prom.get("queries")
+        if queries is not None:
+            if not isinstance(queries, dict) or len(queries) > _MAX_QUERIES:
+                bad("prometheus.queries", f"an object of at most {_MAX_QUERIES} metric templates")
+            else:
+                for name, template in queries.items():
+                    if not _NAME.match(name):
+                        bad(f"prometheus.queries.{name}", "not a metric name")
+                    elif not isinstance(template, str) or not 0 < len(template) <= _MAX_TEMPLATE:
+                        bad(
+                            f"prometheus.queries.{name}",
+                            f"a PromQL template of 1 to {_MAX_TEMPLATE} characters",
+                        )
+                    else:
+                        # Refused here, not at every later read (where it would fail).
+                        try:
+                            render_query(template, service="service", environment="environment")
+                        except ValueError as exc:
+                            bad(f"prometheus.queries.{name}", str(exc))
+        timeout = prom.get("timeout_seconds", 10.0)
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not 0.1 <= timeout <= 60
+        ):
+            bad("prometheus.timeout_seconds", "a number of seconds from 0.1 to 60")
+    return problems
+
+
+async def update_settings(
+    db: Database,
+    principal: Principal,
+    body: object,
+    *,
+    secret_key: str | None,
+) -> dict[str, Any]:
+    """Replace the parts of the settings that `body` names; return them as shown."""
+    principal.require_write()
+    if not isinstance(body, dict):
+        raise ValidationFailed("The settings are a JSON object with sources and prometheus.")
+    problems = _problems_of(body)
+    prom = body.get("prometheus")
+    if isinstance(prom, dict) and prom.get("auth_header") is not None and not secret_key:
+        problems.append(
+            ErrorDetail(
+                field="prometheus.auth_header",
+                message="set TRAILMAP_SECRET_KEY on the server first: the header is stored "
+                "encrypted with it",
+            )
+        )
+    if problems:
+        raise ValidationFailed(
+            f"The metric settings are not valid: {problems[0].field}: {problems[0].message}",
+            details=problems,
+        )
+    return await db.write(_update, principal.org_id, body, secret_key)
+
+
+def _update(conn: Connection, org_id: str, body: dict[str, Any], secret_key: str | None) -> Any:
+    row = store.read_settings(conn, org_id)
+    data: dict[str, Any] = dict(row.settings) if row is not None else {}
+    encrypted = row.auth_header_encrypted if row is not None else None
+    if "sources" in body:
+        # Merged into what is set: "auto" unpins a metric, and a metric not named is kept.
+        merged = {**(data.get("sources") or {}), **body["sources"]}
+        data["sources"] = {k: v for k, v in merged.items() if v != AUTO}
+    if "prometheus" in body:
+        prom = body["prometheus"]
+        if prom is None:
+            data.pop("prometheus", None)
+            encrypted = None
+        else:
+            kept = data.get("prometheus") or {}
+            header = prom.get("auth_header")  # absent: keep the stored one; null: remove it
+            stored = {
+                "base_url": prom["base_url"].rstrip("/"),
+                "queries": prom.get("queries", kept.get("queries", {})),
+                "timeout_seconds": float(
+                    prom.get("timeout_seconds", kept.get("timeout_seconds", 10.0))
+                ),
+                "auth_header_name": kept.get("auth_header_name"),
+            }
+            if "auth_header" in prom:
+                if header is None:
+                    stored["auth_header_name"] = None
+                    encrypted = None
+                else:
+                    assert secret_key is not None  # checked before the write
+                    stored["auth_header_name"] = header["name"]
+                    encrypted = _fernet(secret_key).encrypt(header["value"].encode()).decode()
+            data["prometheus"] = stored
+    store.write_settings(
+        conn, org_id, settings=data, auth_header_encrypted=encrypted, updated_us=clock.now_us()
+    )
+    return render_settings(
+        _from_row(store.read_settings(conn, org_id), None), has_auth_header=bool(encrypted)
+    )
