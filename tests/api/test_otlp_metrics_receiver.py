@@ -9,7 +9,7 @@ import gzip
 import json
 import math
 from collections import defaultdict
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -44,13 +44,20 @@ from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMe
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 
+from tests.api.otlp_common import (
+    JSON,
+    PROTOBUF,
+    assert_documented,
+    refused,
+    refuses_a_body_declared_too_large,
+    refuses_a_gzip_bomb,
+    refuses_a_wrong_content_type,
+    refuses_an_unknown_content_encoding,
+)
 from tests.api.test_error_shape import assert_error_shape
-from tests.api.test_otlp_receiver import ChunkedBody
 from tests.conftest import Tenant
-from tests.ingest.test_otlp_decoding import gzip_bomb
 from tests.ingest.test_otlp_metrics_decoding import attributes, export, number
 from trailmap import clock
-from trailmap.app import create_app
 from trailmap.metrics.sources import PushedSource
 from trailmap.settings import Settings
 from trailmap.storage import Connection, Database
@@ -59,10 +66,6 @@ from trailmap.storage import metrics as store
 pytestmark = pytest.mark.anyio
 
 METRICS = "/api/v1/otlp/v1/metrics"
-MAX_BODY = 64 * 1024
-MAX_DECODED = 256 * 1024
-PROTOBUF = {"Content-Type": "application/x-protobuf"}
-JSON = {"Content-Type": "application/json"}
 SERVICE, ENVIRONMENT = "checkout", "production"
 BOUNDS = (10.0, 50.0, 100.0, 500.0)
 NAMES = (
@@ -75,17 +78,6 @@ NAMES = (
     "checkout.duration.p95",
     "checkout.duration.p99",
 )
-
-
-@pytest.fixture
-async def otlp_client(settings: Settings, db: Database) -> AsyncIterator[httpx.AsyncClient]:
-    """The app with small OTLP limits, so the limits are cheap to reach."""
-    small = settings.model_copy(
-        update={"otlp_max_body_bytes": MAX_BODY, "otlp_max_decoded_bytes": MAX_DECODED}
-    )
-    transport = httpx.ASGITransport(app=create_app(small, database=db))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-        yield http
 
 
 # -- the SDK's pipeline, wired to the app in-process --------------------------------------
@@ -597,61 +589,41 @@ def an_export() -> bytes:
 async def test_a_request_without_a_key_is_refused_with_401(
     otlp_client: httpx.AsyncClient,
 ) -> None:
-    response = await otlp_client.post(METRICS, content=an_export(), headers=PROTOBUF)
-    assert response.status_code == 401
-    assert_error_shape(response)
+    await refused(otlp_client, METRICS, an_export(), PROTOBUF, 401)
 
 
 async def test_a_read_only_key_cannot_send_metrics(
     otlp_client: httpx.AsyncClient, tenant: Tenant
 ) -> None:
     headers = {**tenant.auth(tenant.reader), **PROTOBUF}
-    response = await otlp_client.post(METRICS, content=an_export(), headers=headers)
-    assert response.status_code == 403
-    assert_error_shape(response)
+    await refused(otlp_client, METRICS, an_export(), headers, 403)
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/grpc", None])
 async def test_a_wrong_content_type_is_refused_with_415(
     otlp_client: httpx.AsyncClient, tenant: Tenant, content_type: str | None
 ) -> None:
-    headers = tenant.auth() | ({"Content-Type": content_type} if content_type else {})
-    response = await otlp_client.post(METRICS, content=b"{}", headers=headers)
-    assert response.status_code == 415
-    body = assert_error_shape(response)
-    assert "metrics" in body["error"]
-    assert "application/x-protobuf" in body["error"]
+    error = await refuses_a_wrong_content_type(otlp_client, tenant, METRICS, content_type)
+    assert "metrics" in error
 
 
 async def test_an_unknown_content_encoding_is_refused_with_415(
     otlp_client: httpx.AsyncClient, tenant: Tenant
 ) -> None:
-    headers = {**tenant.auth(), **PROTOBUF, "Content-Encoding": "br"}
-    response = await otlp_client.post(METRICS, content=b"\x00", headers=headers)
-    assert response.status_code == 415
-    assert "gzip" in assert_error_shape(response)["error"]
+    await refuses_an_unknown_content_encoding(otlp_client, tenant, METRICS)
 
 
 async def test_a_body_declared_too_large_is_refused_before_it_is_read(
     otlp_client: httpx.AsyncClient, tenant: Tenant
 ) -> None:
-    body = ChunkedBody(chunks=16)
-    headers = {**tenant.auth(), **PROTOBUF, "Content-Length": str(16 * body.size)}
-    response = await otlp_client.post(METRICS, content=body, headers=headers)
-    assert response.status_code == 413
-    assert "max_export_batch_size" in assert_error_shape(response)["error"]
-    assert body.pulled <= 1
+    error = await refuses_a_body_declared_too_large(otlp_client, tenant, METRICS)
+    assert "max_export_batch_size" in error
 
 
 async def test_a_gzip_bomb_is_refused_with_413(
     otlp_client: httpx.AsyncClient, tenant: Tenant
 ) -> None:
-    bomb = gzip_bomb(64 * 1024 * 1024)
-    assert len(bomb) < MAX_BODY
-    headers = {**tenant.auth(), **PROTOBUF, "Content-Encoding": "gzip"}
-    response = await otlp_client.post(METRICS, content=bomb, headers=headers)
-    assert response.status_code == 413
-    assert "decompression" in assert_error_shape(response)["error"]
+    await refuses_a_gzip_bomb(otlp_client, tenant, METRICS)
 
 
 @pytest.mark.parametrize(
@@ -677,14 +649,4 @@ async def test_garbage_is_refused_with_400(
 def test_the_route_is_documented_with_both_encodings_and_its_errors(
     settings: Settings, db: Database
 ) -> None:
-    # Mounted twice, the route would be warned of as a duplicate operation, an error here.
-    operation = create_app(settings, database=db).openapi()["paths"][METRICS]["post"]
-    assert set(operation["requestBody"]["content"]) == {
-        "application/x-protobuf",
-        "application/json",
-    }
-    assert set(operation["responses"]["200"]["content"]) == {
-        "application/x-protobuf",
-        "application/json",
-    }
-    assert {"400", "401", "403", "413", "415", "429", "503"} <= set(operation["responses"])
+    assert_documented(settings, db, METRICS)

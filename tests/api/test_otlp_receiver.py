@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import httpx
@@ -25,31 +25,27 @@ from opentelemetry.proto_json.collector.trace.v1.trace_service import (
 )
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from tests.api.otlp_common import (
+    JSON,
+    MAX_BODY,
+    PROTOBUF,
+    ChunkedBody,
+    assert_documented,
+    refused,
+    refuses_a_body_declared_too_large,
+    refuses_a_gzip_bomb,
+    refuses_a_wrong_content_type,
+    refuses_an_unknown_content_encoding,
+)
 from tests.api.test_error_shape import assert_error_shape
 from tests.conftest import Tenant
-from tests.ingest.test_otlp_decoding import gzip_bomb, json_body, protobuf_body, sdk_spans
-from trailmap.app import create_app
+from tests.ingest.test_otlp_decoding import json_body, protobuf_body, sdk_spans
 from trailmap.settings import Settings
 from trailmap.storage import Database
 
 pytestmark = pytest.mark.anyio
 
 TRACES = "/api/v1/otlp/v1/traces"
-MAX_BODY = 64 * 1024
-MAX_DECODED = 256 * 1024
-PROTOBUF = {"Content-Type": "application/x-protobuf"}
-JSON = {"Content-Type": "application/json"}
-
-
-@pytest.fixture
-async def otlp_client(settings: Settings, db: Database) -> AsyncIterator[httpx.AsyncClient]:
-    """The app with small OTLP limits, so the limits are cheap to reach."""
-    small = settings.model_copy(
-        update={"otlp_max_body_bytes": MAX_BODY, "otlp_max_decoded_bytes": MAX_DECODED}
-    )
-    transport = httpx.ASGITransport(app=create_app(small, database=db))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-        yield http
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,18 +81,6 @@ class CapturingTransport(BaseHTTPTransport):
 
     def is_connection_error(self, exception: Exception | None) -> bool:
         return isinstance(exception, ConnectionError)
-
-
-class ChunkedBody:
-    """A body without a length, sent in chunks, remembering how many the server pulled."""
-
-    def __init__(self, chunks: int, size: int = 8 * 1024) -> None:
-        self.chunks, self.size, self.pulled = chunks, size, 0
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        for _ in range(self.chunks):
-            self.pulled += 1
-            yield b"\x00" * self.size
 
 
 # -- success: answered in OTLP, in the request's encoding (needs graph.ingest_traces) -----
@@ -189,71 +173,48 @@ async def test_rejected_spans_are_reported_as_partial_success_in_protobuf(
 async def test_a_request_without_a_key_is_refused_with_401(
     otlp_client: httpx.AsyncClient,
 ) -> None:
-    response = await otlp_client.post(TRACES, content=protobuf_body(sdk_spans()), headers=PROTOBUF)
-    assert response.status_code == 401
-    assert_error_shape(response)
+    await refused(otlp_client, TRACES, protobuf_body(sdk_spans()), PROTOBUF, 401)
 
 
 async def test_a_read_only_key_cannot_send_traces(
     otlp_client: httpx.AsyncClient, tenant: Tenant
 ) -> None:
     headers = {**tenant.auth(tenant.reader), **PROTOBUF}
-    response = await otlp_client.post(TRACES, content=protobuf_body(sdk_spans()), headers=headers)
-    assert response.status_code == 403
-    assert_error_shape(response)
+    await refused(otlp_client, TRACES, protobuf_body(sdk_spans()), headers, 403)
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/grpc", None])
 async def test_a_wrong_content_type_is_refused_with_415(
     otlp_client: httpx.AsyncClient, tenant: Tenant, content_type: str | None
 ) -> None:
-    headers = tenant.auth() | ({"Content-Type": content_type} if content_type else {})
-    response = await otlp_client.post(TRACES, content=b"{}", headers=headers)
-    assert response.status_code == 415
-    body = assert_error_shape(response)
-    assert "application/x-protobuf" in body["error"]
-    assert "application/json" in body["error"]
+    error = await refuses_a_wrong_content_type(otlp_client, tenant, TRACES, content_type)
+    assert "application/json" in error
 
 
 async def test_an_unknown_content_encoding_is_refused_with_415(
     otlp_client: httpx.AsyncClient, tenant: Tenant
 ) -> None:
-    headers = {**tenant.auth(), **PROTOBUF, "Content-Encoding": "br"}
-    response = await otlp_client.post(TRACES, content=b"\x00", headers=headers)
-    assert response.status_code == 415
-    assert "gzip" in assert_error_shape(response)["error"]
+    await refuses_an_unknown_content_encoding(otlp_client, tenant, TRACES)
 
 
 async def test_a_body_declared_too_large_is_refused_before_it_is_read(
     otlp_client: httpx.AsyncClient, tenant: Tenant
 ) -> None:
-    body = ChunkedBody(chunks=16)
-    headers = {**tenant.auth(), **PROTOBUF, "Content-Length": str(16 * body.size)}
-    response = await otlp_client.post(TRACES, content=body, headers=headers)
-    assert response.status_code == 413
-    assert_error_shape(response)
-    assert body.pulled <= 1
+    await refuses_a_body_declared_too_large(otlp_client, tenant, TRACES)
 
 
 async def test_a_chunked_body_is_cut_off_once_past_the_limit(
     otlp_client: httpx.AsyncClient, tenant: Tenant
 ) -> None:
     body = ChunkedBody(chunks=1000)
-    response = await otlp_client.post(TRACES, content=body, headers={**tenant.auth(), **PROTOBUF})
-    assert response.status_code == 413
-    assert_error_shape(response)
+    await refused(otlp_client, TRACES, body, {**tenant.auth(), **PROTOBUF}, 413)
     assert body.pulled <= MAX_BODY // body.size + 2
 
 
 async def test_a_gzip_bomb_is_refused_with_413(
     otlp_client: httpx.AsyncClient, tenant: Tenant
 ) -> None:
-    bomb = gzip_bomb(64 * 1024 * 1024)
-    assert len(bomb) < MAX_BODY
-    headers = {**tenant.auth(), **PROTOBUF, "Content-Encoding": "gzip"}
-    response = await otlp_client.post(TRACES, content=bomb, headers=headers)
-    assert response.status_code == 413
-    assert "decompression" in assert_error_shape(response)["error"]
+    await refuses_a_gzip_bomb(otlp_client, tenant, TRACES)
 
 
 @pytest.mark.parametrize(
@@ -278,13 +239,4 @@ async def test_garbage_is_refused_with_400(
 def test_the_route_is_documented_with_both_encodings_and_its_errors(
     settings: Settings, db: Database
 ) -> None:
-    operation = create_app(settings, database=db).openapi()["paths"][TRACES]["post"]
-    assert set(operation["requestBody"]["content"]) == {
-        "application/x-protobuf",
-        "application/json",
-    }
-    assert set(operation["responses"]["200"]["content"]) == {
-        "application/x-protobuf",
-        "application/json",
-    }
-    assert {"400", "401", "403", "413", "415", "429", "503"} <= set(operation["responses"])
+    assert_documented(settings, db, TRACES)

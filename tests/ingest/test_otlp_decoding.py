@@ -28,7 +28,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Link, SpanKind, StatusCode
 
 from trailmap.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
-from trailmap.ingest.otlp import JSON, PROTOBUF, decode_traces, encode_trace_response
+from trailmap.ingest.otlp import decode_traces, encode_trace_response
+from trailmap.ingest.otlp_body import JSON, PROTOBUF
 
 LIMIT = 1024 * 1024
 

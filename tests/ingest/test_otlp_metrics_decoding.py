@@ -56,7 +56,7 @@ from opentelemetry.sdk.resources import Resource as SDKResource
 
 from tests.ingest.test_otlp_decoding import gzip_bomb
 from trailmap.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
-from trailmap.ingest.otlp import JSON, PROTOBUF
+from trailmap.ingest.otlp_body import JSON, PROTOBUF
 from trailmap.ingest.otlp_metrics import (
     Problems,
     decode_metrics,

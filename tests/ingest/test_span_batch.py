@@ -24,7 +24,8 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from trailmap.errors import PayloadTooLarge, ValidationFailed
 from trailmap.graph.spans import observe_request
-from trailmap.ingest.otlp import JSON, PROTOBUF, decode_span_batch
+from trailmap.ingest.otlp import decode_span_batch
+from trailmap.ingest.otlp_body import JSON, PROTOBUF
 
 _LIMIT = 1024 * 1024
 _FAR_FUTURE_US = 2**62

@@ -12,6 +12,7 @@ kill hits Trailmap's process, never PostgreSQL's).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import subprocess
@@ -30,6 +31,7 @@ import pytest
 from tests import databases
 from tests.reliability.cluster import postgres_cluster
 from tests.reliability.forms import scale
+from tests.reliability.paging import stored_event_ids
 from tests.server import free_port, org_with_key, stop, wait_until_ready
 
 SOURCE = "//reliability.example/crash"
@@ -39,7 +41,6 @@ _BATCH_SIZES = (1, 1, 5, 20, 50, 100)
 _ACKNOWLEDGED_BEFORE_KILL = int(scale(600, 20_000))
 _STREAM_BEFORE_KILL_S = scale(1.0, 20.0)
 _DEADLINE_S = 120.0
-_PAGE = 100
 
 
 @dataclass
@@ -174,24 +175,6 @@ async def _stream_and_kill(server: Server, key: str) -> Ledger:
     return ledger
 
 
-def _everything_stored(url: str, key: str) -> list[str]:
-    """Every event id of SOURCE, page by page."""
-    found: list[str] = []
-    cursor: str | None = None
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}) as http:
-        while True:
-            params = {"from": "-1d", "source": SOURCE, "limit": str(_PAGE)}
-            if cursor:
-                params["cursor"] = cursor
-            response = http.get("/api/v1/events", params=params, timeout=30.0)
-            assert response.status_code == 200, response.text
-            page = response.json()["data"]
-            found += [e["event_id"] for e in page["events"]]
-            cursor = page["next_cursor"]
-            if cursor is None:
-                return found
-
-
 def test_every_event_acknowledged_before_a_kill_9_is_there_once_after_a_restart(
     crash_database: str, tmp_path: Path
 ) -> None:
@@ -201,7 +184,7 @@ def test_every_event_acknowledged_before_a_kill_9_is_there_once_after_a_restart(
         ledger = asyncio.run(_stream_and_kill(server, key))
     assert not ledger.refused, ledger.refused[:5]
     with serving(crash_database, log) as restarted:
-        found = _everything_stored(restarted.url, key)
+        found = stored_event_ids(key, SOURCE, itertools.repeat(restarted.url))
 
     acknowledged = set(ledger.acknowledged)
     stored = set(found)

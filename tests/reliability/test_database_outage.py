@@ -12,6 +12,7 @@ stored. Nothing acknowledged before, during or after the outage is lost.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import subprocess
 import sys
@@ -28,6 +29,7 @@ import pytest
 
 from tests.reliability.cluster import PostgresCluster, postgres_cluster
 from tests.reliability.forms import scale
+from tests.reliability.paging import stored_event_ids
 from tests.server import org_with_key, running_server
 
 SOURCE = "//reliability.example/outage"
@@ -213,23 +215,6 @@ async def _outage_under_load(setup: Setup, load: Load, send_id: str) -> tuple[Ti
             sender.wait()
 
 
-def _stored_ids(url: str, key: str) -> list[str]:
-    found: list[str] = []
-    cursor: str | None = None
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}) as http:
-        while True:
-            params = {"from": "-1d", "source": SOURCE, "limit": "100"}
-            if cursor:
-                params["cursor"] = cursor
-            response = http.get("/api/v1/events", params=params, timeout=30.0)
-            assert response.status_code == 200, response.text
-            page = response.json()["data"]
-            found += [e["event_id"] for e in page["events"]]
-            cursor = page["next_cursor"]
-            if cursor is None:
-                return found
-
-
 def test_a_database_outage_gets_quick_503s_heals_by_itself_and_loses_nothing_sent(
     setup: Setup,
 ) -> None:
@@ -264,7 +249,7 @@ def test_a_database_outage_gets_quick_503s_heals_by_itself_and_loses_nothing_sen
     assert worst < _MAX_LATENCY_S, f"an answer took {worst:.1f} s during the outage"
 
     # After recovery: everything acknowledged is there, once, and so is the CLI's event.
-    stored = _stored_ids(setup.url, setup.key)
+    stored = stored_event_ids(setup.key, SOURCE, itertools.repeat(setup.url))
     assert len(stored) == len(set(stored))
     assert set(load.acknowledged) <= set(stored)
     assert send_id in stored

@@ -30,7 +30,8 @@ from tests.ingest.test_otlp_decoding import json_body, protobuf_body, sdk_spans
 from tests.ingest.test_otlp_metrics_decoding import sdk_metrics
 from tests.reliability.forms import scale
 from trailmap.errors import ErrorDetail, TrailmapError
-from trailmap.ingest.otlp import JSON, PROTOBUF, decode_span_batch, decode_traces
+from trailmap.ingest.otlp import decode_span_batch, decode_traces
+from trailmap.ingest.otlp_body import JSON, PROTOBUF
 from trailmap.ingest.otlp_metrics import Problems, decode_metrics, points_of
 from trailmap.timeline.events import CORE_ATTRIBUTES, EventRow, validate_event
 from trailmap.timeline.times import (

@@ -30,6 +30,7 @@ from tests.oauth.conftest import OWNER, PASSWORD
 from tests.oauth.test_oauth_attacks import CALLBACK, pkce
 from tests.reliability.cluster import postgres_cluster
 from tests.reliability.forms import scale
+from tests.reliability.paging import stored_event_ids
 from tests.server import free_port, running_server
 from trailmap.accounts import add_user
 from trailmap.storage import Database, migrate
@@ -144,24 +145,9 @@ async def _ingest(nodes: Nodes, client: int) -> tuple[set[str], int]:
 
 
 def _pages(nodes: Nodes, first: str) -> list[str]:
-    """Every event of SOURCE, one page per node in turn starting at `first`: a cursor made by
-    one node is followed by the next."""
-    found: list[str] = []
-    cursor: str | None = None
-    start = nodes.urls.index(first)
-    turns = itertools.islice(nodes.turns(), start, None)
-    with httpx.Client(headers={"Authorization": f"Bearer {nodes.key}"}, timeout=60.0) as http:
-        while True:
-            params = {"from": "-1d", "source": SOURCE, "limit": "100"}
-            if cursor:
-                params["cursor"] = cursor
-            response = http.get(f"{next(turns)}/api/v1/events", params=params)
-            assert response.status_code == 200, response.text
-            page = response.json()["data"]
-            found += [e["event_id"] for e in page["events"]]
-            cursor = page["next_cursor"]
-            if cursor is None:
-                return found
+    """Every event of SOURCE, one page per node in turn starting at `first`."""
+    turns = itertools.islice(nodes.turns(), nodes.urls.index(first), None)
+    return stored_event_ids(nodes.key, SOURCE, turns, timeout=60.0)
 
 
 def test_events_sent_through_three_nodes_are_all_seen_once_from_every_node(

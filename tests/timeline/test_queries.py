@@ -18,6 +18,8 @@ from trailmap.accounts import Organization
 from trailmap.errors import ValidationFailed
 from trailmap.storage import Database
 from trailmap.storage import events as store_events
+from trailmap.storage.database import Connection
+from trailmap.storage.dialect import fetch_on_driver
 from trailmap.timeline.ingest import ingest_events
 from trailmap.timeline.queries import (
     EventQuery,
@@ -549,9 +551,12 @@ async def test_a_page_read_on_the_driver_is_the_page_sqlalchemy_reads(
     if all(len(v) <= 1 for v in shape.values()):
         # The driver really answered: a silent fallback would pass the comparison too.
         shape_key, params = store_events._shape_and_params(org.id, flt)
-        on_driver = db.read_one_sync(
-            store_events._select_on_driver, shape_key, params, paged=False, limit=7
-        )
+
+        def on_the_driver(conn: Connection) -> list[Any] | None:
+            statement = store_events._driver_sql(conn.dialect, shape_key, paged=False, limit=7)
+            return fetch_on_driver(conn, statement, params)
+
+        on_driver = db.read_one_sync(on_the_driver)
         assert on_driver is not None
         assert len(on_driver) == len(first)
     assert first == expected_first

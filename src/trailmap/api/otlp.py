@@ -3,10 +3,12 @@ Collector pointed at `<base>/api/v1/otlp` feeds the graph unchanged.
 
 Success answers speak OTLP (an `ExportTraceServiceResponse` in the request's encoding);
 failures keep Trailmap's one JSON error shape, as INTERFACES.md requires of every endpoint.
+How an export is received and documented is shared with the metrics receiver (otlp_metrics.py).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -14,22 +16,29 @@ import anyio.to_thread
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from trailmap.accounts import Principal
 from trailmap.api.auth import CurrentPrincipal
 from trailmap.api.context import context_of
 from trailmap.api.schemas import ErrorBody
 from trailmap.graph.pairing import TraceIngestion
-from trailmap.ingest.otlp import (
+from trailmap.ingest.otlp import TRACES, decode_span_batch, encode_trace_response
+from trailmap.ingest.otlp_body import (
     JSON,
     PROTOBUF,
+    Signal,
     content_codings,
-    decode_span_batch,
-    encode_trace_response,
     media_type_of,
     read_otlp_body,
 )
 from trailmap.telemetry import count_spans
 
-__all__ = ["router"]
+__all__ = [
+    "ReceivedExport",
+    "export_request_doc",
+    "export_responses_doc",
+    "receive_export",
+    "router",
+]
 
 router = APIRouter(prefix="/api/v1/otlp", tags=["otlp"])
 
@@ -37,74 +46,106 @@ _INLINE_DECODE_BYTES = 16 * 1024
 _INLINE_PROTOBUF_BYTES = 1024 * 1024
 
 _PROTO_REF = "https://github.com/open-telemetry/opentelemetry-proto"
-_PROTO_DOC = (
-    "opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest, "
-    f"binary protobuf ({_PROTO_REF})"
-)
-_JSON_DOC = (
-    "OTLP/JSON: the proto3 JSON mapping of ExportTraceServiceRequest, with trace and span "
-    "ids as hex strings and enums as integers"
-)
 
-_TRACES_DOC: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "description": (
-            "An OTLP trace export. `Content-Encoding: gzip` (or deflate) is accepted; the "
-            "body is limited as sent and again after decompression."
-        ),
-        "content": {
-            PROTOBUF: {"schema": {"type": "string", "format": "binary", "description": _PROTO_DOC}},
-            JSON: {
-                "schema": {
-                    "type": "object",
-                    "description": _JSON_DOC,
-                    "properties": {"resourceSpans": {"type": "array", "items": {"type": "object"}}},
-                }
+
+@dataclass(frozen=True, slots=True)
+class ReceivedExport:
+    """An OTLP export body as sent, with what its headers say about it."""
+
+    media_type: str
+    content_encoding: str | None
+    compressed: bool
+    body: bytes
+
+
+async def receive_export(request: Request, principal: Principal, signal: Signal) -> ReceivedExport:
+    """The export's body, once the key may write, read within the size limit."""
+    principal.require_write()
+    # Refuse a wrong type or an unknown encoding before reading a byte of the body.
+    media_type = media_type_of(request.headers.get("content-type"), signal)
+    encoding = request.headers.get("content-encoding")
+    codings = content_codings(encoding)
+    max_bytes = context_of(request).settings.otlp_max_body_bytes
+    body = await read_otlp_body(request, max_bytes=max_bytes, signal=signal)
+    return ReceivedExport(media_type, encoding, bool(codings), body)
+
+
+def export_request_doc(
+    signal: Signal, *, package: str, json_note: str, top_field: str
+) -> dict[str, Any]:
+    """The OpenAPI `requestBody` of an export endpoint. `package` is the signal's OTLP
+    package ("trace", "metrics"), `json_note` how OTLP/JSON writes what proto3 JSON would
+    not, `top_field` the body's array ("resourceSpans")."""
+    proto_doc = (
+        f"opentelemetry.proto.collector.{package}.v1.{signal.request}, "
+        f"binary protobuf ({_PROTO_REF})"
+    )
+    json_doc = f"OTLP/JSON: the proto3 JSON mapping of {signal.request}, with {json_note}"
+    return {
+        "requestBody": {
+            "required": True,
+            "description": (
+                f"An OTLP {package} export. `Content-Encoding: gzip` (or deflate) is accepted; "
+                "the body is limited as sent and again after decompression."
+            ),
+            "content": {
+                PROTOBUF: {
+                    "schema": {"type": "string", "format": "binary", "description": proto_doc}
+                },
+                JSON: {
+                    "schema": {
+                        "type": "object",
+                        "description": json_doc,
+                        "properties": {top_field: {"type": "array", "items": {"type": "object"}}},
+                    }
+                },
             },
+        }
+    }
+
+
+def export_responses_doc(
+    signal: Signal, *, package: str, answer: str, rejected_field: str
+) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` of an export endpoint: `answer` describes the success answer,
+    whose partialSuccess counts what was refused in `rejected_field` ("rejectedSpans")."""
+    return {
+        200: {
+            "description": answer,
+            "content": {
+                PROTOBUF: {"schema": {"type": "string", "format": "binary"}},
+                JSON: {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "partialSuccess": {
+                                "type": "object",
+                                "properties": {
+                                    rejected_field: {"type": "string", "format": "int64"},
+                                    "errorMessage": {"type": "string"},
+                                },
+                            }
+                        },
+                    }
+                },
+            },
+        },
+        **{
+            code: {"model": ErrorBody, "description": text}
+            for code, text in (
+                (
+                    400,
+                    f"Not a readable OTLP {package} export: garbage, truncated, or the wrong shape",
+                ),
+                (401, "Missing, malformed, revoked or expired API key"),
+                (403, f"The key is READ_ONLY; sending {signal.name} needs READ_WRITE"),
+                (413, "The body is over the size limit, as sent or after decompression"),
+                (415, "Not application/x-protobuf or application/json, or an unknown encoding"),
+                (429, "Over the plan's quota; retry after Retry-After seconds"),
+                (503, "The database is not answering; retry after Retry-After seconds"),
+            )
         },
     }
-}
-
-_RESPONSE_DOC = (
-    "ExportTraceServiceResponse, in the request's encoding. Empty when every span was "
-    "accepted; otherwise partialSuccess says how many spans were rejected and why."
-)
-
-_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": _RESPONSE_DOC,
-        "content": {
-            PROTOBUF: {"schema": {"type": "string", "format": "binary"}},
-            JSON: {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "partialSuccess": {
-                            "type": "object",
-                            "properties": {
-                                "rejectedSpans": {"type": "string", "format": "int64"},
-                                "errorMessage": {"type": "string"},
-                            },
-                        }
-                    },
-                }
-            },
-        },
-    },
-    **{
-        code: {"model": ErrorBody, "description": text}
-        for code, text in (
-            (400, "Not a readable OTLP trace export: garbage, truncated, or the wrong shape"),
-            (401, "Missing, malformed, revoked or expired API key"),
-            (403, "The key is READ_ONLY; sending traces needs READ_WRITE"),
-            (413, "The body is over the size limit, as sent or after decompression"),
-            (415, "Not application/x-protobuf or application/json, or an unknown encoding"),
-            (429, "Over the plan's quota; retry after Retry-After seconds"),
-            (503, "The database is not answering; retry after Retry-After seconds"),
-        )
-    },
-}
 
 
 @router.post(
@@ -116,35 +157,43 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
         "used are counted in partialSuccess; the others are kept."
     ),
     response_class=Response,
-    responses=_RESPONSES,
-    openapi_extra=_TRACES_DOC,
+    responses=export_responses_doc(
+        TRACES,
+        package="trace",
+        answer=(
+            "ExportTraceServiceResponse, in the request's encoding. Empty when every span was "
+            "accepted; otherwise partialSuccess says how many spans were rejected and why."
+        ),
+        rejected_field="rejectedSpans",
+    ),
+    openapi_extra=export_request_doc(
+        TRACES,
+        package="trace",
+        json_note="trace and span ids as hex strings and enums as integers",
+        top_field="resourceSpans",
+    ),
 )
 async def post_traces(request: Request, principal: CurrentPrincipal) -> Response:
-    ctx = context_of(request)
-    principal.require_write()
-    # Refuse a wrong type or an unknown encoding before reading a byte of the body.
-    media_type = media_type_of(request.headers.get("content-type"))
-    encoding = request.headers.get("content-encoding")
-    codings = content_codings(encoding)
-    body = await read_otlp_body(request, max_bytes=ctx.settings.otlp_max_body_bytes)
+    export = await receive_export(request, principal, TRACES)
+    body, media_type = export.body, export.media_type
     notes: list[str] = []
     decode = partial(
         decode_span_batch,
         body,
         content_type=media_type,
-        content_encoding=encoding,
-        max_decoded_bytes=ctx.settings.otlp_max_decoded_bytes,
+        content_encoding=export.content_encoding,
+        max_decoded_bytes=context_of(request).settings.otlp_max_decoded_bytes,
         problems=notes,
     )
     # Inflating and parsing a large body takes long enough (OTLP/JSON above all) to stall
     # every other request on the event loop; a small plain one is cheaper than a thread hop,
     # and so is plain protobuf up to a megabyte (upb parses it in well under a millisecond).
-    inline = not codings and (
+    inline = not export.compressed and (
         len(body) <= _INLINE_DECODE_BYTES
         or (media_type == PROTOBUF and len(body) <= _INLINE_PROTOBUF_BYTES)
     )
-    export = decode() if inline else await anyio.to_thread.run_sync(decode)
-    result = await _ingestion(request).ingest(principal, export)
+    batch = decode() if inline else await anyio.to_thread.run_sync(decode)
+    result = await _ingestion(request).ingest(principal, batch)
     count_spans(accepted=result.accepted_spans, rejected=result.rejected_spans)
     # The decoder's notes say why a span arrived empty; the domain's say the rest.
     message = "; ".join([*notes, *result.problems][:5])

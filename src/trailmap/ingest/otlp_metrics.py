@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import base64
 import itertools
-import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import orjson
@@ -22,7 +22,6 @@ import orjson
 # protobuf ships no type information (types-protobuf is not a dependency); its use here is
 # confined to parse and serialize calls whose results are typed below.
 from google.protobuf import json_format  # type: ignore[import-untyped]
-from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
     ExportMetricsServiceResponse,
@@ -35,28 +34,35 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
     HistogramDataPoint,
     Metric,
     NumberDataPoint,
-    ResourceMetrics,
     ScopeMetrics,
     SummaryDataPoint,
 )
-from starlette.requests import Request
 
 from trailmap.accounts.principal import Principal
-from trailmap.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
-from trailmap.ingest.otlp import JSON, PROTOBUF, decompress, media_type_of, read_otlp_body
+from trailmap.errors import ValidationFailed
+from trailmap.ingest.otlp_body import (
+    PARSE_ERRORS,
+    PROTOBUF,
+    Signal,
+    decompress,
+    encode_export_response,
+    json_array,
+    media_type_of,
+    parse_json_export,
+    parse_protobuf,
+)
 from trailmap.metrics.points import DEFAULT_ENVIRONMENT, MAX_LABELS, Point, record_points
 from trailmap.storage import Database
 
 __all__ = [
+    "METRICS",
     "QUANTILES",
     "MetricPoints",
     "MetricsIngestResult",
     "Problems",
     "decode_metrics",
     "encode_metrics_response",
-    "metrics_media_type",
     "points_of",
-    "read_metrics_body",
     "record_metrics",
     "store_points",
 ]
@@ -84,11 +90,14 @@ _SUFFIXES = {
 _MAX_NOTES = 20
 _MESSAGE_NOTES = 5
 _NS_PER_S = 1e9
-# What json_format raises on input of the wrong shape (ParseError mostly; the rest to be safe).
-_PARSE_ERRORS = (json_format.ParseError, ValueError, TypeError, AttributeError, RecursionError)
-_BATCH_HINT_SPANS = "(OTEL_BSP_MAX_EXPORT_BATCH_SIZE)"
-_BATCH_HINT_METRICS = (
-    "(the exporter's max_export_batch_size, or the Collector batch processor's send_batch_max_size)"
+METRICS = Signal(
+    name="metrics",
+    request="ExportMetricsServiceRequest",
+    # A metrics exporter batches otherwise than the span processor.
+    batch_setting=(
+        "the exporter's max_export_batch_size, or the Collector batch processor's "
+        "send_batch_max_size"
+    ),
 )
 
 
@@ -144,25 +153,6 @@ class _Refused(Exception):
 # -- the body ----------------------------------------------------------------------------
 
 
-def metrics_media_type(content_type: str | None) -> str:
-    """`application/json; charset=utf-8` -> `application/json`; refuses any other type."""
-    try:
-        return media_type_of(content_type)
-    except UnsupportedMediaType:
-        kind = (content_type or "").split(";", 1)[0].strip().lower()
-        raise UnsupportedMediaType(
-            f"Send OTLP metrics as {PROTOBUF} or {JSON}; got {kind or 'no Content-Type header'}."
-        ) from None
-
-
-async def read_metrics_body(request: Request, *, max_bytes: int) -> bytes:
-    """The body as sent, refused once past `max_bytes` (as for traces)."""
-    try:
-        return await read_otlp_body(request, max_bytes=max_bytes)
-    except PayloadTooLarge as error:
-        raise _for_metrics(error) from None
-
-
 def decode_metrics(
     body: bytes,
     *,
@@ -177,35 +167,14 @@ def decode_metrics(
     when given. Anything that sinks the whole body raises `ValidationFailed`,
     `PayloadTooLarge` or `UnsupportedMediaType`.
     """
-    kind = metrics_media_type(content_type)
-    try:
-        raw = decompress(body, content_encoding, max_decoded_bytes=max_decoded_bytes)
-    except PayloadTooLarge as error:
-        raise _for_metrics(error) from None
+    kind = media_type_of(content_type, METRICS)
+    raw = decompress(body, content_encoding, max_decoded_bytes=max_decoded_bytes, signal=METRICS)
     if kind == PROTOBUF:
-        return _from_protobuf(raw)
-    return _from_json(raw, problems if problems is not None else Problems())
-
-
-def _for_metrics(error: PayloadTooLarge) -> PayloadTooLarge:
-    # The shared limit's advice names the span batch size; a metrics exporter batches otherwise.
-    return PayloadTooLarge(error.message.replace(_BATCH_HINT_SPANS, _BATCH_HINT_METRICS))
-
-
-def _from_protobuf(raw: bytes) -> ExportMetricsServiceRequest:
-    request = ExportMetricsServiceRequest()
-    try:
-        request.ParseFromString(raw)
-    except DecodeError:
-        hint = (
-            "; it looks like JSON, so send it as application/json"
-            if raw.lstrip()[:1] in (b"{", b"[")
-            else "; check that it is not truncated and that Content-Encoding is right"
+        request: ExportMetricsServiceRequest = parse_protobuf(
+            raw, ExportMetricsServiceRequest, METRICS
         )
-        raise ValidationFailed.field(
-            "body", f"the body is not a valid protobuf ExportMetricsServiceRequest{hint}"
-        ) from None
-    return request
+        return request
+    return _from_json(raw, problems if problems is not None else Problems())
 
 
 # -- OTLP/JSON, one data point at a time --------------------------------------------------
@@ -221,75 +190,16 @@ _DATA_FIELDS = (
 
 
 def _from_json(raw: bytes, problems: Problems) -> ExportMetricsServiceRequest:
-    document = _parse_json(raw)
-    if not isinstance(document, dict):
-        raise ValidationFailed.field(
-            "body", "an OTLP/JSON body is an object with a resourceMetrics array"
-        )
-    entries = _array(document, "resourceMetrics", "resource_metrics", "body")
-    if not entries and ("resourceSpans" in document or "resourceLogs" in document):
-        raise ValidationFailed.field(
-            "body", "this is OTLP traces or logs; send it to its own endpoint"
-        )
     request = ExportMetricsServiceRequest()
-    for i, entry in enumerate(entries):
-        where = f"resourceMetrics[{i}]"
-        scopes = _array(entry, "scopeMetrics", "scope_metrics", where)
-        resource_metrics = request.resource_metrics.add()
-        _parse_part(entry, resource_metrics, where, skip=("scopeMetrics", "scope_metrics"))
-        for j, scope_entry in enumerate(scopes):
-            scope_where = f"{where}.scopeMetrics[{j}]"
-            metrics = _array(scope_entry, "metrics", "metrics", scope_where)
-            scope_metrics = resource_metrics.scope_metrics.add()
-            _parse_part(scope_entry, scope_metrics, scope_where, skip=("metrics",))
-            for k, metric in enumerate(metrics):
-                _add_metric(scope_metrics, metric, f"{scope_where}.metrics[{k}]", problems)
-    return request
-
-
-def _parse_json(raw: bytes) -> object:
-    # As in ingest/otlp.py (private there): orjson first, the standard library for integers
-    # beyond 64 bits, so that such a number costs only its own data point.
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as error:
-        fast_error = error
-    try:
-        return json.loads(raw, parse_constant=_not_json)
-    except (ValueError, RecursionError):
-        pass
-    raise ValidationFailed.field(
-        "body", f"the body is not valid JSON ({fast_error}); check that it is not truncated"
+    parse_json_export(
+        raw,
+        request,
+        resources=("resourceMetrics", "resource_metrics"),
+        scopes=("scopeMetrics", "scope_metrics"),
+        items=("metrics", "metrics"),
+        add_item=partial(_add_metric, problems=problems),
     )
-
-
-def _not_json(text: str) -> float:
-    raise ValueError(f"{text} is not a JSON number")
-
-
-def _array(entry: object, camel: str, snake: str, where: str) -> list[Any]:
-    """The list under `camel` (or its snake_case twin) of an object; absent or null is empty."""
-    if not isinstance(entry, dict):
-        raise ValidationFailed.field(where, "must be an object")
-    value = entry.get(camel, entry.get(snake))
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise ValidationFailed.field(f"{where}.{camel}", "must be an array")
-    return value
-
-
-def _parse_part(
-    entry: dict[str, Any],
-    target: ResourceMetrics | ScopeMetrics,
-    where: str,
-    skip: tuple[str, ...],
-) -> None:
-    rest = {key: value for key, value in entry.items() if key not in skip}
-    try:
-        json_format.ParseDict(rest, target, ignore_unknown_fields=True)
-    except _PARSE_ERRORS as e:
-        raise ValidationFailed.field(where, f"is not valid OTLP/JSON ({str(e)[:200]})") from None
+    return request
 
 
 def _add_metric(target: ScopeMetrics, entry: object, where: str, problems: Problems) -> None:
@@ -305,7 +215,7 @@ def _add_metric(target: ScopeMetrics, entry: object, where: str, problems: Probl
     points_where = f"{where}.{camel}"
     if not isinstance(container, dict):
         raise ValidationFailed.field(points_where, "must be an object")
-    data_points = _array(container, "dataPoints", "data_points", points_where)
+    data_points = json_array(container, "dataPoints", "data_points", points_where)
     metric = target.metrics.add()
     data = getattr(metric, snake)
     try:
@@ -314,7 +224,7 @@ def _add_metric(target: ScopeMetrics, entry: object, where: str, problems: Probl
         data.SetInParent()  # a gauge with no points is still a gauge
         settings = {k: v for k, v in container.items() if k not in ("dataPoints", "data_points")}
         json_format.ParseDict(settings, data, ignore_unknown_fields=True)
-    except _PARSE_ERRORS as e:
+    except PARSE_ERRORS as e:
         # The name or the temporality is unreadable: none of its data points can be used.
         del target.metrics[-1]
         problems.reject(f"{where} was rejected: {str(e)[:200]}", count=len(data_points))
@@ -326,7 +236,7 @@ def _add_metric(target: ScopeMetrics, entry: object, where: str, problems: Probl
                 raise TypeError("must be an object")
             point.pop("exemplars", None)  # not read; their hex ids would be taken for base64
             json_format.ParseDict(point, added, ignore_unknown_fields=True)
-        except _PARSE_ERRORS as e:
+        except PARSE_ERRORS as e:
             del data.data_points[-1]
             problems.reject(f"{points_where}.dataPoints[{n}] was rejected: {str(e)[:200]}")
 
@@ -719,11 +629,10 @@ def encode_metrics_response(
 ) -> bytes:
     """The OTLP success answer, in the request's encoding; `partial_success` only when there
     is something to say (data points refused, or a warning)."""
-    response = ExportMetricsServiceResponse()
-    if rejected_data_points or error_message:
-        response.partial_success.rejected_data_points = rejected_data_points
-        response.partial_success.error_message = error_message
-    if media_type == PROTOBUF:
-        encoded: bytes = response.SerializeToString()
-        return encoded
-    return orjson.dumps(json_format.MessageToDict(response))
+    return encode_export_response(
+        ExportMetricsServiceResponse(),
+        rejected_field="rejected_data_points",
+        rejected=rejected_data_points,
+        error_message=error_message,
+        media_type=media_type,
+    )

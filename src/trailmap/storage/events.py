@@ -25,6 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect
 
+from trailmap.storage.dialect import DriverSelect, compile_for_driver, fetch_on_driver
 from trailmap.storage.tables import events, organizations
 
 __all__ = [
@@ -309,7 +310,7 @@ def select_events(
     """Newest first; `before` is the (time_us, id) of the last event of the previous page.
 
     Without `full`, only SUMMARY_COLUMNS are read. With `direct` as well, the statement goes
-    straight to the driver (see _select_on_driver); only for a statement run on its own
+    straight to the driver (`fetch_on_driver`); only for a statement run on its own
     (`Database.read_one` or `read_point`), never inside a transaction, where a failed
     statement would leave the transaction aborted for the retry through SQLAlchemy.
     """
@@ -318,7 +319,8 @@ def select_events(
         params["before_us"], params["before_id"] = before
     paged = before is not None
     if direct and not full and all(count <= 1 for count in shape.counts):
-        rows = _select_on_driver(conn, shape, params, paged=paged, limit=limit)
+        page = _driver_sql(conn.dialect, shape, paged=paged, limit=limit)
+        rows = fetch_on_driver(conn, page, params)
         if rows is not None:
             return [dict(zip(SUMMARY_COLUMNS, row, strict=True)) for row in rows]
     result = conn.execute(_select_statement(shape, paged=paged, limit=limit, full=full), params)
@@ -327,40 +329,11 @@ def select_events(
 
 
 @lru_cache(maxsize=256)
-def _driver_sql(
-    dialect: Dialect, shape: _Shape, *, paged: bool, limit: int
-) -> tuple[str, tuple[str, ...] | None, dict[str, Any]]:
-    """A page statement of SUMMARY_COLUMNS compiled once: its text, parameter order
-    (positional paramstyles) and the values compiled into it (the LIMIT)."""
-    compiled = _select_statement(shape, paged=paged, limit=limit, full=False).compile(
-        dialect=dialect
-    )
-    order = None if compiled.positiontup is None else tuple(compiled.positiontup)
-    return compiled.string, order, dict(compiled.params)
-
-
-def _select_on_driver(
-    conn: Connection, shape: _Shape, params: dict[str, Any], *, paged: bool, limit: int
-) -> list[Any] | None:
-    """Run a page statement straight on the driver's cursor: SQLAlchemy's execution and
-    result machinery cost more per page than SQLite takes to answer it. None on a driver
-    error, for the caller to run it through SQLAlchemy, which reports it its way (wrapping,
-    pool invalidation)."""
-    sql, order, compiled = _driver_sql(conn.dialect, shape, paged=paged, limit=limit)
-    values = {**compiled, **params}
-    arguments = [values[name] for name in order] if order is not None else values
-    dbapi = conn.dialect.loaded_dbapi
-    driver = conn.connection.driver_connection
-    assert driver is not None
-    try:
-        cursor = driver.cursor()
-        try:
-            cursor.execute(sql, arguments)
-            return list(cursor.fetchall())
-        finally:
-            cursor.close()
-    except dbapi.Error:
-        return None
+def _driver_sql(dialect: Dialect, shape: _Shape, *, paged: bool, limit: int) -> DriverSelect:
+    """A page statement of SUMMARY_COLUMNS compiled once: SQLAlchemy's execution and result
+    machinery cost more per page than SQLite takes to answer it."""
+    stmt = _select_statement(shape, paged=paged, limit=limit, full=False)
+    return compile_for_driver(stmt, dialect)
 
 
 def get_event(conn: Connection, org_id: str, event_id: str) -> Row | None:

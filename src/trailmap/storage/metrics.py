@@ -13,7 +13,13 @@ from typing import Any
 from sqlalchemy import Dialect, Row, bindparam, delete, select, tuple_
 
 from trailmap.storage.database import Connection
-from trailmap.storage.dialect import insert_for, upsert
+from trailmap.storage.dialect import (
+    DriverSelect,
+    compile_for_driver,
+    fetch_on_driver,
+    insert_for,
+    upsert,
+)
 from trailmap.storage.tables import (
     LATENCY_BUCKETS,
     graph_minutes,
@@ -86,19 +92,8 @@ def points(
         "to_us": to_us,
         **{f"name_{i}": name for i, name in enumerate(names)},
     }
-    sql, order = _points_sql(conn.dialect, len(names))
-    arguments = [params[name] for name in order] if order is not None else params
-    driver = conn.connection.driver_connection
-    assert driver is not None
-    try:
-        cursor = driver.cursor()
-        try:
-            cursor.execute(sql, arguments)
-            return list(cursor.fetchall())
-        finally:
-            cursor.close()
-    except conn.dialect.loaded_dbapi.Error:
-        return list(conn.execute(_points_statement(len(names)), params))
+    rows = fetch_on_driver(conn, _points_sql(conn.dialect, len(names)), params)
+    return rows if rows is not None else list(conn.execute(_points_statement(len(names)), params))
 
 
 def _points_statement(count: int) -> Any:
@@ -119,10 +114,8 @@ def _points_statement(count: int) -> Any:
 
 
 @lru_cache(maxsize=64)
-def _points_sql(dialect: Dialect, count: int) -> tuple[str, tuple[str, ...] | None]:
-    compiled = _points_statement(count).compile(dialect=dialect)
-    order = None if compiled.positiontup is None else tuple(compiled.positiontup)
-    return compiled.string, order
+def _points_sql(dialect: Dialect, count: int) -> DriverSelect:
+    return compile_for_driver(_points_statement(count), dialect)
 
 
 def span_minutes(

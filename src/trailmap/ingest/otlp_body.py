@@ -1,0 +1,273 @@
+"""What OTLP/HTTP export bodies share whatever their signal (traces, metrics): the media
+type, reading within the size limit, undoing Content-Encoding, parsing protobuf and the
+OTLP/JSON envelope, and the answer. Errors name the signal where their advice differs.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+# protobuf ships no type information (types-protobuf is not a dependency); its use here is
+# confined to parse and serialize calls whose results are typed below.
+from google.protobuf import json_format  # type: ignore[import-untyped]
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
+from starlette.requests import Request
+
+from trailmap.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+
+__all__ = [
+    "JSON",
+    "PARSE_ERRORS",
+    "PROTOBUF",
+    "Signal",
+    "content_codings",
+    "decompress",
+    "encode_export_response",
+    "json_array",
+    "media_type_of",
+    "parse_json",
+    "parse_json_export",
+    "parse_json_part",
+    "parse_protobuf",
+    "read_otlp_body",
+]
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+_ENCODINGS = ("gzip", "deflate", "identity")
+# What json_format raises on input of the wrong shape (ParseError mostly; the rest to be safe).
+PARSE_ERRORS = (json_format.ParseError, ValueError, TypeError, AttributeError, RecursionError)
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """An OTLP signal, in the words its errors use."""
+
+    name: str  # "traces": "Send OTLP traces as ..."
+    request: str  # the export message: "ExportTraceServiceRequest"
+    batch_setting: str  # what makes the exporter's batches smaller, for a body too large
+
+
+def media_type_of(content_type: str | None, signal: Signal) -> str:
+    """`application/json; charset=utf-8` -> `application/json`; refuses any other type."""
+    kind = (content_type or "").split(";", 1)[0].strip().lower()
+    if kind not in (PROTOBUF, JSON):
+        raise UnsupportedMediaType(
+            f"Send OTLP {signal.name} as {PROTOBUF} or {JSON}; "
+            f"got {kind or 'no Content-Type header'}."
+        )
+    return kind
+
+
+async def read_otlp_body(request: Request, *, max_bytes: int, signal: Signal) -> bytes:
+    """The body as sent, refused by its Content-Length or as soon as the stream passes
+    `max_bytes`, so an oversized request costs no more than the limit."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise ValidationFailed.field("Content-Length", "must be a number of bytes") from None
+        if size > max_bytes:
+            raise PayloadTooLarge(_too_large(max_bytes, f" ({size} bytes)", signal))
+    chunks: list[bytes] = []
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > max_bytes:
+            raise PayloadTooLarge(_too_large(max_bytes, "", signal))
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def content_codings(content_encoding: str | None) -> list[str]:
+    """The Content-Encoding codings, refused up front when one is not supported."""
+    codings = [c.strip().lower() for c in (content_encoding or "").split(",") if c.strip()]
+    for coding in codings:
+        if coding not in (*_ENCODINGS, "x-gzip"):
+            raise UnsupportedMediaType(
+                f"Content-Encoding {coding!r} is not supported; send the body as "
+                f"{', '.join(_ENCODINGS)} (OTEL_EXPORTER_OTLP_COMPRESSION=gzip)."
+            )
+    return codings
+
+
+def decompress(
+    body: bytes, content_encoding: str | None, *, max_decoded_bytes: int, signal: Signal
+) -> bytes:
+    """Undo Content-Encoding (applied in the order listed), never inflating past the limit."""
+    for coding in reversed(content_codings(content_encoding)):
+        if coding in ("gzip", "x-gzip"):
+            body = _inflate(body, zlib.MAX_WBITS | 16, coding, max_decoded_bytes, signal)
+        elif coding == "deflate":
+            # HTTP's deflate is zlib-wrapped, but some clients send raw deflate: accept both.
+            wrapped = len(body) >= 2 and body[0] & 0x0F == 8 and int.from_bytes(body[:2]) % 31 == 0
+            wbits = zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS
+            body = _inflate(body, wbits, coding, max_decoded_bytes, signal)
+    if len(body) > max_decoded_bytes:
+        raise PayloadTooLarge(_too_large(max_decoded_bytes, "", signal))
+    return body
+
+
+def _inflate(data: bytes, wbits: int, coding: str, limit: int, signal: Signal) -> bytes:
+    """Decompress `max_length` at a time: a small bomb stops at limit + 1 bytes of output."""
+    out = bytearray()
+    while True:  # one pass per gzip member; a gzip stream may hold several
+        inflater = zlib.decompressobj(wbits)
+        try:
+            while data and not inflater.eof:
+                out += inflater.decompress(data, limit - len(out) + 1)
+                if len(out) > limit:
+                    raise PayloadTooLarge(_too_large(limit, " after decompression", signal))
+                data = inflater.unconsumed_tail
+            out += inflater.flush(limit - len(out) + 1)
+        except zlib.error as error:
+            raise ValidationFailed.field(
+                "body", f"the body is not valid {coding} data ({error}); check Content-Encoding"
+            ) from None
+        if len(out) > limit:
+            raise PayloadTooLarge(_too_large(limit, " after decompression", signal))
+        if not inflater.eof:
+            raise ValidationFailed.field(
+                "body", f"the {coding} data ends early; the body was cut off in transit"
+            )
+        data = inflater.unused_data
+        if not data or wbits < 0 or not data.startswith(b"\x1f\x8b"):
+            return bytes(out)
+
+
+def _too_large(limit: int, how: str, signal: Signal) -> str:
+    # Compressing helps only with the limit as sent; past decompression, batches must shrink.
+    gzip = "" if how == " after decompression" else " or compress them with gzip"
+    return (
+        f"The body is larger than {limit} bytes{how}; export smaller batches "
+        f"({signal.batch_setting}){gzip}."
+    )
+
+
+def parse_protobuf(raw: bytes, message: Any, signal: Signal) -> Any:
+    """`raw` parsed into a new `message` (the signal's export request, or a narrower view
+    of it); a body that is not one is refused with a hint at what it looks like."""
+    request = message()
+    try:
+        request.ParseFromString(raw)
+    except DecodeError:
+        hint = (
+            "; it looks like JSON, so send it as application/json"
+            if raw.lstrip()[:1] in (b"{", b"[")
+            else "; check that it is not truncated and that Content-Encoding is right"
+        )
+        raise ValidationFailed.field(
+            "body", f"the body is not a valid protobuf {signal.request}{hint}"
+        ) from None
+    return request
+
+
+# The array atop each signal's OTLP/JSON body, and the signal, in the order errors name them.
+_SIGNAL_ARRAYS = (
+    ("resourceSpans", "traces"),
+    ("resourceMetrics", "metrics"),
+    ("resourceLogs", "logs"),
+)
+
+
+def parse_json_export(
+    raw: bytes,
+    request: Any,
+    *,
+    resources: tuple[str, str],
+    scopes: tuple[str, str],
+    items: tuple[str, str],
+    add_item: Callable[[Any, object, str], None],
+) -> None:
+    """Read an OTLP/JSON export into `request`, an empty export message. `resources`,
+    `scopes` and `items` name the nested arrays (camelCase, snake_case as in the proto).
+    Resources and scopes are read whole; each item by `add_item(scope, entry, where)`, so
+    that an unreadable item (a span, a metric) can cost only itself."""
+    document = parse_json(raw)
+    if not isinstance(document, dict):
+        raise ValidationFailed.field(
+            "body", f"an OTLP/JSON body is an object with a {resources[0]} array"
+        )
+    entries = json_array(document, *resources, "body")
+    others = [(key, name) for key, name in _SIGNAL_ARRAYS if key != resources[0]]
+    if not entries and any(key in document for key, _ in others):
+        raise ValidationFailed.field(
+            "body",
+            f"this is OTLP {' or '.join(name for _, name in others)}; send it to its own endpoint",
+        )
+    for i, entry in enumerate(entries):
+        where = f"{resources[0]}[{i}]"
+        scope_entries = json_array(entry, *scopes, where)
+        resource = getattr(request, resources[1]).add()
+        parse_json_part(entry, resource, where, skip=scopes)
+        for j, scope_entry in enumerate(scope_entries):
+            scope_where = f"{where}.{scopes[0]}[{j}]"
+            item_entries = json_array(scope_entry, *items, scope_where)
+            scope = getattr(resource, scopes[1]).add()
+            parse_json_part(scope_entry, scope, scope_where, skip=items)
+            for k, item in enumerate(item_entries):
+                add_item(scope, item, f"{scope_where}.{items[0]}[{k}]")
+
+
+def parse_json(raw: bytes) -> object:
+    """The JSON document; refused whole only when no parser can read it."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        fast_error = error
+    # Integers beyond 64 bits: read them here so that such a number costs only its own span
+    # or data point, not the whole body.
+    try:
+        return json.loads(raw, parse_constant=_not_json)
+    except (ValueError, RecursionError):
+        pass
+    raise ValidationFailed.field(
+        "body", f"the body is not valid JSON ({fast_error}); check that it is not truncated"
+    )
+
+
+def _not_json(text: str) -> float:
+    raise ValueError(f"{text} is not a JSON number")
+
+
+def json_array(entry: object, camel: str, snake: str, where: str) -> list[Any]:
+    """The list under `camel` (or its snake_case twin) of an object; absent or null is empty."""
+    if not isinstance(entry, dict):
+        raise ValidationFailed.field(where, "must be an object")
+    value = entry.get(camel, entry.get(snake))
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValidationFailed.field(f"{where}.{camel}", "must be an array")
+    return value
+
+
+def parse_json_part(entry: dict[str, Any], target: Any, where: str, skip: tuple[str, ...]) -> None:
+    """Read `entry` but for its `skip` keys (the lists read one item at a time) into
+    `target`, a resource or scope message; a part that cannot be read sinks the body."""
+    rest = {key: value for key, value in entry.items() if key not in skip}
+    try:
+        json_format.ParseDict(rest, target, ignore_unknown_fields=True)
+    except PARSE_ERRORS as e:
+        raise ValidationFailed.field(where, f"is not valid OTLP/JSON ({str(e)[:200]})") from None
+
+
+def encode_export_response(
+    response: Any, *, rejected_field: str, rejected: int, error_message: str, media_type: str
+) -> bytes:
+    """`response`, an empty OTLP export answer, in the request's encoding; `partial_success`
+    (`rejected_field` counting what was refused) only when there is something to say."""
+    if rejected or error_message:
+        setattr(response.partial_success, rejected_field, rejected)
+        response.partial_success.error_message = error_message
+    if media_type == PROTOBUF:
+        encoded: bytes = response.SerializeToString()
+        return encoded
+    return orjson.dumps(json_format.MessageToDict(response))
