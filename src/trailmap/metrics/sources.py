@@ -92,21 +92,24 @@ class PushedSource:
         )
         out: dict[str, Series] = {}
         for name, of_name in groupby(rows, key=itemgetter(0)):
-            parts = [list(g) for _, g in groupby(of_name, key=itemgetter(2))]
+            block = list(of_name)
+            # Rows come by series: one series (the usual case) is one transposition.
+            one = block[0][2] == block[-1][2]
+            parts = [block] if one else [list(g) for _, g in groupby(block, key=itemgetter(2))]
             series: list[tuple[list[int], list[float]]] = []
             for points in parts:
                 _, kinds, _, times, values = zip(*points, strict=True)
                 if kinds[0] == "counter":
                     series.append(counter_rates(times, values))
                 else:
-                    series.append((list(times), list(values)))
+                    series.append((list(times), list(map(float, values))))
             if len(series) == 1:
                 times_us, values_f = series[0]
             else:  # several label sets: their points together, in time order
                 merged = sorted(pair for t, v in series for pair in zip(t, v, strict=True))
                 times_us, values_f = [t for t, _ in merged], [v for _, v in merged]
             if times_us:
-                out[name] = Series(name, self.name, times_us, [float(v) for v in values_f])
+                out[name] = Series(name, self.name, times_us, values_f)
         return out
 
 
