@@ -140,9 +140,8 @@ async def metric_names(
 )
 async def get_settings(request: Request, principal: CurrentPrincipal) -> Response:
     ctx = context_of(request)
-    row = await ctx.db.read_one(store.read_settings, principal.org_id)
     settings = await read_settings(ctx.db, principal.org_id, secret_key=None)
-    return ok(render_settings(settings, has_auth_header=bool(row and row.auth_header_encrypted)))
+    return ok(render_settings(settings))
 
 
 @router.put(

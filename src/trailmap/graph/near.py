@@ -137,11 +137,11 @@ async def find_changes_near(
     found = resolve_node(ctx.snapshot, node, environment, "node")
     near = _neighbourhood(ctx.snapshot, ctx.snapshot.index_of(found.id), direction, max_depth)
     by_name: dict[str, _Near] = {}
-    for item in near.values():
-        if item.environment == found.environment or item.name not in by_name:
-            kept = by_name.get(item.name)
-            if kept is None or item.distance < kept.distance:
-                by_name[item.name] = item
+    for candidate in near.values():
+        if candidate.environment == found.environment or candidate.name not in by_name:
+            kept = by_name.get(candidate.name)
+            if kept is None or candidate.distance < kept.distance:
+                by_name[candidate.name] = candidate
     # The timeline takes up to 200 services a query: the nearest ones, when there are more.
     names = sorted(by_name, key=lambda n: (by_name[n].distance, n))[:200]
     changes, range_ = await _changes(db, q, names, from_, to)
@@ -153,10 +153,9 @@ async def find_changes_near(
         subject = event.get("subject")
         if subject is not None and found.environment not in (subject, "default"):
             continue  # a change to another environment of the same name is not nearby
-        near_node = by_name.get(event.get("service") or "")
-        if near_node is None:
+        item = by_name.get(event.get("service") or "")
+        if item is None:
             continue
-        item = near_node
         age_s = (end - datetime.fromisoformat(event["time"])).total_seconds()
         verb = _VERBS.get(event["type"], event["type"])
         version = f" {event['version']}" if event.get("version") else ""

@@ -59,6 +59,8 @@ class MetricSettings:
 
     sources: Mapping[str, str] = field(default_factory=dict)
     prometheus: PrometheusSettings | None = None
+    # Whether an auth header is stored, even when it cannot be (or need not be) decrypted.
+    has_auth_header: bool = False
 
     def source_for(self, metric: str) -> str:
         return self.sources.get(metric, AUTO)
@@ -89,7 +91,11 @@ def _from_row(row: Any, secret_key: str | None) -> MetricSettings:
             queries=dict(prom.get("queries") or {}),
             timeout_seconds=float(prom.get("timeout_seconds", 10.0)),
         )
-    return MetricSettings(sources=dict(data.get("sources") or {}), prometheus=prometheus)
+    return MetricSettings(
+        sources=dict(data.get("sources") or {}),
+        prometheus=prometheus,
+        has_auth_header=bool(row.auth_header_encrypted),
+    )
 
 
 async def read_settings(db: Database, org_id: str, *, secret_key: str | None) -> MetricSettings:
@@ -97,7 +103,7 @@ async def read_settings(db: Database, org_id: str, *, secret_key: str | None) ->
     return _from_row(row, secret_key)
 
 
-def render_settings(settings: MetricSettings, *, has_auth_header: bool) -> dict[str, Any]:
+def render_settings(settings: MetricSettings) -> dict[str, Any]:
     """The settings as the API shows them: never the auth header's value."""
     prom = settings.prometheus
     return {
@@ -108,7 +114,7 @@ def render_settings(settings: MetricSettings, *, has_auth_header: bool) -> dict[
         else {
             "base_url": prom.base_url,
             "auth_header_name": prom.auth_header_name,
-            "auth_header_set": has_auth_header,
+            "auth_header_set": settings.has_auth_header,
             "queries": dict(prom.queries),
             "timeout_seconds": prom.timeout_seconds,
         },
@@ -277,6 +283,4 @@ def _update(conn: Connection, org_id: str, body: dict[str, Any], secret_key: str
     store.write_settings(
         conn, org_id, settings=data, auth_header_encrypted=encrypted, updated_us=clock.now_us()
     )
-    return render_settings(
-        _from_row(store.read_settings(conn, org_id), None), has_auth_header=bool(encrypted)
-    )
+    return render_settings(_from_row(store.read_settings(conn, org_id), None))

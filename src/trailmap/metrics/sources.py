@@ -137,8 +137,11 @@ class SpansSource:
     name: str = "spans"
 
     async def fetch(self, request: SeriesRequest) -> Series:
-        rows = await self._rows(
-            request.service, request.environment, request.start_us, request.end_us
+        rows = await self.minutes(
+            service=request.service,
+            environment=request.environment,
+            start_us=request.start_us,
+            end_us=request.end_us,
         )
         series = self.derive(
             rows,
@@ -148,17 +151,14 @@ class SpansSource:
         )
         return series[request.name]
 
-    async def _rows(self, service: str, environment: str, start_us: int, end_us: int) -> list[Any]:
-        subject = node_id(self.org_id, "service", environment, service)
-        return await self.db.read(
-            store.span_minutes, self.org_id, subject, from_us=start_us, to_us=end_us
-        )
-
     async def minutes(
         self, *, service: str, environment: str, start_us: int, end_us: int
     ) -> list[Any]:
         """The service's per-minute rows in the window, for `derive`."""
-        return await self._rows(service, environment, start_us, end_us)
+        subject = node_id(self.org_id, "service", environment, service)
+        return await self.db.read(
+            store.span_minutes, self.org_id, subject, from_us=start_us, to_us=end_us
+        )
 
     def derive(
         self,
