@@ -334,3 +334,35 @@ def test_the_commands_open_the_database_with_the_configured_statement_timeout(
     finally:
         db.close()
     assert shown == "1234ms"
+
+
+# -- an unmigrated database -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("org", "list"),
+        ("org", "create", "acme"),
+        ("key", "list", "--org", "acme"),
+        ("db", "purge"),
+    ],
+)
+def test_a_data_command_on_a_database_never_migrated_says_to_run_db_upgrade(
+    empty_database_url: str, args: tuple[str, ...]
+) -> None:
+    result = invoke(empty_database_url, *args)
+    assert result.exit_code == 1
+    assert "has no Trailmap tables yet: run `trailmap db upgrade` first" in result.stderr
+    assert "Traceback" not in result.output
+    # Nothing was created behind the refusal: the database is still unmigrated.
+    assert "at revision none" in invoke(empty_database_url, "db", "check").stderr
+
+
+def test_demo_on_a_database_never_migrated_migrates_it_and_loads_the_demo(
+    empty_database_url: str,
+) -> None:
+    loaded = invoke(empty_database_url, "demo")
+    assert loaded.exit_code == 0, loaded.output
+    assert invoke(empty_database_url, "db", "check").exit_code == 0
+    assert invoke(empty_database_url, "org", "list").stdout.startswith("demo\t")

@@ -40,6 +40,34 @@ class _State:
             statement_timeout_ms=settings.db_statement_timeout_ms,
         )
 
+    def ready_database(self) -> Any:
+        """`database_handle()`, once its schema is the one this version of Trailmap reads: a
+        command that reads or writes data then fails with a sentence saying what to run,
+        not with a traceback about a missing table."""
+        from trailmap.storage import migrate  # noqa: PLC0415
+
+        handle = self.database_handle()
+        try:
+            current, head = migrate.current_revision(handle), migrate.head_revision(handle)
+        except Exception:
+            handle.close()
+            raise
+        if current == head:
+            return handle
+        where = _redact(self.settings().database_url)
+        handle.close()
+        if current is None:
+            problem = f"The database at {where} has no Trailmap tables yet"
+        else:
+            problem = (
+                f"The database at {where} is at schema revision {current}; this version of "
+                f"Trailmap needs {head}"
+            )
+        raise click.ClickException(
+            f"{problem}: run `trailmap db upgrade` first (`trailmap serve` applies migrations "
+            "on start unless --no-migrate)."
+        )
+
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
     from trailmap.errors import TrailmapError  # noqa: PLC0415
@@ -182,7 +210,7 @@ def db_purge(state: _State) -> None:
     """Delete events older than each organization's retention window now."""
     from trailmap.timeline.retention import purge_expired_events  # noqa: PLC0415
 
-    handle = state.database_handle()
+    handle = state.ready_database()
     try:
         report = _run(purge_expired_events(handle))
     finally:
@@ -214,7 +242,7 @@ def org_create(state: _State, slug: str, name: str | None, plan: str) -> None:
     """Create an organization."""
     from trailmap.accounts import create_org  # noqa: PLC0415
 
-    handle = state.database_handle()
+    handle = state.ready_database()
     try:
         created = _run(create_org(handle, slug, name=name, plan=plan))
     finally:
@@ -232,7 +260,7 @@ def org_list(state: _State) -> None:
     """List organizations."""
     from trailmap.accounts import list_orgs  # noqa: PLC0415
 
-    handle = state.database_handle()
+    handle = state.ready_database()
     try:
         for found in _run(list_orgs(handle)):
             click.echo(f"{found.slug}\t{found.plan.name}\t{found.retention_days}d\t{found.name}")
@@ -248,7 +276,7 @@ def org_retention(state: _State, slug: str, days: int) -> None:
     """Set a self-hosted organization's retention window in days."""
     from trailmap.accounts.organizations import set_retention  # noqa: PLC0415
 
-    handle = state.database_handle()
+    handle = state.ready_database()
     try:
         updated = _run(set_retention(handle, slug, days))
     finally:
@@ -277,7 +305,7 @@ def user_create(state: _State, email: str, org_slug: str, role: str, password_st
     from trailmap.accounts import add_user  # noqa: PLC0415
 
     password = sys.stdin.readline().rstrip("\r\n") if password_stdin else None
-    handle = state.database_handle()
+    handle = state.ready_database()
     try:
         added = _run(add_user(handle, email, org_slug=org_slug, role=role, password=password))
     finally:
@@ -314,7 +342,7 @@ def key_create(
     from trailmap.accounts.keys import parse_scope  # noqa: PLC0415
 
     expires_in = _duration(expires) if expires else None
-    handle = state.database_handle()
+    handle = state.ready_database()
     try:
         created, token = _run(
             create_key(
@@ -357,7 +385,7 @@ def key_list(state: _State, org_slug: str, as_json: bool) -> None:
     """List keys (never the secret)."""
     from trailmap.accounts import list_keys  # noqa: PLC0415
 
-    handle = state.database_handle()
+    handle = state.ready_database()
     try:
         keys = _run(list_keys(handle, org_slug))
     finally:
@@ -391,7 +419,7 @@ def key_revoke(state: _State, key_id: str) -> None:
     """Revoke a key; it is refused from the next request on."""
     from trailmap.accounts import revoke_key  # noqa: PLC0415
 
-    handle = state.database_handle()
+    handle = state.ready_database()
     try:
         revoked = _run(revoke_key(handle, key_id))
     finally:
@@ -509,7 +537,7 @@ def mcp_command(state: _State, stdio: bool, api_key: str) -> None:
     from trailmap.mcp import build_mcp_server  # noqa: PLC0415
 
     settings = state.settings()
-    handle = state.database_handle()
+    handle = state.ready_database()
     # Checked now so a bad key fails at start, and again on every call so a revoked key stops.
     _run(authenticate(handle, api_key))
 
@@ -537,11 +565,14 @@ def mcp_command(state: _State, stdio: bool, api_key: str) -> None:
 @click.pass_obj
 def demo(state: _State, org_slug: str) -> None:
     """Load the demo organization: a small shop's architecture graph, learned from traces made
-    with the OpenTelemetry SDK, and a week of deployments and other changes."""
+    with the OpenTelemetry SDK, and a week of deployments and other changes. Applies the
+    database's migrations first, as `trailmap serve` does."""
     from trailmap.demo import load_demo  # noqa: PLC0415
+    from trailmap.storage import migrate  # noqa: PLC0415
 
     handle = state.database_handle()
     try:
+        migrate.upgrade(handle)
         report = _run(load_demo(handle, org_slug))
     finally:
         handle.close()
