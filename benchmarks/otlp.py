@@ -28,12 +28,17 @@ One call in six (to a payments API) never gets a SERVER span: its CLIENT half is
 
 Target: the HTTP rate is at least 25% of the floor; exits 1 when it is missed. `--quick`
 (20 requests, one run) is a sanity check that never fails on a figure.
+
+`--ceiling` also posts the same requests to the least receiver this stack allows
+(benchmarks/_bare_otlp_receiver.py: uvicorn, parse the body, answer; no key, no storage)
+and prints its share of the floor: what no ingestion on this stack can exceed.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import random
 import sys
 import time
@@ -265,8 +270,26 @@ def _idle_stop(backend: Backend, tmp: Path) -> float:
         return _stop(server)
 
 
+_BARE_RECEIVER = Path(__file__).resolve().parent / "_bare_otlp_receiver.py"
+
+
+def ceiling(bodies: list[bytes], concurrency: int, repeat: int, tmp: Path) -> float:
+    """Spans per second answered by the bare receiver, the best of `repeat` runs."""
+    best = math.inf
+    for _ in range(repeat):
+        with start_server("unused://", tmp, launcher=_BARE_RECEIVER) as server:
+            best = min(best, asyncio.run(_send_all(server.base_url, "-", bodies, concurrency)))
+    return len(bodies) * SPANS_PER_REQUEST / best
+
+
 def run_backend(
-    backend: Backend, bodies: list[bytes], concurrency: int, repeat: int, tmp: Path
+    backend: Backend,
+    bodies: list[bytes],
+    concurrency: int,
+    repeat: int,
+    tmp: Path,
+    *,
+    with_ceiling: bool = False,
 ) -> bool:
     spans = len(bodies) * SPANS_PER_REQUEST
     runs: list[_Run] = []
@@ -300,6 +323,13 @@ def run_backend(
         f"{idle_stop * 1000:,.0f} ms); server RSS {best.rss_mib:.0f} MiB",
         flush=True,
     )
+    if with_ceiling:
+        bare = ceiling(bodies, concurrency, repeat, tmp)
+        print(
+            f"{'':<8} ceiling: a bare receiver (uvicorn, parse, answer; no key, no storage) "
+            f"{bare:,.0f} spans/s, ratio {bare / floor_rate:.3f}",
+            flush=True,
+        )
     return ratio >= TARGET
 
 
@@ -310,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="a fast sanity run (20 requests)")
+    parser.add_argument(
+        "--ceiling", action="store_true", help="also time a bare receiver that only parses"
+    )
     args = parser.parse_args(argv)
     count = 20 if args.quick else args.requests
     repeat = 1 if args.quick else max(1, args.repeat)
@@ -317,7 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     return run_backends(
         "otlp",
         args.backend,
-        lambda backend, tmp: run_backend(backend, bodies, args.concurrency, repeat, tmp),
+        lambda backend, tmp: run_backend(
+            backend, bodies, args.concurrency, repeat, tmp, with_ceiling=args.ceiling
+        ),
         quick=args.quick,
     )
 
