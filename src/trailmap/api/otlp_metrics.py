@@ -39,7 +39,9 @@ _INLINE_DECODE_BYTES = 16 * 1024
         "and `OTEL_EXPORTER_OTLP_HEADERS=Authorization=Bearer%20<key>`; prefer "
         "`OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE=delta`. Gauges, sums, histograms, "
         "exponential histograms and summaries become metric points (see docs/metrics.md); "
-        "data points that cannot be used are counted in partialSuccess, the others are kept."
+        "the Collector servicegraph connector's `traces_service_graph_*` metrics become "
+        "edges of the architecture graph (docs/opentelemetry.md). Data points that cannot be "
+        "used are counted in partialSuccess, the others are kept."
     ),
     response_class=Response,
     responses=export_responses_doc(

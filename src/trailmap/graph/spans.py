@@ -195,6 +195,11 @@ class Observations:
     ) -> None:
         """An edge proved by one call: (start time, duration in ms, failed)."""
         time_us, duration_ms, error = call
+        key = self.link(source, target, kind, time_us)
+        self.count(key, time_us, duration_ms, error=error)
+
+    def link(self, source: NodeKey, target: NodeKey, kind: EdgeKind, time_us: int) -> EdgeKey:
+        """Two nodes and the edge between them, seen at `time_us` (no call counted)."""
         self.node(source, time_us)
         self.node(target, time_us)
         key: EdgeKey = (source, target, kind)
@@ -204,7 +209,7 @@ class Observations:
         else:
             seen.first_us = min(seen.first_us, time_us)
             seen.last_us = max(seen.last_us, time_us)
-        self.count(key, time_us, duration_ms, error=error)
+        return key
 
     def count(self, subject: Any, time_us: int, duration_ms: float, *, error: bool) -> None:
         slot = (subject, time_us - time_us % _MINUTE_US)
@@ -212,6 +217,15 @@ class Observations:
         if stats is None:
             stats = self.minutes[slot] = Stats()
         stats.add(duration_ms, error=error)
+
+    def add(self, subject: Any, time_us: int, stats: Stats) -> None:
+        """Calls already added up (`stats`) to a node's or an edge's minute."""
+        slot = (subject, time_us - time_us % _MINUTE_US)
+        total = self.minutes.get(slot)
+        if total is None:
+            self.minutes[slot] = stats
+        else:
+            total.merge(stats)
 
     def reject(self, problem: str) -> None:
         self.rejected += 1

@@ -40,6 +40,13 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
 
 from trailmap.accounts.principal import Principal
 from trailmap.errors import ValidationFailed
+from trailmap.graph.servicegraph import (
+    EdgeSample,
+    edge_sample,
+    latency_buckets,
+    record_edge_samples,
+    role_of,
+)
 from trailmap.ingest.otlp_body import (
     PARSE_ERRORS,
     PROTOBUF,
@@ -131,6 +138,10 @@ class MetricPoints:
     points: list[Point] = field(default_factory=list)
     origins: list[int] = field(default_factory=list)
     data_points: int = 0
+    # The Collector's servicegraph connector's data points, for the graph
+    # (graph/servicegraph.py), and the data point each came from.
+    edges: list[EdgeSample] = field(default_factory=list)
+    edge_origins: list[int] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -287,6 +298,9 @@ def _read_metric(
         problems.reject(f"{named}: {trouble}", count=len(data.data_points))
         return
     delta = temporality == _DELTA
+    if role_of(name) is not None:
+        _read_service_graph(metric, which, data, environment, instance, out, problems, delta=delta)
+        return
     for data_point in data.data_points:
         origin = out.data_points
         out.data_points += 1
@@ -314,6 +328,85 @@ def _read_metric(
                 )
             )
             out.origins.append(origin)
+
+
+# A servicegraph latency histogram's unit, in milliseconds: seconds unless it says otherwise
+# (the connector's default; Collectors with the legacyLatencyUnitMs gate send "ms").
+_LATENCY_UNITS_MS = {"": 1000.0, "s": 1000.0, "ms": 1.0, "us": 0.001, "ns": 0.000001}
+
+
+def _read_service_graph(
+    metric: Metric,
+    which: str,
+    data: Any,
+    environment: str,
+    instance: str,
+    out: MetricPoints,
+    problems: Problems,
+    *,
+    delta: bool,
+) -> None:
+    """The connector's metric as edge samples: counters as sums, latencies as histograms."""
+    name = metric.name
+    counter = role_of(name) in ("calls", "failed")
+    wanted = ("sum",) if counter else ("histogram", "exponential_histogram")
+    unit_ms = _LATENCY_UNITS_MS.get(metric.unit)
+    trouble = None
+    if which not in wanted:
+        trouble = f"the servicegraph connector sends it as a {' or '.join(wanted)}, not a {which}"
+    elif not counter and unit_ms is None:
+        trouble = f"unit {metric.unit[:20]!r} is not a unit of time (s, ms, us, ns)"
+    if trouble is not None:
+        out.data_points += len(data.data_points)
+        problems.reject(f"metric {name!r}: {trouble}", count=len(data.data_points))
+        return
+    for data_point in data.data_points:
+        origin = out.data_points
+        out.data_points += 1
+        try:
+            sample = _edge_sample(name, data_point, environment, instance, unit_ms, delta=delta)
+        except (_Refused, ValueError) as why:
+            problems.reject(f"metric {name!r}: {why}")
+            continue
+        out.edges.append(sample)
+        out.edge_origins.append(origin)
+
+
+def _edge_sample(
+    name: str,
+    point: NumberDataPoint | _Histogram,
+    environment: str,
+    instance: str,
+    unit_ms: float | None,
+    *,
+    delta: bool,
+) -> EdgeSample:
+    if point.flags & _NO_RECORDED_VALUE or point.time_unix_nano <= 0:
+        raise _Refused("a data point needs a value and timeUnixNano")
+    if isinstance(point, NumberDataPoint):
+        figures: dict[str, Any] = {"count": _number(point)}
+    else:
+        unit_ms = unit_ms or 1.0
+        buckets = (
+            _explicit_buckets(point, None, None)
+            if isinstance(point, HistogramDataPoint)
+            else _exponential_buckets(point)
+        )
+        figures = {
+            "count": float(point.count),
+            "sum_ms": _finite(point.sum, "the sum") * unit_ms,
+            "buckets": latency_buckets(buckets, unit_ms=unit_ms),
+        }
+    return edge_sample(
+        metric_name=name,
+        attributes={kv.key: _plain(kv.value) for kv in point.attributes},
+        resource_environment=environment,
+        instance=instance,
+        start_us=point.start_time_unix_nano // 1000,
+        time_us=point.time_unix_nano // 1000,
+        cumulative=not delta,
+        **figures,
+    )
 
 
 def _name_trouble(name: str, limit: int) -> str | None:
@@ -604,8 +697,12 @@ async def store_points(
         index = rejection["index"]
         refused.add(read.origins[index])
         problems.note(f"metric {read.points[index].name[:100]!r}: {rejection['message']}")
+    graph = await record_edge_samples(db, principal, read.edges, now=now)
+    for index, why in graph.rejected:
+        refused.add(read.edge_origins[index])
+        problems.note(f"metric {read.edges[index].metric[:100]!r}: {why}")
     return MetricsIngestResult(
-        accepted_data_points=len(set(read.origins) - refused),
+        accepted_data_points=len(set(read.origins) | set(read.edge_origins)) - len(refused),
         rejected_data_points=problems.rejected + len(refused),
         problems=list(problems.notes),
     )

@@ -20,6 +20,7 @@ from trailmap.storage.dialect import insert_for
 from trailmap.storage.tables import (
     LATENCY_BUCKETS,
     graph_edges,
+    graph_metric_cursors,
     graph_minutes,
     graph_nodes,
     graph_versions,
@@ -37,13 +38,16 @@ __all__ = [
     "claim_expired",
     "claim_pending",
     "count_pending",
+    "cursors_for_update",
     "edge_rows",
     "find_pending",
+    "first_cursor_times",
     "graph_version",
     "minute_totals",
     "new_versions",
     "node_rows",
     "purge_minutes",
+    "put_cursors",
     "traffic",
     "upsert_edges",
     "upsert_nodes",
@@ -432,3 +436,53 @@ def traffic(conn: Connection, org_id: str, from_us: int, to_us: int) -> dict[str
 def purge_minutes(conn: Connection, before_us: int) -> int:
     result = conn.execute(delete(graph_minutes).where(graph_minutes.c.minute_us < before_us))
     return int(result.rowcount or 0)
+
+
+# -- the servicegraph connector's running totals ---------------------------------------------
+
+
+def cursors_for_update(conn: Connection, org_id: str, keys: Sequence[str]) -> dict[str, Row[Any]]:
+    """The stored cursors of these series, locked until the transaction ends on PostgreSQL
+    (SQLite's one writer needs no lock): two app nodes given two exports of one Collector
+    at once then take the same total in turn, and never both subtract the same old value."""
+    c = graph_metric_cursors.c
+    found: dict[str, Row[Any]] = {}
+    for chunk in _chunks(sorted(set(keys))):
+        stmt = select(graph_metric_cursors).where(c.org_id == org_id, c.series_key.in_(chunk))
+        if conn.dialect.name == "postgresql":
+            stmt = stmt.order_by(c.series_key).with_for_update()
+        found.update((row.series_key, row) for row in conn.execute(stmt))
+    return found
+
+
+def put_cursors(conn: Connection, org_id: str, rows: list[dict[str, Any]]) -> None:
+    """Store each series' cursor (series_key, start_us, time_us, count, sum_ms, buckets),
+    replacing the one before, in key order."""
+    if not rows:
+        return
+    stmt = insert_for(conn, graph_metric_cursors)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["org_id", "series_key"],
+        set_={
+            name: stmt.excluded[name]
+            for name in ("start_us", "time_us", "count", "sum_ms", "buckets")
+        },
+    )
+    ordered = sorted(rows, key=lambda row: str(row["series_key"]))
+    for chunk in _chunks(ordered):
+        conn.execute(stmt, [{**row, "org_id": org_id} for row in chunk])
+
+
+def first_cursor_times(conn: Connection, org_id: str, starts: Iterable[int]) -> dict[int, int]:
+    """For each start time, when the first running total counted since it (by one Collector
+    since one start) was last received."""
+    c = graph_metric_cursors.c
+    found: dict[int, int] = {}
+    for chunk in _chunks(sorted(set(starts))):
+        stmt = (
+            select(c.start_us, func.min(c.time_us))
+            .where(c.org_id == org_id, c.start_us.in_(chunk))
+            .group_by(c.start_us)
+        )
+        found.update((int(start), int(time)) for start, time in conn.execute(stmt))
+    return found

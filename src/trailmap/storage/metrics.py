@@ -22,6 +22,7 @@ from trailmap.storage.dialect import (
 )
 from trailmap.storage.tables import (
     LATENCY_BUCKETS,
+    graph_metric_cursors,
     graph_minutes,
     metric_points,
     metric_series,
@@ -198,6 +199,13 @@ def purge_before(conn: Connection, org_id: str, cutoff_us: int, *, chunk: int = 
     removed += conn.execute(
         delete(graph_minutes).where(
             m.org_id == org_id, tuple_(m.subject_id, m.minute_us).in_(doomed_minutes)
+        )
+    ).rowcount
+    # A servicegraph running total not received since the cutoff has stopped (the Collector
+    # forgets a series after minutes without calls): its cursor would never be read again.
+    removed += conn.execute(
+        delete(graph_metric_cursors).where(
+            graph_metric_cursors.c.org_id == org_id, graph_metric_cursors.c.time_us < cutoff_us
         )
     ).rowcount
     return int(removed or 0)

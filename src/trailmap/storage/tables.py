@@ -31,6 +31,7 @@ __all__ = [
     "api_keys",
     "events",
     "graph_edges",
+    "graph_metric_cursors",
     "graph_minutes",
     "graph_nodes",
     "graph_versions",
@@ -421,6 +422,27 @@ pending_spans = Table(
     Index(None, "expires_us"),
 )
 
+
+# Where each running total of the Collector's servicegraph connector stood when it was last
+# received (graph/servicegraph.py): its next value minus this is what the interval added.
+# Kept in the database, not in an app node's memory, so that consecutive exports of one
+# Collector may reach different app nodes. `series_key` is a SHA-256 of the metric's name and
+# attributes; `buckets` the total's latency histogram in graph_minutes' buckets ([] for a
+# counter).
+graph_metric_cursors = Table(
+    "graph_metric_cursors",
+    metadata,
+    Column("org_id", String(ID), nullable=False),
+    Column("series_key", String(64), nullable=False),
+    Column("start_us", BigInteger, nullable=False),
+    Column("time_us", BigInteger, nullable=False),
+    Column("count", Float, nullable=False),
+    Column("sum_ms", Float, nullable=False),
+    Column("buckets", Json, nullable=False),
+    PrimaryKeyConstraint("org_id", "series_key"),
+    ForeignKeyConstraint(["org_id"], ["organizations.id"], ondelete="CASCADE"),
+    Index(None, "time_us"),
+)
 
 # A metric series: one name of one service in one environment, with its labels (part of the
 # series' identity, as in Prometheus) and kind. `series_id` is a UUIDv5 of the first four,
