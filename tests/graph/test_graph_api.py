@@ -477,6 +477,19 @@ async def test_the_mcp_tools_write_their_answer_in_words_and_refuse_unknown_node
             "- depth 1: checkout (service, production) via payments, 25% of its calls",
         ]
 
+        ranked = await mcp.call_tool("rank_critical_services", {"by": "dependents", "limit": 6})
+        (text,) = ranked.content
+        assert isinstance(text, TextContent)
+        counted = [line.rsplit(", ", 1)[1] for line in text.text.splitlines()[1:]]
+        assert counted == [
+            "3 dependents",
+            "3 dependents",
+            "2 dependents",
+            "1 dependent",
+            "0 dependents",
+            "0 dependents",
+        ]
+
         unknown = await mcp.call_tool("get_node", {"node": "inventory"})
         assert unknown.is_error
         (message,) = unknown.content

@@ -298,7 +298,7 @@ def register_graph_tools(  # noqa: PLR0915 - one tool per block
             queries.rank_critical_services(db, q, by=by, limit=limit, environment=environment)
         )
         lines = [f"Most critical services by {by}:"] + [
-            f"{i}. {_name(s)}: score {s['score']}, {s['dependents']} dependents"
+            f"{i}. {_name(s)}: score {s['score']}, {_count(s['dependents'], 'dependent')}"
             for i, s in enumerate(data["services"], 1)
         ]
         return _result(data, "\n".join(lines))
