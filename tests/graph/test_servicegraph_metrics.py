@@ -713,7 +713,8 @@ async def test_a_series_first_seen_long_after_its_start_proves_its_edge_and_coun
     assert edges == {edge}
     before = Figures(10, 0, 300.0, {AT_30MS: 10}) if counted_from_start else None
     assert await edge_figures(db, org, edge) == before
-    assert len(await cursors(db)) == 3
+    # The histograms' running totals; request_total, which counts what they count, has none.
+    assert len(await cursors(db)) == 2
 
     later = export_at(now_us, [0.03] * 10 + [0.3] * 4, [0.02] * 10 + [0.25] * 4)
     assert await post(otlp_client, tenant.writer, later) == ACCEPTED
@@ -1044,7 +1045,8 @@ async def test_bad_data_points_are_refused_with_a_reason_and_their_neighbours_ke
     assert await edge_figures(db, tenant.org.id, (FRONTEND, CHECKOUT, "calls")) == Figures(
         1, 0, 30.0, {AT_30MS: 1}
     )
-    assert len(await cursors(db)) == 2  # the good histogram's and the good total's
+    # The good histogram's; the good total's edge has a histogram, so the total is not kept.
+    assert len(await cursors(db)) == 1
 
 
 # -- organizations and retention ----------------------------------------------------------------
@@ -1234,3 +1236,26 @@ async def test_the_legacy_request_duration_name_is_the_server_sides_latency(
     org = tenant.org.id
     assert await node_figures(db, org, CHECKOUT) == Figures(2, 0, 620.0, {AT_30MS: 1, AT_600MS: 1})
     assert await edge_figures(db, org, (FRONTEND, CHECKOUT, "calls")) is None
+
+
+async def test_request_total_alone_proves_its_edge_where_no_histogram_is_sent(
+    otlp_client: httpx.AsyncClient, db: Database, tenant: Tenant
+) -> None:
+    """A pipeline that drops the latency histograms still gets its edges from
+    request_total (and no statistics); beside a histogram, request_total keeps nothing."""
+    now_us = clock.now_us()
+    at = Times(now_us - 10 * SECOND_US, now_us)
+    request = connector_export(
+        counter(TOTAL, count_point(3, labels_of("frontend", "checkout"), at)),
+        counter(TOTAL, count_point(2, labels_of("checkout", "orders"), at)),
+        latency(CLIENT, latency_point([0.03, 0.03], labels_of("checkout", "orders"), at)),
+    )
+    assert await post(otlp_client, tenant.writer, request) == ACCEPTED
+
+    _, edges = await graph_of(db, tenant.org.id)
+    assert edges == {(FRONTEND, CHECKOUT, "calls"), (CHECKOUT, ORDERS, "calls")}
+    assert await edge_figures(db, tenant.org.id, (FRONTEND, CHECKOUT, "calls")) is None
+    assert await edge_figures(db, tenant.org.id, (CHECKOUT, ORDERS, "calls")) == Figures(
+        2, 0, 60.0, {AT_30MS: 2}
+    )
+    assert sorted(cursor.count for cursor in await cursors(db)) == [2.0, 3.0]

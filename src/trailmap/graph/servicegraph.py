@@ -23,14 +23,15 @@ the rules for spans; the ones here follow them):
   which counts in the server's own statistics only.
 
 An edge's calls and latency are the client side's histogram (the caller's view, as for
-spans), a service's the server side's; `request_failed_total` counts errors against the
-edge and the service it reached. Running totals (CUMULATIVE, the connector's way) become
-what each interval added: the value minus the one received before, kept in
-`graph_metric_cursors` so that any app node can subtract. A running total is known by its
-metric, its attributes and its Collector (its `service.instance.id`, if set, and its start
-time), so replicas of a scaled-out connector, and a Collector that restarts, each count
-their own. A series Trailmap has not seen counts whole when its Collector was heard from
-before (the series is new since) or started within two minutes; otherwise it says only
+spans), a service's the server side's; `request_failed_total` counts errors against the edge
+and the service it reached; `request_total` counts what the histograms count, and is read
+only to prove an edge an export has no histogram of. Running totals (CUMULATIVE, the
+connector's way) become what each interval added: the value minus the one received before,
+kept in `graph_metric_cursors` so that any app node can subtract. A running total is known
+by its metric, its attributes and its Collector (its `service.instance.id`, if set, and its
+start time), so replicas of a scaled-out connector, and a Collector that restarts, each
+count their own. A series Trailmap has not seen counts whole when its Collector was heard
+from before (the series is new since) or started within two minutes; otherwise it says only
 that its edge exists. A value after more than 15 minutes of silence, or lower than the one
 before, is a series the connector forgot and began again: it counts whole. DELTA points
 (after a `cumulativetodelta` processor) count as they are.
@@ -108,7 +109,8 @@ class EdgeSample:
 
     metric: str
     role: str
-    series_key: str
+    series_key: str  # the running total: metric, attributes, Collector and start
+    edge_key: str  # the same, but for the metric
     client: str
     server: str
     connection_type: str
@@ -180,11 +182,12 @@ def edge_sample(
     # start: replicas of a scaled-out connector send the same series, told apart by their
     # resource's service.instance.id when they set one, and always by their start times.
     labels = sorted((str(k), str(v)) for k, v in attributes.items())
-    identity = orjson.dumps([metric_name, labels, instance, start_us])
+    identity = orjson.dumps([labels, instance, start_us])
     return EdgeSample(
         metric=metric_name,
         role=role,
-        series_key=hashlib.sha256(identity).hexdigest(),
+        series_key=hashlib.sha256(metric_name.encode() + b"\n" + identity).hexdigest(),
+        edge_key=hashlib.sha256(identity).hexdigest(),
         client=client,
         server=server,
         connection_type=connection_type,
@@ -321,20 +324,18 @@ def record_samples(
     """Record what the samples say, in the caller's transaction; samples stamped outside
     [oldest_us, newest_us] are refused."""
     result = ServiceGraphResult()
+    # request_total counts what the latency histograms of the same series count: only
+    # where an export carries no histogram of its edge does it prove anything.
+    measured = {sample.edge_key for sample in samples if sample.role in ("client", "server")}
     kept: list[EdgeSample] = []
     for index, sample in enumerate(samples):
-        if oldest_us <= sample.time_us <= newest_us:
-            kept.append(sample)
-        else:
+        if not oldest_us <= sample.time_us <= newest_us:
             result.rejected.append((index, _OUTSIDE_WINDOW))
+        elif sample.role != "calls" or sample.edge_key not in measured:
+            kept.append(sample)
     cumulative = [sample for sample in kept if sample.cumulative]
     stored = store.cursors_for_update(conn, org_id, [sample.series_key for sample in cumulative])
-    cursors: dict[str, _Cursor] = {
-        key: _Cursor(
-            row.start_us, row.time_us, row._mapping["count"], row.sum_ms, row.buckets
-        )  # (Row.count is a method of the row)
-        for key, row in stored.items()
-    }
+    cursors = {key: _Cursor(*row) for key, row in stored.items()}
     unknown = {sample.start_us for sample in cumulative if sample.series_key not in cursors}
     collectors = store.first_cursor_times(conn, org_id, unknown) if unknown else {}
     moved: set[str] = set()

@@ -31,6 +31,7 @@ from trailmap.storage.tables import (
 __all__ = [
     "BUCKET_COLUMNS",
     "SEEN_RESOLUTION_US",
+    "CursorRow",
     "MinuteRow",
     "add_minutes",
     "add_pending",
@@ -441,17 +442,23 @@ def purge_minutes(conn: Connection, before_us: int) -> int:
 # -- the servicegraph connector's running totals ---------------------------------------------
 
 
-def cursors_for_update(conn: Connection, org_id: str, keys: Sequence[str]) -> dict[str, Row[Any]]:
+# (start_us, time_us, count, sum_ms, buckets) of a stored running total
+CursorRow = tuple[int, int, float, float, list[int]]
+
+
+def cursors_for_update(conn: Connection, org_id: str, keys: Sequence[str]) -> dict[str, CursorRow]:
     """The stored cursors of these series, locked until the transaction ends on PostgreSQL
     (SQLite's one writer needs no lock): two app nodes given two exports of one Collector
     at once then take the same total in turn, and never both subtract the same old value."""
     c = graph_metric_cursors.c
-    found: dict[str, Row[Any]] = {}
+    found: dict[str, CursorRow] = {}
+    columns = (c.series_key, c.start_us, c.time_us, c["count"], c.sum_ms, c.buckets)
     for chunk in _chunks(sorted(set(keys))):
-        stmt = select(graph_metric_cursors).where(c.org_id == org_id, c.series_key.in_(chunk))
+        stmt = select(*columns).where(c.org_id == org_id, c.series_key.in_(chunk))
         if conn.dialect.name == "postgresql":
             stmt = stmt.order_by(c.series_key).with_for_update()
-        found.update((row.series_key, row) for row in conn.execute(stmt))
+        for key, start_us, time_us, count, sum_ms, buckets in conn.execute(stmt).all():
+            found[key] = (start_us, time_us, count, sum_ms, buckets)
     return found
 
 
