@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, NamedTuple
 
+import anyio
 import anyio.to_thread
 import httpx
 import pytest
@@ -1259,3 +1260,22 @@ async def test_request_total_alone_proves_its_edge_where_no_histogram_is_sent(
         2, 0, 60.0, {AT_30MS: 2}
     )
     assert sorted(cursor.count for cursor in await cursors(db)) == [2.0, 3.0]
+
+
+async def test_the_same_new_export_reaching_two_app_nodes_at_once_counts_once(
+    otlp_client: httpx.AsyncClient, db: Database, tenant: Tenant
+) -> None:
+    """A retried export that arrives while the first is still being stored (two app nodes,
+    two connections to PostgreSQL): the two take their Collector's lock in turn, so the
+    second finds the first's totals and adds nothing."""
+    now_us = clock.now_us()
+    start = now_us - 30 * SECOND_US
+    exports = [client_export(10, start, now_us) for _ in range(4)]
+
+    async with anyio.create_task_group() as group:
+        for export in exports:
+            group.start_soon(post, otlp_client, tenant.writer, export)
+
+    assert await edge_figures(db, tenant.org.id, EDGE) == Figures(10, 0, 300.0, {AT_30MS: 10})
+    (cursor,) = await cursors(db)
+    assert (cursor.start_us, cursor.time_us, cursor.count) == (start, now_us, 10)

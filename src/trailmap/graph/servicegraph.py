@@ -252,8 +252,8 @@ def _increment(
     sample: EdgeSample, cursor: _Cursor | None, collector_seen_us: int | None
 ) -> Increment | None:
     """What a cumulative sample adds since its cursor; None when it only starts the
-    series' count (its edge exists). `collector_seen_us`: when Trailmap first received a
-    series counted since the same start (so from the same Collector), if it did."""
+    series' count (its edge exists). `collector_seen_us`: the earliest time of a series of
+    the same Collector (counted since the same start) that Trailmap holds, if any."""
     whole = Increment(sample.count, sample.sum_ms, sample.buckets)
     if cursor is None:
         # New to Trailmap. If Trailmap heard from the same Collector before, the series is
@@ -334,10 +334,14 @@ def record_samples(
         elif sample.role != "calls" or sample.edge_key not in measured:
             kept.append(sample)
     cumulative = [sample for sample in kept if sample.cumulative]
-    stored = store.cursors_for_update(conn, org_id, [sample.series_key for sample in cumulative])
+    stored = store.cursors_for_update(conn, org_id, {sample.start_us for sample in cumulative})
     cursors = {key: _Cursor(*row) for key, row in stored.items()}
-    unknown = {sample.start_us for sample in cumulative if sample.series_key not in cursors}
-    collectors = store.first_cursor_times(conn, org_id, unknown) if unknown else {}
+    # For each Collector (by its start), the earliest value Trailmap holds of its series:
+    # a series new to Trailmap, from a Collector heard from before it, is new since.
+    collectors: dict[int, int] = {}
+    for held in cursors.values():
+        seen = collectors.get(held.start_us, held.time_us)
+        collectors[held.start_us] = min(seen, held.time_us)
     moved: set[str] = set()
     obs = Observations()
     # In time order, so that two values of one series in one export subtract in turn.
@@ -368,14 +372,7 @@ def record_samples(
         conn,
         org_id,
         [
-            {
-                "series_key": key,
-                "start_us": cursor.start_us,
-                "time_us": cursor.time_us,
-                "count": cursor.count,
-                "sum_ms": cursor.sum_ms,
-                "buckets": list(cursor.buckets),
-            }
+            (key, cursor.start_us, cursor.time_us, cursor.count, cursor.sum_ms, cursor.buckets)
             for key, cursor in ((key, cursors[key]) for key in moved)
         ],
     )

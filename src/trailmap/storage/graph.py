@@ -9,6 +9,7 @@ that two transactions taking the same rows' locks never wait on each other in a 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -42,7 +43,6 @@ __all__ = [
     "cursors_for_update",
     "edge_rows",
     "find_pending",
-    "first_cursor_times",
     "graph_version",
     "minute_totals",
     "new_versions",
@@ -446,50 +446,51 @@ def purge_minutes(conn: Connection, before_us: int) -> int:
 CursorRow = tuple[int, int, float, float, list[int]]
 
 
-def cursors_for_update(conn: Connection, org_id: str, keys: Sequence[str]) -> dict[str, CursorRow]:
-    """The stored cursors of these series, locked until the transaction ends on PostgreSQL
-    (SQLite's one writer needs no lock): two app nodes given two exports of one Collector
-    at once then take the same total in turn, and never both subtract the same old value."""
+def cursors_for_update(
+    conn: Connection, org_id: str, starts: Iterable[int]
+) -> dict[str, CursorRow]:
+    """Every stored cursor of the running totals counted since these start times (each
+    start is one Collector's), read once the transaction holds, on PostgreSQL, a lock per
+    Collector until it ends: two app nodes given two exports of one Collector at once take
+    them in turn, and never both subtract the same old value or both count a new series
+    whole. (SQLite's one writer needs no lock.) One lock per Collector, not per row: an
+    export's thousands of rows would each be written to be locked."""
+    wanted = sorted(set(starts))
+    if conn.dialect.name == "postgresql":
+        for start in wanted:  # in order: two exports never wait for each other in a circle
+            digest = hashlib.sha256(f"servicegraph {org_id} {start}".encode()).digest()
+            lock = int.from_bytes(digest[:8], "big", signed=True)
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%(lock)s)", {"lock": lock})
     c = graph_metric_cursors.c
     found: dict[str, CursorRow] = {}
     columns = (c.series_key, c.start_us, c.time_us, c["count"], c.sum_ms, c.buckets)
-    for chunk in _chunks(sorted(set(keys))):
-        stmt = select(*columns).where(c.org_id == org_id, c.series_key.in_(chunk))
-        if conn.dialect.name == "postgresql":
-            stmt = stmt.order_by(c.series_key).with_for_update()
+    for chunk in _chunks(wanted):
+        stmt = select(*columns).where(c.org_id == org_id, c.start_us.in_(chunk))
         for key, start_us, time_us, count, sum_ms, buckets in conn.execute(stmt).all():
             found[key] = (start_us, time_us, count, sum_ms, buckets)
     return found
 
 
-def put_cursors(conn: Connection, org_id: str, rows: list[dict[str, Any]]) -> None:
-    """Store each series' cursor (series_key, start_us, time_us, count, sum_ms, buckets),
-    replacing the one before, in key order."""
+def put_cursors(conn: Connection, org_id: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Store each series' cursor, replacing the one before, in key order. Rows:
+    (series_key, start_us, time_us, count, sum_ms, buckets as a list of counts)."""
     if not rows:
         return
-    stmt = insert_for(conn, graph_metric_cursors)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["org_id", "series_key"],
-        set_={
-            name: stmt.excluded[name]
-            for name in ("start_us", "time_us", "count", "sum_ms", "buckets")
-        },
+    _execute_many(
+        conn,
+        _statement(conn, graph_metric_cursors.name, _cursors_sql),
+        [
+            (org_id, key, start, time, count, sum_ms, orjson.dumps(list(buckets)).decode())
+            for key, start, time, count, sum_ms, buckets in sorted(rows, key=lambda r: r[0])
+        ],
     )
-    ordered = sorted(rows, key=lambda row: str(row["series_key"]))
-    for chunk in _chunks(ordered):
-        conn.execute(stmt, [{**row, "org_id": org_id} for row in chunk])
 
 
-def first_cursor_times(conn: Connection, org_id: str, starts: Iterable[int]) -> dict[int, int]:
-    """For each start time, when the first running total counted since it (by one Collector
-    since one start) was last received."""
-    c = graph_metric_cursors.c
-    found: dict[int, int] = {}
-    for chunk in _chunks(sorted(set(starts))):
-        stmt = (
-            select(c.start_us, func.min(c.time_us))
-            .where(c.org_id == org_id, c.start_us.in_(chunk))
-            .group_by(c.start_us)
-        )
-        found.update((int(start), int(time)) for start, time in conn.execute(stmt))
-    return found
+def _cursors_sql(conn: Connection, _name: str) -> _DriverSql:
+    stmt = insert_for(conn, graph_metric_cursors)
+    replaced = ("start_us", "time_us", "count", "sum_ms", "buckets")
+    upsert = stmt.on_conflict_do_update(
+        index_elements=["org_id", "series_key"],
+        set_={name: stmt.excluded[name] for name in replaced},
+    )
+    return _driver_sql(conn, upsert, ("org_id", "series_key", *replaced))
