@@ -15,8 +15,9 @@ stored as per-minute statistics and the cursors moved.
 
 The floor: the same bodies parsed into `ExportMetricsServiceRequest` (upb) in this
 process. Printed: milliseconds per export, data points per second, the ratio to the floor,
-and what it means for one app node: the Collectors of E edges it can take at one export a
-minute. There is no target: the figure says how far the connector path scales.
+and what it means for one app node taking one export at a time: how many Collectors of E
+edges it keeps up with at one export a minute. There is no target: the figure says how far
+the connector path scales.
 """
 
 from __future__ import annotations
@@ -194,8 +195,8 @@ def run_backend(backend: Backend, bodies: list[bytes], edges: int, tmp: Path) ->
         flush=True,
     )
     print(
-        f"{'':<8} at one export a minute, one app node's CPU takes the exports of "
-        f"about {60 / typical:,.0f} such Collectors",
+        f"{'':<8} at one export a minute, one app node taking one export at a time keeps "
+        f"up with about {60 / typical:,.0f} such Collectors",
         flush=True,
     )
     return True
