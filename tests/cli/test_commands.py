@@ -366,3 +366,7 @@ def test_demo_on_a_database_never_migrated_migrates_it_and_loads_the_demo(
     assert loaded.exit_code == 0, loaded.output
     assert invoke(empty_database_url, "db", "check").exit_code == 0
     assert invoke(empty_database_url, "org", "list").stdout.startswith("demo\t")
+    # Nobody is a member of the demo: it says how to reach it.
+    assert "Loaded the demo organization demo:" in loaded.stderr
+    assert "trailmap user create you@example.com --org demo" in loaded.stderr
+    assert "trailmap key create --org demo --name assistant --scope read-only" in loaded.stderr

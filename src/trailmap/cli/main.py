@@ -117,11 +117,14 @@ def serve(
     db = state.database_handle()
     if not no_migrate:
         migrate.upgrade(db)
+    report = None
     if demo:
         from trailmap.demo import load_demo  # noqa: PLC0415
 
-        _run(load_demo(db, "demo"))
+        report = _run(load_demo(db, "demo"))
     _print_welcome(db, settings, host, port)
+    if report is not None:
+        click.echo(_demo_hint(report, "demo", f"http://{host}:{port}/mcp"), err=True)
     app = create_app(settings, database=db)
     try:
         uvicorn.run(app, host=host, port=port, log_level=settings.log_level, access_log=False)
@@ -155,6 +158,19 @@ def _print_welcome(db: Any, settings: Settings, host: str, port: int) -> None:
             "    trailmap key create --org acme --name ci --scope read-write",
             err=True,
         )
+
+
+def _demo_hint(report: str, slug: str, mcp_url: str) -> str:
+    """What the demo holds, and the two ways to ask it: nobody is a member of it yet."""
+    return (
+        f"  Loaded the {report}.\n"
+        "  To ask it from an assistant, add your account (the one the setup link makes) to it\n"
+        "  and sign in with OAuth,\n"
+        f"    trailmap user create you@example.com --org {slug}\n"
+        "  or make a read-only key for a client without OAuth,\n"
+        f"    trailmap key create --org {slug} --name assistant --scope read-only\n"
+        f"  then connect the assistant to {mcp_url} (docs/connect.md)."
+    )
 
 
 def _redact(url: str) -> str:
@@ -576,7 +592,7 @@ def demo(state: _State, org_slug: str) -> None:
         report = _run(load_demo(handle, org_slug))
     finally:
         handle.close()
-    click.echo(report, err=True)
+    click.echo(_demo_hint(report, org_slug, "<your server>/mcp"), err=True)
 
 
 def main() -> None:
