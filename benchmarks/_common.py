@@ -45,6 +45,7 @@ __all__ = [
     "percentile",
     "postgres_version",
     "raw_sqlite",
+    "read_http_response",
     "require_trailmap",
     "row_params",
     "rss_kib",
@@ -240,6 +241,23 @@ def _wait_healthy(server: Server, timeout: float) -> None:
     server.stop()
     output = server.log_path.read_text(errors="replace")[-4000:]
     raise RuntimeError(f"the server did not become healthy; its output:\n{output}")
+
+
+async def read_http_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One HTTP/1.1 response with a Content-Length (what uvicorn sends for these routes)."""
+    status_line = await reader.readuntil(b"\r\n")
+    status = int(status_line.split(b" ", 2)[1])
+    length = 0
+    while True:
+        line = await reader.readuntil(b"\r\n")
+        if line == b"\r\n":
+            break
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+        elif name.strip().lower() == b"transfer-encoding":
+            raise RuntimeError("a chunked response; this client reads Content-Length only")
+    return status, await reader.readexactly(length)
 
 
 def rss_kib(pid: int) -> dict[str, int]:

@@ -52,6 +52,7 @@ from _common import (
     Server,
     bench_database,
     create_org_with_key,
+    read_http_response,
     rss_kib,
     run_backends,
     start_server,
@@ -183,23 +184,6 @@ class _Run:
     rss_mib: float
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    """One HTTP/1.1 response with a Content-Length (what uvicorn sends for these routes)."""
-    status_line = await reader.readuntil(b"\r\n")
-    status = int(status_line.split(b" ", 2)[1])
-    length = 0
-    while True:
-        line = await reader.readuntil(b"\r\n")
-        if line == b"\r\n":
-            break
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value.strip())
-        elif name.strip().lower() == b"transfer-encoding":
-            raise RuntimeError("a chunked response; this client reads Content-Length only")
-    return status, await reader.readexactly(length)
-
-
 async def _send_all(base_url: str, token: str, bodies: list[bytes], concurrency: int) -> float:
     """POST every body from `concurrency` keep-alive connections at once; seconds from the
     first send to the last answer. The requests are built beforehand and the answers read
@@ -221,7 +205,7 @@ async def _send_all(base_url: str, token: str, bodies: list[bytes], concurrency:
     try:
         for reader, writer in connections:
             writer.write(f"GET /readyz HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
-            status, _ = await _read_response(reader)
+            status, _ = await read_http_response(reader)
             if status != 200:
                 raise RuntimeError(f"/readyz answered {status}")
         pending = iter(requests)
@@ -229,7 +213,7 @@ async def _send_all(base_url: str, token: str, bodies: list[bytes], concurrency:
         async def worker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             for request in pending:
                 writer.write(request)
-                status, body = await _read_response(reader)
+                status, body = await read_http_response(reader)
                 if status != 200:
                     failures.append(f"{status}: {body[:300].decode(errors='replace')}")
 

@@ -36,6 +36,7 @@ from _common import (
     bench_database,
     create_org_with_key,
     percentile,
+    read_http_response,
     run_backends,
     start_server,
 )
@@ -162,16 +163,10 @@ async def _post_all(base_url: str, token: str, bodies: list[bytes]) -> list[floa
             )
             started = time.perf_counter()
             writer.write(head.encode() + body)
-            status_line = await reader.readuntil(b"\r\n")
-            length = 0
-            while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value.strip())
-            answer = await reader.readexactly(length)
+            status, answer = await read_http_response(reader)
             timings.append(time.perf_counter() - started)
-            if b" 200 " not in status_line or answer:
-                raise RuntimeError(f"{status_line!r}: {answer[:300]!r}")  # refused data points
+            if status != 200 or answer:
+                raise RuntimeError(f"{status}: {answer[:300]!r}")  # or refused data points
     finally:
         writer.close()
     return timings

@@ -1164,6 +1164,28 @@ def test_a_series_key_is_the_same_whatever_the_order_of_the_attributes() -> None
     assert sample_of(reordered).series_key == key
     assert sample_of(labels, SERVER).series_key != key
     assert sample_of({**labels, "failed": True}).series_key != key
+    # One Collector's total: another instance, or another start, is another series.
+    other = edge_sample(
+        metric_name=CLIENT,
+        attributes=labels,
+        resource_environment=None,
+        instance="collector-2",
+        start_us=1,
+        time_us=2,
+        cumulative=True,
+        count=1.0,
+    )
+    assert other.series_key != key
+    restarted = edge_sample(
+        metric_name=CLIENT,
+        attributes=labels,
+        resource_environment=None,
+        start_us=3,
+        time_us=4,
+        cumulative=True,
+        count=1.0,
+    )
+    assert restarted.series_key != key
 
 
 @pytest.mark.parametrize(

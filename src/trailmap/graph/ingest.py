@@ -35,6 +35,7 @@ __all__ = [
     "RecentWrites",
     "Sent",
     "TraceIngestResult",
+    "accepted_window",
     "graph_rows",
     "ingest_traces",
     "observe",
@@ -95,10 +96,17 @@ def observe(
 ) -> tuple[int, Observations]:
     """The request's observations, and the moment they were made (epoch microseconds)."""
     principal.require_write()
+    now_us, oldest_us, newest_us = accepted_window(principal, now)
+    return now_us, observe_request(request, oldest_us=oldest_us, newest_us=newest_us)
+
+
+def accepted_window(principal: Principal, now: datetime | None) -> tuple[int, int, int]:
+    """(now, oldest, newest) in epoch microseconds: what the graph takes is stamped within
+    the organization's retention and at most `_FUTURE_US` ahead of the server's clock."""
     now = now or clock.now()
     now_us = clock.to_us(now)
     oldest_us = clock.to_us(now - timedelta(days=principal.retention_days))
-    return now_us, observe_request(request, oldest_us=oldest_us, newest_us=now_us + _FUTURE_US)
+    return now_us, oldest_us, now_us + _FUTURE_US
 
 
 # -- what a write remembers ----------------------------------------------------------------

@@ -43,14 +43,13 @@ import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import orjson
 
-from trailmap import clock
 from trailmap.accounts.principal import Principal
-from trailmap.graph.ingest import record_observations
+from trailmap.graph.ingest import accepted_window, record_observations
 from trailmap.graph.model import DEFAULT_ENVIRONMENT, EdgeKind, NodeKind
 from trailmap.graph.spans import NodeKey, Observations
 from trailmap.graph.stats import Stats, bucket_of
@@ -89,7 +88,6 @@ _FRESH_US = 120_000_000
 # The connector forgets a series after 15 minutes without calls and starts it again from 0,
 # with the same start time: a value that comes after a longer silence is all new calls.
 _FORGOTTEN_US = 15 * 60_000_000
-_FUTURE_US = 3_600_000_000  # as for spans: a little clock skew, not more
 _MAX_NAME = 300
 _MAX_ENV = 100
 _MAX_VERSION = 100
@@ -299,15 +297,14 @@ async def record_edge_samples(
     principal.require_write()
     if not samples:
         return ServiceGraphResult()
-    now = now or clock.now()
-    now_us = clock.to_us(now)
+    now_us, oldest_us, newest_us = accepted_window(principal, now)
     result: ServiceGraphResult = await db.write(
         record_samples,
         principal.org_id,
         samples,
         now_us,
-        oldest_us=clock.to_us(now - timedelta(days=principal.retention_days)),
-        newest_us=now_us + _FUTURE_US,
+        oldest_us=oldest_us,
+        newest_us=newest_us,
     )
     return result
 
@@ -481,9 +478,4 @@ def _observe(obs: Observations, sample: EdgeSample, stats: Stats | None) -> None
         subjects = (route.caller, route.served, route.consumes)
     for subject in subjects:
         if subject is not None:
-            # Each subject its own copy: a minute's row adds up what is merged into it.
-            obs.add(
-                subject,
-                time_us,
-                Stats(stats.calls, stats.errors, stats.duration_ms, list(stats.buckets)),
-            )
+            obs.add(subject, time_us, stats)

@@ -219,13 +219,13 @@ class Observations:
         stats.add(duration_ms, error=error)
 
     def add(self, subject: Any, time_us: int, stats: Stats) -> None:
-        """Calls already added up (`stats`) to a node's or an edge's minute."""
+        """Calls already added up (`stats`, added, never kept) to a node's or an edge's
+        minute: one `stats` may go to several subjects."""
         slot = (subject, time_us - time_us % _MINUTE_US)
         total = self.minutes.get(slot)
         if total is None:
-            self.minutes[slot] = stats
-        else:
-            total.merge(stats)
+            total = self.minutes[slot] = Stats()
+        total.merge(stats)
 
     def reject(self, problem: str) -> None:
         self.rejected += 1

@@ -381,8 +381,7 @@ def _edge_sample(
     *,
     delta: bool,
 ) -> EdgeSample:
-    if point.flags & _NO_RECORDED_VALUE or point.time_unix_nano <= 0:
-        raise _Refused("a data point needs a value and timeUnixNano")
+    _require_recorded(point)
     if isinstance(point, NumberDataPoint):
         figures: dict[str, Any] = {"count": _number(point)}
     else:
@@ -426,10 +425,7 @@ _DataPoint = NumberDataPoint | _Histogram | SummaryDataPoint
 
 
 def _values(which: str, data: Any, point: _DataPoint, *, delta: bool) -> _Values:
-    if point.flags & _NO_RECORDED_VALUE:
-        raise _Refused("a data point flagged NO_RECORDED_VALUE has no value to store")
-    if point.time_unix_nano <= 0:
-        raise _Refused("a data point needs timeUnixNano")
+    _require_recorded(point)
     if which == "gauge":
         return [("", _number(point), "gauge")]
     if which == "sum":
@@ -439,6 +435,13 @@ def _values(which: str, data: Any, point: _DataPoint, *, delta: bool) -> _Values
     if which == "exponential_histogram":
         return _exponential_histogram(point, delta=delta)
     return _summary(point)
+
+
+def _require_recorded(point: _DataPoint) -> None:
+    if point.flags & _NO_RECORDED_VALUE:
+        raise _Refused("a data point flagged NO_RECORDED_VALUE has no value to store")
+    if point.time_unix_nano <= 0:
+        raise _Refused("a data point needs timeUnixNano")
 
 
 def _number(point: NumberDataPoint) -> float:
