@@ -998,6 +998,41 @@ async def test_an_exponential_latency_histogram_is_read_too(
     )
 
 
+async def test_an_exponential_client_latency_point_without_a_time_is_taken_as_of_its_arrival(
+    otlp_client: httpx.AsyncClient, db: Database, tenant: Tenant
+) -> None:
+    # Collectors before collector-contrib#48049 leave timeUnixNano out of the exponential
+    # client-latency points (and only those): the edge's calls must not be lost for it.
+    start_us = clock.now_us() - 10 * SECOND_US
+
+    def unstamped(count: int, *, name: str = CLIENT) -> Metric:
+        point = ExponentialHistogramDataPoint(
+            attributes=attributes(labels_of("frontend", "checkout")),
+            start_time_unix_nano=start_us * 1000,
+            count=count,
+            sum=0.025 * count,
+            scale=0,
+            positive=ExponentialHistogramDataPoint.Buckets(offset=-6, bucket_counts=[count]),
+        )
+        histogram = ExponentialHistogram(data_points=[point], aggregation_temporality=CUMULATIVE)
+        return Metric(name=name, unit="s", exponential_histogram=histogram)
+
+    before_us = clock.now_us()
+    assert await post(otlp_client, tenant.writer, connector_export(unstamped(3))) == ACCEPTED
+    assert await post(otlp_client, tenant.writer, connector_export(unstamped(5))) == ACCEPTED
+    after_us = clock.now_us()
+
+    assert await edge_figures(db, tenant.org.id, (FRONTEND, CHECKOUT, "calls")) == Figures(
+        5, 0, 125.0, {landing(2**-6, 2**-5): 5}
+    )
+    (cursor,) = await cursors(db)
+    assert before_us <= cursor.time_us <= after_us
+    # Any other point without a time is still refused: the server side's is always stamped.
+    answer = await post(otlp_client, tenant.writer, connector_export(unstamped(1, name=SERVER)))
+    assert answer.rejected == 1
+    assert "needs timeUnixNano" in answer.message
+
+
 async def test_bad_data_points_are_refused_with_a_reason_and_their_neighbours_kept(
     encoding: str, otlp_client: httpx.AsyncClient, db: Database, tenant: Tenant
 ) -> None:

@@ -38,6 +38,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
     SummaryDataPoint,
 )
 
+from trailmap import clock
 from trailmap.accounts.principal import Principal
 from trailmap.errors import ValidationFailed
 from trailmap.graph.servicegraph import (
@@ -255,9 +256,14 @@ def _add_metric(target: ScopeMetrics, entry: object, where: str, problems: Probl
 # -- data points into points --------------------------------------------------------------
 
 
-def points_of(request: ExportMetricsServiceRequest, problems: Problems) -> MetricPoints:
-    """Every point the request's data points make; the refused ones counted in `problems`."""
+def points_of(
+    request: ExportMetricsServiceRequest, problems: Problems, *, received_us: int | None = None
+) -> MetricPoints:
+    """Every point the request's data points make; the refused ones counted in `problems`.
+    `received_us` (default: now) is when the export arrived, which stamps the one kind of
+    data point read without a time of its own (`_edge_sample`)."""
     out = MetricPoints()
+    received_us = clock.now_us() if received_us is None else received_us
     for resource_metrics in request.resource_metrics:
         attributes = resource_metrics.resource.attributes
         service, environment = _resource(attributes)
@@ -271,7 +277,7 @@ def points_of(request: ExportMetricsServiceRequest, problems: Problems) -> Metri
         )
         for scope_metrics in resource_metrics.scope_metrics:
             for metric in scope_metrics.metrics:
-                _read_metric(metric, service, environment, instance, out, problems)
+                _read_metric(metric, service, environment, instance, out, problems, received_us)
     return out
 
 
@@ -282,6 +288,7 @@ def _read_metric(
     instance: str,
     out: MetricPoints,
     problems: Problems,
+    received_us: int,
 ) -> None:
     which = metric.WhichOneof("data")
     if which is None:
@@ -299,7 +306,9 @@ def _read_metric(
         return
     delta = temporality == _DELTA
     if role_of(name) is not None:
-        _read_service_graph(metric, which, data, environment, instance, out, problems, delta=delta)
+        _read_service_graph(
+            metric, which, data, environment, instance, out, problems, received_us, delta=delta
+        )
         return
     for data_point in data.data_points:
         origin = out.data_points
@@ -343,6 +352,7 @@ def _read_service_graph(
     instance: str,
     out: MetricPoints,
     problems: Problems,
+    received_us: int,
     *,
     delta: bool,
 ) -> None:
@@ -364,7 +374,9 @@ def _read_service_graph(
         origin = out.data_points
         out.data_points += 1
         try:
-            sample = _edge_sample(name, data_point, environment, instance, unit_ms, delta=delta)
+            sample = _edge_sample(
+                name, data_point, environment, instance, unit_ms, received_us, delta=delta
+            )
         except (_Refused, ValueError) as why:
             problems.reject(f"metric {name!r}: {why}")
             continue
@@ -378,10 +390,18 @@ def _edge_sample(
     environment: str,
     instance: str,
     unit_ms: float | None,
+    received_us: int,
     *,
     delta: bool,
 ) -> EdgeSample:
-    _require_recorded(point)
+    time_us = point.time_unix_nano // 1000
+    if _unstamped_client_latency(name, point):
+        # The connector's exponential client-latency points carry no timeUnixNano (fixed in
+        # collector-contrib#48049, spring 2026); it stamps its other metrics at the flush, so
+        # the export's arrival is within a flush interval of the time left out.
+        time_us = received_us
+    else:
+        _require_recorded(point)
     if isinstance(point, NumberDataPoint):
         figures: dict[str, Any] = {"count": _number(point)}
     else:
@@ -402,9 +422,19 @@ def _edge_sample(
         resource_environment=environment,
         instance=instance,
         start_us=point.start_time_unix_nano // 1000,
-        time_us=point.time_unix_nano // 1000,
+        time_us=time_us,
         cumulative=not delta,
         **figures,
+    )
+
+
+def _unstamped_client_latency(name: str, point: NumberDataPoint | _Histogram) -> bool:
+    return (
+        point.time_unix_nano == 0
+        and point.start_time_unix_nano > 0
+        and not point.flags & _NO_RECORDED_VALUE
+        and isinstance(point, ExponentialHistogramDataPoint)
+        and role_of(name) == "client"
     )
 
 
@@ -721,7 +751,9 @@ async def record_metrics(
 ) -> MetricsIngestResult:
     """Read and store one decoded export; `problems` carries the decoder's refusals."""
     problems = problems if problems is not None else Problems()
-    return await store_points(db, principal, points_of(request, problems), problems, now=now)
+    received_us = None if now is None else clock.to_us(now)
+    read = points_of(request, problems, received_us=received_us)
+    return await store_points(db, principal, read, problems, now=now)
 
 
 def encode_metrics_response(
