@@ -670,6 +670,36 @@ def test_search_filters_by_kind_and_environment_and_honours_limit() -> None:
         search(snapshot, "orders", limit=-1)
 
 
+def test_search_finds_the_nodes_of_the_kind_a_query_names_below_any_name_match() -> None:
+    snapshot = _catalogue()
+
+    for query in ("database", "Databases", "the database", "db", "DBs"):
+        assert _found(search(snapshot, query)) == [("postgresql", "kind")], query
+    assert _found(search(snapshot, "external APIs")) == [("PaymentGateway", "kind")]
+    assert _found(search(snapshot, "external_api")) == [("PaymentGateway", "kind")]
+    # A name holding the word comes first; then every other node of the kind, by name.
+    assert _found(search(snapshot, "service")) == [
+        ("checkout-service", "substring"),
+        ("payments-service", "substring"),
+        ("orders", "kind"),
+        ("orders", "kind"),
+        ("shipping", "kind"),
+    ]
+    assert [m.node.name for m in search(snapshot, "services")] == [
+        "checkout-service",
+        "orders",
+        "orders",
+        "payments-service",
+        "shipping",
+    ]
+    assert _found(search(snapshot, "topics", kinds=["database"])) == []
+    # Only the whole query names a kind: words around it are a name.
+    assert search(snapshot, "database proxy") == []
+    assert algorithms.kind_named("the queues") == "queue"
+    assert algorithms.kind_named("repos") == "repository"
+    assert algorithms.kind_named("order service") is None
+
+
 def test_search_finds_a_node_by_its_id() -> None:
     snapshot = _catalogue()
     shipping = next(n for n in snapshot.nodes if n.name == "shipping")

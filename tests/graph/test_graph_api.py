@@ -146,6 +146,8 @@ async def test_search_finds_nodes_by_the_names_people_use(
     assert await best("orders db") == ("orders-db", "database", "exact")
     assert await best("stripe") == ("api.stripe.com", "external_api", "substring")
     assert await best("order", kind="topic") == ("order-events", "topic", "prefix")
+    assert await best("databases") == ("orders-db", "database", "kind")
+    assert await best("the cache") == ("redis", "cache", "kind")
     found = await _get(shop, "/nodes", query="order")
     assert _names(found["nodes"]) == ["orders", "orders-db", "order-events"]
     nothing = await _get(shop, "/nodes", query="inventory")

@@ -26,7 +26,7 @@ import rustworkx as rx
 from trailmap.graph import derived
 from trailmap.graph.impact import BlastRadius, DepthCount, Impacted, impact
 from trailmap.graph.memory import GraphSnapshot
-from trailmap.graph.model import Edge, Node
+from trailmap.graph.model import NODE_KINDS, Edge, Node, NodeKind
 from trailmap.graph.ranking import RANK_BY, RankBy, Ranked, rank, scores
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "Traversal",
     "find_paths",
     "impact",
+    "kind_named",
     "mermaid",
     "rank",
     "scores",
@@ -52,7 +53,7 @@ __all__ = [
 ]
 
 Direction = Literal["downstream", "upstream", "both"]
-MatchReason = Literal["id", "exact", "prefix", "substring", "tokens", "similar"]
+MatchReason = Literal["id", "exact", "prefix", "substring", "kind", "tokens", "similar"]
 
 _DIRECTIONS: tuple[Direction, ...] = ("downstream", "upstream", "both")
 # A best-first path search stops after considering this many partial routes: far more than
@@ -116,6 +117,27 @@ def _search_index(
     return snapshot.memo((__name__, "search"), compute)
 
 
+# What people call a kind of node: "database", "the databases", "db", "external APIs".
+_KIND_WORDS: dict[str, NodeKind] = {
+    **{kind.replace("_", " "): kind for kind in NODE_KINDS},
+    **{kind.replace("_", " ") + "s": kind for kind in NODE_KINDS},
+    "db": "database",
+    "dbs": "database",
+    "repo": "repository",
+    "repos": "repository",
+    "repositories": "repository",
+}
+_KIND_SCORE = 0.58  # below any name containing the query, above words shared with one
+
+
+def kind_named(text: str) -> NodeKind | None:
+    """The node kind `text` names ("the database", "Caches", "external_api"), if any."""
+    words = _tokens(text)
+    if words[:1] in (("the",), ("all",)):
+        words = words[1:]
+    return _KIND_WORDS.get(" ".join(words))
+
+
 def _same_word(a: str, b: str) -> bool:
     # "order" is "orders"; a plural or a short form names the same thing.
     return a == b or (min(len(a), len(b)) >= 3 and (a.startswith(b) or b.startswith(a)))
@@ -144,9 +166,10 @@ def search(
     limit: int = 10,
 ) -> list[Match]:
     """Nodes whose name matches `query`, best first: the node id itself or an exact name
-    (1.0), then a prefix (0.8-0.9), a substring (0.6-0.7), shared words (0.4-0.55, rare words
-    counting more than words most names carry, like "service"), and a similar spelling
-    (below 0.4). Case, separators and camelCase do not matter."""
+    (1.0), then a prefix (0.8-0.9), a substring (0.6-0.7), the kind the query names
+    ("databases", "the cache": 0.58), shared words (0.4-0.55, rare words counting more than
+    words most names carry, like "service"), and a similar spelling (below 0.4). Case,
+    separators and camelCase do not matter."""
     if limit < 0:
         raise ValueError("limit must be at least 0")
     raw = query.strip()
@@ -159,6 +182,7 @@ def search(
     weights = [math.log(1 + total / (1 + frequency.get(t, 0))) for t in q_tokens]
     matcher = difflib.SequenceMatcher(autojunk=False)
     matcher.set_seq2(q_compact)
+    q_kind = kind_named(raw)
     found: list[tuple[float, int, MatchReason]] = []
     for i, node in enumerate(snapshot.nodes):
         if (kinds is not None and node.kind not in kinds) or (
@@ -175,18 +199,26 @@ def search(
             found.append((0.8 + 0.1 * min(closeness, 1.0), i, "prefix"))
         elif q_lower in lower or q_compact in compact:
             found.append((0.6 + 0.1 * min(closeness, 1.0), i, "substring"))
+        elif node.kind == q_kind:
+            found.append((_KIND_SCORE, i, "kind"))
         elif shared := _shared_words(q_tokens, weights, tokens, node.kind):
             found.append((0.4 + 0.15 * shared, i, "tokens"))
-        else:
-            matcher.set_seq1(compact)
-            if matcher.real_quick_ratio() >= _SIMILAR and matcher.quick_ratio() >= _SIMILAR:
-                ratio = matcher.ratio()
-                if ratio >= _SIMILAR:
-                    found.append((0.4 * ratio, i, "similar"))
+        elif ratio := _similarity(matcher, compact):
+            found.append((0.4 * ratio, i, "similar"))
     order = derived.name_positions(snapshot)
     # Sorted on the score as shown, so that equal-looking scores are in name order.
     found.sort(key=lambda f: (-round(f[0], 4), order[f[1]]))
     return [Match(snapshot.nodes[i], round(score, 4), why) for score, i, why in found[:limit]]
+
+
+def _similarity(matcher: difflib.SequenceMatcher[str], compact: str) -> float:
+    """How alike the query (the matcher's second sequence) and `compact` are spelled, when
+    alike enough to call a match; 0 otherwise."""
+    matcher.set_seq1(compact)
+    if matcher.real_quick_ratio() < _SIMILAR or matcher.quick_ratio() < _SIMILAR:
+        return 0.0
+    ratio = matcher.ratio()
+    return ratio if ratio >= _SIMILAR else 0.0
 
 
 # -- traverse ---------------------------------------------------------------------------

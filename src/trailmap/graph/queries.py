@@ -122,17 +122,9 @@ def _resolve(snapshot: GraphSnapshot, ref: str, environment: str | None, what: s
     )
 
 
-# What people call a kind of node when there is only one of it: "the database", "db".
-_KIND_WORDS = {
-    **{kind.replace("_", " "): kind for kind in NODE_KINDS},
-    "db": "database",
-    "external api": "external_api",
-}
-
-
 def _by_kind_word(snapshot: GraphSnapshot, folded: str, environment: str | None) -> Node | None:
     """ "The database" names a node when the graph has one database (per environment)."""
-    kind = _KIND_WORDS.get(folded.removeprefix("the ").strip())
+    kind = algo.kind_named(folded)
     if kind is None:
         return None
     of_kind = [n for n in snapshot.nodes if n.kind == kind and environment in (None, n.environment)]

@@ -112,8 +112,9 @@ def register_graph_tools(  # noqa: PLR0915 - one tool per block
         format: Format = "json",  # noqa: A002 - the argument is called format
     ) -> CallToolResult:
         """Find services, databases, caches, queues, topics and external APIs in the
-        architecture graph by name (forgiving: "order service" finds "orders"). Use it to
-        learn the exact names before the other graph tools."""
+        architecture graph by name (forgiving: "order service" finds "orders") or by kind
+        ("databases" lists them). Use it to learn the exact names before the other graph
+        tools."""
         q = await ask(ctx, at, format)
         data = await answer(
             queries.search_nodes(db, q, query, kinds=kinds, environment=environment, limit=limit)
