@@ -8,6 +8,7 @@ both faces render the same function of graph/queries.py.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -482,7 +483,7 @@ async def test_the_mcp_tools_write_their_answer_in_words_and_refuse_unknown_node
         ranked = await mcp.call_tool("rank_critical_services", {"by": "dependents", "limit": 6})
         (text,) = ranked.content
         assert isinstance(text, TextContent)
-        counted = [line.rsplit(", ", 1)[1] for line in text.text.splitlines()[1:]]
+        counted = [line.rsplit(": ", 1)[1] for line in text.text.splitlines()[1:]]
         assert counted == [
             "3 dependents",
             "3 dependents",
@@ -491,6 +492,18 @@ async def test_the_mcp_tools_write_their_answer_in_words_and_refuse_unknown_node
             "0 dependents",
             "0 dependents",
         ]
+        assert text.text.splitlines()[1].endswith("(service, production): 3 dependents")
+        by_traffic = await mcp.call_tool("rank_critical_services", {"by": "traffic", "limit": 1})
+        (text,) = by_traffic.content
+        assert isinstance(text, TextContent)
+        first = text.text.splitlines()[1]
+        assert re.fullmatch(
+            r"1\. \S+ \(service, production\): [0-9.]+ calls/min, \d+ dependents?", first
+        )
+        by_pagerank = await mcp.call_tool("rank_critical_services", {"by": "pagerank", "limit": 1})
+        (text,) = by_pagerank.content
+        assert isinstance(text, TextContent)
+        assert re.fullmatch(r"1\. .+: pagerank 0\.\d+, \d+ dependents?", text.text.splitlines()[1])
 
         unknown = await mcp.call_tool("get_node", {"node": "inventory"})
         assert unknown.is_error

@@ -71,6 +71,15 @@ def _count(n: int, thing: str) -> str:
     return f"{n} {thing}" if n == 1 else f"{n} {thing}s"
 
 
+def _measure(by: str, score: float) -> str:
+    """A service's score in words, before its dependents (which `dependents` is alone)."""
+    if by == "dependents":
+        return ""
+    if by == "traffic":
+        return f"{round(score, 2)} calls/min, "
+    return f"{by} {score:.3g}, "
+
+
 def _name(node: dict[str, Any]) -> str:
     return f"{node['name']} ({node['kind']}, {node['environment']})"
 
@@ -202,7 +211,7 @@ def register_graph_tools(  # noqa: PLR0915 - one tool per block
                 environment=environment,
             )
         )
-        lines = [f"{direction} of {_name(data['start'])}, {max_depth} hops:"]
+        lines = [f"{direction} of {_name(data['start'])}, up to {max_depth} hops:"]
         lines += [f"- depth {n['depth']}: {_name(n)}" for n in data["nodes"][1:]]
         lines += ["Edges:"] + [f"- {_edge_text(e)}" for e in data["edges"]]
         return _result(data, "\n".join(lines))
@@ -299,7 +308,7 @@ def register_graph_tools(  # noqa: PLR0915 - one tool per block
             queries.rank_critical_services(db, q, by=by, limit=limit, environment=environment)
         )
         lines = [f"Most critical services by {by}:"] + [
-            f"{i}. {_name(s)}: score {s['score']}, {_count(s['dependents'], 'dependent')}"
+            f"{i}. {_name(s)}: {_measure(by, s['score'])}{_count(s['dependents'], 'dependent')}"
             for i, s in enumerate(data["services"], 1)
         ]
         return _result(data, "\n".join(lines))
