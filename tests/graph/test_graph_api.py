@@ -460,6 +460,29 @@ async def test_the_mcp_tools_answer_the_same_questions_as_the_rest_api(
         ]
 
 
+async def test_a_tool_given_an_argument_it_does_not_take_names_it_and_does_nothing(
+    shop: Shop,
+) -> None:
+    async with _mcp(shop.settings, shop.db, shop.reader) as mcp:
+        guessed = await mcp.call_tool("find_changes_near", {"node": "checkout", "since": "-7d"})
+        assert guessed.is_error
+        (text,) = guessed.content
+        assert isinstance(text, TextContent)
+        assert text.text.startswith("find_changes_near takes no argument 'since';")
+        assert "node, from, to, max_depth, direction, limit" in text.text
+
+        several = await mcp.call_tool("search_nodes", {"query": "orders", "kind": [], "max": 1})
+        assert several.is_error
+        (text,) = several.content
+        assert isinstance(text, TextContent)
+        assert "takes no arguments 'kind', 'max';" in text.text
+        assert "kinds" in text.text
+
+        # The arguments it takes, `from` among them, still work.
+        right = await mcp.call_tool("find_changes_near", {"node": "checkout", "from": "-7d"})
+        assert not right.is_error, right.content
+
+
 async def test_the_mcp_tools_write_their_answer_in_words_and_refuse_unknown_nodes(
     shop: Shop,
 ) -> None:

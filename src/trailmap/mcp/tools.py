@@ -19,6 +19,7 @@ from pydantic import Field
 from trailmap import __version__, clock
 from trailmap.accounts import Principal, quotas
 from trailmap.errors import TrailmapError
+from trailmap.mcp.arguments import RefuseUnknownArguments
 from trailmap.mcp.change_tools import register_change_tools
 from trailmap.mcp.graph_tools import register_graph_tools
 from trailmap.mcp.prompts import register_prompts
@@ -172,6 +173,7 @@ def build_mcp_server(
         secret_key=secret_key,
     )
     register_prompts(mcp)
+    mcp.middleware.append(RefuseUnknownArguments(mcp))
     return mcp
 
 

@@ -1,0 +1,59 @@
+"""Tool calls with arguments a tool does not take are refused, naming them.
+
+The SDK validates a call's arguments against the tool's signature but drops any it does not
+know, silently: an assistant that guessed `since` for `from` would be answered about the
+default range and never learn it. This middleware answers such a call with a tool error
+(which the model reads and can correct, as the MCP specification asks of input errors)
+naming the unknown arguments and the ones the tool takes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.mcpserver import MCPServer
+from mcp.types import CallToolResult, TextContent
+
+__all__ = ["RefuseUnknownArguments"]
+
+
+class RefuseUnknownArguments:
+    """`ServerMiddleware` for `tools/call`; other requests pass untouched."""
+
+    def __init__(self, mcp: MCPServer) -> None:
+        self._mcp = mcp
+        self._taken: dict[str, tuple[str, ...]] | None = None
+
+    async def __call__(
+        self, ctx: ServerRequestContext[Any, Any], call_next: CallNext
+    ) -> HandlerResult:
+        params = ctx.params
+        if ctx.method == "tools/call" and params is not None:
+            name, arguments = params.get("name"), params.get("arguments")
+            if isinstance(name, str) and isinstance(arguments, Mapping):
+                taken = (await self._arguments()).get(name)
+                unknown = sorted(str(a) for a in arguments if taken is not None and a not in taken)
+                if unknown and taken is not None:
+                    return _refusal(name, unknown, taken)
+        return await call_next(ctx)
+
+    async def _arguments(self) -> dict[str, tuple[str, ...]]:
+        # Tools are all registered before the server answers its first request.
+        if self._taken is None:
+            self._taken = {
+                tool.name: tuple(tool.input_schema.get("properties", {}))
+                for tool in await self._mcp.list_tools()
+            }
+        return self._taken
+
+
+def _refusal(tool: str, unknown: list[str], taken: tuple[str, ...]) -> CallToolResult:
+    names = ", ".join(repr(a[:50]) for a in unknown[:5])
+    plural = "s" if len(unknown) > 1 else ""
+    text = (
+        f"{tool} takes no argument{plural} {names}; its arguments are: {', '.join(taken)}."
+        " Nothing was done: call it again with those."
+    )
+    return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
