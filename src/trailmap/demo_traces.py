@@ -40,6 +40,7 @@ _FLUSH_EVERY_NS = 3_600 * 10**9  # hourly, not the SDK's 5 s: fewer requests, sa
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SCOPE = "trailmap.demo_traces"
 _CHECKOUT_SHARE = 0.35
+_SMOKE_AFTER_NS = 5 * 10**9
 _CACHE_HIT = 0.8
 # Per-call failure rates of what has no Release of its own.
 _FAILURE = {"postgresql": 0.0002, "redis": 0.001, "kafka": 0.0002, "stripe": 0.001}
@@ -130,6 +131,10 @@ def shop_traces(
     shop = _Shop(releases, rng)
     t, stop, recent_from = _ns(start), _ns(end), _ns(end - RECENT)
     next_flush = t + _FLUSH_EVERY_NS
+    # Each release's pipeline ends with a smoke test, a checkout, a few seconds after the
+    # release: the new version is in the traces at once, as the deployment CI reported (at
+    # night the shop's own traffic may take an hour to reach a service).
+    smoke_tests = sorted(_ns(r.at) + _SMOKE_AFTER_NS for r in releases if start <= r.at < end)
     while True:
         recent = t >= recent_from
         rate = recent_traces_per_minute if recent else traces_per_minute * _daily(t)
@@ -138,6 +143,8 @@ def shop_traces(
             t = recent_from  # arrivals are memoryless, so restarting at the switch is exact
             continue
         t = arrival
+        while smoke_tests and smoke_tests[0] <= min(t, stop):
+            shop.trace(smoke_tests.pop(0), checkout=True)
         if t >= stop:
             break
         if t >= next_flush:
@@ -254,10 +261,12 @@ class _Shop:
             for batch in process.outbox.take(whole):
                 yield encode_spans(batch)
 
-    def trace(self, t: int) -> None:
-        """One visitor request, entering at the gateway with no parent."""
+    def trace(self, t: int, *, checkout: bool | None = None) -> None:
+        """One visitor request, entering at the gateway with no parent: a checkout (which
+        every service takes part in) or a product page, by chance unless `checkout` says."""
         self._sku = self._rng.randint(1000, 9999)
-        checkout = self._rng.random() < _CHECKOUT_SHARE
+        if checkout is None:
+            checkout = self._rng.random() < _CHECKOUT_SHARE
         method, route = ("POST", "/checkout") if checkout else ("GET", "/products/{id}")
         self._serve("api-gateway", method, route, Context(), t)
 

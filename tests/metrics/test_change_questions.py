@@ -405,6 +405,9 @@ async def test_a_deployment_reported_by_ci_and_seen_in_traces_is_listed_once(sho
     (listed,) = of_payments
     assert listed["event"]["source"] == "//github.com/acme/payments"
     assert listed["event"]["also_reported_by"] == ["otel://payments"]
+    _, text = await _changes_near(shop, _NEAR_CHECKOUT)
+    (line,) = [line for line in text.splitlines() if line.startswith("- payments")]
+    assert line.endswith(", its version also seen in traces)")
     # Both reports are on the timeline; only the ranking joins them.
     async with _connected(shop) as assistant:
         timeline = await assistant.ask(
@@ -416,10 +419,17 @@ async def test_a_deployment_reported_by_ci_and_seen_in_traces_is_listed_once(sho
                 "subject": ["production"],
             },
         )
+        payments = await assistant.ask("get_node", {"node": "payments"})
     assert {e["source"] for e in timeline["events"]} == {
         "//github.com/acme/payments",
         "otel://payments",
     }
+    # The node's recent changes join them as the ranking does.
+    assert [
+        (c["source"], c.get("also_reported_by"))
+        for c in payments["recent_changes"]
+        if c.get("version") == "2.7.0"
+    ] == [("//github.com/acme/payments", ["otel://payments"])]
 
 
 async def test_a_change_to_payments_in_staging_is_not_near_checkout_in_production(

@@ -145,7 +145,7 @@ async def find_changes_near(
     # The timeline takes up to 200 services a query: the nearest ones, when there are more.
     names = sorted(by_name, key=lambda n: (by_name[n].distance, n))[:200]
     changes, range_ = await _changes(db, q, names, from_, to)
-    changes = _once(changes)
+    changes = timeline.one_per_change(changes)
     end, start = range_.end, range_.effective_start
     span_s = max((end - start).total_seconds(), 60.0)
     ranked: list[dict[str, Any]] = []
@@ -180,35 +180,6 @@ async def find_changes_near(
         "changes": ranked[:limit],
         "truncated": len(ranked) > limit,
     }
-
-
-_SAME_CHANGE_US = 15 * 60 * 1_000_000
-
-
-def _once(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One entry per change: a deployment that CI reported and that traces also revealed
-    (a new service.version, source otel://...) is the same change, listed once with both
-    sources; the report from outside the traces is kept, being the richer one."""
-    kept: list[dict[str, Any]] = []
-    seen: dict[tuple[str, str, str], dict[str, Any]] = {}
-    ordered = sorted(events, key=lambda e: str(e["source"]).startswith("otel://"))
-    for event in ordered:
-        version = event.get("version")
-        if not version:
-            kept.append(event)
-            continue
-        key = (event["type"], event.get("service") or "", version)
-        first = seen.get(key)
-        if first is not None and abs(_us(first["time"]) - _us(event["time"])) <= _SAME_CHANGE_US:
-            first.setdefault("also_reported_by", []).append(event["source"])
-            continue
-        seen[key] = event
-        kept.append(event)
-    return kept
-
-
-def _us(text: str) -> int:
-    return int(datetime.fromisoformat(text).timestamp() * 1_000_000)
 
 
 async def _changes(

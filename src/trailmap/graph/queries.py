@@ -281,8 +281,12 @@ async def _recent_changes(
         limit=10,
     )
     page = await timeline.query_events(db, q.principal, query, default_timezone=q.default_timezone)
-    keep = ("id", "time", "time_relative", "type", "version", "subject", "description", "source")
-    return [{k: e[k] for k in keep if e.get(k) is not None} for e in page.events]
+    keep = (
+        *("id", "time", "time_relative", "type", "version", "subject", "description", "source"),
+        "also_reported_by",
+    )
+    changes = timeline.one_per_change([dict(e) for e in page.events])
+    return [{k: e[k] for k in keep if e.get(k) is not None} for e in changes]
 
 
 async def traverse_dependencies(

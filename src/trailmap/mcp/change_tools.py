@@ -30,7 +30,9 @@ def _metric_line(metric: dict[str, Any]) -> str:
 
 def _change_line(change: dict[str, Any]) -> str:
     event = change["event"]
-    return f"- {change['reason']} (event {event['id']}, {event['time']})"
+    traces = any(str(s).startswith("otel://") for s in event.get("also_reported_by", ()))
+    also = ", its version also seen in traces" if traces else ""
+    return f"- {change['reason']} (event {event['id']}, {event['time']}{also})"
 
 
 def register_change_tools(

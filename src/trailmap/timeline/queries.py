@@ -42,6 +42,7 @@ __all__ = [
     "TimeRange",
     "get_event",
     "list_facet",
+    "one_per_change",
     "query_events",
     "render_event",
     "resolve_range",
@@ -414,3 +415,33 @@ def render_event(
 
 _OPTIONAL = ("subject", "service", "version", "severity", "description", "original_type")
 _FULL_OPTIONAL = (*_OPTIONAL, "datacontenttype", "dataschema", "data", "data_base64", "extensions")
+
+
+_SAME_CHANGE_US = 15 * 60 * 1_000_000
+
+
+def one_per_change(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per change, in the order given: a deployment that CI reported and that
+    traces also revealed (a new service.version, source otel://...) within 15 minutes is
+    the same change, listed once with both sources; the report from outside the traces is
+    kept, being the richer one."""
+    kept: set[int] = set()
+    seen: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for event in sorted(events, key=lambda e: str(e["source"]).startswith("otel://")):
+        version = event.get("version")
+        key = (event["type"], event.get("service") or "", version or "")
+        first = seen.get(key) if version else None
+        if (
+            first is not None
+            and abs(_time_us(first["time"]) - _time_us(event["time"])) <= _SAME_CHANGE_US
+        ):
+            first.setdefault("also_reported_by", []).append(event["source"])
+            continue
+        if version:
+            seen[key] = event
+        kept.add(id(event))
+    return [event for event in events if id(event) in kept]
+
+
+def _time_us(text: str) -> int:
+    return int(datetime.fromisoformat(text).timestamp() * 1_000_000)
