@@ -127,12 +127,13 @@ async def test_mcp_tool_calls_are_counted_by_tool(settings: Settings, db: Databa
             await client.call_tool("query_events", {"from": "-1h"})
             await client.call_tool("query_events", {"from": "-2h"})
             await client.call_tool("get_event_summary", {})
-            await client.call_tool("get_event", {"event_id": "nope"})
+            await client.call_tool("get_event", {"id": "nope"})
+            await client.call_tool("get_event", {"event_id": "nope"})  # no such argument
         found = samples((await http.get("/metrics")).text)
     calls = "trailmap_mcp_tool_calls_total"
     assert value(found, calls, tool="query_events", outcome="ok") == 2
     assert value(found, calls, tool="get_event_summary", outcome="ok") == 1
-    assert value(found, calls, tool="get_event", outcome="error") == 1
+    assert value(found, calls, tool="get_event", outcome="error") == 2
     assert value(found, "trailmap_http_requests_total", method="POST", route="/mcp") >= 4
 
 

@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from trailmap.mcp.arguments import RefuseUnknownArguments
 from trailmap.telemetry import ServerTelemetry
 
 if TYPE_CHECKING:
@@ -45,7 +46,11 @@ def install_server_metrics(
     telemetry = ServerTelemetry(database="sqlite" if db.is_sqlite else "postgresql")
     telemetry.registry.register(_PoolCollector(db))
     app.add_middleware(ServerMetricsMiddleware, telemetry=telemetry, routes=app.router.routes)
-    mcp_server.middleware.append(_tool_call_counter(telemetry, mcp_server))
+    # Outside Trailmap's own MCP middleware, so that the calls it answers itself (an unknown
+    # argument refused) are counted too.
+    chain = mcp_server.middleware
+    own = [i for i, m in enumerate(chain) if isinstance(m, RefuseUnknownArguments)]
+    chain.insert(own[0] if own else len(chain), _tool_call_counter(telemetry, mcp_server))
     app.state.server_telemetry = telemetry
 
     router = APIRouter(tags=["health"])
