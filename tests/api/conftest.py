@@ -1,5 +1,5 @@
 """Fixtures of the API tests."""
 
-from tests.api.otlp_common import otlp_client
+from tests.api.otlp_common import encoding, otlp_client
 
-__all__ = ["otlp_client"]
+__all__ = ["encoding", "otlp_client"]

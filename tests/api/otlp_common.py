@@ -33,6 +33,13 @@ async def otlp_client(settings: Settings, db: Database) -> AsyncIterator[httpx.A
         yield http
 
 
+@pytest.fixture(params=["protobuf", "json"])
+def encoding(request: pytest.FixtureRequest) -> str:
+    """The two encodings of OTLP/HTTP."""
+    value: str = request.param
+    return value
+
+
 class ChunkedBody:
     """A body without a length, sent in chunks, remembering how many the server pulled."""
 

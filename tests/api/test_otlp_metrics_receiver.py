@@ -195,12 +195,6 @@ class Shop:
         await anyio.to_thread.run_sync(self.provider.shutdown)
 
 
-@pytest.fixture(params=["protobuf", "json"])
-def encoding(request: pytest.FixtureRequest) -> str:
-    value: str = request.param
-    return value
-
-
 @pytest.fixture
 def wire(otlp_client: httpx.AsyncClient) -> AppTransport:
     return AppTransport(otlp_client)

@@ -355,6 +355,8 @@ def test_a_data_command_on_a_database_never_migrated_says_to_run_db_upgrade(
     assert result.exit_code == 1
     assert "has no Trailmap tables yet: run `trailmap db upgrade` first" in result.stderr
     assert "Traceback" not in result.output
+    # The refusal is click's own exit, not an exception the runner caught on its way out.
+    assert isinstance(result.exception, SystemExit)
     # Nothing was created behind the refusal: the database is still unmigrated.
     assert "at revision none" in invoke(empty_database_url, "db", "check").stderr
 

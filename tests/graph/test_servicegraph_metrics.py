@@ -51,7 +51,7 @@ from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMe
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 
-from tests.api.otlp_common import JSON, PROTOBUF, otlp_client
+from tests.api.otlp_common import JSON, PROTOBUF, encoding, otlp_client
 from tests.api.test_otlp_metrics_receiver import METRICS, AppTransport, real_exporter
 from tests.conftest import Tenant
 from tests.factories import make_key, make_org
@@ -71,7 +71,7 @@ from trailmap.storage.tables import (
 from trailmap.timeline.retention import purge_expired_events
 
 pytestmark = pytest.mark.anyio
-__all__ = ["otlp_client"]
+__all__ = ["encoding", "otlp_client"]
 
 GRAPH = "/api/v1/graph"
 SCOPE = "traces_service_graph"
@@ -146,7 +146,9 @@ class Connector:
         self.server.record(server_s, labels)
 
     async def flush(self) -> None:
+        before = len(self.wire.exchanges)
         assert await anyio.to_thread.run_sync(self.provider.force_flush)
+        assert len(self.wire.exchanges) > before, "the flush sent nothing"
         last = self.wire.exchanges[-1]
         # Accepted whole: no partial success to report.
         assert (last.status, last.answer) in ((200, b""), (200, b"{}")), last.answer
@@ -188,12 +190,6 @@ async def connectors(
     yield made
     for connector in made.made:
         await connector.close()
-
-
-@pytest.fixture(params=["protobuf", "json"])
-def encoding(request: pytest.FixtureRequest) -> str:
-    value: str = request.param
-    return value
 
 
 # -- the connector's exports, built by hand ---------------------------------------------------
@@ -1179,16 +1175,15 @@ def test_latency_buckets_keep_every_call(counts: list[int]) -> None:
     assert sum(found) == sum(counts)
 
 
-def sample_of(labels: Mapping[str, Any], metric_name: str = CLIENT) -> EdgeSample:
-    return edge_sample(
-        metric_name=metric_name,
-        attributes=labels,
-        resource_environment=None,
-        start_us=1,
-        time_us=2,
-        cumulative=True,
-        count=1.0,
-    )
+def sample_of(labels: Mapping[str, Any], metric_name: str = CLIENT, **overrides: Any) -> EdgeSample:
+    fields: dict[str, Any] = {
+        "resource_environment": None,
+        "start_us": 1,
+        "time_us": 2,
+        "cumulative": True,
+        "count": 1.0,
+    }
+    return edge_sample(metric_name=metric_name, attributes=labels, **(fields | overrides))
 
 
 def test_a_series_key_is_the_same_whatever_the_order_of_the_attributes() -> None:
@@ -1200,26 +1195,9 @@ def test_a_series_key_is_the_same_whatever_the_order_of_the_attributes() -> None
     assert sample_of(labels, SERVER).series_key != key
     assert sample_of({**labels, "failed": True}).series_key != key
     # One Collector's total: another instance, or another start, is another series.
-    other = edge_sample(
-        metric_name=CLIENT,
-        attributes=labels,
-        resource_environment=None,
-        instance="collector-2",
-        start_us=1,
-        time_us=2,
-        cumulative=True,
-        count=1.0,
-    )
+    other = sample_of(labels, instance="collector-2")
     assert other.series_key != key
-    restarted = edge_sample(
-        metric_name=CLIENT,
-        attributes=labels,
-        resource_environment=None,
-        start_us=3,
-        time_us=4,
-        cumulative=True,
-        count=1.0,
-    )
+    restarted = sample_of(labels, start_us=3, time_us=4)
     assert restarted.series_key != key
 
 
@@ -1242,7 +1220,7 @@ def test_a_data_point_the_connector_cannot_send_is_refused(
 
 
 async def test_a_new_version_in_the_service_version_dimension_is_one_deployment(
-    connectors: Connectors, otlp_client: httpx.AsyncClient, db: Database, tenant: Tenant
+    connectors: Connectors, otlp_client: httpx.AsyncClient, tenant: Tenant
 ) -> None:
     """With `service.version` among the connector's dimensions, a version new for a
     service is a deployment detected from traces, as a span's resource makes it; the first

@@ -28,7 +28,7 @@ from trailmap.graph.stats import Stats
 from trailmap.storage import Connection, Database
 from trailmap.storage import events as event_store
 from trailmap.storage import graph as store
-from trailmap.timeline.events import validate_event
+from trailmap.timeline.events import DETECTED_SOURCE_PREFIX, validate_event
 
 __all__ = [
     "GraphRows",
@@ -395,7 +395,7 @@ def _add_deployments(
         event = {
             "specversion": "1.0",
             "id": f"{environment}/{service}/{version}"[:200],
-            "source": f"otel://{service}"[:500],
+            "source": f"{DETECTED_SOURCE_PREFIX}{service}"[:500],
             "type": "deployment",
             "time": datetime.fromtimestamp(first_us / _US, tz=UTC).isoformat(),
             "subject": environment[:50],

@@ -282,10 +282,10 @@ async def _recent_changes(
     )
     page = await timeline.query_events(db, q.principal, query, default_timezone=q.default_timezone)
     keep = (
-        *("id", "time", "time_relative", "type", "version", "subject", "description", "source"),
-        "also_reported_by",
+        *("id", "time", "time_relative", "type", "version", "subject", "description"),
+        *("source", "also_reported_by"),
     )
-    changes = timeline.one_per_change([dict(e) for e in page.events])
+    changes = timeline.one_per_change(page.events)
     return [{k: e[k] for k in keep if e.get(k) is not None} for e in changes]
 
 

@@ -32,11 +32,11 @@ class RefuseUnknownArguments:
         params = ctx.params
         if ctx.method == "tools/call" and params is not None:
             name, arguments = params.get("name"), params.get("arguments")
-            if isinstance(name, str) and isinstance(arguments, Mapping):
-                taken = (await self._arguments()).get(name)
-                unknown = sorted(str(a) for a in arguments if taken is not None and a not in taken)
-                if unknown and taken is not None:
-                    return _refusal(name, unknown, taken)
+            taken = (await self._arguments()).get(name) if isinstance(name, str) else None
+            if taken is not None and isinstance(arguments, Mapping):
+                unknown = sorted(str(a) for a in arguments if a not in taken)
+                if unknown:
+                    return _refusal(str(name), unknown, taken)
         return await call_next(ctx)
 
     async def _arguments(self) -> dict[str, tuple[str, ...]]:

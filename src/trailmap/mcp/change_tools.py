@@ -17,6 +17,7 @@ from trailmap.graph import near, queries
 from trailmap.mcp.registry import from_argument, read_only_tool, tool_result
 from trailmap.metrics import around
 from trailmap.storage import Database
+from trailmap.timeline.events import DETECTED_SOURCE_PREFIX
 
 __all__ = ["register_change_tools"]
 
@@ -30,7 +31,8 @@ def _metric_line(metric: dict[str, Any]) -> str:
 
 def _change_line(change: dict[str, Any]) -> str:
     event = change["event"]
-    traces = any(str(s).startswith("otel://") for s in event.get("also_reported_by", ()))
+    also_by = event.get("also_reported_by", ())
+    traces = any(str(s).startswith(DETECTED_SOURCE_PREFIX) for s in also_by)
     also = ", its version also seen in traces" if traces else ""
     return f"- {change['reason']} (event {event['id']}, {event['time']}{also})"
 

@@ -23,6 +23,7 @@ from trailmap.timeline.times import TimeExpressionError, parse_event_time
 
 __all__ = [
     "CORE_ATTRIBUTES",
+    "DETECTED_SOURCE_PREFIX",
     "SEVERITIES",
     "EventRow",
     "derive_service",
@@ -30,6 +31,9 @@ __all__ = [
 ]
 
 SEVERITIES: Final = ("LOW", "MINOR", "MAJOR", "CRITICAL")
+# The source of a deployment Trailmap detected itself (a new service.version in traces):
+# `otel://<service>`.
+DETECTED_SOURCE_PREFIX: Final = "otel://"
 
 CORE_ATTRIBUTES: Final = frozenset(
     {

@@ -22,7 +22,7 @@ from trailmap.errors import NotFound, ValidationFailed
 from trailmap.storage import Connection, Database
 from trailmap.storage import events as store
 from trailmap.storage.events import EventFilter
-from trailmap.timeline.events import SEVERITIES
+from trailmap.timeline.events import DETECTED_SOURCE_PREFIX, SEVERITIES
 from trailmap.timeline.times import (
     TimeExpressionError,
     format_local_time,
@@ -427,21 +427,17 @@ def one_per_change(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     kept, being the richer one."""
     kept: set[int] = set()
     seen: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for event in sorted(events, key=lambda e: str(e["source"]).startswith("otel://")):
-        version = event.get("version")
-        key = (event["type"], event.get("service") or "", version or "")
-        first = seen.get(key) if version else None
-        if (
-            first is not None
-            and abs(_time_us(first["time"]) - _time_us(event["time"])) <= _SAME_CHANGE_US
-        ):
-            first.setdefault("also_reported_by", []).append(event["source"])
-            continue
-        if version:
+    for event in sorted(events, key=lambda e: str(e["source"]).startswith(DETECTED_SOURCE_PREFIX)):
+        if version := event.get("version"):
+            key = (event["type"], event.get("service") or "", version)
+            first = seen.get(key)
+            if first is not None and abs(_time_us(first) - _time_us(event)) <= _SAME_CHANGE_US:
+                first.setdefault("also_reported_by", []).append(event["source"])
+                continue
             seen[key] = event
         kept.add(id(event))
     return [event for event in events if id(event) in kept]
 
 
-def _time_us(text: str) -> int:
-    return int(datetime.fromisoformat(text).timestamp() * 1_000_000)
+def _time_us(event: dict[str, Any]) -> int:
+    return clock.to_us(datetime.fromisoformat(event["time"]))
