@@ -16,11 +16,12 @@ import pytest
 from tests.api.test_error_shape import assert_error_shape
 from tests.conftest import Tenant
 from tests.factories import event
+from tests.upstream import UPSTREAM
 
 pytestmark = pytest.mark.anyio
 
 EVENTS = "/api/v1/events"
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
+FIXTURES = UPSTREAM
 CDEVENTS = sorted((FIXTURES / "cdevents").glob("*.json"))
 # The mapped type of each CDEvents fixture.
 CDEVENT_TYPES = {

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.upstream import UPSTREAM
 from trailmap.timeline.cdevents import (
     CDEventFields,
     cdevent_to_cloudevent,
@@ -18,8 +19,7 @@ from trailmap.timeline.cdevents import (
     map_cdevents_type,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = REPO_ROOT.parent / "shared" / "fixtures" / "cdevents"
+FIXTURES = UPSTREAM / "cdevents"
 FIXTURE_PATHS = sorted(FIXTURES.glob("*.json"))
 SHA = "sha256:0b31b1c02ff458ad9b7b81cbdf8f028bd54699fa151f221d1e8de6817db934"
 

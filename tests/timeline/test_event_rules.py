@@ -13,13 +13,14 @@ import orjson
 import pytest
 
 from tests.factories import event
+from tests.upstream import UPSTREAM
 from trailmap import clock
 from trailmap.errors import ErrorDetail
 from trailmap.timeline.events import EventRow, validate_event
 
 NOW = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 MAX_BYTES = 10 * 1024
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
+FIXTURES = UPSTREAM
 CDEVENTS = sorted((FIXTURES / "cdevents").glob("*.json"))
 
 
