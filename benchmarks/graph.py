@@ -39,12 +39,12 @@ from importlib.metadata import version
 
 import rustworkx as rx
 
-from trailmap.graph.algorithms import RankBy, find_paths, impact, rank
+from trailmap.graph.ask.algorithms import RankBy, find_paths, impact, rank
 from trailmap.graph.memory import GraphSnapshot
 from trailmap.graph.model import Edge, EdgeKind, Node, NodeKind, edge_id, node_id
 
 ORG = "bench-org"
-# How many impacted nodes get_impact lists by default, and at most (graph/queries.py).
+# How many impacted nodes get_impact lists by default, and at most (graph/ask/queries.py).
 _LISTED = 50
 _MOST_LISTED = 100
 TIERS = 6

@@ -12,7 +12,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from trailmap.demo_traces import DEFAULT_RELEASES, SERVICES, Release, shop_traces
+from trailmap.demo.traces import DEFAULT_RELEASES, SERVICES, Release, shop_traces
 
 NOW = datetime(2025, 6, 12, 14, 30, tzinfo=UTC)
 WEEK_AGO = NOW - timedelta(days=7)

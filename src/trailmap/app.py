@@ -10,22 +10,22 @@ from typing import Any
 import anyio
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from mcp.server.mcpserver import Context
+from mcp.server.mcpserver import Context, MCPServer
 from starlette.routing import Route
 
 from trailmap import __version__
-from trailmap.accounts import Principal
-from trailmap.api import events, graph, health, metrics, otlp, otlp_metrics, setup
-from trailmap.api.context import AppContext
+from trailmap.accounts import Principal, authenticate
+from trailmap.api import events, graph, health, metrics, otlp, otlp_metrics
 from trailmap.api.docs import install_docs
-from trailmap.api.errors import install_error_handlers
 from trailmap.api.near_misses import near_misses
 from trailmap.api.schemas import CloudEventIn
 from trailmap.api.server_metrics import install_server_metrics
-from trailmap.console import consent, keys, login
+from trailmap.console import consent, keys, login, setup
 from trailmap.console.consent import CONSENT_PATH
 from trailmap.errors import Unauthorized
-from trailmap.graph.pairing import TraceIngestion
+from trailmap.graph.learn.pairing import TraceIngestion
+from trailmap.http.context import AppContext
+from trailmap.http.errors import install_error_handlers
 from trailmap.jobs.pairing import close_ingestion, run_ingestion_stores, run_pairing_sweeps
 from trailmap.jobs.retention import run_retention_purges
 from trailmap.mcp import McpEndpoint, build_mcp_server
@@ -34,8 +34,9 @@ from trailmap.oauth.provider import TrailmapOAuthProvider
 from trailmap.oauth.routes import oauth_routes
 from trailmap.settings import Settings
 from trailmap.storage import Database
+from trailmap.telemetry import ServerTelemetry
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "open_database", "stdio_mcp_server"]
 
 log = logging.getLogger(__name__)
 
@@ -49,21 +50,52 @@ Every response is `{"success": true, "data": ...}`; every error is
 """
 
 
-def create_app(settings: Settings | None = None, *, database: Database | None = None) -> FastAPI:
-    settings = settings or Settings()
-    db = database or Database(
+def open_database(settings: Settings) -> Database:
+    """The database `settings` name, opened as every app node and CLI command opens it."""
+    return Database(
         settings.database_url,
         pool_size=settings.db_pool_size,
         sqlite_synchronous=settings.sqlite_synchronous,
         statement_timeout_ms=settings.db_statement_timeout_ms,
     )
 
+
+def stdio_mcp_server(settings: Settings, db: Database, api_key: str) -> MCPServer:
+    """The MCP tools for the organization of `api_key`, to serve over stdio; the key is
+    checked on every call, so a revoked key stops the next one."""
+
+    async def principal_of(_ctx: Context) -> Principal:
+        return await authenticate(db, api_key)
+
+    return build_mcp_server(
+        db,
+        principal_of,
+        default_timezone=settings.default_timezone,
+        graph_stale_after_days=settings.graph_stale_after_days,
+        secret_key=_secret_key(settings),
+    )
+
+
+def _secret_key(settings: Settings) -> str | None:
+    return settings.secret_key.get_secret_value() if settings.secret_key else None
+
+
+def create_app(settings: Settings | None = None, *, database: Database | None = None) -> FastAPI:
+    settings = settings or Settings()
+    db = database or open_database(settings)
+
+    telemetry = (
+        ServerTelemetry(database="sqlite" if db.is_sqlite else "postgresql")
+        if settings.metrics_enabled
+        else None
+    )
     mcp_server = build_mcp_server(
         db,
         _principal_from_request,
         default_timezone=settings.default_timezone,
         graph_stale_after_days=settings.graph_stale_after_days,
-        secret_key=settings.secret_key.get_secret_value() if settings.secret_key else None,
+        secret_key=_secret_key(settings),
+        telemetry=telemetry,
     )
     mcp_server.streamable_http_app(
         stateless_http=True, json_response=True, transport_security=transport_security(settings)
@@ -132,23 +164,16 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     # The MCP server itself, for embedders (the MCP benchmark adds its no-op floor tool).
     app.state.mcp_server = mcp_server
     install_error_handlers(app)
-    app.include_router(health.router)
-    app.include_router(events.router)
-    app.include_router(otlp.router)
-    app.include_router(otlp_metrics.router)
-    app.include_router(graph.router)
-    app.include_router(metrics.router)
-    app.include_router(setup.router)
-    app.include_router(login.router)
-    app.include_router(consent.router)
-    app.include_router(keys.router)
+    for face in (health, events, otlp, otlp_metrics, graph, metrics, setup, login, consent, keys):
+        app.include_router(face.router)
     app.router.routes.extend(oauth_routes(oauth))
     install_docs(app)
     endpoint = McpEndpoint(session_manager, db, settings, oauth)
     # Both spellings are served as they are: a redirect would lose the POST on some clients.
     app.router.routes.append(Route("/mcp", endpoint=endpoint))
     app.router.routes.append(Route("/mcp/", endpoint=endpoint))
-    install_server_metrics(app, db=db, mcp_server=mcp_server, enabled=settings.metrics_enabled)
+    if telemetry is not None:
+        install_server_metrics(app, db=db, telemetry=telemetry)
     app.include_router(near_misses(settings))
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -1,7 +1,5 @@
-"""The errors Trailmap's domain raises, each with the code and status of the one error shape.
-
-Faces render them; nothing else decides which status a failure gets (INTERFACES.md).
-"""
+"""The errors Trailmap's domain raises, each with the code and status of the one error shape;
+faces render them, and nothing else decides which status a failure gets (docs/interfaces.md)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
-"""Trailmap's one typed settings object, read from `TRAILMAP_*` environment variables.
-
-Built once, by whoever starts the app (the CLI or a test), and handed to `create_app(settings)`.
-"""
+"""Trailmap's one typed settings object, read from `TRAILMAP_*` environment variables, built
+once by whoever starts the app (the CLI or a test) and handed to `create_app(settings)`."""
 
 from __future__ import annotations
 

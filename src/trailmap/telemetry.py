@@ -1,14 +1,5 @@
 """The server's own counters (what it ingested, which MCP tools were called), which domain
-code adds to without knowing which app it runs in.
-
-Each app has its own `ServerTelemetry` (its own Prometheus registry, so several apps in one
-process never collide). The app's HTTP middleware makes it current for the request; the
-`count_*` functions add to the current one and do nothing when there is none (the CLI, the
-demo loader, tests that call the domain directly, or `TRAILMAP_METRICS_ENABLED=false`).
-
-No label ever holds an organization, a user, a key or a raw path: /metrics is read without
-credentials, like every Prometheus exporter, and its label values stay few.
-"""
+code adds to without knowing which app it runs in (docs/internals.md)."""
 
 from __future__ import annotations
 

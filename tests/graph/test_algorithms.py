@@ -14,8 +14,8 @@ import rustworkx as rx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trailmap.graph import algorithms
-from trailmap.graph.algorithms import (
+from trailmap.graph.ask import algorithms
+from trailmap.graph.ask.algorithms import (
     find_paths,
     impact,
     mermaid,

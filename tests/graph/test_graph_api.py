@@ -3,7 +3,7 @@ tests/graph/test_traces_to_graph.py made by the real OpenTelemetry SDK, encoded 
 encoder and ingested one service at a time, then asked what a person or a model asks.
 
 MCP answers come from the official `mcp` SDK client and must equal the REST answers, since
-both faces render the same function of graph/queries.py.
+both faces render the same function of graph/ask/queries.py.
 """
 
 from __future__ import annotations
@@ -41,8 +41,7 @@ from tests.graph.test_traces_to_graph import (
 from tests.server import module_database
 from trailmap import clock
 from trailmap.app import create_app
-from trailmap.graph.ingest import ingest_traces
-from trailmap.graph.pairing import sweep_pending
+from trailmap.graph.learn.pairing import ingest_traces, sweep_pending
 from trailmap.settings import Settings
 from trailmap.storage import Database, migrate
 

@@ -25,7 +25,7 @@ from trailmap import clock
 from trailmap.accounts import Principal
 from trailmap.app import create_app
 from trailmap.errors import Unavailable
-from trailmap.graph.pairing import TraceIngestion, sweep_pending
+from trailmap.graph.learn.pairing import TraceIngestion, sweep_pending
 from trailmap.settings import Settings
 from trailmap.storage import Connection, Database
 from trailmap.storage import graph as store

@@ -1,4 +1,4 @@
-"""The Collector's servicegraph connector, end to end (graph/servicegraph.py).
+"""The Collector's servicegraph connector, end to end (graph/learn/servicegraph.py).
 
 What the connector sends is made two ways. The OpenTelemetry SDK's own metrics pipeline, under
 the connector's names, scope and attributes with an empty resource, exported by the official
@@ -57,9 +57,11 @@ from tests.conftest import Tenant
 from tests.factories import make_key, make_org
 from tests.ingest.test_otlp_metrics_decoding import attributes
 from trailmap import clock
+from trailmap.graph.learn.servicegraph import EdgeSample
 from trailmap.graph.model import DEFAULT_ENVIRONMENT, edge_id, node_id
-from trailmap.graph.servicegraph import EdgeSample, edge_sample, latency_buckets
 from trailmap.graph.stats import bucket_of
+from trailmap.ingest.servicegraph import edge_sample, latency_buckets
+from trailmap.jobs.retention import purge_expired
 from trailmap.storage import Connection, Database
 from trailmap.storage.tables import (
     LATENCY_BUCKETS,
@@ -68,7 +70,6 @@ from trailmap.storage.tables import (
     graph_minutes,
     graph_nodes,
 )
-from trailmap.timeline.retention import purge_expired_events
 
 pytestmark = pytest.mark.anyio
 __all__ = ["encoding", "otlp_client"]
@@ -1137,9 +1138,9 @@ async def test_the_retention_purge_deletes_running_totals_not_received_within_th
 
     # The cutoff is the stopped total's time: kept; a microsecond later, gone.
     cutoff_at_old = clock.from_us(old_us) + timedelta(days=days)
-    await purge_expired_events(db, now=cutoff_at_old)
+    await purge_expired(db, now=cutoff_at_old)
     assert [c.time_us for c in await cursors(db)] == [old_us, now_us]
-    await purge_expired_events(db, now=cutoff_at_old + timedelta(microseconds=1))
+    await purge_expired(db, now=cutoff_at_old + timedelta(microseconds=1))
     assert [c.time_us for c in await cursors(db)] == [now_us]
 
 

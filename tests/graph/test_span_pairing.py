@@ -24,9 +24,8 @@ from tests.factories import principal_for
 from tests.graph.test_traces_to_graph import PROPAGATOR, Fleet, http_call
 from trailmap import clock
 from trailmap.accounts import Principal
-from trailmap.graph.ingest import TraceIngestResult, ingest_traces
-from trailmap.graph.pairing import sweep_pending
-from trailmap.graph.spans import observe_request
+from trailmap.graph.learn.pairing import TraceIngestResult, ingest_traces, sweep_pending
+from trailmap.graph.learn.spans import observe_request
 from trailmap.storage import Connection, Database
 from trailmap.storage import graph as store
 

@@ -1,4 +1,4 @@
-"""The receiver's own reading of a trace export (`decode_span_batch`, graph/spans.py's
+"""The receiver's own reading of a trace export (`decode_span_batch`, graph/learn/spans.py's
 `SpanBatch`): the same bytes as `ExportTraceServiceRequest`, with only the fields the graph's
 rules read, and each span's attributes as a map to their encoded values. What the real
 OpenTelemetry SDK encodes must read exactly as the full request does."""
@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from trailmap.errors import PayloadTooLarge, ValidationFailed
-from trailmap.graph.spans import observe_request
+from trailmap.graph.learn.spans import observe_request
 from trailmap.ingest.otlp import decode_span_batch
 from trailmap.ingest.otlp_body import JSON, PROTOBUF
 

@@ -23,11 +23,11 @@ from tests.timeline.test_retention import metric_times, remaining, row_at
 from trailmap.accounts import Organization, get_org
 from trailmap.accounts.organizations import set_retention
 from trailmap.app import create_app
+from trailmap.jobs.retention import purge_expired
 from trailmap.settings import Settings
 from trailmap.storage import Connection, Database
 from trailmap.storage.events import insert_events
 from trailmap.storage.metrics import add_points, add_series
-from trailmap.timeline.retention import purge_expired_events
 
 pytestmark = pytest.mark.anyio
 
@@ -74,7 +74,7 @@ async def test_the_purge_deletes_exactly_what_is_outside_each_window_while_inges
 
     async def purge() -> None:
         await purging.wait()
-        reports.extend([await purge_expired_events(db, now=now) for _ in range(PURGES)])
+        reports.extend([await purge_expired(db, now=now) for _ in range(PURGES)])
         purged.set()
 
     async def ingest(n: int) -> None:

@@ -21,6 +21,7 @@ from trailmap.accounts import Organization, get_org
 from trailmap.accounts.organizations import set_retention
 from trailmap.cli.main import cli
 from trailmap.errors import NotFound
+from trailmap.jobs.retention import purge_expired
 from trailmap.storage import Connection, Database
 from trailmap.storage.events import insert_events
 from trailmap.storage.metrics import add_points, add_series
@@ -32,7 +33,6 @@ from trailmap.timeline.queries import (
     query_events,
     summarize_events,
 )
-from trailmap.timeline.retention import purge_expired_events
 
 pytestmark = pytest.mark.anyio
 
@@ -188,7 +188,7 @@ async def test_the_purge_deletes_exactly_what_is_outside_each_organizations_wind
     )
     await put(db, year, [row_at(NOW - 366 * days, "y-366d"), row_at(NOW - 300 * days, "y-300d")])
 
-    report = await purge_expired_events(db, now=NOW)
+    report = await purge_expired(db, now=NOW)
     assert (report.organizations, report.deleted) == (3, 4)
     assert remaining(db) == {
         free.id: {"f-edge", "f-1d"},
@@ -196,7 +196,7 @@ async def test_the_purge_deletes_exactly_what_is_outside_each_organizations_wind
         year.id: {"y-300d"},
     }
 
-    again = await purge_expired_events(db, now=NOW)
+    again = await purge_expired(db, now=NOW)
     assert again.deleted == 0
 
 
@@ -210,7 +210,7 @@ async def test_the_purge_leaves_other_organizations_alone_when_it_deletes_many(
     # The same producer ids in another organization with a longer window.
     await put(db, other, [row_at(old, f"old-{i}") for i in range(120)])
 
-    report = await purge_expired_events(db, now=NOW)
+    report = await purge_expired(db, now=NOW)
     assert report.deleted == 120
     assert remaining(db) == {other.id: {f"old-{i}" for i in range(120)}}
 
@@ -269,7 +269,7 @@ async def test_the_purge_deletes_metric_points_and_span_minutes_outside_each_win
         ]
         db.write_sync(_metric_rows, org.id, points, minutes)
 
-    report = await purge_expired_events(db, now=NOW)
+    report = await purge_expired(db, now=NOW)
     assert report.deleted_points == 2 * 2 + 2 * 1  # free: 40 and 8 days, twice; month: 40
     assert metric_times(db) == {
         free.id: sorted([now_us - 6 * day_us, now_us - day_us] * 2),

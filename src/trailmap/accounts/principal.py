@@ -1,7 +1,5 @@
-"""The `Principal`: who is calling, for which organization, with which scopes.
-
-Resolved once per request by a face and handed to the domain, which never looks further.
-"""
+"""The `Principal`: who is calling, for which organization, with which scopes. Resolved once per
+request by a face and handed to the domain, which never looks further."""
 
 from __future__ import annotations
 

@@ -5,22 +5,27 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
+from trailmap import clock
 from trailmap.accounts.plans import Plan
+from trailmap.accounts.principal import Principal
 from trailmap.errors import QuotaExceeded
-from trailmap.storage import Connection
+from trailmap.storage import Connection, Database
 from trailmap.storage import usage as store
 
 __all__ = [
     "Metric",
     "check_and_count",
+    "count_mcp_call",
     "day_period",
     "month_period",
     "refusal",
     "remaining",
     "seconds_until_reset",
+    "usage_this_month",
 ]
 
 Metric = Literal["events", "mcp_calls"]
+_METRICS: tuple[Metric, ...] = ("events", "mcp_calls")
 
 
 def day_period(now: datetime) -> str:
@@ -98,3 +103,26 @@ def check_and_count(
         store.add_usage(conn, org_id, f"{metric}/day", day_period(now), granted)
         store.add_usage(conn, org_id, f"{metric}/month", month_period(now), granted)
     return granted
+
+
+async def count_mcp_call(db: Database, principal: Principal) -> None:
+    """Count one MCP tool call against the plan's monthly quota, or refuse it (429)."""
+    if principal.plan.mcp_calls_per_month is not None:
+        await db.write(_count_call, principal)
+
+
+def _count_call(conn: Connection, principal: Principal) -> None:
+    now = clock.now()
+    granted = check_and_count(conn, principal.org_id, principal.plan, "mcp_calls", 1, now)
+    if granted == 0:
+        raise refusal(principal.plan, "mcp_calls", conn, principal.org_id, now)
+
+
+async def usage_this_month(db: Database, org_id: str, now: datetime) -> dict[Metric, int]:
+    """What the organization has used of each metered quantity since the month began."""
+    month = month_period(now)
+
+    def _read(conn: Connection) -> dict[Metric, int]:
+        return {m: store.get_usage(conn, org_id, f"{m}/month", month) for m in _METRICS}
+
+    return await db.read(_read)

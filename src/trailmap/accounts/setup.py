@@ -1,7 +1,5 @@
-"""First-run setup: a one-time link, printed by `trailmap serve`, that creates the owner.
-
-Only the link's hash is stored. It works until an owner exists, and exactly once.
-"""
+"""First-run setup: a one-time link, printed by `trailmap serve`, that creates the owner. Only the
+link's hash is stored; it works until an owner exists, and exactly once."""
 
 from __future__ import annotations
 

@@ -1,14 +1,5 @@
-"""Signing in to the console: passwords checked with a growing back-off, sessions in the DB.
-
-Failures are counted per e-mail address and per client address, in the database so that every
-app node shares the count. After `FREE_FAILURES` failures for an address (or
-`FREE_FAILURES_PER_CLIENT` from one client), each further failure doubles the wait before the
-next attempt is even checked, up to `MAX_BLOCK_SECONDS`. A blocked attempt is refused without
-looking at the password, so guessing gains nothing while blocked. The answer to a wrong
-password is the same whether or not the address has an account, and takes as long.
-
-A session is a random token in an HttpOnly cookie; only its SHA-256 is stored.
-"""
+"""Signing in to the console: passwords checked with a growing back-off, sessions in the DB
+(docs/internals.md)."""
 
 from __future__ import annotations
 

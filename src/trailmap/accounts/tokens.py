@@ -1,8 +1,5 @@
-"""The token format: `tmk_` + 32 random bytes in base62 + a 6-character CRC32 checksum.
-
-The checksum lets a secret scanner (or Trailmap itself, before any database work) tell a real
-token from a typo offline. Tokens are stored only as their SHA-256 hash.
-"""
+"""The token format: `tmk_` + 32 random bytes in base62 + a 6-character CRC32 checksum, so a
+typo is caught offline; only a token's SHA-256 is stored (docs/api.md, "Authentication")."""
 
 from __future__ import annotations
 

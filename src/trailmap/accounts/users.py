@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Literal, cast, get_args
 
 from trailmap import clock, ids
+from trailmap.accounts.memberships import membership_in
 from trailmap.accounts.organizations import get_org
 from trailmap.accounts.passwords import hash_password
 from trailmap.errors import Conflict, Forbidden, ValidationFailed
@@ -65,7 +66,7 @@ async def add_user(
             )
         else:
             user_id, created = existing["id"], False
-        if not created and store.is_member(conn, org.id, user_id):
+        if not created and membership_in(conn, user_id, org_id=org.id) is not None:
             raise Conflict(f"{email} is already a member of {org.slug}.")
         members = store.count_members(conn, org.id)
         if org.plan.members is not None and members >= org.plan.members:

@@ -8,19 +8,19 @@ from fastapi import APIRouter, Query, Request
 from starlette.datastructures import QueryParams
 from starlette.responses import Response
 
-from trailmap.api.auth import CurrentPrincipal
-from trailmap.api.body import read_json_body
-from trailmap.api.context import context_of
-from trailmap.api.errors import error_response
-from trailmap.api.responses import ok
 from trailmap.api.schemas import (
-    ErrorBody,
     EventBody,
     EventPageBody,
     IngestBody,
     SummaryBody,
 )
 from trailmap.errors import ValidationFailed
+from trailmap.http.auth import CurrentPrincipal
+from trailmap.http.body import read_json_body
+from trailmap.http.context import context_of
+from trailmap.http.errors import error_response
+from trailmap.http.openapi import error_responses
+from trailmap.http.responses import ok
 from trailmap.timeline.ingest import ingest_events, require_some_items
 from trailmap.timeline.queries import (
     DEFAULT_LIMIT,
@@ -37,16 +37,7 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/api/v1/events", tags=["events"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody, "description": text}
-    for code, text in (
-        (400, "Invalid input: each problem is listed in details, with its field"),
-        (401, "Missing, malformed, revoked or expired API key"),
-        (403, "The key's scope does not allow this"),
-        (429, "Over the plan's quota; retry after Retry-After seconds"),
-        (503, "The database is not answering; retry after Retry-After seconds"),
-    )
-}
+_ERRORS = error_responses(400, 401, 403, 429, 503)
 
 _BATCH_DOC = {
     "requestBody": {
@@ -87,8 +78,7 @@ _BATCH_DOC = {
     response_model=IngestBody,
     responses={
         201: {"model": IngestBody, "description": "Every new event was stored"},
-        413: {"model": ErrorBody, "description": "The body is over the size limit"},
-        415: {"model": ErrorBody, "description": "Not a JSON content type"},
+        **error_responses(413, 415, saying={415: "Not a JSON content type"}),
         **_ERRORS,
     },
     openapi_extra=_BATCH_DOC,
@@ -121,20 +111,7 @@ def _split(values: list[str]) -> list[str]:
     return [part for value in values for part in value.split(",") if part.strip()]
 
 
-def render_range(time_range: TimeRange, empty: bool) -> dict[str, Any]:
-    note = None
-    if time_range.before_retention:
-        note = (
-            "The whole range is older than this organization's retention window; the oldest "
-            f"time that can be asked is {format_time(time_range.retention_start, time_range.tz)}."
-        )
-    elif time_range.clipped:
-        note = (
-            "The range starts before the retention window; it was shortened to start at "
-            f"{format_time(time_range.retention_start, time_range.tz)}."
-        )
-    elif empty:
-        note = "No events match in this range."
+def render_range(time_range: TimeRange, note: str | None) -> dict[str, Any]:
     return {
         "from": format_time(time_range.effective_start, time_range.tz),
         "to": format_time(time_range.end, time_range.tz),
@@ -223,7 +200,7 @@ async def list_events(request: Request, principal: CurrentPrincipal) -> Response
         {
             "events": page.events,
             "next_cursor": page.next_cursor,
-            "range": render_range(page.range, empty=not page.events),
+            "range": render_range(page.range, page.note),
         }
     )
 
@@ -253,7 +230,7 @@ async def events_summary(
     return ok(
         {
             **summary.counts_json(),
-            "range": render_range(summary.range, empty=summary.total == 0),
+            "range": render_range(summary.range, summary.note),
         }
     )
 
@@ -263,7 +240,7 @@ async def events_summary(
     summary="One event, with its data",
     response_model=EventBody,
     responses={
-        404: {"model": ErrorBody, "description": "No such event in this organization"},
+        **error_responses(404, saying={404: "No such event in this organization"}),
         **_ERRORS,
     },
 )

@@ -1,23 +1,25 @@
-"""`/api/v1/graph`: the architecture graph's questions over REST, answered by graph/queries.py
+"""`/api/v1/graph`: the architecture graph's questions over REST, answered by graph/ask/queries.py
 exactly as the MCP tools answer them."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 from starlette.responses import Response
 
 from trailmap.accounts import Principal
-from trailmap.api.auth import CurrentPrincipal
-from trailmap.api.context import context_of
-from trailmap.api.responses import ok
-from trailmap.api.schemas import ErrorBody
-from trailmap.graph import near, queries
-from trailmap.graph.algorithms import Direction, RankBy
+from trailmap.graph.ask import near, queries
+from trailmap.graph.ask.algorithms import Direction, RankBy
 from trailmap.graph.model import EdgeKind, NodeKind
-from trailmap.storage import Database
+from trailmap.http.auth import CurrentPrincipal
+from trailmap.http.context import context_of
+from trailmap.http.openapi import error_responses
+from trailmap.http.responses import ok
+
+if TYPE_CHECKING:
+    from trailmap.storage import Database
 
 __all__ = ["router"]
 
@@ -29,15 +31,9 @@ class GraphAnswer(BaseModel):
     data: dict[str, Any]
 
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody, "description": text}
-    for code, text in (
-        (400, "Invalid input: each problem is listed in details, with its field"),
-        (401, "Missing, malformed, revoked or expired API key"),
-        (404, "No node by that name (the message suggests close names)"),
-        (503, "The database is not answering; retry after Retry-After seconds"),
-    )
-}
+_ERRORS = error_responses(
+    400, 401, 404, 503, saying={404: "No node by that name (the message suggests close names)"}
+)
 
 At = Annotated[
     str | None,

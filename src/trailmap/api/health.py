@@ -6,8 +6,8 @@ import anyio.to_thread
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from trailmap.api.context import context_of
-from trailmap.api.responses import ok
+from trailmap.http.context import context_of
+from trailmap.http.responses import ok
 
 __all__ = ["router"]
 

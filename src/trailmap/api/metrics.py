@@ -9,18 +9,17 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 from starlette.responses import Response
 
-from trailmap.api.auth import CurrentPrincipal
-from trailmap.api.body import read_json_body
-from trailmap.api.context import context_of
-from trailmap.api.errors import error_response
-from trailmap.api.responses import ok
-from trailmap.api.schemas import ErrorBody
 from trailmap.errors import ValidationFailed
+from trailmap.http.auth import CurrentPrincipal
+from trailmap.http.body import read_json_body
+from trailmap.http.context import context_of
+from trailmap.http.errors import error_response
+from trailmap.http.openapi import error_responses
+from trailmap.http.responses import ok
 from trailmap.metrics import around
-from trailmap.metrics.points import record_points
+from trailmap.metrics.points import pushed_metric_names, record_points
 from trailmap.metrics.settings import read_settings, render_settings, update_settings
 from trailmap.settings import Settings
-from trailmap.storage import metrics as store
 
 __all__ = ["router"]
 
@@ -32,15 +31,7 @@ class MetricsAnswer(BaseModel):
     data: dict[str, Any]
 
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody, "description": text}
-    for code, text in (
-        (400, "Invalid input: each problem is listed in details, with its field"),
-        (401, "Missing, malformed, revoked or expired API key"),
-        (403, "The key's scope does not allow this"),
-        (503, "The database is not answering; retry after Retry-After seconds"),
-    )
-}
+_ERRORS = error_responses(400, 401, 403, 503)
 
 _POINT = {
     "type": "object",
@@ -122,12 +113,8 @@ async def metric_names(
     service: Annotated[str, Query(max_length=200)],
     subject: Annotated[str, Query(max_length=50, description="The environment")] = "default",
 ) -> Response:
-    ctx = context_of(request)
-    for field, value in (("service", service), ("subject", subject)):
-        if any(ord(ch) < 32 for ch in value):
-            raise ValidationFailed.field(field, "must not contain control characters")
-    names = await ctx.db.read(
-        store.series_names, principal.org_id, service=service, environment=subject
+    names = await pushed_metric_names(
+        context_of(request).db, principal, service=service, environment=subject
     )
     return ok({"service": service, "subject": subject, "names": names})
 
@@ -174,7 +161,7 @@ async def put_settings(request: Request, principal: CurrentPrincipal) -> Respons
         "and a verdict (increased, decreased, no significant change, not enough data)."
     ),
     response_model=MetricsAnswer,
-    responses={404: {"model": ErrorBody, "description": "No such event"}, **_ERRORS},
+    responses={**error_responses(404, saying={404: "No such event"}), **_ERRORS},
 )
 async def metrics_around_event(
     request: Request,

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import APIRouter
 
-from trailmap.api.errors import error_response
+from trailmap.http.errors import error_response
 
 if TYPE_CHECKING:
     from starlette.responses import Response

@@ -1,10 +1,5 @@
 """`/api/v1/otlp/v1/traces`: the OTLP/HTTP trace receiver, so an OpenTelemetry SDK or
-Collector pointed at `<base>/api/v1/otlp` feeds the graph unchanged.
-
-Success answers speak OTLP (an `ExportTraceServiceResponse` in the request's encoding);
-failures keep Trailmap's one JSON error shape, as INTERFACES.md requires of every endpoint.
-How an export is received and documented is shared with the metrics receiver (otlp_metrics.py).
-"""
+Collector pointed at `<base>/api/v1/otlp` feeds the graph unchanged (docs/internals.md)."""
 
 from __future__ import annotations
 
@@ -17,10 +12,11 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from trailmap.accounts import Principal
-from trailmap.api.auth import CurrentPrincipal
-from trailmap.api.context import context_of
-from trailmap.api.schemas import ErrorBody
-from trailmap.graph.pairing import TraceIngestion
+from trailmap.graph.learn.pairing import TraceIngestion
+from trailmap.http.auth import CurrentPrincipal
+from trailmap.http.body import read_body
+from trailmap.http.context import context_of
+from trailmap.http.openapi import error_responses
 from trailmap.ingest.otlp import TRACES, decode_span_batch, encode_trace_response
 from trailmap.ingest.otlp_body import (
     JSON,
@@ -28,7 +24,7 @@ from trailmap.ingest.otlp_body import (
     Signal,
     content_codings,
     media_type_of,
-    read_otlp_body,
+    too_large,
 )
 from trailmap.telemetry import count_spans
 
@@ -66,7 +62,13 @@ async def receive_export(request: Request, principal: Principal, signal: Signal)
     encoding = request.headers.get("content-encoding")
     codings = content_codings(encoding)
     max_bytes = context_of(request).settings.otlp_max_body_bytes
-    body = await read_otlp_body(request, max_bytes=max_bytes, signal=signal)
+    body = await read_body(
+        request,
+        max_bytes=max_bytes,
+        too_large=lambda limit, size: too_large(
+            limit, "" if size is None else f" ({size} bytes)", signal
+        ),
+    )
     return ReceivedExport(media_type, encoding, bool(codings), body)
 
 
@@ -130,21 +132,21 @@ def export_responses_doc(
                 },
             },
         },
-        **{
-            code: {"model": ErrorBody, "description": text}
-            for code, text in (
-                (
-                    400,
-                    f"Not a readable OTLP {package} export: garbage, truncated, or the wrong shape",
-                ),
-                (401, "Missing, malformed, revoked or expired API key"),
-                (403, f"The key is READ_ONLY; sending {signal.name} needs READ_WRITE"),
-                (413, "The body is over the size limit, as sent or after decompression"),
-                (415, "Not application/x-protobuf or application/json, or an unknown encoding"),
-                (429, "Over the plan's quota; retry after Retry-After seconds"),
-                (503, "The database is not answering; retry after Retry-After seconds"),
-            )
-        },
+        **error_responses(
+            400,
+            401,
+            403,
+            413,
+            415,
+            429,
+            503,
+            saying={
+                400: f"Not a readable OTLP {package} export: garbage, truncated or wrong shape",
+                403: f"The key is READ_ONLY; sending {signal.name} needs READ_WRITE",
+                413: "The body is over the size limit, as sent or after decompression",
+                415: "Not application/x-protobuf or application/json, or an unknown encoding",
+            },
+        ),
     }
 
 

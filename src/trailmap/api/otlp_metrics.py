@@ -1,9 +1,5 @@
 """`/api/v1/otlp/v1/metrics`: the OTLP/HTTP metrics receiver, so an OpenTelemetry SDK or
-Collector pointed at `<base>/api/v1/otlp` pushes metric points unchanged.
-
-Success answers speak OTLP (an `ExportMetricsServiceResponse` in the request's encoding);
-failures keep Trailmap's one JSON error shape, as INTERFACES.md requires of every endpoint.
-"""
+Collector pointed at `<base>/api/v1/otlp` pushes metric points unchanged (docs/internals.md)."""
 
 from __future__ import annotations
 
@@ -11,9 +7,9 @@ import anyio.to_thread
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from trailmap.api.auth import CurrentPrincipal
-from trailmap.api.context import context_of
 from trailmap.api.otlp import export_request_doc, export_responses_doc, receive_export
+from trailmap.http.auth import CurrentPrincipal
+from trailmap.http.context import context_of
 from trailmap.ingest.otlp_metrics import (
     METRICS,
     MetricPoints,

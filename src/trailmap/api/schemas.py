@@ -1,8 +1,5 @@
-"""Pydantic models that document the HTTP API in /openapi.json.
-
-Handlers validate events with `trailmap.timeline.events` (which reports every rule by field
-and index) and render with orjson; these models describe those shapes for clients.
-"""
+"""Pydantic models that document the HTTP API's shapes in /openapi.json, for clients only:
+handlers validate and render without them (docs/internals.md)."""
 
 from __future__ import annotations
 
@@ -12,7 +9,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "CloudEventIn",
-    "ErrorBody",
     "EventBody",
     "EventOut",
     "EventPageBody",
@@ -41,20 +37,6 @@ class CloudEventIn(BaseModel):
     data: Any = Field(
         default=None, description="Any JSON; data.description at most 1,000 characters"
     )
-
-
-class ErrorDetailOut(BaseModel):
-    field: str | None
-    message: str
-    index: int | None = None
-    code: str | None = None
-
-
-class ErrorBody(BaseModel):
-    success: Literal[False]
-    error: str
-    code: str
-    details: list[ErrorDetailOut]
 
 
 class EventOut(BaseModel):

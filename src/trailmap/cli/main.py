@@ -30,15 +30,9 @@ class _State:
         return Settings()
 
     def database_handle(self) -> Any:
-        from trailmap.storage import Database  # noqa: PLC0415 - keep `trailmap --help` fast
+        from trailmap.app import open_database  # noqa: PLC0415 - keep `trailmap --help` fast
 
-        settings = self.settings()
-        return Database(
-            settings.database_url,
-            pool_size=settings.db_pool_size,
-            sqlite_synchronous=settings.sqlite_synchronous,
-            statement_timeout_ms=settings.db_statement_timeout_ms,
-        )
+        return open_database(self.settings())
 
     def ready_database(self) -> Any:
         """`database_handle()`, once its schema is the one this version of Trailmap reads: a
@@ -119,7 +113,7 @@ def serve(
         migrate.upgrade(db)
     report = None
     if demo:
-        from trailmap.demo import load_demo  # noqa: PLC0415
+        from trailmap.demo.load import load_demo  # noqa: PLC0415
 
         report = _run(load_demo(db, "demo"))
     _print_welcome(db, settings, host, port)
@@ -224,11 +218,11 @@ def db_check(state: _State) -> None:
 @click.pass_obj
 def db_purge(state: _State) -> None:
     """Delete events older than each organization's retention window now."""
-    from trailmap.timeline.retention import purge_expired_events  # noqa: PLC0415
+    from trailmap.jobs.retention import purge_expired  # noqa: PLC0415
 
     handle = state.ready_database()
     try:
-        report = _run(purge_expired_events(handle))
+        report = _run(purge_expired(handle))
     finally:
         handle.close()
     click.echo(
@@ -550,23 +544,12 @@ def mcp_command(state: _State, stdio: bool, api_key: str) -> None:
     """Serve the MCP tools over stdio for the organization of TRAILMAP_API_KEY."""
     del stdio  # stdio is the only transport this command serves; the flag says so explicitly
     from trailmap.accounts import authenticate  # noqa: PLC0415
-    from trailmap.mcp import build_mcp_server  # noqa: PLC0415
+    from trailmap.app import stdio_mcp_server  # noqa: PLC0415
 
-    settings = state.settings()
     handle = state.ready_database()
-    # Checked now so a bad key fails at start, and again on every call so a revoked key stops.
+    # Checked now so a bad key fails at start; the server checks it again on every call.
     _run(authenticate(handle, api_key))
-
-    async def principal_of(_ctx: Any) -> Any:
-        return await authenticate(handle, api_key)
-
-    server = build_mcp_server(
-        handle,
-        principal_of,
-        default_timezone=settings.default_timezone,
-        graph_stale_after_days=settings.graph_stale_after_days,
-        secret_key=settings.secret_key.get_secret_value() if settings.secret_key else None,
-    )
+    server = stdio_mcp_server(state.settings(), handle, api_key)
     try:
         server.run("stdio")
     finally:
@@ -583,7 +566,7 @@ def demo(state: _State, org_slug: str) -> None:
     """Load the demo organization: a small shop's architecture graph, learned from traces made
     with the OpenTelemetry SDK, and a week of deployments and other changes. Applies the
     database's migrations first, as `trailmap serve` does."""
-    from trailmap.demo import load_demo  # noqa: PLC0415
+    from trailmap.demo.load import load_demo  # noqa: PLC0415
     from trailmap.storage import migrate  # noqa: PLC0415
 
     handle = state.database_handle()

@@ -1,10 +1,5 @@
-"""`trailmap send`: one event to a Trailmap server, retried until it is stored or refused.
-
-429 and 5xx (and a connection that fails) are retried with exponential backoff and full
-jitter, honouring `Retry-After`; a 4xx is the sender's mistake and is never retried. The
-event carries an id chosen here, so a retry of a request that did land is a duplicate, not a
-second event.
-"""
+"""`trailmap send`: one event to a Trailmap server, retried until it is stored or refused
+(docs/internals.md)."""
 
 from __future__ import annotations
 

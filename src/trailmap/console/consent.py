@@ -1,12 +1,5 @@
-"""`/oauth/consent`: the page an MCP client's authorization request lands on.
-
-`/authorize` (the SDK's handler) checks the client, redirect URI, PKCE and resource, parks the
-request in the database and sends the browser here with the request's id. Signed in, the user
-sees which app asks (its name, and the host its answer goes to), what it may do (read only),
-and picks one of *their* organizations. Approving mints or reuses the organization's key for
-the client and sends the browser back with a code; denying sends back `access_denied`.
-The page cannot be framed, and its form carries the session's CSRF token.
-"""
+"""`/oauth/consent`: the page where a signed-in user approves or denies an MCP client's
+authorization request for one of their organizations (docs/internals.md)."""
 
 from __future__ import annotations
 
@@ -15,20 +8,11 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from trailmap.api.context import context_of
-from trailmap.console.pages import (
-    SignedInUser,
-    check_csrf,
-    e,
-    form_csrf,
-    page,
-    read_form,
-    see_other,
-    signed_in,
-    to_login,
-)
+from trailmap.accounts.memberships import list_memberships
+from trailmap.console.pages import e, form_csrf, page, see_other, to_login
 from trailmap.errors import TrailmapError
-from trailmap.storage import web as store
+from trailmap.http.context import context_of
+from trailmap.http.sessions import SignedInUser, check_csrf, read_form, signed_in
 
 __all__ = ["CONSENT_PATH", "router"]
 
@@ -54,7 +38,7 @@ async def _consent_page(
         client, params = await ctx.oauth.pending(request_id)
     except TrailmapError as failure:
         return _problem("Sign-in request not found", failure.message, failure.status)
-    orgs = await ctx.db.read(store.list_user_orgs, user.id)
+    orgs = await list_memberships(ctx.db, user.id)
     redirect_uri = str(params["redirect_uri"])
     name = client.client_name or client.client_id
     published = ""
@@ -63,7 +47,7 @@ async def _consent_page(
             f" <span class=muted>(described at {e(urlsplit(client.client_id).netloc)})</span>"
         )
     options = "".join(
-        f"<option value='{e(org['slug'])}'>{e(org['name'])} ({e(org['slug'])})</option>"
+        f"<option value='{e(org.org_slug)}'>{e(org.org_name)} ({e(org.org_slug)})</option>"
         for org in orgs
     )
     chooser = (

@@ -1,10 +1,4 @@
-"""The API Keys and Service Accounts pages of an organization.
-
-Owners and admins see and manage every key of the organization; members see and manage their
-own. Every key is listed (MCP keys minted by OAuth approval included) with its name, prefix,
-scope, kind, creator, created, last used and expiry. A new token is shown once, with a copy
-button; revoking asks for confirmation first. Every form carries the session's CSRF token.
-"""
+"""The API Keys and Service Accounts pages of an organization (who sees what: docs/api.md)."""
 
 from __future__ import annotations
 
@@ -16,28 +10,17 @@ from starlette.responses import Response
 
 from trailmap.accounts import create_key, list_keys, revoke_key
 from trailmap.accounts.keys import ApiKey, parse_scope
+from trailmap.accounts.memberships import Action, Membership, find_membership, list_memberships
 from trailmap.accounts.service_accounts import create_service_account, list_service_accounts
-from trailmap.api.context import context_of
-from trailmap.console.pages import (
-    SignedInUser,
-    check_csrf,
-    e,
-    form_csrf,
-    page,
-    read_form,
-    see_other,
-    signed_in,
-    to_login,
-)
+from trailmap.console.pages import e, form_csrf, page, see_other, to_login
 from trailmap.errors import TrailmapError, ValidationFailed
-from trailmap.storage import web as store
+from trailmap.http.context import context_of
+from trailmap.http.sessions import SignedInUser, check_csrf, read_form, signed_in
 from trailmap.timeline.times import TimeExpressionError, parse_duration
 
 __all__ = ["COPY_SCRIPT", "router"]
 
 router = APIRouter(include_in_schema=False)
-
-_MANAGERS: Final = ("owner", "admin")
 
 # The copy button's script, served from this server (the pages allow no inline script).
 COPY_SCRIPT: Final = """\
@@ -51,35 +34,36 @@ document.querySelectorAll("button[data-copy]").forEach(function (button) {
 """
 
 
-class _Membership:
-    def __init__(self, user: SignedInUser, org: dict[str, str]) -> None:
-        self.user = user
-        self.slug = org["slug"]
-        self.org_id = org["id"]
-        self.name = org["name"]
-        self.role = org["role"]
+class _Member:
+    """The signed-in user (for forms and the nav) and their membership of the page's org."""
 
-    @property
-    def manages_all(self) -> bool:
-        return self.role in _MANAGERS
+    def __init__(self, user: SignedInUser, membership: Membership) -> None:
+        self.user = user
+        self.membership = membership
+        self.slug = membership.org_slug
+        self.org_id = membership.org_id
+        self.name = membership.org_name
+
+    def may(self, action: Action) -> bool:
+        return self.membership.may(action)
 
     def may_manage(self, key: ApiKey) -> bool:
-        return self.manages_all or key.user_id == self.user.id
+        return self.membership.may_manage_key(key.user_id)
 
 
-async def _member(request: Request, slug: str) -> _Membership | Response:
+async def _member(request: Request, slug: str) -> _Member | Response:
     """The signed-in user's membership of `slug`, or the response to send instead."""
     user = await signed_in(request)
     if user is None:
         return to_login(request)
-    org = await context_of(request).db.read(store.membership, slug, user.id)
-    if org is None:
+    membership = await find_membership(context_of(request).db, user.id, slug)
+    if membership is None:
         # The same answer whether the organization does not exist or is not theirs.
         return page("Not found", "<p>No organization of yours has that name.</p>", status=404)
-    return _Membership(user, org)
+    return _Member(user, membership)
 
 
-async def _posted(request: Request, slug: str) -> tuple[_Membership, dict[str, str]] | Response:
+async def _posted(request: Request, slug: str) -> tuple[_Member, dict[str, str]] | Response:
     """A member's submitted form, its CSRF token checked; or the response to send instead."""
     m = await _member(request, slug)
     if isinstance(m, Response):
@@ -90,7 +74,7 @@ async def _posted(request: Request, slug: str) -> tuple[_Membership, dict[str, s
     return m, form
 
 
-def _nav(m: _Membership) -> str:
+def _nav(m: _Member) -> str:
     return (
         f"<nav><a href=/console>Organizations</a><a href=/orgs/{e(m.slug)}/keys>API Keys</a>"
         f"<a href=/orgs/{e(m.slug)}/service-accounts>Service Accounts</a>"
@@ -103,19 +87,19 @@ def _when(moment: datetime | None, never: str = "never") -> str:
     return never if moment is None else moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _refused(m: _Membership, message: str, status: int = 403) -> Response:
+def _refused(m: _Member, message: str, status: int = 403) -> Response:
     return page(
         "Not allowed", f"<p class=error role=alert>{e(message)}</p>", status=status, nav=_nav(m)
     )
 
 
-def _csrf_failed(m: _Membership) -> Response:
+def _csrf_failed(m: _Member) -> Response:
     return _refused(
         m, "The form's security check failed (the page is stale, or another site sent it)."
     )
 
 
-def _token_shown_once(m: _Membership, title: str, key: ApiKey, token: str, back: str) -> Response:
+def _token_shown_once(m: _Member, title: str, key: ApiKey, token: str, back: str) -> Response:
     body = (
         f"<p>The token of <b>{e(key.name)}</b> ({e(key.scope)}). It is shown only now: copy it "
         "somewhere safe. Trailmap keeps only its hash.</p>"
@@ -134,11 +118,11 @@ async def console_home(request: Request) -> Response:
     user = await signed_in(request)
     if user is None:
         return to_login(request)
-    orgs = await context_of(request).db.read(store.list_user_orgs, user.id)
+    orgs = await list_memberships(context_of(request).db, user.id)
     items = "".join(
-        f"<li><b>{e(org['name'])}</b> ({e(org['slug'])}, {e(org['role'])}): "
-        f"<a href=/orgs/{e(org['slug'])}/keys>API Keys</a> · "
-        f"<a href=/orgs/{e(org['slug'])}/service-accounts>Service Accounts</a></li>"
+        f"<li><b>{e(org.org_name)}</b> ({e(org.org_slug)}, {e(org.role)}): "
+        f"<a href=/orgs/{e(org.org_slug)}/keys>API Keys</a> · "
+        f"<a href=/orgs/{e(org.org_slug)}/service-accounts>Service Accounts</a></li>"
         for org in orgs
     )
     body = f"<ul>{items}</ul>" if orgs else "<p>You are not a member of any organization.</p>"
@@ -161,7 +145,7 @@ async def copy_script() -> Response:
 # -- API keys --------------------------------------------------------------------------------
 
 
-def _keys_table(m: _Membership, keys: list[ApiKey]) -> str:
+def _keys_table(m: _Member, keys: list[ApiKey]) -> str:
     rows = []
     for key in keys:
         action = ""
@@ -183,7 +167,7 @@ def _keys_table(m: _Membership, keys: list[ApiKey]) -> str:
     )
 
 
-def _create_form(m: _Membership, values: dict[str, str] | None = None) -> str:
+def _create_form(m: _Member, values: dict[str, str] | None = None) -> str:
     values = values or {}
     scope = values.get("scope", "read-only")
     options = "".join(
@@ -203,15 +187,15 @@ def _create_form(m: _Membership, values: dict[str, str] | None = None) -> str:
 
 async def _keys_page(
     request: Request,
-    m: _Membership,
+    m: _Member,
     *,
     error: str = "",
     values: dict[str, str] | None = None,
     status: int = 200,
 ) -> Response:
     keys = await list_keys(context_of(request).db, m.slug)
-    shown = keys if m.manages_all else [k for k in keys if k.user_id == m.user.id]
-    who = "every key of" if m.manages_all else "your keys in"
+    shown = keys if m.may("manage_all_keys") else [k for k in keys if k.user_id == m.user.id]
+    who = "every key of" if m.may("manage_all_keys") else "your keys in"
     problem = f"<p class=error role=alert>{e(error)}</p>" if error else ""
     body = (
         f"{problem}<p class=muted>Showing {who} <b>{e(m.name)}</b>. Keys named "
@@ -260,7 +244,7 @@ async def keys_create(request: Request, slug: str) -> Response:
     return _token_shown_once(m, "Key created", key, token, f"/orgs/{m.slug}/keys")
 
 
-async def _manageable(request: Request, m: _Membership, key_id: str) -> ApiKey | None:
+async def _manageable(request: Request, m: _Member, key_id: str) -> ApiKey | None:
     keys = await list_keys(context_of(request).db, m.slug)
     found = next((k for k in keys if k.id == key_id), None)
     return found if found is not None and m.may_manage(found) else None
@@ -304,7 +288,7 @@ async def revoke_submit(request: Request, slug: str, key_id: str) -> Response:
 
 
 async def _accounts_page(
-    request: Request, m: _Membership, error: str = "", status: int = 200
+    request: Request, m: _Member, error: str = "", status: int = 200
 ) -> Response:
     db = context_of(request).db
     accounts = await list_service_accounts(db, m.slug)
@@ -313,7 +297,7 @@ async def _accounts_page(
     for account in accounts:
         own = [k for k in keys if k.service_account_id == account.id]
         generate = ""
-        if m.manages_all:
+        if m.may("manage_service_accounts"):
             generate = (
                 f"<form method=post action=/orgs/{e(m.slug)}/service-accounts/{e(account.id)}"
                 f"/tokens>{form_csrf(m.user)}<label for=scope-{e(account.id)}>Scope</label>"
@@ -327,7 +311,7 @@ async def _accounts_page(
             + generate
         )
     create = ""
-    if m.manages_all:
+    if m.may("manage_service_accounts"):
         create = (
             f"<h2>Create a service account</h2><form method=post "
             f"action=/orgs/{e(m.slug)}/service-accounts>{form_csrf(m.user)}"
@@ -359,7 +343,7 @@ async def accounts_create(request: Request, slug: str) -> Response:
     if isinstance(posted, Response):
         return posted
     m, form = posted
-    if not m.manages_all:
+    if not m.may("manage_service_accounts"):
         return _refused(m, "Only owners and admins manage service accounts.")
     try:
         await create_service_account(context_of(request).db, m.slug, form.get("name", ""))
@@ -375,7 +359,7 @@ async def accounts_token(request: Request, slug: str, account_id: str) -> Respon
     if isinstance(posted, Response):
         return posted
     m, form = posted
-    if not m.manages_all:
+    if not m.may("manage_service_accounts"):
         return _refused(m, "Only owners and admins manage service accounts.")
     db = context_of(request).db
     account = next((a for a in await list_service_accounts(db, m.slug) if a.id == account_id), None)

@@ -1,10 +1,5 @@
-"""`/login` and `/logout`: the console's sign-in, used by the OAuth consent flow too.
-
-The login form is protected by a double-submit CSRF token (a SameSite=Strict HttpOnly cookie
-and a hidden field that must match), so another site cannot sign a browser in to an account
-of its choosing. After signing in the browser goes to `next`, which must be a path on this
-server.
-"""
+"""`/login` and `/logout`: the console's sign-in, used by the OAuth consent flow too
+(docs/internals.md)."""
 
 from __future__ import annotations
 
@@ -13,22 +8,19 @@ from starlette.responses import Response
 
 from trailmap.accounts.signin import SESSION_SECONDS, TooManyAttempts, end_session, sign_in
 from trailmap.accounts.signin import same_token as _same
-from trailmap.api.context import context_of
-from trailmap.console.pages import (
+from trailmap.console.pages import e, local_path, page, see_other
+from trailmap.errors import PayloadTooLarge, Unauthorized
+from trailmap.http.context import context_of
+from trailmap.http.sessions import (
     SESSION_COOKIE,
     check_csrf,
     clear_cookie,
     cookie_name,
-    e,
-    local_path,
     new_csrf,
-    page,
     read_form,
-    see_other,
     set_cookie,
     signed_in,
 )
-from trailmap.errors import PayloadTooLarge, Unauthorized
 
 __all__ = ["router"]
 

@@ -1,8 +1,5 @@
-"""`/setup`: the first-run page behind the one-time link `trailmap serve` prints.
-
-A plain HTML form in the console's layout (console/pages.py), protected by the link's token
-and a double-submit CSRF cookie. It creates the organization, its owner and a first API key.
-"""
+"""`/setup`: the first-run page behind the one-time link `trailmap serve` prints, which creates
+the organization, its owner and a first API key (docs/internals.md, console/pages.py)."""
 
 from __future__ import annotations
 
@@ -13,9 +10,10 @@ from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse
 
 from trailmap.accounts.setup import complete_setup, setup_is_open
-from trailmap.api.context import context_of
-from trailmap.console.pages import page, read_form
+from trailmap.console.pages import page
 from trailmap.errors import PayloadTooLarge, TrailmapError
+from trailmap.http.context import context_of
+from trailmap.http.sessions import read_form
 
 __all__ = ["router"]
 

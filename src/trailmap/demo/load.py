@@ -1,10 +1,5 @@
-"""The demo organization: a small simulated shop whose architecture graph comes from traces
-made with the OpenTelemetry SDK (demo_traces.py), and a believable week of changes.
-
-Everything goes through the real ingestion paths: the traces through `ingest_traces` (so the
-graph, its statistics and the deployments detected from new versions are derived exactly as
-from a live SDK), the changes through `ingest_events`, as a CI job would push them.
-"""
+"""The demo organization: a simulated shop whose graph is learned from OpenTelemetry traces
+(demo/traces.py) and a week of changes, both through the real ingest paths (docs/internals.md)."""
 
 from __future__ import annotations
 
@@ -16,10 +11,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from trailmap import clock
 from trailmap.accounts import Principal, create_org, get_org
-from trailmap.demo_traces import DEFAULT_RELEASES, ENVIRONMENT, SERVICES, Release, shop_traces
+from trailmap.demo.traces import DEFAULT_RELEASES, ENVIRONMENT, SERVICES, Release, shop_traces
 from trailmap.errors import Conflict
-from trailmap.graph.ingest import ingest_traces
-from trailmap.graph.pairing import sweep_pending
+from trailmap.graph.learn.pairing import ingest_traces, sweep_pending
 from trailmap.storage import Database
 from trailmap.storage import graph as graph_store
 from trailmap.timeline.ingest import ingest_events

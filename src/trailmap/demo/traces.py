@@ -1,10 +1,5 @@
-"""A simulated shop that emits real OpenTelemetry traces, so the demo graph is learned, not drawn.
-
-Each service version runs its own OpenTelemetry SDK `TracerProvider`, as a deployed process
-would; context crosses services through the W3C trace-context propagator and Kafka headers,
-and finished spans are encoded by the OTLP exporter's own encoder. A simulated clock sets
-every timestamp, so a week of traffic takes seconds and a seed fixes every byte.
-"""
+"""A simulated shop that emits real OpenTelemetry traces, so the demo graph is learned, not drawn
+(docs/internals.md)."""
 
 from __future__ import annotations
 
@@ -38,7 +33,7 @@ RECENT = timedelta(hours=6)
 _MAX_SPANS_PER_REQUEST = 512  # the SDK's BatchSpanProcessor default export size
 _FLUSH_EVERY_NS = 3_600 * 10**9  # hourly, not the SDK's 5 s: fewer requests, same spans
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_SCOPE = "trailmap.demo_traces"
+_SCOPE = "trailmap.demo.traces"
 _CHECKOUT_SHARE = 0.35
 _SMOKE_AFTER_NS = 5 * 10**9
 _CACHE_HIT = 0.8

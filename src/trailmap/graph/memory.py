@@ -1,10 +1,5 @@
 """One organization's architecture graph held in memory, so that queries walk it without
-touching the database.
-
-A snapshot never changes once built: a newer graph is a new snapshot with a new `version`.
-That is what lets whole-graph results (rankings, derived graphs) be computed once and kept
-on the snapshot itself (`memo`), with no invalidation to get wrong.
-"""
+touching the database; a snapshot never changes once built (docs/internals.md)."""
 
 from __future__ import annotations
 

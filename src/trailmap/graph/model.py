@@ -1,12 +1,5 @@
 """The architecture graph's vocabulary: node kinds, edge kinds, and the node and edge records.
-
-An edge points from the one that depends to the one it depends on: `checkout -calls->
-payments`, `orders -reads_writes-> postgresql`, `orders -publishes-> order-events`,
-`shipping -consumes-> order-events`. "Downstream" follows edges, "upstream" goes against
-them, and the blast radius of a node is everything upstream of it. Requests and messages
-flow along edges too, except `consumes`, where the message flows from the topic to the
-consumer: `find_path` follows that flow.
-"""
+Which way an edge points, and which way requests flow: docs/opentelemetry.md."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
-"""Per-minute call statistics: counts, errors and a latency histogram good for percentiles.
-
-The histogram has fixed buckets whose bounds grow by a factor of sqrt(2) from 0.5 ms, so
-any app node adds to the same stored row with plain integer additions, and a percentile read
-back is within about 20% of the true value (interpolated inside its bucket).
-"""
+"""Per-minute call statistics: counts, errors and a latency histogram good for percentiles
+(docs/internals.md)."""
 
 from __future__ import annotations
 
@@ -14,7 +10,7 @@ from dataclasses import dataclass, field
 
 from trailmap.storage.tables import LATENCY_BUCKETS
 
-__all__ = ["BUCKET_BOUNDS_MS", "Stats", "bucket_of"]
+__all__ = ["BUCKET_BOUNDS_MS", "LATENCY_BUCKETS", "Stats", "bucket_of"]
 
 # Upper bounds of every bucket but the last, which holds everything slower (> ~16 s).
 BUCKET_BOUNDS_MS: tuple[float, ...] = tuple(

@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from trailmap.accounts import Principal, authenticate
-from trailmap.api.context import context_of
 from trailmap.errors import Unauthorized
+from trailmap.http.context import context_of
 
 __all__ = ["CurrentPrincipal", "bearer_token", "current_principal"]
 

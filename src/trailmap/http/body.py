@@ -1,16 +1,17 @@
-"""Reading a JSON request body within its limit, refusing an oversized one before it is read."""
+"""Reading request bodies within their limits (JSON here; OTLP bodies through `read_body`)."""
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 
 import orjson
 from starlette.requests import Request
 
 from trailmap.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 
-__all__ = ["JSON_TYPES", "read_json_body"]
+__all__ = ["JSON_TYPES", "media_type", "read_body", "read_json_body"]
 
 JSON_TYPES = (
     "application/json",
@@ -31,6 +32,18 @@ async def read_json_body(
         raise UnsupportedMediaType(
             f"Send the body as {', '.join(accepted)}; got {kind or 'no Content-Type header'}."
         )
+    raw = await read_body(request, max_bytes=max_bytes, too_large=_too_large)
+    if not raw.strip():
+        raise ValidationFailed.field("body", "the body is empty; send a JSON event or array")
+    return parse_json(raw)
+
+
+async def read_body(
+    request: Request, *, max_bytes: int, too_large: Callable[[int, int | None], str]
+) -> bytes:
+    """The body as sent, refused by its Content-Length or as soon as the stream passes
+    `max_bytes` (a chunked body without a length included), so an oversized request costs
+    no more than the limit. `too_large(limit, declared size or None)` words the refusal."""
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -38,19 +51,15 @@ async def read_json_body(
         except ValueError:
             raise ValidationFailed.field("Content-Length", "must be a number of bytes") from None
         if size > max_bytes:
-            raise PayloadTooLarge(_too_large(max_bytes, size))
+            raise PayloadTooLarge(too_large(max_bytes, size))
     chunks: list[bytes] = []
     received = 0
     async for chunk in request.stream():
         received += len(chunk)
         if received > max_bytes:
-            # A chunked body without a length is cut off as soon as it passes the limit.
-            raise PayloadTooLarge(_too_large(max_bytes, None))
+            raise PayloadTooLarge(too_large(max_bytes, None))
         chunks.append(chunk)
-    raw = b"".join(chunks)
-    if not raw.strip():
-        raise ValidationFailed.field("body", "the body is empty; send a JSON event or array")
-    return parse_json(raw)
+    return b"".join(chunks)
 
 
 def parse_json(raw: bytes) -> object:

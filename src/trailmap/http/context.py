@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
 from trailmap.oauth.provider import TrailmapOAuthProvider
 from trailmap.settings import Settings
-from trailmap.storage import Database
+
+if TYPE_CHECKING:
+    from trailmap.storage import Database
 
 __all__ = ["AppContext", "context_of"]
 

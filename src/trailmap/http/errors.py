@@ -1,7 +1,5 @@
-"""The one error shape of the HTTP surface, produced here and nowhere else.
-
-`{"success": false, "error": "<what to do>", "code": "<CODE>", "details": [...]}`
-"""
+"""The one error shape of the HTTP surface, produced here and nowhere else:
+`{"success": false, "error": "<what to do>", "code": "<CODE>", "details": [...]}`."""
 
 from __future__ import annotations
 
@@ -13,8 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from trailmap.api.responses import JSONBody
 from trailmap.errors import ErrorCode, ErrorDetail, TrailmapError
+from trailmap.http.responses import JSONBody
 
 __all__ = ["error_response", "install_error_handlers"]
 

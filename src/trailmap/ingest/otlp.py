@@ -1,12 +1,5 @@
 """OTLP/HTTP trace bodies in, `ExportTraceServiceRequest` out: protobuf or OTLP/JSON, plain or
-compressed, refused early and clearly when too large or malformed.
-
-Plain functions, so the benchmark and the demo decode exactly what the HTTP receiver does.
-The receiver itself takes `decode_span_batch`: the same body read as the graph reads it
-(graph/spans.py's `SpanBatch`, only the fields its rules use), so that a protobuf body is
-parsed once, into what the rules read fastest. What any OTLP body needs (type, size,
-Content-Encoding, the JSON envelope) is in ingest/otlp_body.py, shared with metrics.
-"""
+compressed, refused early and clearly when too large or malformed (docs/internals.md)."""
 
 from __future__ import annotations
 
@@ -23,7 +16,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans, Span
 
-from trailmap.graph.spans import SpanBatch
+from trailmap.graph.learn.spans import SpanBatch
 from trailmap.ingest.otlp_body import (
     PARSE_ERRORS,
     PROTOBUF,

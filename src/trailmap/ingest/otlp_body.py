@@ -1,7 +1,5 @@
 """What OTLP/HTTP export bodies share whatever their signal (traces, metrics): the media
-type, reading within the size limit, undoing Content-Encoding, parsing protobuf and the
-OTLP/JSON envelope, and the answer. Errors name the signal where their advice differs.
-"""
+type, Content-Encoding, protobuf and the OTLP/JSON envelope, and the answer."""
 
 from __future__ import annotations
 
@@ -17,7 +15,6 @@ import orjson
 # confined to parse and serialize calls whose results are typed below.
 from google.protobuf import json_format  # type: ignore[import-untyped]
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
-from starlette.requests import Request
 
 from trailmap.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 
@@ -35,7 +32,7 @@ __all__ = [
     "parse_json_export",
     "parse_json_part",
     "parse_protobuf",
-    "read_otlp_body",
+    "too_large",
 ]
 
 PROTOBUF = "application/x-protobuf"
@@ -65,27 +62,6 @@ def media_type_of(content_type: str | None, signal: Signal) -> str:
     return kind
 
 
-async def read_otlp_body(request: Request, *, max_bytes: int, signal: Signal) -> bytes:
-    """The body as sent, refused by its Content-Length or as soon as the stream passes
-    `max_bytes`, so an oversized request costs no more than the limit."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError:
-            raise ValidationFailed.field("Content-Length", "must be a number of bytes") from None
-        if size > max_bytes:
-            raise PayloadTooLarge(_too_large(max_bytes, f" ({size} bytes)", signal))
-    chunks: list[bytes] = []
-    received = 0
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > max_bytes:
-            raise PayloadTooLarge(_too_large(max_bytes, "", signal))
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def content_codings(content_encoding: str | None) -> list[str]:
     """The Content-Encoding codings, refused up front when one is not supported."""
     codings = [c.strip().lower() for c in (content_encoding or "").split(",") if c.strip()]
@@ -111,7 +87,7 @@ def decompress(
             wbits = zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS
             body = _inflate(body, wbits, coding, max_decoded_bytes, signal)
     if len(body) > max_decoded_bytes:
-        raise PayloadTooLarge(_too_large(max_decoded_bytes, "", signal))
+        raise PayloadTooLarge(too_large(max_decoded_bytes, "", signal))
     return body
 
 
@@ -124,7 +100,7 @@ def _inflate(data: bytes, wbits: int, coding: str, limit: int, signal: Signal) -
             while data and not inflater.eof:
                 out += inflater.decompress(data, limit - len(out) + 1)
                 if len(out) > limit:
-                    raise PayloadTooLarge(_too_large(limit, " after decompression", signal))
+                    raise PayloadTooLarge(too_large(limit, " after decompression", signal))
                 data = inflater.unconsumed_tail
             out += inflater.flush(limit - len(out) + 1)
         except zlib.error as error:
@@ -132,7 +108,7 @@ def _inflate(data: bytes, wbits: int, coding: str, limit: int, signal: Signal) -
                 "body", f"the body is not valid {coding} data ({error}); check Content-Encoding"
             ) from None
         if len(out) > limit:
-            raise PayloadTooLarge(_too_large(limit, " after decompression", signal))
+            raise PayloadTooLarge(too_large(limit, " after decompression", signal))
         if not inflater.eof:
             raise ValidationFailed.field(
                 "body", f"the {coding} data ends early; the body was cut off in transit"
@@ -142,7 +118,8 @@ def _inflate(data: bytes, wbits: int, coding: str, limit: int, signal: Signal) -
             return bytes(out)
 
 
-def _too_large(limit: int, how: str, signal: Signal) -> str:
+def too_large(limit: int, how: str, signal: Signal) -> str:
+    """The refusal of a body over `limit` bytes (`how`: " (N bytes)", " after decompression")."""
     # Compressing helps only with the limit as sent; past decompression, batches must shrink.
     gzip = "" if how == " after decompression" else " or compress them with gzip"
     return (

@@ -1,10 +1,5 @@
-"""OTLP/HTTP metric exports in, Trailmap metric points out: protobuf or OTLP/JSON, plain or
-compressed, each OTLP data point read into one or more `Point`s of `trailmap.metrics`.
-
-How each OTLP metric type maps to points is documented in docs/metrics.md, "OTLP metrics".
-A data point that cannot be used (no value, NaN, a malformed histogram, a field of the wrong
-type) costs only itself: it is counted for the OTLP partial success and its neighbours kept.
-"""
+"""OTLP/HTTP metric exports in, Trailmap metric points out: each OTLP data point read into one
+or more `Point`s of `trailmap.metrics` (docs/metrics.md, "OTLP metrics")."""
 
 from __future__ import annotations
 
@@ -15,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -41,13 +36,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
 from trailmap import clock
 from trailmap.accounts.principal import Principal
 from trailmap.errors import ValidationFailed
-from trailmap.graph.servicegraph import (
-    EdgeSample,
-    edge_sample,
-    latency_buckets,
-    record_edge_samples,
-    role_of,
-)
+from trailmap.graph.learn.servicegraph import EdgeSample
 from trailmap.ingest.otlp_body import (
     PARSE_ERRORS,
     PROTOBUF,
@@ -59,8 +48,12 @@ from trailmap.ingest.otlp_body import (
     parse_json_export,
     parse_protobuf,
 )
-from trailmap.metrics.points import DEFAULT_ENVIRONMENT, MAX_LABELS, Point, record_points
-from trailmap.storage import Database
+from trailmap.ingest.servicegraph import edge_sample, latency_buckets, role_of
+from trailmap.metrics.exports import record_metric_export
+from trailmap.metrics.points import DEFAULT_ENVIRONMENT, MAX_LABELS, Point
+
+if TYPE_CHECKING:
+    from trailmap.storage import Database
 
 __all__ = [
     "METRICS",
@@ -71,7 +64,6 @@ __all__ = [
     "decode_metrics",
     "encode_metrics_response",
     "points_of",
-    "record_metrics",
     "store_points",
 ]
 
@@ -140,7 +132,7 @@ class MetricPoints:
     origins: list[int] = field(default_factory=list)
     data_points: int = 0
     # The Collector's servicegraph connector's data points, for the graph
-    # (graph/servicegraph.py), and the data point each came from.
+    # (graph/learn/servicegraph.py), and the data point each came from.
     edges: list[EdgeSample] = field(default_factory=list)
     edge_origins: list[int] = field(default_factory=list)
 
@@ -722,38 +714,21 @@ async def store_points(
     *,
     now: datetime | None = None,
 ) -> MetricsIngestResult:
-    """Store what `points_of` read; a point the store refuses (outside the retention
-    window, too far ahead) refuses its data point."""
-    result = await record_points(db, principal, read.points, now=now)
+    """Store what `points_of` read; a point or sample the domain refuses (outside the
+    retention window, too far ahead) refuses its data point."""
+    refused_points, refused_edges = await record_metric_export(
+        db, principal, points=read.points, edges=read.edges, now=now
+    )
     refused: set[int] = set()
-    for rejection in result.rejected:
-        index = rejection["index"]
-        refused.add(read.origins[index])
-        problems.note(f"metric {read.points[index].name[:100]!r}: {rejection['message']}")
-    graph = await record_edge_samples(db, principal, read.edges, now=now)
-    for index, why in graph.rejected:
-        refused.add(read.edge_origins[index])
-        problems.note(f"metric {read.edges[index].metric[:100]!r}: {why}")
+    for origins, refusals in ((read.origins, refused_points), (read.edge_origins, refused_edges)):
+        for index, metric, why in refusals:
+            refused.add(origins[index])
+            problems.note(f"metric {metric[:100]!r}: {why}")
     return MetricsIngestResult(
         accepted_data_points=len(set(read.origins) | set(read.edge_origins)) - len(refused),
         rejected_data_points=problems.rejected + len(refused),
         problems=list(problems.notes),
     )
-
-
-async def record_metrics(
-    db: Database,
-    principal: Principal,
-    request: ExportMetricsServiceRequest,
-    *,
-    problems: Problems | None = None,
-    now: datetime | None = None,
-) -> MetricsIngestResult:
-    """Read and store one decoded export; `problems` carries the decoder's refusals."""
-    problems = problems if problems is not None else Problems()
-    received_us = None if now is None else clock.to_us(now)
-    read = points_of(request, problems, received_us=received_us)
-    return await store_points(db, principal, read, problems, now=now)
 
 
 def encode_metrics_response(

@@ -1,6 +1,5 @@
-"""Runs span pairing's periodic work for as long as the server runs: storing what trace
-ingestion keeps in this app node's memory (statistics being added up, halves whose time there
-is over), and the sweep of stored halves whose wait is over."""
+"""Span pairing's periodic work: storing what trace ingestion holds in this node's memory,
+and the sweep of stored halves whose wait is over."""
 
 from __future__ import annotations
 
@@ -9,7 +8,7 @@ import logging
 import anyio
 
 from trailmap.errors import TrailmapError
-from trailmap.graph.pairing import TraceIngestion, sweep_pending
+from trailmap.graph.learn.pairing import TraceIngestion, sweep_pending
 from trailmap.storage import Database
 
 __all__ = ["close_ingestion", "run_ingestion_stores", "run_pairing_sweeps"]

@@ -1,29 +1,57 @@
-"""Runs the retention purge on a timer for as long as the server runs."""
+"""The retention purge: each domain deletes what is past each organization's window."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import anyio
 
+from trailmap import clock
+from trailmap.accounts.organizations import list_orgs
 from trailmap.errors import TrailmapError
+from trailmap.graph.retention import purge_figures_before
+from trailmap.metrics.retention import purge_points_before
 from trailmap.storage import Database
-from trailmap.timeline.retention import purge_expired_events
+from trailmap.timeline.retention import purge_events_before
 
-__all__ = ["run_retention_purges"]
+__all__ = ["PurgeReport", "purge_expired", "run_retention_purges"]
 
 log = logging.getLogger(__name__)
 
 
-async def run_retention_purges(db: Database, *, interval_seconds: float) -> None:
-    """Purge now and then every `interval_seconds`; a failure is logged and retried next time.
+@dataclass(frozen=True, slots=True)
+class PurgeReport:
+    organizations: int
+    deleted: int  # events
+    deleted_points: int = 0  # metric points and per-minute span figures
 
-    Every node may run this: the deletes are idempotent, so two nodes purging at once only
-    repeat a little work.
-    """
+
+async def purge_expired(db: Database, *, now: datetime | None = None) -> PurgeReport:
+    """Delete, organization by organization and in small chunks (so ingestion goes on while
+    a purge runs), the events, metric points and graph figures past its window."""
+    now = now or clock.now()
+    orgs = await list_orgs(db)
+    deleted = deleted_points = 0
+    for org in orgs:
+        cutoff_us = clock.to_us(now - timedelta(days=org.retention_days))
+        deleted += await purge_events_before(db, org.id, cutoff_us)
+        deleted_points += await purge_points_before(db, org.id, cutoff_us)
+        deleted_points += await purge_figures_before(db, org.id, cutoff_us)
+    if deleted_points:
+        log.info("retention purge deleted %d metric points and span minutes", deleted_points)
+    if deleted:
+        log.info("retention purge deleted %d events across %d organizations", deleted, len(orgs))
+    return PurgeReport(organizations=len(orgs), deleted=deleted, deleted_points=deleted_points)
+
+
+async def run_retention_purges(db: Database, *, interval_seconds: float) -> None:
+    """Purge now and then every `interval_seconds`; a failure is logged and retried next
+    time. Every node may run this: the deletes are idempotent."""
     while True:
         try:
-            await purge_expired_events(db)
+            await purge_expired(db)
         except TrailmapError as error:
             log.warning("retention purge skipped: %s", error.message)
         except Exception:

@@ -1,11 +1,5 @@
-"""Tool calls with arguments a tool does not take are refused, naming them.
-
-The SDK validates a call's arguments against the tool's signature but drops any it does not
-know, silently: an assistant that guessed `since` for `from` would be answered about the
-default range and never learn it. This middleware answers such a call with a tool error
-(which the model reads and can correct, as the MCP specification asks of input errors)
-naming the unknown arguments and the ones the tool takes.
-"""
+"""Tool calls with arguments a tool does not take are refused, naming them, where the SDK would
+silently drop them (docs/internals.md)."""
 
 from __future__ import annotations
 

@@ -4,20 +4,20 @@ a metric move after a change?) and find_changes_near (what changed near a servic
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult
 from pydantic import Field
 
 from trailmap.accounts import Principal
-from trailmap.errors import TrailmapError
-from trailmap.graph import near, queries
+from trailmap.graph.ask import near, queries
 from trailmap.mcp.registry import from_argument, read_only_tool, tool_result
 from trailmap.metrics import around
-from trailmap.storage import Database
 from trailmap.timeline.events import DETECTED_SOURCE_PREFIX
+
+if TYPE_CHECKING:
+    from trailmap.storage import Database
 
 __all__ = ["register_change_tools"]
 
@@ -48,12 +48,6 @@ def register_change_tools(
 ) -> None:
     tool = read_only_tool(mcp)
 
-    async def answer(work: Awaitable[dict[str, Any]]) -> dict[str, Any]:
-        try:
-            return await work
-        except TrailmapError as error:
-            raise ToolError(error.message) from None
-
     @tool
     async def get_metrics_around_event(
         ctx: Context,
@@ -80,16 +74,14 @@ def register_change_tools(
         of checkout", first call query_events(type=["deployment"], service=["checkout"],
         limit=1) and pass its id."""
         principal = await begin(ctx)
-        data = await answer(
-            around.get_metrics_around_event(
-                db,
-                principal,
-                event_id,
-                window=window,
-                metrics=metrics,
-                secret_key=secret_key,
-                default_timezone=default_timezone,
-            )
+        data = await around.get_metrics_around_event(
+            db,
+            principal,
+            event_id,
+            window=window,
+            metrics=metrics,
+            secret_key=secret_key,
+            default_timezone=default_timezone,
         )
         text = "\n".join([data["summary"], *(_metric_line(m) for m in data["metrics"])])
         return tool_result(data, text)
@@ -124,17 +116,15 @@ def register_change_tools(
             stale_after_days=stale_after_days,
             default_timezone=default_timezone,
         )
-        data = await answer(
-            near.find_changes_near(
-                db,
-                q,
-                node,
-                from_=from_,
-                to=to,
-                max_depth=max_depth,
-                direction=direction,
-                limit=limit,
-            )
+        data = await near.find_changes_near(
+            db,
+            q,
+            node,
+            from_=from_,
+            to=to,
+            max_depth=max_depth,
+            direction=direction,
+            limit=limit,
         )
         head = (
             f"{data['total']} change{'s' if data['total'] != 1 else ''} near "

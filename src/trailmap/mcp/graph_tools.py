@@ -1,26 +1,22 @@
-"""The MCP tools that ask the architecture graph: search_nodes, get_node,
-traverse_dependencies, find_path, get_impact, rank_critical_services.
-
-Each calls the function of graph/queries.py that the REST API calls, and writes a few lines
-of text beside the structured answer; with format="mermaid" the text is the diagram.
-"""
+"""The MCP tools that ask the architecture graph, each answered by the graph/ask/queries.py
+function the REST API calls, with a few lines of text (or a Mermaid diagram) beside it."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult
 from pydantic import Field
 
 from trailmap.accounts import Principal
-from trailmap.errors import TrailmapError
-from trailmap.graph import queries
+from trailmap.graph.ask import queries
 from trailmap.graph.model import EdgeKind, NodeKind
 from trailmap.mcp.registry import from_argument, read_only_tool, tool_result
-from trailmap.storage import Database
+
+if TYPE_CHECKING:
+    from trailmap.storage import Database
 
 __all__ = ["register_graph_tools"]
 
@@ -104,12 +100,6 @@ def register_graph_tools(  # noqa: PLR0915 - one tool per block
             default_timezone=default_timezone,
         )
 
-    async def answer(work: Awaitable[dict[str, Any]]) -> dict[str, Any]:
-        try:
-            return await work
-        except TrailmapError as error:
-            raise ToolError(error.message) from None
-
     @tool
     async def search_nodes(
         ctx: Context,
@@ -125,8 +115,8 @@ def register_graph_tools(  # noqa: PLR0915 - one tool per block
         ("databases" lists them). Use it to learn the exact names before the other graph
         tools."""
         q = await ask(ctx, at, format)
-        data = await answer(
-            queries.search_nodes(db, q, query, kinds=kinds, environment=environment, limit=limit)
+        data = await queries.search_nodes(
+            db, q, query, kinds=kinds, environment=environment, limit=limit
         )
         lines = [f"- {_name(n)} [{n['match']}]" for n in data["nodes"]]
         text = "\n".join(lines) or (
@@ -152,7 +142,7 @@ def register_graph_tools(  # noqa: PLR0915 - one tool per block
         hour, its own last-hour figures, and its recent changes. For a database, cache or
         topic it lists the services that connect to it ("which services use PostgreSQL?")."""
         q = await ask(ctx, at, format)
-        data = await answer(queries.get_node(db, q, node, environment=environment))
+        data = await queries.get_node(db, q, node, environment=environment)
         lines = [_name(data)]
         if data.get("matched"):
             lines.append(data["matched"])
@@ -199,17 +189,15 @@ def register_graph_tools(  # noqa: PLR0915 - one tool per block
         that depends on it (upstream), or both, up to max_depth hops, with the edges and
         their traffic. Use it for "how do requests flow from the gateway?"."""
         q = await ask(ctx, at, format)
-        data = await answer(
-            queries.traverse_dependencies(
-                db,
-                q,
-                node,
-                direction=direction,
-                max_depth=max_depth,
-                edge_kinds=edge_kinds,
-                node_kinds=node_kinds,
-                environment=environment,
-            )
+        data = await queries.traverse_dependencies(
+            db,
+            q,
+            node,
+            direction=direction,
+            max_depth=max_depth,
+            edge_kinds=edge_kinds,
+            node_kinds=node_kinds,
+            environment=environment,
         )
         lines = [f"{direction} of {_name(data['start'])}, up to {max_depth} hops:"]
         lines += [f"- depth {n['depth']}: {_name(n)}" for n in data["nodes"][1:]]
@@ -233,8 +221,8 @@ def register_graph_tools(  # noqa: PLR0915 - one tool per block
         with calls/min, error rate and p95 on each hop. Use it for "how do requests flow from
         the API gateway to the database?" or "the path between frontend and orders"."""
         q = await ask(ctx, at, format)
-        data = await answer(
-            queries.find_path(db, q, from_, to, max_paths=max_paths, environment=environment)
+        data = await queries.find_path(
+            db, q, from_, to, max_paths=max_paths, environment=environment
         )
         lines = [f"From {_name(data['from'])} to {_name(data['to'])}:"]
         for i, path in enumerate(data["paths"], 1):
@@ -261,7 +249,7 @@ def register_graph_tools(  # noqa: PLR0915 - one tool per block
         the next hop toward the failed node and the share of its traffic that goes there.
         Use it for "what breaks if payments goes down?"."""
         q = await ask(ctx, at, format)
-        data = await answer(queries.get_impact(db, q, node, environment=environment, limit=limit))
+        data = await queries.get_impact(db, q, node, environment=environment, limit=limit)
         headline = (
             f"If {_name(data['node'])} fails: {data['impacted_count']} nodes depend on it "
             f"({data['impacted_services']} services), up to {data['max_depth']} hops away."
@@ -304,8 +292,8 @@ def register_graph_tools(  # noqa: PLR0915 - one tool per block
         """The most critical services of the architecture, by one measure. Use it for "what
         are the most critical services?"."""
         q = await ask(ctx, at, format)
-        data = await answer(
-            queries.rank_critical_services(db, q, by=by, limit=limit, environment=environment)
+        data = await queries.rank_critical_services(
+            db, q, by=by, limit=limit, environment=environment
         )
         lines = [f"Most critical services by {by}:"] + [
             f"{i}. {_name(s)}: {_measure(by, s['score'])}{_count(s['dependents'], 'dependent')}"

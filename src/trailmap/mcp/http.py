@@ -1,13 +1,5 @@
-"""`/mcp` over Streamable HTTP: the SDK's transport behind Trailmap's own front door.
-
-The door checks the Origin (DNS rebinding) and the credential on every request, before the
-SDK sees it, so a revoked key is refused on its very next call, and it hands the `Principal`
-to the tools through the request. The credential is an API key (`tmk_`) or an OAuth access
-token (`tma_`) issued for this endpoint (its `resource`) with the `read` scope; a 401 names
-the Protected Resource Metadata and the scope, so a client knows where to sign in.
-The transport runs stateless: any node answers any request. A client of the 2025-11-25
-handshake gets a session id bound to its key (sessions.py).
-"""
+"""`/mcp` over Streamable HTTP: the SDK's transport behind Trailmap's own front door, which
+checks Origin and credential on every request, before the SDK sees it (docs/internals.md)."""
 
 from __future__ import annotations
 
@@ -20,11 +12,11 @@ from mcp.server.transport_security import TransportSecurityMiddleware, Transport
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from trailmap.accounts import Principal, authenticate
-from trailmap.accounts import tokens as token_format
-from trailmap.api.auth import bearer_token
+from trailmap.accounts import Principal
 from trailmap.errors import TrailmapError, Unauthorized
+from trailmap.http.auth import bearer_token
 from trailmap.mcp.sessions import SessionCheck, SessionSigner
+from trailmap.oauth.admission import InsufficientScope, admit
 from trailmap.oauth.provider import SCOPE
 
 if TYPE_CHECKING:
@@ -139,7 +131,7 @@ class McpEndpoint:
             return await self._principal(token)
         except Unauthorized as error:
             return self._unauthorized(error)
-        except _InsufficientScope as error:
+        except InsufficientScope as error:
             return self._insufficient_scope(str(error))
         except TrailmapError as error:
             return JSONResponse(
@@ -149,27 +141,12 @@ class McpEndpoint:
             )
 
     async def _principal(self, token: str) -> Principal:
-        if not token.startswith(token_format.ACCESS_TOKEN_PREFIX):
-            return await authenticate(
-                self._db,
-                token,
-                last_used_resolution_s=self._settings.last_used_resolution_seconds,
-            )
-        access = await self._oauth.load_access_token(token)
-        if access is None:
-            raise Unauthorized(
-                "This access token is not valid: it expired, was revoked, or its API key was "
-                "deleted. Sign in again."
-            )
-        if (access.resource or "").rstrip("/") != self._oauth.resource.rstrip("/"):
-            raise Unauthorized(
-                f"This access token was issued for {access.resource}, not for "
-                f"{self._oauth.resource}."
-            )
-        if SCOPE not in access.scopes:
-            raise _InsufficientScope(f"This MCP endpoint needs the '{SCOPE}' scope.")
-        await self._oauth.touch(access, self._settings.last_used_resolution_seconds)
-        return access.principal
+        return await admit(
+            self._db,
+            self._oauth,
+            token,
+            last_used_resolution_s=self._settings.last_used_resolution_seconds,
+        )
 
     def _challenge(self, **params: str) -> str:
         """RFC 6750 / RFC 9728: what went wrong, where the metadata is, which scope."""
@@ -199,10 +176,6 @@ class McpEndpoint:
                 )
             },
         )
-
-
-class _InsufficientScope(Exception):
-    """A valid token without the scope this endpoint needs."""
 
 
 def _quoted(value: str) -> str:

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 
-__all__ = ["READ_ONLY", "from_argument", "read_only_tool", "tool_result"]
+from trailmap.errors import TrailmapError
+
+__all__ = ["READ_ONLY", "from_argument", "read_only_tool", "refusing", "tool_result"]
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, open_world_hint=False)
 
@@ -23,9 +26,24 @@ def read_only_tool(mcp: MCPServer) -> Callable[[_Fn], _Fn]:
 
     def register(fn: _Fn) -> _Fn:
         description = " ".join((fn.__doc__ or "").split())
-        return mcp.tool(description=description, annotations=READ_ONLY)(fn)
+        mcp.tool(description=description, annotations=READ_ONLY)(refusing(fn))
+        return fn
 
     return register
+
+
+def refusing(tool: _Fn) -> _Fn:
+    """`tool`, its domain errors turned into tool errors: the one place where a refusal
+    (a bad argument, a quota, nothing found) becomes the text the model reads."""
+
+    @functools.wraps(tool)
+    async def answering(*args: Any, **kwargs: Any) -> CallToolResult:
+        try:
+            return await tool(*args, **kwargs)
+        except TrailmapError as error:
+            raise ToolError(error.message) from None
+
+    return cast("_Fn", answering)
 
 
 def tool_result(structured: dict[str, Any], text: str) -> CallToolResult:

@@ -1,17 +1,5 @@
-"""MCP sessions (the 2025-11-25 handshake) bound to the API key that opened them.
-
-The transport is stateless, so a session holds nothing but a name: every request is
-authenticated by its own key. What a session id must do is refuse to be carried over to
-another key. It is signed, not stored, so that any node can check it:
-
-    Mcp-Session-Id: <nonce>.<key tag>.<signature>
-
-where the key tag is HMAC(secret, key id) cut short, and the signature HMAC(secret, nonce and
-key tag). A request whose id has a bad signature gets 404 (not a session of this server: the
-client starts a new one, as the specification says); one whose id names another key gets 403.
-The secret is made once per installation and kept in the database, so every node shares it.
-Clients on the 2026-07-28 protocol have no sessions; nothing here applies to them.
-"""
+"""MCP session ids (the 2025-11-25 handshake), signed not stored, bound to the key that
+opened them: `<nonce>.<key tag>.<signature>` (docs/internals.md)."""
 
 from __future__ import annotations
 
@@ -20,11 +8,14 @@ import hashlib
 import hmac
 import secrets
 from enum import Enum
+from typing import TYPE_CHECKING
 
 import anyio
 
-from trailmap.storage import Database
-from trailmap.storage import instance as store
+from trailmap.accounts.installation import installation_secret
+
+if TYPE_CHECKING:
+    from trailmap.storage import Database
 
 __all__ = ["SessionCheck", "SessionSigner"]
 
@@ -56,10 +47,7 @@ class SessionSigner:
         if self._secret is None:
             async with self._lock:
                 if self._secret is None:
-                    stored = await self._db.write(
-                        store.first_setting, _SETTING, secrets.token_hex(32)
-                    )
-                    self._secret = bytes.fromhex(stored)
+                    self._secret = await installation_secret(self._db, _SETTING)
         return self._secret
 
     def _mac(self, secret: bytes, message: str, size: int) -> str:

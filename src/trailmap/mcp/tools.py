@@ -1,35 +1,33 @@
-"""The MCP tools. Each parses its arguments, calls one domain function, and renders a
-compact answer: structured content for the model, and a few lines of text beside it.
-
-The REST API calls the same domain functions, so the two cannot disagree.
-"""
+"""The MCP tools: each parses its arguments, calls the domain function the REST API calls too,
+and answers with structured content for the model and a few lines of text beside it."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult
 from pydantic import Field
 
-from trailmap import __version__, clock
+from trailmap import __version__
 from trailmap.accounts import Principal, quotas
-from trailmap.errors import TrailmapError
 from trailmap.mcp.arguments import RefuseUnknownArguments
 from trailmap.mcp.change_tools import register_change_tools
+from trailmap.mcp.counting import tool_call_counter
 from trailmap.mcp.graph_tools import register_graph_tools
 from trailmap.mcp.prompts import register_prompts
-from trailmap.mcp.registry import READ_ONLY, read_only_tool, tool_result
+from trailmap.mcp.registry import READ_ONLY, read_only_tool, refusing, tool_result
 from trailmap.mcp.registry import from_argument as _from_argument
-from trailmap.storage import Database
-from trailmap.storage import usage as usage_store
+from trailmap.telemetry import ServerTelemetry
 from trailmap.timeline import queries as timeline
+from trailmap.timeline.context import organization_context
 from trailmap.timeline.queries import EventQuery, list_facet, summarize_events
-from trailmap.timeline.times import format_time, resolve_timezone
+from trailmap.timeline.times import format_time
+
+if TYPE_CHECKING:
+    from trailmap.storage import Database
 
 __all__ = ["PrincipalSource", "build_mcp_server"]
 
@@ -79,16 +77,8 @@ class _Tools:
     async def begin(self, ctx: Context) -> Principal:
         """Who is calling; counts the call against the plan's monthly MCP quota."""
         principal = await self.principal_of(ctx)
-        if principal.plan.mcp_calls_per_month is not None:
-            await self.db.write(_count_call, principal)
+        await quotas.count_mcp_call(self.db, principal)
         return principal
-
-
-def _count_call(conn: Any, principal: Principal) -> None:
-    now = clock.now()
-    granted = quotas.check_and_count(conn, principal.org_id, principal.plan, "mcp_calls", 1, now)
-    if granted == 0:
-        raise quotas.refusal(principal.plan, "mcp_calls", conn, principal.org_id, now)
 
 
 def _events(count: int) -> str:
@@ -99,10 +89,6 @@ def _for_model(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Events as a model reads them: without `specversion`, the same "1.0" on every event,
     which would only take room in its context."""
     return [{k: v for k, v in e.items() if k != "specversion"} for e in events]
-
-
-def _refuse(error: TrailmapError) -> ToolError:
-    return ToolError(error.message)
 
 
 def _event_line(event: dict[str, Any]) -> str:
@@ -125,20 +111,6 @@ def _range_text(rng: Any) -> str:
     return f"{format_time(rng.effective_start, rng.tz)} to {format_time(rng.end, rng.tz)}"
 
 
-def _empty_reason(page_range: Any, org_has_events: bool) -> str:
-    if page_range.before_retention:
-        return (
-            "The whole range is older than this organization's retention window; the oldest "
-            f"time that can be asked is {format_time(page_range.retention_start, page_range.tz)}."
-        )
-    if not org_has_events:
-        return (
-            "This organization has no events yet. Send one with `trailmap send` or "
-            "POST /api/v1/events (see the README)."
-        )
-    return "No events of that kind in this range; widen the range or drop a filter."
-
-
 def build_mcp_server(
     db: Database,
     principal_of: PrincipalSource,
@@ -146,8 +118,9 @@ def build_mcp_server(
     default_timezone: str = "UTC",
     graph_stale_after_days: int = 7,
     secret_key: str | None = None,
+    telemetry: ServerTelemetry | None = None,
 ) -> MCPServer:
-    """An MCP server with Trailmap's timeline tools, all read-only."""
+    """An MCP server with Trailmap's tools, all read-only; `telemetry` counts their calls."""
     mcp = MCPServer(
         "trailmap",
         title="Trailmap",
@@ -173,11 +146,14 @@ def build_mcp_server(
         secret_key=secret_key,
     )
     register_prompts(mcp)
+    if telemetry is not None:
+        # Outside the refusal of unknown arguments, so that the calls it answers are counted.
+        mcp.middleware.append(tool_call_counter(telemetry, mcp))
     mcp.middleware.append(RefuseUnknownArguments(mcp))
     return mcp
 
 
-def _register(mcp: MCPServer, t: _Tools) -> None:  # noqa: PLR0915 - one tool per block
+def _register(mcp: MCPServer, t: _Tools) -> None:
     @read_only_tool(mcp)
     async def get_organization_context(ctx: Context, timezone: Timezone = None) -> CallToolResult:
         """Call this first. Describes the organization: its plan, retention window and the
@@ -185,47 +161,17 @@ def _register(mcp: MCPServer, t: _Tools) -> None:  # noqa: PLR0915 - one tool pe
         zone, which event types, sources and environments (subjects) exist, and how to
         phrase times for the other tools."""
         principal = await t.begin(ctx)
-        try:
-            tz = resolve_timezone(timezone, default=t.default_timezone)
-        except ValueError as error:
-            raise ToolError(f"timezone: {error}") from None
-        now = clock.now()
-        types = await list_facet(t.db, principal, "type", default_timezone=tz.key, limit=20)
-        subjects = await list_facet(t.db, principal, "subject", default_timezone=tz.key, limit=20)
-        sources = await list_facet(t.db, principal, "source", default_timezone=tz.key, limit=20)
-        month = quotas.month_period(now)
-        events_month = await t.db.read_one(
-            usage_store.get_usage, principal.org_id, "events/month", month
+        org = await organization_context(
+            t.db, principal, timezone=timezone, default_timezone=t.default_timezone
         )
-        calls_month = await t.db.read_one(
-            usage_store.get_usage, principal.org_id, "mcp_calls/month", month
-        )
-        plan = principal.plan
-        oldest = now - timedelta(days=principal.retention_days)
-        data = {
-            "organization": principal.org_slug,
-            "plan": plan.name,
-            "retention_days": principal.retention_days,
-            "oldest_queryable": format_time(oldest, tz),
-            "server_time": format_time(now, tz),
-            "timezone": tz.key,
-            "quotas": {
-                "events_per_month": plan.events_per_month,
-                "events_per_day": plan.events_per_day,
-                "mcp_calls_per_month": plan.mcp_calls_per_month,
-            },
-            "usage_this_month": {"events": events_month, "mcp_calls": calls_month},
-            "event_types": types,
-            "subjects": subjects,
-            "sources": sources,
-            "time_expressions": _TIME_FORMS,
-        }
+        data = {**org.as_json(), "time_expressions": _TIME_FORMS}
+        types, subjects, sources = org.event_types, org.subjects, org.sources
         lines = [
             (
-                f"Organization {principal.org_slug} ({plan.name} plan); events kept "
-                f"{principal.retention_days} days, oldest queryable {data['oldest_queryable']}."
+                f"Organization {org.organization} ({org.plan} plan); events kept "
+                f"{org.retention_days} days, oldest queryable {org.oldest_queryable}."
             ),
-            f"Server time {data['server_time']} ({tz.key}).",
+            f"Server time {org.server_time} ({org.timezone}).",
             "Event types: "
             + (", ".join(f"{f['value']} ({f['count']})" for f in types) or "none yet"),
             "Environments (subject): "
@@ -288,12 +234,9 @@ def _register(mcp: MCPServer, t: _Tools) -> None:  # noqa: PLR0915 - one tool pe
             cursor=cursor,
             timezone=timezone,
         )
-        try:
-            page = await timeline.query_events(
-                t.db, principal, query, default_timezone=t.default_timezone
-            )
-        except TrailmapError as error:
-            raise _refuse(error) from None
+        page = await timeline.query_events(
+            t.db, principal, query, default_timezone=t.default_timezone
+        )
         rng = page.range
         data: dict[str, Any] = {
             "events": _for_model(page.events),
@@ -302,17 +245,17 @@ def _register(mcp: MCPServer, t: _Tools) -> None:  # noqa: PLR0915 - one tool pe
             "to": format_time(rng.end, rng.tz),
             "timezone": rng.tz.key,
         }
+        if page.note:
+            data["note"] = page.note
         if page.events:
             text = f"{_events(len(page.events))} from {_range_text(rng)}, newest first:\n"
             text += "\n".join(_event_line(e) for e in page.events)
             if page.next_cursor:
                 text += "\nMore events: call again with cursor=" + page.next_cursor
+            if page.note:
+                text += f"\n{page.note}"
         else:
-            any_events = bool(
-                await list_facet(t.db, principal, "type", default_timezone=rng.tz.key, limit=1)
-            )
-            data["note"] = _empty_reason(rng, any_events)
-            text = f"No events from {_range_text(rng)}. {data['note']}"
+            text = f"No events from {_range_text(rng)}. {page.note}"
         return tool_result(data, text)
 
     @read_only_tool(mcp)
@@ -323,12 +266,9 @@ def _register(mcp: MCPServer, t: _Tools) -> None:  # noqa: PLR0915 - one tool pe
     ) -> CallToolResult:
         """One event with all its details, including its data."""
         principal = await t.begin(ctx)
-        try:
-            event = await timeline.get_event(
-                t.db, principal, id, timezone=timezone, default_timezone=t.default_timezone
-            )
-        except TrailmapError as error:
-            raise _refuse(error) from None
+        event = await timeline.get_event(
+            t.db, principal, id, timezone=timezone, default_timezone=t.default_timezone
+        )
         return tool_result(_for_model([event])[0], _event_line(event))
 
     @read_only_tool(mcp)
@@ -340,17 +280,14 @@ def _register(mcp: MCPServer, t: _Tools) -> None:  # noqa: PLR0915 - one tool pe
         source and severity, and the latest few. Use it before query_events when the
         question is broad ("what happened this week?")."""
         principal = await t.begin(ctx)
-        try:
-            summary = await summarize_events(
-                t.db,
-                principal,
-                from_=from_,
-                to=to,
-                timezone=timezone,
-                default_timezone=t.default_timezone,
-            )
-        except TrailmapError as error:
-            raise _refuse(error) from None
+        summary = await summarize_events(
+            t.db,
+            principal,
+            from_=from_,
+            to=to,
+            timezone=timezone,
+            default_timezone=t.default_timezone,
+        )
         rng = summary.range
         shown = summary.counts_json()
         data = {
@@ -359,6 +296,8 @@ def _register(mcp: MCPServer, t: _Tools) -> None:  # noqa: PLR0915 - one tool pe
             "from": format_time(rng.effective_start, rng.tz),
             "to": format_time(rng.end, rng.tz),
         }
+        if summary.note:
+            data["note"] = summary.note
 
         def counts(rows: list[dict[str, Any]]) -> str:
             return ", ".join(f"{r['value']} {r['count']}" for r in rows) or "none"
@@ -368,18 +307,16 @@ def _register(mcp: MCPServer, t: _Tools) -> None:  # noqa: PLR0915 - one tool pe
             f"By type: {counts(summary.by_type)}\nBy environment: {counts(summary.by_subject)}\n"
             f"By severity: {counts(summary.by_severity)}\nLatest:\n"
             + "\n".join(_event_line(e) for e in summary.latest)
+            + (f"\n{summary.note}" if summary.note else "")
         )
         return tool_result(data, text)
 
     def _facet_tool(facet: str, what: str) -> Callable[..., Awaitable[CallToolResult]]:
         async def tool(ctx: Context, timezone: Timezone = None) -> CallToolResult:
             principal = await t.begin(ctx)
-            try:
-                rows = await list_facet(
-                    t.db, principal, facet, timezone=timezone, default_timezone=t.default_timezone
-                )
-            except TrailmapError as error:
-                raise _refuse(error) from None
+            rows = await list_facet(
+                t.db, principal, facet, timezone=timezone, default_timezone=t.default_timezone
+            )
             text = "\n".join(
                 f"- {r['value']}: {_events(r['count'])}, last {r['last_seen']} "
                 f"({r['last_seen_relative']})"
@@ -399,4 +336,6 @@ def _register(mcp: MCPServer, t: _Tools) -> None:  # noqa: PLR0915 - one tool pe
             "The environments (event subjects, e.g. production), with counts and last seen.",
         ),
     ):
-        mcp.add_tool(_facet_tool(facet, what), name=name, description=doc, annotations=READ_ONLY)
+        mcp.add_tool(
+            refusing(_facet_tool(facet, what)), name=name, description=doc, annotations=READ_ONLY
+        )

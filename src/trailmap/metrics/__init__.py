@@ -1,0 +1,1 @@
+"""Metrics around changes: series from three sources and the before/after comparison."""

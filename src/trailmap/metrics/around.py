@@ -1,9 +1,5 @@
-"""get_metrics_around_event: did a metric change after a change event?
-
-For each metric of the event's service and environment: the points of a window before the
-event against the same window after it (cut at now), summarized, tested with a two-sided
-Mann-Whitney U test, and given a verdict (metrics/compare.py). Each metric names its source.
-"""
+"""get_metrics_around_event: did each metric of the event's service change after a change event?
+(docs/metrics.md, "Did it change?")"""
 
 from __future__ import annotations
 

@@ -1,23 +1,5 @@
-"""Did a metric change around an event? Its points before and after, compared.
-
-``compare`` gives the before/after points of one metric a verdict from the two-sided
-Mann-Whitney U test (ranks, so a few wild minutes do not decide it) and a floor on the size
-of the change, with one sentence that says why. It is pure Python; the tests check it
-against ``scipy.stats.mannwhitneyu``.
-
-When to distrust the verdict:
-
-- Per-minute points are autocorrelated (a bad minute tends to follow a bad minute) while the
-  test assumes independent points, so its p-values are optimistic. That is one reason
-  ``alpha`` defaults to 0.01 rather than 0.05.
-- Seasonality: a daily traffic cycle moves throughput, latency and error rates by itself, so
-  an evening after the event compared with an afternoon before it can show a "change" that
-  is only the time of day.
-- A short after window may catch only the restart and miss a slow leak: "no significant
-  change" a few minutes after a deployment means "not yet", not "none".
-- Anything else that changed in the same window (traffic, another deployment, an upstream
-  incident) is indistinguishable from the event.
-"""
+"""Did a metric change around an event? Its points before and after, given a verdict by a
+Mann-Whitney U test (docs/metrics.md: how the verdict is reached, when to distrust it)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
-"""Metric points pushed to Trailmap: validated one by one, stored once per series and time.
-
-`POST /api/v1/metrics` and the OTLP metrics receiver both end here. A point is
-`{name, value, time, service?, subject?, labels?}`; `subject` is the environment, as on an
-event, and `default` when absent, as in the graph.
-"""
+"""Metric points pushed to Trailmap (`POST /api/v1/metrics` and OTLP metrics): validated one by
+one, stored once per series and time (docs/metrics.md, "Pushing points")."""
 
 from __future__ import annotations
 
@@ -18,7 +14,7 @@ import orjson
 
 from trailmap import clock
 from trailmap.accounts.principal import Principal
-from trailmap.errors import ErrorDetail
+from trailmap.errors import ErrorDetail, ValidationFailed
 from trailmap.storage import Connection, Database
 from trailmap.storage import metrics as store
 from trailmap.telemetry import count_points
@@ -29,6 +25,7 @@ __all__ = [
     "MAX_LABELS",
     "Point",
     "PushResult",
+    "pushed_metric_names",
     "record_points",
     "series_id",
     "validate_point",
@@ -215,6 +212,19 @@ async def record_points(
     result.accepted = len(valid)
     count_points(accepted=result.accepted, rejected=len({r["index"] for r in result.rejected}))
     return result
+
+
+async def pushed_metric_names(
+    db: Database, principal: Principal, *, service: str, environment: str
+) -> list[str]:
+    """The names of the metrics pushed for `service` in `environment`."""
+    for name, value in (("service", service), ("subject", environment)):
+        if any(ord(ch) < 32 for ch in value):
+            raise ValidationFailed.field(name, "must not contain control characters")
+    names: list[str] = await db.read(
+        store.series_names, principal.org_id, service=service, environment=environment
+    )
+    return names
 
 
 def _rejection(detail: ErrorDetail) -> dict[str, Any]:

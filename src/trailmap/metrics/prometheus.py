@@ -1,9 +1,5 @@
-"""Metric points from a Prometheus-compatible query API (Prometheus, Thanos, Mimir,
-VictoriaMetrics): one PromQL template per metric, rendered for a service and environment.
-
-A failure (unreachable, refused, bad query, too slow) comes back as ``Series.error``, a
-sentence that names the server but never the credentials, within the configured timeout.
-"""
+"""Metric points from a Prometheus-compatible API (Prometheus, Thanos, Mimir, VictoriaMetrics):
+one PromQL template per metric, rendered for a service and environment (docs/internals.md)."""
 
 from __future__ import annotations
 

@@ -1,12 +1,5 @@
-"""Metric series and the one interface every source of points speaks.
-
-A series is a metric name (``error_rate``, ``throughput``, ``p50_latency``, ``p95_latency``,
-``p99_latency`` or any custom name) of one service in one environment: points in time.
-Three sources serve them: points pushed to the API (``pushed``), the per-minute figures
-derived from ingested spans (``spans``) and a Prometheus-compatible query API
-(``prometheus``). The organization chooses which source serves each metric, and every answer
-names the source it came from.
-"""
+"""Metric series and the one interface every source of points speaks: pushed, spans, prometheus
+(docs/metrics.md, "Metric series" and "Three sources behind one interface")."""
 
 from __future__ import annotations
 

@@ -1,10 +1,5 @@
 """Each organization's metric settings: which source serves each metric, and its
-Prometheus-compatible API (base URL, an optional auth header, a PromQL template per metric).
-
-The auth header's value must be sent as it is, so it cannot be hashed: it is encrypted at
-rest (Fernet, with a key derived from TRAILMAP_SECRET_KEY) and never shown again; an answer
-says only whether one is set.
-"""
+Prometheus-compatible API: base URL, encrypted auth header, PromQL templates (docs/internals.md)."""
 
 from __future__ import annotations
 

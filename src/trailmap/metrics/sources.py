@@ -1,8 +1,5 @@
-"""The two sources of points Trailmap holds itself: points pushed to it, and the per-minute
-rate, errors and latency of each service derived from ingested spans (graph/stats.py).
-
-Both read a whole window in one query; the comparison splits it at the event.
-"""
+"""The two sources of points Trailmap holds itself: pushed points, and each service's per-minute
+rate, errors and latency from ingested spans (graph/stats.py; docs/internals.md)."""
 
 from __future__ import annotations
 

@@ -1,19 +1,5 @@
-"""Client ID Metadata Documents: a `client_id` that is an https URL describing the client.
-
-Fetching a URL that anyone may name is a server-side request forgery risk, so the fetch is
-narrow (draft-ietf-oauth-client-id-metadata-document, "Security Considerations"):
-
-- https only, with a path and no `.` or `..` segments, no credentials or fragment;
-- the host is resolved once and every address it has must be public: loopback, private,
-  link-local, multicast and reserved addresses are refused (unless
-  `TRAILMAP_CLIENT_METADATA_ALLOW_PRIVATE` is set, for tests and closed networks); the
-  connection then goes to the address that was checked (so a second DNS answer cannot
-  swap it), with the host name kept for TLS and the Host header;
-- no redirects, no compression; at most `MAX_BYTES` read; `TIMEOUT_SECONDS` for the whole
-  exchange, name resolution included;
-- the document must name itself (`client_id` equal to the URL), list redirect URIs that
-  are https or loopback, and ask for no shared secret (there is nowhere to keep one).
-"""
+"""Client ID Metadata Documents: a `client_id` that is an https URL describing the client,
+fetched narrowly, since anyone may name it (docs/internals.md)."""
 
 from __future__ import annotations
 

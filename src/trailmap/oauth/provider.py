@@ -1,19 +1,5 @@
-"""Trailmap's OAuth 2.1 authorization server, as a provider of the `mcp` SDK's protocol.
-
-The SDK's handlers parse requests, authenticate clients, check PKCE S256, code expiry and
-the redirect URI at /token; this provider stores and judges everything else (RFC 9700):
-
-- A client's redirect URIs must be https or loopback http; a loopback one matches on any
-  port (RFC 8252), every other one exactly.
-- `resource` (RFC 8707) must be this server's MCP endpoint and is bound into the code and
-  every token.
-- Codes are single-use and live 10 minutes; a replayed code revokes what it issued.
-- Refresh tokens rotate on every use; presenting a spent one revokes its whole family.
-- Approval mints (or, for the same client, user and organization, reuses) a READ_ONLY API
-  key named "MCP — <client name>". Every code and token belongs to that key and dies with it.
-
-Secrets (client secrets, pending request ids, codes, tokens) are stored as SHA-256 only.
-"""
+"""Trailmap's OAuth 2.1 authorization server, as a provider of the `mcp` SDK's protocol: it
+stores and judges what the SDK's handlers do not (docs/internals.md)."""
 
 from __future__ import annotations
 
@@ -41,6 +27,7 @@ from trailmap import clock, ids
 from trailmap.accounts import Principal, create_key
 from trailmap.accounts import tokens as token_format
 from trailmap.accounts.keys import key_principal
+from trailmap.accounts.memberships import Membership, find_membership
 from trailmap.errors import Forbidden, NotFound
 from trailmap.oauth.client_metadata import (
     ClientMetadataError,
@@ -264,13 +251,13 @@ class TrailmapOAuthProvider:
         code for the client's redirect URI."""
         client, params = await self.pending(request_id)
         org = await self._org_for_member(org_slug, user_id)
-        key_id = await self._key_for(client, org_slug=org_slug, org_id=org["id"], user_id=user_id)
+        key_id = await self._key_for(client, org_slug=org_slug, org_id=org.org_id, user_id=user_id)
         code = secrets.token_urlsafe(32)
         now_us = clock.now_us()
         row = {
             "code_hash": token_format.hash_token(code),
             "client_id": client.client_id,
-            "org_id": org["id"],
+            "org_id": org.org_id,
             "key_id": key_id,
             "user_id": user_id,
             "family_id": ids.new_id(),
@@ -313,18 +300,12 @@ class TrailmapOAuthProvider:
             )
         )
 
-    async def _org_for_member(self, org_slug: str, user_id: str) -> dict[str, Any]:
-        def _find(conn: Connection) -> dict[str, Any] | None:
-            org = account_store.get_org_by_slug(conn, org_slug)
-            if org is None or not account_store.is_member(conn, org["id"], user_id):
-                return None
-            return org
-
-        org = await self._db.read(_find)
-        if org is None:
+    async def _org_for_member(self, org_slug: str, user_id: str) -> Membership:
+        membership = await find_membership(self._db, user_id, org_slug)
+        if membership is None:
             # The same answer for "no such organization" and "not yours": nothing to learn.
             raise Forbidden("You are not a member of that organization.")
-        return org
+        return membership
 
     async def _key_for(
         self, client: OAuthClientInformationFull, *, org_slug: str, org_id: str, user_id: str

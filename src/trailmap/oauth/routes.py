@@ -1,19 +1,5 @@
-"""The authorization server's HTTP endpoints: the `mcp` SDK's handlers, with what they lack.
-
-From the SDK, as they are: `/authorize` (request validation, PKCE S256 only, redirect URI
-checks), `/token` (client authentication, code and refresh grants, PKCE verification),
-`/register` (RFC 7591), the metadata handlers and their CORS and body-size wrappers.
-
-Added here:
-
-- Client secrets are stored hashed, so the client authenticator compares hashes.
-- RFC 8414 metadata also advertises public clients (`none`), Client ID Metadata Documents
-  and the `iss` authorization response parameter (RFC 9207); error redirects from
-  `/authorize` carry `iss` too.
-- `/token` refuses a `resource` other than this server's MCP endpoint (RFC 8707).
-- `/revoke` (RFC 7009) accepts public clients, which present no secret.
-- Protected Resource Metadata (RFC 9728) at the root and under `/mcp`.
-"""
+"""The authorization server's HTTP endpoints: the `mcp` SDK's handlers, with what they lack
+(docs/internals.md)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Select, and_, bindparam, func, insert, select, update
 
 from trailmap.storage.tables import (
     api_keys,
@@ -19,6 +19,7 @@ __all__ = [
     "count_members",
     "find_key_by_hash",
     "get_key",
+    "get_membership",
     "get_org_by_id",
     "get_org_by_slug",
     "get_service_account_by_name",
@@ -28,8 +29,8 @@ __all__ = [
     "insert_org",
     "insert_service_account",
     "insert_user",
-    "is_member",
     "list_api_keys",
+    "list_memberships",
     "list_orgs",
     "revoke_key",
     "touch_key",
@@ -75,11 +76,31 @@ def insert_membership(conn: Connection, org_id: str, row: Row) -> None:
     conn.execute(insert(memberships), {**row, "org_id": org_id})
 
 
-def is_member(conn: Connection, org_id: str, user_id: str) -> bool:
-    stmt = select(memberships.c.role).where(
-        memberships.c.org_id == org_id, memberships.c.user_id == user_id
+def _memberships_of(user_id: str) -> Select[Any]:
+    return (
+        select(organizations.c.id, organizations.c.slug, organizations.c.name, memberships.c.role)
+        .join(memberships, memberships.c.org_id == organizations.c.id)
+        .where(memberships.c.user_id == user_id)
     )
-    return conn.execute(stmt).first() is not None
+
+
+def list_memberships(conn: Connection, user_id: str) -> list[Row]:
+    """The organizations a user belongs to (id, slug, name) with their role, by slug."""
+    stmt = _memberships_of(user_id).order_by(organizations.c.slug)
+    return [dict(r._mapping) for r in conn.execute(stmt)]
+
+
+def get_membership(
+    conn: Connection, user_id: str, *, org_id: str | None = None, org_slug: str | None = None
+) -> Row | None:
+    """One organization of the user's (by id or slug) with their role, or None."""
+    stmt = _memberships_of(user_id)
+    if org_id is not None:
+        stmt = stmt.where(organizations.c.id == org_id)
+    if org_slug is not None:
+        stmt = stmt.where(organizations.c.slug == org_slug)
+    row = conn.execute(stmt).first()
+    return dict(row._mapping) if row else None
 
 
 def count_members(conn: Connection, org_id: str) -> int:

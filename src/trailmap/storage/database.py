@@ -1,10 +1,5 @@
 """The connection to Trailmap's database: SQLite (embedded) or PostgreSQL, behind one interface.
-
-Reads run concurrently on pooled connections. Writes on SQLite go through one writer thread
-that groups whatever is queued into one transaction (group commit): SQLite has a single
-writer, and one fsync for many requests is what makes ingestion fast. A write's future is
-resolved only after its transaction commits, so an acknowledgement means the data is stored.
-"""
+How reads and writes are run, and when a write counts as stored: docs/internals.md."""
 
 from __future__ import annotations
 
@@ -22,10 +17,11 @@ import anyio.to_thread
 import orjson
 from sqlalchemy import Connection, Engine, create_engine, event, exc, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import QueuePool
 
 from trailmap.errors import Unavailable
 
-__all__ = ["Connection", "Database", "is_postgres_url", "normalize_url"]
+__all__ = ["Connection", "Database", "normalize_url"]
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +41,6 @@ def normalize_url(url: str) -> str:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     return url
-
-
-def is_postgres_url(url: str) -> bool:
-    return normalize_url(url).startswith("postgresql")
 
 
 def _json_dumps(value: object) -> str:
@@ -291,9 +283,30 @@ class Database:
                     self._writer = _SqliteWriter(self.write_engine)
         return self._writer
 
+    async def write_in_chunks(
+        self, fn: Callable[Concatenate[Connection, P], int], *args: P.args, **kwargs: P.kwargs
+    ) -> int:
+        """Repeat `fn`, a write of one chunk that returns how many rows it touched, each in
+        its own short transaction (so other writes go on between), until it touches none;
+        returns the total."""
+        total = 0
+        while removed := await self.write(fn, *args, **kwargs):
+            total += removed
+        return total
+
     def ping(self) -> None:
         """Raise `Unavailable` unless the database answers a trivial query."""
         self.read_sync(lambda conn: conn.execute(text("SELECT 1")).scalar_one())
+
+    def pool_status(self) -> dict[str, int]:
+        """The readers' connection pool (on PostgreSQL, every request's): size, in use and
+        opened beyond its size right now."""
+        pool = self.engine.pool
+        size = pool.size() if isinstance(pool, QueuePool) else 0
+        checked_out = pool.checkedout() if isinstance(pool, QueuePool) else 0
+        # QueuePool counts overflow from -size up; only connections past the size count.
+        overflow = max(0, pool.overflow()) if isinstance(pool, QueuePool) else 0
+        return {"size": size, "checked_out": checked_out, "overflow": overflow}
 
     def close(self) -> None:
         if self._writer is not None:

@@ -26,7 +26,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect
 
 from trailmap.storage.dialect import DriverSelect, compile_for_driver, fetch_on_driver
-from trailmap.storage.tables import events, organizations
+from trailmap.storage.tables import events
 
 __all__ = [
     "EventFilter",
@@ -35,7 +35,6 @@ __all__ = [
     "find_existing",
     "get_event",
     "insert_events",
-    "org_retention_rows",
     "purge_before",
     "select_events",
 ]
@@ -364,11 +363,6 @@ def facet_counts(
         .limit(limit)
     )
     return [dict(r._mapping) for r in conn.execute(stmt, params)]
-
-
-def org_retention_rows(conn: Connection) -> list[Row]:
-    stmt = select(organizations.c.id, organizations.c.plan, organizations.c.retention_days)
-    return [dict(r._mapping) for r in conn.execute(stmt)]
 
 
 def purge_before(conn: Connection, org_id: str, cutoff_us: int, *, chunk: int = 5000) -> int:

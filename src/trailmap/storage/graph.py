@@ -1,11 +1,5 @@
-"""The graph's queries: nodes, edges, per-minute statistics, versions and pending span halves.
-
-Writes are shaped so that any number of app nodes can record the same node, edge or minute
-at once: inserts that ignore a conflict, updates guarded by what they change, additions
-done by the database (`calls = calls + excluded.calls`), and rows written in key order, so
-that two transactions taking the same rows' locks never wait on each other in a circle
-(a deadlock, which PostgreSQL breaks by failing one of them).
-"""
+"""The graph's queries: nodes, edges, per-minute statistics, versions and pending span halves,
+written so that any number of app nodes can record the same rows at once (docs/internals.md)."""
 
 from __future__ import annotations
 
@@ -47,6 +41,7 @@ __all__ = [
     "minute_totals",
     "new_versions",
     "node_rows",
+    "purge_before",
     "purge_minutes",
     "put_cursors",
     "traffic",
@@ -56,7 +51,7 @@ __all__ = [
 
 BUCKET_COLUMNS = tuple(f"b{i:02d}" for i in range(LATENCY_BUCKETS))
 # last_seen is kept to the minute: a row is rewritten only when it moves further than this,
-# and an app node that remembers what it wrote (graph/ingest.py) skips a row for as long
+# and an app node that remembers what it wrote (graph/learn/record.py) skips a row for as long
 # again; together, never more than a minute behind.
 SEEN_RESOLUTION_US = 30_000_000
 _CHUNK = 500
@@ -494,3 +489,27 @@ def _cursors_sql(conn: Connection, _name: str) -> _DriverSql:
         set_={name: stmt.excluded[name] for name in replaced},
     )
     return _driver_sql(conn, upsert, ("org_id", "series_key", *replaced))
+
+
+def purge_before(conn: Connection, org_id: str, cutoff_us: int, *, chunk: int = 5000) -> int:
+    """Delete up to `chunk` per-minute figures older than the cutoff, and the servicegraph
+    cursors not moved since; the caller repeats until 0."""
+    m = graph_minutes.c
+    doomed_minutes = (
+        select(m.subject_id, m.minute_us)
+        .where(m.org_id == org_id, m.minute_us < cutoff_us)
+        .limit(chunk)
+    )
+    removed = conn.execute(
+        delete(graph_minutes).where(
+            m.org_id == org_id, tuple_(m.subject_id, m.minute_us).in_(doomed_minutes)
+        )
+    ).rowcount
+    # A servicegraph running total not received since the cutoff has stopped (the Collector
+    # forgets a series after minutes without calls): its cursor would never be read again.
+    removed += conn.execute(
+        delete(graph_metric_cursors).where(
+            graph_metric_cursors.c.org_id == org_id, graph_metric_cursors.c.time_us < cutoff_us
+        )
+    ).rowcount
+    return int(removed or 0)

@@ -1,8 +1,5 @@
-"""Metric series, their points and each organization's metric settings.
-
-A point is written with ON CONFLICT on (series, time): pushing the same point twice changes
-nothing, and pushing a new value for the same time replaces the old one.
-"""
+"""Metric series, their points and each organization's metric settings. A point is stored once
+per series and time (ON CONFLICT): a new value for the same time replaces the old one."""
 
 from __future__ import annotations
 
@@ -22,7 +19,6 @@ from trailmap.storage.dialect import (
 )
 from trailmap.storage.tables import (
     LATENCY_BUCKETS,
-    graph_metric_cursors,
     graph_minutes,
     metric_points,
     metric_series,
@@ -180,32 +176,14 @@ def write_settings(
 
 
 def purge_before(conn: Connection, org_id: str, cutoff_us: int, *, chunk: int = 5000) -> int:
-    """Delete up to `chunk` metric points and per-minute span figures older than the cutoff;
-    the caller repeats until 0."""
-    p, m = metric_points.c, graph_minutes.c
+    """Delete up to `chunk` metric points older than the cutoff; the caller repeats until 0."""
+    p = metric_points.c
     doomed_points = (
         select(p.series_id, p.time_us).where(p.org_id == org_id, p.time_us < cutoff_us).limit(chunk)
     )
     removed = conn.execute(
         delete(metric_points).where(
             p.org_id == org_id, tuple_(p.series_id, p.time_us).in_(doomed_points)
-        )
-    ).rowcount
-    doomed_minutes = (
-        select(m.subject_id, m.minute_us)
-        .where(m.org_id == org_id, m.minute_us < cutoff_us)
-        .limit(chunk)
-    )
-    removed += conn.execute(
-        delete(graph_minutes).where(
-            m.org_id == org_id, tuple_(m.subject_id, m.minute_us).in_(doomed_minutes)
-        )
-    ).rowcount
-    # A servicegraph running total not received since the cutoff has stopped (the Collector
-    # forgets a series after minutes without calls): its cursor would never be read again.
-    removed += conn.execute(
-        delete(graph_metric_cursors).where(
-            graph_metric_cursors.c.org_id == org_id, graph_metric_cursors.c.time_us < cutoff_us
         )
     ).rowcount
     return int(removed or 0)

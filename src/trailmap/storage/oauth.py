@@ -1,8 +1,5 @@
-"""Queries for OAuth: clients, pending authorization requests, codes and tokens.
-
-Everything secret is looked up by its SHA-256 (tables.py). A code or token counts only while
-the API key it belongs to is live: every lookup joins the key and checks it.
-"""
+"""Queries for OAuth: clients, pending authorization requests, codes and tokens, each found by
+its SHA-256 and live only while its API key is (docs/internals.md)."""
 
 from __future__ import annotations
 

@@ -1,12 +1,5 @@
 """Every table Trailmap keeps, as SQLAlchemy Core metadata; the migrations must match it.
-
-Times are integer microseconds since the Unix epoch (UTC): exact, cheap to index and compare,
-and the same on SQLite and PostgreSQL. `org_id` leads every primary key and index of
-organization data. The few global lookups (a user's e-mail, an API key's hash or id, the
-instance's own settings, and OAuth's clients, pending requests, codes and tokens, found by
-their hash) are the deliberate exceptions: they are how a caller is identified before
-their organization is known.
-"""
+How times are stored and why `org_id` leads every key: docs/internals.md."""
 
 from __future__ import annotations
 
@@ -405,7 +398,7 @@ service_versions = Table(
 
 # Halves of a call waiting for their other half: a CLIENT span (side "c") or a PRODUCER span
 # (side "p"), keyed by trace id + its span id, or a SERVER or CONSUMER span (side "s"), keyed
-# by trace id + its parent span id. Any app node pairs them; the sweep (graph/pairing.py)
+# by trace id + its parent span id. Any app node pairs them; the sweep (graph/learn/pairing.py)
 # settles the rest. `expires_us` is indexed alone: the sweep looks across organizations.
 pending_spans = Table(
     "pending_spans",
@@ -424,7 +417,7 @@ pending_spans = Table(
 
 
 # Where each running total of the Collector's servicegraph connector stood when it was last
-# received (graph/servicegraph.py): its next value minus this is what the interval added.
+# received (graph/learn/servicegraph.py): its next value minus this is what the interval added.
 # Kept in the database, not in an app node's memory, so that consecutive exports of one
 # Collector may reach different app nodes. `series_key` is a SHA-256 of the metric's name and
 # attributes; `buckets` the total's latency histogram in graph_minutes' buckets ([] for a

@@ -1,4 +1,4 @@
-"""Queries for the console: signed-in browsers, the sign-in throttle, a user's organizations."""
+"""Queries for the console: signed-in browsers, the sign-in throttle, service accounts."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ from sqlalchemy import Connection, delete, select, update
 from trailmap.storage.dialect import insert_for
 from trailmap.storage.tables import (
     login_throttle,
-    memberships,
-    organizations,
     service_accounts,
     users,
     web_sessions,
@@ -23,8 +21,6 @@ __all__ = [
     "get_session_user",
     "insert_session",
     "list_service_accounts",
-    "list_user_orgs",
-    "membership",
     "reserve_attempt",
 ]
 
@@ -49,25 +45,6 @@ def delete_session(conn: Connection, session_hash: str, now_us: int) -> None:
     """End one session, and sweep the expired ones while at it."""
     conn.execute(delete(web_sessions).where(web_sessions.c.session_hash == session_hash))
     conn.execute(delete(web_sessions).where(web_sessions.c.expires_us <= now_us))
-
-
-def list_user_orgs(conn: Connection, user_id: str) -> list[Row]:
-    """The organizations a user belongs to, with their role, by slug."""
-    stmt = (
-        select(organizations.c.id, organizations.c.slug, organizations.c.name, memberships.c.role)
-        .join(memberships, memberships.c.org_id == organizations.c.id)
-        .where(memberships.c.user_id == user_id)
-        .order_by(organizations.c.slug)
-    )
-    return [dict(r._mapping) for r in conn.execute(stmt)]
-
-
-def membership(conn: Connection, org_slug: str, user_id: str) -> Row | None:
-    """The organization (id, slug, name) and the user's role in it, or None if not a member."""
-    for org in list_user_orgs(conn, user_id):
-        if org["slug"] == org_slug:
-            return org
-    return None
 
 
 def list_service_accounts(conn: Connection, org_id: str) -> list[Row]:

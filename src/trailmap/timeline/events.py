@@ -1,8 +1,5 @@
-"""The change event: a CloudEvents 1.0 object checked against every rule in INTERFACES.md.
-
-`validate_event` turns one item of a request into a row ready to store, or into the list of
-everything wrong with it, so a person can fix all of it in one go.
-"""
+"""The change event: a CloudEvents 1.0 object checked against every rule in
+docs/interfaces.md, each problem reported by field and index."""
 
 from __future__ import annotations
 

@@ -8,15 +8,21 @@ from typing import Any
 
 from trailmap import clock
 from trailmap.accounts import quotas
+from trailmap.accounts.organizations import Organization
+from trailmap.accounts.plans import Plan
 from trailmap.accounts.principal import Principal
 from trailmap.errors import ErrorDetail, QuotaExceeded, ValidationFailed
 from trailmap.storage import Connection, Database
+from trailmap.storage import accounts as account_store
 from trailmap.storage import events as store
 from trailmap.storage import usage as usage_store
 from trailmap.telemetry import count_events
 from trailmap.timeline.events import EventRow, validate_event
 
-__all__ = ["IngestResult", "ingest_events", "require_some_items"]
+__all__ = ["IngestResult", "ingest_events", "record_derived_events", "require_some_items"]
+
+# An event derived from other data carries a few fields: far below any request's limit.
+_DERIVED_EVENT_BYTES = 10 * 1024
 
 
 @dataclass(slots=True)
@@ -76,7 +82,11 @@ async def ingest_events(
     now = now or clock.now()
     result = IngestResult()
     rows, repeats = _validate_all(principal, items, now, max_event_bytes, result)
-    stored = await db.write(_store, principal, rows, now) if rows else _Stored.nothing()
+    stored = (
+        await db.write(_store, principal.org_id, principal.plan, rows, now)
+        if rows
+        else _Stored.nothing()
+    )
     refused = {id(r) for r in stored.quota_refused}
     for row in rows:
         if id(row) in refused:
@@ -154,12 +164,12 @@ def _item(row: EventRow, stored_id: str | None) -> dict[str, Any]:
     }
 
 
-def _store(conn: Connection, principal: Principal, rows: list[EventRow], now: datetime) -> _Stored:
+def _store(
+    conn: Connection, org_id: str, plan: Plan, rows: list[EventRow], now: datetime
+) -> _Stored:
     """Runs in one transaction: the quota check, the count and the insert agree."""
-    org_id = principal.org_id
     refusal: QuotaExceeded | None = None
     refused: list[EventRow] = []
-    plan = principal.plan
     if plan.events_per_day is not None or plan.events_per_month is not None:
         # Duplicates cost nothing: find them before counting against the quota.
         existing = store.find_existing(conn, org_id, [r.key for r in rows])
@@ -179,6 +189,29 @@ def _store(conn: Connection, principal: Principal, rows: list[EventRow], now: da
     if missing:
         existing.update(store.find_existing(conn, org_id, missing))
     return _Stored(inserted=inserted, existing=existing, quota_refused=refused, refusal=refusal)
+
+
+def record_derived_events(
+    conn: Connection, org_id: str, items: list[dict[str, Any]], *, now: datetime
+) -> int:
+    """Store events another domain derived (deployments detected in traces) inside the
+    caller's transaction, validated and counted against the plan like any other; what the
+    quota refuses is not stored. Returns how many were stored."""
+    row = account_store.get_org_by_id(conn, org_id)
+    if row is None:
+        return 0
+    org = Organization.from_row(row)
+    oldest_us = clock.to_us(now - timedelta(days=org.retention_days))
+    rows: list[EventRow] = []
+    for index, item in enumerate(items):
+        outcome = validate_event(item, index=index, now=now, max_bytes=_DERIVED_EVENT_BYTES)
+        if not isinstance(outcome, list) and outcome.values["time_us"] >= oldest_us:
+            rows.append(outcome)
+    if not rows:
+        return 0
+    stored = _store(conn, org_id, org.plan, rows, now)
+    count_events(accepted=len(stored.inserted), duplicates=0, rejected=0)
+    return len(stored.inserted)
 
 
 def require_some_items(items: list[object], *, max_batch: int) -> None:

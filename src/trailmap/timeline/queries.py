@@ -1,8 +1,5 @@
-"""Asking the timeline: filtered pages newest first, one event, and summaries.
-
-The REST API and the MCP tools both call these, so they cannot disagree. No query ever
-returns an event older than the organization's retention window.
-"""
+"""Asking the timeline: filtered pages newest first, one event, summaries; REST and MCP both
+call these, and no answer holds an event older than the retention window."""
 
 from __future__ import annotations
 
@@ -98,6 +95,31 @@ class EventPage:
     events: list[dict[str, Any]]
     next_cursor: str | None
     range: TimeRange
+    note: str | None = None  # why the page is empty or its range shorter than asked
+
+
+def range_note(time_range: TimeRange, *, empty: bool, org_has_events: bool) -> str | None:
+    """Why an answer is empty or its range shorter than asked: one wording for every face."""
+    retention_start = format_time(time_range.retention_start, time_range.tz)
+    if time_range.before_retention:
+        return (
+            "The whole range is older than this organization's retention window; the oldest "
+            f"time that can be asked is {retention_start}."
+        )
+    if time_range.clipped:
+        clipped = (
+            "The range starts before the retention window; it was shortened to start at "
+            f"{retention_start}."
+        )
+        return f"{clipped} No events in what remains." if empty else clipped
+    if not empty:
+        return None
+    if not org_has_events:
+        return (
+            "This organization has no events yet. Send one with `trailmap send` or "
+            "POST /api/v1/events (see the README)."
+        )
+    return "No events of that kind in this range; widen the range or drop a filter."
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +131,7 @@ class Summary:
     by_severity: list[dict[str, Any]]
     latest: list[dict[str, Any]]
     range: TimeRange
+    note: str | None = None  # why the summary is empty or its range shorter than asked
 
     def counts_json(self) -> dict[str, Any]:
         """What every face shows of a summary; each adds the range in its own words."""
@@ -264,7 +287,9 @@ async def query_events(
     flt = _filter(query, time_range)
     before = decode_cursor(query.cursor) if query.cursor else None
     if time_range.before_retention:
-        return EventPage(events=[], next_cursor=None, range=time_range)
+        return EventPage(
+            [], None, time_range, range_note(time_range, empty=True, org_has_events=True)
+        )
     # An unfiltered page walks at most limit + 1 entries of the (org_id, time_us, id) index:
     # work bounded like a point lookup, which SQLite does faster than a hop to a worker
     # thread. A filter or search words may scan the whole range, so those take the hop.
@@ -283,7 +308,14 @@ async def query_events(
         rows = rows[: query.limit]
         next_cursor = encode_cursor(rows[-1]["time_us"], rows[-1]["id"])
     events = [render_event(r, time_range.tz, time_range.now, full=full) for r in rows]
-    return EventPage(events=events, next_cursor=next_cursor, range=time_range)
+    has_events = bool(events) or await _has_events(db, principal)
+    note = range_note(time_range, empty=not events, org_has_events=has_events)
+    return EventPage(events=events, next_cursor=next_cursor, range=time_range, note=note)
+
+
+async def _has_events(db: Database, principal: Principal) -> bool:
+    """Whether the organization has any event in its retention window."""
+    return bool(await list_facet(db, principal, "type", limit=1))
 
 
 async def get_event(
@@ -353,6 +385,11 @@ async def summarize_events(
         by_severity=_render_facet(facets["severity"], time_range),
         latest=[render_event(r, time_range.tz, time_range.now) for r in recent],
         range=time_range,
+        note=range_note(
+            time_range,
+            empty=total == 0,
+            org_has_events=total > 0 or await _has_events(db, principal),
+        ),
     )
 
 

@@ -1,15 +1,5 @@
-"""The questions asked of an architecture graph: find a node by name, walk out from it, trace
-the routes between two nodes, list what breaks when one fails (graph/impact.py), rank what
-matters most (graph/ranking.py), and draw the answer as a Mermaid diagram.
-
-Every answer is ordered deterministically (by score or depth, then by name) so that it does
-not shift between calls. Whole-graph work is kept on the snapshot (`GraphSnapshot.memo`,
-graph/derived.py), so it runs once per graph version; per-query work is bounded by what the
-query reaches. An unknown node id raises KeyError and a negative limit raises ValueError.
-
-Ownership (`owned_by`) says who to call, not what fails together: impact, paths and ranks
-leave it out. `traverse` walks every kind unless told otherwise.
-"""
+"""The questions asked of an architecture graph: find, walk, route, blast radius, rank, and the
+answer drawn as a Mermaid diagram (docs/internals.md)."""
 
 from __future__ import annotations
 
@@ -23,11 +13,11 @@ from typing import Literal
 
 import rustworkx as rx
 
-from trailmap.graph import derived
-from trailmap.graph.impact import BlastRadius, DepthCount, Impacted, impact
+from trailmap.graph.ask import derived
+from trailmap.graph.ask.impact import BlastRadius, DepthCount, Impacted, impact
+from trailmap.graph.ask.ranking import RANK_BY, RankBy, Ranked, rank, scores
 from trailmap.graph.memory import GraphSnapshot
 from trailmap.graph.model import NODE_KINDS, Edge, Node, NodeKind
-from trailmap.graph.ranking import RANK_BY, RankBy, Ranked, rank, scores
 
 __all__ = [
     "RANK_BY",

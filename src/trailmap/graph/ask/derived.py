@@ -1,9 +1,5 @@
-"""What the graph's questions (graph/algorithms.py, impact.py, ranking.py) share: orderings
-and derived graphs, computed once per snapshot and kept on it (`GraphSnapshot.memo`).
-
-Ownership (`owned_by`) says who to call, not what fails together, so the derived graphs
-leave it out.
-"""
+"""What the graph's questions (algorithms.py, impact.py, ranking.py) share: orderings and derived
+graphs, computed once per snapshot and kept on it (`GraphSnapshot.memo`; docs/internals.md)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,5 @@
-"""The blast radius of a node: everything that fails with it, counted at every depth, and
-the nearest of it in detail (the next hop toward the failed node, and how much of each
-one's traffic goes into the blast radius).
-
-The counts come from one breadth-first search in rustworkx; the detail, which costs a pass
-over each node's dependencies in Python, is worked out only for the nodes shown.
-"""
+"""The blast radius of a node: everything that fails with it, counted at every depth, and the
+nearest of it in detail: next hop toward the node, share of traffic (docs/performance.md)."""
 
 from __future__ import annotations
 
@@ -13,7 +8,7 @@ from itertools import chain, compress
 
 import rustworkx as rx
 
-from trailmap.graph import derived
+from trailmap.graph.ask import derived
 from trailmap.graph.memory import GraphSnapshot
 from trailmap.graph.model import Edge, Node
 

@@ -1,9 +1,5 @@
-"""find_changes_near: the changes in a node's dependency neighbourhood, nearest first.
-
-"What changed near checkout in the last hour?" The graph gives the neighbourhood (what the
-node depends on, what depends on it, within a few hops) and the timeline its changes; each
-change is ranked by graph distance and closeness in time, and says why it is listed.
-"""
+"""find_changes_near: the changes in a node's dependency neighbourhood, nearest in the graph and
+in time first (docs/metrics.md, "What changed near a service?")."""
 
 from __future__ import annotations
 
@@ -12,9 +8,9 @@ from datetime import datetime
 from typing import Any
 
 from trailmap.errors import ValidationFailed
-from trailmap.graph.algorithms import Direction
+from trailmap.graph.ask.algorithms import Direction
+from trailmap.graph.ask.queries import GraphQuery, graph_context, resolve_node
 from trailmap.graph.memory import GraphSnapshot
-from trailmap.graph.queries import GraphQuery, graph_context, resolve_node
 from trailmap.storage import Database
 from trailmap.timeline import queries as timeline
 

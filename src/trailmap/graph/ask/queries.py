@@ -1,9 +1,5 @@
-"""The graph's questions as the REST API and the MCP tools ask them.
-
-Each function takes what a person or a model says (node names, time expressions), answers
-from the organization's in-memory graph (graph/snapshots.py) and statistics from the
-database, and returns plain JSON-ready dictionaries: the faces only render them.
-"""
+"""The graph's questions as the REST API and the MCP tools ask them: names and time expressions
+in, JSON-ready dictionaries out, which the faces only render."""
 
 from __future__ import annotations
 
@@ -17,10 +13,10 @@ import anyio.to_thread
 from trailmap import clock
 from trailmap.accounts.principal import Principal
 from trailmap.errors import NotFound, ValidationFailed
-from trailmap.graph import algorithms as algo
+from trailmap.graph.ask import algorithms as algo
+from trailmap.graph.ask.snapshots import snapshot_for
 from trailmap.graph.memory import GraphSnapshot
 from trailmap.graph.model import EDGE_KINDS, NODE_KINDS, Edge, Node
-from trailmap.graph.snapshots import snapshot_for
 from trailmap.graph.stats import Stats
 from trailmap.storage import Database
 from trailmap.storage import graph as store
@@ -448,7 +444,7 @@ async def rank_critical_services(
     return _finish(ctx, q, data, [r.node.id for r in top], [])
 
 
-# What other domain modules (graph/near.py) build on: the snapshot of a query, and a node
+# What other domain modules (graph/ask/near.py) build on: the snapshot of a query, and a node
 # named as a person names it.
 graph_context = _context
 resolve_node = _resolve

@@ -1,7 +1,5 @@
-"""Which nodes matter most: by how many depend on them, by how many dependency chains run
-through them, by PageRank, or by traffic. Each measure runs once per snapshot
-(`GraphSnapshot.memo`); later calls only slice it.
-"""
+"""Which nodes matter most: by dependents, by dependency chains through them, by PageRank, or
+by traffic; each measure runs once per snapshot (`GraphSnapshot.memo`), later calls slice it."""
 
 from __future__ import annotations
 
@@ -11,7 +9,7 @@ from typing import Literal, get_args
 
 import rustworkx as rx
 
-from trailmap.graph import derived
+from trailmap.graph.ask import derived
 from trailmap.graph.memory import GraphSnapshot
 from trailmap.graph.model import Node
 

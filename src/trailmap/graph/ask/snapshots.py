@@ -1,12 +1,5 @@
-"""Each app node's in-memory graphs: one per organization, rebuilt when its version moves.
-
-The database holds the truth; a snapshot is a copy that answers graph questions fast. A new
-node or edge bumps the organization's graph version (graph/ingest.py), and the next question
-rebuilds. The traffic on edges (calls per minute over the last hour) is refreshed every
-minute into the same structure, so that whole-graph results that depend on the topology
-alone (ranks) are computed once per version. Graphs as of an earlier time are built on
-demand and kept a little while.
-"""
+"""Each app node's in-memory graphs: one per organization, rebuilt when its version moves
+(docs/internals.md)."""
 
 from __future__ import annotations
 

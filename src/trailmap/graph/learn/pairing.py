@@ -1,19 +1,5 @@
-"""Where the two halves of a call meet: in an app node's memory first, then in the database.
-
-A CLIENT span and the SERVER span it causes usually arrive in different requests (each
-service exports its own spans). `TraceIngestion`, the OTLP receiver's way in, keeps each
-half in the app node's memory for a few seconds: with the Collector routing every trace to
-one app node, nearly every call pairs there and its halves are never written. A half still
-alone after that is stored in `pending_spans` (graph/ingest.py `store_halves`), where it
-pairs with the halves other app nodes store; a half whose wait is over is settled by the
-sweep, which every app node runs: it pairs halves two nodes stored at the same moment (each
-missing the other), and turns a lone CLIENT span that names its peer into an edge to that
-peer (an external API, a service without instrumentation).
-
-`TraceIngestion` also adds up the per-minute statistics of the requests it takes for a
-moment before writing them, and skips the rows it knows to be stored already, so that a
-request that proves nothing new writes nothing at all.
-"""
+"""Where the two halves of a call meet: in an app node's memory first, then in the database,
+and the sweep that settles halves whose wait is over (docs/internals.md)."""
 
 from __future__ import annotations
 
@@ -25,28 +11,34 @@ from datetime import datetime
 from typing import Any
 
 import anyio
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from trailmap import clock
 from trailmap.accounts.principal import Principal
-from trailmap.graph.ingest import (
+from trailmap.graph.learn.record import (
     GraphRows,
     RecentWrites,
     Sent,
-    TraceIngestResult,
+    accepted_window,
     graph_rows,
-    observe,
     record_observations,
-    record_request,
-    store_halves,
     write_graph_rows,
     write_minutes,
 )
-from trailmap.graph.spans import Half, Observations
+from trailmap.graph.learn.spans import Half, Observations, observe_request
 from trailmap.graph.stats import Stats
 from trailmap.storage import Connection, Database
 from trailmap.storage import graph as store
 
-__all__ = ["TraceIngestion", "sweep_pending"]
+__all__ = [
+    "TraceIngestResult",
+    "TraceIngestion",
+    "ingest_traces",
+    "observe",
+    "record_request",
+    "store_halves",
+    "sweep_pending",
+]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +49,136 @@ _BATCH = 5000
 _MAX_MINUTES = 50_000
 # Entries of halves gone from memory tolerated in the arrival order beyond the live ones.
 _SLACK = 1024
+
+
+@dataclass(slots=True)
+class TraceIngestResult:
+    """How many spans counted, how many were refused, and why (for OTLP partial success)."""
+
+    accepted_spans: int = 0
+    rejected_spans: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, obs: Observations) -> TraceIngestResult:
+        return cls(obs.accepted, obs.rejected, list(obs.problems))
+
+
+async def ingest_traces(
+    db: Database,
+    principal: Principal,
+    request: Any,
+    *,
+    now: datetime | None = None,
+    pairing_wait_seconds: int = 30,
+) -> TraceIngestResult:
+    """Record what the request's spans say; invalid spans are counted and the rest kept.
+
+    `request` is an `ExportTraceServiceRequest` or a graph/learn/spans.py `SpanBatch`. Its halves
+    are paired against the database and the rest stored there, in the same transaction as
+    everything else: nothing stays in memory."""
+    now_us, obs = observe(principal, request, now)
+    if obs.accepted:
+        await db.write(
+            record_request, principal.org_id, obs, now_us, now_us + pairing_wait_seconds * _US
+        )
+    return TraceIngestResult.of(obs)
+
+
+def observe(
+    principal: Principal, request: ExportTraceServiceRequest | Any, now: datetime | None
+) -> tuple[int, Observations]:
+    """The request's observations, and the moment they were made (epoch microseconds)."""
+    principal.require_write()
+    now_us, oldest_us, newest_us = accepted_window(principal, now)
+    return now_us, observe_request(request, oldest_us=oldest_us, newest_us=newest_us)
+
+
+# -- halves: paired against the database, or stored -----------------------------------------
+
+
+def record_request(
+    conn: Connection,
+    org_id: str,
+    obs: Observations,
+    now_us: int,
+    expires_us: int,
+    recent: RecentWrites | None = None,
+) -> Sent:
+    """Pair the observations' halves against the database, store the rest until
+    `expires_us`, and record the rest of what the observations (and those pairs) say."""
+    waiting = _pair(conn, org_id, obs)
+    if waiting:
+        store.add_pending(
+            conn,
+            org_id,
+            [(h.pair_key, h.side, h.span_id, h.payload) for h in waiting],
+            expires_us,
+        )
+    return record_observations(conn, org_id, obs, now_us, recent=recent)
+
+
+def store_halves(
+    conn: Connection,
+    by_org: dict[str, list[Half]],
+    now_us: int,
+    expires_us: int,
+    recent: RecentWrites | None = None,
+) -> Sent:
+    """Halves leaving an app node's memory: paired with what other nodes stored, or stored."""
+    sent = Sent()
+    for org_id, halves in by_org.items():
+        obs = Observations(halves=halves)
+        sent.extend(record_request(conn, org_id, obs, now_us, expires_us, recent))
+    return sent
+
+
+def _grouped(halves: list[Half]) -> tuple[dict[str, Half], dict[str, list[Half]]]:
+    callers: dict[str, Half] = {}
+    callees: dict[str, list[Half]] = defaultdict(list)
+    for half in halves:
+        if half.side == "s":
+            callees[half.pair_key].append(half)
+        else:
+            callers[half.pair_key] = half
+    return callers, callees
+
+
+def _pair(conn: Connection, org_id: str, obs: Observations) -> list[Half]:
+    """Pair the request's halves with each other, then with those waiting in the database;
+    return the halves still waiting."""
+    callers, callees = _grouped(obs.halves)
+    _pair_within(obs, callers, callees)
+    if callees:
+        stored = store.claim_pending(conn, org_id, callees, "c")
+        stored += store.find_pending(conn, org_id, callees, "p")
+        for key, caller_payload in stored:
+            for callee in callees.pop(key, ()):
+                obs.pair(caller_payload, callee.payload)
+    paired: set[str] = set()
+    if callers:
+        for key, callee_payload in store.claim_pending(conn, org_id, callers, "s"):
+            found = callers.get(key)
+            if found is not None:
+                obs.pair(found.payload, callee_payload)
+                if found.side == "c":
+                    # A CLIENT span has one SERVER child; once matched it waits no more.
+                    paired.add(key)
+    waiting = [h for key, h in callers.items() if key not in paired]
+    waiting.extend(h for hs in callees.values() for h in hs)
+    return waiting
+
+
+def _pair_within(
+    obs: Observations, callers: dict[str, Half], callees: dict[str, list[Half]]
+) -> None:
+    """Pairs whose two halves came together (in one request, through a Collector, say)."""
+    for key in [k for k in callees if k in callers]:
+        caller = callers[key]
+        if caller.side == "c":
+            del callers[key]
+        for callee in callees.pop(key):
+            obs.pair(caller.payload, callee.payload)
 
 
 class TraceIngestion:
@@ -298,7 +420,7 @@ class _Undo:
 class _WaitingHalves:
     """Halves by (organization, pair key), and in arrival order for storing the oldest.
 
-    The rules are those of pairing against the database (graph/ingest.py `_pair`): a SERVER
+    The rules are those of pairing against the database (`_pair`): a SERVER
     or CONSUMER half takes the CLIENT half it answers (a PRODUCER half stays, for more
     consumers), a CLIENT or PRODUCER half takes every SERVER or CONSUMER half waiting for
     it, and a half already waiting under the same span id (an export sent again) is not

@@ -1,103 +1,39 @@
-"""Spans in, graph out: what one OTLP trace request adds to the organization's graph.
-
-The request is read once (graph/spans.py), then written: nodes, edges and per-minute
-statistics, a service version never seen before as a deployment on the timeline, and the
-request's *halves* (a CLIENT span waiting for its SERVER child, and so on), paired with the
-halves waiting in the database or stored to wait there.
-
-`ingest_traces` does all of it in one transaction per request. The HTTP receiver goes
-through graph/pairing.py's `TraceIngestion`, which pairs halves in the app node's memory
-first and adds statistics up there for a moment; it writes with the functions below.
-"""
+"""What observations (of spans or servicegraph samples) write: nodes, edges, per-minute
+statistics, and a service version never seen before as a deployment on the timeline."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
 from trailmap import clock
 from trailmap.accounts.principal import Principal
+from trailmap.graph.learn.spans import NodeKey, Observations
 from trailmap.graph.model import edge_id, node_id
-from trailmap.graph.spans import Half, NodeKey, Observations, observe_request
 from trailmap.graph.stats import Stats
-from trailmap.storage import Connection, Database
-from trailmap.storage import events as event_store
+from trailmap.storage import Connection
 from trailmap.storage import graph as store
-from trailmap.timeline.events import DETECTED_SOURCE_PREFIX, validate_event
+from trailmap.timeline.events import DETECTED_SOURCE_PREFIX
+from trailmap.timeline.ingest import record_derived_events
 
 __all__ = [
     "GraphRows",
     "RecentWrites",
     "Sent",
-    "TraceIngestResult",
     "accepted_window",
     "graph_rows",
-    "ingest_traces",
-    "observe",
     "record_observations",
-    "record_request",
-    "store_halves",
     "write_graph_rows",
+    "write_minutes",
 ]
 
 _US = 1_000_000
 # Spans may be stamped a little ahead of the server's clock (clock skew), not more.
 _FUTURE_US = 3600 * _US
-_MAX_EVENT_BYTES = 10 * 1024
 # Rows remembered as written (nodes, edges, versions) before the memory starts afresh.
 _MAX_REMEMBERED = 100_000
-
-
-@dataclass(slots=True)
-class TraceIngestResult:
-    """How many spans counted, how many were refused, and why (for OTLP partial success)."""
-
-    accepted_spans: int = 0
-    rejected_spans: int = 0
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def error_message(self) -> str:
-        return "; ".join(self.problems[:5])
-
-    @classmethod
-    def of(cls, obs: Observations) -> TraceIngestResult:
-        return cls(obs.accepted, obs.rejected, list(obs.problems))
-
-
-async def ingest_traces(
-    db: Database,
-    principal: Principal,
-    request: Any,
-    *,
-    now: datetime | None = None,
-    pairing_wait_seconds: int = 30,
-) -> TraceIngestResult:
-    """Record what the request's spans say; invalid spans are counted and the rest kept.
-
-    `request` is an `ExportTraceServiceRequest` or a graph/spans.py `SpanBatch`. Its halves
-    are paired against the database and the rest stored there, in the same transaction as
-    everything else: nothing stays in memory."""
-    now_us, obs = observe(principal, request, now)
-    if obs.accepted:
-        await db.write(
-            record_request, principal.org_id, obs, now_us, now_us + pairing_wait_seconds * _US
-        )
-    return TraceIngestResult.of(obs)
-
-
-def observe(
-    principal: Principal, request: ExportTraceServiceRequest | Any, now: datetime | None
-) -> tuple[int, Observations]:
-    """The request's observations, and the moment they were made (epoch microseconds)."""
-    principal.require_write()
-    now_us, oldest_us, newest_us = accepted_window(principal, now)
-    return now_us, observe_request(request, oldest_us=oldest_us, newest_us=newest_us)
 
 
 def accepted_window(principal: Principal, now: datetime | None) -> tuple[int, int, int]:
@@ -162,93 +98,6 @@ class RecentWrites:
                 else (min(first_us, known[0]), max(last_us, known[1]))
             )
         self._versions.update(sent.versions)
-
-
-# -- halves: paired against the database, or stored -----------------------------------------
-
-
-def record_request(
-    conn: Connection,
-    org_id: str,
-    obs: Observations,
-    now_us: int,
-    expires_us: int,
-    recent: RecentWrites | None = None,
-) -> Sent:
-    """Pair the observations' halves against the database, store the rest until
-    `expires_us`, and record the rest of what the observations (and those pairs) say."""
-    waiting = _pair(conn, org_id, obs)
-    if waiting:
-        store.add_pending(
-            conn,
-            org_id,
-            [(h.pair_key, h.side, h.span_id, h.payload) for h in waiting],
-            expires_us,
-        )
-    return record_observations(conn, org_id, obs, now_us, recent=recent)
-
-
-def store_halves(
-    conn: Connection,
-    by_org: dict[str, list[Half]],
-    now_us: int,
-    expires_us: int,
-    recent: RecentWrites | None = None,
-) -> Sent:
-    """Halves leaving an app node's memory: paired with what other nodes stored, or stored."""
-    sent = Sent()
-    for org_id, halves in by_org.items():
-        obs = Observations(halves=halves)
-        sent.extend(record_request(conn, org_id, obs, now_us, expires_us, recent))
-    return sent
-
-
-def _grouped(halves: list[Half]) -> tuple[dict[str, Half], dict[str, list[Half]]]:
-    callers: dict[str, Half] = {}
-    callees: dict[str, list[Half]] = defaultdict(list)
-    for half in halves:
-        if half.side == "s":
-            callees[half.pair_key].append(half)
-        else:
-            callers[half.pair_key] = half
-    return callers, callees
-
-
-def _pair(conn: Connection, org_id: str, obs: Observations) -> list[Half]:
-    """Pair the request's halves with each other, then with those waiting in the database;
-    return the halves still waiting."""
-    callers, callees = _grouped(obs.halves)
-    _pair_within(obs, callers, callees)
-    if callees:
-        stored = store.claim_pending(conn, org_id, callees, "c")
-        stored += store.find_pending(conn, org_id, callees, "p")
-        for key, caller_payload in stored:
-            for callee in callees.pop(key, ()):
-                obs.pair(caller_payload, callee.payload)
-    paired: set[str] = set()
-    if callers:
-        for key, callee_payload in store.claim_pending(conn, org_id, callers, "s"):
-            found = callers.get(key)
-            if found is not None:
-                obs.pair(found.payload, callee_payload)
-                if found.side == "c":
-                    # A CLIENT span has one SERVER child; once matched it waits no more.
-                    paired.add(key)
-    waiting = [h for key, h in callers.items() if key not in paired]
-    waiting.extend(h for hs in callees.values() for h in hs)
-    return waiting
-
-
-def _pair_within(
-    obs: Observations, callers: dict[str, Half], callees: dict[str, list[Half]]
-) -> None:
-    """Pairs whose two halves came together (in one request, through a Collector, say)."""
-    for key in [k for k in callees if k in callers]:
-        caller = callers[key]
-        if caller.side == "c":
-            del callers[key]
-        for callee in callees.pop(key):
-            obs.pair(caller.payload, callee.payload)
 
 
 # -- nodes, edges, statistics, versions ----------------------------------------------------
@@ -389,10 +238,8 @@ def write_minutes(conn: Connection, org_id: str, minutes: dict[tuple[str, int], 
 def _add_deployments(
     conn: Connection, org_id: str, deployments: list[tuple[NodeKey, str, int]], now_us: int
 ) -> None:
-    rows: list[dict[str, Any]] = []
-    now = clock.from_us(now_us)
-    for (_, environment, service), version, first_us in deployments:
-        event = {
+    events = [
+        {
             "specversion": "1.0",
             "id": f"{environment}/{service}/{version}"[:200],
             "source": f"{DETECTED_SOURCE_PREFIX}{service}"[:500],
@@ -406,8 +253,6 @@ def _add_deployments(
                 "detected_from": "traces",
             },
         }
-        outcome = validate_event(event, index=len(rows), now=now, max_bytes=_MAX_EVENT_BYTES)
-        if not isinstance(outcome, list):
-            rows.append(outcome.values)
-    if rows:
-        event_store.insert_events(conn, org_id, rows)
+        for (_, environment, service), version, first_us in deployments
+    ]
+    record_derived_events(conn, org_id, events, now=clock.from_us(now_us))

@@ -1,102 +1,41 @@
-"""The OpenTelemetry Collector's `servicegraph` connector, read into the graph.
-
-At volume, a Collector pairs the spans itself (the connector) and sends, every
-`metrics_flush_interval`, one running total per edge instead of every span: calls
-(`traces_service_graph_request_total`), failed calls (`..._request_failed_total`) and the
-latency seen by each side (`..._request_client` and `..._request_server` histograms, with a
-`_seconds` suffix in older Collectors). Each data point names the edge in its attributes:
-`client`, `server`, `connection_type` ("", "database", "messaging_system" or
-"virtual_node"), `failed`, and the `dimensions` the connector was configured with as
-`client_<attribute>` and `server_<attribute>`. Its resource is empty.
-
-Those metrics arrive at the OTLP metrics receiver, which hands them here as `EdgeSample`s.
-They build the same nodes, edges and per-minute statistics as spans do (graph/spans.py has
-the rules for spans; the ones here follow them):
-
-- "" : a `calls` edge from the client service to the server service;
-- "database": a `reads_writes` edge to a database named by `server`, a cache when the
-  `db.system` dimension says redis, valkey or memcached;
-- "messaging_system": the client `publishes` to a topic and the server `consumes` it (the
-  topic named by the `messaging.destination.name` dimension, else "<client> messages");
-- "virtual_node": from the client to an external API named `server` (nothing when the
-  connector could not name it: "unknown"); a client named "user" is traffic from outside,
-  which counts in the server's own statistics only.
-
-An edge's calls and latency are the client side's histogram (the caller's view, as for
-spans), a service's the server side's; `request_failed_total` counts errors against the edge
-and the service it reached; `request_total` counts what the histograms count, and is read
-only to prove an edge an export has no histogram of. Running totals (CUMULATIVE, the
-connector's way) become what each interval added: the value minus the one received before,
-kept in `graph_metric_cursors` so that any app node can subtract. A running total is known
-by its metric, its attributes and its Collector (its `service.instance.id`, if set, and its
-start time), so replicas of a scaled-out connector, and a Collector that restarts, each
-count their own. A series Trailmap has not seen counts whole when its Collector was heard
-from before (the series is new since) or started within two minutes; otherwise it says only
-that its edge exists. A value after more than 15 minutes of silence, or lower than the one
-before, is a series the connector forgot and began again: it counts whole. DELTA points
-(after a `cumulativetodelta` processor) count as they are.
-"""
+"""The Collector's `servicegraph` connector samples, recorded into the graph as spans are:
+running totals into increments, samples into nodes, edges and statistics (docs/internals.md)."""
 
 from __future__ import annotations
 
-import hashlib
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import orjson
-
 from trailmap.accounts.principal import Principal
-from trailmap.graph.ingest import accepted_window, record_observations
-from trailmap.graph.model import DEFAULT_ENVIRONMENT, EdgeKind, NodeKind
-from trailmap.graph.spans import NodeKey, Observations
-from trailmap.graph.stats import Stats, bucket_of
+from trailmap.graph.learn.record import accepted_window, record_observations
+from trailmap.graph.learn.spans import NodeKey, Observations
+from trailmap.graph.model import EdgeKind, NodeKind
+from trailmap.graph.stats import Stats
 from trailmap.storage import Connection, Database
 from trailmap.storage import graph as store
 from trailmap.storage.tables import LATENCY_BUCKETS
 
 __all__ = [
+    "MAX_NAME",
     "EdgeSample",
     "Increment",
     "ServiceGraphResult",
-    "edge_sample",
-    "latency_buckets",
     "record_edge_samples",
     "record_samples",
-    "role_of",
 ]
 
-_ROLES = {
-    "traces_service_graph_request_total": "calls",
-    "traces_service_graph_request_failed_total": "failed",
-    "traces_service_graph_request_client": "client",
-    "traces_service_graph_request_client_seconds": "client",
-    "traces_service_graph_request_server": "server",
-    "traces_service_graph_request_server_seconds": "server",
-    # Collectors with the legacyLatencyMetricNames gate: the server side's latency alone.
-    "traces_service_graph_request_duration": "server",
-    "traces_service_graph_request_duration_seconds": "server",
-}
+MAX_NAME = 300  # the longest node name a sample carries
+
 _CACHES = frozenset({"redis", "valkey", "memcached"})
 _QUEUES = frozenset({"rabbitmq", "activemq", "aws_sqs", "jms", "ibm_mq", "servicebus"})
-_CONNECTION_TYPES = frozenset({"", "database", "messaging_system", "virtual_node"})
 # A series first seen this soon after it started counts from its start; one that started
 # earlier (a Collector running before Trailmap heard of it) only says its edge exists.
 _FRESH_US = 120_000_000
 # The connector forgets a series after 15 minutes without calls and starts it again from 0,
 # with the same start time: a value that comes after a longer silence is all new calls.
 _FORGOTTEN_US = 15 * 60_000_000
-_MAX_NAME = 300
-_MAX_ENV = 100
-_MAX_VERSION = 100
-
-
-def role_of(metric_name: str) -> str | None:
-    """What a metric of the connector says ("calls", "failed", "client", "server"), or None
-    for any other metric."""
-    return _ROLES.get(metric_name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,103 +63,6 @@ class EdgeSample:
     count: float
     sum_ms: float = 0.0
     buckets: tuple[int, ...] = ()
-
-
-def latency_buckets(
-    buckets: Sequence[tuple[float, float, int]], *, unit_ms: float
-) -> tuple[int, ...]:
-    """A histogram given as (lower, upper, count) in `unit_ms` milliseconds, re-counted in
-    graph_minutes' buckets: each source bucket's calls go where its middle falls (the
-    geometric middle, the upper bound halved for a bucket from zero)."""
-    out = [0] * LATENCY_BUCKETS
-    for low, high, count in buckets:
-        if count <= 0:
-            continue
-        if low > 0 and math.isfinite(high) and high > low:
-            middle = math.sqrt(low * high)
-        elif math.isfinite(high) and high > 0:
-            middle = high / 2 if low <= 0 else high
-        else:
-            middle = max(low, 0.0)
-        out[bucket_of(middle * unit_ms)] += count
-    return tuple(out)
-
-
-def edge_sample(
-    *,
-    metric_name: str,
-    attributes: Mapping[str, Any],
-    resource_environment: str | None,
-    instance: str = "",
-    start_us: int,
-    time_us: int,
-    cumulative: bool,
-    count: float,
-    sum_ms: float = 0.0,
-    buckets: tuple[int, ...] = (),
-) -> EdgeSample:
-    """The sample a data point of `metric_name` (a `role_of` name) makes; `ValueError` says
-    why a data point cannot be one."""
-    role = _ROLES[metric_name]
-    client = _name(attributes.get("client"))
-    server = _name(attributes.get("server"))
-    connection_type = attributes.get("connection_type", "")
-    if not isinstance(connection_type, str) or connection_type not in _CONNECTION_TYPES:
-        raise ValueError(
-            f"connection_type {str(connection_type)[:50]!r} is not one the servicegraph "
-            "connector sends ('', database, messaging_system, virtual_node)"
-        )
-    if not server or (not client and connection_type != "virtual_node"):
-        raise ValueError("a servicegraph data point needs its client and server attributes")
-    if not math.isfinite(count) or count < 0 or not math.isfinite(sum_ms):
-        raise ValueError("a servicegraph data point needs a finite, non-negative count")
-    environment = _name(resource_environment, _MAX_ENV) or DEFAULT_ENVIRONMENT
-    system = _dimension(attributes, "db.system") or _dimension(attributes, "messaging.system")
-    # A running total is its metric and attributes as counted by one Collector since one
-    # start: replicas of a scaled-out connector send the same series, told apart by their
-    # resource's service.instance.id when they set one, and always by their start times.
-    labels = sorted((str(k), str(v)) for k, v in attributes.items())
-    identity = orjson.dumps([labels, instance, start_us])
-    return EdgeSample(
-        metric=metric_name,
-        role=role,
-        series_key=hashlib.sha256(metric_name.encode() + b"\n" + identity).hexdigest(),
-        edge_key=hashlib.sha256(identity).hexdigest(),
-        client=client,
-        server=server,
-        connection_type=connection_type,
-        client_environment=_environment(attributes, "client") or environment,
-        server_environment=_environment(attributes, "server") or environment,
-        system=system.lower() if system else None,
-        destination=_dimension(attributes, "messaging.destination.name")
-        or _dimension(attributes, "messaging.destination"),
-        client_version=_name(attributes.get("client_service.version"), _MAX_VERSION) or None,
-        server_version=_name(attributes.get("server_service.version"), _MAX_VERSION) or None,
-        start_us=start_us,
-        time_us=time_us,
-        cumulative=cumulative,
-        count=count,
-        sum_ms=sum_ms,
-        buckets=buckets,
-    )
-
-
-def _name(value: object, limit: int = _MAX_NAME) -> str:
-    if value is None or isinstance(value, bool):
-        return ""
-    return str(value).replace("\x00", "")[:limit]
-
-
-def _dimension(attributes: Mapping[str, Any], name: str) -> str:
-    return _name(attributes.get(f"server_{name}")) or _name(attributes.get(f"client_{name}"))
-
-
-def _environment(attributes: Mapping[str, Any], side: str) -> str:
-    for key in ("deployment.environment.name", "deployment.environment"):
-        found = _name(attributes.get(f"{side}_{key}"), _MAX_ENV)
-        if found:
-            return found
-    return ""
 
 
 # -- running totals into increments --------------------------------------------------------
@@ -435,7 +277,7 @@ def _route(sample: EdgeSample) -> _Route:  # noqa: PLR0911 - a table: one case, 
             kind_of: NodeKind = "queue" if sample.system in _QUEUES else "topic"
             topic = sample.destination
             if not topic:
-                kind_of, topic = "queue", f"{sample.client} messages"[:_MAX_NAME]
+                kind_of, topic = "queue", f"{sample.client} messages"[:MAX_NAME]
             return _Route(
                 caller=(client, (kind_of, environment, topic), "publishes"),
                 served=server,

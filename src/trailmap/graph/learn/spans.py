@@ -1,20 +1,5 @@
-"""Reading spans the way the Collector's servicegraph connector does, and a little better.
-
-One pass over an OTLP request turns its spans into observations: services seen (with their
-versions), edges that a single span proves on its own (a CLIENT span to a database, cache or
-topic), per-minute statistics, and *halves*: a CLIENT or PRODUCER span whose SERVER or
-CONSUMER child may arrive later, in another request, at another app node. graph/ingest.py
-and graph/pairing.py match halves; what a matched or expired pair proves is recorded here
-too, so that one module knows every rule.
-
-A request of 512 spans spends most of its time in this loop, so it reads spans through
-`SpanBatch`, a view of the OTLP request that declares only the fields the rules read (the
-bytes are the same; upb skips the rest without making Python objects of them) and holds
-each span's attributes as a map from key to the attribute's encoded value: a rule looks up
-the few keys it needs instead of walking every attribute, values are decoded once per
-distinct encoding, and what a span's attributes say about its peer is worked out once per
-distinct combination.
-"""
+"""Reading spans into observations: services, versions, edges a span proves alone, per-minute
+statistics, and the halves of calls still to pair (docs/internals.md)."""
 
 from __future__ import annotations
 

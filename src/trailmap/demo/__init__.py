@@ -1,0 +1,1 @@
+"""The demo organization: a small simulated shop, its traces and a week of its changes."""

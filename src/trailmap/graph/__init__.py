@@ -1,0 +1,1 @@
+"""The architecture graph: its model (here), learning it (`learn/`) and asking it (`ask/`)."""

@@ -1,0 +1,1 @@
+"""Asking the graph: search, traversal, paths, impact, ranking and the changes near a node."""
