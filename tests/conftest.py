@@ -91,9 +91,13 @@ class Tenant:
     org: Organization
     writer: str  # READ_WRITE token
     reader: str  # READ_ONLY token
+    admin: str  # ADMIN token of a service account: the organization's settings
 
     def auth(self, token: str | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {token or self.writer}"}
+
+    def admin_auth(self) -> dict[str, str]:
+        return self.auth(self.admin)
 
 
 @pytest.fixture
@@ -103,4 +107,5 @@ async def tenant(db: Database) -> Tenant:
         org=org,
         writer=await make_key(db, org, scope="read-write"),
         reader=await make_key(db, org, scope="read-only"),
+        admin=await make_key(db, org, scope="admin"),
     )

@@ -16,11 +16,12 @@ from starlette.routing import Route
 from trailmap import __version__
 from trailmap.accounts import Principal, authenticate
 from trailmap.api import events, graph, health, metrics, otlp, otlp_metrics
+from trailmap.api import team as api_team
 from trailmap.api.docs import install_docs
 from trailmap.api.near_misses import near_misses
 from trailmap.api.schemas import CloudEventIn
 from trailmap.api.server_metrics import install_server_metrics
-from trailmap.console import consent, keys, login, setup
+from trailmap.console import account, consent, keys, login, setup, team
 from trailmap.console.consent import CONSENT_PATH
 from trailmap.errors import Unauthorized
 from trailmap.graph.learn.pairing import TraceIngestion
@@ -164,7 +165,8 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     # The MCP server itself, for embedders (the MCP benchmark adds its no-op floor tool).
     app.state.mcp_server = mcp_server
     install_error_handlers(app)
-    for face in (health, events, otlp, otlp_metrics, graph, metrics, setup, login, consent, keys):
+    faces = (health, events, otlp, otlp_metrics, graph, metrics, setup, login, consent, keys)
+    for face in (*faces, api_team, team, account):
         app.include_router(face.router)
     app.router.routes.extend(oauth_routes(oauth))
     install_docs(app)

@@ -113,6 +113,28 @@ class Settings(BaseSettings):
         "Client ID Metadata Documents (an internal CA, or a test's).",
     )
 
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1",
+        description="Proxies whose X-Forwarded-For and X-Forwarded-Proto are believed "
+        "(comma-separated addresses or networks; '*' trusts anyone: only behind a proxy that "
+        "overwrites the header). Sign-in throttling and the audit log use the address.",
+    )
+    smtp_url: SecretStr | None = Field(
+        default=None,
+        description="Where invitations and password reset links are e-mailed: "
+        "smtp://user:password@host:587 (STARTTLS when the server offers it) or smtps://... "
+        "(TLS from the start). Unset: links are printed for the person who made them.",
+    )
+    mail_from: str = Field(
+        default="trailmap@localhost", description="The From address of Trailmap's e-mails."
+    )
+    invitation_days: int = Field(
+        default=7, ge=1, le=90, description="How long an invitation link works."
+    )
+    reset_link_minutes: int = Field(
+        default=60, ge=5, le=7 * 24 * 60, description="How long a password reset link works."
+    )
+
     @field_validator("public_url")
     @classmethod
     def _strip_trailing_slash(cls, value: str) -> str:

@@ -77,9 +77,9 @@ def _routes(settings: Settings, db: Database) -> list[tuple[str, str, set[str]]]
     paths: dict[str, dict[str, Any]] = create_app(settings, database=db).openapi()["paths"]
     routes = []
     for template, operations in paths.items():
-        path = template.replace("{event_id}", _GARBAGE_PATH_VALUE).replace(
-            "{node}", _GARBAGE_PATH_VALUE
-        )
+        path = template
+        for parameter in ("{event_id}", "{node}", "{email}"):
+            path = path.replace(parameter, _GARBAGE_PATH_VALUE)
         assert "{" not in path, f"give {template} a garbage value for its parameter"
         routes.append((path, template, {m.upper() for m in operations}))
     return routes
@@ -89,6 +89,7 @@ def test_the_walk_covers_the_documented_routes(settings: Settings, db: Database)
     templates = {template for _path, template, _methods in _routes(settings, db)}
     assert {"/api/v1/events", "/api/v1/events/{event_id}", "/readyz"} <= templates
     assert {"/api/v1/otlp/v1/traces", "/api/v1/graph/nodes/{node}"} <= templates
+    assert {"/api/v1/members/{email}", "/api/v1/invitations", "/api/v1/audit"} <= templates
 
 
 async def test_every_route_and_method_without_credentials_answers_in_the_one_shape(
@@ -134,6 +135,7 @@ _NO_INPUT = {
     ("HEAD", "/healthz"),
     ("HEAD", "/readyz"),
     ("GET", "/api/v1/metrics/settings"),
+    ("GET", "/api/v1/organization"),
     ("GET", "/metrics"),
     ("HEAD", "/metrics"),
 }

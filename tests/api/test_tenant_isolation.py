@@ -66,6 +66,7 @@ async def tenants(client: httpx.AsyncClient, tenant: Tenant, db: Database) -> Te
         org=org_b,
         writer=await make_key(db, org_b, scope="read-write"),
         reader=await make_key(db, org_b, scope="read-only"),
+        admin=await make_key(db, org_b, scope="admin"),
     )
     b_ids = await _send(client, b, _B_EVENTS)
     a_ids = await _send(client, tenant, _A_EVENTS)

@@ -92,7 +92,9 @@ async def _create_key(
     """Fill in and send the Create a key form of the keys page."""
     form = (await _open(browser, f"/orgs/{slug}/keys")).form(f"/orgs/{slug}/keys")
     assert form.method == "post"
-    assert {o.value for o in form.selects["scope"]} == {"read-only", "read-write"}
+    offered = [o.value for o in form.selects["scope"]]
+    # Owners and admins are offered every scope; members read-only (docs/operations.md).
+    assert offered in (["read-only", "read-write", "admin"], ["read-only"]), offered
     return await browser.post(form.action, data=form.data(name=name, scope=scope, expires=expires))
 
 
@@ -425,7 +427,7 @@ async def test_an_owner_creates_a_service_account_and_a_token_that_works_on_the_
 
     page = await _open(acme.owner, accounts)
     tokens = page.form(f"{accounts}/{account.id}/tokens")
-    assert {o.value for o in tokens.selects["scope"]} == {"read-write", "read-only"}
+    assert {o.value for o in tokens.selects["scope"]} == {"read-write", "read-only", "admin"}
     generated = await acme.owner.post(tokens.action, data=tokens.data(scope="read-write"))
     token = _token(generated)
     assert "/console/copy.js" in parse(generated.text).scripts

@@ -216,6 +216,7 @@ async def _other_tenant(db: Database) -> Tenant:
         org=org,
         writer=await make_key(db, org, scope="read-write"),
         reader=await make_key(db, org, scope="read-only"),
+        admin=await make_key(db, org, scope="admin"),
     )
 
 
@@ -455,7 +456,7 @@ async def test_sources_and_prometheus_are_set_and_read_back(
         },
     }
 
-    put = _ok(await keyless.put("/api/v1/metrics/settings", json=body, headers=tenant.auth()))
+    put = _ok(await keyless.put("/api/v1/metrics/settings", json=body, headers=tenant.admin_auth()))
     got = _ok(await keyless.get("/api/v1/metrics/settings", headers=tenant.auth(tenant.reader)))
 
     assert put == got
@@ -490,7 +491,7 @@ async def test_a_base_url_that_is_not_a_plain_http_url_is_refused_naming_the_fie
         await keyless.put(
             "/api/v1/metrics/settings",
             json={"prometheus": {"base_url": base_url}},
-            headers=tenant.auth(),
+            headers=tenant.admin_auth(),
         ),
         400,
         "VALIDATION_ERROR",
@@ -515,7 +516,7 @@ async def test_a_query_template_that_cannot_be_rendered_is_refused_when_set(
     }
 
     refused = _error(
-        await client.put("/api/v1/metrics/settings", json=body, headers=tenant.auth()),
+        await client.put("/api/v1/metrics/settings", json=body, headers=tenant.admin_auth()),
         400,
         "VALIDATION_ERROR",
     )
@@ -537,7 +538,7 @@ async def test_an_auth_header_without_a_secret_key_on_the_server_is_refused(
                     "auth_header": {"name": "Authorization", "value": "Bearer sekrit-token"},
                 }
             },
-            headers=tenant.auth(),
+            headers=tenant.admin_auth(),
         ),
         400,
         "VALIDATION_ERROR",
@@ -560,13 +561,13 @@ async def test_the_auth_header_is_stored_encrypted_and_never_shown(
         }
     }
 
-    put = await keyed.put("/api/v1/metrics/settings", json=body, headers=tenant.auth())
+    put = await keyed.put("/api/v1/metrics/settings", json=body, headers=tenant.admin_auth())
     got = await keyed.get("/api/v1/metrics/settings", headers=tenant.auth(tenant.reader))
     # Changing the sources alone keeps the header.
     later = await keyed.put(
         "/api/v1/metrics/settings",
         json={"sources": {"error_rate": "pushed"}},
-        headers=tenant.auth(),
+        headers=tenant.admin_auth(),
     )
 
     for answer in (put, got, later):
@@ -590,10 +591,10 @@ async def test_prometheus_null_removes_it_and_its_auth_header(
             "auth_header": {"name": "X-Scope-OrgID", "value": "tenant-a"},
         }
     }
-    _ok(await keyed.put("/api/v1/metrics/settings", json=connect, headers=tenant.auth()))
+    _ok(await keyed.put("/api/v1/metrics/settings", json=connect, headers=tenant.admin_auth()))
 
     removed = await keyed.put(
-        "/api/v1/metrics/settings", json={"prometheus": None}, headers=tenant.auth()
+        "/api/v1/metrics/settings", json={"prometheus": None}, headers=tenant.admin_auth()
     )
 
     assert _ok(removed)["prometheus"] is None
@@ -601,6 +602,25 @@ async def test_prometheus_null_removes_it_and_its_auth_header(
     row = await db.read_one(store.read_settings, tenant.org.id)
     assert row is not None
     assert row.auth_header_encrypted is None
+
+
+async def test_a_read_write_key_cannot_change_the_settings_only_an_admin_key_can(
+    keyless: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    # The audit's hole 1: any member could make a READ_WRITE key and point the metrics source
+    # (and the organization's stored credential) at a server of theirs.
+    refused = _error(
+        await keyless.put(
+            "/api/v1/metrics/settings",
+            json={"prometheus": {"base_url": "https://prometheus.acme.example"}},
+            headers=tenant.auth(),
+        ),
+        403,
+        "FORBIDDEN",
+    )
+    assert "ADMIN" in refused["error"]
+    unchanged = _ok(await keyless.get("/api/v1/metrics/settings", headers=tenant.auth()))
+    assert unchanged == DEFAULTS
 
 
 async def test_a_read_only_key_cannot_change_the_settings(
@@ -626,7 +646,7 @@ async def test_another_organization_sees_its_own_default_settings(
         "sources": {"error_rate": "prometheus"},
         "prometheus": {"base_url": "http://prometheus.internal:9090"},
     }
-    _ok(await keyless.put("/api/v1/metrics/settings", json=body, headers=tenant.auth()))
+    _ok(await keyless.put("/api/v1/metrics/settings", json=body, headers=tenant.admin_auth()))
 
     theirs = await keyless.get("/api/v1/metrics/settings", headers=other.auth(other.reader))
 
@@ -806,7 +826,7 @@ async def test_spans_through_otlp_show_the_error_rate_increase_until_pushed_is_c
                 await http.put(
                     "/api/v1/metrics/settings",
                     json={"sources": {"error_rate": "pushed"}},
-                    headers=tenant.auth(),
+                    headers=tenant.admin_auth(),
                 )
             )
             chosen = _by_name(_ok(await _around(http, tenant.reader, event_id, "error_rate")))
@@ -842,7 +862,7 @@ async def test_prometheus_gives_the_same_verdict_as_the_same_points_pushed(
             "timeout_seconds": 10,
         },
     }
-    _ok(await keyed.put("/api/v1/metrics/settings", json=settings, headers=other.auth()))
+    _ok(await keyed.put("/api/v1/metrics/settings", json=settings, headers=other.admin_auth()))
     await _push(keyed, tenant.writer, pushed)
     from_pushed = await _post_event(keyed, tenant.writer, change)
     from_prometheus = await _post_event(keyed, other.writer, change)
@@ -885,7 +905,7 @@ async def test_a_prometheus_that_is_down_costs_only_its_metric_and_no_time(
             "timeout_seconds": 2,
         },
     }
-    _ok(await client.put("/api/v1/metrics/settings", json=settings, headers=tenant.auth()))
+    _ok(await client.put("/api/v1/metrics/settings", json=settings, headers=tenant.admin_auth()))
 
     started = time.monotonic()
     answer = await _around(client, tenant.reader, event_id, "error_rate", "throughput")

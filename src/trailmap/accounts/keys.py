@@ -8,7 +8,9 @@ from typing import Any, Literal, cast
 
 from trailmap import clock, ids
 from trailmap.accounts import tokens
+from trailmap.accounts.audit import OPERATOR, Actor, record
 from trailmap.accounts.organizations import Organization, get_org, retention_days_for
+from trailmap.accounts.permissions import SCOPES, Role
 from trailmap.accounts.plans import get_plan
 from trailmap.accounts.principal import Principal, Scope
 from trailmap.errors import Forbidden, NotFound, Unauthorized, ValidationFailed
@@ -32,6 +34,7 @@ _SCOPES: dict[str, Scope] = {
     "read-write": "READ_WRITE",
     "read_write": "READ_WRITE",
     "readwrite": "READ_WRITE",
+    "admin": "ADMIN",
 }
 
 
@@ -101,11 +104,9 @@ def _from_us(us: int) -> datetime:
 
 
 def parse_scope(value: str) -> Scope:
-    scope = _SCOPES.get(value.strip().lower()) or (
-        cast("Scope", value) if value in ("READ_ONLY", "READ_WRITE") else None
-    )
+    scope = _SCOPES.get(value.strip().lower()) or (value if value in SCOPES else None)
     if scope is None:
-        raise ValidationFailed.field("scope", "choose read-only or read-write")
+        raise ValidationFailed.field("scope", "choose read-only, read-write or admin")
     return scope
 
 
@@ -120,14 +121,17 @@ async def create_key(
     user_id: str | None = None,
     service_account: str | None = None,
     oauth_client_id: str | None = None,
+    actor: Actor | None = None,
 ) -> tuple[ApiKey, str]:
-    """Mint a key; the token is returned here once and never again."""
+    """Mint a key; the token is returned here once and never again. The audit log names
+    `actor` (by default, `created_by`)."""
     name = name.strip()
     if not 1 <= len(name) <= 200:
         raise ValidationFailed.field("name", "give the key a name of 1 to 200 characters")
     if expires_in is not None and expires_in <= timedelta(0):
         raise ValidationFailed.field("expires", "give a positive duration such as 90d")
     org = await get_org(db, org_slug)
+    expires_in = _within_lifetime(org, expires_in)
     token = tokens.mint_token()
     now_us = clock.now_us()
     row: dict[str, Any] = {
@@ -155,9 +159,32 @@ async def create_key(
                 store.insert_service_account(conn, org.id, account)
             row["service_account_id"] = account["id"]
         store.insert_api_key(conn, org.id, row)
+        record(
+            conn,
+            org.id,
+            "key.created",
+            actor or Actor(created_by),
+            target=f"{row['name']} ({row['prefix']})",
+            details={"scope": scope, "service_account": service_account},
+        )
 
     await db.write(_create)
     return ApiKey.from_row(row, org.slug), token
+
+
+def _within_lifetime(org: Organization, expires_in: timedelta | None) -> timedelta | None:
+    """The key's lifetime under the organization's maximum: the maximum when none is asked,
+    refused when more is."""
+    if org.max_key_days is None:
+        return expires_in
+    longest = timedelta(days=org.max_key_days)
+    if expires_in is None:
+        return longest
+    if expires_in > longest:
+        raise ValidationFailed.field(
+            "expires", f"{org.slug} allows keys of at most {org.max_key_days} days"
+        )
+    return expires_in
 
 
 def _micros(delta: timedelta) -> int:
@@ -181,14 +208,19 @@ async def list_keys(db: Database, org_slug: str) -> list[ApiKey]:
     return [ApiKey.from_row(r, org.slug) for r in await db.read(store.list_api_keys, org.id)]
 
 
-async def revoke_key(db: Database, key_id: str, *, org_id: str | None = None) -> ApiKey:
+async def revoke_key(
+    db: Database, key_id: str, *, org_id: str | None = None, actor: Actor = OPERATOR
+) -> ApiKey:
     """Revoke a key; given `org_id`, a key of another organization is not found."""
 
     def _revoke(conn: Connection) -> dict[str, Any]:
         row = store.get_key(conn, key_id)
         if row is None or (org_id is not None and row["org_id"] != org_id):
             raise NotFound(f"No API key has the id {key_id!r}.")
-        store.revoke_key(conn, row["org_id"], key_id, clock.now_us())
+        if store.revoke_key(conn, row["org_id"], key_id, clock.now_us()):
+            record(
+                conn, row["org_id"], "key.revoked", actor, target=f"{row['name']} ({row['prefix']})"
+            )
         org = store.get_org_by_id(conn, row["org_id"])
         found = store.get_key(conn, key_id) or row
         found["org_slug"] = org["slug"] if org else ""
@@ -222,13 +254,20 @@ async def authenticate(
         raise Unauthorized("This API key was revoked; create a new one.")
     if row["expires_us"] is not None and row["expires_us"] <= now_us:
         raise Unauthorized("This API key has expired; create a new one.")
+    if row["user_id"] is not None and (row["user_role"] is None or row["user_disabled_us"]):
+        # Removal and disabling revoke personal keys; this holds even if one was missed.
+        raise Unauthorized("This API key's owner is no longer a member; create a new one.")
     last_used = row["last_used_us"]
     if last_used is None or now_us - last_used >= last_used_resolution_s * 1_000_000:
         await db.write(store.touch_key, row["org_id"], row["id"], now_us)
-    return key_principal(row, scope=row["scope"], key_id=row["id"], key_name=row["name"])
+    return key_principal(
+        row, scope=row["scope"], key_id=row["id"], key_name=row["name"], role=row["user_role"]
+    )
 
 
-def key_principal(org: dict[str, Any], *, scope: str, key_id: str, key_name: str) -> Principal:
+def key_principal(
+    org: dict[str, Any], *, scope: str, key_id: str, key_name: str, role: str | None = None
+) -> Principal:
     """Who a key (or an OAuth token minted through one) speaks for. `org` holds the
     organization's `org_id`, `org_slug`, `org_plan`, `org_retention_days` and the key's
     `user_id`, as the lookups by hash return them."""
@@ -242,4 +281,5 @@ def key_principal(org: dict[str, Any], *, scope: str, key_id: str, key_name: str
         key_id=key_id,
         key_name=key_name,
         user_id=org["user_id"],
+        role=cast("Role | None", role),
     )

@@ -4,36 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final, Literal, get_args
+from typing import Any
 
+from trailmap.accounts.permissions import ROLES, Action, Role, Scope, role_may
+from trailmap.errors import Forbidden
 from trailmap.storage import Connection, Database
 from trailmap.storage import accounts as store
 
 __all__ = [
-    "PERMISSIONS",
-    "ROLES",
-    "Action",
     "Membership",
-    "Role",
     "find_membership",
     "list_memberships",
     "membership_in",
 ]
 
-Role = Literal["owner", "admin", "member"]
-ROLES: Final[tuple[Role, ...]] = get_args(Role)
-
-Action = Literal[
-    "create_own_key",  # an API key of one's own, revoked by oneself
-    "manage_all_keys",  # see and revoke every key of the organization, not only one's own
-    "manage_service_accounts",  # create service accounts and mint their keys
-]
-
-# The one permission table: console, API and CLI ask `Membership.may`, never the role.
-PERMISSIONS: Final[Mapping[Action, frozenset[Role]]] = {
-    "create_own_key": frozenset(ROLES),
-    "manage_all_keys": frozenset({"owner", "admin"}),
-    "manage_service_accounts": frozenset({"owner", "admin"}),
+_KEY_ACTIONS: dict[Scope, Action] = {
+    "READ_ONLY": "create_key",
+    "READ_WRITE": "create_write_key",
+    "ADMIN": "create_admin_key",
 }
 
 
@@ -46,20 +34,36 @@ class Membership:
     org_slug: str
     org_name: str
     role: Role
+    members_write_keys: bool = False  # the organization lets members make READ_WRITE keys
 
     def may(self, action: Action) -> bool:
-        return self.role in PERMISSIONS[action]
+        return role_may(self.role, action, members_write_keys=self.members_write_keys)
+
+    def require(self, action: Action) -> None:
+        if not self.may(action):
+            raise Forbidden(f"A {self.role} of {self.org_slug} may not do this.")
+
+    def require_key_scope(self, scope: Scope) -> None:
+        """Raise `Forbidden` unless this member may create a key of `scope`."""
+        if not self.may(_KEY_ACTIONS[scope]):
+            allowed = [s for s, action in _KEY_ACTIONS.items() if self.may(action)]
+            raise Forbidden(
+                f"A {self.role} of {self.org_slug} may create {' or '.join(allowed)} keys, "
+                f"not {scope}; ask an owner or admin."
+            )
 
     def may_manage_key(self, owner_user_id: str | None) -> bool:
         """Whether this member may see and revoke a key created by `owner_user_id`."""
         return self.may("manage_all_keys") or owner_user_id == self.user_id
 
 
-def _membership(user_id: str, row: Mapping[str, str]) -> Membership:
+def _membership(user_id: str, row: Mapping[str, Any]) -> Membership:
     role = row["role"]
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}")
-    return Membership(user_id, row["id"], row["slug"], row["name"], role)
+    return Membership(
+        user_id, row["id"], row["slug"], row["name"], role, bool(row["members_write_keys"])
+    )
 
 
 def membership_in(

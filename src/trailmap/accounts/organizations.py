@@ -33,6 +33,8 @@ class Organization:
     name: str
     plan: Plan
     retention_days: int
+    members_write_keys: bool = False  # members may create READ_WRITE keys
+    max_key_days: int | None = None  # the longest an API key may live; None: no limit
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Organization:
@@ -43,6 +45,8 @@ class Organization:
             name=row["name"],
             plan=plan,
             retention_days=retention_days_for(plan, row["retention_days"]),
+            members_write_keys=bool(row.get("members_write_keys", False)),
+            max_key_days=row.get("max_key_days"),
         )
 
 

@@ -13,6 +13,7 @@ import anyio
 
 from trailmap import clock
 from trailmap.accounts import tokens
+from trailmap.accounts.audit import Actor, record
 from trailmap.accounts.passwords import verify_password
 from trailmap.errors import QuotaExceeded, Unauthorized
 from trailmap.storage import Connection, Database
@@ -20,7 +21,10 @@ from trailmap.storage import accounts as account_store
 from trailmap.storage import web as store
 
 __all__ = [
+    "FAILURE_HALF_LIFE_SECONDS",
     "FREE_FAILURES",
+    "FREE_FAILURES_PER_ACCOUNT",
+    "FREE_FAILURES_PER_CLIENT",
     "SESSION_SECONDS",
     "SignedIn",
     "TooManyAttempts",
@@ -31,9 +35,11 @@ __all__ = [
     "sign_in",
 ]
 
-FREE_FAILURES: Final = 5
-FREE_FAILURES_PER_CLIENT: Final = 20
+FREE_FAILURES: Final = 5  # for one account from one address
+FREE_FAILURES_PER_ACCOUNT: Final = 20  # for one account from every address together
+FREE_FAILURES_PER_CLIENT: Final = 20  # from one address, whatever the accounts
 MAX_BLOCK_SECONDS: Final = 15 * 60
+FAILURE_HALF_LIFE_SECONDS: Final = 10 * 60  # failures fade: half are forgotten after this
 SESSION_SECONDS: Final = 12 * 3600
 _US: Final = 1_000_000
 _WRONG: Final = "That e-mail and password do not match an account."
@@ -58,38 +64,67 @@ def _block_us(failures: int, free: int) -> int:
     return int(min(2 ** (failures - free + 1), MAX_BLOCK_SECONDS)) * _US
 
 
-def _subjects(email: str, client: str | None) -> list[tuple[str, int]]:
-    found = [(f"email:{email}", FREE_FAILURES)]
+def _decayed(failures: int, since_us: int) -> int:
+    """What is left of `failures` after `since_us` without one: half per half-life."""
+    left = failures * 0.5 ** (max(since_us, 0) / (FAILURE_HALF_LIFE_SECONDS * _US))
+    return int(left + 0.5)
+
+
+def _subjects(email: str, client: str | None) -> list[tuple[str, int, bool]]:
+    """What an attempt counts against: (name, free failures, whether a block refuses before
+    the password is checked). This account from this address, and this account from
+    anywhere, refuse; an address's own block (many accounts tried from it: an office behind
+    one NAT, say) still lets a right password through, so that others' failures cannot
+    lock a person out."""
+    where = client or "-"
+    found = [
+        (f"pair:{email}|{where}", FREE_FAILURES, True),
+        (f"email:{email}", FREE_FAILURES_PER_ACCOUNT, True),
+    ]
     if client:
-        found.append((f"ip:{client}", FREE_FAILURES_PER_CLIENT))
+        found.append((f"ip:{client}", FREE_FAILURES_PER_CLIENT, False))
     return found
 
 
+def _too_many(until_us: int, now_us: int) -> TooManyAttempts:
+    wait = max(1, -(-(until_us - now_us) // _US))
+    return TooManyAttempts(
+        f"Too many failed sign-ins; try again in {wait} seconds.", retry_after=wait
+    )
+
+
 async def sign_in(db: Database, email: str, password: str, *, client: str | None) -> SignedIn:
-    """Check the password and open a session, or raise `Unauthorized` / `TooManyAttempts`."""
+    """Check the password and open a session, or raise `Unauthorized` / `TooManyAttempts`.
+    Every attempt, right or wrong, goes to the audit log of the account's organizations."""
     email = email.strip().lower()[:320]
     subjects = _subjects(email, client)
     now_us = clock.now_us()
     # The attempt is counted as a failure before the password is looked at, in one write:
     # guesses sent at once cannot all slip in before the first failure is recorded.
-    blocked_until = await db.write(store.reserve_attempt, subjects, now_us, _block_us)
+    blocked_until, blocks = await db.write(
+        store.reserve_attempt, subjects, now_us, _decayed, _block_us
+    )
     if blocked_until:
-        wait = -(-(blocked_until - now_us) // _US)
-        raise TooManyAttempts(
-            f"Too many failed sign-ins; try again in {wait} seconds.", retry_after=wait
-        )
+        raise _too_many(blocked_until, now_us)
     user = await db.read(account_store.get_user_by_email, email)
     stored_hash = None if user is None else user["password_hash"]
     # argon2 is deliberately slow: keep it off the event loop. An unknown address is checked
     # against a dummy hash, so both answers take as long.
     matched = await anyio.to_thread.run_sync(verify_password, password, stored_hash)
-    if user is None or not matched:
+    actor = Actor(email, client=client)
+    if user is None or not matched or user["disabled_us"] is not None:
+        if user is not None:
+            await db.write(_audit_all, user["id"], "sign_in.failed", actor)
+        address_block = blocks.get(f"ip:{client}", (0, 0))[1]
+        if address_block > now_us + _US:
+            raise _too_many(address_block, now_us)
         raise Unauthorized(_WRONG, error="invalid_grant")
     session = secrets.token_urlsafe(32)
     now_us = clock.now_us()
 
     def _open(conn: Connection) -> None:
-        own, *others = [name for name, _free in subjects]
+        own = [name for name, _free, _refuses in subjects if name.startswith("pair:")]
+        others = {name: blocks[name] for name in blocks if name not in own}
         store.forgive_attempt(conn, own, others)
         store.insert_session(
             conn,
@@ -100,9 +135,16 @@ async def sign_in(db: Database, email: str, password: str, *, client: str | None
                 "expires_us": now_us + SESSION_SECONDS * _US,
             },
         )
+        account_store.update_user(conn, user["id"], {"last_sign_in_us": now_us})
+        _audit_all(conn, user["id"], "sign_in", actor)
 
     await db.write(_open)
     return SignedIn(user_id=user["id"], email=user["email"], session=session)
+
+
+def _audit_all(conn: Connection, user_id: str, action: str, actor: Actor) -> None:
+    for org in account_store.list_memberships(conn, user_id):
+        record(conn, org["id"], action, actor, target=actor.name)
 
 
 async def session_user(db: Database, session: str | None) -> dict[str, str] | None:

@@ -14,7 +14,7 @@ from trailmap.errors import Conflict, Forbidden, ValidationFailed
 from trailmap.storage import Connection, Database
 from trailmap.storage import accounts as store
 
-__all__ = ["MIN_PASSWORD_LENGTH", "Role", "User", "add_user", "check_email"]
+__all__ = ["MIN_PASSWORD_LENGTH", "Role", "User", "add_user", "check_email", "user_exists"]
 
 Role = Literal["owner", "admin", "member"]
 MIN_PASSWORD_LENGTH = 10
@@ -81,3 +81,8 @@ async def add_user(
 
     user_id, created = await db.write(_add)
     return User(id=user_id, email=email, role=cast(Role, role), org_slug=org.slug, created=created)
+
+
+async def user_exists(db: Database, email: str) -> bool:
+    """Whether someone has an account under this address (an invitation's page asks)."""
+    return await db.read(store.get_user_by_email, email.strip().lower()) is not None

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from starlette.responses import Response
 
 from trailmap.errors import ValidationFailed
-from trailmap.http.auth import CurrentPrincipal
+from trailmap.http.auth import CurrentPrincipal, key_actor
 from trailmap.http.body import read_json_body
 from trailmap.http.context import context_of
 from trailmap.http.errors import error_response
@@ -147,9 +147,13 @@ async def get_settings(request: Request, principal: CurrentPrincipal) -> Respons
 )
 async def put_settings(request: Request, principal: CurrentPrincipal) -> Response:
     ctx = context_of(request)
-    principal.require_write()
+    principal.require("manage_settings")
     body = await read_json_body(request, max_bytes=64 * 1024, accepted=("application/json",))
-    return ok(await update_settings(ctx.db, principal, body, secret_key=_secret(ctx.settings)))
+    actor = key_actor(request, principal)
+    answer = await update_settings(
+        ctx.db, principal, body, secret_key=_secret(ctx.settings), actor=actor
+    )
+    return ok(answer)
 
 
 @router.get(

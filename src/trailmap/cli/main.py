@@ -121,7 +121,16 @@ def serve(
         click.echo(_demo_hint(report, "demo", f"http://{host}:{port}/mcp"), err=True)
     app = create_app(settings, database=db)
     try:
-        uvicorn.run(app, host=host, port=port, log_level=settings.log_level, access_log=False)
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_level=settings.log_level,
+            access_log=False,
+            # X-Forwarded-For names the client only when it comes from a proxy trusted here.
+            proxy_headers=True,
+            forwarded_allow_ips=settings.forwarded_allow_ips,
+        )
     finally:
         db.close()
 
@@ -294,6 +303,53 @@ def org_retention(state: _State, slug: str, days: int) -> None:
     click.echo(f"{updated.slug} keeps events {updated.retention_days} days", err=True)
 
 
+@org.command("keys")
+@click.argument("slug")
+@click.option(
+    "--members-write-keys/--no-members-write-keys",
+    default=None,
+    help="Whether members (not only owners and admins) may create read-write keys.",
+)
+@click.option(
+    "--max-key-days",
+    default=None,
+    help="The longest a new API key may live, in days; 'none' lifts the limit.",
+)
+@click.pass_obj
+def org_keys(
+    state: _State, slug: str, members_write_keys: bool | None, max_key_days: str | None
+) -> None:
+    """Set an organization's rules for API keys, and print them."""
+    from trailmap.accounts.audit import OPERATOR  # noqa: PLC0415
+    from trailmap.accounts.team import OPERATOR_AUTHORITY, set_org_key_rules  # noqa: PLC0415
+
+    days: int | bool | None = False
+    if max_key_days is not None:
+        try:
+            days = None if max_key_days.lower() == "none" else int(max_key_days)
+        except ValueError:
+            raise click.BadParameter(
+                "a number of days, or none", param_hint="--max-key-days"
+            ) from None
+    handle = state.ready_database()
+    try:
+        updated = _run(
+            set_org_key_rules(
+                handle,
+                slug,
+                who=OPERATOR_AUTHORITY,
+                by=OPERATOR,
+                members_write_keys=members_write_keys,
+                max_key_days=days,
+            )
+        )
+    finally:
+        handle.close()
+    longest = "no limit" if updated.max_key_days is None else f"{updated.max_key_days} days"
+    writers = "everyone" if updated.members_write_keys else "owners and admins"
+    click.echo(f"{updated.slug}: read-write keys by {writers}; keys live at most {longest}")
+
+
 # -- user -------------------------------------------------------------------------------
 
 
@@ -311,17 +367,237 @@ def user() -> None:
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 @click.pass_obj
 def user_create(state: _State, email: str, org_slug: str, role: str, password_stdin: bool) -> None:
-    """Create a user (or find them) and add them to an organization."""
+    """Create a user (or find them) and add them to an organization. Without
+    --password-stdin, a new user gets a one-time link to choose their password."""
     from trailmap.accounts import add_user  # noqa: PLC0415
+    from trailmap.accounts.users import user_exists  # noqa: PLC0415
 
     password = sys.stdin.readline().rstrip("\r\n") if password_stdin else None
     handle = state.ready_database()
     try:
+        if password is not None and _run(user_exists(handle, email)):
+            raise click.ClickException(
+                f"{email} has an account already, with a password of their own; add them "
+                "without --password-stdin, or give them a reset link "
+                f"(trailmap user reset-password {email})."
+            )
         added = _run(add_user(handle, email, org_slug=org_slug, role=role, password=password))
+        verb = "created" if added.created else "added existing user"
+        click.echo(f"{verb} {added.email} as {added.role} of {added.org_slug}", err=True)
+        if added.created and password is None:
+            _print_reset_link(state, handle, added.email, "to choose a password and sign in")
     finally:
         handle.close()
-    verb = "created" if added.created else "added existing user"
-    click.echo(f"{verb} {added.email} as {added.role} of {added.org_slug}", err=True)
+
+
+def _print_reset_link(state: _State, handle: Any, email: str, purpose: str) -> None:
+    from trailmap.accounts.audit import OPERATOR  # noqa: PLC0415
+    from trailmap.accounts.mail import mail_configured, send_mail  # noqa: PLC0415
+    from trailmap.accounts.team import issue_password_reset  # noqa: PLC0415
+
+    settings = state.settings()
+    minutes = settings.reset_link_minutes
+    token = _run(issue_password_reset(handle, email, minutes=minutes, by=OPERATOR))
+    if token is None:
+        raise click.ClickException(f"No enabled user has the address {email}.")
+    link = f"{settings.public_url}/reset/{token}"
+    if mail_configured(settings):
+        text = f"Open this link {purpose} (it works once, for {minutes} minutes):\n\n{link}\n"
+        _run(send_mail(settings, email, "Your Trailmap password", text))
+        click.echo(f"e-mailed the link to {email}", err=True)
+    click.echo(
+        f"send {email} this link {purpose} (it works once, for {minutes} minutes):", err=True
+    )
+    click.echo(link)
+
+
+@user.command("reset-password")
+@click.argument("email")
+@click.pass_obj
+def user_reset_password(state: _State, email: str) -> None:
+    """Print a one-time link that sets a new password (and e-mail it, when a mail server is
+    configured); every session of the user ends when it is used."""
+    handle = state.ready_database()
+    try:
+        _print_reset_link(state, handle, email, "to set a new password")
+    finally:
+        handle.close()
+
+
+@user.command("disable")
+@click.argument("email")
+@click.pass_obj
+def user_disable(state: _State, email: str) -> None:
+    """Disable a user everywhere: no sign-in, sessions ended now, personal API keys (and the
+    AI clients connected through them) revoked; service-account keys stay."""
+    from trailmap.accounts.audit import OPERATOR  # noqa: PLC0415
+    from trailmap.accounts.team import disable_user  # noqa: PLC0415
+
+    handle = state.ready_database()
+    try:
+        revoked = _run(disable_user(handle, email, by=OPERATOR))
+    finally:
+        handle.close()
+    click.echo(f"disabled {email}; {len(revoked)} personal keys revoked", err=True)
+    for found in revoked:
+        click.echo(f"{found['id']}\t{found['name']}\t{found['prefix']}")
+
+
+@user.command("enable")
+@click.argument("email")
+@click.pass_obj
+def user_enable(state: _State, email: str) -> None:
+    """Let a disabled user sign in again (their revoked keys stay revoked)."""
+    from trailmap.accounts.audit import OPERATOR  # noqa: PLC0415
+    from trailmap.accounts.team import enable_user  # noqa: PLC0415
+
+    handle = state.ready_database()
+    try:
+        _run(enable_user(handle, email, by=OPERATOR))
+    finally:
+        handle.close()
+    click.echo(f"enabled {email}", err=True)
+
+
+# -- member -----------------------------------------------------------------------------
+
+
+@cli.group()
+def member() -> None:
+    """An organization's members: list, invite, change roles, remove."""
+
+
+@member.command("list")
+@click.option("--org", "org_slug", required=True, help="Organization slug.")
+@click.pass_obj
+def member_list(state: _State, org_slug: str) -> None:
+    """List members: e-mail, role, last sign-in, status."""
+    from trailmap.accounts.team import OPERATOR_AUTHORITY, list_members  # noqa: PLC0415
+
+    handle = state.ready_database()
+    try:
+        members = _run(list_members(handle, org_slug, who=OPERATOR_AUTHORITY))
+    finally:
+        handle.close()
+    for found in members:
+        seen = "never" if found.last_sign_in is None else found.last_sign_in.isoformat()
+        status = "disabled" if found.disabled else "active"
+        click.echo(f"{found.email}\t{found.role}\t{seen}\t{status}")
+
+
+@member.command("invite")
+@click.argument("email")
+@click.option("--org", "org_slug", required=True, help="Organization slug.")
+@click.option(
+    "--role", type=click.Choice(["owner", "admin", "member"]), default="member", show_default=True
+)
+@click.pass_obj
+def member_invite(state: _State, email: str, org_slug: str, role: str) -> None:
+    """Invite someone: prints the one-time link (and e-mails it when a mail server is
+    configured). Accepting it sets their password and makes them a member."""
+    from trailmap.accounts.audit import OPERATOR  # noqa: PLC0415
+    from trailmap.accounts.mail import mail_configured, send_mail  # noqa: PLC0415
+    from trailmap.accounts.team import OPERATOR_AUTHORITY, invite  # noqa: PLC0415
+
+    settings = state.settings()
+    handle = state.ready_database()
+    try:
+        invitation = _run(
+            invite(
+                handle,
+                org_slug,
+                email,
+                role,
+                who=OPERATOR_AUTHORITY,
+                by=OPERATOR,
+                days=settings.invitation_days,
+            )
+        )
+        link = invitation.link(settings.public_url)
+        if mail_configured(settings):
+            message = invitation.message(link)
+            _run(send_mail(settings, invitation.email, invitation.subject, message))
+            click.echo(f"e-mailed the invitation to {invitation.email}", err=True)
+    finally:
+        handle.close()
+    click.echo(
+        f"invited {invitation.email} as {invitation.role} of {invitation.org_slug}; the link "
+        f"works once, until {invitation.expires:%Y-%m-%d %H:%M} UTC:",
+        err=True,
+    )
+    click.echo(link)
+
+
+@member.command("role")
+@click.argument("email")
+@click.argument("role", type=click.Choice(["owner", "admin", "member"]))
+@click.option("--org", "org_slug", required=True, help="Organization slug.")
+@click.pass_obj
+def member_role(state: _State, email: str, role: str, org_slug: str) -> None:
+    """Change a member's role (an organization keeps at least one owner)."""
+    from trailmap.accounts.audit import OPERATOR  # noqa: PLC0415
+    from trailmap.accounts.team import OPERATOR_AUTHORITY, change_role  # noqa: PLC0415
+
+    handle = state.ready_database()
+    try:
+        _run(change_role(handle, org_slug, email, role, who=OPERATOR_AUTHORITY, by=OPERATOR))
+    finally:
+        handle.close()
+    click.echo(f"{email} is now {role} of {org_slug}", err=True)
+
+
+@member.command("remove")
+@click.argument("email")
+@click.option("--org", "org_slug", required=True, help="Organization slug.")
+@click.pass_obj
+def member_remove(state: _State, email: str, org_slug: str) -> None:
+    """Remove a member; their personal keys in the organization are revoked at once."""
+    from trailmap.accounts.audit import OPERATOR  # noqa: PLC0415
+    from trailmap.accounts.team import OPERATOR_AUTHORITY, remove_member  # noqa: PLC0415
+
+    handle = state.ready_database()
+    try:
+        revoked = _run(remove_member(handle, org_slug, email, who=OPERATOR_AUTHORITY, by=OPERATOR))
+    finally:
+        handle.close()
+    click.echo(f"removed {email} from {org_slug}; {len(revoked)} keys revoked", err=True)
+    for found in revoked:
+        click.echo(f"{found['id']}\t{found['name']}\t{found['prefix']}")
+
+
+# -- audit ------------------------------------------------------------------------------
+
+
+@cli.group()
+def audit() -> None:
+    """An organization's audit log."""
+
+
+@audit.command("list")
+@click.option("--org", "org_slug", required=True, help="Organization slug.")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 500))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
+@click.pass_obj
+def audit_list(state: _State, org_slug: str, limit: int, as_json: bool) -> None:
+    """The latest entries, newest first: time, action, who, target, from where."""
+    from trailmap.accounts import get_org  # noqa: PLC0415
+    from trailmap.accounts.audit import list_audit  # noqa: PLC0415
+
+    handle = state.ready_database()
+    try:
+        entries = _run(list_audit(handle, _run(get_org(handle, org_slug)).id, limit=limit))
+    finally:
+        handle.close()
+    for entry in entries:
+        row = entry.as_json()
+        if as_json:
+            click.echo(json.dumps(row))
+        else:
+            click.echo(
+                "\t".join(
+                    str(row[k] or "") for k in ("time", "action", "actor", "target", "client")
+                )
+            )
 
 
 # -- key --------------------------------------------------------------------------------
@@ -335,7 +611,7 @@ def key() -> None:
 @key.command("create")
 @click.option("--org", "org_slug", required=True, help="Organization slug.")
 @click.option("--name", required=True, help="What the key is for, e.g. ci-deploys.")
-@click.option("--scope", type=click.Choice(["read-only", "read-write"]), required=True)
+@click.option("--scope", type=click.Choice(["read-only", "read-write", "admin"]), required=True)
 @click.option("--expires", default=None, help="Lifetime such as 90d, 12h or 2w (default: never).")
 @click.option(
     "--service-account",

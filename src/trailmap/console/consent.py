@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from trailmap.accounts.memberships import list_memberships
+from trailmap.console.orgs import actor_of
 from trailmap.console.pages import e, form_csrf, page, see_other, to_login
 from trailmap.errors import TrailmapError
 from trailmap.http.context import context_of
@@ -108,11 +109,14 @@ async def consent_submit(request: Request) -> Response:
     request_id = form.get("request", "")
     action = form.get("action")
     try:
+        actor = actor_of(request, user)
         if action == "deny":
-            approval = await ctx.oauth.deny(request_id)
+            approval = await ctx.oauth.deny(
+                request_id, actor=actor, org_slug=form.get("organization", "")
+            )
         elif action == "approve":
             approval = await ctx.oauth.approve(
-                request_id, user_id=user.id, org_slug=form.get("organization", "")
+                request_id, user_id=user.id, org_slug=form.get("organization", ""), actor=actor
             )
         else:
             return await _consent_page(

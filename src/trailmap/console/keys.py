@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Final
 
 from fastapi import APIRouter, Request
@@ -10,12 +10,13 @@ from starlette.responses import Response
 
 from trailmap.accounts import create_key, list_keys, revoke_key
 from trailmap.accounts.keys import ApiKey, parse_scope
-from trailmap.accounts.memberships import Action, Membership, find_membership, list_memberships
+from trailmap.accounts.memberships import list_memberships
 from trailmap.accounts.service_accounts import create_service_account, list_service_accounts
+from trailmap.console.orgs import OrgMember, org_member, org_nav, posted_form, refused, when
 from trailmap.console.pages import e, form_csrf, page, see_other, to_login
 from trailmap.errors import TrailmapError, ValidationFailed
 from trailmap.http.context import context_of
-from trailmap.http.sessions import SignedInUser, check_csrf, read_form, signed_in
+from trailmap.http.sessions import signed_in
 from trailmap.timeline.times import TimeExpressionError, parse_duration
 
 __all__ = ["COPY_SCRIPT", "router"]
@@ -34,72 +35,7 @@ document.querySelectorAll("button[data-copy]").forEach(function (button) {
 """
 
 
-class _Member:
-    """The signed-in user (for forms and the nav) and their membership of the page's org."""
-
-    def __init__(self, user: SignedInUser, membership: Membership) -> None:
-        self.user = user
-        self.membership = membership
-        self.slug = membership.org_slug
-        self.org_id = membership.org_id
-        self.name = membership.org_name
-
-    def may(self, action: Action) -> bool:
-        return self.membership.may(action)
-
-    def may_manage(self, key: ApiKey) -> bool:
-        return self.membership.may_manage_key(key.user_id)
-
-
-async def _member(request: Request, slug: str) -> _Member | Response:
-    """The signed-in user's membership of `slug`, or the response to send instead."""
-    user = await signed_in(request)
-    if user is None:
-        return to_login(request)
-    membership = await find_membership(context_of(request).db, user.id, slug)
-    if membership is None:
-        # The same answer whether the organization does not exist or is not theirs.
-        return page("Not found", "<p>No organization of yours has that name.</p>", status=404)
-    return _Member(user, membership)
-
-
-async def _posted(request: Request, slug: str) -> tuple[_Member, dict[str, str]] | Response:
-    """A member's submitted form, its CSRF token checked; or the response to send instead."""
-    m = await _member(request, slug)
-    if isinstance(m, Response):
-        return m
-    form = await read_form(request)
-    if not check_csrf(m.user, form):
-        return _csrf_failed(m)
-    return m, form
-
-
-def _nav(m: _Member) -> str:
-    return (
-        f"<nav><a href=/console>Organizations</a><a href=/orgs/{e(m.slug)}/keys>API Keys</a>"
-        f"<a href=/orgs/{e(m.slug)}/service-accounts>Service Accounts</a>"
-        f"<form class=inline method=post action=/logout>{form_csrf(m.user)}"
-        f"<button type=submit>Sign out {e(m.user.email)}</button></form></nav>"
-    )
-
-
-def _when(moment: datetime | None, never: str = "never") -> str:
-    return never if moment is None else moment.strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _refused(m: _Member, message: str, status: int = 403) -> Response:
-    return page(
-        "Not allowed", f"<p class=error role=alert>{e(message)}</p>", status=status, nav=_nav(m)
-    )
-
-
-def _csrf_failed(m: _Member) -> Response:
-    return _refused(
-        m, "The form's security check failed (the page is stale, or another site sent it)."
-    )
-
-
-def _token_shown_once(m: _Member, title: str, key: ApiKey, token: str, back: str) -> Response:
+def _token_shown_once(m: OrgMember, title: str, key: ApiKey, token: str, back: str) -> Response:
     body = (
         f"<p>The token of <b>{e(key.name)}</b> ({e(key.scope)}). It is shown only now: copy it "
         "somewhere safe. Trailmap keeps only its hash.</p>"
@@ -107,7 +43,7 @@ def _token_shown_once(m: _Member, title: str, key: ApiKey, token: str, back: str
         "<button type=button data-copy=token hidden>Copy</button>"
         f"<p><a href={e(back)}>Back</a></p>"
     )
-    return page(title, body, status=201, nav=_nav(m), script=True)
+    return page(title, body, status=201, nav=org_nav(m), script=True)
 
 
 # -- the organizations a user belongs to ------------------------------------------------------
@@ -145,7 +81,7 @@ async def copy_script() -> Response:
 # -- API keys --------------------------------------------------------------------------------
 
 
-def _keys_table(m: _Member, keys: list[ApiKey]) -> str:
+def _keys_table(m: OrgMember, keys: list[ApiKey]) -> str:
     rows = []
     for key in keys:
         action = ""
@@ -154,8 +90,8 @@ def _keys_table(m: _Member, keys: list[ApiKey]) -> str:
         rows.append(
             f"<tr data-key-id='{e(key.id)}'><td>{e(key.name)}</td><td><code>{e(key.prefix)}…"
             f"</code></td><td>{e(key.scope)}</td><td>{e(key.kind)}</td>"
-            f"<td>{e(key.created_by)}</td><td>{_when(key.created)}</td>"
-            f"<td>{_when(key.last_used)}</td><td>{_when(key.expires, 'no expiry')}</td>"
+            f"<td>{e(key.created_by)}</td><td>{when(key.created)}</td>"
+            f"<td>{when(key.last_used)}</td><td>{when(key.expires, 'no expiry')}</td>"
             f"<td>{e(key.status)}</td><td>{action}</td></tr>"
         )
     if not rows:
@@ -167,12 +103,16 @@ def _keys_table(m: _Member, keys: list[ApiKey]) -> str:
     )
 
 
-def _create_form(m: _Member, values: dict[str, str] | None = None) -> str:
+def _create_form(m: OrgMember, values: dict[str, str] | None = None) -> str:
     values = values or {}
     scope = values.get("scope", "read-only")
+    choices = [("read-only", "Read-only (query, MCP)", "create_key")]
+    choices += [("read-write", "Read-write (send events)", "create_write_key")]
+    choices += [("admin", "Admin (manage the organization over the API)", "create_admin_key")]
     options = "".join(
         f"<option value={v}{' selected' if v == scope else ''}>{label}</option>"
-        for v, label in (("read-only", "Read-only (query, MCP)"), ("read-write", "Read-write"))
+        for v, label, action in choices
+        if m.may(action)  # type: ignore[arg-type]
     )
     return (
         f"<h2>Create a key</h2><form method=post action=/orgs/{e(m.slug)}/keys>{form_csrf(m.user)}"
@@ -187,7 +127,7 @@ def _create_form(m: _Member, values: dict[str, str] | None = None) -> str:
 
 async def _keys_page(
     request: Request,
-    m: _Member,
+    m: OrgMember,
     *,
     error: str = "",
     values: dict[str, str] | None = None,
@@ -202,12 +142,12 @@ async def _keys_page(
         "“MCP — …” were created when someone approved an AI client; revoking one ends that "
         "client's access at once.</p>" + _keys_table(m, shown) + _create_form(m, values)
     )
-    return page(f"API Keys · {m.name}", body, nav=_nav(m), status=status)
+    return page(f"API Keys · {m.name}", body, nav=org_nav(m), status=status)
 
 
 @router.get("/orgs/{slug}/keys")
 async def keys_page(request: Request, slug: str) -> Response:
-    m = await _member(request, slug)
+    m = await org_member(request, slug)
     if isinstance(m, Response):
         return m
     return await _keys_page(request, m)
@@ -224,19 +164,22 @@ def _expiry(text: str) -> timedelta | None:
 
 @router.post("/orgs/{slug}/keys")
 async def keys_create(request: Request, slug: str) -> Response:
-    posted = await _posted(request, slug)
+    posted = await posted_form(request, slug)
     if isinstance(posted, Response):
         return posted
     m, form = posted
     try:
+        scope = parse_scope(form.get("scope", ""))
+        m.membership.require_key_scope(scope)
         key, token = await create_key(
             context_of(request).db,
             m.slug,
             name=form.get("name", ""),
-            scope=parse_scope(form.get("scope", "")),
+            scope=scope,
             expires_in=_expiry(form.get("expires", "")),
             created_by=m.user.email,
             user_id=m.user.id,
+            actor=m.actor(request),
         )
     except TrailmapError as error:
         message = "; ".join(f"{d.field}: {d.message}" for d in error.details) or error.message
@@ -244,7 +187,7 @@ async def keys_create(request: Request, slug: str) -> Response:
     return _token_shown_once(m, "Key created", key, token, f"/orgs/{m.slug}/keys")
 
 
-async def _manageable(request: Request, m: _Member, key_id: str) -> ApiKey | None:
+async def _manageable(request: Request, m: OrgMember, key_id: str) -> ApiKey | None:
     keys = await list_keys(context_of(request).db, m.slug)
     found = next((k for k in keys if k.id == key_id), None)
     return found if found is not None and m.may_manage(found) else None
@@ -252,12 +195,12 @@ async def _manageable(request: Request, m: _Member, key_id: str) -> ApiKey | Non
 
 @router.get("/orgs/{slug}/keys/{key_id}/revoke")
 async def revoke_confirm(request: Request, slug: str, key_id: str) -> Response:
-    m = await _member(request, slug)
+    m = await org_member(request, slug)
     if isinstance(m, Response):
         return m
     key = await _manageable(request, m, key_id)
     if key is None:
-        return _refused(m, "No key of yours has that id.", 404)
+        return refused(m, "No key of yours has that id.", 404)
     body = (
         f"<p>Revoke <b>{e(key.name)}</b> (<code>{e(key.prefix)}…</code>, {e(key.kind)})? "
         "Anything using it, including an AI client connected through it, is refused from its "
@@ -266,21 +209,21 @@ async def revoke_confirm(request: Request, slug: str, key_id: str) -> Response:
         f"{form_csrf(m.user)}<button type=submit name=confirm value=yes>Revoke key</button>"
         f"<a href=/orgs/{e(m.slug)}/keys>Cancel</a></form>"
     )
-    return page("Revoke key", body, nav=_nav(m))
+    return page("Revoke key", body, nav=org_nav(m))
 
 
 @router.post("/orgs/{slug}/keys/{key_id}/revoke")
 async def revoke_submit(request: Request, slug: str, key_id: str) -> Response:
-    posted = await _posted(request, slug)
+    posted = await posted_form(request, slug)
     if isinstance(posted, Response):
         return posted
     m, form = posted
     key = await _manageable(request, m, key_id)
     if key is None:
-        return _refused(m, "No key of yours has that id.", 404)
+        return refused(m, "No key of yours has that id.", 404)
     if form.get("confirm") != "yes":
         return see_other(f"/orgs/{m.slug}/keys/{key.id}/revoke")
-    await revoke_key(context_of(request).db, key.id, org_id=m.org_id)
+    await revoke_key(context_of(request).db, key.id, org_id=m.org_id, actor=m.actor(request))
     return see_other(f"/orgs/{m.slug}/keys")
 
 
@@ -288,7 +231,7 @@ async def revoke_submit(request: Request, slug: str, key_id: str) -> Response:
 
 
 async def _accounts_page(
-    request: Request, m: _Member, error: str = "", status: int = 200
+    request: Request, m: OrgMember, error: str = "", status: int = 200
 ) -> Response:
     db = context_of(request).db
     accounts = await list_service_accounts(db, m.slug)
@@ -303,10 +246,11 @@ async def _accounts_page(
                 f"/tokens>{form_csrf(m.user)}<label for=scope-{e(account.id)}>Scope</label>"
                 f"<select id=scope-{e(account.id)} name=scope><option value=read-write>"
                 "Read-write (push events)</option><option value=read-only>Read-only</option>"
+                "<option value=admin>Admin (manage the organization over the API)</option>"
                 "</select><button type=submit>Generate token</button></form>"
             )
         sections.append(
-            f"<h2>{e(account.name)}</h2><p class=muted>Created {_when(account.created)}</p>"
+            f"<h2>{e(account.name)}</h2><p class=muted>Created {when(account.created)}</p>"
             + (_keys_table(m, own) if own else "<p>No tokens yet.</p>")
             + generate
         )
@@ -326,12 +270,12 @@ async def _accounts_page(
         + ("".join(sections) or "<p>No service accounts yet.</p>")
         + create
     )
-    return page(f"Service Accounts · {m.name}", body, nav=_nav(m), status=status)
+    return page(f"Service Accounts · {m.name}", body, nav=org_nav(m), status=status)
 
 
 @router.get("/orgs/{slug}/service-accounts")
 async def accounts_page(request: Request, slug: str) -> Response:
-    m = await _member(request, slug)
+    m = await org_member(request, slug)
     if isinstance(m, Response):
         return m
     return await _accounts_page(request, m)
@@ -339,12 +283,12 @@ async def accounts_page(request: Request, slug: str) -> Response:
 
 @router.post("/orgs/{slug}/service-accounts")
 async def accounts_create(request: Request, slug: str) -> Response:
-    posted = await _posted(request, slug)
+    posted = await posted_form(request, slug)
     if isinstance(posted, Response):
         return posted
     m, form = posted
     if not m.may("manage_service_accounts"):
-        return _refused(m, "Only owners and admins manage service accounts.")
+        return refused(m, "Only owners and admins manage service accounts.")
     try:
         await create_service_account(context_of(request).db, m.slug, form.get("name", ""))
     except TrailmapError as error:
@@ -355,16 +299,16 @@ async def accounts_create(request: Request, slug: str) -> Response:
 
 @router.post("/orgs/{slug}/service-accounts/{account_id}/tokens")
 async def accounts_token(request: Request, slug: str, account_id: str) -> Response:
-    posted = await _posted(request, slug)
+    posted = await posted_form(request, slug)
     if isinstance(posted, Response):
         return posted
     m, form = posted
     if not m.may("manage_service_accounts"):
-        return _refused(m, "Only owners and admins manage service accounts.")
+        return refused(m, "Only owners and admins manage service accounts.")
     db = context_of(request).db
     account = next((a for a in await list_service_accounts(db, m.slug) if a.id == account_id), None)
     if account is None:
-        return _refused(m, "No service account of this organization has that id.", 404)
+        return refused(m, "No service account of this organization has that id.", 404)
     try:
         key, token = await create_key(
             db,
@@ -373,6 +317,7 @@ async def accounts_token(request: Request, slug: str, account_id: str) -> Respon
             scope=parse_scope(form.get("scope", "read-write")),
             created_by=m.user.email,
             service_account=account.name,
+            actor=m.actor(request),
         )
     except TrailmapError as error:
         return await _accounts_page(request, m, error.message, error.status)

@@ -28,7 +28,9 @@ button{margin-top:1rem;margin-right:.5rem;padding:.6rem 1.2rem;font:inherit}
 table{border-collapse:collapse;width:100%;margin:1rem 0}
 th,td{text-align:left;padding:.35rem .5rem;border-bottom:1px solid #ddd;font-size:.92rem}
 code,pre{background:#f4f4f4;padding:.2rem .4rem;word-break:break-all;white-space:pre-wrap}
-.inline{display:inline}.inline button{margin:0}
+.inline{display:inline}.inline button{margin:0}.inline select{width:auto}
+.notice{color:#060}.sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0)}
+label input[type=checkbox]{width:auto;margin-right:.5rem}
 """
 _CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; script-src 'self'; "

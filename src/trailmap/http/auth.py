@@ -7,10 +7,11 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from trailmap.accounts import Principal, authenticate
+from trailmap.accounts.audit import Actor
 from trailmap.errors import Unauthorized
-from trailmap.http.context import context_of
+from trailmap.http.context import client_address, context_of
 
-__all__ = ["CurrentPrincipal", "bearer_token", "current_principal"]
+__all__ = ["CurrentPrincipal", "bearer_token", "current_principal", "key_actor"]
 
 _QUERY_SECRETS = ("api_key", "apikey", "key", "token", "access_token")
 
@@ -49,3 +50,10 @@ async def current_principal(request: Request) -> Principal:
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+def key_actor(request: Request, principal: Principal) -> Actor:
+    """The caller as the audit log names them: the key, and its person when it has one."""
+    return Actor(
+        f"API key {principal.key_name}", client=client_address(request), user_id=principal.user_id
+    )

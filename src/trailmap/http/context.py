@@ -13,7 +13,7 @@ from trailmap.settings import Settings
 if TYPE_CHECKING:
     from trailmap.storage import Database
 
-__all__ = ["AppContext", "context_of"]
+__all__ = ["AppContext", "client_address", "context_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,3 +27,9 @@ def context_of(request: Request) -> AppContext:
     ctx = request.app.state.trailmap
     assert isinstance(ctx, AppContext)
     return ctx
+
+
+def client_address(request: Request) -> str | None:
+    """The caller's address as the server sees it: the proxy's X-Forwarded-For only when
+    uvicorn trusts that proxy (`TRAILMAP_FORWARDED_ALLOW_IPS`, docs/operations.md)."""
+    return request.client.host if request.client else None

@@ -29,6 +29,7 @@ _MEANINGS: Mapping[int, str] = {
     401: "Missing, malformed, revoked or expired API key",
     403: "The key's scope does not allow this",
     404: "Not found in this organization",
+    409: "Conflicts with what is stored (the message says what)",
     413: "The body is over the size limit",
     415: "Not a content type this endpoint reads",
     429: "Over the plan's quota; retry after Retry-After seconds",

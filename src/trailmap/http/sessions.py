@@ -22,6 +22,8 @@ __all__ = [
     "check_csrf",
     "clear_cookie",
     "cookie_name",
+    "form_token_ok",
+    "give_form_token",
     "new_csrf",
     "read_form",
     "set_cookie",
@@ -99,3 +101,15 @@ def check_csrf(user: SignedInUser, form: dict[str, str]) -> bool:
 
 def new_csrf() -> str:
     return secrets.token_urlsafe(32)
+
+
+def give_form_token(request: Request, response: Response, cookie: str, token: str) -> None:
+    """For a form shown to someone not signed in: the double-submit CSRF token's cookie
+    (strict: no other site's form may send it back)."""
+    set_cookie(request, response, cookie, token, max_age=3600, samesite="strict")
+
+
+def form_token_ok(request: Request, form: dict[str, str], cookie: str) -> bool:
+    """Whether a form posted by someone not signed in carries its cookie's CSRF token."""
+    expected = request.cookies.get(cookie_name(request, cookie), "")
+    return bool(expected) and same_token(form.get("csrf", ""), expected)

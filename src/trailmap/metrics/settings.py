@@ -14,6 +14,7 @@ from urllib.parse import SplitResult, urlsplit
 from cryptography.fernet import Fernet, InvalidToken
 
 from trailmap import clock
+from trailmap.accounts.audit import Actor, record
 from trailmap.accounts.principal import Principal
 from trailmap.errors import ErrorDetail, ValidationFailed
 from trailmap.metrics.prometheus import render_query
@@ -219,9 +220,11 @@ async def update_settings(
     body: object,
     *,
     secret_key: str | None,
+    actor: Actor | None = None,
 ) -> dict[str, Any]:
-    """Replace the parts of the settings that `body` names; return them as shown."""
-    principal.require_write()
+    """Replace the parts of the settings that `body` names; return them as shown. Owners
+    and admins only; the audit log names what changed, never a value."""
+    principal.require("manage_settings")
     if not isinstance(body, dict):
         raise ValidationFailed("The settings are a JSON object with sources and prometheus.")
     problems = _problems_of(body)
@@ -239,7 +242,17 @@ async def update_settings(
             f"The metric settings are not valid: {problems[0].field}: {problems[0].message}",
             details=problems,
         )
-    return await db.write(_update, principal.org_id, body, secret_key)
+    who = actor or Actor(f"API key {principal.key_name}")
+
+    def _update_and_log(conn: Connection) -> Any:
+        shown = _update(conn, principal.org_id, body, secret_key)
+        prom = body.get("prometheus")
+        header = "auth_header" in prom if isinstance(prom, dict) else False
+        changed = {"parts": sorted(str(k) for k in body), "auth_header_changed": header}
+        record(conn, principal.org_id, "settings.changed", who, target="metrics", details=changed)
+        return shown
+
+    return await db.write(_update_and_log)
 
 
 def _update(conn: Connection, org_id: str, body: dict[str, Any], secret_key: str | None) -> Any:

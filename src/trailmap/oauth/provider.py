@@ -26,6 +26,7 @@ from pydantic import AnyUrl, ConfigDict
 from trailmap import clock, ids
 from trailmap.accounts import Principal, create_key
 from trailmap.accounts import tokens as token_format
+from trailmap.accounts.audit import Actor, record
 from trailmap.accounts.keys import key_principal
 from trailmap.accounts.memberships import Membership, find_membership
 from trailmap.errors import Forbidden, NotFound
@@ -246,7 +247,9 @@ class TrailmapOAuthProvider:
             )
         return client, cast("dict[str, Any]", row["params"])
 
-    async def approve(self, request_id: str, *, user_id: str, org_slug: str) -> Approval:
+    async def approve(
+        self, request_id: str, *, user_id: str, org_slug: str, actor: Actor | None = None
+    ) -> Approval:
         """The user approved: mint or reuse the organization's key for this client, and a
         code for the client's redirect URI."""
         client, params = await self.pending(request_id)
@@ -275,6 +278,14 @@ class TrailmapOAuthProvider:
             if store.take_request(conn, token_format.hash_token(request_id), now_us) is None:
                 return False
             store.insert_code(conn, row)
+            record(
+                conn,
+                org.org_id,
+                "oauth.approved",
+                actor or Actor(f"user {user_id}", user_id=user_id),
+                target=client.client_name or client.client_id,
+                details={"client_id": client.client_id},
+            )
             return True
 
         if not await self._db.write(_issue):
@@ -285,11 +296,29 @@ class TrailmapOAuthProvider:
             )
         )
 
-    async def deny(self, request_id: str) -> Approval:
-        _client, params = await self.pending(request_id)
-        await self._db.write(
-            store.take_request, token_format.hash_token(request_id), clock.now_us()
-        )
+    async def deny(
+        self, request_id: str, *, actor: Actor | None = None, org_slug: str | None = None
+    ) -> Approval:
+        """The user declined; the audit log of the organization they had chosen (if they
+        are a member of it) says so."""
+        client, params = await self.pending(request_id)
+        membership = None
+        if actor is not None and actor.user_id and org_slug:
+            membership = await find_membership(self._db, actor.user_id, org_slug)
+
+        def _deny(conn: Connection) -> None:
+            store.take_request(conn, token_format.hash_token(request_id), clock.now_us())
+            if membership is not None and actor is not None:
+                record(
+                    conn,
+                    membership.org_id,
+                    "oauth.denied",
+                    actor,
+                    target=client.client_name or client.client_id,
+                    details={"client_id": client.client_id},
+                )
+
+        await self._db.write(_deny)
         return Approval(
             construct_redirect_uri(
                 params["redirect_uri"],

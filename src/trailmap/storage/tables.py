@@ -6,6 +6,7 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     Float,
     ForeignKeyConstraint,
@@ -17,11 +18,13 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
 __all__ = [
     "api_keys",
+    "audit_events",
     "events",
     "graph_edges",
     "graph_metric_cursors",
@@ -29,6 +32,7 @@ __all__ = [
     "graph_nodes",
     "graph_versions",
     "instance_settings",
+    "invitations",
     "login_throttle",
     "memberships",
     "metadata",
@@ -40,7 +44,9 @@ __all__ = [
     "oauth_requests",
     "oauth_tokens",
     "organizations",
+    "password_resets",
     "pending_spans",
+    "rate_limits",
     "service_accounts",
     "service_versions",
     "usage_counters",
@@ -77,6 +83,10 @@ organizations = Table(
     # NULL means "the plan's window"; self-hosted organizations may set their own.
     Column("retention_days", Integer, nullable=True),
     Column("created_us", BigInteger, nullable=False),
+    # Whether members (not only owners and admins) may create READ_WRITE keys.
+    Column("members_write_keys", Boolean, nullable=False, server_default=false()),
+    # The longest an API key may live, in days; NULL: keys may never expire.
+    Column("max_key_days", Integer, nullable=True),
     PrimaryKeyConstraint("id"),
     UniqueConstraint("slug"),
 )
@@ -88,8 +98,74 @@ users = Table(
     Column("email", String(320), nullable=False),
     Column("password_hash", String(200), nullable=True),
     Column("created_us", BigInteger, nullable=False),
+    # Set when an operator disables the user: no sign-in, no session, no personal key.
+    Column("disabled_us", BigInteger, nullable=True),
+    Column("last_sign_in_us", BigInteger, nullable=True),
     PrimaryKeyConstraint("id"),
     UniqueConstraint("email"),
+)
+
+# A one-time link to join an organization: only the token's SHA-256 is stored.
+invitations = Table(
+    "invitations",
+    metadata,
+    Column("org_id", String(ID), nullable=False),
+    Column("id", String(ID), nullable=False),
+    Column("email", String(320), nullable=False),
+    Column("role", String(20), nullable=False),
+    Column("token_hash", String(_HASH), nullable=False),
+    Column("invited_by", String(400), nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    Column("expires_us", BigInteger, nullable=False),
+    Column("accepted_us", BigInteger, nullable=True),
+    Column("revoked_us", BigInteger, nullable=True),
+    PrimaryKeyConstraint("org_id", "id"),
+    UniqueConstraint("token_hash"),
+    ForeignKeyConstraint(["org_id"], ["organizations.id"], ondelete="CASCADE"),
+)
+
+# A one-time link to set a new password: only the token's SHA-256 is stored.
+password_resets = Table(
+    "password_resets",
+    metadata,
+    Column("token_hash", String(_HASH), nullable=False),
+    Column("user_id", String(ID), nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    Column("expires_us", BigInteger, nullable=False),
+    Column("used_us", BigInteger, nullable=True),
+    PrimaryKeyConstraint("token_hash"),
+    ForeignKeyConstraint(["user_id"], ["users.id"], ondelete="CASCADE"),
+    Index(None, "user_id"),
+)
+
+# What happened to an organization's access and settings: who, when, from where. Never a
+# secret: a key is named by its name and prefix, a setting by its name.
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("org_id", String(ID), nullable=False),
+    Column("id", String(ID), nullable=False),
+    Column("time_us", BigInteger, nullable=False),
+    Column("action", String(60), nullable=False),
+    Column("actor", String(400), nullable=False),
+    Column("target", String(400), nullable=True),
+    Column("client", String(100), nullable=True),
+    Column("details", Json, nullable=True),
+    PrimaryKeyConstraint("org_id", "id"),
+    ForeignKeyConstraint(["org_id"], ["organizations.id"], ondelete="CASCADE"),
+    Index(None, "org_id", "time_us"),
+)
+
+# Requests counted per subject (an endpoint and a client address) and fixed window, shared by
+# every app node: the unauthenticated OAuth endpoints' rate limits.
+rate_limits = Table(
+    "rate_limits",
+    metadata,
+    Column("subject", String(400), nullable=False),
+    Column("window_us", BigInteger, nullable=False),
+    Column("count", Integer, nullable=False),
+    PrimaryKeyConstraint("subject", "window_us"),
+    Index(None, "window_us"),
 )
 
 memberships = Table(
