@@ -51,3 +51,31 @@ async def test_the_docs_page_loads_its_assets_from_this_server(client: httpx.Asy
         assert asset.startswith("/"), f"{asset} is not served by Trailmap"
         fetched = await client.get(asset)
         assert fetched.status_code == 200, asset
+
+
+async def test_the_docs_page_runs_no_inline_script_and_cannot_be_framed(
+    client: httpx.AsyncClient,
+) -> None:
+    page = await client.get("/docs")
+    assert page.status_code == 200
+    policy = {
+        directive.split()[0]: directive.split()[1:]
+        for directive in page.headers["content-security-policy"].split(";")
+        if directive.strip()
+    }
+    assert policy["default-src"] == ["'none'"]
+    assert policy["script-src"] == ["'self'"]  # no inline script, no eval, no CDN
+    assert policy["frame-ancestors"] == ["'none'"]
+    assert policy["connect-src"] == ["'self'"]  # the page fetches /openapi.json, nothing else
+    assert page.headers["x-frame-options"] == "DENY"
+    assert page.headers["x-content-type-options"] == "nosniff"
+    # Every script the page runs is a file of this server, served as JavaScript.
+    scripts = re.findall(r"<script([^>]*)>", page.text)
+    assert scripts
+    for attributes in scripts:
+        source = re.search(r'src="(/[^"]+)"', attributes)
+        assert source is not None, f"an inline script: <script{attributes}>"
+        fetched = await client.get(source.group(1))
+        assert fetched.status_code == 200, source.group(1)
+        assert "javascript" in fetched.headers["content-type"], source.group(1)
+    assert '"/openapi.json"' in (await client.get("/docs/swagger-init.js")).text
