@@ -1,4 +1,5 @@
-"""`/healthz` (the process answers) and `/readyz` (it can serve: the database answers)."""
+"""`/healthz` (the process answers) and `/readyz` (it can serve: the database answers, at the
+schema revision this code reads)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ async def healthz() -> Response:
     return ok({"status": "ok"})
 
 
-@router.get("/readyz", summary="Readiness: the database answers")
+@router.get(
+    "/readyz", summary="Readiness: the database answers, with the schema this version reads"
+)
 async def readyz(request: Request) -> Response:
     ctx = context_of(request)
     # Unavailable (503, with Retry-After) propagates when the database does not answer.

@@ -32,6 +32,8 @@ T = TypeVar("T")
 _MAX_GROUP = 128
 # Execution option: this connection runs one statement and needs no BEGIN (SQLite).
 _SINGLE_STATEMENT = "trailmap_single_statement"
+# PostgreSQL's SQLSTATE for "relation does not exist".
+_UNDEFINED_TABLE = "42P01"
 
 
 def normalize_url(url: str) -> str:
@@ -295,8 +297,15 @@ class Database:
         return total
 
     def ping(self) -> None:
-        """Raise `Unavailable` unless the database answers a trivial query."""
-        self.read_sync(lambda conn: conn.execute(text("SELECT 1")).scalar_one())
+        """Raise `Unavailable` unless the database answers and holds the schema this code
+        reads (its migration revision, read in one round trip like a `SELECT 1`)."""
+        # migrate imports this module; the revisions it knows are read once, then cached.
+        from trailmap.storage.migrate import schema_problem  # noqa: PLC0415
+
+        has_table, revision = self.read_one_sync(_schema_revision)
+        problem = schema_problem(revision, has_table=has_table)
+        if problem is not None:
+            raise Unavailable(problem)
 
     def pool_status(self) -> dict[str, int]:
         """The readers' connection pool (on PostgreSQL, every request's): size, in use and
@@ -350,6 +359,20 @@ def _retry_on_lost_connection(read: Callable[[], T]) -> T:
         if not error.connection_invalidated:
             raise
     return read()
+
+
+def _schema_revision(conn: Connection) -> tuple[bool, str | None]:
+    """(whether Alembic's table is there, the revision it holds)."""
+    try:
+        revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except (exc.OperationalError, exc.ProgrammingError) as error:
+        missing = getattr(error.orig, "sqlstate", None) == _UNDEFINED_TABLE or (
+            isinstance(error, exc.OperationalError) and _is_sqlite_schema_error(error)
+        )
+        if not missing:
+            raise
+        return False, None
+    return True, None if revision is None else str(revision)
 
 
 def _is_sqlite_schema_error(error: exc.OperationalError) -> bool:
