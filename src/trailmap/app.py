@@ -24,6 +24,7 @@ from trailmap.console import consent, keys, login, setup
 from trailmap.console.consent import CONSENT_PATH
 from trailmap.errors import Unauthorized
 from trailmap.graph.learn.pairing import TraceIngestion
+from trailmap.http.body import BodyDeadline
 from trailmap.http.context import AppContext
 from trailmap.http.errors import install_error_handlers
 from trailmap.jobs.pairing import close_ingestion, run_ingestion_stores, run_pairing_sweeps
@@ -175,6 +176,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     if telemetry is not None:
         install_server_metrics(app, db=db, telemetry=telemetry)
     app.include_router(near_misses(settings))
+    app.add_middleware(BodyDeadline, seconds=settings.body_timeout_seconds)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -28,6 +28,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=8 * 1024 * 1024, ge=1024, description="Largest request body accepted, in bytes."
     )
+    body_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="How long a request's whole body may take to arrive, from the server's "
+        "first read of it; past it the request gets 408 and its connection is closed.",
+    )
     max_event_bytes: int = Field(default=10 * 1024, ge=256, description="Largest single event.")
     max_batch_events: int = Field(default=1000, ge=1, le=10000)
     max_batch_points: int = Field(
