@@ -58,6 +58,8 @@ def open_database(settings: Settings) -> Database:
         pool_size=settings.db_pool_size,
         sqlite_synchronous=settings.sqlite_synchronous,
         statement_timeout_ms=settings.db_statement_timeout_ms,
+        pool_timeout_s=settings.db_pool_timeout_seconds,
+        call_timeout_s=settings.db_call_timeout_seconds,
     )
 
 

@@ -51,7 +51,23 @@ class Settings(BaseSettings):
         description="SQLite synchronous pragma: NORMAL survives a process crash, FULL power loss.",
     )
     db_pool_size: int = Field(default=10, ge=1)
-    db_statement_timeout_ms: int = Field(default=15000, ge=0)
+    db_statement_timeout_ms: int = Field(
+        default=15000,
+        ge=0,
+        description="PostgreSQL's statement_timeout on every connection, in ms (0: none).",
+    )
+    db_pool_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How long a request waits for a pooled PostgreSQL connection before 503.",
+    )
+    db_call_timeout_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="How long a request waits for one PostgreSQL call (a read or a write "
+        "transaction) before 503, its connection closed; unset: the statement timeout plus "
+        "5 s (no limit when that is 0); 0: no limit.",
+    )
     last_used_resolution_seconds: int = Field(
         default=60, ge=0, description="How stale an API key's last-used time may get."
     )
