@@ -4,6 +4,7 @@ and the schema comes from the migrations on both databases."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import re
 import socket
@@ -15,6 +16,7 @@ import anyio
 import psycopg
 import pytest
 
+from tests import databases
 from tests.tcp_proxy import TcpProxy, port_of, through
 from trailmap.errors import Unavailable
 from trailmap.storage import Connection, Database, instance, migrate
@@ -208,3 +210,39 @@ async def test_a_call_to_a_partitioned_postgresql_is_given_up_with_503_and_its_c
         finally:
             proxy.heal()
             db.close()
+
+
+def test_a_migration_waiting_for_another_nodes_is_not_cut_short_by_the_statement_timeout(
+    postgres_url: str | None,
+) -> None:
+    if postgres_url is None:
+        pytest.skip("no PostgreSQL server answers on 127.0.0.1:5432")
+    server = databases.find_postgres()
+    assert server is not None
+    name = server.create_database(prefix="trailmap_migrate")
+    url = server.url_for(name)
+    db = Database(url, statement_timeout_ms=200)
+    try:
+        with psycopg.connect(url, autocommit=True) as other_node:
+            # Another node is migrating: it holds the migration lock.
+            other_node.execute("SELECT pg_advisory_lock(7254839021)")
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                upgrading = pool.submit(migrate.upgrade, db)
+                deadline = time.monotonic() + 10
+                waiting = (
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                    "AND database = (SELECT oid FROM pg_database WHERE datname = %s)"
+                )
+                while other_node.execute(waiting, (name,)).fetchone() != (1,):
+                    assert not upgrading.done(), upgrading.result()
+                    assert time.monotonic() < deadline, "the upgrade never waited for the lock"
+                    time.sleep(0.02)  # polling pg_locks, bounded by the deadline
+                # Waiting longer than the statement timeout is no failure for a migration
+                # (an index built on a large table takes minutes too).
+                time.sleep(0.5)  # the wait itself is what is tested: longer than 200 ms
+                other_node.execute("SELECT pg_advisory_unlock(7254839021)")
+                upgrading.result(timeout=60)
+        assert migrate.current_revision(db) == migrate.head_revision(db)
+    finally:
+        db.close()
+        server.drop_database(name)

@@ -41,6 +41,9 @@ def upgrade(db: Database, revision: str = "head") -> None:
     config = _config(db)
     with db.write_engine.begin() as conn:
         if not db.is_sqlite:
+            # The requests' statement timeout is not for migrations: an index built on a
+            # large table, or the wait for another node's migration below, may take minutes.
+            conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
             # Two nodes starting at once must not both migrate: hold a lock while we do.
             conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7254839021)")
         config.attributes["connection"] = conn
