@@ -87,10 +87,14 @@ def org_with_key(database_url: str, slug: str, *, scope: str = "read-write") -> 
 
 @contextmanager
 def running_server(
-    database_url: str, *, log_path: Path, env: dict[str, str] | None = None
+    database_url: str,
+    *,
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
 ) -> Iterator[str]:
-    """Run `trailmap serve` on `database_url`, with `env` added to its environment; yield its
-    base URL once `/healthz` answers."""
+    """Run `trailmap serve` on `database_url`, with `env` added to its environment and `args`
+    to its command line; yield its base URL once `/healthz` answers."""
     port = free_port()
     environment = {
         **os.environ,
@@ -110,6 +114,7 @@ def running_server(
         "serve",
         "--port",
         str(port),
+        *args,
     ]
     base_url = f"http://127.0.0.1:{port}"
     with log_path.open("wb") as log:

@@ -25,6 +25,7 @@ from trailmap.console import account, consent, keys, login, setup, team
 from trailmap.console.consent import CONSENT_PATH
 from trailmap.errors import Unauthorized
 from trailmap.graph.learn.pairing import TraceIngestion
+from trailmap.http.body import BodyDeadline
 from trailmap.http.context import AppContext
 from trailmap.http.errors import install_error_handlers
 from trailmap.jobs.pairing import close_ingestion, run_ingestion_stores, run_pairing_sweeps
@@ -58,6 +59,8 @@ def open_database(settings: Settings) -> Database:
         pool_size=settings.db_pool_size,
         sqlite_synchronous=settings.sqlite_synchronous,
         statement_timeout_ms=settings.db_statement_timeout_ms,
+        pool_timeout_s=settings.db_pool_timeout_seconds,
+        call_timeout_s=settings.db_call_timeout_seconds,
     )
 
 
@@ -177,6 +180,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     if telemetry is not None:
         install_server_metrics(app, db=db, telemetry=telemetry)
     app.include_router(near_misses(settings))
+    app.add_middleware(BodyDeadline, seconds=settings.body_timeout_seconds)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

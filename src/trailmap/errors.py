@@ -15,6 +15,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "QuotaExceeded",
+    "RequestTimeout",
     "TrailmapError",
     "Unauthorized",
     "Unavailable",
@@ -29,6 +30,7 @@ ErrorCode = Literal[
     "NOT_FOUND",
     "CONFLICT",
     "PAYLOAD_TOO_LARGE",
+    "REQUEST_TIMEOUT",
     "UNSUPPORTED_MEDIA_TYPE",
     "QUOTA_EXCEEDED",
     "UNAVAILABLE",
@@ -113,6 +115,17 @@ class Conflict(TrailmapError):
 class PayloadTooLarge(TrailmapError):
     code = "PAYLOAD_TOO_LARGE"
     status = 413
+
+
+class RequestTimeout(TrailmapError):
+    """The request's body did not arrive in time; the connection is closed after the answer
+    (its unread rest cannot be told from the next request)."""
+
+    code = "REQUEST_TIMEOUT"
+    status = 408
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"Connection": "close"})
 
 
 class UnsupportedMediaType(TrailmapError):

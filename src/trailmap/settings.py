@@ -28,6 +28,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=8 * 1024 * 1024, ge=1024, description="Largest request body accepted, in bytes."
     )
+    body_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="How long a request's whole body may take to arrive, from the server's "
+        "first read of it; past it the request gets 408 and its connection is closed.",
+    )
     max_event_bytes: int = Field(default=10 * 1024, ge=256, description="Largest single event.")
     max_batch_events: int = Field(default=1000, ge=1, le=10000)
     max_batch_points: int = Field(
@@ -44,7 +51,23 @@ class Settings(BaseSettings):
         description="SQLite synchronous pragma: NORMAL survives a process crash, FULL power loss.",
     )
     db_pool_size: int = Field(default=10, ge=1)
-    db_statement_timeout_ms: int = Field(default=15000, ge=0)
+    db_statement_timeout_ms: int = Field(
+        default=15000,
+        ge=0,
+        description="PostgreSQL's statement_timeout on every connection, in ms (0: none).",
+    )
+    db_pool_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How long a request waits for a pooled PostgreSQL connection before 503.",
+    )
+    db_call_timeout_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="How long a request waits for one PostgreSQL call (a read or a write "
+        "transaction) before 503, its connection closed; unset: the statement timeout plus "
+        "5 s (no limit when that is 0); 0: no limit.",
+    )
     last_used_resolution_seconds: int = Field(
         default=60, ge=0, description="How stale an API key's last-used time may get."
     )

@@ -9,6 +9,8 @@ import pytest
 
 from tests.factories import event
 from trailmap.accounts.setup import issue_setup_token
+from trailmap.app import create_app
+from trailmap.settings import Settings
 from trailmap.storage import Database
 
 pytestmark = pytest.mark.anyio
@@ -114,3 +116,43 @@ async def test_a_bad_setup_form_is_shown_again_with_the_problem(
     assert 'value="Not A Slug!"' in response.text
     # The link still works after a mistake.
     assert (await client.get(f"/setup?token={token}")).status_code == 200
+
+
+async def test_behind_https_the_setup_forms_csrf_cookie_is_secure_and_host_only(
+    db: Database, database_url: str
+) -> None:
+    settings = Settings(
+        database_url=database_url,
+        public_url="https://trailmap.example",
+        retention_purge_interval_seconds=0,
+    )
+    transport = httpx.ASGITransport(app=create_app(settings, database=db))
+    async with httpx.AsyncClient(transport=transport, base_url="https://trailmap.example") as https:
+        token = await issue_setup_token(db)
+        assert token is not None
+        opened = await https.get(f"/setup?token={token}")
+        cookie = opened.headers["set-cookie"]
+        attributes = {part.strip().split("=")[0].lower() for part in cookie.split(";")}
+        # __Host-: only this host may set or read it, over https, for the whole site.
+        assert cookie.startswith("__Host-trailmap_csrf="), cookie
+        assert {"secure", "httponly", "path"} <= attributes, cookie
+        assert "path=/;" in cookie.lower().replace(" ", "") + ";", cookie
+        assert "domain" not in attributes, cookie
+        hidden = {
+            "token": _form_value(opened.text, "token"),
+            "csrf": _form_value(opened.text, "csrf"),
+        }
+        done = await https.post(
+            "/setup",
+            data={
+                **hidden,
+                "organization": "acme",
+                "email": "a@example.com",
+                "password": "0123456789",
+            },
+        )
+        assert done.status_code == 201, done.text
+        # The cookie is removed with the attributes it was set with, or a browser keeps it.
+        removed = done.headers["set-cookie"]
+        assert removed.startswith("__Host-trailmap_csrf="), removed
+        assert "secure" in removed.lower(), removed

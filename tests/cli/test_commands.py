@@ -6,15 +6,19 @@ import asyncio
 import hashlib
 import json
 import re
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from click.testing import CliRunner, Result
 
 from tests import databases
+from tests.server import free_port, running_server
+from tests.tcp_proxy import TcpProxy, port_of, through
 from trailmap.accounts import authenticate
 from trailmap.cli.main import cli
 from trailmap.errors import Unauthorized
@@ -372,3 +376,32 @@ def test_demo_on_a_database_never_migrated_migrates_it_and_loads_the_demo(
     assert "Loaded the demo organization demo:" in loaded.stderr
     assert "trailmap user create you@example.com --org demo" in loaded.stderr
     assert "trailmap key create --org demo --name assistant --scope read-only" in loaded.stderr
+
+
+# -- serve --------------------------------------------------------------------------------
+
+
+def test_serve_no_migrate_starts_unready_while_postgresql_is_down_and_is_ready_once_it_answers(
+    postgres_url: str | None, tmp_path: Path
+) -> None:
+    if postgres_url is None:
+        pytest.skip("no PostgreSQL server answers on 127.0.0.1:5432")
+    # The server reaches PostgreSQL only through a proxy that is not listening yet: down.
+    port = free_port()
+    log = tmp_path / "server.log"
+    proxied = through(postgres_url, port)
+    with (
+        running_server(proxied, log_path=log, args=("--no-migrate",)) as url,
+        httpx.Client(base_url=url, timeout=30) as http,
+    ):
+        assert http.get("/healthz").status_code == 200
+        unready = http.get("/readyz")
+        assert unready.status_code == 503, unready.text
+        assert unready.json()["code"] == "UNAVAILABLE"
+        assert unready.headers["retry-after"].isdigit()
+        with TcpProxy(port_of(postgres_url), port=port):
+            deadline = time.monotonic() + 20
+            while (ready := http.get("/readyz")).status_code != 200:
+                assert time.monotonic() < deadline, ready.text
+                time.sleep(0.05)  # polling readiness, bounded by the deadline
+    assert "does not answer" in log.read_text()

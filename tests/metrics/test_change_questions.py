@@ -538,6 +538,16 @@ async def test_a_window_that_is_not_offered_is_refused(shop: Shop) -> None:
     assert "'2h'" in text  # the values it takes
 
 
+async def test_an_empty_metric_name_is_a_tool_error_that_says_so(shop: Shop) -> None:
+    async with _connected(shop) as assistant:
+        found = await assistant.ask("query_events", {"type": ["deployment"], "limit": 1})
+        text = await assistant.refusal(
+            "get_metrics_around_event", {"event_id": found["events"][0]["id"], "metrics": [""]}
+        )
+    assert "metrics" in text
+    assert "empty" in text
+
+
 async def test_an_unknown_node_is_refused_with_the_names_it_might_mean(shop: Shop) -> None:
     unknown = await _refusal(shop, "find_changes_near", {"node": "shipping"})
     assert unknown.endswith("No node named 'shipping'. Use search_nodes to find names.")

@@ -712,6 +712,19 @@ async def test_an_unknown_window_is_refused(client: httpx.AsyncClient, tenant: T
     assert "window" in str(body)
 
 
+async def test_an_empty_metric_name_is_refused_naming_the_parameter(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    event_id = await _post_event(client, tenant.writer, _change_time())
+
+    for names in ([""], ["  "], ["error_rate", ""]):
+        body = _error(
+            await _around(client, tenant.reader, event_id, *names), 400, "VALIDATION_ERROR"
+        )
+        assert body["details"][0]["field"] == "metrics", body
+        assert "empty" in body["error"], body
+
+
 async def test_an_unknown_event_is_not_found(client: httpx.AsyncClient, tenant: Tenant) -> None:
     missing = "6f1c1c4e-3b5d-4f6e-9a7b-2c8d9e0f1a2b"
 

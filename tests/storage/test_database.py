@@ -4,17 +4,27 @@ and the schema comes from the migrations on both databases."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import os
 import re
+import socket
+import time
 from collections.abc import Awaitable
 from typing import Any
 
+import anyio
 import psycopg
 import pytest
 
+from tests import databases
+from tests.tcp_proxy import TcpProxy, port_of, through
 from trailmap.errors import Unavailable
 from trailmap.storage import Connection, Database, instance, migrate
 
 pytestmark = pytest.mark.anyio
+
+# A call to a silent database ends by then: the call timeout (1 s) plus a busy machine's lag.
+_PARTITION_BOUND_S = 8.0
 
 
 def _insert_setting(conn: Connection, name: str) -> str:
@@ -125,3 +135,114 @@ async def test_the_first_value_stored_for_a_setting_is_the_one_every_caller_gets
     assert len(set(got)) == 1
     assert got[0] in candidates
     assert await db.write(instance.first_setting, "shared", "later") == got[0]
+
+
+def _socket_options(conn: Connection) -> dict[str, int]:
+    fd = conn.connection.dbapi_connection.pgconn.socket  # type: ignore[union-attr]
+    with socket.socket(fileno=os.dup(fd)) as sock:
+        return {
+            "keepalive": sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+            "idle": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+            "interval": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+            "count": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+            "user_timeout_ms": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT),
+        }
+
+
+def _statement_timeout(conn: Connection) -> str:
+    return str(conn.exec_driver_sql("SHOW statement_timeout").scalar())
+
+
+async def test_every_postgresql_connection_has_tcp_keepalives_and_the_statement_timeout(
+    postgres_url: str | None,
+) -> None:
+    if postgres_url is None:
+        pytest.skip("no PostgreSQL server answers on 127.0.0.1:5432")
+    db = Database(postgres_url, statement_timeout_ms=4321)
+    try:
+        # Both ways a request reads (a transaction; one statement in autocommit), and a write.
+        for _ in range(2):
+            assert await db.read(_socket_options) == {
+                "keepalive": 1,
+                "idle": 10,
+                "interval": 5,
+                "count": 3,
+                "user_timeout_ms": 25_000,
+            }
+            assert await db.read(_statement_timeout) == "4321ms"
+            assert await db.read_one(_statement_timeout) == "4321ms"
+            assert await db.write(_statement_timeout) == "4321ms"
+            db.engine.dispose()  # and on fresh connections too
+    finally:
+        db.close()
+    # A libpq parameter in the URL wins over Trailmap's default.
+    tuned = Database(f"{postgres_url}?keepalives_idle=33")
+    try:
+        assert (await tuned.read_one(_socket_options))["idle"] == 33
+    finally:
+        tuned.close()
+
+
+async def test_a_call_to_a_partitioned_postgresql_is_given_up_with_503_and_its_connection_freed(
+    postgres_url: str | None,
+) -> None:
+    if postgres_url is None:
+        pytest.skip("no PostgreSQL server answers on 127.0.0.1:5432")
+    with TcpProxy(port_of(postgres_url)) as proxy:
+        db = Database(through(postgres_url, proxy.port), call_timeout_s=1.0)
+        try:
+            await db.read_one(_setting_names)  # the pool now holds a live connection
+            proxy.partition()
+            # Without a bound the read would wait for as long as the partition lasts.
+            with anyio.fail_after(_PARTITION_BOUND_S):
+                with pytest.raises(Unavailable, match="did not answer within 1 s"):
+                    await db.read_one(_setting_names)
+                with pytest.raises(Unavailable):
+                    await db.write(_insert_setting, "during")
+            # The abandoned calls' connections were shut, not left to hang: the pool is free.
+            deadline = time.monotonic() + _PARTITION_BOUND_S
+            while db.pool_status()["checked_out"]:
+                assert time.monotonic() < deadline, db.pool_status()
+                await anyio.sleep(0.05)  # polling the pool, bounded by the deadline
+            proxy.heal()
+            await db.write(_insert_setting, "after")
+            assert "after" in await db.read(_setting_names)
+        finally:
+            proxy.heal()
+            db.close()
+
+
+def test_a_migration_waiting_for_another_nodes_is_not_cut_short_by_the_statement_timeout(
+    postgres_url: str | None,
+) -> None:
+    if postgres_url is None:
+        pytest.skip("no PostgreSQL server answers on 127.0.0.1:5432")
+    server = databases.find_postgres()
+    assert server is not None
+    name = server.create_database(prefix="trailmap_migrate")
+    url = server.url_for(name)
+    db = Database(url, statement_timeout_ms=200)
+    try:
+        with psycopg.connect(url, autocommit=True) as other_node:
+            # Another node is migrating: it holds the migration lock.
+            other_node.execute("SELECT pg_advisory_lock(7254839021)")
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                upgrading = pool.submit(migrate.upgrade, db)
+                deadline = time.monotonic() + 10
+                waiting = (
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                    "AND database = (SELECT oid FROM pg_database WHERE datname = %s)"
+                )
+                while other_node.execute(waiting, (name,)).fetchone() != (1,):
+                    assert not upgrading.done(), upgrading.result()
+                    assert time.monotonic() < deadline, "the upgrade never waited for the lock"
+                    time.sleep(0.02)  # polling pg_locks, bounded by the deadline
+                # Waiting longer than the statement timeout is no failure for a migration
+                # (an index built on a large table takes minutes too).
+                time.sleep(0.5)  # the wait itself is what is tested: longer than 200 ms
+                other_node.execute("SELECT pg_advisory_unlock(7254839021)")
+                upgrading.result(timeout=60)
+        assert migrate.current_revision(db) == migrate.head_revision(db)
+    finally:
+        db.close()
+        server.drop_database(name)

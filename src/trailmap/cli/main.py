@@ -138,6 +138,7 @@ def serve(
 def _print_welcome(db: Any, settings: Settings, host: str, port: int) -> None:
     from trailmap.accounts import list_orgs  # noqa: PLC0415
     from trailmap.accounts.setup import issue_setup_token  # noqa: PLC0415
+    from trailmap.errors import TrailmapError, Unavailable  # noqa: PLC0415
 
     address = f"http://{host}:{port}"
     click.echo(
@@ -147,7 +148,19 @@ def _print_welcome(db: Any, settings: Settings, host: str, port: int) -> None:
     click.echo(f"  API docs:  {address}/docs", err=True)
     # Without TRAILMAP_PUBLIC_URL, the address this server listens on is the best guess.
     public = settings.public_url if "public_url" in settings.model_fields_set else address
-    token = _run(issue_setup_token(db))
+    try:
+        token = asyncio.run(issue_setup_token(db))
+    except Unavailable:
+        # Started with --no-migrate while the database is down: serve anyway, unready, so
+        # an orchestrator sees a live process and waits on /readyz instead of restarting it.
+        click.echo(
+            "  The database does not answer yet: /readyz answers 503 until it does. A first "
+            "start's setup link is printed by a start that reaches the database.",
+            err=True,
+        )
+        return
+    except TrailmapError as error:
+        raise click.ClickException(error.message) from None
     if token is not None:
         click.echo(
             "  First start: create the owner account and a first API key with this one-time "

@@ -13,7 +13,7 @@ from trailmap.accounts.setup import complete_setup, setup_is_open
 from trailmap.console.pages import page
 from trailmap.errors import PayloadTooLarge, TrailmapError
 from trailmap.http.context import context_of
-from trailmap.http.sessions import read_form
+from trailmap.http.sessions import clear_cookie, cookie_name, read_form, set_cookie
 
 __all__ = ["router"]
 
@@ -22,13 +22,19 @@ router = APIRouter(include_in_schema=False)
 _CSRF_COOKIE = "trailmap_csrf"
 
 
-def _page(title: str, body: str, status: int = 200, csrf: str | None = None) -> HTMLResponse:
-    """A console page; `csrf` sets the form's double-submit cookie, for /setup only."""
+def _page(
+    title: str,
+    body: str,
+    status: int = 200,
+    *,
+    csrf: str | None = None,
+    request: Request | None = None,
+) -> HTMLResponse:
+    """A console page; `csrf` sets the form's double-submit cookie (for the request's site:
+    `__Host-` and Secure behind https, which needs the path /)."""
     response = page(title, body, status=status)
-    if csrf is not None:
-        response.set_cookie(
-            _CSRF_COOKIE, csrf, httponly=True, samesite="strict", path="/setup", max_age=3600
-        )
+    if csrf is not None and request is not None:
+        set_cookie(request, response, _CSRF_COOKIE, csrf, max_age=3600, samesite="strict")
     return response
 
 
@@ -77,7 +83,7 @@ async def setup_page(request: Request, token: str = "") -> HTMLResponse:
     if not token or not await setup_is_open(ctx.db, token):
         return _closed()
     csrf = secrets.token_urlsafe(32)
-    return _page("Set up Trailmap", _form(token, csrf, {}), csrf=csrf)
+    return _page("Set up Trailmap", _form(token, csrf, {}), csrf=csrf, request=request)
 
 
 @router.post("/setup")
@@ -88,7 +94,7 @@ async def setup_submit(request: Request) -> HTMLResponse:
     except PayloadTooLarge:
         return _page("Form too large", "<p>The form is larger than it can be.</p>", 413)
     token = form.get("token", "")
-    cookie = request.cookies.get(_CSRF_COOKIE, "")
+    cookie = request.cookies.get(cookie_name(request, _CSRF_COOKIE), "")
     if not cookie or not secrets.compare_digest(cookie.encode(), form.get("csrf", "").encode()):
         return _page(
             "Form expired",
@@ -126,5 +132,5 @@ async def setup_submit(request: Request) -> HTMLResponse:
         + "</pre><p>The API reference is at <a href=/docs>/docs</a>.</p>"
     )
     response = _page("Trailmap is ready", body, status=201)
-    response.delete_cookie(_CSRF_COOKIE, path="/setup")
+    clear_cookie(request, response, _CSRF_COOKIE, samesite="strict")
     return response

@@ -1,4 +1,5 @@
-"""Reading request bodies within their limits (JSON here; OTLP bodies through `read_body`)."""
+"""Reading request bodies within their limits of size (JSON here; OTLP bodies through
+`read_body`) and of time (`BodyDeadline`, for every body any route reads)."""
 
 from __future__ import annotations
 
@@ -6,18 +7,60 @@ import json
 import math
 from collections.abc import Callable
 
+import anyio
 import orjson
 from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from trailmap.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from trailmap.errors import PayloadTooLarge, RequestTimeout, UnsupportedMediaType, ValidationFailed
 
-__all__ = ["JSON_TYPES", "media_type", "read_body", "read_json_body"]
+__all__ = ["JSON_TYPES", "BodyDeadline", "media_type", "read_body", "read_json_body"]
 
 JSON_TYPES = (
     "application/json",
     "application/cloudevents+json",
     "application/cloudevents-batch+json",
 )
+
+
+class BodyDeadline:
+    """ASGI middleware: a request's whole body must arrive within `seconds` of the app's
+    first read of it, else reading it raises `RequestTimeout` (408, connection closed).
+
+    It sits under every reader (`read_body`, `read_form`, the MCP and OAuth routes'
+    own), so a body trickled in a byte at a time holds a worker for `seconds` at most,
+    however steadily it trickles: a limit per chunk would not stop that.
+    """
+
+    def __init__(self, app: ASGIApp, *, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        deadline: float | None = None
+        complete = False
+
+        async def receive_in_time() -> Message:
+            nonlocal deadline, complete
+            if complete:
+                # The body is in; what follows is the wait for a disconnect: no limit.
+                return await receive()
+            now = anyio.current_time()
+            if deadline is None:
+                deadline = now + self.seconds
+            with anyio.move_on_after(deadline - now):
+                message = await receive()
+                complete = message["type"] != "http.request" or not message.get("more_body")
+                return message
+            raise RequestTimeout(
+                f"The request body did not arrive within {self.seconds:g} s; send it whole, "
+                "without pauses."
+            )
+
+        await self.app(scope, receive_in_time, send)
 
 
 def media_type(request: Request) -> str:

@@ -57,7 +57,14 @@ def _summary(summary: Summary) -> dict[str, Any]:
 def _metric_names(metrics: Sequence[str] | None) -> list[str]:
     if not metrics:
         return list(STANDARD_METRICS)
-    names = list(dict.fromkeys(m.strip() for m in metrics if m.strip()))
+    if any(not m.strip() for m in metrics):
+        # Dropping it silently would compare nothing, or fewer metrics than asked for.
+        raise ValidationFailed.field(
+            "metrics",
+            "a metric name is empty; name each metric, or leave metrics out for the five "
+            "standard ones",
+        )
+    names = list(dict.fromkeys(m.strip() for m in metrics))
     if len(names) > _MAX_METRICS:
         raise ValidationFailed.field("metrics", f"at most {_MAX_METRICS} metrics at a time")
     for name in names:

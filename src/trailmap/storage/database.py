@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import queue
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,6 +34,22 @@ T = TypeVar("T")
 _MAX_GROUP = 128
 # Execution option: this connection runs one statement and needs no BEGIN (SQLite).
 _SINGLE_STATEMENT = "trailmap_single_statement"
+# PostgreSQL's SQLSTATE for "relation does not exist".
+_UNDEFINED_TABLE = "42P01"
+# libpq's connection parameters, unless the database URL sets them (`?keepalives_idle=30`).
+# A partition is then noticed by the kernel too: an idle connection after 10 + 3 x 5 s of
+# unanswered keepalives, one with data unacknowledged after 25 s (tcp_user_timeout, in ms,
+# set to the keepalives' total as it caps them). docs/operations.md, "When the network fails".
+_LIBPQ_DEFAULTS: dict[str, int] = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 25_000,
+}
+# /readyz waits on the database this long at most: probes give up after a second or two.
+_READY_TIMEOUT_S = 2.0
 
 
 def normalize_url(url: str) -> str:
@@ -45,6 +63,70 @@ def normalize_url(url: str) -> str:
 
 def _json_dumps(value: object) -> str:
     return orjson.dumps(value).decode()
+
+
+class _Abandoned(Exception):
+    """The request gave up on this call (its deadline passed): run nothing more for it."""
+
+
+class _Call:
+    """One database call on a worker thread, which the request waiting for it may abandon.
+
+    While the call holds a connection its socket is known, so abandoning it shuts the socket
+    down: the thread, blocked in libpq on a database that went silent (a partition), wakes
+    with an error at once and gives its pool slot back, instead of waiting for TCP to give up.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._socket: int | None = None
+        self.abandoned = False
+
+    @contextmanager
+    def holding(self, conn: Connection) -> Iterator[None]:
+        """While `conn` serves this call (from checkout to before its return to the pool)."""
+        fd = _socket_of(conn)
+        with self._lock:
+            if self.abandoned:
+                raise _Abandoned
+            self._socket = fd
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._socket = None
+
+    def abandon(self) -> None:
+        with self._lock:
+            self.abandoned = True
+            if self._socket is not None:
+                _shut_down(self._socket)
+
+
+@contextmanager
+def _holding(call: _Call | None, conn: Connection) -> Iterator[None]:
+    if call is None:
+        yield
+        return
+    with call.holding(conn):
+        yield
+
+
+def _socket_of(conn: Connection) -> int | None:
+    dbapi = conn.connection.dbapi_connection
+    pgconn = getattr(dbapi, "pgconn", None)  # psycopg's; SQLite has no socket
+    fd = getattr(pgconn, "socket", None)
+    return fd if isinstance(fd, int) and fd >= 0 else None
+
+
+def _shut_down(fd: int) -> None:
+    """Shut the connection's socket down (both ways) without closing its descriptor, which
+    libpq still owns: its blocked read returns at once, and the connection is discarded."""
+    try:
+        with socket.socket(fileno=os.dup(fd)) as duplicate:
+            duplicate.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed: nothing is waiting on it
 
 
 @dataclass(eq=False)
@@ -133,11 +215,19 @@ class Database:
         pool_size: int = 10,
         sqlite_synchronous: str = "NORMAL",
         statement_timeout_ms: int = 15000,
+        pool_timeout_s: float = 5.0,
+        call_timeout_s: float | None = None,
     ) -> None:
+        """`call_timeout_s`: how long a request waits for one database call on PostgreSQL
+        before it gets 503 and the call's connection is closed; None: the statement timeout
+        plus 5 s (no limit when that is 0); 0: no limit."""
         self.url = normalize_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
         self._writer: _SqliteWriter | None = None
         self._writer_lock = threading.Lock()
+        if call_timeout_s is None:
+            call_timeout_s = statement_timeout_ms / 1000 + 5 if statement_timeout_ms else 0
+        self.call_timeout_s: float | None = call_timeout_s or None
         if self.is_sqlite:
             self._check_sqlite_url()
             self.engine = self._sqlite_engine(begin="BEGIN", synchronous=sqlite_synchronous)
@@ -146,16 +236,18 @@ class Database:
             )
         else:
             options = f"-c statement_timeout={statement_timeout_ms}" if statement_timeout_ms else ""
+            in_url = make_url(self.url).query
+            libpq = {k: v for k, v in _LIBPQ_DEFAULTS.items() if k not in in_url}
             self.engine = create_engine(
                 self.url,
                 pool_size=pool_size,
                 max_overflow=pool_size * 2,
-                pool_timeout=10,
+                pool_timeout=pool_timeout_s,
                 # No pre-ping: it costs a round trip on every checkout. A connection found
                 # dead invalidates the pool instead, and reads are retried once (below).
                 json_serializer=_json_dumps,
                 json_deserializer=orjson.loads,
-                connect_args={"connect_timeout": 5, "options": options},
+                connect_args={**libpq, "options": options},
             )
             self.write_engine = self.engine
         # The same pool, for single statements: no BEGIN on SQLite, autocommit on PostgreSQL.
@@ -221,14 +313,63 @@ class Database:
             return _retry_on_lost_connection(lambda: self._read(fn, args, kwargs, single=True))
 
     def _read(
-        self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any], *, single: bool
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        single: bool,
+        call: _Call | None = None,
     ) -> T:
         engine = self._single_engine if single else self.engine
-        with engine.connect() as conn:
+        with engine.connect() as conn, _holding(call, conn):
             if single:
                 return fn(conn, *args, **kwargs)
             with conn.begin():
                 return fn(conn, *args, **kwargs)
+
+    def _bounded_read(
+        self,
+        call: _Call,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        single: bool,
+    ) -> T:
+        with _unavailable_on_outage():
+            return _retry_on_lost_connection(
+                lambda: self._read(fn, args, kwargs, single=single, call=call),
+                unless=lambda: call.abandoned,
+            )
+
+    def _bounded_write(
+        self, call: _Call, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> T:
+        with (
+            _unavailable_on_outage(),
+            self.engine.connect() as conn,
+            _holding(call, conn),
+            conn.begin(),
+        ):
+            return fn(conn, *args, **kwargs)
+
+    async def _within_deadline(
+        self, work: Callable[[_Call], T], *, timeout_s: float | None = None
+    ) -> T:
+        """`work` on a worker thread, given up after the call timeout with 503: a database
+        that stops answering (a partition) must not hold the request, or its connection."""
+        limit = self.call_timeout_s if timeout_s is None else timeout_s
+        call = _Call()
+        if limit is None:
+            return await anyio.to_thread.run_sync(lambda: work(call))
+        with anyio.move_on_after(limit):
+            return await anyio.to_thread.run_sync(lambda: work(call), abandon_on_cancel=True)
+        call.abandon()
+        log.warning("database call abandoned after %.1f s", limit)
+        raise Unavailable(
+            f"The database did not answer within {limit:g} s; retry in a few seconds."
+        )
 
     def write_sync(
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
@@ -244,13 +385,21 @@ class Database:
     async def read(
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        return await anyio.to_thread.run_sync(lambda: self.read_sync(fn, *args, **kwargs))
+        if self.is_sqlite:
+            return await anyio.to_thread.run_sync(lambda: self.read_sync(fn, *args, **kwargs))
+        return await self._within_deadline(
+            lambda call: self._bounded_read(call, fn, args, kwargs, single=False)
+        )
 
     async def read_one(
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         """`read_one_sync` on a worker thread: for one SELECT, such as a page of events."""
-        return await anyio.to_thread.run_sync(lambda: self.read_one_sync(fn, *args, **kwargs))
+        if self.is_sqlite:
+            return await anyio.to_thread.run_sync(lambda: self.read_one_sync(fn, *args, **kwargs))
+        return await self._within_deadline(
+            lambda call: self._bounded_read(call, fn, args, kwargs, single=True)
+        )
 
     async def read_point(
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
@@ -274,7 +423,7 @@ class Database:
             with _unavailable_on_outage():
                 result: T = await asyncio.wrap_future(future)
             return result
-        return await anyio.to_thread.run_sync(lambda: self.write_sync(fn, *args, **kwargs))
+        return await self._within_deadline(lambda call: self._bounded_write(call, fn, args, kwargs))
 
     def _sqlite_writer(self) -> _SqliteWriter:
         if self._writer is None:
@@ -295,8 +444,21 @@ class Database:
         return total
 
     def ping(self) -> None:
-        """Raise `Unavailable` unless the database answers a trivial query."""
-        self.read_sync(lambda conn: conn.execute(text("SELECT 1")).scalar_one())
+        """Raise `Unavailable` unless the database answers and holds the schema this code
+        reads (its migration revision, read in one round trip like a `SELECT 1`)."""
+        _check_schema(*self.read_one_sync(_schema_revision))
+
+    async def check_ready(self) -> None:
+        """`ping`, for /readyz: on PostgreSQL within a couple of seconds at most."""
+        if self.is_sqlite:
+            await anyio.to_thread.run_sync(self.ping)
+            return
+        limit = min(self.call_timeout_s or _READY_TIMEOUT_S, _READY_TIMEOUT_S)
+        found = await self._within_deadline(
+            lambda call: self._bounded_read(call, _schema_revision, (), {}, single=True),
+            timeout_s=limit,
+        )
+        _check_schema(*found)
 
     def pool_status(self) -> dict[str, int]:
         """The readers' connection pool (on PostgreSQL, every request's): size, in use and
@@ -337,8 +499,9 @@ def _unavailable_on_outage() -> Iterator[None]:
         raise
 
 
-def _retry_on_lost_connection(read: Callable[[], T]) -> T:
-    """Run a read, and once more if its pooled connection turned out to be dead.
+def _retry_on_lost_connection(read: Callable[[], T], *, unless: Callable[[], bool] = bool) -> T:
+    """Run a read, and once more if its pooled connection turned out to be dead (and
+    `unless()` is false: a call its request abandoned is not tried again).
 
     After a database restart every pooled connection is stale; the first use of one
     invalidates the whole pool, and the retry gets a fresh connection. Only reads are
@@ -347,9 +510,32 @@ def _retry_on_lost_connection(read: Callable[[], T]) -> T:
     try:
         return read()
     except exc.DBAPIError as error:
-        if not error.connection_invalidated:
+        if not error.connection_invalidated or unless():
             raise
     return read()
+
+
+def _check_schema(has_table: bool, revision: str | None) -> None:
+    # migrate imports this module; the revisions it knows are read once, then cached.
+    from trailmap.storage.migrate import schema_problem  # noqa: PLC0415
+
+    problem = schema_problem(revision, has_table=has_table)
+    if problem is not None:
+        raise Unavailable(problem)
+
+
+def _schema_revision(conn: Connection) -> tuple[bool, str | None]:
+    """(whether Alembic's table is there, the revision it holds)."""
+    try:
+        revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except (exc.OperationalError, exc.ProgrammingError) as error:
+        missing = getattr(error.orig, "sqlstate", None) == _UNDEFINED_TABLE or (
+            isinstance(error, exc.OperationalError) and _is_sqlite_schema_error(error)
+        )
+        if not missing:
+            raise
+        return False, None
+    return True, None if revision is None else str(revision)
 
 
 def _is_sqlite_schema_error(error: exc.OperationalError) -> bool:
