@@ -156,7 +156,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         issuer=settings.public_url,
         resource=f"{settings.public_url}/mcp",
         consent_path=CONSENT_PATH,
-        metadata_allow_private=settings.client_metadata_allow_private,
+        metadata_outbound=settings.client_metadata_outbound,
         metadata_ca_file=settings.client_metadata_ca_file,
     )
     app.state.trailmap = AppContext(settings=settings, db=db, oauth=oauth)
