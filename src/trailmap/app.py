@@ -73,6 +73,7 @@ def stdio_mcp_server(settings: Settings, db: Database, api_key: str) -> MCPServe
         default_timezone=settings.default_timezone,
         graph_stale_after_days=settings.graph_stale_after_days,
         secret_key=_secret_key(settings),
+        outbound=settings.outbound,
     )
 
 
@@ -95,6 +96,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         default_timezone=settings.default_timezone,
         graph_stale_after_days=settings.graph_stale_after_days,
         secret_key=_secret_key(settings),
+        outbound=settings.outbound,
         telemetry=telemetry,
     )
     mcp_server.streamable_http_app(

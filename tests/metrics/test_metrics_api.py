@@ -33,6 +33,7 @@ from tests.metrics.prometheus_server import to_openmetrics
 from tests.server import running_server
 from trailmap import clock
 from trailmap.app import create_app
+from trailmap.outbound import DEFAULT_ALLOWED_NETWORKS
 from trailmap.settings import Settings
 from trailmap.storage import Database
 from trailmap.storage import metrics as store
@@ -183,15 +184,34 @@ async def _stored(db: Database, org_id: str, name: str, **where: str) -> list[tu
     return [(int(r[3]), float(r[4])) for r in rows]
 
 
+# The test's Prometheus servers listen on loopback, which the default policy refuses.
+WITH_LOOPBACK = f"{DEFAULT_ALLOWED_NETWORKS},127.0.0.0/8"
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    """The `client` fixture's settings: the defaults, with loopback allowed."""
+    return Settings(
+        database_url=database_url,
+        retention_purge_interval_seconds=0,
+        outbound_allowed_networks=WITH_LOOPBACK,
+    )
+
+
 @asynccontextmanager
 async def _app(
-    database_url: str, db: Database, *, secret_key: str | None
+    database_url: str,
+    db: Database,
+    *,
+    secret_key: str | None,
+    outbound_allowed_networks: str = WITH_LOOPBACK,
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The app in-process, with or without TRAILMAP_SECRET_KEY whatever the environment says."""
     settings = Settings(
         database_url=database_url,
         retention_purge_interval_seconds=0,
         secret_key=SecretStr(secret_key) if secret_key else None,
+        outbound_allowed_networks=outbound_allowed_networks,
     )
     transport = httpx.ASGITransport(app=create_app(settings, database=db))
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
@@ -894,7 +914,11 @@ async def test_a_prometheus_that_is_down_costs_only_its_metric_and_no_time(
     metrics = _by_name(_ok(answer))
     error_rate = metrics["error_rate"]
     assert (error_rate["verdict"], error_rate["source"]) == ("not enough data", "prometheus")
-    assert f"The Prometheus server at {base_url} could not be reached" in error_rate["reason"]
+    assert error_rate["reason"] == (
+        f"Trailmap could not get an answer from the Prometheus server at {base_url}: the "
+        "connection was refused or closed, nothing answered within 2 seconds, or what "
+        "answered was not HTTP."
+    )
     throughput = metrics["throughput"]
     assert (throughput["verdict"], throughput["source"]) == ("no significant change", "pushed")
     assert elapsed < 2 + 3

@@ -183,6 +183,7 @@ async def metrics_around_event(
             event_id,
             window=window,
             metrics=metric,
+            outbound=ctx.settings.outbound,
             secret_key=_secret(ctx.settings),
             default_timezone=ctx.settings.default_timezone,
         )
