@@ -47,10 +47,12 @@ from trailmap.accounts import Principal, authenticate
 from trailmap.metrics.around import get_metrics_around_event
 from trailmap.metrics.points import Point, record_points
 from trailmap.metrics.series import STANDARD_METRICS
+from trailmap.outbound import OutboundPolicy
 from trailmap.storage import Database
 from trailmap.timeline.ingest import ingest_events
 
 _OTHER_SERVICES = ("orders", "payments", "inventory")
+OUTBOUND = OutboundPolicy.default()  # no Prometheus is configured: nothing is fetched
 _TYPICAL = {
     "error_rate": (0.005, 0.002),
     "throughput": (40.0, 5.0),
@@ -164,13 +166,17 @@ async def _measure(
     answer: dict[str, Any] = {}
     # One untimed round warms both paths; then the two alternate which goes first, so that
     # neither always finds the pages the other has just read.
-    answer = await get_metrics_around_event(db, principal, event_id, window=f"{hours}h")
+    answer = await get_metrics_around_event(
+        db, principal, event_id, window=f"{hours}h", outbound=OUTBOUND
+    )
     rows = len(raw.execute(statement, params).fetchall())
     for i in range(repeat):
         for step in ("tool", "floor") if i % 2 == 0 else ("floor", "tool"):
             started = time.perf_counter()
             if step == "tool":
-                answer = await get_metrics_around_event(db, principal, event_id, window=f"{hours}h")
+                answer = await get_metrics_around_event(
+                    db, principal, event_id, window=f"{hours}h", outbound=OUTBOUND
+                )
                 tool_s.append(time.perf_counter() - started)
             else:
                 rows = len(raw.execute(statement, params).fetchall())

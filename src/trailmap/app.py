@@ -77,6 +77,7 @@ def stdio_mcp_server(settings: Settings, db: Database, api_key: str) -> MCPServe
         default_timezone=settings.default_timezone,
         graph_stale_after_days=settings.graph_stale_after_days,
         secret_key=_secret_key(settings),
+        outbound=settings.outbound,
     )
 
 
@@ -99,6 +100,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         default_timezone=settings.default_timezone,
         graph_stale_after_days=settings.graph_stale_after_days,
         secret_key=_secret_key(settings),
+        outbound=settings.outbound,
         telemetry=telemetry,
     )
     mcp_server.streamable_http_app(
@@ -160,7 +162,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         issuer=settings.public_url,
         resource=f"{settings.public_url}/mcp",
         consent_path=CONSENT_PATH,
-        metadata_allow_private=settings.client_metadata_allow_private,
+        metadata_outbound=settings.client_metadata_outbound,
         metadata_ca_file=settings.client_metadata_ca_file,
     )
     app.state.trailmap = AppContext(settings=settings, db=db, oauth=oauth)

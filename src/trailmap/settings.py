@@ -6,6 +6,8 @@ from __future__ import annotations
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from trailmap.outbound import DEFAULT_ALLOWED_NETWORKS, OutboundPolicy
+
 __all__ = ["Settings"]
 
 
@@ -125,10 +127,18 @@ class Settings(BaseSettings):
         description="A node or edge not seen for this long leaves the current graph "
         "(it stays in the graph as of earlier times).",
     )
+    outbound_allowed_networks: str = Field(
+        default=DEFAULT_ALLOWED_NETWORKS,
+        description="The addresses Trailmap may connect to for a URL an organization "
+        "configures (its Prometheus): comma-separated CIDRs, and `public` for every public "
+        "address. Link-local, cloud metadata, multicast and reserved addresses are refused "
+        "whatever it says. Loopback is not in the default.",
+    )
     client_metadata_allow_private: bool = Field(
         default=False,
-        description="Fetch OAuth Client ID Metadata Documents from loopback, private and "
-        "link-local addresses too. For tests and closed networks only.",
+        description="Fetch OAuth Client ID Metadata Documents from the networks "
+        "TRAILMAP_OUTBOUND_ALLOWED_NETWORKS allows, not only from public addresses. For "
+        "tests and closed networks only.",
     )
     client_metadata_ca_file: str | None = Field(
         default=None,
@@ -163,6 +173,12 @@ class Settings(BaseSettings):
     def _strip_trailing_slash(cls, value: str) -> str:
         return value.rstrip("/")
 
+    @field_validator("outbound_allowed_networks")
+    @classmethod
+    def _known_networks(cls, value: str) -> str:
+        OutboundPolicy.parse(value)  # a typo stops the server at start, not at a fetch
+        return value
+
     @field_validator("sqlite_synchronous")
     @classmethod
     def _known_synchronous(cls, value: str) -> str:
@@ -170,6 +186,17 @@ class Settings(BaseSettings):
         if upper not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
             raise ValueError("must be OFF, NORMAL, FULL or EXTRA")
         return upper
+
+    @property
+    def outbound(self) -> OutboundPolicy:
+        """What URLs organizations configure may reach."""
+        return OutboundPolicy.parse(self.outbound_allowed_networks)
+
+    @property
+    def client_metadata_outbound(self) -> OutboundPolicy:
+        """What Client ID Metadata Documents, named by anyone, may be fetched from."""
+        outbound = self.outbound
+        return outbound if self.client_metadata_allow_private else outbound.public_only()
 
     @property
     def is_sqlite(self) -> bool:

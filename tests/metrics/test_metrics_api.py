@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 import httpx
 import pytest
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -33,6 +34,7 @@ from tests.metrics.prometheus_server import to_openmetrics
 from tests.server import running_server
 from trailmap import clock
 from trailmap.app import create_app
+from trailmap.outbound import DEFAULT_ALLOWED_NETWORKS
 from trailmap.settings import Settings
 from trailmap.storage import Database
 from trailmap.storage import metrics as store
@@ -183,15 +185,34 @@ async def _stored(db: Database, org_id: str, name: str, **where: str) -> list[tu
     return [(int(r[3]), float(r[4])) for r in rows]
 
 
+# The test's Prometheus servers listen on loopback, which the default policy refuses.
+WITH_LOOPBACK = f"{DEFAULT_ALLOWED_NETWORKS},127.0.0.0/8"
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    """The `client` fixture's settings: the defaults, with loopback allowed."""
+    return Settings(
+        database_url=database_url,
+        retention_purge_interval_seconds=0,
+        outbound_allowed_networks=WITH_LOOPBACK,
+    )
+
+
 @asynccontextmanager
 async def _app(
-    database_url: str, db: Database, *, secret_key: str | None
+    database_url: str,
+    db: Database,
+    *,
+    secret_key: str | None,
+    outbound_allowed_networks: str = WITH_LOOPBACK,
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The app in-process, with or without TRAILMAP_SECRET_KEY whatever the environment says."""
     settings = Settings(
         database_url=database_url,
         retention_purge_interval_seconds=0,
         secret_key=SecretStr(secret_key) if secret_key else None,
+        outbound_allowed_networks=outbound_allowed_networks,
     )
     transport = httpx.ASGITransport(app=create_app(settings, database=db))
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
@@ -450,7 +471,7 @@ async def test_sources_and_prometheus_are_set_and_read_back(
     body = {
         "sources": {"error_rate": "prometheus", "p95_latency": "spans", "queue_depth": "pushed"},
         "prometheus": {
-            "base_url": "http://prometheus.internal:9090/",
+            "base_url": "http://10.0.0.9:9090/",
             "queries": {"error_rate": GAUGE},
             "timeout_seconds": 2.5,
         },
@@ -467,7 +488,7 @@ async def test_sources_and_prometheus_are_set_and_read_back(
         "queue_depth": "pushed",
     }
     assert got["prometheus"] == {
-        "base_url": "http://prometheus.internal:9090",
+        "base_url": "http://10.0.0.9:9090",
         "auth_header_name": None,
         "auth_header_set": False,
         "queries": {"error_rate": GAUGE},
@@ -510,7 +531,7 @@ async def test_a_query_template_that_cannot_be_rendered_is_refused_when_set(
     event_id = await _post_event(client, tenant.writer, _change_time())
     body = {
         "prometheus": {
-            "base_url": "http://prometheus.internal:9090",
+            "base_url": "http://10.0.0.9:9090",
             "queries": {"error_rate": "error_rate{service=$service}"},
         }
     }
@@ -534,7 +555,7 @@ async def test_an_auth_header_without_a_secret_key_on_the_server_is_refused(
             "/api/v1/metrics/settings",
             json={
                 "prometheus": {
-                    "base_url": "http://prometheus.internal:9090",
+                    "base_url": "http://10.0.0.9:9090",
                     "auth_header": {"name": "Authorization", "value": "Bearer sekrit-token"},
                 }
             },
@@ -555,7 +576,7 @@ async def test_the_auth_header_is_stored_encrypted_and_never_shown(
     secret = "Bearer tok-7f3a9c1e5b2d4f60"
     body = {
         "prometheus": {
-            "base_url": "https://mimir.internal/prometheus",
+            "base_url": "https://10.0.0.9/prometheus",
             "auth_header": {"name": "Authorization", "value": secret},
             "queries": {"error_rate": GAUGE},
         }
@@ -587,7 +608,7 @@ async def test_prometheus_null_removes_it_and_its_auth_header(
 ) -> None:
     connect = {
         "prometheus": {
-            "base_url": "http://prometheus.internal:9090",
+            "base_url": "http://10.0.0.9:9090",
             "auth_header": {"name": "X-Scope-OrgID", "value": "tenant-a"},
         }
     }
@@ -644,13 +665,237 @@ async def test_another_organization_sees_its_own_default_settings(
     other = await _other_tenant(db)
     body = {
         "sources": {"error_rate": "prometheus"},
-        "prometheus": {"base_url": "http://prometheus.internal:9090"},
+        "prometheus": {"base_url": "http://10.0.0.9:9090"},
     }
     _ok(await keyless.put("/api/v1/metrics/settings", json=body, headers=tenant.admin_auth()))
 
     theirs = await keyless.get("/api/v1/metrics/settings", headers=other.auth(other.reader))
 
     assert _ok(theirs) == DEFAULTS
+
+
+# --- where a configured Prometheus may be, and its credential ------------------------------
+
+
+@asynccontextmanager
+async def _recording_prometheus() -> AsyncIterator[tuple[str, list[str | None]]]:
+    """A loopback query API answering every query with an empty matrix; yields its URL and
+    the Authorization header of each request it got (None when there was none)."""
+    seen: list[str | None] = []
+    answer = b'{"status":"success","data":{"resultType":"matrix","result":[]}}'
+
+    async def serve(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            request = await stream.receive()  # a GET fits in one read
+            header = None
+            for line in request.decode("latin-1").split("\r\n")[1:]:
+                name, _, value = line.partition(":")
+                if name.strip().lower() == "authorization":
+                    header = value.strip()
+            seen.append(header)
+            await stream.send(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(answer)}\r\nConnection: close\r\n\r\n".encode()
+                + answer
+            )
+
+    async with await anyio.create_tcp_listener(local_host="127.0.0.1") as listener:
+        port = listener.extra(anyio.abc.SocketAttribute.local_port)  # noqa: S610 - anyio's
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(listener.serve, serve)
+            try:
+                yield f"http://127.0.0.1:{port}", seen
+            finally:
+                tasks.cancel_scope.cancel()
+
+
+async def test_a_new_base_url_on_another_server_does_not_get_the_stored_credential(
+    keyed: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    # Issue 17: the owner sets a credential; someone points base_url at a server of theirs
+    # and asks a metrics question; the credential must not go there.
+    secret = "Bearer PROM-SECRET-4f1d2c3b5a69"
+    event_id = await _post_event(keyed, tenant.writer, _change_time())
+    async with (
+        _recording_prometheus() as (owners, owners_seen),
+        _recording_prometheus() as (
+            attackers,
+            attackers_seen,
+        ),
+    ):
+        owner_sets = {
+            "sources": {"error_rate": "prometheus"},
+            "prometheus": {
+                "base_url": owners,
+                "auth_header": {"name": "Authorization", "value": secret},
+                "queries": {"error_rate": GAUGE},
+            },
+        }
+        _ok(await keyed.put("/api/v1/metrics/settings", json=owner_sets, headers=tenant.auth()))
+        _ok(await _around(keyed, tenant.reader, event_id, "error_rate"))
+
+        moved = _ok(
+            await keyed.put(
+                "/api/v1/metrics/settings",
+                json={"prometheus": {"base_url": attackers}},
+                headers=tenant.auth(),
+            )
+        )
+        _ok(await _around(keyed, tenant.reader, event_id, "error_rate"))
+        shown = _ok(await keyed.get("/api/v1/metrics/settings", headers=tenant.auth()))
+
+    assert owners_seen == [secret]
+    assert attackers_seen == [None]
+    assert moved["notices"] == [
+        (
+            "The stored auth header was removed: base_url now points at another server "
+            f"(scheme, host or port) than {owners}. Send auth_header again with it if the new "
+            "server needs one."
+        )
+    ]
+    for answer in (moved, shown):
+        assert answer["prometheus"]["auth_header_set"] is False
+        assert answer["prometheus"]["auth_header_name"] is None
+    assert "notices" not in shown
+
+
+def _resolve_every_name_to(monkeypatch: pytest.MonkeyPatch, address: str) -> None:
+    async def resolve(host: str, port: int, **kwargs: Any) -> Any:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        return [(family, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    monkeypatch.setattr(anyio, "getaddrinfo", resolve)
+
+
+_HERE = "http://prometheus.example:9090/prometheus"
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "dropped"),
+    [
+        (_HERE, "http://prometheus.example:9090/mimir/prometheus", False),
+        (_HERE, "http://PROMETHEUS.example:9090/prometheus", False),
+        ("http://prometheus.example/p", "http://prometheus.example:80/p", False),
+        (_HERE, "https://prometheus.example:9090/prometheus", True),
+        (_HERE, "http://prometheus.example.net:9090/prometheus", True),
+        (_HERE, "http://prometheus.example:9091/prometheus", True),
+    ],
+    ids=["path", "case-of-host", "default-port-written-out", "scheme", "host", "port"],
+)
+async def test_only_a_change_of_scheme_host_or_port_drops_the_stored_credential(
+    keyed: httpx.AsyncClient,
+    tenant: Tenant,
+    monkeypatch: pytest.MonkeyPatch,
+    before: str,
+    after: str,
+    dropped: bool,
+) -> None:
+    _resolve_every_name_to(monkeypatch, "10.0.0.9")
+    sets = {"base_url": before, "auth_header": {"name": "X-Scope-OrgID", "value": "tenant-a"}}
+    _ok(
+        await keyed.put(
+            "/api/v1/metrics/settings", json={"prometheus": sets}, headers=tenant.auth()
+        )
+    )
+
+    answer = _ok(
+        await keyed.put(
+            "/api/v1/metrics/settings",
+            json={"prometheus": {"base_url": after}},
+            headers=tenant.auth(),
+        )
+    )
+
+    assert answer["prometheus"]["auth_header_set"] is not dropped
+    assert ("notices" in answer) is dropped
+
+
+async def test_a_new_base_url_with_its_own_auth_header_keeps_that_one(
+    keyed: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    first = {"base_url": "http://10.0.0.9:9090", "auth_header": {"name": "A", "value": "a"}}
+    second = {"base_url": "http://10.0.0.10:9090", "auth_header": {"name": "B", "value": "b"}}
+    _ok(
+        await keyed.put(
+            "/api/v1/metrics/settings", json={"prometheus": first}, headers=tenant.auth()
+        )
+    )
+
+    answer = _ok(
+        await keyed.put(
+            "/api/v1/metrics/settings", json={"prometheus": second}, headers=tenant.auth()
+        )
+    )
+
+    assert answer["prometheus"]["auth_header_name"] == "B"
+    assert answer["prometheus"]["auth_header_set"] is True
+    assert "notices" not in answer
+
+
+@pytest.mark.parametrize(
+    ("base_url", "rule"),
+    [
+        ("http://169.254.169.254/", "169.254.169.254 is a cloud metadata address"),
+        ("http://169.254.170.2/v2/credentials", "169.254.170.2 is a link-local address"),
+        ("http://[fd00:ec2::254]/", "fd00:ec2::254 is a cloud metadata address"),
+        ("http://100.100.100.200/", "100.100.100.200 is a cloud metadata address"),
+        ("http://[fe80::1]:9090", "fe80::1 is a link-local address"),
+        (
+            "http://[::ffff:169.254.169.254]:9090",
+            "::ffff:169.254.169.254 carries the IPv4 address 169.254.169.254 (IPv4-mapped)",
+        ),
+        (
+            "http://[64:ff9b::a9fe:a9fe]:9090",
+            "64:ff9b::a9fe:a9fe carries the IPv4 address 169.254.169.254 (NAT64)",
+        ),
+        ("http://0.0.0.0:9090", "0.0.0.0 is an unspecified address"),
+        ("http://127.0.0.1:9090", "127.0.0.1 is a loopback address, not in"),
+        ("http://[::1]:9090", "::1 is a loopback address, not in"),
+        ("http://2130706433:9090", "2130706433 resolves to 127.0.0.1, which is a loopback"),
+    ],
+)
+async def test_a_base_url_whose_host_is_refused_is_a_400_naming_the_rule(
+    database_url: str, db: Database, tenant: Tenant, base_url: str, rule: str
+) -> None:
+    async with _app(
+        database_url, db, secret_key=SECRET_KEY, outbound_allowed_networks=DEFAULT_ALLOWED_NETWORKS
+    ) as http:
+        body = _error(
+            await http.put(
+                "/api/v1/metrics/settings",
+                json={"prometheus": {"base_url": base_url}},
+                headers=tenant.auth(),
+            ),
+            400,
+            "VALIDATION_ERROR",
+        )
+        shown = _ok(await http.get("/api/v1/metrics/settings", headers=tenant.auth()))
+
+    assert [d["field"] for d in body["details"]] == ["prometheus.base_url"]
+    assert rule in body["details"][0]["message"]
+    assert body["error"].startswith("The metric settings are not valid: prometheus.base_url: ")
+    assert shown["prometheus"] is None
+
+
+async def test_a_host_name_resolving_to_the_metadata_address_is_a_400(
+    keyless: httpx.AsyncClient, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _resolve_every_name_to(monkeypatch, "169.254.169.254")
+
+    body = _error(
+        await keyless.put(
+            "/api/v1/metrics/settings",
+            json={"prometheus": {"base_url": "http://prometheus.attacker.example:9090"}},
+            headers=tenant.auth(),
+        ),
+        400,
+        "VALIDATION_ERROR",
+    )
+
+    assert body["details"][0]["message"] == (
+        "prometheus.attacker.example resolves to 169.254.169.254, which is a cloud metadata "
+        "address: Trailmap never connects to one"
+    )
 
 
 # --- GET /api/v1/events/{id}/metrics from pushed points ------------------------------------
@@ -927,7 +1172,11 @@ async def test_a_prometheus_that_is_down_costs_only_its_metric_and_no_time(
     metrics = _by_name(_ok(answer))
     error_rate = metrics["error_rate"]
     assert (error_rate["verdict"], error_rate["source"]) == ("not enough data", "prometheus")
-    assert f"The Prometheus server at {base_url} could not be reached" in error_rate["reason"]
+    assert error_rate["reason"] == (
+        f"Trailmap could not get an answer from the Prometheus server at {base_url}: the "
+        "connection was refused or closed, nothing answered within 2 seconds, or what "
+        "answered was not HTTP."
+    )
     throughput = metrics["throughput"]
     assert (throughput["verdict"], throughput["source"]) == ("no significant change", "pushed")
     assert elapsed < 2 + 3

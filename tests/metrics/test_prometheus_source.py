@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 import anyio
 import anyio.abc
 import httpx
+import orjson
 import pytest
 
 from tests.metrics.conftest import StartPrometheus
@@ -29,6 +30,7 @@ from trailmap.metrics.prometheus import (
     render_query,
 )
 from trailmap.metrics.series import STANDARD_METRICS, MetricSource, SeriesRequest
+from trailmap.outbound import OutboundPolicy
 
 MINUTE_US = 60_000_000
 NOW_US = int(time.time()) // 60 * MINUTE_US
@@ -37,6 +39,18 @@ DATA_START_US = NOW_US - 180 * MINUTE_US
 DATA_END_US = NOW_US - 5 * MINUTE_US  # exclusive
 HOSTILE = 'a"b\\c'
 GAUGE = 'error_rate{service="$service",env="$environment"}'
+
+
+# The test servers listen on loopback, which the default policy refuses.
+LOOPBACK = OutboundPolicy.parse("127.0.0.0/8")
+
+
+def _source(config: PrometheusConfig, *, client: httpx.AsyncClient | None = None) -> MetricSource:
+    return PrometheusSource(config, outbound=LOOPBACK, client=client)
+
+
+async def _check(config: PrometheusConfig) -> str | None:
+    return await check_connection(config, outbound=LOOPBACK)
 
 
 def _minutes(start_us: int, end_us: int) -> list[int]:
@@ -117,7 +131,7 @@ def _request(
 async def test_fetch_returns_exactly_the_backfilled_points_of_the_service_and_environment(
     prometheus: PrometheusServer,
 ) -> None:
-    source: MetricSource = PrometheusSource(prometheus.config({"error_rate": GAUGE}))
+    source: MetricSource = _source(prometheus.config({"error_rate": GAUGE}))
 
     series = await source.fetch(_request())
 
@@ -133,7 +147,7 @@ async def test_fetch_returns_exactly_the_backfilled_points_of_the_service_and_en
 async def test_points_of_the_last_hours_are_served_up_to_the_end_of_the_data(
     prometheus: PrometheusServer,
 ) -> None:
-    source = PrometheusSource(prometheus.config({"error_rate": GAUGE}))
+    source = _source(prometheus.config({"error_rate": GAUGE}))
 
     series = await source.fetch(_request(start_us=NOW_US - 20 * MINUTE_US, end_us=NOW_US))
 
@@ -146,7 +160,7 @@ async def test_points_of_the_last_hours_are_served_up_to_the_end_of_the_data(
 async def test_the_window_is_half_open_and_unaligned_edges_keep_only_points_inside(
     prometheus: PrometheusServer,
 ) -> None:
-    source = PrometheusSource(prometheus.config({"error_rate": GAUGE}))
+    source = _source(prometheus.config({"error_rate": GAUGE}))
     start_us = CHANGE_US - 3 * MINUTE_US + 1
     end_us = CHANGE_US + 2 * MINUTE_US
 
@@ -160,7 +174,7 @@ async def test_the_window_is_half_open_and_unaligned_edges_keep_only_points_insi
 async def test_another_environment_gives_that_environments_points_only(
     prometheus: PrometheusServer,
 ) -> None:
-    source = PrometheusSource(prometheus.config({"error_rate": GAUGE}))
+    source = _source(prometheus.config({"error_rate": GAUGE}))
 
     series = await source.fetch(_request(environment="staging"))
 
@@ -173,7 +187,7 @@ async def test_another_environment_gives_that_environments_points_only(
 async def test_a_service_name_with_quote_and_backslash_is_matched_exactly(
     prometheus: PrometheusServer,
 ) -> None:
-    source = PrometheusSource(prometheus.config({"error_rate": GAUGE}))
+    source = _source(prometheus.config({"error_rate": GAUGE}))
 
     series = await source.fetch(_request(service=HOSTILE))
 
@@ -186,7 +200,7 @@ async def test_a_service_name_with_quote_and_backslash_is_matched_exactly(
 async def test_a_service_name_cannot_break_out_of_its_label_matcher(
     prometheus: PrometheusServer,
 ) -> None:
-    source = PrometheusSource(prometheus.config({"error_rate": GAUGE}))
+    source = _source(prometheus.config({"error_rate": GAUGE}))
     # Unescaped, this would read service="checkout",service!="",env="production".
     injection = 'checkout",service!="'
 
@@ -200,7 +214,7 @@ async def test_a_service_name_cannot_break_out_of_its_label_matcher(
 async def test_a_regex_matcher_matches_the_service_name_literally(
     prometheus: PrometheusServer,
 ) -> None:
-    source = PrometheusSource(
+    source = _source(
         prometheus.config({"error_rate": 'error_rate{service=~"$service",env="$environment"}'})
     )
 
@@ -215,7 +229,7 @@ async def test_a_regex_matcher_matches_the_service_name_literally(
 async def test_a_query_giving_several_series_is_an_error_asking_to_aggregate(
     prometheus: PrometheusServer,
 ) -> None:
-    source = PrometheusSource(
+    source = _source(
         prometheus.config({"saturation": 'by_instance{service="$service",env="$environment"}'})
     )
 
@@ -229,7 +243,7 @@ async def test_a_query_giving_several_series_is_an_error_asking_to_aggregate(
 
 @pytest.mark.anyio
 async def test_an_aggregated_query_gives_one_series(prometheus: PrometheusServer) -> None:
-    source = PrometheusSource(
+    source = _source(
         prometheus.config({"saturation": 'sum(by_instance{service="$service",env="$environment"})'})
     )
 
@@ -243,7 +257,7 @@ async def test_an_aggregated_query_gives_one_series(prometheus: PrometheusServer
 async def test_a_promql_syntax_error_reports_prometheus_own_message(
     prometheus: PrometheusServer,
 ) -> None:
-    source = PrometheusSource(prometheus.config({"error_rate": "sum(" + GAUGE}))
+    source = _source(prometheus.config({"error_rate": "sum(" + GAUGE}))
 
     series = await source.fetch(_request())
 
@@ -259,7 +273,7 @@ async def test_a_promql_syntax_error_reports_prometheus_own_message(
 async def test_a_metric_without_a_query_is_reported_as_not_configured(
     prometheus: PrometheusServer,
 ) -> None:
-    source = PrometheusSource(prometheus.config({"error_rate": GAUGE}))
+    source = _source(prometheus.config({"error_rate": GAUGE}))
 
     series = await source.fetch(_request("p99_latency"))
 
@@ -271,7 +285,7 @@ async def test_a_metric_without_a_query_is_reported_as_not_configured(
 @pytest.mark.anyio
 async def test_non_finite_values_are_skipped(prometheus: PrometheusServer) -> None:
     # Prometheus answers x/0 with +Inf and 0/0 with NaN; neither is a point.
-    source = PrometheusSource(
+    source = _source(
         prometheus.config(
             {
                 "infinite": 'error_rate{service="$service",env="$environment"} / 0',
@@ -297,8 +311,8 @@ async def test_a_wrong_password_is_a_401_sentence_without_the_secret(
         base_url=prometheus.base_url, auth_header=header, queries={"error_rate": GAUGE}
     )
 
-    series = await PrometheusSource(config).fetch(_request())
-    connection = await check_connection(config)
+    series = await _source(config).fetch(_request())
+    connection = await _check(config)
 
     for sentence in (series.error, connection):
         assert sentence is not None
@@ -315,7 +329,7 @@ async def test_no_auth_header_against_a_server_that_wants_one_is_a_401_sentence(
 ) -> None:
     config = PrometheusConfig(base_url=prometheus.base_url, queries={"error_rate": GAUGE})
 
-    series = await PrometheusSource(config).fetch(_request())
+    series = await _source(config).fetch(_request())
 
     assert series.error is not None
     assert "HTTP 401" in series.error
@@ -325,13 +339,13 @@ async def test_no_auth_header_against_a_server_that_wants_one_is_a_401_sentence(
 async def test_check_connection_is_none_when_the_server_answers(
     prometheus: PrometheusServer,
 ) -> None:
-    assert await check_connection(prometheus.config({})) is None
+    assert await _check(prometheus.config({})) is None
 
 
 @pytest.mark.anyio
 async def test_a_shared_client_is_used_and_left_open(prometheus: PrometheusServer) -> None:
     async with httpx.AsyncClient() as client:
-        source = PrometheusSource(prometheus.config({"error_rate": GAUGE}), client=client)
+        source = _source(prometheus.config({"error_rate": GAUGE}), client=client)
 
         first = await source.fetch(_request())
         second = await source.fetch(_request(environment="staging"))
@@ -383,7 +397,7 @@ async def test_the_default_queries_read_opentelemetry_http_server_histograms(
     start_prometheus: StartPrometheus,
 ) -> None:
     server = start_prometheus(_otel_http_histograms())
-    source = PrometheusSource(server.config(DEFAULT_QUERIES))
+    source = _source(server.config(DEFAULT_QUERIES))
     expected = {
         "error_rate": 0.05,
         "throughput": 10.0,
@@ -409,12 +423,17 @@ async def test_the_default_queries_read_opentelemetry_http_server_histograms(
 @asynccontextmanager
 async def _raw_server(
     answer: Callable[[anyio.abc.SocketStream, bytes], Awaitable[None]],
+    *,
+    connections: list[bytes] | None = None,
 ) -> AsyncIterator[str]:
-    """A loopback TCP server that reads a request and lets ``answer`` reply (or not)."""
+    """A loopback TCP server that reads a request and lets ``answer`` reply (or not); each
+    request it reads is added to ``connections``."""
 
     async def serve(stream: anyio.abc.SocketStream) -> None:
         async with stream:
             request = await stream.receive()  # a GET fits in one read
+            if connections is not None:
+                connections.append(request)
             await answer(stream, request)
 
     async with await anyio.create_tcp_listener(local_host="127.0.0.1") as listener:
@@ -428,45 +447,97 @@ async def _raw_server(
                 tasks.cancel_scope.cancel()
 
 
-def _reply(status: str, content_type: str, body: bytes) -> bytes:
+def _reply(status: str, content_type: str, body: bytes, *, extra: str = "") -> bytes:
     head = (
-        f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
+        f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n{extra}"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     )
     return head.encode() + body
 
 
-@pytest.mark.anyio
-async def test_a_closed_port_gives_an_error_quickly() -> None:
+def _no_answer(url: str, timeout_seconds: float) -> str:
+    return (
+        f"Trailmap could not get an answer from the Prometheus server at {url}: the "
+        f"connection was refused or closed, nothing answered within {timeout_seconds:g} "
+        "seconds, or what answered was not HTTP."
+    )
+
+
+def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    config = PrometheusConfig(base_url=f"http://127.0.0.1:{port}", timeout_seconds=30)
-    started = time.monotonic()
-
-    series = await PrometheusSource(config).fetch(_request())
-    connection = await check_connection(config)
-
-    assert time.monotonic() - started < 5
-    for sentence in (series.error, connection):
-        assert sentence is not None
-        assert f"The Prometheus server at http://127.0.0.1:{port} could not be reached" in sentence
+        port: int = sock.getsockname()[1]
+    return port  # closed when the socket is: nothing listens there now
 
 
 @pytest.mark.anyio
-async def test_a_server_that_never_answers_gives_a_timeout_error_within_the_timeout() -> None:
-    async def silence(stream: anyio.abc.SocketStream, request: bytes) -> None:
-        await anyio.sleep_forever()
+async def test_a_closed_port_gives_an_error_quickly() -> None:
+    url = f"http://127.0.0.1:{_closed_port()}"
+    config = PrometheusConfig(base_url=url, timeout_seconds=30)
+    started = time.monotonic()
 
-    async with _raw_server(silence) as url:
-        source = PrometheusSource(PrometheusConfig(base_url=url, timeout_seconds=0.5))
+    series = await _source(config).fetch(_request())
+    connection = await _check(config)
+
+    assert time.monotonic() - started < 5
+    assert series.error == connection == _no_answer(url, 30)
+
+
+async def _close_at_once(stream: anyio.abc.SocketStream, request: bytes) -> None:
+    pass  # the connection closes without a byte: "Server disconnected"
+
+
+async def _speak_ssh(stream: anyio.abc.SocketStream, request: bytes) -> None:
+    await stream.send(b"SSH-2.0-OpenSSH_9.6\r\n")
+
+
+async def _speak_redis(stream: anyio.abc.SocketStream, request: bytes) -> None:
+    await stream.send(b"-ERR unknown command 'GET', with args beginning with: 'SECRET-KEY'\r\n")
+
+
+async def _stay_silent(stream: anyio.abc.SocketStream, request: bytes) -> None:
+    await anyio.sleep_forever()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("scheme", ["http", "https"])
+async def test_closed_open_and_silent_ports_give_one_and_the_same_sentence(scheme: str) -> None:
+    # Told apart, these would make a configured URL a port scanner: "Connection refused"
+    # (closed), "Server disconnected" or a protocol error (open, not HTTP), a timeout
+    # (filtered). Over https, a port that does not speak TLS is one more way to tell.
+    sentences: dict[str, str | None] = {}
+    closed = f"{scheme}://127.0.0.1:{_closed_port()}"
+    sentences["closed"] = (
+        await _source(PrometheusConfig(base_url=closed, timeout_seconds=0.5)).fetch(_request())
+    ).error
+    for name, behaviour in [
+        ("closes at once", _close_at_once),
+        ("speaks ssh", _speak_ssh),
+        ("speaks redis", _speak_redis),
+        ("stays silent", _stay_silent),
+    ]:
+        async with _raw_server(behaviour) as plain:
+            url = plain.replace("http://", f"{scheme}://")
+            config = PrometheusConfig(base_url=url, timeout_seconds=0.5)
+            error = (await _source(config).fetch(_request())).error
+            sentences[name] = None if error is None else error.replace(url, closed)
+
+    assert set(sentences.values()) == {_no_answer(closed, 0.5)}, sentences
+
+
+@pytest.mark.anyio
+async def test_a_server_that_never_answers_gives_the_no_answer_sentence_within_the_timeout() -> (
+    None
+):
+    async with _raw_server(_stay_silent) as url:
+        source = _source(PrometheusConfig(base_url=url, timeout_seconds=0.5))
         started = time.monotonic()
 
         series = await source.fetch(_request())
 
         elapsed = time.monotonic() - started
     assert 0.5 <= elapsed < 2.0
-    assert series.error == f"The Prometheus server at {url} did not answer within 0.5 seconds."
+    assert series.error == _no_answer(url, 0.5)
 
 
 @pytest.mark.anyio
@@ -479,15 +550,14 @@ async def test_a_server_trickling_its_answer_is_cut_off_at_the_timeout() -> None
             await anyio.sleep(0.05)
 
     async with _raw_server(trickle) as url:
-        source = PrometheusSource(PrometheusConfig(base_url=url, timeout_seconds=0.5))
+        source = _source(PrometheusConfig(base_url=url, timeout_seconds=0.5))
         started = time.monotonic()
 
         series = await source.fetch(_request())
 
         elapsed = time.monotonic() - started
     assert elapsed < 2.0
-    assert series.error is not None
-    assert "did not answer within 0.5 seconds" in series.error
+    assert series.error == _no_answer(url, 0.5)
 
 
 @pytest.mark.anyio
@@ -496,24 +566,152 @@ async def test_a_page_that_is_not_the_prometheus_api_is_an_error_naming_the_serv
         await stream.send(_reply("200 OK", "text/html", b"<html>Grafana</html>"))
 
     async with _raw_server(html) as url:
-        series = await PrometheusSource(PrometheusConfig(base_url=url)).fetch(_request())
+        series = await _source(PrometheusConfig(base_url=url)).fetch(_request())
 
-    assert series.error is not None
-    assert f"The Prometheus server at {url} answered with something that is not" in series.error
-    assert "text/html" in series.error
+    assert series.error == (
+        f"The Prometheus server at {url} answered with something that is not the Prometheus "
+        "API's JSON (text/html); check the base URL."
+    )
+
+
+SECRET = "AKIAIOSFODNN7EXAMPLE aws_secret_access_key=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 
 
 @pytest.mark.anyio
-async def test_a_proxy_error_page_reports_its_status() -> None:
-    async def bad_gateway(stream: anyio.abc.SocketStream, request: bytes) -> None:
-        await stream.send(_reply("502 Bad Gateway", "text/plain", b"upstream down"))
+@pytest.mark.parametrize(
+    ("status", "content_type", "body", "told"),
+    [
+        (
+            "500 Internal Server Error",
+            "text/plain",
+            SECRET.encode(),
+            "HTTP 500 Internal Server Error.",
+        ),
+        ("502 Bad Gateway", "text/html", f"<pre>{SECRET}</pre>".encode(), "HTTP 502 Bad Gateway."),
+        (
+            "500 Internal Server Error",
+            "application/json",
+            f'{{"status":"error","errorType":"internal","error":"{SECRET}"}}'.encode(),
+            "HTTP 500 Internal Server Error.",
+        ),
+        (
+            "400 Bad Request",
+            "application/json",
+            f'{{"status":"error","errorType":"made_up","error":"{SECRET}"}}'.encode(),
+            "HTTP 400 Bad Request.",
+        ),
+        (f"403 {SECRET.split(maxsplit=1)[0]}", "text/plain", SECRET.encode(), "HTTP 403 Forbidden"),
+        (
+            "200 OK",
+            f"text/{SECRET.split(maxsplit=1)[0]}",
+            SECRET.encode(),
+            "(another content type)",
+        ),
+        ("200 OK", "application/json", f'{{"secret":"{SECRET}"}}'.encode(), "(application/json)"),
+        ("299 Whatever", "text/plain", SECRET.encode(), "(text/plain)"),
+        ("599 " + SECRET.split(maxsplit=1)[0], "text/plain", SECRET.encode(), "HTTP 599."),
+    ],
+    ids=[
+        "500-text",
+        "502-html",
+        "500-prometheus-shaped",
+        "400-unknown-error-type",
+        "403-reason-phrase",
+        "200-content-type",
+        "200-json",
+        "299",
+        "599-reason-phrase",
+    ],
+)
+async def test_an_answer_is_told_by_its_status_never_by_its_body(
+    status: str, content_type: str, body: bytes, told: str
+) -> None:
+    # Pointed at an internal service, the source must not read its answers out: neither
+    # the body nor the reason phrase (the server's own words) comes back.
+    async def answer(stream: anyio.abc.SocketStream, request: bytes) -> None:
+        await stream.send(_reply(status, content_type, body))
 
-    async with _raw_server(bad_gateway) as url:
-        series = await PrometheusSource(PrometheusConfig(base_url=url)).fetch(_request())
+    async with _raw_server(answer) as url:
+        config = PrometheusConfig(base_url=url)
+        series = await _source(config).fetch(_request())
+        connection = await _check(config)
+
+    for sentence in (series.error, connection):
+        assert sentence is not None
+        assert sentence.startswith(f"The Prometheus server at {url} ")
+        assert told in sentence
+        for part in ("AKIA", "wJalrXUtnFEMI", "aws_secret"):
+            assert part not in sentence
+
+
+@pytest.mark.anyio
+async def test_the_prometheus_apis_own_error_is_shown_clipped_to_one_line() -> None:
+    message = "parse error: unexpected end of input\n" + "x" * 2000
+
+    async def bad_data(stream: anyio.abc.SocketStream, request: bytes) -> None:
+        body = orjson.dumps({"status": "error", "errorType": "bad_data", "error": message})
+        await stream.send(_reply("400 Bad Request", "application/json", body))
+
+    async with _raw_server(bad_data) as url:
+        series = await _source(PrometheusConfig(base_url=url)).fetch(_request())
+
+    assert series.error is not None
+    assert series.error.startswith(
+        f"The Prometheus server at {url} refused the query (HTTP 400, bad_data): "
+        "parse error: unexpected end of input xxx"
+    )
+    assert series.error.endswith("xxx...")
+    assert len(series.error) < 700
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("where", ["another server", "the same server"])
+async def test_a_redirect_is_not_followed_and_its_location_not_repeated(where: str) -> None:
+    asked_there: list[bytes] = []
+    asked_here: list[bytes] = []
+
+    async def answer_there(stream: anyio.abc.SocketStream, request: bytes) -> None:
+        await stream.send(_reply("200 OK", "application/json", b'{"status":"success"}'))
+
+    async with _raw_server(answer_there, connections=asked_there) as there:
+        target = there if where == "another server" else ""
+        location = f"{target}/prometheus/api/v1/query_range?token=from-the-redirect"
+
+        async def moved(stream: anyio.abc.SocketStream, request: bytes) -> None:
+            await stream.send(
+                _reply("302 Found", "text/plain", b"", extra=f"Location: {location}\r\n")
+            )
+
+        async with _raw_server(moved, connections=asked_here) as here:
+            series = await _source(PrometheusConfig(base_url=here)).fetch(_request())
 
     assert series.error == (
-        f"The Prometheus server at {url} answered HTTP 502 Bad Gateway: upstream down."
+        f"The Prometheus server at {here} answered HTTP 302 Found, a redirect, which "
+        "Trailmap does not follow; set the base URL to the server's own address."
     )
+    assert (len(asked_here), asked_there) == (1, [])
+
+
+@pytest.mark.anyio
+async def test_a_base_url_the_policy_refuses_is_not_asked_at_all() -> None:
+    # Stored before the rule, or resolving elsewhere since: checked again at every fetch.
+    asked: list[bytes] = []
+
+    async def answer(stream: anyio.abc.SocketStream, request: bytes) -> None:
+        await stream.send(_reply("200 OK", "application/json", b"{}"))
+
+    async with _raw_server(answer, connections=asked) as url:
+        config = PrometheusConfig(base_url=url, auth_header=("Authorization", "Bearer s3cret"))
+        series = await PrometheusSource(config, outbound=OutboundPolicy.default()).fetch(_request())
+        connection = await check_connection(config, outbound=OutboundPolicy.default())
+
+    assert series.error == connection
+    assert series.error == (
+        f"The Prometheus server at {url} is not asked: 127.0.0.1 is a loopback address, not "
+        "in TRAILMAP_OUTBOUND_ALLOWED_NETWORKS "
+        "(public,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7)."
+    )
+    assert asked == []
 
 
 @pytest.mark.anyio
@@ -523,7 +721,7 @@ async def test_an_instant_result_where_a_matrix_is_expected_is_an_error() -> Non
         await stream.send(_reply("200 OK", "application/json", body))
 
     async with _raw_server(vector) as url:
-        series = await PrometheusSource(PrometheusConfig(base_url=url)).fetch(_request())
+        series = await _source(PrometheusConfig(base_url=url)).fetch(_request())
 
     assert series.error is not None
     assert "vector result, not a matrix" in series.error
@@ -539,13 +737,10 @@ async def test_the_path_prefix_of_the_base_url_is_kept() -> None:
 
     async with _raw_server(not_found) as url:
         config = PrometheusConfig(base_url=f"{url}/prometheus/")
-        series = await PrometheusSource(config).fetch(_request())
+        series = await _source(config).fetch(_request())
 
     assert targets == [b"/prometheus/api/v1/query_range"]
-    assert series.error == (
-        f"The Prometheus server at {url}/prometheus answered HTTP 404 Not Found: "
-        "404 page not found."
-    )
+    assert series.error == f"The Prometheus server at {url}/prometheus answered HTTP 404 Not Found."
 
 
 # --- Configuration and templates ------------------------------------------------------------

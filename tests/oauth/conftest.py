@@ -63,6 +63,8 @@ def stack(
         public = f"http://127.0.0.1:{port}"
         env = {
             "TRAILMAP_PUBLIC_URL": public,
+            # The metadata server listens on loopback, which only a listed network opens.
+            "TRAILMAP_OUTBOUND_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128",
             "TRAILMAP_CLIENT_METADATA_ALLOW_PRIVATE": "true",
             "TRAILMAP_CLIENT_METADATA_CA_FILE": metadata.ca_file,
         }

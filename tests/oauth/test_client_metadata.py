@@ -9,6 +9,7 @@ how it caches what it fetched (fresh, stale while the host fails, then gone).
 from __future__ import annotations
 
 import gzip
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from trailmap.oauth import SCOPE, TrailmapOAuthProvider
 from trailmap.oauth import client_metadata as client_metadata_module
 from trailmap.oauth import provider as provider_module
 from trailmap.oauth.client_metadata import MAX_BYTES, ClientMetadataError, fetch_client_metadata
+from trailmap.outbound import OutboundPolicy
+from trailmap.settings import Settings
 from trailmap.storage import Database
 
 pytestmark = pytest.mark.anyio
@@ -71,9 +74,16 @@ def site(tmp_path: Path) -> Iterator[Site]:
         yield running
 
 
+# The test server is on loopback: allowed here as an operator would allow a private range
+# with TRAILMAP_CLIENT_METADATA_ALLOW_PRIVATE and TRAILMAP_OUTBOUND_ALLOWED_NETWORKS.
+ON_LOOPBACK = OutboundPolicy.parse("127.0.0.0/8,::1/128")
+# What the server uses by default: anyone may name a document's URL, so public only.
+PUBLIC_ONLY = Settings().client_metadata_outbound
+
+
 async def _fetch(site: Site, url: str) -> None:
-    """Fetch as an accepted case would (private addresses allowed, the test CA trusted)."""
-    await fetch_client_metadata(url, allow_private=True, ca_file=site.ca_file)
+    """Fetch as an accepted case would (loopback allowed, the test CA trusted)."""
+    await fetch_client_metadata(url, outbound=ON_LOOPBACK, ca_file=site.ca_file)
 
 
 # -- accepted -----------------------------------------------------------------------------
@@ -85,7 +95,7 @@ async def test_a_document_that_names_its_own_url_is_accepted_with_its_name_and_r
 ) -> None:
     url = site.serve_document("/clients/agent.json", fields)
 
-    client = await fetch_client_metadata(url, allow_private=True, ca_file=site.ca_file)
+    client = await fetch_client_metadata(url, outbound=ON_LOOPBACK, ca_file=site.ca_file)
 
     assert client.client_id == url
     assert client.client_name == NAME
@@ -102,7 +112,7 @@ async def test_a_host_name_is_fetched_from_its_checked_address_and_kept_for_tls_
         "/agent.json?v=2", url=f"https://localhost:{site.port}/agent.json?v=2"
     )
 
-    client = await fetch_client_metadata(url, allow_private=True, ca_file=site.ca_file)
+    client = await fetch_client_metadata(url, outbound=ON_LOOPBACK, ca_file=site.ca_file)
 
     assert client.client_id == url
     assert site.requests == ["/agent.json?v=2"]
@@ -115,7 +125,7 @@ async def test_a_document_of_exactly_max_bytes_is_accepted(site: Site) -> None:
     document = orjson.dumps(_document(url))
     site.serve("/agent.json", Reply(document + b" " * (MAX_BYTES - len(document))))
 
-    client = await fetch_client_metadata(url, allow_private=True, ca_file=site.ca_file)
+    client = await fetch_client_metadata(url, outbound=ON_LOOPBACK, ca_file=site.ca_file)
 
     assert client.client_name == NAME
 
@@ -130,35 +140,49 @@ async def test_a_loopback_address_is_refused_as_non_public_unless_private_ones_a
     url = f"https://localhost:{site.port}/agent.json" if by_name else site.url("/agent.json")
     site.serve_document("/agent.json", url=url)
 
-    with pytest.raises(ClientMetadataError, match="non-public"):
-        await fetch_client_metadata(url, ca_file=site.ca_file)
+    with pytest.raises(ClientMetadataError, match="is a loopback address, not in"):
+        await fetch_client_metadata(url, outbound=PUBLIC_ONLY, ca_file=site.ca_file)
     assert site.requests == []
 
-    await fetch_client_metadata(url, allow_private=True, ca_file=site.ca_file)
+    await fetch_client_metadata(url, outbound=ON_LOOPBACK, ca_file=site.ca_file)
     assert site.requests == ["/agent.json"]
 
 
 @pytest.mark.parametrize(
-    "host",
+    ("host", "rule"),
     [
-        "10.0.0.1",
-        "172.16.5.4",
-        "192.168.1.1",
-        "169.254.169.254",  # cloud instance metadata
-        "100.64.0.1",  # carrier-grade NAT
-        "0.0.0.0",  # noqa: S104 - a URL under test, nothing listens on it
-        "[::1]",
-        "[fe80::1]",
-        "[fd00::1]",
-        "[::ffff:127.0.0.1]",  # IPv4-mapped loopback
-        "[ff0e::1]",  # global-scope multicast
+        ("10.0.0.1", "a private address, not in"),
+        ("172.16.5.4", "a private address, not in"),
+        ("192.168.1.1", "a private address, not in"),
+        ("169.254.169.254", "a cloud metadata address: Trailmap never"),
+        ("100.64.0.1", "a shared (carrier-grade NAT) address, not in"),
+        ("0.0.0.0", "an unspecified address: Trailmap never"),  # noqa: S104 - nothing listens
+        ("[::1]", "a loopback address, not in"),
+        ("[fe80::1]", "a link-local address: Trailmap never"),
+        ("[fd00::1]", "a private address, not in"),
+        ("[::ffff:127.0.0.1]", "(IPv4-mapped), which is a loopback address, not in"),
+        ("[2002:a9fe:a9fe::1]", "(6to4), which is a cloud metadata address: Trailmap never"),
+        ("[ff0e::1]", "a multicast address: Trailmap never"),  # global-scope multicast
     ],
 )
 async def test_private_link_local_mapped_and_multicast_addresses_are_refused_as_non_public(
+    host: str, rule: str
+) -> None:
+    with pytest.raises(ClientMetadataError, match=re.escape(rule)):
+        await fetch_client_metadata(f"https://{host}/agent.json", outbound=PUBLIC_ONLY)
+
+
+@pytest.mark.parametrize("host", ["169.254.169.254", "[fe80::1]", "[::ffff:169.254.169.254]"])
+async def test_link_local_and_metadata_addresses_stay_refused_when_private_ones_are_allowed(
     host: str,
 ) -> None:
-    with pytest.raises(ClientMetadataError, match="non-public"):
-        await fetch_client_metadata(f"https://{host}/agent.json")
+    # TRAILMAP_CLIENT_METADATA_ALLOW_PRIVATE once let these through too.
+    everything = Settings(
+        outbound_allowed_networks="public,0.0.0.0/0,::/0", client_metadata_allow_private=True
+    ).client_metadata_outbound
+
+    with pytest.raises(ClientMetadataError, match="Trailmap never connects to one"):
+        await fetch_client_metadata(f"https://{host}/agent.json", outbound=everything)
 
 
 async def test_a_url_that_is_not_https_is_refused(site: Site) -> None:
@@ -210,7 +234,7 @@ async def test_a_malformed_url_is_refused_with_a_client_metadata_error(url: str)
     # BUG (client_metadata.py, _check_url): urlsplit raises ValueError for these, and
     # `parts.port` too; it escapes as ValueError instead of ClientMetadataError.
     with pytest.raises(ClientMetadataError):
-        await fetch_client_metadata(url, allow_private=True)
+        await fetch_client_metadata(url, outbound=ON_LOOPBACK)
 
 
 @pytest.mark.parametrize(
@@ -286,7 +310,7 @@ async def test_a_server_whose_certificate_is_not_trusted_is_refused(site: Site) 
     url = site.serve_document("/agent.json")
 
     with pytest.raises(ClientMetadataError, match="could not be fetched"):
-        await fetch_client_metadata(url, allow_private=True)
+        await fetch_client_metadata(url, outbound=ON_LOOPBACK)
     assert site.requests == []
 
 
@@ -446,7 +470,7 @@ def _provider(db: Database, site: Site) -> TrailmapOAuthProvider:
         issuer="http://127.0.0.1:8000",
         resource="http://127.0.0.1:8000/mcp",
         consent_path="/oauth/consent",
-        metadata_allow_private=True,
+        metadata_outbound=ON_LOOPBACK,
         metadata_ca_file=site.ca_file,
     )
 

@@ -520,6 +520,8 @@ async def test_no_secret_issued_is_in_the_logs_or_the_database_in_clear(
         "TRAILMAP_PUBLIC_URL": public,
         "TRAILMAP_SECRET_KEY": secret_key,
         "TRAILMAP_LOG_LEVEL": "debug",
+        # The fake Prometheus listens on loopback, which only a listed network opens.
+        "TRAILMAP_OUTBOUND_ALLOWED_NETWORKS": "127.0.0.0/8",
         # The MCP SDK logs through rich, which wraps at 80 columns when it cannot ask a
         # terminal: a secret would be cut in two. Wide lines keep each record on one line
         # (and the search below also reads the output with all white space taken out).

@@ -140,7 +140,10 @@ async def get_settings(request: Request, principal: CurrentPrincipal) -> Respons
         '"value": "Bearer ..."}, "queries": {"error_rate": "PromQL with $service and '
         '$environment"}, "timeout_seconds": 10}}`. Parts left out are kept; `"prometheus": '
         "null` disconnects it. The auth header is stored encrypted with TRAILMAP_SECRET_KEY "
-        "and never shown again."
+        "and never shown again; a `base_url` on another scheme, host or port drops it unless "
+        "the request sends one (`notices` in the answer says so). A `base_url` whose host is, "
+        "or resolves to, an address TRAILMAP_OUTBOUND_ALLOWED_NETWORKS refuses (loopback by "
+        "default; link-local and cloud metadata addresses always) is a 400."
     ),
     response_model=MetricsAnswer,
     responses=_ERRORS,
@@ -149,9 +152,13 @@ async def put_settings(request: Request, principal: CurrentPrincipal) -> Respons
     ctx = context_of(request)
     principal.require("manage_settings")
     body = await read_json_body(request, max_bytes=64 * 1024, accepted=("application/json",))
-    actor = key_actor(request, principal)
     answer = await update_settings(
-        ctx.db, principal, body, secret_key=_secret(ctx.settings), actor=actor
+        ctx.db,
+        principal,
+        body,
+        secret_key=_secret(ctx.settings),
+        outbound=ctx.settings.outbound,
+        actor=key_actor(request, principal),
     )
     return ok(answer)
 
@@ -187,6 +194,7 @@ async def metrics_around_event(
             event_id,
             window=window,
             metrics=metric,
+            outbound=ctx.settings.outbound,
             secret_key=_secret(ctx.settings),
             default_timezone=ctx.settings.default_timezone,
         )

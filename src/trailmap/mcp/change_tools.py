@@ -14,6 +14,7 @@ from trailmap.accounts import Principal
 from trailmap.graph.ask import near, queries
 from trailmap.mcp.registry import from_argument, read_only_tool, tool_result
 from trailmap.metrics import around
+from trailmap.outbound import OutboundPolicy
 from trailmap.timeline.events import DETECTED_SOURCE_PREFIX
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ def register_change_tools(
     default_timezone: str,
     stale_after_days: int,
     secret_key: str | None,
+    outbound: OutboundPolicy,
 ) -> None:
     tool = read_only_tool(mcp)
 
@@ -80,6 +82,7 @@ def register_change_tools(
             event_id,
             window=window,
             metrics=metrics,
+            outbound=outbound,
             secret_key=secret_key,
             default_timezone=default_timezone,
         )

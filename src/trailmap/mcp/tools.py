@@ -20,6 +20,7 @@ from trailmap.mcp.graph_tools import register_graph_tools
 from trailmap.mcp.prompts import register_prompts
 from trailmap.mcp.registry import READ_ONLY, read_only_tool, refusing, tool_result
 from trailmap.mcp.registry import from_argument as _from_argument
+from trailmap.outbound import OutboundPolicy
 from trailmap.telemetry import ServerTelemetry
 from trailmap.timeline import queries as timeline
 from trailmap.timeline.context import organization_context
@@ -118,6 +119,7 @@ def build_mcp_server(
     default_timezone: str = "UTC",
     graph_stale_after_days: int = 7,
     secret_key: str | None = None,
+    outbound: OutboundPolicy,
     telemetry: ServerTelemetry | None = None,
 ) -> MCPServer:
     """An MCP server with Trailmap's tools, all read-only; `telemetry` counts their calls."""
@@ -144,6 +146,7 @@ def build_mcp_server(
         default_timezone=default_timezone,
         stale_after_days=graph_stale_after_days,
         secret_key=secret_key,
+        outbound=outbound,
     )
     register_prompts(mcp)
     if telemetry is not None:

@@ -23,6 +23,7 @@ from trailmap.metrics.prometheus import DEFAULT_QUERIES, PrometheusConfig, Prome
 from trailmap.metrics.series import STANDARD_METRICS, UNITS, Series, SeriesRequest
 from trailmap.metrics.settings import AUTO, MetricSettings, read_settings
 from trailmap.metrics.sources import PushedSource, SpansSource, span_step_minutes
+from trailmap.outbound import OutboundPolicy
 from trailmap.storage import Database
 from trailmap.storage import events as event_store
 from trailmap.storage import graph as graph_store
@@ -86,7 +87,7 @@ async def _environment(db: Database, org_id: str, service: str, subject: str | N
     return min(found) if len(found) == 1 else DEFAULT_ENVIRONMENT
 
 
-def _prometheus(settings: MetricSettings) -> PrometheusSource | None:
+def _prometheus(settings: MetricSettings, outbound: OutboundPolicy) -> PrometheusSource | None:
     prom = settings.prometheus
     if prom is None:
         return None
@@ -101,7 +102,7 @@ def _prometheus(settings: MetricSettings) -> PrometheusSource | None:
         queries={**DEFAULT_QUERIES, **prom.queries},
         timeout_seconds=prom.timeout_seconds,
     )
-    return PrometheusSource(config)
+    return PrometheusSource(config, outbound=outbound)
 
 
 async def get_metrics_around_event(
@@ -111,6 +112,7 @@ async def get_metrics_around_event(
     *,
     window: str = "2h",
     metrics: Sequence[str] | None = None,
+    outbound: OutboundPolicy,
     secret_key: str | None = None,
     default_timezone: str = "UTC",
     now: datetime | None = None,
@@ -155,7 +157,7 @@ async def get_metrics_around_event(
     settings = await read_settings(db, org_id, secret_key=secret_key)
     pushed = PushedSource(db, org_id)
     spans = SpansSource(db, org_id)
-    prometheus = _prometheus(settings)
+    prometheus = _prometheus(settings, outbound)
     # The event's age explains a short after side only while that side is still growing.
     age_s = max(0.0, (now_us - event_us) / 1e6) if after[1] < event_us + span_us else None
 

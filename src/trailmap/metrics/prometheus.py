@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import re
-import socket
-import ssl
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -20,6 +18,7 @@ import httpx
 import orjson
 
 from trailmap.metrics.series import Series, SeriesRequest
+from trailmap.outbound import OutboundError, OutboundPolicy, certificate_problem
 
 __all__ = [
     "DEFAULT_QUERIES",
@@ -239,21 +238,60 @@ def _literal_content(value: str, quote: str, *, regex: bool) -> str:
 
 # --- Asking the server ---------------------------------------------------------------------
 
+# The Prometheus API's errors about a query (bad_data 400, execution 422, timeout and
+# unavailable 503; VictoriaMetrics names the type by the status): only such an answer, in
+# the API's JSON, has its message shown, since it explains a mistake in a PromQL template.
+_API_ERROR_TYPES: Final = frozenset({"bad_data", "execution", "timeout", "unavailable"})
+_API_ERROR_STATUSES: Final = frozenset({400, 422, 503})
+_MAX_API_ERROR_CHARS: Final = 500
+# The content types an answer that is not the API's JSON is named by (a login page, a
+# dashboard, a proxy's error); any other is not repeated, since the server chose its text.
+_KNOWN_MEDIA_TYPES: Final = frozenset(
+    {
+        "application/json",
+        "application/problem+json",
+        "application/xml",
+        "application/octet-stream",
+        "application/openmetrics-text",
+        "application/x-protobuf",
+        "text/html",
+        "text/plain",
+        "text/xml",
+    }
+)
+
 
 class _Failure(Exception):
-    """Why the server gave no usable answer: the sentence's end, after the server's name."""
+    """Why the server gave no usable answer: the sentence's end, after the server's name,
+    or (``whole``) the whole sentence."""
+
+    def __init__(self, text: str, *, whole: bool = False) -> None:
+        super().__init__(text)
+        self.whole = whole
+
+    def sentence(self, config: PrometheusConfig) -> str:
+        text = str(self)
+        return text if self.whole else f"The Prometheus server at {_display(config)} {text}"
 
 
 class PrometheusSource:
-    """A ``MetricSource`` over a Prometheus-compatible query API.
+    """A ``MetricSource`` over a Prometheus-compatible query API, reached only at the
+    addresses ``outbound`` allows (trailmap/outbound.py).
 
     Without a client, each fetch opens and closes its own; a shared ``httpx.AsyncClient``
     is used as given (this source sends its own timeout and auth header per request)."""
 
     name = "prometheus"
 
-    def __init__(self, config: PrometheusConfig, *, client: httpx.AsyncClient | None = None):
+    def __init__(
+        self,
+        config: PrometheusConfig,
+        *,
+        outbound: OutboundPolicy,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
         self.config = config
+        self._outbound = outbound
         self._client = client
 
     async def fetch(self, request: SeriesRequest) -> Series:
@@ -285,12 +323,12 @@ class PrometheusSource:
             "step": str(request.step_seconds),
         }
         try:
-            data = await _ask(self.config, "/api/v1/query_range", params, self._client)
+            data = await _ask(
+                self.config, "/api/v1/query_range", params, self._client, self._outbound
+            )
             times_us, values = _matrix_points(data, request)
         except _Failure as exc:
-            return self._error(
-                request.name, f"The Prometheus server at {_display(self.config)} {exc}"
-            )
+            return self._error(request.name, exc.sentence(self.config))
         return Series(name=request.name, source=self.name, times_us=times_us, values=values)
 
     def _error(self, metric: str, sentence: str) -> Series:
@@ -300,14 +338,17 @@ class PrometheusSource:
 
 
 async def check_connection(
-    config: PrometheusConfig, *, client: httpx.AsyncClient | None = None
+    config: PrometheusConfig,
+    *,
+    outbound: OutboundPolicy,
+    client: httpx.AsyncClient | None = None,
 ) -> str | None:
     """None when the server answers a query (``1``) with the configured auth header; else
     the sentence saying why not."""
     try:
-        data = await _ask(config, "/api/v1/query", {"query": "1"}, client)
+        data = await _ask(config, "/api/v1/query", {"query": "1"}, client, outbound)
     except _Failure as exc:
-        return _scrub(f"The Prometheus server at {_display(config)} {exc}", config)
+        return _scrub(exc.sentence(config), config)
     if not isinstance(data, dict) or data.get("resultType") != "scalar":
         return (
             f"The Prometheus server at {_display(config)} answered the query 1 with "
@@ -321,89 +362,113 @@ async def _ask(
     path: str,
     params: dict[str, str],
     client: httpx.AsyncClient | None,
+    outbound: OutboundPolicy,
 ) -> Any:
-    """The ``data`` of a successful answer; anything else raises _Failure."""
-    try:
-        with anyio.fail_after(config.timeout_seconds):
-            if client is not None:
-                status, reason, content_type, body = await _get(config, client, path, params)
-            else:
-                async with httpx.AsyncClient() as own:
-                    status, reason, content_type, body = await _get(config, own, path, params)
-    except (TimeoutError, httpx.TimeoutException):
-        raise _Failure(f"did not answer within {config.timeout_seconds:g} seconds.") from None
-    except httpx.HTTPError as exc:
-        raise _Failure(f"could not be reached: {_describe(exc)}.") from None
-    return _answer_data(config, status, reason, content_type, body)
-
-
-async def _get(
-    config: PrometheusConfig, client: httpx.AsyncClient, path: str, params: dict[str, str]
-) -> tuple[int, str, str, bytes]:
+    """The ``data`` of a successful answer; anything else raises _Failure. Whatever went
+    wrong on the way, the sentence never quotes what the server sent (but for the
+    Prometheus API's own error message) and never tells a closed port from an open one."""
     headers = {"Accept": "application/json"}
     if config.auth_header is not None:
         headers[config.auth_header[0]] = config.auth_header[1]
-    request = client.build_request(
-        "GET",
-        config.base_url + path,
-        params=params,
-        headers=headers,
-        timeout=httpx.Timeout(config.timeout_seconds),
-    )
-    response = await client.send(request, stream=True, follow_redirects=False)
     try:
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > _MAX_BODY_BYTES:
-                raise _Failure(
-                    f"answered with more than {_MAX_BODY_BYTES // (1024 * 1024)} MiB; "
-                    "the query must aggregate to one series."
-                )
-            chunks.append(chunk)
-    finally:
-        await response.aclose()
-    if response.is_redirect:
-        location = response.headers.get("Location", "elsewhere")
+        with anyio.fail_after(config.timeout_seconds):
+            async with outbound.get(
+                config.base_url + path,
+                io_timeout_seconds=config.timeout_seconds,
+                params=params,
+                headers=headers,
+                client=client,
+            ) as response:
+                body = await _read(response)
+                content_type = response.headers.get("Content-Type", "")
+                return _answer_data(config, response.status_code, content_type, body)
+    except OutboundError as exc:
+        raise _Failure(f"is not asked: {exc}.") from None
+    except (TimeoutError, httpx.HTTPError) as exc:
+        problem = certificate_problem(exc)
+        if problem is not None:
+            raise _Failure(
+                f"presented a TLS certificate that is not trusted ({problem})."
+            ) from None
         raise _Failure(
-            f"answered HTTP {response.status_code} with a redirect to {location}; "
-            "set the base URL to where it points."
+            f"Trailmap could not get an answer from the Prometheus server at "
+            f"{_display(config)}: the connection was refused or closed, nothing answered "
+            f"within {config.timeout_seconds:g} seconds, or what answered was not HTTP.",
+            whole=True,
+        ) from None
+
+
+async def _read(response: httpx.Response) -> bytes:
+    if response.is_redirect:
+        # Not followed, and its Location not repeated: it could name any host.
+        raise _Failure(
+            f"answered HTTP {_status(response.status_code)}, a redirect, which Trailmap does "
+            "not follow; set the base URL to the server's own address."
         )
-    return (
-        response.status_code,
-        response.reason_phrase,
-        response.headers.get("Content-Type", ""),
-        b"".join(chunks),
-    )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > _MAX_BODY_BYTES:
+            raise _Failure(
+                f"answered with more than {_MAX_BODY_BYTES // (1024 * 1024)} MiB; "
+                "the query must aggregate to one series."
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
-def _answer_data(
-    config: PrometheusConfig, status: int, reason: str, content_type: str, body: bytes
-) -> Any:
+def _answer_data(config: PrometheusConfig, status: int, content_type: str, body: bytes) -> Any:
+    media_type = content_type.split(";", maxsplit=1)[0].strip().lower()
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
         document = None
-    if isinstance(document, dict) and document.get("status") == "error":
-        error_type = document.get("errorType") or "error"
-        error = document.get("error") or "(no message)"
-        end = "" if str(error).endswith(".") else "."
-        raise _Failure(f"refused the query (HTTP {status}, {error_type}): {error}{end}")
+    api_error = _api_error(status, media_type, document)
+    if api_error is not None:
+        error_type, message = api_error
+        end = "" if message.endswith(".") else "."
+        raise _Failure(f"refused the query (HTTP {status}, {error_type}): {message}{end}")
     if status in (401, 403):
         header = "no auth header" if config.auth_header is None else config.auth_header[0]
         raise _Failure(
-            f"refused the credentials (HTTP {status} {reason}); check the auth header ({header})."
+            f"refused the credentials (HTTP {_status(status)}); check the auth header ({header})."
         )
     if not 200 <= status < 300:
-        raise _Failure(f"answered HTTP {status} {reason}{_excerpt(body)}.")
+        raise _Failure(f"answered HTTP {_status(status)}.")
     if not isinstance(document, dict) or document.get("status") != "success":
-        kind = content_type.split(";", maxsplit=1)[0].strip() or "no content type"
+        kind = media_type if media_type in _KNOWN_MEDIA_TYPES else "another content type"
         raise _Failure(
-            f"answered with something that is not the Prometheus API's JSON ({kind}"
-            f"{_excerpt(body)}); check the base URL."
+            f"answered with something that is not the Prometheus API's JSON ({kind}); "
+            "check the base URL."
         )
     return document.get("data")
+
+
+def _api_error(status: int, media_type: str, document: Any) -> tuple[str, str] | None:
+    """The error type and message of an answer that is the Prometheus API's own error (a
+    PromQL mistake is explained there); None for any other answer, whose body is not shown."""
+    if (
+        status not in _API_ERROR_STATUSES
+        or media_type != "application/json"
+        or not isinstance(document, dict)
+        or document.get("status") != "error"
+        or document.get("errorType") not in {*_API_ERROR_TYPES, str(status)}
+        or not isinstance(document.get("error"), str)
+    ):
+        return None
+    message = " ".join(document["error"].split()) or "(no message)"
+    if len(message) > _MAX_API_ERROR_CHARS:
+        message = message[: _MAX_API_ERROR_CHARS - 3] + "..."
+    return str(document["errorType"]), message
+
+
+def _status(status: int) -> str:
+    """The status with its standard phrase; the server's own reason phrase is its text."""
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return str(status)
 
 
 def _matrix_points(data: Any, request: SeriesRequest) -> tuple[list[int], list[float]]:
@@ -446,28 +511,6 @@ def _seconds(time_us: int) -> str:
 
 def _display(config: PrometheusConfig) -> str:
     return config.base_url  # validated to carry no credentials, query or fragment
-
-
-def _describe(exc: httpx.HTTPError) -> str:
-    """The most telling cause: httpx says "All connection attempts failed" where the socket
-    said "Connection refused"."""
-    current: BaseException | None = exc
-    for _ in range(10):  # a chain is short; the bound guards against a cycle
-        if current is None:
-            break
-        if isinstance(current, ssl.SSLError):
-            return f"TLS failed ({current})"
-        if isinstance(current, socket.gaierror):
-            return f"its name does not resolve ({current.strerror})"
-        if isinstance(current, OSError) and current.errno is not None and current.errno > 0:
-            return os.strerror(current.errno)
-        current = current.__cause__ or current.__context__
-    return str(exc).strip() or type(exc).__name__
-
-
-def _excerpt(body: bytes) -> str:
-    text = " ".join(body[:200].decode("utf-8", "replace").split())
-    return f": {text}" if text else ""
 
 
 def _scrub(sentence: str, config: PrometheusConfig) -> str:

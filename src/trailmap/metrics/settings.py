@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
+import anyio
 from cryptography.fernet import Fernet, InvalidToken
 
 from trailmap import clock
@@ -19,6 +20,7 @@ from trailmap.accounts.principal import Principal
 from trailmap.errors import ErrorDetail, ValidationFailed
 from trailmap.metrics.prometheus import render_query
 from trailmap.metrics.series import SOURCES, STANDARD_METRICS
+from trailmap.outbound import OutboundError, OutboundPolicy, origin
 from trailmap.storage import Connection, Database
 from trailmap.storage import metrics as store
 
@@ -37,6 +39,7 @@ _NAME = re.compile(r"^[A-Za-z_:][A-Za-z0-9_.:/-]{0,199}$")
 _HEADER = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")
 _MAX_TEMPLATE = 4000
 _MAX_QUERIES = 50
+_RESOLVE_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,10 +223,13 @@ async def update_settings(
     body: object,
     *,
     secret_key: str | None,
+    outbound: OutboundPolicy,
     actor: Actor | None = None,
 ) -> dict[str, Any]:
-    """Replace the parts of the settings that `body` names; return them as shown. Owners
-    and admins only; the audit log names what changed, never a value."""
+    """Replace the parts of the settings that `body` names; return them as shown, with
+    `notices` when something the body did not name changed with it (a stored auth header
+    dropped because the base URL now points at another server). Owners and admins only;
+    the audit log names what changed, never a value."""
     principal.require("manage_settings")
     if not isinstance(body, dict):
         raise ValidationFailed("The settings are a JSON object with sources and prometheus.")
@@ -237,6 +243,11 @@ async def update_settings(
                 "encrypted with it",
             )
         )
+    if not problems and isinstance(prom, dict):
+        # Checked now, so the admin hears of it; checked again at every connection.
+        problem = await _outbound_problem(outbound, prom["base_url"])
+        if problem is not None:
+            problems.append(ErrorDetail(field="prometheus.base_url", message=problem))
     if problems:
         raise ValidationFailed(
             f"The metric settings are not valid: {problems[0].field}: {problems[0].message}",
@@ -255,10 +266,32 @@ async def update_settings(
     return await db.write(_update_and_log)
 
 
+async def _outbound_problem(outbound: OutboundPolicy, url: str) -> str | None:
+    try:
+        with anyio.fail_after(_RESOLVE_SECONDS):
+            await outbound.check_url(url)
+    except TimeoutError:
+        return f"its host did not resolve within {_RESOLVE_SECONDS:g} seconds"
+    except OutboundError as error:
+        return str(error)
+    return None
+
+
+def _same_server(stored: object, new: str) -> bool:
+    """Whether both URLs reach the same server: scheme, host and port (a path may differ)."""
+    if not isinstance(stored, str):
+        return False
+    try:
+        return origin(stored) == origin(new)
+    except ValueError:
+        return False
+
+
 def _update(conn: Connection, org_id: str, body: dict[str, Any], secret_key: str | None) -> Any:
     row = store.read_settings(conn, org_id)
     data: dict[str, Any] = dict(row.settings) if row is not None else {}
     encrypted = row.auth_header_encrypted if row is not None else None
+    notices: list[str] = []
     if "sources" in body:
         # Merged into what is set: "auto" unpins a metric, and a metric not named is kept.
         merged = {**(data.get("sources") or {}), **body["sources"]}
@@ -279,6 +312,19 @@ def _update(conn: Connection, org_id: str, body: dict[str, Any], secret_key: str
                 ),
                 "auth_header_name": kept.get("auth_header_name"),
             }
+            if (
+                "auth_header" not in prom
+                and encrypted is not None
+                and not _same_server(kept.get("base_url"), stored["base_url"])
+            ):
+                # The credential was given for one server: it is not sent to another.
+                stored["auth_header_name"] = None
+                encrypted = None
+                notices.append(
+                    "The stored auth header was removed: base_url now points at another "
+                    f"server (scheme, host or port) than {kept.get('base_url')}. Send "
+                    "auth_header again with it if the new server needs one."
+                )
             if "auth_header" in prom:
                 if header is None:
                     stored["auth_header_name"] = None
@@ -291,4 +337,5 @@ def _update(conn: Connection, org_id: str, body: dict[str, Any], secret_key: str
     store.write_settings(
         conn, org_id, settings=data, auth_header_encrypted=encrypted, updated_us=clock.now_us()
     )
-    return render_settings(_from_row(store.read_settings(conn, org_id), None))
+    shown = render_settings(_from_row(store.read_settings(conn, org_id), None))
+    return shown | {"notices": notices} if notices else shown

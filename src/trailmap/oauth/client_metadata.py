@@ -3,11 +3,9 @@ fetched narrowly, since anyone may name it (docs/internals.md)."""
 
 from __future__ import annotations
 
-import socket
 import ssl
-from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Final
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 import anyio
 import httpx
@@ -16,6 +14,7 @@ from mcp.shared.auth import OAuthClientInformationFull
 from pydantic import ValidationError
 
 from trailmap.oauth.redirects import redirect_problem
+from trailmap.outbound import OutboundError, OutboundPolicy, certificate_problem
 
 __all__ = ["MAX_BYTES", "TIMEOUT_SECONDS", "ClientMetadataError", "fetch_client_metadata"]
 
@@ -31,10 +30,10 @@ def is_metadata_url(client_id: str) -> bool:
     return client_id.startswith("https://")
 
 
-def _check_url(url: str) -> tuple[str, int]:
+def _check_url(url: str) -> None:
     try:
         parts = urlsplit(url)
-        port = parts.port or 443
+        _ = parts.port  # out of range or not a number raises
     except ValueError as error:
         raise ClientMetadataError(f"{url} is not a valid URL: {error}") from None
     if parts.scheme != "https" or not parts.hostname:
@@ -47,31 +46,6 @@ def _check_url(url: str) -> tuple[str, int]:
     if segments & {".", ".."}:
         # The document must be read from the very URL it names, not a normalized one.
         raise ClientMetadataError(f"{url} has '.' or '..' path segments")
-    return parts.hostname, port
-
-
-def _public(address: IPv4Address | IPv6Address) -> bool:
-    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_global and not address.is_multicast
-
-
-async def _resolve(host: str, port: int, *, allow_private: bool) -> str:
-    """One address of `host` to connect to, after checking all of them."""
-    try:
-        infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as error:
-        raise ClientMetadataError(f"{host} does not resolve: {error}") from None
-    addresses = [ip_address(info[4][0]) for info in infos]
-    if not addresses:
-        raise ClientMetadataError(f"{host} does not resolve")
-    if not allow_private:
-        refused = [str(a) for a in addresses if not _public(a)]
-        if refused:
-            raise ClientMetadataError(
-                f"{host} resolves to a non-public address ({', '.join(refused)})"
-            )
-    return str(addresses[0])
 
 
 def _tls(ca_file: str | None) -> ssl.SSLContext:
@@ -82,33 +56,25 @@ def _tls(ca_file: str | None) -> ssl.SSLContext:
 
 
 async def fetch_client_metadata(
-    url: str, *, allow_private: bool = False, ca_file: str | None = None
+    url: str, *, outbound: OutboundPolicy, ca_file: str | None = None
 ) -> OAuthClientInformationFull:
-    """The client described at `url`, checked; `ClientMetadataError` says why not."""
-    host, port = _check_url(url)
-    parts = urlsplit(url)
+    """The client described at `url`, checked; `ClientMetadataError` says why not. The
+    addresses it may be fetched from are `outbound`'s (public ones only, unless the
+    operator said otherwise: anyone may name this URL)."""
+    _check_url(url)
     body = b""
     try:
         with anyio.fail_after(TIMEOUT_SECONDS):
-            address = await _resolve(host, port, allow_private=allow_private)
-            literal = f"[{address}]" if ":" in address else address
-            pinned = urlunsplit(("https", f"{literal}:{port}", parts.path, parts.query, ""))
-            async with (
-                httpx.AsyncClient(
-                    verify=_tls(ca_file), follow_redirects=False, trust_env=False
-                ) as client,
-                client.stream(
-                    "GET",
-                    pinned,
-                    headers={
-                        "Host": parts.netloc,
-                        "Accept": "application/json",
-                        # Counted as it arrives: no compressed body inflates past MAX_BYTES.
-                        "Accept-Encoding": "identity",
-                    },
-                    extensions={"sni_hostname": host},
-                ) as response,
-            ):
+            async with outbound.get(
+                url,
+                io_timeout_seconds=TIMEOUT_SECONDS,
+                headers={
+                    "Accept": "application/json",
+                    # Counted as it arrives: no compressed body inflates past MAX_BYTES.
+                    "Accept-Encoding": "identity",
+                },
+                verify=_tls(ca_file),
+            ) as response:
                 if response.status_code != 200:
                     raise ClientMetadataError(
                         f"{url} answered HTTP {response.status_code} (redirects are not followed)"
@@ -119,8 +85,12 @@ async def fetch_client_metadata(
                         raise ClientMetadataError(f"{url} is larger than {MAX_BYTES} bytes")
     except TimeoutError:
         raise ClientMetadataError(f"{url} did not answer within {TIMEOUT_SECONDS:g} s") from None
+    except OutboundError as error:
+        raise ClientMetadataError(f"{url} is not fetched: {error}") from None
     except httpx.HTTPError as error:
-        raise ClientMetadataError(f"{url} could not be fetched: {error}") from None
+        problem = certificate_problem(error)
+        reason = "no answer" if problem is None else f"its certificate: {problem}"
+        raise ClientMetadataError(f"{url} could not be fetched ({reason})") from None
     return _parse(url, body)
 
 

@@ -36,6 +36,7 @@ from trailmap.oauth.client_metadata import (
     is_metadata_url,
 )
 from trailmap.oauth.redirects import is_loopback_redirect, redirect_problem
+from trailmap.outbound import OutboundPolicy
 from trailmap.storage import Connection, Database
 from trailmap.storage import accounts as account_store
 from trailmap.storage import oauth as store
@@ -127,14 +128,15 @@ class TrailmapOAuthProvider:
         issuer: str,
         resource: str,
         consent_path: str,
-        metadata_allow_private: bool = False,
+        metadata_outbound: OutboundPolicy | None = None,
         metadata_ca_file: str | None = None,
     ) -> None:
         self._db = db
         self.issuer = issuer.rstrip("/")
         self.resource = resource
         self._consent_url = self.issuer + consent_path
-        self._metadata_allow_private = metadata_allow_private
+        # Anyone may name a document's URL: public addresses only, unless the operator said.
+        self._metadata_outbound = metadata_outbound or OutboundPolicy.default().public_only()
         self._metadata_ca_file = metadata_ca_file
 
     # -- clients -------------------------------------------------------------------------
@@ -163,7 +165,7 @@ class TrailmapOAuthProvider:
         try:
             client = await fetch_client_metadata(
                 client_id,
-                allow_private=self._metadata_allow_private,
+                outbound=self._metadata_outbound,
                 ca_file=self._metadata_ca_file,
             )
         except ClientMetadataError as error:
