@@ -4,6 +4,7 @@ stores and judges what the SDK's handlers do not (docs/internals.md)."""
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Any, Final, cast
@@ -61,6 +62,8 @@ REQUEST_SECONDS: Final = 900  # to sign in and approve
 METADATA_FRESH_SECONDS: Final = 3600  # a Client ID Metadata Document is fetched again after
 METADATA_STALE_SECONDS: Final = 86400  # ... and used while its host is down, up to this age
 _US: Final = 1_000_000
+# RFC 7636, section 4.1's alphabet and lengths; an S256 challenge is 43 base64url characters.
+_CODE_CHALLENGE: Final = re.compile(r"[A-Za-z0-9\-._~]{43,128}")
 
 
 class TrailmapClient(OAuthClientInformationFull):
@@ -209,6 +212,13 @@ class TrailmapOAuthProvider:
         self, client: OAuthClientInformationFull, params: AuthorizationParams
     ) -> str:
         """Park the request in the database and send the browser to sign in and consent."""
+        if not _CODE_CHALLENGE.fullmatch(params.code_challenge):
+            raise AuthorizeError(
+                error="invalid_request",
+                error_description="code_challenge must be 43 to 128 characters of A-Z, a-z, "
+                "0-9, '-', '.', '_' and '~': the base64url SHA-256 of the code_verifier, "
+                "without padding (RFC 7636).",
+            )
         resource = params.resource or self.resource
         if resource.rstrip("/") != self.resource.rstrip("/"):
             raise AuthorizeError(
@@ -371,6 +381,17 @@ class TrailmapOAuthProvider:
             await self._db.write(store.revoke_family, code.family_id, now_us)
             raise TokenError(error="invalid_grant", error_description="The code was already used.")
         return self._answer(*minted, scopes=code.scopes)
+
+    async def spend_refused_code(self, client_id: str, authorization_code: str) -> None:
+        """A redemption of the client's code was refused (a wrong verifier, say): that counts
+        as its use, so a stolen code cannot be tried with one verifier after another
+        (RFC 9700, section 2.1.1). Another client's failure leaves the code alone."""
+        await self._db.write(
+            store.spend_client_code,
+            token_format.hash_token(authorization_code),
+            client_id,
+            clock.now_us(),
+        )
 
     async def load_refresh_token(
         self, client: OAuthClientInformationFull, refresh_token: str

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -112,9 +112,11 @@ class _Authorize(AuthorizationHandler):
 
 @dataclass
 class _Token(TokenHandler):
-    """The SDK's /token, refusing tokens for any resource but this server's MCP endpoint."""
+    """The SDK's /token, refusing tokens for any resource but this server's MCP endpoint,
+    and spending a code whose redemption it refused."""
 
     resource: str = ""
+    trailmap: TrailmapOAuthProvider = field(kw_only=True)
 
     async def handle(self, request: Request) -> Response:
         form = await request.form()
@@ -129,6 +131,17 @@ class _Token(TokenHandler):
                 headers=_NO_STORE,
             )
         response: Response = await super().handle(request)
+        # 400 comes after the client authenticated (a failed authentication is 401): the SDK
+        # refused this code's redemption (wrong verifier or redirect URI, expired, malformed
+        # request) without telling the provider, so the code is spent here.
+        code, client_id = form.get("code"), form.get("client_id")
+        if (
+            response.status_code == 400
+            and form.get("grant_type") == "authorization_code"
+            and isinstance(code, str)
+            and isinstance(client_id, str)
+        ):
+            await self.trailmap.spend_refused_code(client_id, code)
         return response
 
 
@@ -212,7 +225,7 @@ def oauth_routes(
     )
     authenticator = HashedSecretAuthenticator(provider)
     authorize = _Authorize(provider, issuer=provider.issuer)
-    token = _Token(provider, authenticator, resource=provider.resource)
+    token = _Token(provider, authenticator, resource=provider.resource, trailmap=provider)
     get_only = ["GET", "OPTIONS"]
     post_only = ["POST", "OPTIONS"]
     return [

@@ -29,6 +29,7 @@ __all__ = [
     "insert_tokens",
     "revoke_family",
     "save_metadata_client",
+    "spend_client_code",
     "spend_code",
     "spend_refresh_token",
     "take_request",
@@ -119,6 +120,20 @@ def spend_code(conn: Connection, code_hash: str, now_us: int) -> bool:
     result = conn.execute(
         update(oauth_codes)
         .where(oauth_codes.c.code_hash == code_hash, oauth_codes.c.used_us.is_(None))
+        .values(used_us=now_us)
+    )
+    return result.rowcount == 1
+
+
+def spend_client_code(conn: Connection, code_hash: str, client_id: str, now_us: int) -> bool:
+    """Mark the code used if it is this client's and unused (a refused redemption)."""
+    result = conn.execute(
+        update(oauth_codes)
+        .where(
+            oauth_codes.c.code_hash == code_hash,
+            oauth_codes.c.client_id == client_id,
+            oauth_codes.c.used_us.is_(None),
+        )
         .values(used_us=now_us)
     )
     return result.rowcount == 1
