@@ -107,6 +107,12 @@ class Settings(BaseSettings):
         description="Fetch OAuth Client ID Metadata Documents from loopback, private and "
         "link-local addresses too. For tests and closed networks only.",
     )
+    oauth_max_pending_per_client: int = Field(
+        default=1000,
+        ge=1,
+        description="Most OAuth authorization requests awaiting sign-in and consent per client "
+        "(they expire after 15 minutes); past it /authorize answers temporarily_unavailable.",
+    )
     client_metadata_ca_file: str | None = Field(
         default=None,
         description="A PEM bundle of extra certificate authorities trusted when fetching "

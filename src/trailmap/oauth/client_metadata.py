@@ -15,6 +15,7 @@ import orjson
 from mcp.shared.auth import OAuthClientInformationFull
 from pydantic import ValidationError
 
+from trailmap.oauth.client_limits import MAX_URI_CHARS, metadata_problem
 from trailmap.oauth.redirects import redirect_problem
 
 __all__ = ["MAX_BYTES", "TIMEOUT_SECONDS", "ClientMetadataError", "fetch_client_metadata"]
@@ -32,6 +33,10 @@ def is_metadata_url(client_id: str) -> bool:
 
 
 def _check_url(url: str) -> tuple[str, int]:
+    if len(url) > MAX_URI_CHARS:
+        raise ClientMetadataError(
+            f"a client_id URL of {len(url)} characters is refused; at most {MAX_URI_CHARS}"
+        )
     try:
         parts = urlsplit(url)
         port = parts.port or 443
@@ -151,6 +156,10 @@ def _parse(url: str, body: bytes) -> OAuthClientInformationFull:
             raise ClientMetadataError(f"{url}: {problem}")
     document["token_endpoint_auth_method"] = "none"  # noqa: S105 - a method name
     try:
-        return OAuthClientInformationFull.model_validate(document)
+        client = OAuthClientInformationFull.model_validate(document)
     except ValidationError as error:
         raise ClientMetadataError(f"{url} is not valid client metadata: {error}") from None
+    problem = metadata_problem(client)
+    if problem is not None:
+        raise ClientMetadataError(f"{url}: {problem}")
+    return client

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, insert, select, update
+from sqlalchemy import Connection, and_, delete, func, insert, select, update
 
 from trailmap.storage.dialect import upsert
 from trailmap.storage.tables import (
@@ -18,6 +18,7 @@ from trailmap.storage.tables import (
 )
 
 __all__ = [
+    "count_requests",
     "find_mcp_key",
     "get_client",
     "get_code",
@@ -62,6 +63,14 @@ def get_client(conn: Connection, client_id: str) -> Row | None:
 
 def insert_request(conn: Connection, row: Row) -> None:
     conn.execute(insert(oauth_requests).values(**row))
+
+
+def count_requests(conn: Connection, client_id: str, now_us: int) -> int:
+    """How many of the client's requests await consent and have not expired."""
+    stmt = select(func.count()).where(
+        oauth_requests.c.client_id == client_id, oauth_requests.c.expires_us > now_us
+    )
+    return int(conn.execute(stmt).scalar_one())
 
 
 def get_request(conn: Connection, request_hash: str, now_us: int) -> Row | None:
