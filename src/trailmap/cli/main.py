@@ -217,7 +217,9 @@ def db_check(state: _State) -> None:
 @db.command("purge")
 @click.pass_obj
 def db_purge(state: _State) -> None:
-    """Delete events older than each organization's retention window now."""
+    """Delete now what is past its time: events, metric points and span minutes older than
+    each organization's retention window, and expired OAuth requests, codes and tokens and
+    unused OAuth clients."""
     from trailmap.jobs.retention import purge_expired  # noqa: PLC0415
 
     handle = state.ready_database()
@@ -227,6 +229,12 @@ def db_purge(state: _State) -> None:
         handle.close()
     click.echo(
         f"deleted {report.deleted} events across {report.organizations} organizations", err=True
+    )
+    oauth = report.oauth
+    click.echo(
+        f"deleted {oauth.requests} expired OAuth requests, {oauth.codes} codes, "
+        f"{oauth.tokens} tokens and {oauth.clients} unused clients",
+        err=True,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
 
 from trailmap.storage.dialect import upsert
 from trailmap.storage.tables import (
@@ -28,6 +28,10 @@ __all__ = [
     "insert_code",
     "insert_request",
     "insert_tokens",
+    "purge_clients",
+    "purge_codes",
+    "purge_requests",
+    "purge_tokens",
     "revoke_family",
     "save_metadata_client",
     "spend_client_code",
@@ -204,3 +208,83 @@ def revoke_family(conn: Connection, family_id: str, now_us: int) -> int:
         .values(revoked_us=now_us)
     )
     return int(result.rowcount)
+
+
+# -- purges: each deletes up to `chunk` rows past their time, the caller repeats until 0 --
+
+
+def purge_requests(conn: Connection, now_us: int, *, chunk: int = 5000) -> int:
+    """Requests that expired awaiting consent."""
+    doomed = (
+        select(oauth_requests.c.request_hash)
+        .where(oauth_requests.c.expires_us <= now_us)
+        .limit(chunk)
+        .scalar_subquery()
+    )
+    result = conn.execute(delete(oauth_requests).where(oauth_requests.c.request_hash.in_(doomed)))
+    return int(result.rowcount or 0)
+
+
+def purge_codes(conn: Connection, expired_before_us: int, *, chunk: int = 5000) -> int:
+    """Codes, used or not, that expired before `expired_before_us`."""
+    doomed = (
+        select(oauth_codes.c.code_hash)
+        .where(oauth_codes.c.expires_us < expired_before_us)
+        .limit(chunk)
+        .scalar_subquery()
+    )
+    result = conn.execute(delete(oauth_codes).where(oauth_codes.c.code_hash.in_(doomed)))
+    return int(result.rowcount or 0)
+
+
+def purge_tokens(conn: Connection, now_us: int, *, chunk: int = 5000) -> int:
+    """Tokens that can never be accepted again: expired or revoked. A spent refresh token
+    stays until then: presenting it again is how a theft is noticed (the whole grant is
+    revoked), and its grant lives on in the token that replaced it."""
+    doomed = (
+        select(oauth_tokens.c.token_hash)
+        .where(or_(oauth_tokens.c.expires_us <= now_us, oauth_tokens.c.revoked_us.is_not(None)))
+        .limit(chunk)
+        .scalar_subquery()
+    )
+    result = conn.execute(delete(oauth_tokens).where(oauth_tokens.c.token_hash.in_(doomed)))
+    return int(result.rowcount or 0)
+
+
+def purge_clients(
+    conn: Connection,
+    *,
+    registered_before_us: int,
+    fetched_before_us: int,
+    now_us: int,
+    chunk: int = 1000,
+) -> int:
+    """Registered clients older than `registered_before_us` that nobody approved (no API key
+    names them) and that hold no token, and cached metadata documents fetched before
+    `fetched_before_us` (no longer served from the cache; fetched again when named). A
+    client with a request still awaiting consent stays either way."""
+    # NOT IN over non-null columns, each subquery read once (none of these columns has an
+    # index of its own).
+    approved = select(api_keys.c.oauth_client_id).where(api_keys.c.oauth_client_id.is_not(None))
+    holding = select(oauth_tokens.c.client_id)
+    waiting = select(oauth_requests.c.client_id).where(oauth_requests.c.expires_us > now_us)
+    unused_registration = and_(
+        oauth_clients.c.kind == "registered",
+        oauth_clients.c.created_us < registered_before_us,
+        oauth_clients.c.client_id.not_in(approved),
+        oauth_clients.c.client_id.not_in(holding),
+    )
+    stale_document = and_(
+        oauth_clients.c.kind == "metadata", oauth_clients.c.fetched_us < fetched_before_us
+    )
+    doomed = (
+        select(oauth_clients.c.client_id)
+        .where(
+            or_(unused_registration, stale_document),
+            oauth_clients.c.client_id.not_in(waiting),
+        )
+        .limit(chunk)
+        .scalar_subquery()
+    )
+    result = conn.execute(delete(oauth_clients).where(oauth_clients.c.client_id.in_(doomed)))
+    return int(result.rowcount or 0)
