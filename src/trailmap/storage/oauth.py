@@ -28,6 +28,7 @@ __all__ = [
     "insert_code",
     "insert_request",
     "insert_tokens",
+    "key_of_token",
     "purge_clients",
     "purge_codes",
     "purge_requests",
@@ -178,6 +179,17 @@ def get_token(conn: Connection, token_hash: str, kind: str) -> Row | None:
         )
         .join(organizations, organizations.c.id == oauth_tokens.c.org_id)
         .where(oauth_tokens.c.token_hash == token_hash, oauth_tokens.c.kind == kind, _LIVE_KEY)
+    ).first()
+    return dict(row._mapping) if row else None
+
+
+def key_of_token(conn: Connection, token_hash: str) -> Row | None:
+    """The organization and API key an access or refresh token was minted through, whatever
+    the token's or the key's state (for `trailmap key revoke --token`)."""
+    row = conn.execute(
+        select(oauth_tokens.c.org_id, oauth_tokens.c.key_id).where(
+            oauth_tokens.c.token_hash == token_hash
+        )
     ).first()
     return dict(row._mapping) if row else None
 
