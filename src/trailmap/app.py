@@ -164,6 +164,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         consent_path=CONSENT_PATH,
         metadata_outbound=settings.client_metadata_outbound,
         metadata_ca_file=settings.client_metadata_ca_file,
+        max_pending_per_client=settings.oauth_max_pending_per_client,
     )
     app.state.trailmap = AppContext(settings=settings, db=db, oauth=oauth)
     app.state.trace_ingestion = ingestion

@@ -140,6 +140,12 @@ class Settings(BaseSettings):
         "TRAILMAP_OUTBOUND_ALLOWED_NETWORKS allows, not only from public addresses. For "
         "tests and closed networks only.",
     )
+    oauth_max_pending_per_client: int = Field(
+        default=1000,
+        ge=1,
+        description="Most OAuth authorization requests awaiting sign-in and consent per client "
+        "(they expire after 15 minutes); past it /authorize answers temporarily_unavailable.",
+    )
     client_metadata_ca_file: str | None = Field(
         default=None,
         description="A PEM bundle of extra certificate authorities trusted when fetching "

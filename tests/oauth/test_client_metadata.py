@@ -258,6 +258,20 @@ async def test_a_url_with_dot_segments_or_an_empty_fragment_is_refused(
     assert site.requests == []
 
 
+async def test_a_url_over_1000_characters_is_refused_before_anything_is_fetched(
+    site: Site,
+) -> None:
+    path = "/" + "a" * (1000 - len(site.url("/")))
+    site.serve_document(path + "b")
+
+    with pytest.raises(ClientMetadataError, match="1001 characters is refused; at most 1000"):
+        await _fetch(site, site.url(path + "b"))
+    assert site.requests == []
+    # At the bound, it is fetched.
+    site.serve_document(path)
+    await _fetch(site, site.url(path))
+
+
 # -- refused for how the server answers ---------------------------------------------------
 
 
@@ -440,6 +454,24 @@ async def test_a_document_whose_redirect_uris_is_not_a_list_is_refused(site: Sit
     url = site.serve_document("/agent.json", {"redirect_uris": CALLBACK})
 
     with pytest.raises(ClientMetadataError, match="not valid client metadata"):
+        await _fetch(site, url)
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"redirect_uris": [f"{CALLBACK}/{n}" for n in range(11)]}, "redirect_uris lists 11"),
+        ({"client_name": "x" * 201}, "client_name is 201 characters long"),
+        ({"jwks": {"keys": [{"n": "x" * 9000}]}}, "bytes as JSON; at most 8192 are kept"),
+    ],
+    ids=["redirect-uris", "client-name", "whole"],
+)
+async def test_a_document_with_a_field_over_its_bound_is_refused(
+    site: Site, fields: dict[str, object], problem: str
+) -> None:
+    url = site.serve_document("/agent.json", fields)
+
+    with pytest.raises(ClientMetadataError, match=problem):
         await _fetch(site, url)
 
 

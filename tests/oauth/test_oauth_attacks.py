@@ -253,6 +253,69 @@ async def test_a_wrong_verifier_gets_nothing(
     assert answer.json()["error"] == "invalid_grant"
 
 
+async def test_a_wrong_verifier_spends_the_code_so_no_verifier_can_be_tried_after_it(
+    stack: Stack, http: httpx.AsyncClient, browser: Browser
+) -> None:
+    client = await register(http, stack)
+    verifier, challenge = pkce()
+    code = await code_for(stack, browser, client["client_id"], challenge)
+    guess = await exchange(http, stack, client["client_id"], code, pkce()[0])
+    assert guess.status_code == 400
+    assert guess.json()["error"] == "invalid_grant"
+    # A failed redemption is a use (RFC 9700, section 2.1.1): even the right verifier is
+    # refused now, so a stolen code cannot be tried against a list of verifiers.
+    right = await exchange(http, stack, client["client_id"], code, verifier)
+    assert right.status_code == 400
+    assert right.json()["error"] == "invalid_grant"
+
+
+async def test_another_clients_failed_redemption_does_not_spend_the_code(
+    stack: Stack, http: httpx.AsyncClient, browser: Browser
+) -> None:
+    client = await register(http, stack)
+    other = await register(http, stack)
+    verifier, challenge = pkce()
+    code = await code_for(stack, browser, client["client_id"], challenge)
+    stolen = await exchange(http, stack, other["client_id"], code, verifier)
+    assert stolen.status_code == 400
+    assert stolen.json()["error"] == "invalid_grant"
+    right = await exchange(http, stack, client["client_id"], code, verifier)
+    assert right.status_code == 200, right.text
+
+
+@pytest.mark.parametrize(
+    "challenge",
+    [
+        "a" * 42,  # too short
+        "a" * 129,  # too long
+        "a" * 42 + "+",  # base64, not base64url
+        "a" * 42 + "=",  # padded
+        "a" * 21 + " " + "a" * 21,
+        "a" * 42 + "é",
+    ],
+)
+async def test_authorize_refuses_a_code_challenge_outside_43_to_128_unreserved_characters(
+    stack: Stack, http: httpx.AsyncClient, challenge: str
+) -> None:
+    client = await register(http, stack)
+    response = await http.get(authorize_url(stack, client["client_id"], challenge))
+    answer = _error_redirect(response)
+    assert answer["error"] == "invalid_request"
+    assert "code_challenge" in answer["error_description"]
+    assert answer["iss"] == stack.public
+    assert answer["state"] == "state-1"
+
+
+@pytest.mark.parametrize("challenge", [pkce()[1], "Az09-._~" * 16, "a" * 43])
+async def test_authorize_takes_a_code_challenge_of_43_to_128_unreserved_characters(
+    stack: Stack, http: httpx.AsyncClient, challenge: str
+) -> None:
+    client = await register(http, stack)
+    response = await http.get(authorize_url(stack, client["client_id"], challenge))
+    assert response.status_code == 302, response.text
+    assert response.headers["location"].startswith(stack.public + "/oauth/consent?request=")
+
+
 async def test_a_replayed_code_is_refused_and_revokes_what_it_issued(
     stack: Stack, http: httpx.AsyncClient, browser: Browser
 ) -> None:

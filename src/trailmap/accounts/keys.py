@@ -16,6 +16,7 @@ from trailmap.accounts.principal import Principal, Scope
 from trailmap.errors import Forbidden, NotFound, Unauthorized, ValidationFailed
 from trailmap.storage import Connection, Database
 from trailmap.storage import accounts as store
+from trailmap.storage import oauth as oauth_store
 
 __all__ = [
     "ApiKey",
@@ -25,6 +26,7 @@ __all__ = [
     "list_keys",
     "parse_scope",
     "revoke_key",
+    "revoke_key_by_token",
 ]
 
 _SCOPES: dict[str, Scope] = {
@@ -217,17 +219,58 @@ async def revoke_key(
         row = store.get_key(conn, key_id)
         if row is None or (org_id is not None and row["org_id"] != org_id):
             raise NotFound(f"No API key has the id {key_id!r}.")
-        if store.revoke_key(conn, row["org_id"], key_id, clock.now_us()):
-            record(
-                conn, row["org_id"], "key.revoked", actor, target=f"{row['name']} ({row['prefix']})"
-            )
-        org = store.get_org_by_id(conn, row["org_id"])
-        found = store.get_key(conn, key_id) or row
-        found["org_slug"] = org["slug"] if org else ""
-        return found
+        return _revoked(conn, row["org_id"], key_id, actor)[0]
 
     row = await db.write(_revoke)
     return ApiKey.from_row(row, row["org_slug"])
+
+
+def _revoked(
+    conn: Connection, org_id: str, key_id: str, actor: Actor = OPERATOR
+) -> tuple[dict[str, Any], bool]:
+    """Revoke the key; its row afterwards, with `org_slug`, and whether it was live until
+    now (the audit log says who revoked it, once)."""
+    now_revoked = store.revoke_key(conn, org_id, key_id, clock.now_us())
+    org = store.get_org_by_id(conn, org_id)
+    found = store.get_key(conn, key_id)
+    if found is None:  # not after finding it in this transaction; for the type checker
+        raise NotFound(f"No API key has the id {key_id!r}.")
+    if now_revoked:
+        record(conn, org_id, "key.revoked", actor, target=f"{found['name']} ({found['prefix']})")
+    found["org_slug"] = org["slug"] if org else ""
+    return found, now_revoked
+
+
+async def revoke_key_by_token(db: Database, token: str) -> tuple[ApiKey, bool]:
+    """Revoke the key a leaked token belongs to, in whatever organization: an API key's own
+    token, or an OAuth access or refresh token minted through the key (all of whose tokens
+    die with it). Returns the key and whether it was live until now. The token is never
+    repeated in an error, which may end up in a terminal's scrollback or a log."""
+    token = token.strip()
+    if not tokens.is_well_formed(token):
+        raise ValidationFailed(
+            "That is not a Trailmap token: tmk_, tma_ or tmr_, then 49 letters and digits "
+            "ending in a checksum; check that it was copied whole."
+        )
+    digest = tokens.hash_token(token)
+    is_key = token.startswith(tokens.API_KEY_PREFIX)
+
+    def _revoke(conn: Connection) -> tuple[dict[str, Any], bool]:
+        if is_key:
+            owner = store.find_key_by_hash(conn, digest)
+            found = None if owner is None else (owner["org_id"], owner["id"])
+        else:
+            minted = oauth_store.key_of_token(conn, digest)
+            found = None if minted is None else (minted["org_id"], minted["key_id"])
+        if found is None:
+            raise NotFound(
+                "No API key or OAuth token of this installation matches that token (an OAuth "
+                "token is forgotten a while after it expired or was revoked)."
+            )
+        return _revoked(conn, *found)
+
+    row, now_revoked = await db.write(_revoke)
+    return ApiKey.from_row(row, row["org_slug"]), now_revoked
 
 
 async def authenticate(

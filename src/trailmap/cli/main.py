@@ -239,7 +239,9 @@ def db_check(state: _State) -> None:
 @db.command("purge")
 @click.pass_obj
 def db_purge(state: _State) -> None:
-    """Delete events older than each organization's retention window now."""
+    """Delete now what is past its time: events, metric points and span minutes older than
+    each organization's retention window, and expired OAuth requests, codes and tokens and
+    unused OAuth clients."""
     from trailmap.jobs.retention import purge_expired  # noqa: PLC0415
 
     handle = state.ready_database()
@@ -249,6 +251,12 @@ def db_purge(state: _State) -> None:
         handle.close()
     click.echo(
         f"deleted {report.deleted} events across {report.organizations} organizations", err=True
+    )
+    oauth = report.oauth
+    click.echo(
+        f"deleted {oauth.requests} expired OAuth requests, {oauth.codes} codes, "
+        f"{oauth.tokens} tokens and {oauth.clients} unused clients",
+        err=True,
     )
 
 
@@ -711,11 +719,44 @@ def key_list(state: _State, org_slug: str, as_json: bool) -> None:
             )
 
 
+_TOKEN_PREFIXES = ("tmk_", "tma_", "tmr_")
+
+
 @key.command("revoke")
-@click.argument("key_id")
+@click.argument("key_id", required=False)
+@click.option(
+    "--token",
+    "by_token",
+    is_flag=True,
+    help="Read a token from stdin (never the command line, which shell history keeps) and "
+    "revoke the key it belongs to, in whatever organization: an API key (tmk_), or an OAuth "
+    "access (tma_) or refresh (tmr_) token, whose key all the client's tokens die with.",
+)
 @click.pass_obj
-def key_revoke(state: _State, key_id: str) -> None:
-    """Revoke a key; it is refused from the next request on."""
+def key_revoke(state: _State, key_id: str | None, by_token: bool) -> None:
+    """Revoke a key, by KEY_ID or by a leaked token (--token); it is refused from the next
+    request on.
+
+    \b
+    Examples:
+      trailmap key revoke 0193f0a2-...
+      pbpaste | trailmap key revoke --token
+      trailmap key revoke --token < leaked.txt
+    """
+    if key_id is not None and key_id.startswith(_TOKEN_PREFIXES):
+        # Not looked up, and not repeated: it is a secret, and now in the shell's history.
+        raise click.UsageError(
+            "That is a token, not a key id. Give it on stdin instead: "
+            "`trailmap key revoke --token`, then paste it (and clear it from your shell "
+            "history)."
+        )
+    if by_token and key_id is not None:
+        raise click.UsageError("Give a KEY_ID or --token, not both.")
+    if by_token:
+        _revoke_by_token(state)
+        return
+    if key_id is None:
+        raise click.UsageError("Give a KEY_ID, or --token with the token on stdin.")
     from trailmap.accounts import revoke_key  # noqa: PLC0415
 
     handle = state.ready_database()
@@ -724,6 +765,26 @@ def key_revoke(state: _State, key_id: str) -> None:
     finally:
         handle.close()
     click.echo(f"revoked key {revoked.id} ({revoked.name}) of {revoked.org_slug}", err=True)
+
+
+def _revoke_by_token(state: _State) -> None:
+    from trailmap.accounts.keys import revoke_key_by_token  # noqa: PLC0415
+
+    if sys.stdin.isatty():
+        token = click.prompt("Token (not shown)", hide_input=True, err=True)
+    else:
+        token = sys.stdin.read()
+    handle = state.ready_database()
+    try:
+        revoked, now_revoked = _run(revoke_key_by_token(handle, token))
+    finally:
+        handle.close()
+    named = f"key {revoked.id} ({revoked.name}) of organization {revoked.org_slug}"
+    if now_revoked:
+        click.echo(f"revoked {named}; it is refused from the next request on", err=True)
+    else:
+        when = revoked.revoked.isoformat() if revoked.revoked else "earlier"
+        click.echo(f"{named} was already revoked ({when}); nothing to do", err=True)
 
 
 # -- send -------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
-"""The retention purge: each domain deletes what is past each organization's window."""
+"""The retention purge: each domain deletes what is past each organization's window, and
+OAuth what is past its time."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import anyio
@@ -13,6 +14,7 @@ from trailmap.accounts.organizations import list_orgs
 from trailmap.errors import TrailmapError
 from trailmap.graph.retention import purge_figures_before
 from trailmap.metrics.retention import purge_points_before
+from trailmap.oauth.retention import OAuthPurge, purge_oauth
 from trailmap.storage import Database
 from trailmap.timeline.retention import purge_events_before
 
@@ -26,12 +28,24 @@ class PurgeReport:
     organizations: int
     deleted: int  # events
     deleted_points: int = 0  # metric points and per-minute span figures
+    oauth: OAuthPurge = field(default_factory=OAuthPurge)  # OAuth's rows past their time
 
 
 async def purge_expired(db: Database, *, now: datetime | None = None) -> PurgeReport:
     """Delete, organization by organization and in small chunks (so ingestion goes on while
-    a purge runs), the events, metric points and graph figures past its window."""
+    a purge runs), the events, metric points and graph figures past its window; then
+    OAuth's requests, codes, tokens and clients past their time."""
     now = now or clock.now()
+    oauth = await purge_oauth(db, clock.to_us(now))
+    if oauth.total:
+        log.info(
+            "retention purge deleted %d expired OAuth requests, %d codes, %d tokens and "
+            "%d unused clients",
+            oauth.requests,
+            oauth.codes,
+            oauth.tokens,
+            oauth.clients,
+        )
     orgs = await list_orgs(db)
     deleted = deleted_points = 0
     for org in orgs:
@@ -43,7 +57,9 @@ async def purge_expired(db: Database, *, now: datetime | None = None) -> PurgeRe
         log.info("retention purge deleted %d metric points and span minutes", deleted_points)
     if deleted:
         log.info("retention purge deleted %d events across %d organizations", deleted, len(orgs))
-    return PurgeReport(organizations=len(orgs), deleted=deleted, deleted_points=deleted_points)
+    return PurgeReport(
+        organizations=len(orgs), deleted=deleted, deleted_points=deleted_points, oauth=oauth
+    )
 
 
 async def run_retention_purges(db: Database, *, interval_seconds: float) -> None:

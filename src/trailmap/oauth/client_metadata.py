@@ -13,6 +13,7 @@ import orjson
 from mcp.shared.auth import OAuthClientInformationFull
 from pydantic import ValidationError
 
+from trailmap.oauth.client_limits import MAX_URI_CHARS, metadata_problem
 from trailmap.oauth.redirects import redirect_problem
 from trailmap.outbound import OutboundError, OutboundPolicy, certificate_problem
 
@@ -31,6 +32,10 @@ def is_metadata_url(client_id: str) -> bool:
 
 
 def _check_url(url: str) -> None:
+    if len(url) > MAX_URI_CHARS:
+        raise ClientMetadataError(
+            f"a client_id URL of {len(url)} characters is refused; at most {MAX_URI_CHARS}"
+        )
     try:
         parts = urlsplit(url)
         _ = parts.port  # out of range or not a number raises
@@ -121,6 +126,10 @@ def _parse(url: str, body: bytes) -> OAuthClientInformationFull:
             raise ClientMetadataError(f"{url}: {problem}")
     document["token_endpoint_auth_method"] = "none"  # noqa: S105 - a method name
     try:
-        return OAuthClientInformationFull.model_validate(document)
+        client = OAuthClientInformationFull.model_validate(document)
     except ValidationError as error:
         raise ClientMetadataError(f"{url} is not valid client metadata: {error}") from None
+    problem = metadata_problem(client)
+    if problem is not None:
+        raise ClientMetadataError(f"{url}: {problem}")
+    return client

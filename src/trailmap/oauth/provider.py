@@ -4,6 +4,7 @@ stores and judges what the SDK's handlers do not (docs/internals.md)."""
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Any, Final, cast
@@ -30,6 +31,7 @@ from trailmap.accounts.audit import Actor, record
 from trailmap.accounts.keys import key_principal
 from trailmap.accounts.memberships import Membership, find_membership
 from trailmap.errors import Forbidden, NotFound
+from trailmap.oauth.client_limits import MAX_STATE_CHARS, metadata_problem
 from trailmap.oauth.client_metadata import (
     ClientMetadataError,
     fetch_client_metadata,
@@ -60,9 +62,12 @@ CODE_SECONDS: Final = 600
 ACCESS_TOKEN_SECONDS: Final = 3600
 REFRESH_TOKEN_SECONDS: Final = 90 * 86400
 REQUEST_SECONDS: Final = 900  # to sign in and approve
+MAX_PENDING_PER_CLIENT: Final = 1000  # requests awaiting consent, per client (a setting)
 METADATA_FRESH_SECONDS: Final = 3600  # a Client ID Metadata Document is fetched again after
 METADATA_STALE_SECONDS: Final = 86400  # ... and used while its host is down, up to this age
 _US: Final = 1_000_000
+# RFC 7636, section 4.1's alphabet and lengths; an S256 challenge is 43 base64url characters.
+_CODE_CHALLENGE: Final = re.compile(r"[A-Za-z0-9\-._~]{43,128}")
 
 
 class TrailmapClient(OAuthClientInformationFull):
@@ -130,8 +135,10 @@ class TrailmapOAuthProvider:
         consent_path: str,
         metadata_outbound: OutboundPolicy | None = None,
         metadata_ca_file: str | None = None,
+        max_pending_per_client: int = MAX_PENDING_PER_CLIENT,
     ) -> None:
         self._db = db
+        self._max_pending = max_pending_per_client
         self.issuer = issuer.rstrip("/")
         self.resource = resource
         self._consent_url = self.issuer + consent_path
@@ -187,6 +194,9 @@ class TrailmapOAuthProvider:
         return row
 
     async def register_client(self, client_info: OAuthClientInformationFull) -> None:
+        problem = metadata_problem(client_info)
+        if problem is not None:
+            raise RegistrationError(error="invalid_client_metadata", error_description=problem)
         for uri in client_info.redirect_uris or []:
             problem = redirect_problem(str(uri))
             if problem is not None:
@@ -212,6 +222,19 @@ class TrailmapOAuthProvider:
         self, client: OAuthClientInformationFull, params: AuthorizationParams
     ) -> str:
         """Park the request in the database and send the browser to sign in and consent."""
+        if not _CODE_CHALLENGE.fullmatch(params.code_challenge):
+            raise AuthorizeError(
+                error="invalid_request",
+                error_description="code_challenge must be 43 to 128 characters of A-Z, a-z, "
+                "0-9, '-', '.', '_' and '~': the base64url SHA-256 of the code_verifier, "
+                "without padding (RFC 7636).",
+            )
+        if params.state is not None and len(params.state) > MAX_STATE_CHARS:
+            raise AuthorizeError(
+                error="invalid_request",
+                error_description=f"state is {len(params.state)} characters long; at most "
+                f"{MAX_STATE_CHARS} are accepted.",
+            )
         resource = params.resource or self.resource
         if resource.rstrip("/") != self.resource.rstrip("/"):
             raise AuthorizeError(
@@ -225,7 +248,8 @@ class TrailmapOAuthProvider:
             "client_id": client.client_id,
             "params": {
                 "state": params.state,
-                "scopes": params.scopes or [SCOPE],
+                # Each scope once: the SDK lets "read read read ..." through, as long as wished.
+                "scopes": list(dict.fromkeys(params.scopes or [SCOPE])),
                 "code_challenge": params.code_challenge,
                 "redirect_uri": str(params.redirect_uri),
                 "redirect_uri_provided_explicitly": params.redirect_uri_provided_explicitly,
@@ -234,7 +258,22 @@ class TrailmapOAuthProvider:
             "created_us": now_us,
             "expires_us": now_us + REQUEST_SECONDS * _US,
         }
-        await self._db.write(store.insert_request, row)
+
+        def _park(conn: Connection) -> bool:
+            if store.count_requests(conn, client.client_id, now_us) >= self._max_pending:
+                return False
+            store.insert_request(conn, row)
+            return True
+
+        if not await self._db.write(_park):
+            # Each pending request is a row anyone may cause; a client's are bounded, and they
+            # go when answered or expired (oauth/retention.py).
+            raise AuthorizeError(
+                error="temporarily_unavailable",
+                error_description=f"{self._max_pending} sign-ins for this client are waiting "
+                f"for an answer; try again when some have been answered or expired (they "
+                f"expire after {REQUEST_SECONDS // 60} minutes).",
+            )
         return construct_redirect_uri(self._consent_url, request=request_id)
 
     async def pending(self, request_id: str) -> tuple[OAuthClientInformationFull, dict[str, Any]]:
@@ -402,6 +441,17 @@ class TrailmapOAuthProvider:
             await self._db.write(store.revoke_family, code.family_id, now_us)
             raise TokenError(error="invalid_grant", error_description="The code was already used.")
         return self._answer(*minted, scopes=code.scopes)
+
+    async def spend_refused_code(self, client_id: str, authorization_code: str) -> None:
+        """A redemption of the client's code was refused (a wrong verifier, say): that counts
+        as its use, so a stolen code cannot be tried with one verifier after another
+        (RFC 9700, section 2.1.1). Another client's failure leaves the code alone."""
+        await self._db.write(
+            store.spend_client_code,
+            token_format.hash_token(authorization_code),
+            client_id,
+            clock.now_us(),
+        )
 
     async def load_refresh_token(
         self, client: OAuthClientInformationFull, refresh_token: str

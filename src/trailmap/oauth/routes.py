@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -32,8 +32,10 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, request_response
+from starlette.types import Message
 
 from trailmap.accounts import tokens as token_format
+from trailmap.oauth.client_limits import MAX_REGISTRATION_BYTES
 from trailmap.oauth.provider import SCOPE, TrailmapOAuthProvider
 
 __all__ = ["PROTECTED_RESOURCE_PATHS", "oauth_routes"]
@@ -112,9 +114,11 @@ class _Authorize(AuthorizationHandler):
 
 @dataclass
 class _Token(TokenHandler):
-    """The SDK's /token, refusing tokens for any resource but this server's MCP endpoint."""
+    """The SDK's /token, refusing tokens for any resource but this server's MCP endpoint,
+    and spending a code whose redemption it refused."""
 
     resource: str = ""
+    trailmap: TrailmapOAuthProvider = field(kw_only=True)
 
     async def handle(self, request: Request) -> Response:
         form = await request.form()
@@ -129,6 +133,55 @@ class _Token(TokenHandler):
                 headers=_NO_STORE,
             )
         response: Response = await super().handle(request)
+        # 400 comes after the client authenticated (a failed authentication is 401): the SDK
+        # refused this code's redemption (wrong verifier or redirect URI, expired, malformed
+        # request) without telling the provider, so the code is spent here.
+        code, client_id = form.get("code"), form.get("client_id")
+        if (
+            response.status_code == 400
+            and form.get("grant_type") == "authorization_code"
+            and isinstance(code, str)
+            and isinstance(client_id, str)
+        ):
+            await self.trailmap.spend_refused_code(client_id, code)
+        return response
+
+
+@dataclass
+class _Register(RegistrationHandler):
+    """The SDK's /register, over a body of at most `MAX_REGISTRATION_BYTES`: read here, up to
+    that bound and no further, then handed to the SDK as if it were the whole request."""
+
+    async def handle(self, request: Request) -> Response:
+        declared = request.headers.get("content-length", "")
+        too_large = declared.isdigit() and int(declared) > MAX_REGISTRATION_BYTES
+        body = bytearray()
+        if not too_large:
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > MAX_REGISTRATION_BYTES:
+                    too_large = True
+                    break
+        if too_large:
+            return JSONResponse(
+                {
+                    "error": "invalid_client_metadata",
+                    "error_description": f"The registration is over {MAX_REGISTRATION_BYTES} "
+                    "bytes; client metadata takes a few hundred.",
+                },
+                status_code=400,
+                headers=_NO_STORE,
+            )
+        read, replayed = bytes(body), False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:  # the body was read whole: what follows is the client's disconnect
+                return await request.receive()
+            replayed = True
+            return {"type": "http.request", "body": read, "more_body": False}
+
+        response: Response = await super().handle(Request(request.scope, replay))
         return response
 
 
@@ -212,7 +265,7 @@ def oauth_routes(
     )
     authenticator = HashedSecretAuthenticator(provider)
     authorize = _Authorize(provider, issuer=provider.issuer)
-    token = _Token(provider, authenticator, resource=provider.resource)
+    token = _Token(provider, authenticator, resource=provider.resource, trailmap=provider)
     get_only = ["GET", "OPTIONS"]
     post_only = ["POST", "OPTIONS"]
     return [
@@ -244,8 +297,9 @@ def oauth_routes(
         ),
         Route(
             REGISTRATION_PATH,
+            # Not `_limited`: that would read 4 MiB before _Register refuses over 8 KiB.
             endpoint=_cors(
-                _limited(request_response(RegistrationHandler(provider, registration).handle)),
+                request_response(_Register(provider, registration).handle),
                 post_only,
             ),
             methods=post_only,

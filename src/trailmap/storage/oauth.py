@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, insert, select, update
+from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
 
 from trailmap.storage.dialect import upsert
 from trailmap.storage.tables import (
@@ -18,6 +18,7 @@ from trailmap.storage.tables import (
 )
 
 __all__ = [
+    "count_requests",
     "find_mcp_key",
     "get_client",
     "get_code",
@@ -27,8 +28,14 @@ __all__ = [
     "insert_code",
     "insert_request",
     "insert_tokens",
+    "key_of_token",
+    "purge_clients",
+    "purge_codes",
+    "purge_requests",
+    "purge_tokens",
     "revoke_family",
     "save_metadata_client",
+    "spend_client_code",
     "spend_code",
     "spend_refresh_token",
     "take_request",
@@ -61,6 +68,14 @@ def get_client(conn: Connection, client_id: str) -> Row | None:
 
 def insert_request(conn: Connection, row: Row) -> None:
     conn.execute(insert(oauth_requests).values(**row))
+
+
+def count_requests(conn: Connection, client_id: str, now_us: int) -> int:
+    """How many of the client's requests await consent and have not expired."""
+    stmt = select(func.count()).where(
+        oauth_requests.c.client_id == client_id, oauth_requests.c.expires_us > now_us
+    )
+    return int(conn.execute(stmt).scalar_one())
 
 
 def get_request(conn: Connection, request_hash: str, now_us: int) -> Row | None:
@@ -124,6 +139,20 @@ def spend_code(conn: Connection, code_hash: str, now_us: int) -> bool:
     return result.rowcount == 1
 
 
+def spend_client_code(conn: Connection, code_hash: str, client_id: str, now_us: int) -> bool:
+    """Mark the code used if it is this client's and unused (a refused redemption)."""
+    result = conn.execute(
+        update(oauth_codes)
+        .where(
+            oauth_codes.c.code_hash == code_hash,
+            oauth_codes.c.client_id == client_id,
+            oauth_codes.c.used_us.is_(None),
+        )
+        .values(used_us=now_us)
+    )
+    return result.rowcount == 1
+
+
 def insert_tokens(conn: Connection, rows: list[Row]) -> None:
     conn.execute(insert(oauth_tokens), rows)
 
@@ -154,6 +183,17 @@ def get_token(conn: Connection, token_hash: str, kind: str) -> Row | None:
     return dict(row._mapping) if row else None
 
 
+def key_of_token(conn: Connection, token_hash: str) -> Row | None:
+    """The organization and API key an access or refresh token was minted through, whatever
+    the token's or the key's state (for `trailmap key revoke --token`)."""
+    row = conn.execute(
+        select(oauth_tokens.c.org_id, oauth_tokens.c.key_id).where(
+            oauth_tokens.c.token_hash == token_hash
+        )
+    ).first()
+    return dict(row._mapping) if row else None
+
+
 def spend_refresh_token(conn: Connection, token_hash: str, now_us: int) -> bool:
     """Mark a refresh token spent (rotated); true for exactly one caller."""
     result = conn.execute(
@@ -180,3 +220,90 @@ def revoke_family(conn: Connection, family_id: str, now_us: int) -> int:
         .values(revoked_us=now_us)
     )
     return int(result.rowcount)
+
+
+# -- purges: each deletes up to `chunk` rows past their time, the caller repeats until 0 --
+
+
+def purge_requests(conn: Connection, now_us: int, *, chunk: int = 5000) -> int:
+    """Requests that expired awaiting consent."""
+    doomed = (
+        select(oauth_requests.c.request_hash)
+        .where(oauth_requests.c.expires_us <= now_us)
+        .limit(chunk)
+        .scalar_subquery()
+    )
+    result = conn.execute(delete(oauth_requests).where(oauth_requests.c.request_hash.in_(doomed)))
+    return int(result.rowcount or 0)
+
+
+def purge_codes(conn: Connection, expired_before_us: int, *, chunk: int = 5000) -> int:
+    """Codes, used or not, that expired before `expired_before_us`."""
+    doomed = (
+        select(oauth_codes.c.code_hash)
+        .where(oauth_codes.c.expires_us < expired_before_us)
+        .limit(chunk)
+        .scalar_subquery()
+    )
+    result = conn.execute(delete(oauth_codes).where(oauth_codes.c.code_hash.in_(doomed)))
+    return int(result.rowcount or 0)
+
+
+def purge_tokens(conn: Connection, now_us: int, *, chunk: int = 5000) -> int:
+    """Tokens that can never be accepted again: expired or revoked. A spent refresh token
+    stays until then: presenting it again is how a theft is noticed (the whole grant is
+    revoked), and its grant lives on in the token that replaced it."""
+    doomed = (
+        select(oauth_tokens.c.token_hash)
+        .where(or_(oauth_tokens.c.expires_us <= now_us, oauth_tokens.c.revoked_us.is_not(None)))
+        .limit(chunk)
+        .scalar_subquery()
+    )
+    result = conn.execute(delete(oauth_tokens).where(oauth_tokens.c.token_hash.in_(doomed)))
+    return int(result.rowcount or 0)
+
+
+def purge_clients(
+    conn: Connection,
+    *,
+    registered_before_us: int,
+    fetched_before_us: int,
+    now_us: int,
+    chunk: int = 5000,
+) -> int:
+    """Registered clients older than `registered_before_us` that nobody approved (no API key
+    names them) and that hold no token, and cached metadata documents fetched before
+    `fetched_before_us` (no longer served from the cache; fetched again when named). A
+    client with a request still awaiting consent stays either way."""
+    # NOT IN lists of distinct client ids, each read once per statement: SQLite builds each
+    # list once (a correlated NOT EXISTS would scan the tokens per client, there being no
+    # index on client_id), and PostgreSQL hashes it, the distinct clients being few. The
+    # columns are NOT NULL, or filtered so, as NOT IN needs.
+    approved = (
+        select(api_keys.c.oauth_client_id).where(api_keys.c.oauth_client_id.is_not(None)).distinct()
+    )
+    holding = select(oauth_tokens.c.client_id).distinct()
+    waiting = (
+        select(oauth_requests.c.client_id).where(oauth_requests.c.expires_us > now_us).distinct()
+    )
+    client = oauth_clients.c.client_id
+    unused_registration = and_(
+        oauth_clients.c.kind == "registered",
+        oauth_clients.c.created_us < registered_before_us,
+        client.not_in(approved),
+        client.not_in(holding),
+    )
+    stale_document = and_(
+        oauth_clients.c.kind == "metadata", oauth_clients.c.fetched_us < fetched_before_us
+    )
+    doomed = (
+        select(oauth_clients.c.client_id)
+        .where(
+            or_(unused_registration, stale_document),
+            client.not_in(waiting),
+        )
+        .limit(chunk)
+        .scalar_subquery()
+    )
+    result = conn.execute(delete(oauth_clients).where(oauth_clients.c.client_id.in_(doomed)))
+    return int(result.rowcount or 0)
