@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 from trailmap import __version__
 from trailmap.accounts import Principal, authenticate
+from trailmap.accounts.rate_limits import RateLimits
 from trailmap.api import events, graph, health, metrics, otlp, otlp_metrics
 from trailmap.api import team as api_team
 from trailmap.api.docs import install_docs
@@ -33,7 +34,7 @@ from trailmap.jobs.retention import run_retention_purges
 from trailmap.mcp import McpEndpoint, build_mcp_server
 from trailmap.mcp.http import transport_security
 from trailmap.oauth.provider import TrailmapOAuthProvider
-from trailmap.oauth.routes import oauth_routes
+from trailmap.oauth.routes import OAuthLimits, oauth_routes
 from trailmap.settings import Settings
 from trailmap.storage import Database
 from trailmap.telemetry import ServerTelemetry
@@ -174,7 +175,12 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     faces = (health, events, otlp, otlp_metrics, graph, metrics, setup, login, consent, keys)
     for face in (*faces, api_team, team, account):
         app.include_router(face.router)
-    app.router.routes.extend(oauth_routes(oauth))
+    limits = OAuthLimits(
+        RateLimits(db),
+        registrations_per_hour=settings.oauth_registrations_per_hour,
+        requests_per_minute=settings.unauthenticated_requests_per_minute,
+    )
+    app.router.routes.extend(oauth_routes(oauth, limits=limits))
     install_docs(app)
     endpoint = McpEndpoint(session_manager, db, settings, oauth)
     # Both spellings are served as they are: a redirect would lose the POST on some clients.

@@ -158,6 +158,18 @@ class Settings(BaseSettings):
         "(comma-separated addresses or networks; '*' trusts anyone: only behind a proxy that "
         "overwrites the header). Sign-in throttling and the audit log use the address.",
     )
+    oauth_registrations_per_hour: int = Field(
+        default=20,
+        ge=0,
+        description="OAuth client registrations (/register) one address may make an hour; 0: "
+        "no limit.",
+    )
+    unauthenticated_requests_per_minute: int = Field(
+        default=60,
+        ge=0,
+        description="Requests one address may make a minute to /authorize, /token and the "
+        "sign-in form; 0: no limit.",
+    )
     smtp_url: SecretStr | None = Field(
         default=None,
         description="Where invitations and password reset links are e-mailed: "

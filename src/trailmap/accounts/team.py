@@ -37,6 +37,7 @@ __all__ = [
     "issue_password_reset",
     "list_invitations",
     "list_members",
+    "purge_ended_links",
     "remove_member",
     "reset_password",
     "revoke_invitation",
@@ -571,3 +572,8 @@ async def set_org_key_rules(
     if values:
         await db.write(_set)
     return await get_org(db, org_slug)
+
+
+async def purge_ended_links(db: Database, cutoff_us: int) -> int:
+    """Delete invitations and reset links that stopped working before `cutoff_us`."""
+    return int(await db.write(store.purge_links_before, cutoff_us))

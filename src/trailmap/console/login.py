@@ -6,11 +6,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from trailmap.accounts.rate_limits import Limit, RateLimits
 from trailmap.accounts.signin import SESSION_SECONDS, TooManyAttempts, end_session, sign_in
 from trailmap.accounts.signin import same_token as _same
 from trailmap.console.pages import e, local_path, page, see_other
 from trailmap.errors import PayloadTooLarge, Unauthorized
-from trailmap.http.context import context_of
+from trailmap.http.context import client_address, context_of
 from trailmap.http.sessions import (
     SESSION_COOKIE,
     check_csrf,
@@ -76,9 +77,17 @@ async def login_submit(request: Request) -> Response:
             "Please sign in again.",
             status=403,
         )
-    client = request.client.host if request.client else None
+    ctx = context_of(request)
+    client = client_address(request)
+    per_minute = Limit("login", ctx.settings.unauthenticated_requests_per_minute, 60)
+    wait = await RateLimits(ctx.db).retry_after(per_minute, client)
+    if wait is not None:
+        message = f"Too many sign-in attempts from this address; try again in {wait} seconds."
+        response = _login_page(request, target, email=email, error=message, status=429)
+        response.headers["Retry-After"] = str(wait)
+        return response
     try:
-        done = await sign_in(context_of(request).db, email, form.get("password", ""), client=client)
+        done = await sign_in(ctx.db, email, form.get("password", ""), client=client)
     except TooManyAttempts as error:
         response = _login_page(request, target, email=email, error=error.message, status=429)
         response.headers["Retry-After"] = str(error.retry_after)

@@ -1,5 +1,5 @@
 """The retention purge: each domain deletes what is past each organization's window, and
-OAuth what is past its time."""
+OAuth, invitations, reset links and rate-limit counters what is past its time."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ from datetime import datetime, timedelta
 import anyio
 
 from trailmap import clock
+from trailmap.accounts.audit import purge_audit_before
 from trailmap.accounts.organizations import list_orgs
+from trailmap.accounts.rate_limits import purge_rate_limits
+from trailmap.accounts.team import purge_ended_links
 from trailmap.errors import TrailmapError
 from trailmap.graph.retention import purge_figures_before
 from trailmap.metrics.retention import purge_points_before
@@ -29,6 +32,8 @@ class PurgeReport:
     deleted: int  # events
     deleted_points: int = 0  # metric points and per-minute span figures
     oauth: OAuthPurge = field(default_factory=OAuthPurge)  # OAuth's rows past their time
+    audit: int = 0  # audit log entries past their organization's window
+    upkeep: int = 0  # ended invitations and reset links, old rate-limit and throttle rows
 
 
 async def purge_expired(db: Database, *, now: datetime | None = None) -> PurgeReport:
@@ -47,18 +52,26 @@ async def purge_expired(db: Database, *, now: datetime | None = None) -> PurgeRe
             oauth.clients,
         )
     orgs = await list_orgs(db)
-    deleted = deleted_points = 0
+    deleted = deleted_points = audit = 0
     for org in orgs:
         cutoff_us = clock.to_us(now - timedelta(days=org.retention_days))
         deleted += await purge_events_before(db, org.id, cutoff_us)
         deleted_points += await purge_points_before(db, org.id, cutoff_us)
         deleted_points += await purge_figures_before(db, org.id, cutoff_us)
+        audit += await purge_audit_before(db, org.id, cutoff_us)
+    day_ago_us = clock.to_us(now - timedelta(days=1))
+    upkeep = await purge_ended_links(db, day_ago_us) + await purge_rate_limits(db, day_ago_us)
     if deleted_points:
         log.info("retention purge deleted %d metric points and span minutes", deleted_points)
     if deleted:
         log.info("retention purge deleted %d events across %d organizations", deleted, len(orgs))
     return PurgeReport(
-        organizations=len(orgs), deleted=deleted, deleted_points=deleted_points, oauth=oauth
+        organizations=len(orgs),
+        deleted=deleted,
+        deleted_points=deleted_points,
+        oauth=oauth,
+        audit=audit,
+        upkeep=upkeep,
     )
 
 

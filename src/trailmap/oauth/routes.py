@@ -35,6 +35,7 @@ from starlette.routing import Route, request_response
 from starlette.types import Message
 
 from trailmap.accounts import tokens as token_format
+from trailmap.accounts.rate_limits import Limit, RateLimits
 from trailmap.oauth.client_limits import MAX_REGISTRATION_BYTES
 from trailmap.oauth.provider import SCOPE, TrailmapOAuthProvider
 
@@ -228,10 +229,58 @@ def _limited(app: Any) -> Any:
     return RequestBodyLimitMiddleware(app, DEFAULT_MAX_REQUEST_BODY_SIZE)
 
 
+@dataclass(frozen=True, slots=True)
+class OAuthLimits:
+    """How often one client address may register, and ask /authorize and /token."""
+
+    limits: RateLimits
+    registrations_per_hour: int
+    requests_per_minute: int
+
+
+class _RateLimited:
+    """An ASGI app answering 429 with Retry-After to an address past `limit`, before reading
+    the request's body (a flood costs a counter, not a parse), and passing the rest on."""
+
+    def __init__(self, app: Any, limits: OAuthLimits, limit: Limit) -> None:
+        self._app, self._limits, self._limit = app, limits, limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope.get("method") != "OPTIONS":
+            client = scope.get("client")
+            address = client[0] if client else None
+            wait = await self._limits.limits.retry_after(self._limit, address)
+            if wait is not None:
+                refusal = JSONResponse(
+                    {
+                        "error": "temporarily_unavailable",
+                        "error_description": "Too many requests from this address; try "
+                        f"again in {wait} seconds.",
+                    },
+                    status_code=429,
+                    headers={"Retry-After": str(wait), "Cache-Control": "no-store"},
+                )
+                await refusal(scope, receive, send)
+                return
+        await self._app(scope, receive, send)
+
+
+def _rate_limited(app: Any, limits: OAuthLimits | None, limit: Limit) -> Any:
+    return app if limits is None else _RateLimited(app, limits, limit)
+
+
 def oauth_routes(
-    provider: TrailmapOAuthProvider, *, documentation: str | None = None
+    provider: TrailmapOAuthProvider,
+    *,
+    documentation: str | None = None,
+    limits: OAuthLimits | None = None,
 ) -> list[Route]:
-    """Every OAuth route, for an issuer `provider.issuer` guarding `provider.resource`."""
+    """Every OAuth route, for an issuer `provider.issuer` guarding `provider.resource`;
+    `limits` bounds what one address may ask of /register, /authorize and /token."""
+    per_minute = limits.requests_per_minute if limits else 0
+    registrations = Limit("oauth-register", limits.registrations_per_hour if limits else 0, 3600)
+    authorizations = Limit("oauth-authorize", per_minute, 60)
+    tokens = Limit("oauth-token", per_minute, 60)
     issuer = AnyHttpUrl(provider.issuer)
     registration = ClientRegistrationOptions(
         enabled=True, valid_scopes=[SCOPE], default_scopes=[SCOPE]
@@ -287,19 +336,28 @@ def oauth_routes(
         # No CORS on /authorize: browsers navigate to it, scripts have no business there.
         Route(
             AUTHORIZATION_PATH,
-            endpoint=_limited(request_response(authorize.handle)),
+            endpoint=_rate_limited(
+                _limited(request_response(authorize.handle)), limits, authorizations
+            ),
             methods=["GET", "POST"],
         ),
         Route(
             TOKEN_PATH,
-            endpoint=_cors(_limited(request_response(token.handle)), post_only),
+            endpoint=_cors(
+                _rate_limited(_limited(request_response(token.handle)), limits, tokens),
+                post_only,
+            ),
             methods=post_only,
         ),
         Route(
             REGISTRATION_PATH,
             # Not `_limited`: that would read 4 MiB before _Register refuses over 8 KiB.
             endpoint=_cors(
-                request_response(_Register(provider, registration).handle),
+                _rate_limited(
+                    request_response(_Register(provider, registration).handle),
+                    limits,
+                    registrations,
+                ),
                 post_only,
             ),
             methods=post_only,

@@ -311,6 +311,8 @@ oauth_requests = Table(
     Column("created_us", BigInteger, nullable=False),
     Column("expires_us", BigInteger, nullable=False),
     PrimaryKeyConstraint("request_hash"),
+    # A client's pending requests: the per-client cap, and the cascade when a client goes.
+    Index(None, "client_id"),
     ForeignKeyConstraint(["client_id"], ["oauth_clients.client_id"], ondelete="CASCADE"),
 )
 
@@ -360,6 +362,8 @@ oauth_tokens = Table(
         ["org_id", "key_id"], ["api_keys.org_id", "api_keys.id"], ondelete="CASCADE"
     ),
     Index(None, "family_id"),
+    # A client's tokens: the purge of clients nobody uses.
+    Index(None, "client_id"),
 )
 
 # The console's signed-in browsers. Only the cookie's SHA-256 is kept.

@@ -1,8 +1,8 @@
-"""team accounts: invitations, resets, audit log, rate limits
+"""team accounts: invitations, resets, audit log, rate limits; oauth client indexes
 
 Revision ID: 0007
 Revises: 0006
-Create Date: 2026-12-06 07:36:30.320058
+Create Date: 2026-12-06 08:14:54.681253
 """
 
 from __future__ import annotations
@@ -97,6 +97,14 @@ def upgrade() -> None:
     with op.batch_alter_table("password_resets", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_password_resets_user_id"), ["user_id"], unique=False)
 
+    with op.batch_alter_table("oauth_requests", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_oauth_requests_client_id"), ["client_id"], unique=False
+        )
+
+    with op.batch_alter_table("oauth_tokens", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_oauth_tokens_client_id"), ["client_id"], unique=False)
+
     with op.batch_alter_table("organizations", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column("members_write_keys", sa.Boolean(), server_default=sa.false(), nullable=False)
@@ -119,6 +127,12 @@ def downgrade() -> None:
     with op.batch_alter_table("organizations", schema=None) as batch_op:
         batch_op.drop_column("max_key_days")
         batch_op.drop_column("members_write_keys")
+
+    with op.batch_alter_table("oauth_tokens", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_oauth_tokens_client_id"))
+
+    with op.batch_alter_table("oauth_requests", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_oauth_requests_client_id"))
 
     with op.batch_alter_table("password_resets", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_password_resets_user_id"))
