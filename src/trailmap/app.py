@@ -83,7 +83,7 @@ def stdio_mcp_server(settings: Settings, db: Database, api_key: str) -> MCPServe
 
 
 def _secret_key(settings: Settings) -> str | None:
-    return settings.secret_key.get_secret_value() if settings.secret_key else None
+    return settings.encryption_secret
 
 
 def create_app(settings: Settings | None = None, *, database: Database | None = None) -> FastAPI:

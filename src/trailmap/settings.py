@@ -10,6 +10,8 @@ from trailmap.outbound import DEFAULT_ALLOWED_NETWORKS, OutboundPolicy
 
 __all__ = ["Settings"]
 
+_MIN_SECRET_KEY = 32
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TRAILMAP_", extra="ignore", frozen=True)
@@ -24,7 +26,13 @@ class Settings(BaseSettings):
     )
     secret_key: SecretStr | None = Field(
         default=None,
-        description="Signs one-time links; when unset a random one is kept in the database.",
+        description="Encrypts the credentials organizations store (their Prometheus auth "
+        "header): at least 32 characters, e.g. `openssl rand -base64 32`.",
+    )
+    old_secret_keys: SecretStr | None = Field(
+        default=None,
+        description="Retired secret keys, comma-separated: still decrypt what they encrypted, "
+        "while everything new is encrypted with TRAILMAP_SECRET_KEY (rotation).",
     )
     default_timezone: str = Field(default="UTC", description="IANA time zone for day boundaries.")
     max_body_bytes: int = Field(
@@ -185,6 +193,29 @@ class Settings(BaseSettings):
     reset_link_minutes: int = Field(
         default=60, ge=5, le=7 * 24 * 60, description="How long a password reset link works."
     )
+
+    @field_validator("secret_key", "old_secret_keys")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        for key in value.get_secret_value().split(","):
+            if len(key.strip()) < _MIN_SECRET_KEY:
+                raise ValueError(
+                    f"each key must be at least {_MIN_SECRET_KEY} characters (openssl rand "
+                    "-base64 32 makes one)"
+                )
+        return value
+
+    @property
+    def encryption_secret(self) -> str | None:
+        """The current secret key and the retired ones, one per line, current first; None
+        when no key is set."""
+        if self.secret_key is None:
+            return None
+        retired = self.old_secret_keys.get_secret_value().split(",") if self.old_secret_keys else []
+        keys = [self.secret_key.get_secret_value(), *retired]
+        return "\n".join(key.strip() for key in keys if key.strip())
 
     @field_validator("public_url")
     @classmethod

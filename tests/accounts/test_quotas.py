@@ -5,14 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 
+import anyio
 import httpx
 import pytest
 
 from tests.factories import event, make_key, make_org
 from trailmap import clock
 from trailmap.accounts import Organization, add_user
+from trailmap.accounts.plans import PLANS
 from trailmap.accounts.quotas import month_period, seconds_until_reset
+from trailmap.app import create_app
 from trailmap.errors import Conflict, Forbidden
+from trailmap.settings import Settings
 from trailmap.storage import Connection, Database
 
 pytestmark = pytest.mark.anyio
@@ -227,3 +231,78 @@ async def test_a_self_hosted_organization_has_no_member_limit(db: Database) -> N
     org = await make_org(db)
     for n in range(5):
         await add_user(db, f"user{n}@example.com", org_slug=org.slug)
+
+
+# -- counted atomically, and what else is metered (the audit's hole 8) -----------------------------
+
+
+async def test_concurrent_batches_never_take_more_than_the_day_allows(
+    free: FreeOrg, settings: Settings, database_url: str
+) -> None:
+    # Twenty batches of ten at once: before, each read the count and added to it, so on
+    # PostgreSQL twice the day's 100 events could be accepted.
+    databases = [Database(database_url) for _ in range(4)]  # as separate app nodes would
+    try:
+        clients = [
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=create_app(settings, database=node)),
+                base_url="http://testserver",
+            )
+            for node in databases
+        ]
+        statuses: list[int] = []
+
+        async def send(client: httpx.AsyncClient) -> None:
+            statuses.append((await push(client, free, 10)).status_code)
+
+        async with anyio.create_task_group() as group:
+            for n in range(20):
+                group.start_soon(send, clients[n % len(clients)])
+        for client in clients:
+            await client.aclose()
+        assert stored_events(databases[0]) <= 100
+        assert stored_events(databases[0]) == 100  # and the day's allowance is used whole
+        assert statuses.count(429) >= 10
+    finally:
+        for node in databases:
+            node.close()
+
+
+def _points(count: int, *, series: int = 1) -> list[dict[str, object]]:
+    at = (clock.now() - timedelta(minutes=5)).isoformat()
+    return [
+        {"name": "queue_depth", "value": n, "time": at, "labels": {"queue": f"q{n % series}"}}
+        for n in range(count)
+    ]
+
+
+async def test_metric_series_beyond_the_plan_are_refused_and_the_rest_kept(
+    client: httpx.AsyncClient, free: FreeOrg
+) -> None:
+    # A free organization once stored 50,000 series in five requests.
+    limit = PLANS["free"].series
+    assert limit is not None
+    sent = await client.post(
+        "/api/v1/metrics", json=_points(limit + 5, series=limit + 5), headers=free.headers
+    )
+    assert sent.status_code == 200, sent.text
+    body = sent.json()["data"]
+    assert body["counts"] == {"accepted": limit, "rejected": 5}
+    assert {r["code"] for r in body["rejected"]} == {"QUOTA_EXCEEDED"}
+    assert "metric series" in body["rejected"][0]["message"]
+    # Known series keep taking points; new ones stay refused.
+    again = await client.post("/api/v1/metrics", json=_points(3, series=3), headers=free.headers)
+    assert again.json()["data"]["counts"] == {"accepted": 3, "rejected": 0}
+
+
+async def test_metric_points_beyond_the_day_are_refused_with_quota_exceeded(
+    client: httpx.AsyncClient, free: FreeOrg, db: Database
+) -> None:
+    limit = PLANS["free"].metric_points_per_day
+    assert limit is not None
+    seed_usage(db, free.org, "metric_points/day", clock.now().strftime("%Y-%m-%d"), limit - 2)
+    sent = await client.post("/api/v1/metrics", json=_points(5), headers=free.headers)
+    body = sent.json()["data"]
+    assert body["counts"] == {"accepted": 2, "rejected": 3}
+    assert [r["index"] for r in body["rejected"]] == [2, 3, 4]
+    assert all(r["code"] == "QUOTA_EXCEEDED" for r in body["rejected"])

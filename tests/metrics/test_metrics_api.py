@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from tests.conftest import Tenant
 from tests.factories import make_key, make_org
@@ -34,6 +34,7 @@ from tests.metrics.prometheus_server import to_openmetrics
 from tests.server import running_server
 from trailmap import clock
 from trailmap.app import create_app
+from trailmap.metrics.settings import read_settings
 from trailmap.outbound import DEFAULT_ALLOWED_NETWORKS
 from trailmap.settings import Settings
 from trailmap.storage import Database
@@ -45,7 +46,7 @@ MINUTE_US = 60_000_000
 WINDOW_MINUTES = 120
 SERVICE = "checkout"
 ENVIRONMENT = "production"
-SECRET_KEY = "metrics-api-test-secret-key"
+SECRET_KEY = "metrics-api-test-secret-key-of-32-characters"
 GAUGE = 'error_rate{service="$service",env="$environment"}'
 _POLL_TIMEOUT_S = 10.0
 
@@ -601,6 +602,46 @@ async def test_the_auth_header_is_stored_encrypted_and_never_shown(
     assert row.auth_header_encrypted
     assert "tok-7f3a9c1e5b2d4f60" not in f"{row.settings!r} {row.auth_header_encrypted}"
     assert "7f3a9c1e" not in repr(tuple(row))
+
+
+async def test_a_rotated_secret_key_still_reads_old_credentials_and_writes_with_the_new(
+    tenant: Tenant, db: Database, database_url: str
+) -> None:
+    new_key = "a-new-secret-key-of-at-least-32-characters"
+    body = {
+        "prometheus": {
+            "base_url": "https://10.0.0.9/prometheus",
+            "auth_header": {"name": "Authorization", "value": "Bearer old-one"},
+        }
+    }
+    async with _app(database_url, db, secret_key=SECRET_KEY) as old:
+        _ok(await old.put("/api/v1/metrics/settings", json=body, headers=tenant.admin_auth()))
+    rotated = Settings(
+        database_url=database_url,
+        secret_key=SecretStr(new_key),
+        old_secret_keys=SecretStr(SECRET_KEY),
+    )
+    found = await read_settings(db, tenant.org.id, secret_key=rotated.encryption_secret)
+    assert found.prometheus is not None
+    assert found.prometheus.auth_header_value == "Bearer old-one"
+    # Without the retired key, the old credential is unusable (and never shown).
+    alone = Settings(database_url=database_url, secret_key=SecretStr(new_key))
+    lost = await read_settings(db, tenant.org.id, secret_key=alone.encryption_secret)
+    assert lost.prometheus is not None
+    assert lost.prometheus.auth_header_value is None
+    # What is written now is encrypted with the new key alone.
+    async with _app(database_url, db, secret_key=new_key) as new:
+        body["prometheus"]["auth_header"] = {"name": "Authorization", "value": "Bearer new-one"}
+        _ok(await new.put("/api/v1/metrics/settings", json=body, headers=tenant.admin_auth()))
+    fresh = await read_settings(db, tenant.org.id, secret_key=alone.encryption_secret)
+    assert fresh.prometheus is not None
+    assert fresh.prometheus.auth_header_value == "Bearer new-one"
+
+
+@pytest.mark.parametrize("field", ["secret_key", "old_secret_keys"])
+def test_a_secret_key_shorter_than_32_characters_stops_the_server_at_start(field: str) -> None:
+    with pytest.raises(ValidationError, match="at least 32 characters"):
+        Settings.model_validate({field: SecretStr("too-short-a-secret")})
 
 
 async def test_prometheus_null_removes_it_and_its_auth_header(

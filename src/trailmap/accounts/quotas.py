@@ -24,8 +24,14 @@ __all__ = [
     "usage_this_month",
 ]
 
-Metric = Literal["events", "mcp_calls"]
-_METRICS: tuple[Metric, ...] = ("events", "mcp_calls")
+Metric = Literal["events", "mcp_calls", "spans", "metric_points"]
+_METRICS: tuple[Metric, ...] = ("events", "mcp_calls", "spans", "metric_points")
+_WORDS: dict[Metric, str] = {
+    "events": "events",
+    "mcp_calls": "MCP calls",
+    "spans": "spans",
+    "metric_points": "metric points",
+}
 
 
 def day_period(now: datetime) -> str:
@@ -51,6 +57,10 @@ def _limits(plan: Plan, metric: Metric) -> tuple[int | None, int | None]:
     """(per day, per month) for a metric; None is no limit."""
     if metric == "events":
         return plan.events_per_day, plan.events_per_month
+    if metric == "spans":
+        return plan.spans_per_day, None
+    if metric == "metric_points":
+        return plan.metric_points_per_day, None
     return None, plan.mcp_calls_per_month
 
 
@@ -73,7 +83,7 @@ def refusal(
 ) -> QuotaExceeded:
     """The 429 to give when nothing is left: it names the limit hit and when it resets."""
     per_day, per_month = _limits(plan, metric)
-    what = "events" if metric == "events" else "MCP calls"
+    what = _WORDS[metric]
     if (
         per_day is not None
         and store.get_usage(conn, org_id, f"{metric}/day", day_period(now)) >= per_day
@@ -95,13 +105,26 @@ def check_and_count(
 ) -> int:
     """Count `amount` units of use, or as many as the plan still allows; return how many.
 
-    Runs inside the transaction that stores the work, so the count and the work agree.
-    """
-    left = remaining(conn, org_id, plan, metric, now)
-    granted = amount if left is None else min(amount, left)
-    if granted > 0:
-        store.add_usage(conn, org_id, f"{metric}/day", day_period(now), granted)
-        store.add_usage(conn, org_id, f"{metric}/month", month_period(now), granted)
+    Runs inside the transaction that stores the work, so the count and the work agree; each
+    counter is added to and read back in one statement, so concurrent requests (on any app
+    node) cannot all take the last units from the same stale count."""
+    if amount <= 0:
+        return 0
+    per_day, per_month = _limits(plan, metric)
+    granted = amount
+    counted: list[tuple[str, str]] = []
+    for limit, key, period in (
+        (per_day, f"{metric}/day", day_period(now)),
+        (per_month, f"{metric}/month", month_period(now)),
+    ):
+        after = store.add_usage_returning(conn, org_id, key, period, amount)
+        counted.append((key, period))
+        if limit is not None:
+            granted = min(granted, max(0, limit - (after - amount)))
+    if granted < amount:
+        # Give back what was not granted, to every counter that took it.
+        for key, period in counted:
+            store.add_usage_returning(conn, org_id, key, period, granted - amount)
     return granted
 
 

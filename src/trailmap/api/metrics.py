@@ -49,7 +49,7 @@ _POINT = {
 
 
 def _secret(settings: Settings) -> str | None:
-    return settings.secret_key.get_secret_value() if settings.secret_key else None
+    return settings.encryption_secret
 
 
 @router.post(

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from trailmap import clock
+from trailmap.accounts import quotas
 from trailmap.accounts.principal import Principal
 from trailmap.errors import ErrorDetail, ValidationFailed
 from trailmap.storage import Connection, Database
@@ -191,6 +192,7 @@ async def record_points(
     newest_us = clock.to_us(now + timedelta(days=1))
     result = PushResult()
     valid: list[Point] = []
+    indexes: list[int] = []
     for index, item in enumerate(items):
         point = item if isinstance(item, Point) else validate_point(item, index=index, now=now)
         if isinstance(point, list):
@@ -207,9 +209,13 @@ async def record_points(
             )
         else:
             valid.append(point)
+            indexes.append(index)
+    refused: list[ErrorDetail] = []
     if valid:
-        await db.write(_store, principal.org_id, valid, clock.to_us(now))
-    result.accepted = len(valid)
+        refused = await db.write(_store, principal, valid, indexes, now)
+    result.rejected.extend(_rejection(detail) for detail in refused)
+    result.rejected.sort(key=lambda r: r["index"])
+    result.accepted = len(valid) - len(refused)
     count_points(accepted=result.accepted, rejected=len({r["index"] for r in result.rejected}))
     return result
 
@@ -236,11 +242,17 @@ def _rejection(detail: ErrorDetail) -> dict[str, Any]:
     }
 
 
-def _store(conn: Connection, org_id: str, points: list[Point], now_us: int) -> None:
+def _store(
+    conn: Connection, principal: Principal, points: list[Point], indexes: list[int], now: datetime
+) -> list[ErrorDetail]:
+    """Store the points in one transaction, within the plan's series and daily points; what
+    those refuse is returned, by the index of the item it came from."""
+    org_id, plan, now_us = principal.org_id, principal.plan, clock.to_us(now)
     series: dict[str, dict[str, Any]] = {}
     # The last value sent for a series and time wins, within a request as across requests.
     rows: dict[tuple[str, int], dict[str, Any]] = {}
     ids: dict[tuple[str, str, str, tuple[tuple[str, str], ...]], str] = {}
+    by_point: list[str] = []
     for point in points:
         key = (point.name, point.service, point.environment, tuple(sorted(point.labels.items())))
         sid = ids.get(key)
@@ -255,10 +267,38 @@ def _store(conn: Connection, org_id: str, points: list[Point], now_us: int) -> N
                 "kind": point.kind,
                 "created_us": now_us,
             }
+        by_point.append(sid)
+    refused: list[ErrorDetail] = []
+    over: set[str] = set()
+    if plan.series is not None:
+        fresh = store.new_series(conn, org_id, list(series))
+        room = max(0, plan.series - store.count_series(conn, org_id)) if fresh else 0
+        over = set(fresh[room:])
+    why_series = (
+        f"the {plan.name} plan keeps at most {plan.series} metric series and this one would be "
+        "new; use fewer label values, or change plan"
+    )
+    kept: list[tuple[int, Point, str]] = []
+    for index, point, sid in zip(indexes, points, by_point, strict=True):
+        if sid in over:
+            refused.append(ErrorDetail(None, why_series, index=index, code="QUOTA_EXCEEDED"))
+        else:
+            kept.append((index, point, sid))
+    granted = quotas.check_and_count(conn, org_id, plan, "metric_points", len(kept), now)
+    if granted < len(kept):
+        why = quotas.refusal(plan, "metric_points", conn, org_id, now).message
+        refused.extend(
+            ErrorDetail(None, why, index=index, code="QUOTA_EXCEEDED")
+            for index, _point, _sid in kept[granted:]
+        )
+        kept = kept[:granted]
+    for _index, point, sid in kept:
         rows[(sid, point.time_us)] = {
             "series_id": sid,
             "time_us": point.time_us,
             "value": point.value,
         }
-    store.add_series(conn, org_id, list(series.values()))
+    wanted = {sid for _index, _point, sid in kept}
+    store.add_series(conn, org_id, [row for sid, row in series.items() if sid in wanted])
     store.add_points(conn, org_id, list(rows.values()))
+    return refused

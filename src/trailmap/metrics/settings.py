@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 import anyio
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from trailmap import clock
 from trailmap.accounts.audit import Actor, record
@@ -65,9 +65,15 @@ class MetricSettings:
         return self.sources.get(metric, AUTO)
 
 
-def _fernet(secret_key: str) -> Fernet:
-    digest = hashlib.sha256(b"trailmap metric settings\x00" + secret_key.encode()).digest()
-    return Fernet(base64.urlsafe_b64encode(digest))
+def _fernet(secret_key: str) -> MultiFernet:
+    """Encrypts with the first key of `secret_key` (the keys one per line, as
+    `Settings.encryption_secret` joins them: the current one first, then retired ones)
+    and decrypts with any, so a key can be rotated without losing what it encrypted."""
+    keys = []
+    for key in secret_key.splitlines():
+        digest = hashlib.sha256(b"trailmap metric settings\x00" + key.encode()).digest()
+        keys.append(Fernet(base64.urlsafe_b64encode(digest)))
+    return MultiFernet(keys)
 
 
 def _from_row(row: Any, secret_key: str | None) -> MetricSettings:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Dialect, Row, bindparam, delete, select, tuple_
+from sqlalchemy import Dialect, Row, bindparam, delete, func, select, tuple_
 
 from trailmap.storage.database import Connection
 from trailmap.storage.dialect import (
@@ -23,11 +23,14 @@ from trailmap.storage.tables import (
     metric_points,
     metric_series,
     metric_settings,
+    organizations,
 )
 
 __all__ = [
     "add_points",
     "add_series",
+    "count_series",
+    "new_series",
     "points",
     "purge_before",
     "read_settings",
@@ -38,6 +41,32 @@ __all__ = [
 
 _CHUNK = 500
 BUCKET_COLUMNS = tuple(f"b{i:02d}" for i in range(LATENCY_BUCKETS))
+
+
+def new_series(conn: Connection, org_id: str, series_ids: Sequence[str]) -> list[str]:
+    """Those of `series_ids` the organization does not have yet, in the order given."""
+    known: set[str] = set()
+    for start in range(0, len(series_ids), _CHUNK):
+        chunk = list(series_ids[start : start + _CHUNK])
+        known.update(
+            conn.execute(
+                select(metric_series.c.series_id).where(
+                    metric_series.c.org_id == org_id, metric_series.c.series_id.in_(chunk)
+                )
+            ).scalars()
+        )
+    return [sid for sid in series_ids if sid not in known]
+
+
+def count_series(conn: Connection, org_id: str) -> int:
+    """How many series the organization keeps. On PostgreSQL the organization's row is
+    locked first, so that two requests adding series count one after the other."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            select(organizations.c.id).where(organizations.c.id == org_id).with_for_update()
+        )
+    stmt = select(func.count()).select_from(metric_series).where(metric_series.c.org_id == org_id)
+    return int(conn.execute(stmt).scalar_one())
 
 
 def add_series(conn: Connection, org_id: str, rows: Sequence[dict[str, Any]]) -> None:
