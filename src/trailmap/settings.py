@@ -104,12 +104,13 @@ class Settings(BaseSettings):
         "half (which may arrive in another request, at another app node).",
     )
     span_pairing_memory_seconds: float = Field(
-        default=5.0,
+        default=0.0,
         ge=0,
         le=300,
         description="How long an app node keeps an unpaired CLIENT, PRODUCER, SERVER or "
         "CONSUMER span in memory for its other half before storing it in the database for "
-        "the other app nodes; 0 stores it at once.",
+        "the other app nodes. 0 (the default) stores it before the export is answered; more "
+        "is an opt-in for throughput that a crash of the node pays for (docs/operations.md).",
     )
     span_pairing_memory_max_spans: int = Field(
         default=100_000,
@@ -118,11 +119,13 @@ class Settings(BaseSettings):
         "past it the oldest are stored in the database at once.",
     )
     span_stats_seconds: float = Field(
-        default=1.0,
+        default=0.0,
         ge=0,
         le=60,
         description="How long an app node adds up the per-minute call statistics of the "
-        "spans it receives before writing them; 0 writes them with each request.",
+        "spans it receives before writing them. 0 (the default) writes them before the "
+        "export is answered; more is an opt-in for throughput that a crash of the node pays "
+        "for (docs/operations.md).",
     )
     span_pairing_max_pending: int = Field(
         default=200_000,
