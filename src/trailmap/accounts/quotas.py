@@ -17,6 +17,7 @@ __all__ = [
     "check_and_count",
     "count_mcp_call",
     "day_period",
+    "meter",
     "month_period",
     "refusal",
     "remaining",
@@ -126,6 +127,32 @@ def check_and_count(
         for key, period in counted:
             store.add_usage_returning(conn, org_id, key, period, granted - amount)
     return granted
+
+
+async def meter(db: Database, principal: Principal, metric: Metric, amount: int) -> None:
+    """Count `amount` against the plan, all of it or none: `QuotaExceeded` (429, with when
+    it resets) when the plan has not that much left. Nothing is written for a plan without
+    a limit on `metric`."""
+    per_day, per_month = _limits(principal.plan, metric)
+    if amount <= 0 or (per_day is None and per_month is None):
+        return
+    await db.write(_meter, principal, metric, amount)
+
+
+def _meter(conn: Connection, principal: Principal, metric: Metric, amount: int) -> None:
+    now = clock.now()
+    org_id, plan = principal.org_id, principal.plan
+    granted = check_and_count(conn, org_id, plan, metric, amount, now)
+    if granted < amount:
+        refused = refusal(plan, metric, conn, org_id, now)
+        if granted:  # all or none: give back what was taken
+            _give_back(conn, org_id, metric, granted, now)
+        raise refused
+
+
+def _give_back(conn: Connection, org_id: str, metric: Metric, amount: int, now: datetime) -> None:
+    store.add_usage_returning(conn, org_id, f"{metric}/day", day_period(now), -amount)
+    store.add_usage_returning(conn, org_id, f"{metric}/month", month_period(now), -amount)
 
 
 async def count_mcp_call(db: Database, principal: Principal) -> None:
