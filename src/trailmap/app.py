@@ -102,12 +102,16 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     )
     session_manager = mcp_server.session_manager
 
+    # OTLP exports are read on worker threads, a few at a time: the GIL runs one anyway, and
+    # the default thread limiter is left to the database work of every other request.
+    otlp_workers = anyio.CapacityLimiter(settings.otlp_workers)
     ingestion = TraceIngestion(
         db,
         wait_seconds=settings.span_pairing_wait_seconds,
         memory_seconds=settings.span_pairing_memory_seconds,
         max_waiting=settings.span_pairing_memory_max_spans,
         stats_seconds=settings.span_stats_seconds,
+        workers=otlp_workers,
     )
 
     @asynccontextmanager
@@ -161,6 +165,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     )
     app.state.trailmap = AppContext(settings=settings, db=db, oauth=oauth)
     app.state.trace_ingestion = ingestion
+    app.state.otlp_workers = otlp_workers
     # The MCP server itself, for embedders (the MCP benchmark adds its no-op floor tool).
     app.state.mcp_server = mcp_server
     install_error_handlers(app)

@@ -25,10 +25,13 @@ __all__ = [
     "MAX_LABELS",
     "Point",
     "PushResult",
+    "counted",
     "pushed_metric_names",
     "record_points",
     "series_id",
+    "sort_points",
     "validate_point",
+    "write_points",
 ]
 
 DEFAULT_ENVIRONMENT = "default"
@@ -185,8 +188,19 @@ async def record_points(
 
     Points older than the organization's retention window are refused: they could never be
     asked for."""
-    principal.require_write()
     now = now or clock.now()
+    result, valid = sort_points(principal, items, now=now)
+    if valid:
+        await db.write(write_points, principal.org_id, valid, clock.to_us(now))
+    return counted(result, valid)
+
+
+def sort_points(
+    principal: Principal, items: Sequence[object] | Sequence[Point], *, now: datetime
+) -> tuple[PushResult, list[Point]]:
+    """The points among `items` to store, and the refusals of the others (`record_points`
+    before its write, for a caller that writes in a transaction of its own)."""
+    principal.require_write()
     oldest_us = clock.to_us(now - timedelta(days=principal.retention_days))
     newest_us = clock.to_us(now + timedelta(days=1))
     result = PushResult()
@@ -207,9 +221,12 @@ async def record_points(
             )
         else:
             valid.append(point)
-    if valid:
-        await db.write(_store, principal.org_id, valid, clock.to_us(now))
-    result.accepted = len(valid)
+    return result, valid
+
+
+def counted(result: PushResult, stored: list[Point]) -> PushResult:
+    """`result`, once `stored` are stored: counted as accepted, and for `/metrics`."""
+    result.accepted = len(stored)
     count_points(accepted=result.accepted, rejected=len({r["index"] for r in result.rejected}))
     return result
 
@@ -236,7 +253,8 @@ def _rejection(detail: ErrorDetail) -> dict[str, Any]:
     }
 
 
-def _store(conn: Connection, org_id: str, points: list[Point], now_us: int) -> None:
+def write_points(conn: Connection, org_id: str, points: list[Point], now_us: int) -> None:
+    """Store valid points (`sort_points`), in the caller's transaction."""
     series: dict[str, dict[str, Any]] = {}
     # The last value sent for a series and time wins, within a request as across requests.
     rows: dict[tuple[str, int], dict[str, Any]] = {}

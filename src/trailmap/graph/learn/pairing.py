@@ -6,11 +6,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import anyio
+import anyio.to_thread
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from trailmap import clock
@@ -195,6 +197,12 @@ class TraceIngestion:
     is committed; its statistics are within `stats_seconds`, its halves within
     `memory_seconds`, and all of them once the app stops cleanly. A crash loses what was in
     memory: those seconds' statistics, and the calls whose halves waited there.
+
+    A request's work runs whole on a worker thread, at most `workers` at a time (the OTLP
+    receiver's limiter, shared with metrics): reading its spans, pairing them in memory and
+    writing what they prove. None of it runs on the event loop, and the memory changes it
+    makes and the write they go with are done, or undone, together on that thread even when
+    the request is cancelled. The memory is shared between threads under one lock.
     """
 
     def __init__(
@@ -205,6 +213,7 @@ class TraceIngestion:
         memory_seconds: float,
         max_waiting: int,
         stats_seconds: float = 0.0,
+        workers: anyio.CapacityLimiter | None = None,
     ) -> None:
         self.db = db
         self._wait_us = wait_seconds * _US
@@ -214,9 +223,9 @@ class TraceIngestion:
         self._waiting = _WaitingHalves()
         self._minutes: dict[tuple[str, str, int], Stats] = {}
         self._recent = RecentWrites()
-        # Requests run on the event loop, but an embedder may call from several threads.
         self._lock = threading.Lock()
         self._open = False
+        self._workers = workers if workers is not None else anyio.CapacityLimiter(2)
 
     @property
     def waiting(self) -> int:
@@ -243,24 +252,40 @@ class TraceIngestion:
         self, principal: Principal, request: Any, *, now: datetime | None = None
     ) -> TraceIngestResult:
         """`ingest_traces`, keeping halves and statistics in memory while open."""
-        now_us, obs = observe(principal, request, now)
+        return await self.ingest_export(principal, lambda: request, now=now)
+
+    async def ingest_export(
+        self, principal: Principal, read: Callable[[], Any], *, now: datetime | None = None
+    ) -> TraceIngestResult:
+        """`ingest`, for the request `read()` returns (decoding the body, say): called on the
+        worker thread, so that the whole request runs in one hop off the event loop."""
+        return await anyio.to_thread.run_sync(
+            self._ingest, principal, read, now, limiter=self._workers
+        )
+
+    def _ingest(
+        self, principal: Principal, read: Callable[[], Any], now: datetime | None
+    ) -> TraceIngestResult:
+        now_us, obs = observe(principal, read(), now)
         if not obs.accepted:
             return TraceIngestResult.of(obs)
         org_id = principal.org_id
         expires_us = now_us + self._wait_us
         if not self._open:
-            sent = await self._write(record_request, org_id, obs, now_us, expires_us, self._recent)
-            self._recent.remember(sent)
+            sent = self.db.write_sync(record_request, org_id, obs, now_us, expires_us, self._recent)
+            self._remember(sent)
             return TraceIngestResult.of(obs)
         with self._lock:
             undo = self._waiting.match(org_id, obs, now_us)
             # Past the cap, the oldest halves are stored by this request's own transaction.
             excess = self._waiting.take(count=len(self._waiting) - self._max_waiting)
+        # RecentWrites is only a cache of what is stored: read without the lock, a stale
+        # answer costs a statement, never a row.
         rows = graph_rows(org_id, obs, self._recent)
         add_up = self._stats_us > 0
         if rows.changes_graph or excess or not add_up:
             try:
-                sent = await self._write(
+                sent = self.db.write_sync(
                     _record_matched,
                     org_id,
                     rows,
@@ -278,14 +303,14 @@ class TraceIngestion:
                     self._waiting.restore(excess)
                 raise
             sent.extend(rows.sent)
-            self._recent.remember(sent)
+            self._remember(sent)
         with self._lock:
             if add_up:
                 _add_minutes(self._minutes, org_id, rows.minutes)
             crowded = len(self._minutes) > _MAX_MINUTES
         if crowded:
             try:
-                await self.store_due(now_us=now_us)
+                self._store_due(now_us, everything=False)
             except Exception:  # noqa: BLE001 - this request is stored; the job tries again
                 log.warning("could not store the statistics added up in memory; will retry")
         return TraceIngestResult.of(obs)
@@ -294,6 +319,11 @@ class TraceIngestion:
         """Store the statistics added up so far, and the halves whose time in memory is over
         (every half with `everything`); returns how many halves were stored. A failure puts
         all of it back in memory, for the next attempt."""
+        # A worker thread of its own, as a database write (not the requests' limiter: the
+        # stores must go on while requests queue); it finishes even when cancelled.
+        return await anyio.to_thread.run_sync(self._store_due, now_us, everything)
+
+    def _store_due(self, now_us: int | None, everything: bool) -> int:
         now_us = clock.now_us() if now_us is None else now_us
         with self._lock:
             if everything:
@@ -304,7 +334,7 @@ class TraceIngestion:
         if not halves and not minutes:
             return 0
         try:
-            sent = await self._write(
+            sent = self.db.write_sync(
                 _store_due,
                 _minutes_by_org(minutes),
                 _by_org(halves),
@@ -318,15 +348,12 @@ class TraceIngestion:
                 for (org_id, subject_id, minute_us), stats in minutes.items():
                     _add_minutes(self._minutes, org_id, {(subject_id, minute_us): stats})
             raise
-        self._recent.remember(sent)
+        self._remember(sent)
         return len(halves)
 
-    async def _write(self, fn: Any, *args: Any) -> Sent:
-        # Shielded: a cancelled request or job must still learn whether its write committed,
-        # or the memory would disagree with the database.
-        with anyio.CancelScope(shield=True):
-            sent: Sent = await self.db.write(fn, *args)
-        return sent
+    def _remember(self, sent: Sent) -> None:
+        with self._lock:
+            self._recent.remember(sent)
 
 
 def _record_matched(
