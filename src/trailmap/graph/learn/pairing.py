@@ -27,7 +27,7 @@ from trailmap.graph.learn.record import (
     write_graph_rows,
     write_minutes,
 )
-from trailmap.graph.learn.spans import Half, Observations, observe_request
+from trailmap.graph.learn.spans import Half, Observations, observe_request, payload_of
 from trailmap.graph.stats import Stats
 from trailmap.storage import Connection, Database
 from trailmap.storage import graph as store
@@ -114,7 +114,7 @@ def record_request(
         store.add_pending(
             conn,
             org_id,
-            [(h.pair_key, h.side, h.span_id, h.payload) for h in waiting],
+            [(h[0], h[1], h[2], payload_of(h)) for h in waiting],
             expires_us,
         )
     return record_observations(conn, org_id, obs, now_us, recent=recent)
@@ -139,10 +139,10 @@ def _grouped(halves: list[Half]) -> tuple[dict[str, Half], dict[str, list[Half]]
     callers: dict[str, Half] = {}
     callees: dict[str, list[Half]] = defaultdict(list)
     for half in halves:
-        if half.side == "s":
-            callees[half.pair_key].append(half)
+        if half[1] == "s":
+            callees[half[0]].append(half)
         else:
-            callers[half.pair_key] = half
+            callers[half[0]] = half
     return callers, callees
 
 
@@ -156,14 +156,14 @@ def _pair(conn: Connection, org_id: str, obs: Observations) -> list[Half]:
         stored += store.find_pending(conn, org_id, callees, "p")
         for key, caller_payload in stored:
             for callee in callees.pop(key, ()):
-                obs.pair(caller_payload, callee.payload)
+                obs.pair(caller_payload, payload_of(callee))
     paired: set[str] = set()
     if callers:
         for key, callee_payload in store.claim_pending(conn, org_id, callers, "s"):
             found = callers.get(key)
             if found is not None:
-                obs.pair(found.payload, callee_payload)
-                if found.side == "c":
+                obs.pair(payload_of(found), callee_payload)
+                if found[1] == "c":
                     # A CLIENT span has one SERVER child; once matched it waits no more.
                     paired.add(key)
     waiting = [h for key, h in callers.items() if key not in paired]
@@ -177,10 +177,10 @@ def _pair_within(
     """Pairs whose two halves came together (in one request, through a Collector, say)."""
     for key in [k for k in callees if k in callers]:
         caller = callers[key]
-        if caller.side == "c":
+        if caller[1] == "c":
             del callers[key]
         for callee in callees.pop(key):
-            obs.pair(caller.payload, callee.payload)
+            obs.pair(payload_of(caller), payload_of(callee))
 
 
 class TraceIngestion:
@@ -411,27 +411,22 @@ def _minutes_by_org(
 # -- halves in memory -----------------------------------------------------------------------
 
 
-# A waiting half: (arrival, organization, pair key, side, own span id, then its payload's
-# values: kind, service, environment, start, duration, error, peer, topic). A flat tuple of
-# text and numbers, which the garbage collector stops tracking at its next pass (a tuple
-# holding a dict or an object stays tracked): tens of thousands wait at once, and each
-# tracked object that outlives a few requests brings the collector's next full pass over
-# the whole process sooner (measured: five full passes of 130 ms per thousand requests
-# with objects, one with these tuples).
+# A waiting half: (arrival, organization, then the half: pair key, side, own span id, and
+# its payload's values: kind, service, environment, start, duration, error, peer, topic).
+# A flat tuple of text and numbers, which the garbage collector stops tracking at its next
+# pass (a tuple holding a dict or an object stays tracked): tens of thousands wait at once,
+# and each tracked object that outlives a few requests brings the collector's next full
+# pass over the whole process sooner (measured: five full passes of 130 ms per thousand
+# requests with objects, one with these tuples).
 _Entry = tuple[Any, ...]
 
 
 def _entry(since_us: int, org_id: str, half: Half) -> _Entry:
-    p = half.payload
-    return (
-        *(since_us, org_id, half.pair_key, half.side, half.span_id),
-        *(p["k"], p["s"], p["e"], p["t"], p["d"], p["x"], p.get("p"), p["q"]),
-    )
+    return (since_us, org_id, *half)
 
 
 def _payload(entry: _Entry) -> dict[str, Any]:
-    k, s, e, t, d, x, p, q = entry[5:]
-    return {"k": k, "s": s, "e": e, "t": t, "d": d, "x": x, "p": p, "q": q}
+    return payload_of(entry[2:])
 
 
 @dataclass(slots=True, eq=False)
@@ -473,12 +468,13 @@ class _WaitingHalves:
         undo = _Undo()
         callers, callees = self._callers, self._callees
         for half in obs.halves:
-            key = (org_id, half.pair_key)
-            if half.side == "s":
+            side = half[1]
+            key = (org_id, half[0])
+            if side == "s":
                 waiting = callers.get(key)
                 if waiting:
                     caller = waiting[0]
-                    obs.pair(_payload(caller), half.payload)
+                    obs.pair(_payload(caller), payload_of(half))
                     if caller[3] == "c":
                         self._drop(caller)
                         undo.taken.append(caller)
@@ -486,11 +482,12 @@ class _WaitingHalves:
             else:
                 waiting = callees.get(key)
                 if waiting:
+                    payload = payload_of(half)
                     for callee in waiting:
-                        obs.pair(half.payload, _payload(callee))
+                        obs.pair(payload, _payload(callee))
                         self._drop(callee)
                         undo.taken.append(callee)
-                    if half.side == "c":
+                    if side == "c":
                         continue
             entry = _entry(now_us, org_id, half)
             if self._add(entry):
@@ -572,8 +569,7 @@ class _WaitingHalves:
 def _by_org(entries: list[_Entry]) -> dict[str, list[Half]]:
     by_org: dict[str, list[Half]] = defaultdict(list)
     for entry in entries:
-        _, org_id, pair_key, side, span_id = entry[:5]
-        by_org[org_id].append(Half(pair_key, side, span_id, _payload(entry)))
+        by_org[entry[1]].append(entry[2:])
     return by_org
 
 
