@@ -28,6 +28,7 @@ __all__ = [
     "module_database",
     "org_with_key",
     "running_server",
+    "server_process",
     "stop",
     "wait_until_ready",
 ]
@@ -91,6 +92,15 @@ def running_server(
 ) -> Iterator[str]:
     """Run `trailmap serve` on `database_url`, with `env` added to its environment; yield its
     base URL once `/healthz` answers."""
+    with server_process(database_url, log_path=log_path, env=env) as (base_url, _process):
+        yield base_url
+
+
+@contextmanager
+def server_process(
+    database_url: str, *, log_path: Path, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`running_server`, yielding the process too (to read its /proc/<pid>/status, say)."""
     port = free_port()
     environment = {
         **os.environ,
@@ -116,7 +126,7 @@ def running_server(
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment)
         try:
             wait_until_ready(process, base_url, log_path)
-            yield base_url
+            yield base_url, process
         finally:
             stop(process)
 

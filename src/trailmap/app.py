@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 from trailmap import __version__
 from trailmap.accounts import Principal, authenticate
+from trailmap.accounts.passwords import PasswordHashing
 from trailmap.api import events, graph, health, metrics, otlp, otlp_metrics
 from trailmap.api.docs import install_docs
 from trailmap.api.near_misses import near_misses
@@ -163,7 +164,11 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         metadata_allow_private=settings.client_metadata_allow_private,
         metadata_ca_file=settings.client_metadata_ca_file,
     )
-    app.state.trailmap = AppContext(settings=settings, db=db, oauth=oauth)
+    passwords = PasswordHashing(
+        at_once=settings.password_hashes_at_once,
+        wait_seconds=settings.password_hash_wait_seconds,
+    )
+    app.state.trailmap = AppContext(settings=settings, db=db, oauth=oauth, passwords=passwords)
     app.state.trace_ingestion = ingestion
     app.state.otlp_workers = otlp_workers
     # The MCP server itself, for embedders (the MCP benchmark adds its no-op floor tool).

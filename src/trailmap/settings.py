@@ -94,6 +94,21 @@ class Settings(BaseSettings):
         description="How many OTLP exports are decoded and read at once, each on a worker "
         "thread (off the event loop); more wait their turn.",
     )
+    password_hashes_at_once: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="How many password hashes (sign-in, setup) run at once, each taking "
+        "argon2's 64 MiB while it runs; 0 sizes it from the CPUs within 256 MiB (2 on two "
+        "CPUs, at most 4). More wait their turn.",
+    )
+    password_hash_wait_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="How long a sign-in waits for its turn to hash before it is answered 503 "
+        "with Retry-After.",
+    )
     span_pairing_wait_seconds: int = Field(
         default=30,
         ge=1,

@@ -9,7 +9,7 @@ from starlette.responses import Response
 from trailmap.accounts.signin import SESSION_SECONDS, TooManyAttempts, end_session, sign_in
 from trailmap.accounts.signin import same_token as _same
 from trailmap.console.pages import e, local_path, page, see_other
-from trailmap.errors import PayloadTooLarge, Unauthorized
+from trailmap.errors import PayloadTooLarge, Unauthorized, Unavailable
 from trailmap.http.context import context_of
 from trailmap.http.sessions import (
     SESSION_COOKIE,
@@ -77,11 +77,18 @@ async def login_submit(request: Request) -> Response:
             status=403,
         )
     client = request.client.host if request.client else None
+    ctx = context_of(request)
     try:
-        done = await sign_in(context_of(request).db, email, form.get("password", ""), client=client)
+        done = await sign_in(
+            ctx.db, email, form.get("password", ""), client=client, hashing=ctx.passwords
+        )
     except TooManyAttempts as error:
         response = _login_page(request, target, email=email, error=error.message, status=429)
         response.headers["Retry-After"] = str(error.retry_after)
+        return response
+    except Unavailable as error:  # no turn to check the password in time, or no database
+        response = _login_page(request, target, email=email, error=error.message, status=503)
+        response.headers.update(error.headers)
         return response
     except Unauthorized as error:
         return _login_page(request, target, email=email, error=error.message, status=401)
