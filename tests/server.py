@@ -28,6 +28,7 @@ __all__ = [
     "module_database",
     "org_with_key",
     "running_server",
+    "server_process",
     "stop",
     "wait_until_ready",
 ]
@@ -95,6 +96,19 @@ def running_server(
 ) -> Iterator[str]:
     """Run `trailmap serve` on `database_url`, with `env` added to its environment and `args`
     to its command line; yield its base URL once `/healthz` answers."""
+    with server_process(database_url, log_path=log_path, env=env, args=args) as (base_url, _):
+        yield base_url
+
+
+@contextmanager
+def server_process(
+    database_url: str,
+    *,
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`running_server`, yielding the process too (to read its /proc/<pid>/status, say)."""
     port = free_port()
     environment = {
         **os.environ,
@@ -121,7 +135,7 @@ def running_server(
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment)
         try:
             wait_until_ready(process, base_url, log_path)
-            yield base_url
+            yield base_url, process
         finally:
             stop(process)
 

@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 from trailmap import __version__
 from trailmap.accounts import Principal, authenticate
+from trailmap.accounts.passwords import PasswordHashing
 from trailmap.accounts.rate_limits import RateLimits
 from trailmap.api import events, graph, health, metrics, otlp, otlp_metrics
 from trailmap.api import team as api_team
@@ -109,12 +110,16 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     )
     session_manager = mcp_server.session_manager
 
+    # OTLP exports are read on worker threads, a few at a time: the GIL runs one anyway, and
+    # the default thread limiter is left to the database work of every other request.
+    otlp_workers = anyio.CapacityLimiter(settings.otlp_workers)
     ingestion = TraceIngestion(
         db,
         wait_seconds=settings.span_pairing_wait_seconds,
         memory_seconds=settings.span_pairing_memory_seconds,
         max_waiting=settings.span_pairing_memory_max_spans,
         stats_seconds=settings.span_stats_seconds,
+        workers=otlp_workers,
     )
 
     @asynccontextmanager
@@ -167,8 +172,13 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         metadata_ca_file=settings.client_metadata_ca_file,
         max_pending_per_client=settings.oauth_max_pending_per_client,
     )
-    app.state.trailmap = AppContext(settings=settings, db=db, oauth=oauth)
+    passwords = PasswordHashing(
+        at_once=settings.password_hashes_at_once,
+        wait_seconds=settings.password_hash_wait_seconds,
+    )
+    app.state.trailmap = AppContext(settings=settings, db=db, oauth=oauth, passwords=passwords)
     app.state.trace_ingestion = ingestion
+    app.state.otlp_workers = otlp_workers
     # The MCP server itself, for embedders (the MCP benchmark adds its no-op floor tool).
     app.state.mcp_server = mcp_server
     install_error_handlers(app)

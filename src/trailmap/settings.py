@@ -97,6 +97,51 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest OTLP request body after decompression, in bytes.",
     )
+    otlp_max_resources: int = Field(
+        default=10_000,
+        ge=1,
+        description="Most resource entries (resourceSpans, resourceMetrics) in one OTLP export; "
+        "more is refused with 413.",
+    )
+    otlp_max_scopes: int = Field(
+        default=50_000,
+        ge=1,
+        description="Most scope entries (scopeSpans, scopeMetrics) in one OTLP export.",
+    )
+    otlp_max_spans: int = Field(
+        default=50_000,
+        ge=1,
+        description="Most spans in one OTLP trace export (an SDK sends up to 512, a Collector "
+        "8,192 by default).",
+    )
+    otlp_max_metrics: int = Field(
+        default=50_000, ge=1, description="Most metrics in one OTLP metrics export."
+    )
+    otlp_max_data_points: int = Field(
+        default=100_000, ge=1, description="Most data points in one OTLP metrics export."
+    )
+    otlp_workers: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="How many OTLP exports are decoded and read at once, each on a worker "
+        "thread (off the event loop); more wait their turn.",
+    )
+    password_hashes_at_once: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="How many password hashes (sign-in, setup) run at once, each taking "
+        "argon2's 64 MiB while it runs; 0 sizes it from the CPUs within 256 MiB (2 on two "
+        "CPUs, at most 4). More wait their turn.",
+    )
+    password_hash_wait_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="How long a sign-in waits for its turn to hash before it is answered 503 "
+        "with Retry-After.",
+    )
     span_pairing_wait_seconds: int = Field(
         default=30,
         ge=1,

@@ -3,6 +3,7 @@ headers, a chunked body, and the refusals and docs every export route must get r
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,6 +19,8 @@ from trailmap.storage import Database
 
 MAX_BODY = 64 * 1024
 MAX_DECODED = 256 * 1024
+# Entries one export may hold (TRAILMAP_OTLP_MAX_*), small enough to reach cheaply.
+MAX_RESOURCES, MAX_SCOPES, MAX_SPANS, MAX_METRICS, MAX_DATA_POINTS = 4, 8, 64, 32, 64
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
 JSON = {"Content-Type": "application/json"}
 
@@ -26,7 +29,15 @@ JSON = {"Content-Type": "application/json"}
 async def otlp_client(settings: Settings, db: Database) -> AsyncIterator[httpx.AsyncClient]:
     """The app with small OTLP limits, so the limits are cheap to reach."""
     small = settings.model_copy(
-        update={"otlp_max_body_bytes": MAX_BODY, "otlp_max_decoded_bytes": MAX_DECODED}
+        update={
+            "otlp_max_body_bytes": MAX_BODY,
+            "otlp_max_decoded_bytes": MAX_DECODED,
+            "otlp_max_resources": MAX_RESOURCES,
+            "otlp_max_scopes": MAX_SCOPES,
+            "otlp_max_spans": MAX_SPANS,
+            "otlp_max_metrics": MAX_METRICS,
+            "otlp_max_data_points": MAX_DATA_POINTS,
+        }
     )
     transport = httpx.ASGITransport(app=create_app(small, database=db))
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
@@ -93,6 +104,26 @@ async def refuses_a_gzip_bomb(client: httpx.AsyncClient, tenant: Tenant, path: s
     assert len(bomb) < MAX_BODY
     headers = {**tenant.auth(), **PROTOBUF, "Content-Encoding": "gzip"}
     assert "decompression" in (await refused(client, path, bomb, headers, 413))["error"]
+
+
+async def refuses_too_many_entries(
+    client: httpx.AsyncClient,
+    tenant: Tenant,
+    path: str,
+    body: bytes,
+    encoding: str,
+    *,
+    words: tuple[str, ...],
+) -> None:
+    """`body` (gzip-compressed, in `encoding`) holds more entries than the app's limits:
+    413 in the one error shape, with a message naming the limit and how to stay under it."""
+    headers = {**tenant.auth(), **(PROTOBUF if encoding == "protobuf" else JSON)}
+    error = await refused(
+        client, path, gzip.compress(body), {**headers, "Content-Encoding": "gzip"}, 413
+    )
+    assert error["code"] == "PAYLOAD_TOO_LARGE"
+    for word in words:
+        assert word in error["error"], error["error"]
 
 
 def assert_documented(settings: Settings, db: Database, path: str) -> None:

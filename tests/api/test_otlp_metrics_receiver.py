@@ -46,6 +46,8 @@ from opentelemetry.sdk.resources import Resource
 
 from tests.api.otlp_common import (
     JSON,
+    MAX_DATA_POINTS,
+    MAX_METRICS,
     PROTOBUF,
     assert_documented,
     refused,
@@ -53,9 +55,11 @@ from tests.api.otlp_common import (
     refuses_a_gzip_bomb,
     refuses_a_wrong_content_type,
     refuses_an_unknown_content_encoding,
+    refuses_too_many_entries,
 )
 from tests.api.test_error_shape import assert_error_shape
 from tests.conftest import Tenant
+from tests.ingest.test_otlp_entry_limits import metrics_body, metrics_export
 from tests.ingest.test_otlp_metrics_decoding import attributes, export, number
 from trailmap import clock
 from trailmap.metrics.sources import PushedSource
@@ -618,6 +622,48 @@ async def test_a_gzip_bomb_is_refused_with_413(
     otlp_client: httpx.AsyncClient, tenant: Tenant
 ) -> None:
     await refuses_a_gzip_bomb(otlp_client, tenant, METRICS)
+
+
+async def test_an_export_over_the_data_point_limit_is_refused_and_one_at_it_is_taken(
+    otlp_client: httpx.AsyncClient, tenant: Tenant, encoding: str
+) -> None:
+    time_ns = clock.now_us() * 1000
+    half = MAX_DATA_POINTS // 2
+    at_limit = metrics_export([[[half, half]]], time_ns=time_ns)
+    response = await otlp_client.post(
+        METRICS,
+        content=metrics_body(at_limit, encoding),
+        headers={**tenant.auth(), **(PROTOBUF if encoding == "protobuf" else JSON)},
+    )
+    assert response.status_code == 200, response.text
+    over = metrics_export([[[half, half + 1]]], time_ns=time_ns)
+    await refuses_too_many_entries(
+        otlp_client,
+        tenant,
+        METRICS,
+        metrics_body(over, encoding),
+        encoding,
+        words=(
+            f"more than {MAX_DATA_POINTS} data points",
+            "TRAILMAP_OTLP_MAX_DATA_POINTS",
+            "send_batch_max_size",
+        ),
+    )
+
+
+async def test_an_export_over_the_metric_limit_is_refused_with_413_naming_the_limit(
+    otlp_client: httpx.AsyncClient, tenant: Tenant, encoding: str
+) -> None:
+    # Metrics without data points: nothing to store, but each one read all the same.
+    many = metrics_export([[[0] * (MAX_METRICS + 1)]])
+    await refuses_too_many_entries(
+        otlp_client,
+        tenant,
+        METRICS,
+        metrics_body(many, encoding),
+        encoding,
+        words=(f"more than {MAX_METRICS} metrics", "TRAILMAP_OTLP_MAX_METRICS"),
+    )
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -28,6 +29,8 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from tests.api.otlp_common import (
     JSON,
     MAX_BODY,
+    MAX_RESOURCES,
+    MAX_SPANS,
     PROTOBUF,
     ChunkedBody,
     assert_documented,
@@ -36,10 +39,12 @@ from tests.api.otlp_common import (
     refuses_a_gzip_bomb,
     refuses_a_wrong_content_type,
     refuses_an_unknown_content_encoding,
+    refuses_too_many_entries,
 )
 from tests.api.test_error_shape import assert_error_shape
 from tests.conftest import Tenant
 from tests.ingest.test_otlp_decoding import json_body, protobuf_body, sdk_spans
+from tests.ingest.test_otlp_entry_limits import spans_export, trace_body
 from trailmap.settings import Settings
 from trailmap.storage import Database
 
@@ -215,6 +220,53 @@ async def test_a_gzip_bomb_is_refused_with_413(
     otlp_client: httpx.AsyncClient, tenant: Tenant
 ) -> None:
     await refuses_a_gzip_bomb(otlp_client, tenant, TRACES)
+
+
+def _empty_resources(count: int, encoding: str) -> bytes:
+    if encoding == "protobuf":
+        return b"\x0a\x00" * count  # ExportTraceServiceRequest.resource_spans, empty
+    return b'{"resourceSpans": [' + b",".join([b"{}"] * count) + b"]}"
+
+
+async def test_a_gzip_bomb_of_empty_resource_entries_is_refused_with_413_naming_the_limit(
+    otlp_client: httpx.AsyncClient, tenant: Tenant, encoding: str
+) -> None:
+    # A few hundred bytes sent; fifty thousand entries inside, all but a handful unread.
+    body = _empty_resources(50_000, encoding)
+    await refuses_too_many_entries(
+        otlp_client,
+        tenant,
+        TRACES,
+        body,
+        encoding,
+        words=(
+            f"more than {MAX_RESOURCES} resource entries (resourceSpans)",
+            "TRAILMAP_OTLP_MAX_RESOURCES",
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+        ),
+    )
+
+
+async def test_an_export_over_the_span_limit_is_refused_and_one_at_it_is_taken(
+    otlp_client: httpx.AsyncClient, tenant: Tenant, encoding: str
+) -> None:
+    now_ns = time.time_ns()
+    at_limit = spans_export([[MAX_SPANS // 2, MAX_SPANS // 2]], start_ns=now_ns)
+    response = await otlp_client.post(
+        TRACES,
+        content=trace_body(at_limit, encoding),
+        headers={**tenant.auth(), **(PROTOBUF if encoding == "protobuf" else JSON)},
+    )
+    assert response.status_code == 200, response.text
+    over = spans_export([[MAX_SPANS // 2, MAX_SPANS // 2 + 1]], start_ns=now_ns)
+    await refuses_too_many_entries(
+        otlp_client,
+        tenant,
+        TRACES,
+        trace_body(over, encoding),
+        encoding,
+        words=(f"more than {MAX_SPANS} spans", "TRAILMAP_OTLP_MAX_SPANS", "OTEL_BSP_"),
+    )
 
 
 @pytest.mark.parametrize(

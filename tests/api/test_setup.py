@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import anyio
 import httpx
 import pytest
 
@@ -156,3 +157,42 @@ async def test_behind_https_the_setup_forms_csrf_cookie_is_secure_and_host_only(
         removed = done.headers["set-cookie"]
         assert removed.startswith("__Host-trailmap_csrf="), removed
         assert "secure" in removed.lower(), removed
+
+
+async def test_a_setup_whose_password_gets_no_turn_to_hash_leaves_the_link_working(
+    settings: Settings, db: Database
+) -> None:
+    """The password is hashed before the link is spent: a 503 (and Retry-After) for want of
+    a turn leaves no organization without an owner, and the link works once the flood ends."""
+    flooded = settings.model_copy(
+        update={"password_hashes_at_once": 1, "password_hash_wait_seconds": 0.05}
+    )
+    app = create_app(flooded, database=db)
+    hashing = app.state.trailmap.passwords
+    token = await issue_setup_token(db)
+    assert token is not None
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        hidden = await _open_form(client, token)
+        form = {
+            **hidden,
+            "organization": "acme",
+            "name": "",
+            "email": "a@example.com",
+            "password": "0123456789",
+        }
+        taken, done = anyio.Event(), anyio.Event()
+
+        async def flood() -> None:
+            async with hashing.turn():
+                taken.set()
+                await done.wait()
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(flood)
+            await taken.wait()
+            refused = await client.post("/setup", data=form)
+            done.set()
+        assert refused.status_code == 503
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert (await client.post("/setup", data=form)).status_code == 201

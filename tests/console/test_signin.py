@@ -4,7 +4,7 @@ password guessing, `next` that never leaves the server, signing out, and no fram
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 import anyio
@@ -15,6 +15,7 @@ from tests.factories import make_org
 from tests.forms import parse, set_cookies, sign_in
 from trailmap import clock
 from trailmap.accounts import add_user
+from trailmap.accounts.passwords import PasswordHashing
 from trailmap.accounts.signin import FREE_FAILURES
 from trailmap.app import create_app
 from trailmap.settings import Settings
@@ -391,3 +392,44 @@ async def test_console_pages_cannot_be_framed(
     assert "frame-ancestors 'none'" in csp
     assert "default-src 'none'" in csp
     assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+# -- password hashes, a few at a time ---------------------------------------------------------
+
+
+@asynccontextmanager
+async def _every_hash_turn_taken(hashing: PasswordHashing) -> AsyncIterator[None]:
+    """Hold every turn to hash, as a flood of sign-ins would, until the block ends."""
+    taken, done = anyio.Event(), anyio.Event()
+
+    async def hold() -> None:
+        async with hashing.turn():
+            taken.set()
+            await done.wait()
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(hold)
+        await taken.wait()
+        yield
+        done.set()
+
+
+async def test_a_sign_in_that_gets_no_turn_to_hash_in_time_is_answered_503_with_retry_after(
+    settings: Settings, db: Database, account: Account
+) -> None:
+    flooded = settings.model_copy(
+        update={"password_hashes_at_once": 1, "password_hash_wait_seconds": 0.05}
+    )
+    app = create_app(flooded, database=db)
+    hashing = app.state.trailmap.passwords
+    assert hashing.at_once == 1
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        async with _every_hash_turn_taken(hashing):
+            refused = await sign_in(client, account.email, account.password)
+        assert refused.status_code == 503
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert "try again" in " ".join(parse(refused.text).errors)
+        assert SESSION not in set_cookies(refused)
+        # Once the flood is over, the same password signs in.
+        assert (await sign_in(client, account.email, account.password)).status_code == 303

@@ -129,6 +129,75 @@ async def _ingest(ingestion: TraceIngestion, principal: Principal, spans: Any) -
 # -- one app node ---------------------------------------------------------------------------
 
 
+class _ThreadsOfWrites(Database):
+    """A Database noting the thread of each write TraceIngestion makes."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.threads: list[threading.Thread] = []
+
+    def write_sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        self.threads.append(threading.current_thread())
+        return super().write_sync(fn, *args, **kwargs)
+
+
+async def test_a_request_is_read_paired_and_written_on_a_worker_thread(
+    database_url: str, principal: Principal, fleet: Fleet
+) -> None:
+    """Nothing of a request's work runs on the event loop: a few kilobytes of gzip can hold
+    millions of entries, and every other request would wait for their Python."""
+    _calls(fleet)
+    readers: list[threading.Thread] = []
+
+    def read() -> Any:
+        readers.append(threading.current_thread())
+        return encode_spans(list(fleet.take("checkout")))
+
+    noted = _ThreadsOfWrites(database_url)
+    try:
+        async with _opened(noted, max_waiting=0) as ingestion:  # the half is stored at once
+            await ingestion.ingest_export(principal, read)
+    finally:
+        noted.close()
+    loop = threading.current_thread()
+    assert readers
+    assert loop not in readers
+    assert noted.threads[0] is readers[0], "one hop: the write from the reading thread"
+
+
+async def test_no_more_requests_are_read_at_once_than_the_workers_allow(
+    db: Database, principal: Principal, fleet: Fleet
+) -> None:
+    _calls(fleet, 2)
+    workers = anyio.CapacityLimiter(1)
+    ingestion = TraceIngestion(
+        db, wait_seconds=_WAIT_S, memory_seconds=_MEMORY_S, max_waiting=10, workers=workers
+    )
+    entered, release = threading.Event(), threading.Event()
+    reading = [0]
+
+    def read(spans: Any) -> Any:
+        reading[0] += 1
+        entered.set()
+        assert release.wait(_GATE_TIMEOUT_S), "the test never let the first request go"
+        return encode_spans(list(spans))
+
+    first, second = fleet.take("checkout"), fleet.take("payments")
+    try:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(lambda: ingestion.ingest_export(principal, lambda: read(first)))
+            assert await anyio.to_thread.run_sync(entered.wait, _GATE_TIMEOUT_S)
+            tasks.start_soon(lambda: ingestion.ingest_export(principal, lambda: read(second)))
+            await anyio.wait_all_tasks_blocked()
+            # The second waits for the worker, not on a thread of its own.
+            assert reading[0] == 1
+            assert workers.statistics().tasks_waiting == 1
+            release.set()
+    finally:
+        release.set()
+    assert reading[0] == 2
+
+
 async def test_the_two_halves_of_a_call_pair_in_memory_and_neither_is_stored(
     db: Database, principal: Principal, fleet: Fleet
 ) -> None:
@@ -232,6 +301,12 @@ class _FailingWrites(Database):
             raise Unavailable("The database is not answering right now; retry in a few seconds.")
         return await super().write(fn, *args, **kwargs)
 
+    # TraceIngestion writes from its worker thread.
+    def write_sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if self.failing:
+            raise Unavailable("The database is not answering right now; retry in a few seconds.")
+        return super().write_sync(fn, *args, **kwargs)
+
 
 async def test_a_request_whose_write_fails_leaves_memory_as_it_was_for_the_retry(
     database_url: str, principal: Principal, fleet: Fleet
@@ -302,15 +377,16 @@ def _queries(fleet: Fleet, count: int, *, failed: int = 0) -> None:
 
 
 class _CountedWrites(Database):
-    """A Database that counts its write transactions."""
+    """A Database that counts its write transactions (TraceIngestion's, made from its
+    worker thread)."""
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
         self.writes = 0
 
-    async def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    def write_sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         self.writes += 1
-        return await super().write(fn, *args, **kwargs)
+        return super().write_sync(fn, *args, **kwargs)
 
 
 async def test_statistics_add_up_in_memory_and_a_request_proving_nothing_new_writes_nothing(
@@ -439,9 +515,9 @@ class _HeldCommits(Database):
         self.entered = threading.Event()
         self.release = threading.Event()
 
-    async def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    def write_sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         if not self.armed:
-            return await super().write(fn, *args, **kwargs)
+            return super().write_sync(fn, *args, **kwargs)
 
         def held(conn: Connection, *a: Any, **k: Any) -> T:
             result = fn(conn, *a, **k)
@@ -449,7 +525,7 @@ class _HeldCommits(Database):
             assert self.release.wait(_GATE_TIMEOUT_S), "the other store never finished"
             return result
 
-        return await super().write(held, *args, **kwargs)
+        return super().write_sync(held, *args, **kwargs)
 
 
 async def test_halves_that_two_app_nodes_store_at_the_same_moment_are_paired_by_the_sweep(

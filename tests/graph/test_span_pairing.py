@@ -25,7 +25,7 @@ from tests.graph.test_traces_to_graph import PROPAGATOR, Fleet, http_call
 from trailmap import clock
 from trailmap.accounts import Principal
 from trailmap.graph.learn.pairing import TraceIngestResult, ingest_traces, sweep_pending
-from trailmap.graph.learn.spans import observe_request
+from trailmap.graph.learn.spans import observe_request, payload_of
 from trailmap.storage import Connection, Database
 from trailmap.storage import graph as store
 
@@ -181,7 +181,7 @@ async def test_the_sweep_pairs_two_stored_halves_even_when_only_one_has_expired(
         observed = observe_request(
             encode_spans(fleet.take(service)), oldest_us=0, newest_us=_FAR_FUTURE_US
         )
-        halves = [(h.pair_key, h.side, h.span_id, h.payload) for h in observed.halves]
+        halves = [(h[0], h[1], h[2], payload_of(h)) for h in observed.halves]
         assert len(halves) == 1
         await db.write(store.add_pending, principal.org_id, halves, expires_us)
 

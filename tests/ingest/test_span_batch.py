@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from trailmap.errors import PayloadTooLarge, ValidationFailed
-from trailmap.graph.learn.spans import observe_request
+from trailmap.graph.learn.spans import observe_request, payload_of
 from trailmap.ingest.otlp import decode_span_batch
 from trailmap.ingest.otlp_body import JSON, PROTOBUF
 
@@ -114,7 +114,7 @@ def test_a_span_batch_says_what_the_full_request_read_as_one_says() -> None:
     assert from_batch == from_full
     assert {key[1][2] for key in from_batch.edges} == {"orders-db", "orders"}
     # The SERVER and CONSUMER spans are roots here: only the outbound spans wait.
-    assert {half.payload["k"] for half in from_batch.halves} == {"client", "producer"}
+    assert {payload_of(half)["k"] for half in from_batch.halves} == {"client", "producer"}
 
 
 def test_json_and_compressed_bodies_read_like_plain_protobuf() -> None:
@@ -149,7 +149,7 @@ def test_an_attribute_value_nested_too_deep_reads_as_absent() -> None:
     observed = observe_request(_read(body), oldest_us=0, newest_us=_FAR_FUTURE_US)
     assert observed.accepted == 1
     # Its peer comes from the next attribute that names one, its URL.
-    assert [half.payload["p"] for half in observed.halves] == ["api.example.com"]
+    assert [payload_of(half)["p"] for half in observed.halves] == ["api.example.com"]
 
 
 def _field(number: int, message: bytes) -> bytes:

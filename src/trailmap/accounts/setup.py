@@ -9,8 +9,9 @@ from dataclasses import dataclass
 
 from trailmap.accounts.keys import ApiKey, create_key
 from trailmap.accounts.organizations import Organization, check_slug, create_org
-from trailmap.accounts.users import MIN_PASSWORD_LENGTH, User, add_user, check_email
-from trailmap.errors import Forbidden, ValidationFailed
+from trailmap.accounts.passwords import DEFAULT_HASHING, PasswordHashing
+from trailmap.accounts.users import User, add_user, check_email, check_password
+from trailmap.errors import Forbidden
 from trailmap.storage import Database
 from trailmap.storage import instance as store
 
@@ -48,22 +49,31 @@ async def setup_is_open(db: Database, token: str) -> bool:
 
 
 async def complete_setup(
-    db: Database, token: str, *, org_slug: str, org_name: str, email: str, password: str
+    db: Database,
+    token: str,
+    *,
+    org_slug: str,
+    org_name: str,
+    email: str,
+    password: str,
+    hashing: PasswordHashing = DEFAULT_HASHING,
 ) -> SetupResult:
     """Create the organization, its owner and a first READ_WRITE key, consuming the token."""
     check_slug(org_slug)
     check_email(email)
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise ValidationFailed.field("password", f"use at least {MIN_PASSWORD_LENGTH} characters")
+    check_password(password)
     if not await setup_is_open(db, token):
         raise Forbidden(
             "This setup link has been used or replaced; restart the server for a new one."
         )
+    # Hashed before the token is taken: a hash refused for want of a turn (503) leaves the
+    # link working, not spent on an organization without an owner.
+    password_hash = await hashing.hash(password)
     # Only one request can take the token; a second submission of the form fails here.
     if not await db.write(store.take_setting, _SETTING, _digest(token)):
         raise Forbidden("This setup link has just been used.")
     org = await create_org(db, org_slug, name=org_name or org_slug)
-    owner = await add_user(db, email, org_slug=org.slug, role="owner", password=password)
+    owner = await add_user(db, email, org_slug=org.slug, role="owner", password_hash=password_hash)
     key, api_token = await create_key(
         db,
         org.slug,

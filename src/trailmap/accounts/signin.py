@@ -9,12 +9,10 @@ import secrets
 from dataclasses import dataclass
 from typing import Final
 
-import anyio
-
 from trailmap import clock
 from trailmap.accounts import tokens
 from trailmap.accounts.audit import Actor, record
-from trailmap.accounts.passwords import verify_password
+from trailmap.accounts.passwords import DEFAULT_HASHING, PasswordHashing
 from trailmap.errors import QuotaExceeded, Unauthorized
 from trailmap.storage import Connection, Database
 from trailmap.storage import accounts as account_store
@@ -93,9 +91,18 @@ def _too_many(until_us: int, now_us: int) -> TooManyAttempts:
     )
 
 
-async def sign_in(db: Database, email: str, password: str, *, client: str | None) -> SignedIn:
-    """Check the password and open a session, or raise `Unauthorized` / `TooManyAttempts`.
-    Every attempt, right or wrong, goes to the audit log of the account's organizations."""
+async def sign_in(
+    db: Database,
+    email: str,
+    password: str,
+    *,
+    client: str | None,
+    hashing: PasswordHashing = DEFAULT_HASHING,
+) -> SignedIn:
+    """Check the password and open a session, or raise `Unauthorized` / `TooManyAttempts`,
+    or `Unavailable` when no hash could start within `hashing`'s wait (the attempt then
+    counts, as every attempt does before its password is checked). Every attempt, right or
+    wrong, goes to the audit log of the account's organizations."""
     email = email.strip().lower()[:320]
     subjects = _subjects(email, client)
     now_us = clock.now_us()
@@ -108,9 +115,9 @@ async def sign_in(db: Database, email: str, password: str, *, client: str | None
         raise _too_many(blocked_until, now_us)
     user = await db.read(account_store.get_user_by_email, email)
     stored_hash = None if user is None else user["password_hash"]
-    # argon2 is deliberately slow: keep it off the event loop. An unknown address is checked
-    # against a dummy hash, so both answers take as long.
-    matched = await anyio.to_thread.run_sync(verify_password, password, stored_hash)
+    # argon2 is deliberately slow and large: off the event loop, a few at a time. An unknown
+    # address is checked against a dummy hash, so both answers take as long.
+    matched = await hashing.verify(password, stored_hash)
     actor = Actor(email, client=client)
     if user is None or not matched or user["disabled_us"] is not None:
         if user is not None:

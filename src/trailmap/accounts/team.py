@@ -8,13 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Protocol, cast, get_args
 
-import anyio
-
 from trailmap import clock, ids
 from trailmap.accounts import tokens
 from trailmap.accounts.audit import Actor, record
 from trailmap.accounts.organizations import Organization, get_org
-from trailmap.accounts.passwords import hash_password, verify_password
+from trailmap.accounts.passwords import DEFAULT_HASHING, PasswordHashing
 from trailmap.accounts.permissions import Action, Role
 from trailmap.accounts.users import MIN_PASSWORD_LENGTH, check_email
 from trailmap.errors import Conflict, Forbidden, NotFound, ValidationFailed
@@ -136,11 +134,6 @@ def _check_password(password: str) -> None:
         raise ValidationFailed.field("password", f"use at least {MIN_PASSWORD_LENGTH} characters")
     if len(password) > 1024:
         raise ValidationFailed.field("password", "use at most 1,024 characters")
-
-
-async def _hash(password: str) -> str:
-    # argon2 is deliberately slow: never on the event loop.
-    return await anyio.to_thread.run_sync(hash_password, password)
 
 
 def _require_role_change(who: Authority, old: Role | None, new: Role | None) -> None:
@@ -348,7 +341,12 @@ async def invitation_for(db: Database, token: str) -> Invitation | None:
 
 
 async def accept_invitation(
-    db: Database, token: str, password: str, *, client: str | None = None
+    db: Database,
+    token: str,
+    password: str,
+    *,
+    client: str | None = None,
+    hashing: PasswordHashing = DEFAULT_HASHING,
 ) -> tuple[Invitation, str]:
     """Join through an invitation link: a new person sets their password here; someone
     with an account already proves it with theirs. Returns the invitation and the user id."""
@@ -358,16 +356,14 @@ async def accept_invitation(
     _check_password(password)
     existing = await db.read(store.get_user_by_email, invitation.email)
     if existing is not None:
-        matched = await anyio.to_thread.run_sync(
-            verify_password, password, existing["password_hash"]
-        )
+        matched = await hashing.verify(password, existing["password_hash"])
         if not matched or existing["disabled_us"] is not None:
             raise Forbidden(
                 f"{invitation.email} has an account already: enter its password to join."
             )
         password_hash = None
     else:
-        password_hash = await _hash(password)
+        password_hash = await hashing.hash(password)
     now_us = clock.now_us()
     actor = Actor(invitation.email, client=client)
 
@@ -422,15 +418,16 @@ async def change_password(
     *,
     keep_session: str | None = None,
     client: str | None = None,
+    hashing: PasswordHashing = DEFAULT_HASHING,
 ) -> None:
     """Change a signed-in person's password; their other sessions end."""
     _check_password(new)
     user = await db.read(store.get_user, user_id)
     if user is None:
         raise NotFound("No such user.")
-    if not await anyio.to_thread.run_sync(verify_password, current, user["password_hash"]):
+    if not await hashing.verify(current, user["password_hash"]):
         raise Forbidden("The current password is not right.")
-    password_hash = await _hash(new)
+    password_hash = await hashing.hash(new)
     actor = Actor(user["email"], client=client, user_id=user_id)
 
     def _change(conn: Connection) -> None:
@@ -478,13 +475,20 @@ async def reset_link_is_live(db: Database, token: str) -> bool:
     return found is not None
 
 
-async def reset_password(db: Database, token: str, new: str, *, client: str | None = None) -> str:
+async def reset_password(
+    db: Database,
+    token: str,
+    new: str,
+    *,
+    client: str | None = None,
+    hashing: PasswordHashing = DEFAULT_HASHING,
+) -> str:
     """Set a new password through a reset link (spent by this, once); every session of
     the user ends. Returns the user's e-mail."""
     _check_password(new)
     if not token or len(token) > 100:
         raise NotFound("This reset link is not valid: it was used or has expired.")
-    password_hash = await _hash(new)
+    password_hash = await hashing.hash(new)
 
     def _reset(conn: Connection) -> str:
         user_id = store.take_password_reset(conn, tokens.hash_token(token), clock.now_us())

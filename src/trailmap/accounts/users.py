@@ -9,12 +9,20 @@ from typing import Literal, cast, get_args
 from trailmap import clock, ids
 from trailmap.accounts.memberships import membership_in
 from trailmap.accounts.organizations import get_org
-from trailmap.accounts.passwords import hash_password
+from trailmap.accounts.passwords import DEFAULT_HASHING, PasswordHashing
 from trailmap.errors import Conflict, Forbidden, ValidationFailed
 from trailmap.storage import Connection, Database
 from trailmap.storage import accounts as store
 
-__all__ = ["MIN_PASSWORD_LENGTH", "Role", "User", "add_user", "check_email", "user_exists"]
+__all__ = [
+    "MIN_PASSWORD_LENGTH",
+    "Role",
+    "User",
+    "add_user",
+    "check_email",
+    "check_password",
+    "user_exists",
+]
 
 Role = Literal["owner", "admin", "member"]
 MIN_PASSWORD_LENGTH = 10
@@ -30,6 +38,11 @@ class User:
     created: bool  # False when the user existed and only the membership is new
 
 
+def check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ValidationFailed.field("password", f"use at least {MIN_PASSWORD_LENGTH} characters")
+
+
 def check_email(email: str) -> str:
     """The address, normalized, or a validation error saying what an address looks like."""
     email = email.strip().lower()
@@ -39,16 +52,25 @@ def check_email(email: str) -> str:
 
 
 async def add_user(
-    db: Database, email: str, *, org_slug: str, role: str = "member", password: str | None = None
+    db: Database,
+    email: str,
+    *,
+    org_slug: str,
+    role: str = "member",
+    password: str | None = None,
+    password_hash: str | None = None,
+    hashing: PasswordHashing = DEFAULT_HASHING,
 ) -> User:
-    """Create the user (or find them by e-mail) and make them a member of the organization."""
+    """Create the user (or find them by e-mail) and make them a member of the organization.
+    The password is hashed with `hashing`, unless its hash comes made (`password_hash`)."""
     email = check_email(email)
     if role not in get_args(Role):
         raise ValidationFailed.field("role", "choose owner, admin or member")
-    if password is not None and len(password) < MIN_PASSWORD_LENGTH:
-        raise ValidationFailed.field("password", f"use at least {MIN_PASSWORD_LENGTH} characters")
+    if password is not None:
+        check_password(password)
     org = await get_org(db, org_slug)
-    password_hash = hash_password(password) if password is not None else None
+    if password is not None:
+        password_hash = await hashing.hash(password)
     now_us = clock.now_us()
 
     def _add(conn: Connection) -> tuple[str, bool]:

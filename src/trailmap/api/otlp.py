@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import anyio.to_thread
+import anyio
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
@@ -21,6 +21,7 @@ from trailmap.ingest.otlp import TRACES, decode_span_batch, encode_trace_respons
 from trailmap.ingest.otlp_body import (
     JSON,
     PROTOBUF,
+    EntryLimits,
     Signal,
     content_codings,
     media_type_of,
@@ -32,14 +33,12 @@ __all__ = [
     "ReceivedExport",
     "export_request_doc",
     "export_responses_doc",
+    "export_workers",
     "receive_export",
     "router",
 ]
 
 router = APIRouter(prefix="/api/v1/otlp", tags=["otlp"])
-
-_INLINE_DECODE_BYTES = 16 * 1024
-_INLINE_PROTOBUF_BYTES = 1024 * 1024
 
 _PROTO_REF = "https://github.com/open-telemetry/opentelemetry-proto"
 
@@ -143,7 +142,11 @@ def export_responses_doc(
             saying={
                 400: f"Not a readable OTLP {package} export: garbage, truncated or wrong shape",
                 403: f"The key is READ_ONLY; sending {signal.name} needs READ_WRITE",
-                413: "The body is over the size limit, as sent or after decompression",
+                413: (
+                    "The body is over the size limit, as sent or after decompression, or "
+                    "holds more entries (resources, scopes, spans, metrics, data points) "
+                    "than one export may (TRAILMAP_OTLP_MAX_*)"
+                ),
                 415: "Not application/x-protobuf or application/json, or an unknown encoding",
             },
         ),
@@ -177,25 +180,22 @@ def export_responses_doc(
 )
 async def post_traces(request: Request, principal: CurrentPrincipal) -> Response:
     export = await receive_export(request, principal, TRACES)
-    body, media_type = export.body, export.media_type
+    media_type = export.media_type
+    settings = context_of(request).settings
     notes: list[str] = []
     decode = partial(
         decode_span_batch,
-        body,
+        export.body,
         content_type=media_type,
         content_encoding=export.content_encoding,
-        max_decoded_bytes=context_of(request).settings.otlp_max_decoded_bytes,
+        max_decoded_bytes=settings.otlp_max_decoded_bytes,
         problems=notes,
+        limits=EntryLimits.of(settings),
     )
-    # Inflating and parsing a large body takes long enough (OTLP/JSON above all) to stall
-    # every other request on the event loop; a small plain one is cheaper than a thread hop,
-    # and so is plain protobuf up to a megabyte (upb parses it in well under a millisecond).
-    inline = not export.compressed and (
-        len(body) <= _INLINE_DECODE_BYTES
-        or (media_type == PROTOBUF and len(body) <= _INLINE_PROTOBUF_BYTES)
-    )
-    batch = decode() if inline else await anyio.to_thread.run_sync(decode)
-    result = await _ingestion(request).ingest(principal, batch)
+    # Decoding, reading the spans and pairing them run on one worker thread, whatever the
+    # body's size: even a small body can hold thousands of entries, and a few kilobytes of
+    # gzip millions, each a step of Python that would stall every other request.
+    result = await _ingestion(request).ingest_export(principal, decode)
     count_spans(accepted=result.accepted_spans, rejected=result.rejected_spans)
     # The decoder's notes say why a span arrived empty; the domain's say the rest.
     message = "; ".join([*notes, *result.problems][:5])
@@ -210,3 +210,11 @@ def _ingestion(request: Request) -> TraceIngestion:
     ingestion = request.app.state.trace_ingestion
     assert isinstance(ingestion, TraceIngestion)
     return ingestion
+
+
+def export_workers(request: Request) -> anyio.CapacityLimiter:
+    """The app's limiter of OTLP exports being read at once (TRAILMAP_OTLP_WORKERS), shared
+    by traces and metrics (app.py)."""
+    workers = request.app.state.otlp_workers
+    assert isinstance(workers, anyio.CapacityLimiter)
+    return workers

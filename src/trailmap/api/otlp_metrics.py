@@ -7,12 +7,18 @@ import anyio.to_thread
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from trailmap.api.otlp import export_request_doc, export_responses_doc, receive_export
+from trailmap.api.otlp import (
+    export_request_doc,
+    export_responses_doc,
+    export_workers,
+    receive_export,
+)
 from trailmap.http.auth import CurrentPrincipal
 from trailmap.http.context import context_of
+from trailmap.ingest.otlp_body import EntryLimits
 from trailmap.ingest.otlp_metrics import (
     METRICS,
-    MetricPoints,
+    MetricsIngestResult,
     Problems,
     decode_metrics,
     encode_metrics_response,
@@ -23,8 +29,6 @@ from trailmap.ingest.otlp_metrics import (
 __all__ = ["router"]
 
 router = APIRouter(prefix="/api/v1/otlp", tags=["otlp"])
-
-_INLINE_DECODE_BYTES = 16 * 1024
 
 
 @router.post(
@@ -62,23 +66,22 @@ async def post_metrics(request: Request, principal: CurrentPrincipal) -> Respons
     ctx = context_of(request)
     export = await receive_export(request, principal, METRICS)
     media_type = export.media_type
-    problems = Problems()
+    limits = EntryLimits.of(ctx.settings)
 
-    def read() -> MetricPoints:
+    def ingest() -> MetricsIngestResult:
+        problems = Problems()
         decoded = decode_metrics(
             export.body,
             content_type=media_type,
             content_encoding=export.content_encoding,
             max_decoded_bytes=ctx.settings.otlp_max_decoded_bytes,
             problems=problems,
+            limits=limits,
         )
-        return points_of(decoded, problems)
+        return store_points(ctx.db, principal, points_of(decoded, problems), problems)
 
-    # As for traces: inflating and parsing a large body would stall the event loop; a small
-    # plain one is cheaper than a thread hop.
-    small = len(export.body) <= _INLINE_DECODE_BYTES and not export.compressed
-    points = read() if small else await anyio.to_thread.run_sync(read)
-    result = await store_points(ctx.db, principal, points, problems)
+    # As for traces: the whole export, from decoding to the write, on one worker thread.
+    result = await anyio.to_thread.run_sync(ingest, limiter=export_workers(request))
     content = encode_metrics_response(
         rejected_data_points=result.rejected_data_points,
         error_message=result.error_message,

@@ -154,8 +154,9 @@ async def invite_submit(request: Request, token: str) -> Response:
         return again("The two passwords differ.", 400)
     client = client_address(request)
     try:
-        await accept_invitation(db, token, password, client=client)
-        done = await sign_in(db, invitation.email, password, client=client)
+        hashing = context_of(request).passwords
+        await accept_invitation(db, token, password, client=client, hashing=hashing)
+        done = await sign_in(db, invitation.email, password, client=client, hashing=hashing)
     except TrailmapError as error:
         return again(_problem(error), error.status)
     response = see_other("/console")
@@ -213,6 +214,7 @@ async def account_password(request: Request) -> Response:
             form.get("password", ""),
             keep_session=request.cookies.get(cookie_name(request, SESSION_COOKIE)),
             client=client_address(request),
+            hashing=context_of(request).passwords,
         )
     except TrailmapError as error:
         return _account_page(
@@ -300,8 +302,13 @@ async def reset_submit(request: Request, token: str) -> Response:
     if form.get("password", "") != form.get("confirm", ""):
         return _reset_form(request, token, error="The two passwords differ.", status=400)
     try:
+        ctx = context_of(request)
         await reset_password(
-            context_of(request).db, token, form.get("password", ""), client=client_address(request)
+            ctx.db,
+            token,
+            form.get("password", ""),
+            client=client_address(request),
+            hashing=ctx.passwords,
         )
     except TrailmapError as error:
         if error.status == 404:

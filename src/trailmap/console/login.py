@@ -10,7 +10,7 @@ from trailmap.accounts.rate_limits import Limit, RateLimits
 from trailmap.accounts.signin import SESSION_SECONDS, TooManyAttempts, end_session, sign_in
 from trailmap.accounts.signin import same_token as _same
 from trailmap.console.pages import e, local_path, page, see_other
-from trailmap.errors import PayloadTooLarge, Unauthorized
+from trailmap.errors import PayloadTooLarge, Unauthorized, Unavailable
 from trailmap.http.context import client_address, context_of
 from trailmap.http.sessions import (
     SESSION_COOKIE,
@@ -81,16 +81,22 @@ async def login_submit(request: Request) -> Response:
     client = client_address(request)
     per_minute = Limit("login", ctx.settings.unauthenticated_requests_per_minute, 60)
     wait = await RateLimits(ctx.db).retry_after(per_minute, client)
-    if wait is not None:
-        message = f"Too many sign-in attempts from this address; try again in {wait} seconds."
-        response = _login_page(request, target, email=email, error=message, status=429)
-        response.headers["Retry-After"] = str(wait)
-        return response
     try:
-        done = await sign_in(ctx.db, email, form.get("password", ""), client=client)
+        if wait is not None:
+            raise TooManyAttempts(  # noqa: TRY301 - answered as the throttle's refusal is
+                f"Too many sign-in attempts from this address; try again in {wait} seconds.",
+                retry_after=wait,
+            )
+        done = await sign_in(
+            ctx.db, email, form.get("password", ""), client=client, hashing=ctx.passwords
+        )
     except TooManyAttempts as error:
         response = _login_page(request, target, email=email, error=error.message, status=429)
         response.headers["Retry-After"] = str(error.retry_after)
+        return response
+    except Unavailable as error:  # no turn to check the password in time, or no database
+        response = _login_page(request, target, email=email, error=error.message, status=503)
+        response.headers.update(error.headers)
         return response
     except Unauthorized as error:
         return _login_page(request, target, email=email, error=error.message, status=401)

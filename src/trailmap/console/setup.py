@@ -112,10 +112,16 @@ async def setup_submit(request: Request) -> HTMLResponse:
             org_name=form.get("name", "").strip(),
             email=form.get("email", ""),
             password=form.get("password", ""),
+            hashing=ctx.passwords,
         )
     except TrailmapError as error:
-        status = 403 if error.status == 403 else 400
-        return _page("Set up Trailmap", _form(token, cookie, form, error.message), status=status)
+        status = error.status if error.status in (403, 503) else 400
+        response = _page(
+            "Set up Trailmap", _form(token, cookie, form, error.message), status=status
+        )
+        if status == 503:  # no turn to hash the password in time: Retry-After says when
+            response.headers.update(error.headers)
+        return response
     base = ctx.settings.public_url
     body = (
         f"<p>Organization <b>{html.escape(done.org.slug)}</b> and owner "

@@ -1,12 +1,14 @@
-"""What every request handler needs from the app: its settings, database and OAuth server."""
+"""What every request handler needs from the app: its settings, database and OAuth server,
+and what bounds its password hashes."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
+from trailmap.accounts.passwords import PasswordHashing
 from trailmap.oauth.provider import TrailmapOAuthProvider
 from trailmap.settings import Settings
 
@@ -21,6 +23,8 @@ class AppContext:
     settings: Settings
     db: Database
     oauth: TrailmapOAuthProvider
+    # The app's own (app.py), sized by its settings; the default is for embedders.
+    passwords: PasswordHashing = field(default_factory=PasswordHashing)
 
 
 def context_of(request: Request) -> AppContext:

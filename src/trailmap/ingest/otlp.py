@@ -20,6 +20,9 @@ from trailmap.graph.learn.spans import SpanBatch
 from trailmap.ingest.otlp_body import (
     PARSE_ERRORS,
     PROTOBUF,
+    EntryCount,
+    EntryLimits,
+    Level,
     Signal,
     decompress,
     encode_export_response,
@@ -35,6 +38,29 @@ TRACES = Signal(
     request="ExportTraceServiceRequest",
     batch_setting="OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
 )
+
+
+def _count(limits: EntryLimits | None) -> EntryCount | None:
+    """The entries an export may hold, level by level as the wire nests them
+    (ExportTraceServiceRequest.resource_spans = 1, ResourceSpans.scope_spans = 2,
+    ScopeSpans.spans = 2)."""
+    if limits is None:
+        return None
+    levels = (
+        Level(
+            frozenset({1}),
+            "resource entries (resourceSpans)",
+            limits.resources,
+            "TRAILMAP_OTLP_MAX_RESOURCES",
+        ),
+        Level(
+            frozenset({2}), "scope entries (scopeSpans)", limits.scopes, "TRAILMAP_OTLP_MAX_SCOPES"
+        ),
+        Level(frozenset({2}), "spans", limits.spans, "TRAILMAP_OTLP_MAX_SPANS"),
+    )
+    return EntryCount(levels, TRACES)
+
+
 # At most this many notes about refused spans are kept; the domain counts every one.
 _MAX_NOTES = 20
 _HEX = re.compile(r"[0-9a-fA-F]*")
@@ -47,20 +73,25 @@ def decode_traces(
     content_encoding: str | None,
     max_decoded_bytes: int,
     problems: list[str] | None = None,
+    limits: EntryLimits | None = None,
 ) -> ExportTraceServiceRequest:
     """Decode one OTLP/HTTP trace export body.
 
     A JSON span that cannot be read (a bad hex id, a field of the wrong type) is left in
     place with no ids, so the domain rejects that span alone and counts it; a note saying
     why is appended to `problems` when given. Anything that sinks the whole body raises
-    `ValidationFailed`, `PayloadTooLarge` or `UnsupportedMediaType`.
+    `ValidationFailed`, `PayloadTooLarge` or `UnsupportedMediaType`; with `limits`, so does
+    a body holding more resources, scopes or spans than they allow (before it is parsed).
     """
     kind = media_type_of(content_type, TRACES)
     raw = decompress(body, content_encoding, max_decoded_bytes=max_decoded_bytes, signal=TRACES)
+    count = _count(limits)
     if kind == PROTOBUF:
+        if count is not None:
+            count.scan(raw)
         request: ExportTraceServiceRequest = parse_protobuf(raw, ExportTraceServiceRequest, TRACES)
         return request
-    return _from_json(raw, problems if problems is not None else [])
+    return _from_json(raw, problems if problems is not None else [], count)
 
 
 def decode_span_batch(
@@ -70,19 +101,25 @@ def decode_span_batch(
     content_encoding: str | None,
     max_decoded_bytes: int,
     problems: list[str] | None = None,
+    limits: EntryLimits | None = None,
 ) -> Any:
     """`decode_traces`, as a `SpanBatch`: a protobuf body is parsed straight into one (fields
     no rule reads are skipped unread, so their contents are not checked either); an OTLP/JSON
     body is decoded as `decode_traces` does, then converted."""
     kind = media_type_of(content_type, TRACES)
     raw = decompress(body, content_encoding, max_decoded_bytes=max_decoded_bytes, signal=TRACES)
+    count = _count(limits)
     if kind == PROTOBUF:
+        if count is not None:
+            count.scan(raw)
         return parse_protobuf(raw, SpanBatch, TRACES)
-    request = _from_json(raw, problems if problems is not None else [])
+    request = _from_json(raw, problems if problems is not None else [], count)
     return SpanBatch.FromString(request.SerializeToString())
 
 
-def _from_json(raw: bytes, problems: list[str]) -> ExportTraceServiceRequest:
+def _from_json(
+    raw: bytes, problems: list[str], count: EntryCount | None
+) -> ExportTraceServiceRequest:
     request = ExportTraceServiceRequest()
     parse_json_export(
         raw,
@@ -91,6 +128,7 @@ def _from_json(raw: bytes, problems: list[str]) -> ExportTraceServiceRequest:
         scopes=("scopeSpans", "scope_spans"),
         items=("spans", "spans"),
         add_item=partial(_add_span, problems=problems),
+        count=count,
     )
     return request
 

@@ -40,6 +40,9 @@ from trailmap.graph.learn.servicegraph import EdgeSample
 from trailmap.ingest.otlp_body import (
     PARSE_ERRORS,
     PROTOBUF,
+    EntryCount,
+    EntryLimits,
+    Level,
     Signal,
     decompress,
     encode_export_response,
@@ -164,21 +167,58 @@ def decode_metrics(
     content_encoding: str | None,
     max_decoded_bytes: int,
     problems: Problems | None = None,
+    limits: EntryLimits | None = None,
 ) -> ExportMetricsServiceRequest:
     """Decode one OTLP/HTTP metrics export body.
 
     A JSON data point that cannot be read is left out, counted and explained in `problems`
     when given. Anything that sinks the whole body raises `ValidationFailed`,
-    `PayloadTooLarge` or `UnsupportedMediaType`.
+    `PayloadTooLarge` or `UnsupportedMediaType`; with `limits`, so does a body holding more
+    resources, scopes, metrics or data points than they allow (before it is parsed).
     """
     kind = media_type_of(content_type, METRICS)
     raw = decompress(body, content_encoding, max_decoded_bytes=max_decoded_bytes, signal=METRICS)
+    count = _count(limits)
     if kind == PROTOBUF:
+        if count is not None:
+            count.scan(raw)
         request: ExportMetricsServiceRequest = parse_protobuf(
             raw, ExportMetricsServiceRequest, METRICS
         )
         return request
-    return _from_json(raw, problems if problems is not None else Problems())
+    return _from_json(raw, problems if problems is not None else Problems(), count)
+
+
+# Metric.gauge = 5, sum = 7, histogram = 9, exponential_histogram = 10, summary = 11; each
+# holds its data_points as field 1.
+_METRIC_DATA = frozenset({5, 7, 9, 10, 11})
+_DATA_POINTS_LEVEL = 4
+
+
+def _count(limits: EntryLimits | None) -> EntryCount | None:
+    """The entries an export may hold, level by level as the wire nests them
+    (ExportMetricsServiceRequest.resource_metrics = 1, ResourceMetrics.scope_metrics = 2,
+    ScopeMetrics.metrics = 2, a metric's data, its data_points = 1)."""
+    if limits is None:
+        return None
+    levels = (
+        Level(
+            frozenset({1}),
+            "resource entries (resourceMetrics)",
+            limits.resources,
+            "TRAILMAP_OTLP_MAX_RESOURCES",
+        ),
+        Level(
+            frozenset({2}),
+            "scope entries (scopeMetrics)",
+            limits.scopes,
+            "TRAILMAP_OTLP_MAX_SCOPES",
+        ),
+        Level(frozenset({2}), "metrics", limits.metrics, "TRAILMAP_OTLP_MAX_METRICS"),
+        Level(_METRIC_DATA),
+        Level(frozenset({1}), "data points", limits.data_points, "TRAILMAP_OTLP_MAX_DATA_POINTS"),
+    )
+    return EntryCount(levels, METRICS)
 
 
 # -- OTLP/JSON, one data point at a time --------------------------------------------------
@@ -193,7 +233,9 @@ _DATA_FIELDS = (
 )
 
 
-def _from_json(raw: bytes, problems: Problems) -> ExportMetricsServiceRequest:
+def _from_json(
+    raw: bytes, problems: Problems, count: EntryCount | None
+) -> ExportMetricsServiceRequest:
     request = ExportMetricsServiceRequest()
     parse_json_export(
         raw,
@@ -201,12 +243,19 @@ def _from_json(raw: bytes, problems: Problems) -> ExportMetricsServiceRequest:
         resources=("resourceMetrics", "resource_metrics"),
         scopes=("scopeMetrics", "scope_metrics"),
         items=("metrics", "metrics"),
-        add_item=partial(_add_metric, problems=problems),
+        add_item=partial(_add_metric, problems=problems, count=count),
+        count=count,
     )
     return request
 
 
-def _add_metric(target: ScopeMetrics, entry: object, where: str, problems: Problems) -> None:
+def _add_metric(
+    target: ScopeMetrics,
+    entry: object,
+    where: str,
+    problems: Problems,
+    count: EntryCount | None = None,
+) -> None:
     if not isinstance(entry, dict):
         raise ValidationFailed.field(where, "must be an object")
     found = [(c, s) for c, s in _DATA_FIELDS if entry.get(c, entry.get(s)) is not None]
@@ -220,6 +269,8 @@ def _add_metric(target: ScopeMetrics, entry: object, where: str, problems: Probl
     if not isinstance(container, dict):
         raise ValidationFailed.field(points_where, "must be an object")
     data_points = json_array(container, "dataPoints", "data_points", points_where)
+    if count is not None:
+        count.add(_DATA_POINTS_LEVEL, len(data_points))
     metric = target.metrics.add()
     data = getattr(metric, snake)
     try:
@@ -706,7 +757,7 @@ def _plain(value: AnyValue) -> Any:
 # -- storing, and the answer --------------------------------------------------------------
 
 
-async def store_points(
+def store_points(
     db: Database,
     principal: Principal,
     read: MetricPoints,
@@ -715,8 +766,9 @@ async def store_points(
     now: datetime | None = None,
 ) -> MetricsIngestResult:
     """Store what `points_of` read; a point or sample the domain refuses (outside the
-    retention window, too far ahead) refuses its data point."""
-    refused_points, refused_edges = await record_metric_export(
+    retention window, too far ahead) refuses its data point. It blocks, as
+    `record_metric_export` does: run it on a worker thread."""
+    refused_points, refused_edges = record_metric_export(
         db, principal, points=read.points, edges=read.edges, now=now
     )
     refused: set[int] = set()

@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from trailmap import clock
 from trailmap.accounts.principal import Principal
-from trailmap.graph.learn.servicegraph import EdgeSample, record_edge_samples
-from trailmap.metrics.points import Point, record_points
-from trailmap.storage import Database
+from trailmap.errors import ErrorDetail
+from trailmap.graph.learn.record import accepted_window
+from trailmap.graph.learn.servicegraph import EdgeSample, ServiceGraphResult, record_samples
+from trailmap.metrics.points import Point, counted, sort_points, write_points
+from trailmap.storage import Connection, Database
 
 __all__ = ["Refusal", "record_metric_export"]
 
@@ -16,7 +19,7 @@ __all__ = ["Refusal", "record_metric_export"]
 Refusal = tuple[int, str, str]
 
 
-async def record_metric_export(
+def record_metric_export(
     db: Database,
     principal: Principal,
     *,
@@ -24,12 +27,33 @@ async def record_metric_export(
     edges: Sequence[EdgeSample],
     now: datetime | None = None,
 ) -> tuple[list[Refusal], list[Refusal]]:
-    """Store an export's points (metrics) and servicegraph samples (the graph); returns
-    what each refused (outside the retention window, too far ahead), points then samples."""
-    stored = await record_points(db, principal, list(points), now=now)
+    """Store an export's points (metrics) and servicegraph samples (the graph) in one
+    transaction; returns what each refused (outside the retention window, too far ahead),
+    points then samples.
+
+    It blocks: the OTLP receiver runs it on a worker thread, with the rest of an export's
+    work, since its passes over every point would stall the event loop."""
+    principal.require_write()
+    now = now or clock.now()
+    stored, valid, indexes = sort_points(principal, list(points), now=now)
+    now_us, oldest_us, newest_us = accepted_window(principal, now)
+    org_id = principal.org_id
+    refused: list[ErrorDetail] = []
+
+    def write(conn: Connection) -> ServiceGraphResult:
+        refused.clear()  # a transaction tried again starts afresh
+        if valid:
+            refused.extend(write_points(conn, principal, valid, indexes, now))
+        if not edges:
+            return ServiceGraphResult()
+        return record_samples(
+            conn, org_id, list(edges), now_us, oldest_us=oldest_us, newest_us=newest_us
+        )
+
+    graph = db.write_sync(write) if valid or edges else ServiceGraphResult()
+    counted(stored, valid, refused)
     refused_points = [
         (r["index"], points[r["index"]].name, str(r["message"])) for r in stored.rejected
     ]
-    graph = await record_edge_samples(db, principal, list(edges), now=now)
     refused_edges = [(index, edges[index].metric, why) for index, why in graph.rejected]
     return refused_points, refused_edges

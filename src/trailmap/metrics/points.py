@@ -26,10 +26,13 @@ __all__ = [
     "MAX_LABELS",
     "Point",
     "PushResult",
+    "counted",
     "pushed_metric_names",
     "record_points",
     "series_id",
+    "sort_points",
     "validate_point",
+    "write_points",
 ]
 
 DEFAULT_ENVIRONMENT = "default"
@@ -186,8 +189,21 @@ async def record_points(
 
     Points older than the organization's retention window are refused: they could never be
     asked for."""
-    principal.require_write()
     now = now or clock.now()
+    result, valid, indexes = sort_points(principal, items, now=now)
+    refused: list[ErrorDetail] = []
+    if valid:
+        refused = await db.write(write_points, principal, valid, indexes, now)
+    return counted(result, valid, refused)
+
+
+def sort_points(
+    principal: Principal, items: Sequence[object] | Sequence[Point], *, now: datetime
+) -> tuple[PushResult, list[Point], list[int]]:
+    """The points among `items` to store with the index of each, and the refusals of the
+    others (`record_points` before its write, for a caller that writes in a transaction of
+    its own)."""
+    principal.require_write()
     oldest_us = clock.to_us(now - timedelta(days=principal.retention_days))
     newest_us = clock.to_us(now + timedelta(days=1))
     result = PushResult()
@@ -210,9 +226,12 @@ async def record_points(
         else:
             valid.append(point)
             indexes.append(index)
-    refused: list[ErrorDetail] = []
-    if valid:
-        refused = await db.write(_store, principal, valid, indexes, now)
+    return result, valid, indexes
+
+
+def counted(result: PushResult, valid: list[Point], refused: list[ErrorDetail]) -> PushResult:
+    """`result`, once `valid` are written but for the `refused` (the plan's limits): counted
+    as accepted or rejected, and for `/metrics`."""
     result.rejected.extend(_rejection(detail) for detail in refused)
     result.rejected.sort(key=lambda r: r["index"])
     result.accepted = len(valid) - len(refused)
@@ -242,11 +261,11 @@ def _rejection(detail: ErrorDetail) -> dict[str, Any]:
     }
 
 
-def _store(
+def write_points(
     conn: Connection, principal: Principal, points: list[Point], indexes: list[int], now: datetime
 ) -> list[ErrorDetail]:
-    """Store the points in one transaction, within the plan's series and daily points; what
-    those refuse is returned, by the index of the item it came from."""
+    """Store valid points (`sort_points`), in the caller's transaction, within the plan's
+    series and daily points; what those refuse is returned, by its item's index."""
     org_id, plan, now_us = principal.org_id, principal.plan, clock.to_us(now)
     series: dict[str, dict[str, Any]] = {}
     # The last value sent for a series and time wins, within a request as across requests.

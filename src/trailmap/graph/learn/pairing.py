@@ -6,11 +6,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import anyio
+import anyio.to_thread
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from trailmap import clock
@@ -25,7 +27,7 @@ from trailmap.graph.learn.record import (
     write_graph_rows,
     write_minutes,
 )
-from trailmap.graph.learn.spans import Half, Observations, observe_request
+from trailmap.graph.learn.spans import Half, Observations, observe_request, payload_of
 from trailmap.graph.stats import Stats
 from trailmap.storage import Connection, Database
 from trailmap.storage import graph as store
@@ -112,7 +114,7 @@ def record_request(
         store.add_pending(
             conn,
             org_id,
-            [(h.pair_key, h.side, h.span_id, h.payload) for h in waiting],
+            [(h[0], h[1], h[2], payload_of(h)) for h in waiting],
             expires_us,
         )
     return record_observations(conn, org_id, obs, now_us, recent=recent)
@@ -137,10 +139,10 @@ def _grouped(halves: list[Half]) -> tuple[dict[str, Half], dict[str, list[Half]]
     callers: dict[str, Half] = {}
     callees: dict[str, list[Half]] = defaultdict(list)
     for half in halves:
-        if half.side == "s":
-            callees[half.pair_key].append(half)
+        if half[1] == "s":
+            callees[half[0]].append(half)
         else:
-            callers[half.pair_key] = half
+            callers[half[0]] = half
     return callers, callees
 
 
@@ -154,14 +156,14 @@ def _pair(conn: Connection, org_id: str, obs: Observations) -> list[Half]:
         stored += store.find_pending(conn, org_id, callees, "p")
         for key, caller_payload in stored:
             for callee in callees.pop(key, ()):
-                obs.pair(caller_payload, callee.payload)
+                obs.pair(caller_payload, payload_of(callee))
     paired: set[str] = set()
     if callers:
         for key, callee_payload in store.claim_pending(conn, org_id, callers, "s"):
             found = callers.get(key)
             if found is not None:
-                obs.pair(found.payload, callee_payload)
-                if found.side == "c":
+                obs.pair(payload_of(found), callee_payload)
+                if found[1] == "c":
                     # A CLIENT span has one SERVER child; once matched it waits no more.
                     paired.add(key)
     waiting = [h for key, h in callers.items() if key not in paired]
@@ -175,10 +177,10 @@ def _pair_within(
     """Pairs whose two halves came together (in one request, through a Collector, say)."""
     for key in [k for k in callees if k in callers]:
         caller = callers[key]
-        if caller.side == "c":
+        if caller[1] == "c":
             del callers[key]
         for callee in callees.pop(key):
-            obs.pair(caller.payload, callee.payload)
+            obs.pair(payload_of(caller), payload_of(callee))
 
 
 class TraceIngestion:
@@ -195,6 +197,12 @@ class TraceIngestion:
     is committed; its statistics are within `stats_seconds`, its halves within
     `memory_seconds`, and all of them once the app stops cleanly. A crash loses what was in
     memory: those seconds' statistics, and the calls whose halves waited there.
+
+    A request's work runs whole on a worker thread, at most `workers` at a time (the OTLP
+    receiver's limiter, shared with metrics): reading its spans, pairing them in memory and
+    writing what they prove. None of it runs on the event loop, and the memory changes it
+    makes and the write they go with are done, or undone, together on that thread even when
+    the request is cancelled. The memory is shared between threads under one lock.
     """
 
     def __init__(
@@ -205,6 +213,7 @@ class TraceIngestion:
         memory_seconds: float,
         max_waiting: int,
         stats_seconds: float = 0.0,
+        workers: anyio.CapacityLimiter | None = None,
     ) -> None:
         self.db = db
         self._wait_us = wait_seconds * _US
@@ -214,9 +223,9 @@ class TraceIngestion:
         self._waiting = _WaitingHalves()
         self._minutes: dict[tuple[str, str, int], Stats] = {}
         self._recent = RecentWrites()
-        # Requests run on the event loop, but an embedder may call from several threads.
         self._lock = threading.Lock()
         self._open = False
+        self._workers = workers if workers is not None else anyio.CapacityLimiter(2)
 
     @property
     def waiting(self) -> int:
@@ -243,24 +252,40 @@ class TraceIngestion:
         self, principal: Principal, request: Any, *, now: datetime | None = None
     ) -> TraceIngestResult:
         """`ingest_traces`, keeping halves and statistics in memory while open."""
-        now_us, obs = observe(principal, request, now)
+        return await self.ingest_export(principal, lambda: request, now=now)
+
+    async def ingest_export(
+        self, principal: Principal, read: Callable[[], Any], *, now: datetime | None = None
+    ) -> TraceIngestResult:
+        """`ingest`, for the request `read()` returns (decoding the body, say): called on the
+        worker thread, so that the whole request runs in one hop off the event loop."""
+        return await anyio.to_thread.run_sync(
+            self._ingest, principal, read, now, limiter=self._workers
+        )
+
+    def _ingest(
+        self, principal: Principal, read: Callable[[], Any], now: datetime | None
+    ) -> TraceIngestResult:
+        now_us, obs = observe(principal, read(), now)
         if not obs.accepted:
             return TraceIngestResult.of(obs)
         org_id = principal.org_id
         expires_us = now_us + self._wait_us
         if not self._open:
-            sent = await self._write(record_request, org_id, obs, now_us, expires_us, self._recent)
-            self._recent.remember(sent)
+            sent = self.db.write_sync(record_request, org_id, obs, now_us, expires_us, self._recent)
+            self._remember(sent)
             return TraceIngestResult.of(obs)
         with self._lock:
             undo = self._waiting.match(org_id, obs, now_us)
             # Past the cap, the oldest halves are stored by this request's own transaction.
             excess = self._waiting.take(count=len(self._waiting) - self._max_waiting)
+        # RecentWrites is only a cache of what is stored: read without the lock, a stale
+        # answer costs a statement, never a row.
         rows = graph_rows(org_id, obs, self._recent)
         add_up = self._stats_us > 0
         if rows.changes_graph or excess or not add_up:
             try:
-                sent = await self._write(
+                sent = self.db.write_sync(
                     _record_matched,
                     org_id,
                     rows,
@@ -278,14 +303,14 @@ class TraceIngestion:
                     self._waiting.restore(excess)
                 raise
             sent.extend(rows.sent)
-            self._recent.remember(sent)
+            self._remember(sent)
         with self._lock:
             if add_up:
                 _add_minutes(self._minutes, org_id, rows.minutes)
             crowded = len(self._minutes) > _MAX_MINUTES
         if crowded:
             try:
-                await self.store_due(now_us=now_us)
+                self._store_due(now_us, everything=False)
             except Exception:  # noqa: BLE001 - this request is stored; the job tries again
                 log.warning("could not store the statistics added up in memory; will retry")
         return TraceIngestResult.of(obs)
@@ -294,6 +319,11 @@ class TraceIngestion:
         """Store the statistics added up so far, and the halves whose time in memory is over
         (every half with `everything`); returns how many halves were stored. A failure puts
         all of it back in memory, for the next attempt."""
+        # A worker thread of its own, as a database write (not the requests' limiter: the
+        # stores must go on while requests queue); it finishes even when cancelled.
+        return await anyio.to_thread.run_sync(self._store_due, now_us, everything)
+
+    def _store_due(self, now_us: int | None, everything: bool) -> int:
         now_us = clock.now_us() if now_us is None else now_us
         with self._lock:
             if everything:
@@ -304,7 +334,7 @@ class TraceIngestion:
         if not halves and not minutes:
             return 0
         try:
-            sent = await self._write(
+            sent = self.db.write_sync(
                 _store_due,
                 _minutes_by_org(minutes),
                 _by_org(halves),
@@ -318,15 +348,12 @@ class TraceIngestion:
                 for (org_id, subject_id, minute_us), stats in minutes.items():
                     _add_minutes(self._minutes, org_id, {(subject_id, minute_us): stats})
             raise
-        self._recent.remember(sent)
+        self._remember(sent)
         return len(halves)
 
-    async def _write(self, fn: Any, *args: Any) -> Sent:
-        # Shielded: a cancelled request or job must still learn whether its write committed,
-        # or the memory would disagree with the database.
-        with anyio.CancelScope(shield=True):
-            sent: Sent = await self.db.write(fn, *args)
-        return sent
+    def _remember(self, sent: Sent) -> None:
+        with self._lock:
+            self._recent.remember(sent)
 
 
 def _record_matched(
@@ -384,27 +411,22 @@ def _minutes_by_org(
 # -- halves in memory -----------------------------------------------------------------------
 
 
-# A waiting half: (arrival, organization, pair key, side, own span id, then its payload's
-# values: kind, service, environment, start, duration, error, peer, topic). A flat tuple of
-# text and numbers, which the garbage collector stops tracking at its next pass (a tuple
-# holding a dict or an object stays tracked): tens of thousands wait at once, and each
-# tracked object that outlives a few requests brings the collector's next full pass over
-# the whole process sooner (measured: five full passes of 130 ms per thousand requests
-# with objects, one with these tuples).
+# A waiting half: (arrival, organization, then the half: pair key, side, own span id, and
+# its payload's values: kind, service, environment, start, duration, error, peer, topic).
+# A flat tuple of text and numbers, which the garbage collector stops tracking at its next
+# pass (a tuple holding a dict or an object stays tracked): tens of thousands wait at once,
+# and each tracked object that outlives a few requests brings the collector's next full
+# pass over the whole process sooner (measured: five full passes of 130 ms per thousand
+# requests with objects, one with these tuples).
 _Entry = tuple[Any, ...]
 
 
 def _entry(since_us: int, org_id: str, half: Half) -> _Entry:
-    p = half.payload
-    return (
-        *(since_us, org_id, half.pair_key, half.side, half.span_id),
-        *(p["k"], p["s"], p["e"], p["t"], p["d"], p["x"], p.get("p"), p["q"]),
-    )
+    return (since_us, org_id, *half)
 
 
 def _payload(entry: _Entry) -> dict[str, Any]:
-    k, s, e, t, d, x, p, q = entry[5:]
-    return {"k": k, "s": s, "e": e, "t": t, "d": d, "x": x, "p": p, "q": q}
+    return payload_of(entry[2:])
 
 
 @dataclass(slots=True, eq=False)
@@ -446,12 +468,13 @@ class _WaitingHalves:
         undo = _Undo()
         callers, callees = self._callers, self._callees
         for half in obs.halves:
-            key = (org_id, half.pair_key)
-            if half.side == "s":
+            side = half[1]
+            key = (org_id, half[0])
+            if side == "s":
                 waiting = callers.get(key)
                 if waiting:
                     caller = waiting[0]
-                    obs.pair(_payload(caller), half.payload)
+                    obs.pair(_payload(caller), payload_of(half))
                     if caller[3] == "c":
                         self._drop(caller)
                         undo.taken.append(caller)
@@ -459,11 +482,12 @@ class _WaitingHalves:
             else:
                 waiting = callees.get(key)
                 if waiting:
+                    payload = payload_of(half)
                     for callee in waiting:
-                        obs.pair(half.payload, _payload(callee))
+                        obs.pair(payload, _payload(callee))
                         self._drop(callee)
                         undo.taken.append(callee)
-                    if half.side == "c":
+                    if side == "c":
                         continue
             entry = _entry(now_us, org_id, half)
             if self._add(entry):
@@ -545,8 +569,7 @@ class _WaitingHalves:
 def _by_org(entries: list[_Entry]) -> dict[str, list[Half]]:
     by_org: dict[str, list[Half]] = defaultdict(list)
     for entry in entries:
-        _, org_id, pair_key, side, span_id = entry[:5]
-        by_org[org_id].append(Half(pair_key, side, span_id, _payload(entry)))
+        by_org[entry[1]].append(entry[2:])
     return by_org
 
 
