@@ -772,14 +772,18 @@ async def test_a_new_base_url_on_another_server_does_not_get_the_stored_credenti
                 "queries": {"error_rate": GAUGE},
             },
         }
-        _ok(await keyed.put("/api/v1/metrics/settings", json=owner_sets, headers=tenant.auth()))
+        _ok(
+            await keyed.put(
+                "/api/v1/metrics/settings", json=owner_sets, headers=tenant.admin_auth()
+            )
+        )
         _ok(await _around(keyed, tenant.reader, event_id, "error_rate"))
 
         moved = _ok(
             await keyed.put(
                 "/api/v1/metrics/settings",
                 json={"prometheus": {"base_url": attackers}},
-                headers=tenant.auth(),
+                headers=tenant.admin_auth(),
             )
         )
         _ok(await _around(keyed, tenant.reader, event_id, "error_rate"))
@@ -835,7 +839,7 @@ async def test_only_a_change_of_scheme_host_or_port_drops_the_stored_credential(
     sets = {"base_url": before, "auth_header": {"name": "X-Scope-OrgID", "value": "tenant-a"}}
     _ok(
         await keyed.put(
-            "/api/v1/metrics/settings", json={"prometheus": sets}, headers=tenant.auth()
+            "/api/v1/metrics/settings", json={"prometheus": sets}, headers=tenant.admin_auth()
         )
     )
 
@@ -843,7 +847,7 @@ async def test_only_a_change_of_scheme_host_or_port_drops_the_stored_credential(
         await keyed.put(
             "/api/v1/metrics/settings",
             json={"prometheus": {"base_url": after}},
-            headers=tenant.auth(),
+            headers=tenant.admin_auth(),
         )
     )
 
@@ -858,13 +862,13 @@ async def test_a_new_base_url_with_its_own_auth_header_keeps_that_one(
     second = {"base_url": "http://10.0.0.10:9090", "auth_header": {"name": "B", "value": "b"}}
     _ok(
         await keyed.put(
-            "/api/v1/metrics/settings", json={"prometheus": first}, headers=tenant.auth()
+            "/api/v1/metrics/settings", json={"prometheus": first}, headers=tenant.admin_auth()
         )
     )
 
     answer = _ok(
         await keyed.put(
-            "/api/v1/metrics/settings", json={"prometheus": second}, headers=tenant.auth()
+            "/api/v1/metrics/settings", json={"prometheus": second}, headers=tenant.admin_auth()
         )
     )
 
@@ -905,7 +909,7 @@ async def test_a_base_url_whose_host_is_refused_is_a_400_naming_the_rule(
             await http.put(
                 "/api/v1/metrics/settings",
                 json={"prometheus": {"base_url": base_url}},
-                headers=tenant.auth(),
+                headers=tenant.admin_auth(),
             ),
             400,
             "VALIDATION_ERROR",
@@ -927,7 +931,7 @@ async def test_a_host_name_resolving_to_the_metadata_address_is_a_400(
         await keyless.put(
             "/api/v1/metrics/settings",
             json={"prometheus": {"base_url": "http://prometheus.attacker.example:9090"}},
-            headers=tenant.auth(),
+            headers=tenant.admin_auth(),
         ),
         400,
         "VALIDATION_ERROR",

@@ -67,6 +67,10 @@ def stack(
             "TRAILMAP_OUTBOUND_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128",
             "TRAILMAP_CLIENT_METADATA_ALLOW_PRIVATE": "true",
             "TRAILMAP_CLIENT_METADATA_CA_FILE": metadata.ca_file,
+            # One stack serves a whole module of tests from one address: no rate limits here
+            # (tests/oauth/test_rate_limits.py shows them).
+            "TRAILMAP_OAUTH_REGISTRATIONS_PER_HOUR": "0",
+            "TRAILMAP_UNAUTHENTICATED_REQUESTS_PER_MINUTE": "0",
         }
         with (
             running_server(url, log_path=folder / "a.log", env=env) as node_a,

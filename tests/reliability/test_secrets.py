@@ -288,12 +288,12 @@ async def _set_up(http: httpx.AsyncClient, token: str, password: str) -> str:
     return found[0]
 
 
-async def _console_key(http: httpx.AsyncClient, name: str) -> str:
+async def _console_key(http: httpx.AsyncClient, name: str, scope: str = "read-write") -> str:
     """A key made with the API Keys page's form; the token the page shows once."""
     opened = await http.get("/orgs/acme/keys")
     assert opened.status_code == 200, opened.text
     form = parse(opened.text).form("/orgs/acme/keys")
-    created = await http.post(form.action, data=form.data(name=name, scope="read-write"))
+    created = await http.post(form.action, data=form.data(name=name, scope=scope))
     assert created.status_code == 201, created.text
     return parse(created.text).by_id["token"]
 
@@ -545,6 +545,9 @@ async def test_no_secret_issued_is_in_the_logs_or_the_database_in_clear(
             signed = await sign_in(owner, OWNER, password)
             assert signed.status_code == 303, signed.text
             session = issued.add("console session cookie", owner.cookies["trailmap_session"])
+            admin_key = issued.add(
+                "API key (console, admin)", await _console_key(owner, "admin", "admin")
+            )
             keys = [
                 first_key,
                 *[
@@ -602,7 +605,7 @@ async def test_no_secret_issued_is_in_the_logs_or_the_database_in_clear(
                         "queries": {"error_rate": "sum(up)", "throughput": "sum(echo)"},
                     },
                 },
-                headers={"Authorization": f"Bearer {first_key}"},
+                headers={"Authorization": f"Bearer {admin_key}"},
             )
             assert put.status_code == 200, put.text
             assert put.json()["data"]["prometheus"]["auth_header_set"] is True

@@ -323,6 +323,10 @@ async def _walk_writes(
         ("POST", "/api/v1/otlp/v1/traces"): [(b"{}", "application/json")],
         ("POST", "/api/v1/otlp/v1/metrics"): [(b"{}", "application/json")],
         ("PUT", "/api/v1/metrics/settings"): [(b"{}", "application/json")],
+        ("PATCH", "/api/v1/members/{email}"): [(b'{"role": "admin"}', "application/json")],
+        ("DELETE", "/api/v1/members/{email}"): [(b"", "application/json")],
+        ("POST", "/api/v1/invitations"): [(b'{"email": "x@b.example"}', "application/json")],
+        ("PATCH", "/api/v1/organization"): [(b'{"max_key_days": 30}', "application/json")],
     }
     for template, operations in paths.items():
         for method in operations:
