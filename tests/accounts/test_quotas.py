@@ -8,6 +8,9 @@ from datetime import UTC, datetime, timedelta, timezone
 import anyio
 import httpx
 import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tests.factories import event, make_key, make_org
 from trailmap import clock
@@ -306,3 +309,43 @@ async def test_metric_points_beyond_the_day_are_refused_with_quota_exceeded(
     assert body["counts"] == {"accepted": 2, "rejected": 3}
     assert [r["index"] for r in body["rejected"]] == [2, 3, 4]
     assert all(r["code"] == "QUOTA_EXCEEDED" for r in body["rejected"])
+
+
+def _spans_export(count: int) -> bytes:
+    request = ExportTraceServiceRequest()
+    resource = request.resource_spans.add()
+    resource.resource.attributes.append(
+        KeyValue(key="service.name", value=AnyValue(string_value="checkout"))
+    )
+    scope = resource.scope_spans.add()
+    now_ns = clock.now_us() * 1_000
+    for i in range(count):
+        span = scope.spans.add()
+        span.trace_id = (i + 1).to_bytes(16, "big")
+        span.span_id = (i + 1).to_bytes(8, "big")
+        span.name = "GET /"
+        span.kind = Span.SpanKind.SPAN_KIND_SERVER
+        span.start_time_unix_nano = now_ns - 1_000_000
+        span.end_time_unix_nano = now_ns
+    encoded: bytes = request.SerializeToString()
+    return encoded
+
+
+async def test_spans_beyond_the_day_refuse_the_export_whole_with_retry_after(
+    client: httpx.AsyncClient, free: FreeOrg, db: Database
+) -> None:
+    limit = PLANS["free"].spans_per_day
+    assert limit is not None
+    seed_usage(db, free.org, "spans/day", clock.now().strftime("%Y-%m-%d"), limit - 5)
+    headers = {**free.headers, "Content-Type": "application/x-protobuf"}
+    refused = await client.post(
+        "/api/v1/otlp/v1/traces", content=_spans_export(10), headers=headers
+    )
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["code"] == "QUOTA_EXCEEDED"
+    assert int(refused.headers["Retry-After"]) >= 1
+    # All or none: the refused export took nothing, so five more still fit.
+    accepted = await client.post(
+        "/api/v1/otlp/v1/traces", content=_spans_export(5), headers=headers
+    )
+    assert accepted.status_code == 200, accepted.text

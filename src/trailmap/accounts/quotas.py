@@ -18,6 +18,7 @@ __all__ = [
     "count_mcp_call",
     "day_period",
     "meter",
+    "meter_sync",
     "month_period",
     "refusal",
     "remaining",
@@ -133,10 +134,19 @@ async def meter(db: Database, principal: Principal, metric: Metric, amount: int)
     """Count `amount` against the plan, all of it or none: `QuotaExceeded` (429, with when
     it resets) when the plan has not that much left. Nothing is written for a plan without
     a limit on `metric`."""
+    if _metered(principal, metric, amount):
+        await db.write(_meter, principal, metric, amount)
+
+
+def meter_sync(db: Database, principal: Principal, metric: Metric, amount: int) -> None:
+    """`meter`, for a caller on a worker thread."""
+    if _metered(principal, metric, amount):
+        db.write_sync(_meter, principal, metric, amount)
+
+
+def _metered(principal: Principal, metric: Metric, amount: int) -> bool:
     per_day, per_month = _limits(principal.plan, metric)
-    if amount <= 0 or (per_day is None and per_month is None):
-        return
-    await db.write(_meter, principal, metric, amount)
+    return amount > 0 and (per_day is not None or per_month is not None)
 
 
 def _meter(conn: Connection, principal: Principal, metric: Metric, amount: int) -> None:

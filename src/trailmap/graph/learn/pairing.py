@@ -16,6 +16,7 @@ import anyio.to_thread
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from trailmap import clock
+from trailmap.accounts import quotas
 from trailmap.accounts.principal import Principal
 from trailmap.graph.learn.record import (
     GraphRows,
@@ -81,6 +82,7 @@ async def ingest_traces(
     everything else: nothing stays in memory."""
     now_us, obs = observe(principal, request, now)
     if obs.accepted:
+        await quotas.meter(db, principal, "spans", obs.accepted)
         await db.write(
             record_request, principal.org_id, obs, now_us, now_us + pairing_wait_seconds * _US
         )
@@ -269,6 +271,8 @@ class TraceIngestion:
         now_us, obs = observe(principal, read(), now)
         if not obs.accepted:
             return TraceIngestResult.of(obs)
+        # The plan's spans a day, all of the export's or none (an exporter retries a 429).
+        quotas.meter_sync(self.db, principal, "spans", obs.accepted)
         org_id = principal.org_id
         expires_us = now_us + self._wait_us
         if not self._open:
