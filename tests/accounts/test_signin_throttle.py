@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from trailmap import clock
+from tests.console.test_signin import Clock
 from trailmap.accounts import add_user, create_org
 from trailmap.accounts.signin import (
     FREE_FAILURES,
@@ -23,21 +23,6 @@ ADA = "ada@acme.example"
 ATTACKER = "203.0.113.9"
 HOME = "198.51.100.4"
 OFFICE = "192.0.2.50"
-
-
-class Clock:
-    """`clock.now_us`, moved forward by however far a test says time has passed."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self._real = clock.now_us
-        self._offset_us = 0
-        monkeypatch.setattr(clock, "now_us", self.now_us)
-
-    def now_us(self) -> int:
-        return self._real() + self._offset_us
-
-    def advance(self, seconds: float) -> None:
-        self._offset_us += int(seconds * 1_000_000)
 
 
 @pytest.fixture

@@ -4,20 +4,17 @@ keys, a token shown once, revoking with confirmation and CSRF, and the plan's ke
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import datetime
 
 import httpx
 import pytest
 
+from tests.console.conftest import NewBrowser
 from tests.factories import event, make_key, make_org
 from tests.forms import Page, parse, sign_in
 from trailmap.accounts import ApiKey, Organization, add_user, create_key, list_keys
 from trailmap.accounts.service_accounts import list_service_accounts
-from trailmap.app import create_app
-from trailmap.settings import Settings
 from trailmap.storage import Database
 
 pytestmark = pytest.mark.anyio
@@ -27,22 +24,6 @@ OWNER = "ada@acme.example"
 MEMBER = "bob@acme.example"
 OUTSIDER = "carol@other.example"
 _WHOLE_TOKEN = re.compile(r"tmk_[0-9A-Za-z]{49}")
-
-NewBrowser = Callable[[], httpx.AsyncClient]
-
-
-@pytest.fixture
-async def new_browser(settings: Settings, db: Database) -> AsyncIterator[NewBrowser]:
-    """Browsers with cookie jars of their own, all on one app."""
-    transport = httpx.ASGITransport(app=create_app(settings, database=db))
-    async with AsyncExitStack() as stack:
-
-        def new() -> httpx.AsyncClient:
-            browser = httpx.AsyncClient(transport=transport, base_url="http://testserver")
-            stack.push_async_callback(browser.aclose)
-            return browser
-
-        yield new
 
 
 @dataclass(frozen=True)

@@ -4,16 +4,14 @@ invited person joins and signs in, makes a key, is removed, and is locked out at
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack
 
 import httpx
 import pytest
 
+from tests.console.conftest import NewBrowser
 from tests.factories import make_org
 from tests.forms import parse, sign_in
 from trailmap.accounts import add_user
-from trailmap.app import create_app
 from trailmap.settings import Settings
 from trailmap.storage import Database
 
@@ -26,8 +24,6 @@ NEWCOMER = "carol@acme.example"
 _LINK = re.compile(r"http://testserver/invite/[A-Za-z0-9_-]{43}")
 _TOKEN = re.compile(r"tmk_[0-9A-Za-z]{49}")
 
-NewBrowser = Callable[[], httpx.AsyncClient]
-
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
@@ -36,19 +32,6 @@ def settings(database_url: str) -> Settings:
         retention_purge_interval_seconds=0,
         public_url="http://testserver",
     )
-
-
-@pytest.fixture
-async def new_browser(settings: Settings, db: Database) -> AsyncIterator[NewBrowser]:
-    transport = httpx.ASGITransport(app=create_app(settings, database=db))
-    async with AsyncExitStack() as stack:
-
-        def new() -> httpx.AsyncClient:
-            browser = httpx.AsyncClient(transport=transport, base_url="http://testserver")
-            stack.push_async_callback(browser.aclose)
-            return browser
-
-        yield new
 
 
 async def _browser_of(new_browser: NewBrowser, email: str) -> httpx.AsyncClient:

@@ -19,7 +19,7 @@ from trailmap.accounts.team import (
     reset_password,
 )
 from trailmap.accounts.users import user_exists
-from trailmap.console.pages import e, form_csrf, page, see_other, to_login
+from trailmap.console.pages import e, form_csrf, page, problem_text, see_other, to_login
 from trailmap.errors import PayloadTooLarge, TrailmapError
 from trailmap.http.context import client_address, context_of
 from trailmap.http.sessions import (
@@ -39,10 +39,6 @@ router = APIRouter(include_in_schema=False)
 
 _FORM_CSRF = "trailmap_form_csrf"
 _STALE = "The form's security check failed (cookies blocked, or the page was stale); try again."
-
-
-def _problem(error: TrailmapError) -> str:
-    return "; ".join(f"{d.field}: {d.message}" for d in error.details) or error.message
 
 
 def _public_form(
@@ -158,7 +154,7 @@ async def invite_submit(request: Request, token: str) -> Response:
         await accept_invitation(db, token, password, client=client, hashing=hashing)
         done = await sign_in(db, invitation.email, password, client=client, hashing=hashing)
     except TrailmapError as error:
-        return again(_problem(error), error.status)
+        return again(problem_text(error), error.status)
     response = see_other("/console")
     set_cookie(request, response, SESSION_COOKIE, done.session, max_age=SESSION_SECONDS)
     return response
@@ -218,7 +214,7 @@ async def account_password(request: Request) -> Response:
         )
     except TrailmapError as error:
         return _account_page(
-            user.email, form_csrf(user), error=_problem(error), status=error.status
+            user.email, form_csrf(user), error=problem_text(error), status=error.status
         )
     return _account_page(user.email, form_csrf(user), notice="Your password was changed.")
 
@@ -313,5 +309,5 @@ async def reset_submit(request: Request, token: str) -> Response:
     except TrailmapError as error:
         if error.status == 404:
             return page("Reset link not valid", _BAD_RESET, status=404)
-        return _reset_form(request, token, error=_problem(error), status=error.status)
+        return _reset_form(request, token, error=problem_text(error), status=error.status)
     return see_other("/login")

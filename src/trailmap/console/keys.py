@@ -13,7 +13,7 @@ from trailmap.accounts.keys import ApiKey, parse_scope
 from trailmap.accounts.memberships import list_memberships
 from trailmap.accounts.service_accounts import create_service_account, list_service_accounts
 from trailmap.console.orgs import OrgMember, org_member, org_nav, posted_form, refused, when
-from trailmap.console.pages import e, form_csrf, page, see_other, to_login
+from trailmap.console.pages import e, form_csrf, page, problem_text, see_other, to_login
 from trailmap.errors import TrailmapError, ValidationFailed
 from trailmap.http.context import context_of
 from trailmap.http.sessions import signed_in
@@ -182,7 +182,7 @@ async def keys_create(request: Request, slug: str) -> Response:
             actor=m.actor(request),
         )
     except TrailmapError as error:
-        message = "; ".join(f"{d.field}: {d.message}" for d in error.details) or error.message
+        message = problem_text(error)
         return await _keys_page(request, m, error=message, values=form, status=error.status)
     return _token_shown_once(m, "Key created", key, token, f"/orgs/{m.slug}/keys")
 
@@ -292,7 +292,7 @@ async def accounts_create(request: Request, slug: str) -> Response:
     try:
         await create_service_account(context_of(request).db, m.slug, form.get("name", ""))
     except TrailmapError as error:
-        message = "; ".join(f"{d.field}: {d.message}" for d in error.details) or error.message
+        message = problem_text(error)
         return await _accounts_page(request, m, message, error.status)
     return see_other(f"/orgs/{m.slug}/service-accounts")
 

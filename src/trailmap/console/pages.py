@@ -8,6 +8,7 @@ from urllib.parse import quote, urlsplit
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse
 
+from trailmap.errors import TrailmapError
 from trailmap.http.sessions import SignedInUser
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "form_csrf",
     "local_path",
     "page",
+    "problem_text",
     "see_other",
     "to_login",
 ]
@@ -90,6 +92,11 @@ def to_login(request: Request) -> RedirectResponse:
     """Off to sign in, coming back here afterwards."""
     here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     return see_other("/login?next=" + quote(here, safe=""))
+
+
+def problem_text(error: TrailmapError) -> str:
+    """What a form's page says of a refusal: each field's problem, or the message."""
+    return "; ".join(f"{d.field}: {d.message}" for d in error.details) or error.message
 
 
 def form_csrf(user: SignedInUser) -> str:

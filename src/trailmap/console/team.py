@@ -19,17 +19,13 @@ from trailmap.accounts.team import (
     set_org_key_rules,
 )
 from trailmap.console.orgs import OrgMember, org_member, org_nav, posted_form, refused, when
-from trailmap.console.pages import e, form_csrf, page, see_other
+from trailmap.console.pages import e, form_csrf, page, problem_text, see_other
 from trailmap.errors import TrailmapError
 from trailmap.http.context import context_of
 
 __all__ = ["router"]
 
 router = APIRouter(include_in_schema=False)
-
-
-def _problem(error: TrailmapError) -> str:
-    return "; ".join(f"{d.field}: {d.message}" for d in error.details) or error.message
 
 
 def _role_options(m: OrgMember, selected: str) -> str:
@@ -131,7 +127,7 @@ async def invitations_create(request: Request, slug: str) -> Response:
                 request, m, notice=f"Invitation e-mailed to {invitation.email}.", status=201
             )
     except TrailmapError as error:
-        return await _members_page(request, m, error=_problem(error), status=error.status)
+        return await _members_page(request, m, error=problem_text(error), status=error.status)
     body = (
         f"<p>Send this link to <b>{e(invitation.email)}</b>: it works once, until "
         f"{when(invitation.expires)}, and is shown only now (no mail server is configured, "
@@ -153,7 +149,7 @@ async def invitations_revoke(request: Request, slug: str, invitation_id: str) ->
             context_of(request).db, m.slug, invitation_id, who=m.membership, by=m.actor(request)
         )
     except TrailmapError as error:
-        return await _members_page(request, m, error=_problem(error), status=error.status)
+        return await _members_page(request, m, error=problem_text(error), status=error.status)
     return see_other(f"/orgs/{m.slug}/members")
 
 
@@ -173,7 +169,7 @@ async def members_role(request: Request, slug: str) -> Response:
             by=m.actor(request),
         )
     except TrailmapError as error:
-        return await _members_page(request, m, error=_problem(error), status=error.status)
+        return await _members_page(request, m, error=problem_text(error), status=error.status)
     return see_other(f"/orgs/{m.slug}/members")
 
 
@@ -209,7 +205,7 @@ async def members_remove(request: Request, slug: str) -> Response:
             context_of(request).db, m.slug, email, who=m.membership, by=m.actor(request)
         )
     except TrailmapError as error:
-        return await _members_page(request, m, error=_problem(error), status=error.status)
+        return await _members_page(request, m, error=problem_text(error), status=error.status)
     if m.user.email == email.strip().lower():
         return see_other("/console")
     keys = ", ".join(f"{k['name']} ({k['prefix']}…)" for k in revoked) or "none"
@@ -296,5 +292,5 @@ async def settings_submit(request: Request, slug: str) -> Response:
             max_key_days=days,
         )
     except TrailmapError as error:
-        return await _settings_page(request, m, error=_problem(error), status=error.status)
+        return await _settings_page(request, m, error=problem_text(error), status=error.status)
     return see_other(f"/orgs/{m.slug}/settings")
