@@ -149,7 +149,9 @@ async def test_health_checks_stay_prompt_while_hostile_exports_arrive(target: Ta
 
     _print_figures(target.database, tally)
     assert tally.healthz_failures == [], tally.healthz_failures[:5]
-    assert set(tally.sent) <= {("bomb", 413), ("limit", 200)}, tally.sent
+    # An export at the span limit, stored before it is answered on a PostgreSQL this busy, may
+    # pass the per-call deadline: then it is a 503 with Retry-After, which exporters retry.
+    assert set(tally.sent) <= {("bomb", 413), ("limit", 200), ("limit", 503)}, tally.sent
     assert tally.sent[("bomb", 413)] > 0
     assert tally.sent[("limit", 200)] > 0
     assert 'status="500"' not in scraped
