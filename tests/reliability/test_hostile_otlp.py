@@ -28,6 +28,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 from tests.reliability.forms import FULL, scale
+from tests.reliability.healthz import probe_healthz
 from tests.server import module_database, org_with_key, running_server
 from trailmap.settings import Settings
 
@@ -136,7 +137,7 @@ async def test_health_checks_stay_prompt_while_hostile_exports_arrive(target: Ta
 
     # The probe runs on a thread of its own, so that the test's own event loop (sending
     # the hostile bodies) adds nothing to what it measures.
-    probe = threading.Thread(target=_probe, args=(target.url, tally, started, stop))
+    probe = threading.Thread(target=probe_healthz, args=(target.url, tally, started, stop))
     probe.start()
     try:
         assert await asyncio.to_thread(started.wait, 10), "the probe never reached the server"
@@ -157,22 +158,6 @@ async def test_health_checks_stay_prompt_while_hostile_exports_arrive(target: Ta
     assert 'status="500"' not in scraped
     if FULL:
         assert _p99(tally.healthz_ms) < HEALTHZ_P99_MS
-
-
-def _probe(url: str, tally: Tally, started: threading.Event, stop: threading.Event) -> None:
-    """GET /healthz back to back until told to stop, timing each answer."""
-    with httpx.Client(base_url=url, timeout=60) as http:
-        while not stop.is_set():
-            began = time.perf_counter()
-            try:
-                response = http.get("/healthz")
-            except httpx.HTTPError as error:
-                tally.healthz_failures.append(repr(error))
-                continue
-            tally.healthz_ms.append((time.perf_counter() - began) * 1000)
-            if response.status_code != 200:
-                tally.healthz_failures.append(f"{response.status_code} {response.text[:200]}")
-            started.set()
 
 
 def _p99(values: list[float]) -> float:

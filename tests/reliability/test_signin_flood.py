@@ -26,6 +26,7 @@ import pytest
 from tests.factories import make_org
 from tests.forms import sign_in
 from tests.reliability.forms import FULL, scale
+from tests.reliability.healthz import probe_healthz
 from tests.server import module_database, server_process
 from trailmap.accounts import add_user
 from trailmap.accounts.passwords import default_hashes_at_once
@@ -93,7 +94,7 @@ async def test_sign_ins_at_once_take_a_few_hashes_of_memory_and_health_checks_go
     tally = Tally()
     before_mib = _peak_rss_mib(target.process.pid)
     started, stop = threading.Event(), threading.Event()
-    probe = threading.Thread(target=_probe, args=(target.url, tally, started, stop))
+    probe = threading.Thread(target=probe_healthz, args=(target.url, tally, started, stop))
     probe.start()
     began = time.monotonic()
     try:
@@ -126,22 +127,6 @@ async def _sign_in(n: int, url: str, tally: Tally) -> None:
     tally.statuses[answer.status_code] += 1
     if answer.status_code == 503 and "Retry-After" not in answer.headers:
         tally.missing_retry_after += 1
-
-
-def _probe(url: str, tally: Tally, started: threading.Event, stop: threading.Event) -> None:
-    """GET /healthz back to back until told to stop, timing each answer."""
-    with httpx.Client(base_url=url, timeout=60) as http:
-        while not stop.is_set():
-            began = time.perf_counter()
-            try:
-                response = http.get("/healthz")
-            except httpx.HTTPError as error:
-                tally.healthz_failures.append(repr(error))
-                continue
-            tally.healthz_ms.append((time.perf_counter() - began) * 1000)
-            if response.status_code != 200:
-                tally.healthz_failures.append(f"{response.status_code} {response.text[:200]}")
-            started.set()
 
 
 def _print_figures(
