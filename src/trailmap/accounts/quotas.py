@@ -21,7 +21,6 @@ __all__ = [
     "meter_sync",
     "month_period",
     "refusal",
-    "remaining",
     "seconds_until_reset",
     "usage_this_month",
 ]
@@ -64,20 +63,6 @@ def _limits(plan: Plan, metric: Metric) -> tuple[int | None, int | None]:
     if metric == "metric_points":
         return plan.metric_points_per_day, None
     return None, plan.mcp_calls_per_month
-
-
-def remaining(
-    conn: Connection, org_id: str, plan: Plan, metric: Metric, now: datetime
-) -> int | None:
-    """How many more units the organization may use right now; None when unlimited."""
-    per_day, per_month = _limits(plan, metric)
-    left: int | None = None
-    if per_day is not None:
-        left = per_day - store.get_usage(conn, org_id, f"{metric}/day", day_period(now))
-    if per_month is not None:
-        month_left = per_month - store.get_usage(conn, org_id, f"{metric}/month", month_period(now))
-        left = month_left if left is None else min(left, month_left)
-    return None if left is None else max(0, left)
 
 
 def refusal(

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal, cast, get_args
+from typing import cast, get_args
 
 from trailmap import clock, ids
 from trailmap.accounts.memberships import membership_in
 from trailmap.accounts.organizations import get_org
 from trailmap.accounts.passwords import DEFAULT_HASHING, PasswordHashing
+from trailmap.accounts.permissions import Role
 from trailmap.errors import Conflict, Forbidden, ValidationFailed
 from trailmap.storage import Connection, Database
 from trailmap.storage import accounts as store
@@ -24,7 +25,6 @@ __all__ = [
     "user_exists",
 ]
 
-Role = Literal["owner", "admin", "member"]
 MIN_PASSWORD_LENGTH = 10
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{1,63}$")
 
