@@ -90,8 +90,9 @@ _HISTORY: tuple[tuple[str, float, str, float, float], ...] = (
     ("orders", 20, "4.4.0", 0.0003, 1.0),
     ("payments", 300, "2.6.0", 0.0004, 1.0),
     ("payments", 128, "2.6.1", 0.0004, 1.0),
-    # The harmless one: a dependency bump that changes neither errors nor latency.
-    ("payments", 4.5, "2.7.0", 0.0004, 1.0),
+    # The harmless one: a dependency bump that changes neither errors nor latency. Its two
+    # hours before lie inside RECENT, so the verdict has its points at any time of day.
+    ("payments", 4.0, "2.7.0", 0.0004, 1.0),
     ("shipping", 220, "0.9.0", 0.001, 1.0),
     ("shipping", 96, "0.9.1", 0.001, 1.0),
     ("shipping", 44, "0.10.0", 0.001, 1.0),
