@@ -305,8 +305,10 @@ async def test_a_database_stored_without_its_technology_gets_it_when_seen_again(
 
 
 def _chat(fleet: Fleet, *, provider: dict[str, str], address: str, failed: bool = False) -> None:
-    """A chat completion as the GenAI instrumentations (openai-v2, anthropic) record it."""
-    with fleet.tracer("assistant").start_as_current_span(
+    """A chat completion as the GenAI instrumentations (openai-v2, anthropic) record it, and
+    under it the SDK's HTTP request as the httpx instrumentation records it."""
+    assistant = fleet.tracer("assistant")
+    with assistant.start_as_current_span(
         "chat gpt-4o",
         kind=SpanKind.CLIENT,
         attributes={
@@ -320,6 +322,17 @@ def _chat(fleet: Fleet, *, provider: dict[str, str], address: str, failed: bool 
             "server.port": 443,
         },
     ) as span:
+        with assistant.start_as_current_span(
+            "POST",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "http.request.method": "POST",
+                "url.full": f"https://{address}/v1/chat/completions",
+                "server.address": address,
+                "http.response.status_code": 429 if failed else 200,
+            },
+        ):
+            pass
         if failed:
             span.set_attribute("error.type", "RateLimitError")
             span.set_status(StatusCode.ERROR, "rate limited")
@@ -336,7 +349,8 @@ async def test_genai_client_spans_make_the_model_provider_a_node_with_its_traffi
     _chat(fleet, provider={"gen_ai.system": "anthropic"}, address="api.anthropic.com")
     await _export(client, tenant, fleet, "assistant", encoding="json")
 
-    # Proved by the span alone: nothing waits, nothing becomes an external API later.
+    # Proved by the span alone, the HTTP request under it the same call: nothing waits,
+    # nothing becomes an external API later.
     assert await _sweep_all(db) == 0
     assert await _edges(db, tenant.org.id) == {
         ("assistant", "api.openai.com", "calls"): (3, 1),

@@ -198,6 +198,9 @@ class Observations:
     # (service NodeKey, version) -> first time seen
     versions: dict[tuple[NodeKey, str], int] = field(default_factory=dict)
     halves: list[Half] = field(default_factory=list)
+    # GenAI CLIENT spans of this request (trace id + span id): the HTTP client span their
+    # SDK makes under each is the same call, already counted on the model provider's edge.
+    gen_ai_spans: set[bytes] = field(default_factory=set)
     accepted: int = 0
     rejected: int = 0
     problems: list[str] = field(default_factory=list)
@@ -494,7 +497,25 @@ def observe_request(request: Any, *, oldest_us: int, newest_us: int) -> Observat
     obs = Observations()
     for resource_spans in request.resource_spans:
         _observe_resource(obs, resource_spans, oldest_us, newest_us)
+    if obs.gen_ai_spans:
+        _drop_gen_ai_transport(obs, request)
     return obs
+
+
+def _drop_gen_ai_transport(obs: Observations, request: Any) -> None:
+    """Forget the CLIENT halves whose parent is a GenAI span of the request (the SDK's own
+    HTTP call, instrumented by httpx or requests): left waiting, each would end as an
+    external API named like the model provider, and count its call twice."""
+    parents = obs.gen_ai_spans
+    transport = {
+        (span.trace_id + span.span_id).hex()
+        for resource_spans in request.resource_spans
+        for scope_spans in resource_spans.scope_spans
+        for span in scope_spans.spans
+        if span.kind == _CLIENT and span.trace_id + span.parent_span_id in parents
+    }
+    if transport:
+        obs.halves = [h for h in obs.halves if not (h[1] == "c" and h[0] in transport)]
 
 
 def _observe_resource(  # noqa: PLR0912 - the hot loop, one function: calls cost here
@@ -646,7 +667,11 @@ def _observe_outbound(
     if target.proved is not None:
         kind_of, name = target.proved
         proved: NodeKey = (kind_of, environment, name)
-        obs.edge(node, proved, "reads_writes" if kind_of != "ai_model" else "calls", call)
+        if kind_of == "ai_model":
+            obs.edge(node, proved, "calls", call)
+            obs.gen_ai_spans.add(span.trace_id + span.span_id)
+        else:
+            obs.edge(node, proved, "reads_writes", call)
         obs.node(proved, call[0], _about(target.technology))
         return
     destination = target.destination
