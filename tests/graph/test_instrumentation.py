@@ -20,6 +20,7 @@ from opentelemetry.trace import Link, SpanKind, StatusCode
 
 from tests.conftest import Tenant
 from tests.graph.test_graph_api import _mcp, _tool
+from tests.graph.test_pairing_in_memory import _app_node
 from tests.graph.test_traces_to_graph import ENVIRONMENT, PROPAGATOR, Fleet, http_call
 from trailmap import clock
 from trailmap.graph.learn.pairing import sweep_pending
@@ -559,3 +560,19 @@ async def test_a_linked_consumer_whose_producer_never_comes_consumes_what_it_nam
     assert await _edges(db, tenant.org.id) == {}
     await _sweep_all(db)
     assert await _edges(db, tenant.org.id) == {("shipping", "kafka", "consumes"): (2, 0)}
+
+
+@pytest.mark.parametrize("first", ["orders", "shipping"], ids=["producer-first", "consumer-first"])
+async def test_linked_consumers_pair_with_their_producer_in_an_app_nodes_memory(
+    db: Database, database_url: str, tenant: Tenant, fleet: Fleet, first: str
+) -> None:
+    _messages_in_new_traces(fleet, 3, names_topic=False)
+    second = "shipping" if first == "orders" else "orders"
+    async with _app_node(database_url) as (http, memory):
+        await _export(http, tenant, fleet, first, second)
+        # The producer's halves wait on for more consumers; the consumer's paired.
+        assert memory.waiting == 3
+        assert await _edges(db, tenant.org.id) == {
+            ("orders", "order-events", "publishes"): (3, 0),
+            ("shipping", "order-events", "consumes"): (3, 0),
+        }
