@@ -576,3 +576,28 @@ async def test_linked_consumers_pair_with_their_producer_in_an_app_nodes_memory(
             ("orders", "order-events", "publishes"): (3, 0),
             ("shipping", "order-events", "consumes"): (3, 0),
         }
+
+
+async def test_a_consumer_span_waits_for_at_most_128_linked_producers(
+    client: httpx.AsyncClient, db: Database, tenant: Tenant, fleet: Fleet
+) -> None:
+    """An SDK keeps 128 links a span by default; a span with more (sent by hand, past the
+    SDK's limit) is read as far as that, so that one span cannot fill the pending table."""
+    with fleet.tracer("shipping").start_as_current_span(
+        "order-events process",
+        context=otel_context.Context(),
+        kind=SpanKind.CONSUMER,
+        attributes={"messaging.system": "kafka", "messaging.operation.type": "process"},
+    ):
+        pass
+    request = encode_spans(list(fleet.take("shipping")))
+    (span,) = request.resource_spans[0].scope_spans[0].spans
+    for n in range(300):
+        span.links.add(trace_id=(n + 1).to_bytes(16, "big"), span_id=(n + 1).to_bytes(8, "big"))
+    response = await client.post(
+        "/api/v1/otlp/v1/traces",
+        content=request.SerializeToString(),
+        headers={**tenant.auth(), "content-type": "application/x-protobuf"},
+    )
+    assert response.status_code == 200, response.text
+    assert await db.read(store.count_pending, tenant.org.id) == 128

@@ -44,6 +44,8 @@ _MAX_NAME = 300
 _MAX_ENV = 100
 _MAX_VERSION = 100
 _MAX_ATTRIBUTE = 300
+# The links of a CONSUMER span read (OTEL_SPAN_LINK_COUNT_LIMIT's default).
+_MAX_LINKS = 128
 # Distinct attribute encodings, and combinations of them, remembered with what they mean.
 _REMEMBERED = 8192
 
@@ -592,8 +594,13 @@ def _observe_served(
         obs.node((destination[0], node[1], destination[1]), start_us, _about(destination[2]))
         return
     if kind == _CONSUMER and span.links:
-        # Each link is a message this span consumed, from the PRODUCER span it names.
-        causes = [link.trace_id + link.span_id for link in span.links]
+        # Each link is a message this span consumed, from the PRODUCER span it names; as
+        # many as an SDK keeps by default, so that one span cannot make a flood of halves.
+        causes = [
+            link.trace_id + link.span_id
+            for link in span.links[:_MAX_LINKS]
+            if len(link.trace_id) == 16 and len(link.span_id) == 8
+        ]
     elif span.parent_span_id:
         causes = [span.trace_id + span.parent_span_id]
     else:
