@@ -359,7 +359,8 @@ def _resource(attributes: Any) -> tuple[str, str, dict[str, Any]]:
 class _Target:
     """What a CLIENT or PRODUCER span's attributes say about where it goes: a node it proves
     on its own (a datastore, a model provider), or a half to wait with (a producer's topic
-    or a client's peer); and the technology of either (`db.system.name`, `rpc.system` ...)."""
+    or a client's peer); and the technology of the node proved or the peer (`db.system.name`,
+    `rpc.system` ...; a topic's is its third item)."""
 
     proved: tuple[NodeKind, str] | None = None
     destination: Destination | None = None
@@ -404,11 +405,7 @@ def _target(kind: int, encoded: tuple[bytes | None, ...]) -> _Target:
         )
     topic = _destination(messaging, destination_name or destination)
     if kind == _PRODUCER or (kind == _CLIENT and topic is not None):
-        return _Target(
-            destination=topic,
-            producer=True,
-            technology=_technology(messaging) if messaging else None,
-        )
+        return _Target(destination=topic, producer=True)
     upstream = _upstream(cluster_name or cluster)
     peer = peer_service or upstream or address or peer_name
     return _Target(
@@ -623,7 +620,7 @@ def _observe_served(
             )
         )
     if kind == _SERVER:
-        upstream = _upstream(_value(get("upstream_cluster.name") or get("upstream_cluster")))
+        upstream = _upstream(_value(get(_UPSTREAM_KEYS[0]) or get(_UPSTREAM_KEYS[1])))
         if upstream is not None:
             _wait_for_callee(obs, node, span, call, upstream, named_service=True)
 
