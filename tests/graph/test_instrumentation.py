@@ -438,6 +438,30 @@ async def test_a_proxy_span_makes_an_edge_to_the_service_it_routes_to_counted_on
     }
 
 
+async def test_an_egress_proxy_span_names_the_service_of_its_upstream_cluster(
+    client: httpx.AsyncClient, db: Database, tenant: Tenant, fleet: Fleet
+) -> None:
+    """A sidecar's egress span is a CLIENT span (Envoy's egress operation), with Istio's
+    cluster name and the Host header the app used."""
+    with fleet.tracer("front-envoy").start_as_current_span(
+        "egress reviews",
+        kind=SpanKind.CLIENT,
+        attributes={
+            "component": "proxy",
+            "http.method": "GET",
+            "http.url": "http://reviews:9080/reviews/0",
+            "http.status_code": "503",
+            "upstream_cluster": "outbound|9080||reviews.bookinfo.svc.cluster.local",
+            "upstream_cluster.name": "outbound|9080||reviews.bookinfo.svc.cluster.local",
+        },
+    ):
+        pass
+    await _export(client, tenant, fleet, "front-envoy")
+    await _sweep_all(db)
+    assert await _edges(db, tenant.org.id) == {("front-envoy", "reviews", "calls"): (1, 1)}
+    assert ("reviews", "service") in await _nodes(db, tenant.org.id)
+
+
 async def test_peer_service_names_the_service_called_when_it_sends_no_spans_of_its_own(
     client: httpx.AsyncClient, db: Database, tenant: Tenant, fleet: Fleet
 ) -> None:
