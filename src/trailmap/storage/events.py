@@ -15,6 +15,7 @@ from sqlalchemy import (
     Select,
     and_,
     bindparam,
+    case,
     delete,
     exists,
     func,
@@ -31,9 +32,9 @@ from trailmap.storage.dialect import DriverSelect, compile_for_driver, fetch_on_
 from trailmap.storage.tables import events
 
 __all__ = [
+    "TWIN_COLUMN",
     "EventFilter",
     "count_events",
-    "detected_twins",
     "distinct_values",
     "facet_counts",
     "find_existing",
@@ -285,6 +286,13 @@ def _detected(table: Any) -> Any:
     return func.substr(table.c.source, 1, bindparam("detected_length")) == bindparam("detected")
 
 
+def _same_type(twin: Any) -> Any:
+    # `type || ''` keeps SQLite off the (org_id, type, time_us) index, which it would pick as
+    # readily as the (org_id, service, time_us) one: most changes are deployments, so around
+    # a time there are far more of one type than of one service.
+    return twin.c.type.concat("") == events.c.type
+
+
 def _not_a_detected_twin(shape: _Shape) -> Any:
     """True unless the row is a detected event whose change another source reported too.
 
@@ -297,12 +305,37 @@ def _not_a_detected_twin(shape: _Shape) -> Any:
         twin.c.service == events.c.service,
         twin.c.time_us >= events.c.time_us - bindparam("same_change_us"),
         twin.c.time_us <= events.c.time_us + bindparam("same_change_us"),
-        twin.c.type == events.c.type,
+        _same_type(twin),
         twin.c.version == events.c.version,
         ~_detected(twin),
         *_value_filters(shape, twin),
     )
     return or_(~_detected(events), ~reported)
+
+
+# The column that names, beside an event from outside the traces, the detected report of
+# the same change (its source, otel://SERVICE, one per service); NULL for the others.
+TWIN_COLUMN = "detected_twin"
+
+
+def _detected_twin() -> Any:
+    """Evaluated for the rows a page returns only, each a seek of the (org_id, service,
+    time_us) index."""
+    twin = events.alias("twin_source")
+    source = (
+        select(func.min(twin.c.source))
+        .where(
+            twin.c.org_id == bindparam("org_id"),
+            twin.c.service == events.c.service,
+            twin.c.time_us >= events.c.time_us - bindparam("same_change_us"),
+            twin.c.time_us <= events.c.time_us + bindparam("same_change_us"),
+            _same_type(twin),
+            twin.c.version == events.c.version,
+            _detected(twin),
+        )
+        .scalar_subquery()
+    )
+    return case((_detected(events), None), else_=source).label(TWIN_COLUMN)
 
 
 # What a page of events shows (render_event without `full`): no data, extensions or search
@@ -338,7 +371,9 @@ def _select_statement(shape: _Shape, *, paged: bool, limit: int, full: bool = Tr
                 ),
             )
         )
-    columns = [events] if full else [events.c[name] for name in SUMMARY_COLUMNS]
+    columns: list[Any] = [events] if full else [events.c[name] for name in SUMMARY_COLUMNS]
+    if shape.one_per_change:
+        columns.append(_detected_twin())
     return (
         select(*columns)
         .where(*clauses)
@@ -372,7 +407,8 @@ def select_events(
         page = _driver_sql(conn.dialect, shape, paged=paged, limit=limit)
         rows = fetch_on_driver(conn, page, params)
         if rows is not None:
-            return [dict(zip(SUMMARY_COLUMNS, row, strict=True)) for row in rows]
+            names = (*SUMMARY_COLUMNS, TWIN_COLUMN) if shape.one_per_change else SUMMARY_COLUMNS
+            return [dict(zip(names, row, strict=True)) for row in rows]
     result = conn.execute(_select_statement(shape, paged=paged, limit=limit, full=full), params)
     keys = list(result.keys())
     return [dict(zip(keys, row, strict=True)) for row in result.fetchall()]
@@ -414,44 +450,6 @@ def facet_counts(
         .limit(limit)
     )
     return [dict(r._mapping) for r in conn.execute(stmt, params)]
-
-
-def detected_twins(
-    conn: Connection, org_id: str, rows: Sequence[Row], *, detected_prefix: str, same_change_us: int
-) -> dict[str, list[str]]:
-    """For each row reported from outside the traces, the sources of the detected events of
-    its change (same type, service and version within `same_change_us`), by the row's id."""
-    reported = [
-        r
-        for r in rows
-        if r.get("version") and r.get("service") and not r["source"].startswith(detected_prefix)
-    ]
-    if not reported:
-        return {}
-    stmt = select(
-        events.c.type, events.c.service, events.c.version, events.c.time_us, events.c.source
-    ).where(
-        events.c.org_id == org_id,
-        events.c.service.in_(sorted({r["service"] for r in reported})),
-        events.c.time_us >= min(r["time_us"] for r in reported) - same_change_us,
-        events.c.time_us <= max(r["time_us"] for r in reported) + same_change_us,
-        func.substr(events.c.source, 1, len(detected_prefix)) == detected_prefix,
-        events.c.version.is_not(None),
-    )
-    found = conn.execute(stmt).all()
-    twins: dict[str, list[str]] = {}
-    for row in reported:
-        sources = sorted(
-            {
-                d.source
-                for d in found
-                if (d.type, d.service, d.version) == (row["type"], row["service"], row["version"])
-                and abs(d.time_us - row["time_us"]) <= same_change_us
-            }
-        )
-        if sources:
-            twins[row["id"]] = sources
-    return twins
 
 
 def distinct_values(conn: Connection, org_id: str, facet: str, *, limit: int) -> list[str]:

@@ -321,7 +321,7 @@ async def query_events(
     if len(rows) > query.limit:
         rows = rows[: query.limit]
         next_cursor = encode_cursor(rows[-1]["time_us"], rows[-1]["id"])
-    events = await _with_twins(db, principal.org_id, rows, time_range, full=full)
+    events = _rendered(rows, time_range, full=full)
     has_events = bool(events) or await _has_events(db, principal)
     note = range_note(time_range, empty=not events, org_has_events=has_events)
     hint = None
@@ -331,41 +331,18 @@ async def query_events(
     return EventPage(events=events, next_cursor=next_cursor, range=time_range, note=note, hint=hint)
 
 
-async def _with_twins(
-    db: Database, org_id: str, rows: list[dict[str, Any]], time_range: TimeRange, *, full: bool
+def _rendered(
+    rows: list[dict[str, Any]], time_range: TimeRange, *, full: bool = False
 ) -> list[dict[str, Any]]:
     """Rows rendered, each outside report of a deployment naming, in `also_reported_by`, the
-    detected events of the same change that the query left out."""
-    twins: dict[str, list[str]] = {}
-    if any(r.get("version") and not _is_detected(r) for r in rows):
-        twins = await db.read_one(
-            store.detected_twins,
-            org_id,
-            rows,
-            detected_prefix=DETECTED_SOURCE_PREFIX,
-            same_change_us=SAME_CHANGE_US,
-        )
-    return _rendered(rows, twins, time_range, full=full)
-
-
-def _rendered(
-    rows: list[dict[str, Any]],
-    twins: dict[str, list[str]],
-    time_range: TimeRange,
-    *,
-    full: bool = False,
-) -> list[dict[str, Any]]:
+    detected report of the same change that the query left out."""
     events = []
     for row in rows:
         event = render_event(row, time_range.tz, time_range.now, full=full)
-        if sources := twins.get(row["id"]):
-            event["also_reported_by"] = sources
+        if twin := row.get(store.TWIN_COLUMN):
+            event["also_reported_by"] = [twin]
         events.append(event)
     return events
-
-
-def _is_detected(row: dict[str, Any]) -> bool:
-    return str(row["source"]).startswith(DETECTED_SOURCE_PREFIX)
 
 
 # -- values matched whatever their case, and what an empty answer suggests -----------------
@@ -414,7 +391,8 @@ async def _resolve_values(db: Database, org_id: str, flt: EventFilter) -> _Value
             existing[facet] = listed[:_MAX_LISTED_VALUES]
         return existing, matched
 
-    existing, matched = await db.read(resolve)
+    # Each statement stands alone (no BEGIN): the values a filter is matched against.
+    existing, matched = await db.read_one(resolve)
     unmatched: dict[str, list[str]] = {}
     changes: dict[str, Any] = {}
     for facet, attribute in _CASELESS:
@@ -559,14 +537,7 @@ async def summarize_events(
             for name in ("type", "subject", "source", "severity")
         }
         recent = store.select_events(conn, principal.org_id, flt, limit=latest, full=False)
-        twins = store.detected_twins(
-            conn,
-            principal.org_id,
-            recent,
-            detected_prefix=DETECTED_SOURCE_PREFIX,
-            same_change_us=SAME_CHANGE_US,
-        )
-        return total, facets, _rendered(recent, twins, time_range)
+        return total, facets, _rendered(recent, time_range)
 
     facets: dict[str, list[dict[str, Any]]]
     recent: list[dict[str, Any]]
