@@ -14,6 +14,7 @@ from tests.conftest import Tenant
 from tests.factories import event, principal_for
 from tests.timeline.test_queries import iso, store
 from trailmap.accounts import Organization
+from trailmap.errors import ValidationFailed
 from trailmap.storage import Database
 from trailmap.timeline import queries
 from trailmap.timeline.queries import EventPage, EventQuery, closest_values, query_events
@@ -243,3 +244,15 @@ async def test_the_openapi_schema_describes_the_hint(client: httpx.AsyncClient) 
     assert "hint" in page["properties"]
     hint = schema["components"]["schemas"]["EmptyHint"]
     assert set(hint["properties"]) == {"unmatched", "in_range"}
+
+
+async def test_the_changes_of_two_hundred_services_can_be_asked_at_once(
+    db: Database, org: Organization
+) -> None:
+    """find_changes_near asks for every service near a node, up to 200; more than 20 once
+    failed with a refusal of an argument the model never gave."""
+    names = ["checkout", *(f"service-{i}" for i in range(199))]
+    page = await _page(db, org, from_="-6h", services=names)
+    assert _ids(page) == ["deploy-checkout", "flag"]
+    with pytest.raises(ValidationFailed, match="at most 200"):
+        await _page(db, org, from_="-6h", services=[*names, "one-more"])

@@ -54,6 +54,8 @@ MAX_LIMIT: Final = 100
 # long of each other, with the same type, service and version, is one change.
 SAME_CHANGE_US: Final = 15 * 60 * 1_000_000
 _MAX_FILTER_VALUES = 20
+# find_changes_near asks for the changes of every service near a node: up to 200 of them.
+_MAX_SERVICES = 200
 _MAX_SEARCH_WORDS = 8
 _CURSOR = re.compile(r"^v1:(\d{1,19}):([0-9a-f-]{36})$")
 _MAX_TIME_US = 2**63 - 1
@@ -193,10 +195,12 @@ def _parse(name: str, text: str, now: datetime, tz: ZoneInfo) -> datetime:
         raise ValidationFailed.field(name, str(error)) from None
 
 
-def _values(name: str, values: Sequence[str], limit: int) -> list[str]:
+def _values(
+    name: str, values: Sequence[str], limit: int, *, most: int = _MAX_FILTER_VALUES
+) -> list[str]:
     cleaned = [v.strip() for v in values if v and v.strip()]
-    if len(cleaned) > _MAX_FILTER_VALUES:
-        raise ValidationFailed.field(name, f"give at most {_MAX_FILTER_VALUES} values")
+    if len(cleaned) > most:
+        raise ValidationFailed.field(name, f"give at most {most} values")
     for value in cleaned:
         if len(value) > limit:
             raise ValidationFailed.field(name, f"a value is longer than {limit} characters")
@@ -234,7 +238,7 @@ def _filter(query: EventQuery, time_range: TimeRange) -> EventFilter:
         sources=_values("source", query.sources, 500),
         subjects=_values("subject", query.subjects, 50),
         severities=severities,
-        services=_values("service", query.services, 200),
+        services=_values("service", query.services, 200, most=_MAX_SERVICES),
         words=words,
         detected_prefix=DETECTED_SOURCE_PREFIX,
         same_change_us=SAME_CHANGE_US,
