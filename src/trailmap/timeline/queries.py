@@ -307,10 +307,10 @@ async def query_events(
     values = await _resolve_values(db, principal.org_id, flt)
     flt = values.filter
     # An unfiltered page walks at most limit + 1 entries of the (org_id, time_us, id) index
-    # (and, for a detected deployment among them, a few of the (org_id, service, time_us)
-    # index, to leave out its twin): work bounded like a point lookup, which SQLite does
-    # faster than a hop to a worker thread. A filter or search words may scan the whole
-    # range, so those take the hop.
+    # (and for each, a seek of the (org_id, service, time_us) index: its twin, to leave out
+    # or to name): work bounded like a point lookup, which SQLite does faster than a hop to
+    # a worker thread. A filter or search words may scan the whole range, so those take the
+    # hop.
     read = db.read_point if _unfiltered(flt) else db.read_one
     rows = await read(
         store.select_events,
@@ -627,10 +627,11 @@ _FULL_OPTIONAL = (*_OPTIONAL, "datacontenttype", "dataschema", "data", "data_bas
 
 
 def one_per_change(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One entry per change, in the order given: a deployment that CI reported and that
-    traces also revealed (a new service.version, source otel://...) within 15 minutes is
-    the same change, listed once with both sources; the report from outside the traces is
-    kept, being the richer one."""
+    """One entry per change, in the order given: reports of the same type, service and
+    version within 15 minutes are the same change, listed once with both sources; a report
+    from outside the traces is kept, being the richer one. `query_events` already leaves
+    out the detected twin of an outside report (in SQL, so pages stay whole); this also
+    joins two outside reports of one change, and events gathered from several pages."""
     kept: set[int] = set()
     seen: dict[tuple[str, str, str], dict[str, Any]] = {}
     for event in sorted(events, key=lambda e: str(e["source"]).startswith(DETECTED_SOURCE_PREFIX)):
