@@ -23,7 +23,8 @@ _NPX = f"npx -y @modelcontextprotocol/inspector@{INSPECTOR_VERSION}"
 
 def _inspector_block() -> str:
     text = _DOC.read_text()
-    (block,) = [b for b in re.findall(r"```sh\n(.*?)```", text, re.S) if "mcp() {" in b]
+    blocks: list[str] = re.findall(r"```sh\n(.*?)```", text, re.S)
+    (block,) = [b for b in blocks if "mcp() {" in b]
     return block
 
 
