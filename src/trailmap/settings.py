@@ -3,14 +3,31 @@ once by whoever starts the app (the CLI or a test) and handed to `create_app(set
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, field_validator
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from trailmap.outbound import DEFAULT_ALLOWED_NETWORKS, OutboundPolicy
 
-__all__ = ["Settings"]
+__all__ = ["WILDCARD_HOSTS", "Settings", "local_url"]
 
 _MIN_SECRET_KEY = 32
+_DEFAULT_HOST = "127.0.0.1"
+_DEFAULT_PORT = 8000
+# Listening on every address: no client reaches the server at these.
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104 - names them, binds nothing
+
+
+def local_url(host: str, port: int | str) -> str:
+    """The URL a client on this machine reaches a server listening on `host`:`port` at:
+    loopback for a wildcard address, an IPv6 address in brackets."""
+    host = host.strip()
+    if host in WILDCARD_HOSTS:
+        host = _DEFAULT_HOST
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
 
 
 class Settings(BaseSettings):
@@ -20,9 +37,20 @@ class Settings(BaseSettings):
         default="sqlite:///./trailmap.db",
         description="SQLAlchemy URL: sqlite:///path.db or postgresql://user@host/db.",
     )
+    host: str = Field(
+        default=_DEFAULT_HOST,
+        description="The address `trailmap serve` listens on (its --host overrides it).",
+    )
+    port: int = Field(
+        default=_DEFAULT_PORT,
+        ge=1,
+        le=65535,
+        description="The port `trailmap serve` listens on (its --port overrides it).",
+    )
     public_url: str = Field(
-        default="http://127.0.0.1:8000",
-        description="The externally visible base URL; the OAuth issuer and MCP resource use it.",
+        default=f"http://{_DEFAULT_HOST}:{_DEFAULT_PORT}",
+        description="The externally visible base URL; the OAuth issuer and MCP resource use it. "
+        "Unset: http://<host>:<port> of where the server listens (127.0.0.1 for 0.0.0.0).",
     )
     secret_key: SecretStr | None = Field(
         default=None,
@@ -264,6 +292,23 @@ class Settings(BaseSettings):
         retired = self.old_secret_keys.get_secret_value().split(",") if self.old_secret_keys else []
         keys = [self.secret_key.get_secret_value(), *retired]
         return "\n".join(key.strip() for key in keys if key.strip())
+
+    @model_validator(mode="before")
+    @classmethod
+    def _public_url_follows_the_listener(cls, data: Any) -> Any:
+        """Without TRAILMAP_PUBLIC_URL, the public URL is where the server listens, so that
+        OAuth's metadata names the port a `--port` moved it to."""
+        if isinstance(data, dict) and not data.get("public_url"):
+            host = data.get("host", _DEFAULT_HOST)
+            port = data.get("port", _DEFAULT_PORT)
+            if isinstance(host, str) and isinstance(port, int | str):
+                return {**data, "public_url": local_url(host, port)}
+        return data
+
+    @property
+    def listening_url(self) -> str:
+        """`local_url` of `host` and `port`: where this machine reaches the server."""
+        return local_url(self.host, self.port)
 
     @field_validator("public_url")
     @classmethod
