@@ -3,9 +3,7 @@ once by whoever starts the app (the CLI or a test) and handed to `create_app(set
 
 from __future__ import annotations
 
-from typing import Any
-
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from trailmap.outbound import DEFAULT_ALLOWED_NETWORKS, OutboundPolicy
@@ -48,7 +46,8 @@ class Settings(BaseSettings):
         description="The port `trailmap serve` listens on (its --port overrides it).",
     )
     public_url: str = Field(
-        default=f"http://{_DEFAULT_HOST}:{_DEFAULT_PORT}",
+        default="",
+        validate_default=True,
         description="The externally visible base URL; the OAuth issuer and MCP resource use it. "
         "Unset: http://<host>:<port> of where the server listens (127.0.0.1 for 0.0.0.0).",
     )
@@ -293,18 +292,6 @@ class Settings(BaseSettings):
         keys = [self.secret_key.get_secret_value(), *retired]
         return "\n".join(key.strip() for key in keys if key.strip())
 
-    @model_validator(mode="before")
-    @classmethod
-    def _public_url_follows_the_listener(cls, data: Any) -> Any:
-        """Without TRAILMAP_PUBLIC_URL, the public URL is where the server listens, so that
-        OAuth's metadata names the port a `--port` moved it to."""
-        if isinstance(data, dict) and not data.get("public_url"):
-            host = data.get("host", _DEFAULT_HOST)
-            port = data.get("port", _DEFAULT_PORT)
-            if isinstance(host, str) and isinstance(port, int | str):
-                return {**data, "public_url": local_url(host, port)}
-        return data
-
     @property
     def listening_url(self) -> str:
         """`local_url` of `host` and `port`: where this machine reaches the server."""
@@ -312,8 +299,14 @@ class Settings(BaseSettings):
 
     @field_validator("public_url")
     @classmethod
-    def _strip_trailing_slash(cls, value: str) -> str:
-        return value.rstrip("/")
+    def _public_url_follows_the_listener(cls, value: str, info: ValidationInfo) -> str:
+        """Without TRAILMAP_PUBLIC_URL, the public URL is where the server listens, so that
+        OAuth's metadata names the port a `--port` moved it to."""
+        if value.strip():
+            return value.strip().rstrip("/")
+        if "host" not in info.data or "port" not in info.data:
+            return value  # refused for its host or port already
+        return local_url(info.data["host"], info.data["port"])
 
     @field_validator("outbound_allowed_networks")
     @classmethod

@@ -9,16 +9,21 @@ from pathlib import Path
 
 import httpx
 import pytest
+from click.testing import CliRunner, Result
 
 from tests.factories import make_org
 from tests.server import running_server
 from trailmap.accounts import add_user
-from trailmap.cli.main import _public_url_note, _State
+from trailmap.cli.main import _public_url_note, _State, cli
 from trailmap.invocation import command
 from trailmap.settings import Settings
 from trailmap.storage import Database
 
 _METADATA = "/.well-known/oauth-protected-resource/mcp"
+
+
+def _cli(database_url: str, *args: str) -> Result:
+    return CliRunner().invoke(cli, ["--database", database_url, *args])
 
 
 def test_on_a_port_of_its_own_oauth_and_the_banner_name_that_port(
@@ -44,6 +49,11 @@ def test_on_a_port_of_its_own_oauth_and_the_banner_name_that_port(
         # `/` leads a person to sign in (to the console once signed in: tests/console).
         root = http.get("/", follow_redirects=False)
         assert (root.status_code, root.headers["location"]) == (303, "/login")
+        # A command run beside it prints links to it, though nothing told it the port.
+        assert _cli(database_url, "org", "create", "acme").exit_code == 0
+        created = _cli(database_url, "user", "create", "new@example.com", "--org", "acme")
+        assert created.exit_code == 0, created.output
+        assert created.stdout.startswith(f"{base}/reset/"), created.output
     banner = log.read_text()
     assert f"Console:   {base}/console" in banner
     assert f"MCP:       {base}/mcp" in banner
@@ -79,6 +89,10 @@ def test_a_public_url_elsewhere_is_what_oauth_names_and_the_banner_says_so(
     ]
     # Someone has an account: no setup link, but the way in.
     assert not any("/setup?token=" in line for line in lines)
+    # An existing account added to another organization is told where to sign in.
+    assert _cli(database_url, "org", "create", "beta").exit_code == 0
+    added = _cli(database_url, "user", "create", "ada@example.com", "--org", "beta")
+    assert f"ada@example.com signs in with their own password at {public}/login" in added.stderr
     way_in = lines.index(f"  Sign in at {public}/login. To add an account to an organization:")
     assert lines[way_in + 1] == f"    {command('user create you@example.com --org SLUG')}"
 

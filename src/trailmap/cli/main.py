@@ -34,6 +34,17 @@ class _State:
             given["database_url"] = self.database
         return Settings(**given)
 
+    def public_url(self, handle: Any) -> str:
+        """The base of the links a command prints: TRAILMAP_PUBLIC_URL (or TRAILMAP_HOST and
+        TRAILMAP_PORT) when set, else the URL the latest `serve` on this database named (it
+        may have been moved with --port), else the default."""
+        from trailmap.accounts.installation import served_public_url  # noqa: PLC0415
+
+        settings = self.settings()
+        if {"public_url", "host", "port"} & settings.model_fields_set:
+            return settings.public_url
+        return _run(served_public_url(handle)) or settings.public_url
+
     def database_handle(self) -> Any:
         from trailmap.app import open_database  # noqa: PLC0415 - keep `trailmap --help` fast
 
@@ -131,9 +142,7 @@ def serve(
         from trailmap.demo.load import load_demo  # noqa: PLC0415
 
         report = _run(load_demo(db, _DEMO))
-    _print_welcome(db, settings, demo=_DEMO if report is not None else None)
-    if report is not None:
-        click.echo(f"  Loaded the {report}.", err=True)
+    _print_welcome(db, settings, demo=_DEMO if report is not None else None, loaded=report)
     app = create_app(settings, database=db)
     try:
         uvicorn.run(
@@ -153,9 +162,12 @@ def serve(
 _DEMO = "demo"
 
 
-def _print_welcome(db: Any, settings: Settings, *, demo: str | None) -> None:
+def _print_welcome(
+    db: Any, settings: Settings, *, demo: str | None, loaded: str | None = None
+) -> None:
     """The banner: where the server is, and the one way in (docs: README, Quick start)."""
     from trailmap.accounts import list_orgs  # noqa: PLC0415
+    from trailmap.accounts.installation import remember_public_url  # noqa: PLC0415
     from trailmap.accounts.setup import issue_setup_token  # noqa: PLC0415
     from trailmap.errors import TrailmapError, Unavailable  # noqa: PLC0415
 
@@ -170,6 +182,8 @@ def _print_welcome(db: Any, settings: Settings, *, demo: str | None) -> None:
     say(f"  API docs:  {public}/docs")
     if note := _public_url_note(settings):
         say(f"  {note}")
+    if loaded is not None:
+        say(f"  Loaded the {loaded}.")
     try:
         token = asyncio.run(issue_setup_token(db, also_join=(demo,) if demo else ()))
     except Unavailable:
@@ -182,6 +196,7 @@ def _print_welcome(db: Any, settings: Settings, *, demo: str | None) -> None:
         return
     except TrailmapError as error:
         raise click.ClickException(error.message) from None
+    _run(remember_public_url(db, public))
     if token is not None:
         also = f" and an owner of the {demo} organization" if demo else ""
         say(
@@ -462,7 +477,7 @@ def user_create(state: _State, email: str, org_slug: str, role: str, password_st
         if added.created and password is None:
             _print_reset_link(state, handle, added.email, "to choose a password and sign in")
         elif not added.created:
-            login = f"{state.settings().public_url}/login"
+            login = f"{state.public_url(handle)}/login"
             click.echo(f"{added.email} signs in with their own password at {login}", err=True)
     finally:
         handle.close()
@@ -478,7 +493,7 @@ def _print_reset_link(state: _State, handle: Any, email: str, purpose: str) -> N
     token = _run(issue_password_reset(handle, email, minutes=minutes, by=OPERATOR))
     if token is None:
         raise click.ClickException(f"No enabled user has the address {email}.")
-    link = f"{settings.public_url}/reset/{token}"
+    link = f"{state.public_url(handle)}/reset/{token}"
     if mail_configured(settings):
         text = f"Open this link {purpose} (it works once, for {minutes} minutes):\n\n{link}\n"
         _run(send_mail(settings, email, "Your Trailmap password", text))
@@ -591,7 +606,7 @@ def member_invite(state: _State, email: str, org_slug: str, role: str) -> None:
                 days=settings.invitation_days,
             )
         )
-        link = invitation.link(settings.public_url)
+        link = invitation.link(state.public_url(handle))
         if mail_configured(settings):
             message = invitation.message(link)
             _run(send_mail(settings, invitation.email, invitation.subject, message))
