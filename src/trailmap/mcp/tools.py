@@ -13,7 +13,7 @@ from pydantic import Field
 
 from trailmap import __version__
 from trailmap.accounts import Principal, quotas
-from trailmap.mcp.arguments import RefuseUnknownArguments
+from trailmap.mcp.arguments import ToolArguments
 from trailmap.mcp.change_tools import register_change_tools
 from trailmap.mcp.counting import tool_call_counter
 from trailmap.mcp.graph_tools import register_graph_tools
@@ -40,15 +40,15 @@ _TIME_FORMS = (
     'Relative ("-30m", "-2h", "-7d", "-1w"), "now", "today", "yesterday" (day boundaries in '
     'the timezone argument), ISO 8601 ("2026-11-20T10:00:00Z", "2026-11-20"), or RFC 2822.'
 )
-From = Annotated[str, Field(alias="from", description=f"Start of the time range. {_TIME_FORMS}")]
-To = Annotated[str, Field(description=f"End of the time range. {_TIME_FORMS}")]
+# The argument descriptions name the usual forms; get_organization_context gives them all.
+_SHORT_FORMS = '"-2h", "-7d", "today", "yesterday", "now" or ISO 8601'
+From = Annotated[str, Field(alias="from", description=f"Start of the range: {_SHORT_FORMS}.")]
+To = Annotated[str, Field(description=f"End of the range: {_SHORT_FORMS}.")]
 Timezone = Annotated[
     str | None,
     Field(
-        description=(
-            'IANA time zone of the user, e.g. "Europe/Paris" or "America/New_York": where '
-            '"today" starts and how times are shown. Default: the server time zone.'
-        )
+        description='IANA time zone, e.g. "Europe/Paris": where "today" starts and how times '
+        "are shown; default the server's."
     ),
 ]
 Severity = Literal["LOW", "MINOR", "MAJOR", "CRITICAL"]
@@ -150,9 +150,9 @@ def build_mcp_server(
     )
     register_prompts(mcp)
     if telemetry is not None:
-        # Outside the refusal of unknown arguments, so that the calls it answers are counted.
+        # Outside the reading of arguments, so that the calls it refuses are counted.
         mcp.middleware.append(tool_call_counter(telemetry, mcp))
-    mcp.middleware.append(RefuseUnknownArguments(mcp))
+    mcp.middleware.append(ToolArguments(mcp))
     return mcp
 
 
@@ -213,7 +213,7 @@ def _register(mcp: MCPServer, t: _Tools) -> None:
                 max_length=200,
             ),
         ] = None,
-        limit: Annotated[int, Field(ge=1, le=100, description="Events per page, 1 to 100.")] = 25,
+        limit: Annotated[int, Field(ge=1, le=100, description="Events per page, 1 to 100.")] = 10,
         cursor: Annotated[
             str | None, Field(description="next_cursor from the previous page.")
         ] = None,
@@ -295,6 +295,12 @@ def _register(mcp: MCPServer, t: _Tools) -> None:
         shown = summary.counts_json()
         data = {
             **shown,
+            # Counts alone: when each value was last seen is list_event_types' answer, and
+            # would double the summary of a busy week.
+            **{
+                by: [{"value": r["value"], "count": r["count"]} for r in shown[by]]
+                for by in ("by_type", "by_subject", "by_source", "by_severity")
+            },
             "latest": _for_model(shown["latest"]),
             "from": format_time(rng.effective_start, rng.tz),
             "to": format_time(rng.end, rng.tz),
