@@ -50,6 +50,24 @@ async def test_the_path_between_the_frontend_and_the_order_service(
     assert answer["paths"][0]["nodes"] == ["frontend", "checkout", "orders"]
 
 
+async def test_what_services_are_available_is_one_call_with_no_query(
+    demo_server: tuple[str, str],
+) -> None:
+    answer = await _ask(demo_server, "search_nodes", {})
+    services = [n["name"] for n in answer["nodes"] if n["kind"] == "service"]
+    assert set(services) == {
+        *("api-gateway", "frontend", "checkout", "inventory"),
+        *("orders", "payments", "shipping"),
+    }
+    # Services first, the busiest first: every request enters through the gateway.
+    assert [n["kind"] for n in answer["nodes"][: len(services)]] == ["service"] * len(services)
+    assert services[0] == "api-gateway"
+    rest = await _ask(demo_server, "search_nodes", {"offset": len(answer["nodes"])})
+    listed = len(answer["nodes"]) + len(rest["nodes"])
+    assert listed == answer["total_nodes"]
+    assert answer.get("more", 0) == len(rest["nodes"])
+
+
 async def test_the_services_that_connect_to_postgresql(demo_server: tuple[str, str]) -> None:
     answer = await _ask(demo_server, "get_node", {"node": "PostgreSQL"})
     assert answer["kind"] == "database"
