@@ -23,12 +23,15 @@ from trailmap.mcp.arguments import ToolArguments
 
 pytestmark = pytest.mark.anyio
 
+MODES = ["auto", "legacy"]  # 2026-07-28 (server/discover) and the 2025-11-25 handshake
+
 
 @asynccontextmanager
-async def _client(server: tuple[str, str]) -> AsyncIterator[Client]:
+async def _client(server: tuple[str, str], mode: str = "auto") -> AsyncIterator[Client]:
     base, key = server
     http = create_mcp_http_client(headers={"Authorization": f"Bearer {key}"})
-    async with http, Client(streamable_http_client(f"{base}/mcp", http_client=http)) as client:
+    transport = streamable_http_client(f"{base}/mcp", http_client=http)
+    async with http, Client(transport, mode=mode) as client:
         yield client
 
 
@@ -53,8 +56,11 @@ def _refusal(result: CallToolResult) -> str:
     return text
 
 
-async def test_a_single_value_is_taken_for_a_one_item_list(demo_server: tuple[str, str]) -> None:
-    async with _client(demo_server) as client:
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_single_value_is_taken_for_a_one_item_list(
+    demo_server: tuple[str, str], mode: str
+) -> None:
+    async with _client(demo_server, mode) as client:
         # Timeline: query_events(type="deployment"), as assistants write it.
         single = await _answer(client, "query_events", {"from": "-7d", "type": "deployment"})
         listed = await _answer(client, "query_events", {"from": "-7d", "type": ["deployment"]})
@@ -195,10 +201,11 @@ async def test_every_argument_of_every_tool_refuses_a_wrong_type_in_its_own_word
                 assert re.search(rf"its argument '{re.escape(name)}' takes \w", text), text
 
 
+@pytest.mark.parametrize("mode", MODES)
 async def test_the_listed_schemas_are_small_and_say_what_the_tools_take(
-    demo_server: tuple[str, str],
+    demo_server: tuple[str, str], mode: str
 ) -> None:
-    async with _client(demo_server) as client:
+    async with _client(demo_server, mode) as client:
         tools = {tool.name: tool.input_schema for tool in (await client.list_tools()).tools}
     events = tools["query_events"]["properties"]
     assert events["type"] == {
