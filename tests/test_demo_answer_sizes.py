@@ -20,6 +20,7 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.types import TextContent
 from pydantic import BaseModel
 
 pytestmark = pytest.mark.anyio
@@ -101,3 +102,31 @@ async def _client(server: tuple[str, str]) -> AsyncIterator[Client]:
     http = create_mcp_http_client(headers={"Authorization": f"Bearer {key}"})
     async with http, Client(streamable_http_client(f"{base}/mcp", http_client=http)) as client:
         yield client
+
+
+async def test_a_list_cut_short_says_how_many_more_and_how_to_get_them(
+    demo_server: tuple[str, str],
+) -> None:
+    async with _client(demo_server) as client:
+        everything = await client.call_tool("list_event_sources", {"limit": 100})
+        first = await client.call_tool("list_event_sources", {"limit": 5})
+        context = await client.call_tool("get_organization_context", {})
+    assert everything.structured_content is not None
+    assert first.structured_content is not None
+    assert context.structured_content is not None
+    sources = everything.structured_content["sources"]
+    assert "more" not in everything.structured_content
+    assert len(sources) > 10  # the demo's repositories and the services seen in traces
+    cut = first.structured_content
+    assert cut["sources"] == sources[:5]
+    assert (cut["more"], cut["next"]) == (len(sources) - 5, f"call again with limit={len(sources)}")
+    (text,) = first.content
+    assert isinstance(text, TextContent)
+    assert text.text.endswith(f"\n{len(sources) - 5} more: call again with limit={len(sources)}.")
+    # The organization's context names the ten most frequent, with their counts.
+    named = context.structured_content
+    assert named["sources"] == [{"value": s["value"], "count": s["count"]} for s in sources[:10]]
+    assert named["sources_more"] == len(sources) - 10
+    (text,) = context.content
+    assert isinstance(text, TextContent)
+    assert f", and {len(sources) - 10} more (list_event_sources lists them)" in text.text

@@ -20,21 +20,17 @@ if TYPE_CHECKING:
 
 __all__ = ["register_graph_tools"]
 
-At = Annotated[
-    str | None, Field(description='The graph as it was then: "-2h", "-7d", ISO 8601; default now.')
-]
-Format = Annotated[
-    Literal["json", "mermaid"], Field(description='"mermaid" adds a Mermaid flowchart to show.')
-]
+At = Annotated[str | None, Field(description='The graph as it was then: "-2h", ISO 8601.')]
+# "mermaid" says what it adds; a description would be repeated in six tools.
+Format = Literal["json", "mermaid"]
 Environment = Annotated[
     str | None,
-    Field(description='Only this environment, e.g. "production"; default any, production first.'),
+    Field(description='Only this one, e.g. "production"; default any, production first.'),
 ]
 NodeName = Annotated[
     str,
     Field(
-        description='A node name as search_nodes gives it, e.g. "checkout"; close '
-        "spellings are accepted.",
+        description='A node name, e.g. "checkout"; close spellings are taken.',
         max_length=300,
     ),
 ]
@@ -288,8 +284,8 @@ def register_graph_tools(  # noqa: PLR0915 - one tool per block
             Literal["dependents", "betweenness", "pagerank", "traffic"],
             Field(
                 description="dependents: how many depend on it, transitively; betweenness: "
-                "how many dependency chains run through it; pagerank: importance of what "
-                "depends on it; traffic: calls/min in and out."
+                "dependency chains through it; pagerank: importance of its dependents; "
+                "traffic: calls/min in and out."
             ),
         ] = "dependents",
         limit: Annotated[int, Field(ge=1, le=100)] = 10,
