@@ -274,7 +274,7 @@ def _without_pydantic(tool: str, schema: Schema, result: HandlerResult) -> Handl
         return result
     content = as_sent.get("content") or [{}]
     text = content[0].get("text") if isinstance(content[0], Mapping) else None
-    if not (as_sent.get("isError") and isinstance(text, str) and "validation error" in text):
+    if not (as_sent.get("isError") and isinstance(text, str) and "validation error for " in text):
         return result
     properties: Mapping[str, Schema] = schema.get("properties", {})
     fields = {line.split(".")[0] for line in text.splitlines()[1:] if line[:1].strip()}

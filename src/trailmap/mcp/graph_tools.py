@@ -123,7 +123,7 @@ def register_graph_tools(  # noqa: PLR0915 - one tool per block
         ]
         if not lines:
             lines.append(
-                (f"No node matches {query!r}" if query.strip() else "No node of those kinds")
+                (f"No node matches {query!r}" if query.strip() else "No node listed")
                 + f" among {data['total_nodes']} nodes."
                 + (
                     " The graph is empty: send traces to /api/v1/otlp."

@@ -212,7 +212,6 @@ def _register(mcp: MCPServer, t: _Tools) -> None:
         )
         data = {**org.as_json(), "time_expressions": _TIME_FORMS}
         data.update(_in_brief(data))
-
         lines = [
             (
                 f"Organization {org.organization} ({org.plan} plan); events kept "
