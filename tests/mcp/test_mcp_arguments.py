@@ -230,14 +230,22 @@ async def test_a_refusal_by_the_sdk_itself_is_put_in_the_same_words() -> None:
     mcp = MCPServer("words")
 
     @mcp.tool()
-    def shout(word: Annotated[str, Field(pattern="^[a-z]+$", max_length=20)]) -> str:
-        return word.upper()
+    def shout(
+        word: Annotated[str, Field(pattern="^[a-z]+$", max_length=20)],
+        echo: Annotated[str, Field(pattern="^[a-z]+$")] = "a",
+    ) -> str:
+        return word.upper() + echo
 
     mcp.middleware.append(ToolArguments(mcp))
     async with Client(mcp) as client:
         taken = await client.call_tool("shout", {"word": "hey"})
         refused = await client.call_tool("shout", {"word": "HEY!"})
+        both = await client.call_tool("shout", {"word": "HEY!", "echo": "OH"})
     assert not taken.is_error
     assert _refusal(refused) == (
         "shout did nothing: its argument 'word' takes a string of at most 20 characters."
+    )
+    assert _refusal(both) == (
+        "shout did nothing: its argument 'word' takes a string of at most 20 characters; "
+        "its argument 'echo' takes a string."
     )

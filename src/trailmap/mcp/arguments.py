@@ -26,6 +26,7 @@ Schema = Mapping[str, Any]
 
 _WHOLE = re.compile(r"\s*[+-]?\d{1,15}\s*")
 _NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
+_PYDANTIC = re.compile(r"\d+ validation errors? for ")  # how pydantic's text begins
 _shown = reprlib.Repr()
 _shown.maxstring, _shown.maxother, _shown.maxlist = 40, 40, 4
 
@@ -274,7 +275,7 @@ def _without_pydantic(tool: str, schema: Schema, result: HandlerResult) -> Handl
         return result
     content = as_sent.get("content") or [{}]
     text = content[0].get("text") if isinstance(content[0], Mapping) else None
-    if not (as_sent.get("isError") and isinstance(text, str) and "validation error for " in text):
+    if not (as_sent.get("isError") and isinstance(text, str) and _PYDANTIC.search(text)):
         return result
     properties: Mapping[str, Schema] = schema.get("properties", {})
     fields = {line.split(".")[0] for line in text.splitlines()[1:] if line[:1].strip()}
