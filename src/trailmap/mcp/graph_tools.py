@@ -76,6 +76,13 @@ def _more(data: dict[str, Any]) -> list[str]:
     return [f"{data['more']} more: {data['next']}."] if data.get("more") else []
 
 
+def _technology_text(node: dict[str, Any]) -> str:
+    text = f" {node['technology']}" if node.get("technology") else ""
+    if "connected_services" in node:
+        text += ", used by " + (", ".join(node["connected_services"]) or "no service")
+    return text
+
+
 def register_graph_tools(  # noqa: PLR0915 - one tool per block
     mcp: MCPServer,
     db: Database,
@@ -109,17 +116,18 @@ def register_graph_tools(  # noqa: PLR0915 - one tool per block
         at: At = None,
         format: Format = "json",  # noqa: A002 - the argument is called format
     ) -> CallToolResult:
-        """Find services, databases, caches, queues, topics and external APIs in the
-        architecture graph by name (forgiving: "order service" finds "orders") or by kind
-        ("databases" lists them); with no query, list them, services first, busiest first
-        ("what services are there?"). Use it to learn the exact names before the other graph
-        tools."""
+        """Find services, databases, caches, queues, topics, external APIs and AI model
+        providers in the architecture graph by name (forgiving: "order service" finds
+        "orders"), by kind ("databases" lists them) or by technology ("postgres", "kafka",
+        "redis": with the services using each); with no query, list them, services first,
+        busiest first. Use it to learn the exact names before the other graph tools."""
         q = await ask(ctx, at, format)
         data = await queries.search_nodes(
             db, q, query, kinds=kinds, environment=environment, limit=limit, offset=offset
         )
         lines = [
-            f"- {_name(n)}" + (f" [{n['match']}]" if "match" in n else "") for n in data["nodes"]
+            f"- {_name(n)}{_technology_text(n)}" + (f" [{n['match']}]" if "match" in n else "")
+            for n in data["nodes"]
         ]
         if not lines:
             lines.append(
@@ -148,6 +156,8 @@ def register_graph_tools(  # noqa: PLR0915 - one tool per block
         q = await ask(ctx, at, format)
         data = await queries.get_node(db, q, node, environment=environment)
         lines = [_name(data)]
+        if data["attributes"].get("technology"):
+            lines.append(f"Technology: {data['attributes']['technology']}")
         if data.get("matched"):
             lines.append(data["matched"])
         if data.get("last_hour"):

@@ -210,13 +210,33 @@ async def search_nodes(
     matches = found[offset : offset + limit]
     data = {
         "query": query,
-        "nodes": [
-            {**_brief(m.node), "match": m.reason, "score": round(m.score, 2)} for m in matches
-        ],
+        "nodes": [_match_line(ctx.snapshot, m) for m in matches],
         "total_nodes": every,
         **_more(len(found), offset, len(matches), "offset"),
     }
     return _finish(ctx, q, data, [m.node.id for m in matches], [])
+
+
+def _match_line(snapshot: GraphSnapshot, match: algo.Match) -> dict[str, Any]:
+    line = {**_brief(match.node), "match": match.reason, "score": round(match.score, 2)}
+    technology = match.node.attributes.get("technology")
+    if technology:
+        line["technology"] = technology
+    if match.reason == "technology":
+        # "Which services use Kafka?" answered by the search alone.
+        line["connected_services"] = _connected_services(snapshot, match.node)
+    return line
+
+
+def _connected_services(snapshot: GraphSnapshot, node: Node) -> list[str]:
+    """The services with an edge into `node` (a database, cache, topic or external API)."""
+    return sorted(
+        {
+            source.name
+            for source in (snapshot.node(e.source_id) for e in snapshot.in_edges(node.id))
+            if source.kind == "service"
+        }
+    )
 
 
 async def _list_nodes(
@@ -245,14 +265,20 @@ async def _list_nodes(
     page = nodes[offset : offset + limit]
     data = {
         "query": "",
-        "nodes": [
-            {**_brief(n), "calls_per_minute": round(calls(n) / 60, 2)} if calls(n) else _brief(n)
-            for n in page
-        ],
+        "nodes": [_listed(n, calls(n)) for n in page],
         "total_nodes": len(ctx.snapshot.nodes),
         **_more(len(nodes), offset, len(page), "offset"),
     }
     return _finish(ctx, q, data, [n.id for n in page], [])
+
+
+def _listed(node: Node, calls: int) -> dict[str, Any]:
+    line = _brief(node)
+    if node.attributes.get("technology"):
+        line["technology"] = node.attributes["technology"]
+    if calls:
+        line["calls_per_minute"] = round(calls / 60, 2)
+    return line
 
 
 def _more_by_limit(total: int, shown: int, cap: int) -> dict[str, Any]:
@@ -302,13 +328,7 @@ async def get_node(
         "downstream": [_edge_line(snapshot, e, stats) for e in _by_name(snapshot, outs, "target")],
     }
     if found.kind != "service":
-        data["connected_services"] = sorted(
-            {
-                snapshot.node(e.source_id).name
-                for e in ins
-                if snapshot.node(e.source_id).kind == "service"
-            }
-        )
+        data["connected_services"] = _connected_services(snapshot, found)
     if node not in (found.name, found.id):
         data["matched"] = f"{node!r} was taken to mean {found.name!r}"
     data["recent_changes"] = await _recent_changes(db, q, found, ctx.moment)
