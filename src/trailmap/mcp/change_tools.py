@@ -20,7 +20,17 @@ from trailmap.timeline.events import DETECTED_SOURCE_PREFIX
 if TYPE_CHECKING:
     from trailmap.storage import Database
 
-__all__ = ["register_change_tools"]
+__all__ = ["EventSource", "register_change_tools"]
+
+# The `source` argument of the tools that take an event's id (get_event here too).
+EventSource = Annotated[
+    str | None,
+    Field(
+        description="The event's source, needed only when producers sent the same id from "
+        "several sources.",
+        max_length=500,
+    ),
+]
 
 
 def _metric_line(metric: dict[str, Any]) -> str:
@@ -56,6 +66,7 @@ def register_change_tools(
         event_id: Annotated[
             str, Field(description="The event's id, as query_events returns it.", max_length=200)
         ],
+        source: EventSource = None,
         window: Annotated[
             Literal["1h", "2h", "4h", "6h", "12h", "24h"],
             Field(description="How long before and after the event to compare."),
@@ -80,6 +91,7 @@ def register_change_tools(
             db,
             principal,
             event_id,
+            source=source,
             window=window,
             metrics=metrics,
             outbound=outbound,
