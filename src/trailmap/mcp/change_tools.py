@@ -12,7 +12,7 @@ from pydantic import Field
 
 from trailmap.accounts import Principal
 from trailmap.graph.ask import near, queries
-from trailmap.mcp.registry import from_argument, read_only_tool, tool_result
+from trailmap.mcp.registry import event_for_model, from_argument, read_only_tool, tool_result
 from trailmap.metrics import around
 from trailmap.outbound import OutboundPolicy
 from trailmap.timeline.events import DETECTED_SOURCE_PREFIX
@@ -99,7 +99,7 @@ def register_change_tools(
             default_timezone=default_timezone,
         )
         text = "\n".join([data["summary"], *(_metric_line(m) for m in data["metrics"])])
-        return tool_result(data, text)
+        return tool_result({**data, "event": event_for_model(data["event"])}, text)
 
     @tool
     @from_argument
@@ -147,4 +147,5 @@ def register_change_tools(
             f"{data['to']}, within {max_depth} hops ({data['nodes_searched']} nodes)."
         )
         text = "\n".join([head, *(_change_line(c) for c in data["changes"])])
-        return tool_result(data, text)
+        changes = [{**c, "event": event_for_model(c["event"])} for c in data["changes"]]
+        return tool_result({**data, "changes": changes}, text)

@@ -18,7 +18,13 @@ from trailmap.mcp.change_tools import EventSource, register_change_tools
 from trailmap.mcp.counting import tool_call_counter
 from trailmap.mcp.graph_tools import register_graph_tools
 from trailmap.mcp.prompts import register_prompts
-from trailmap.mcp.registry import READ_ONLY, read_only_tool, refusing, tool_result
+from trailmap.mcp.registry import (
+    READ_ONLY,
+    event_for_model,
+    read_only_tool,
+    refusing,
+    tool_result,
+)
 from trailmap.mcp.registry import from_argument as _from_argument
 from trailmap.outbound import OutboundPolicy
 from trailmap.telemetry import ServerTelemetry
@@ -86,14 +92,8 @@ def _events(count: int) -> str:
     return "1 event" if count == 1 else f"{count:,} events"
 
 
-# What a model needs no copy of: `specversion` is "1.0" on every event, and `trailmap_id`
-# names nothing that `id` (with `source`) does not; they would only take room in its context.
-_NOT_FOR_MODEL = frozenset({"specversion", "trailmap_id"})
-
-
 def _for_model(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Events as a model reads them: without the attributes in `_NOT_FOR_MODEL`."""
-    return [{k: v for k, v in e.items() if k not in _NOT_FOR_MODEL} for e in events]
+    return [event_for_model(e) for e in events]
 
 
 def _event_line(event: dict[str, Any]) -> str:

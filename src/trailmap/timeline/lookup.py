@@ -87,8 +87,7 @@ def _ambiguous(event_id: str, rows: list[dict[str, Any]], argument: str) -> Vali
     more = " (and maybe more)" if len(rows) >= _MAX_CANDIDATES else ""
     message = (
         f"{argument} {event_id!r} names {len(rows)} events{more}, sent by different sources: "
-        f"{listed}. Give source as well (source={sources[0]!r}, say), or use the event's "
-        "trailmap_id."
+        f"{listed}. Give source as well (source={sources[0]!r}, say)."
     )
     return ValidationFailed(
         message,
