@@ -378,3 +378,4 @@ async def test_get_metrics_around_event_takes_the_producers_id_and_its_source(
     assert not answer.is_error, answer.content
     data = answer.structured_content
     assert (data["event"]["id"], data["service"]) == ("release-7", "payments")
+    assert "trailmap_id" not in data["event"]
