@@ -185,7 +185,7 @@ async def test_the_changes_near_checkout_list_each_of_the_two_deployments_once(
     assert payments["distance"] == 1
     assert re.fullmatch(
         r"payments, one hop downstream of checkout \(checkout → payments\): "
-        r"deployed 2\.7\.0 4 h 3\d min before now",
+        r"deployed 2\.7\.0 4 (hours|h \d min) before now",
         payments["reason"],
     ), payments["reason"]
     # CI reported each deployment and the traces revealed it: one entry, both sources.
@@ -194,3 +194,25 @@ async def test_the_changes_near_checkout_list_each_of_the_two_deployments_once(
     assert payments["event"]["also_reported_by"] == ["otel://payments"]
     # The demo's staging changes are not near checkout in production.
     assert {c["event"]["subject"] for c in changes} == {"production"}
+
+
+async def test_the_weeks_deployments_are_counted_once_each_with_both_sources(
+    demo_server: tuple[str, str],
+) -> None:
+    """CI reported every deployment of the demo and its traces revealed most of them: one
+    entry and one count per change, wherever an assistant looks."""
+    listed = await _ask(
+        demo_server, "query_events", {"from": "-7d", "type": ["Deployment"], "limit": 100}
+    )
+    deployments = listed["events"]
+    assert deployments
+    assert listed["next_cursor"] is None
+    changes = {(e["service"], e["version"]) for e in deployments}
+    assert len(changes) == len(deployments)
+    assert not [e for e in deployments if e["source"].startswith("otel://")]
+    assert sum(1 for e in deployments if e.get("also_reported_by")) >= len(deployments) // 2
+    summary = await _ask(demo_server, "get_event_summary", {"from": "-7d"})
+    by_type = {row["value"]: row["count"] for row in summary["by_type"]}
+    assert by_type["deployment"] == len(deployments)
+    types = await _ask(demo_server, "list_event_types", {})
+    assert {row["value"]: row["count"] for row in types["types"]}["deployment"] == len(deployments)

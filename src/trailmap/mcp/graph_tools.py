@@ -80,6 +80,13 @@ def _name(node: dict[str, Any]) -> str:
     return f"{node['name']} ({node['kind']}, {node['environment']})"
 
 
+def _technology_text(node: dict[str, Any]) -> str:
+    text = f" {node['technology']}" if node.get("technology") else ""
+    if "connected_services" in node:
+        text += ", used by " + (", ".join(node["connected_services"]) or "no service")
+    return text
+
+
 def register_graph_tools(  # noqa: PLR0915 - one tool per block
     mcp: MCPServer,
     db: Database,
@@ -110,15 +117,16 @@ def register_graph_tools(  # noqa: PLR0915 - one tool per block
         at: At = None,
         format: Format = "json",  # noqa: A002 - the argument is called format
     ) -> CallToolResult:
-        """Find services, databases, caches, queues, topics and external APIs in the
-        architecture graph by name (forgiving: "order service" finds "orders") or by kind
-        ("databases" lists them). Use it to learn the exact names before the other graph
-        tools."""
+        """Find services, databases, caches, queues, topics, external APIs and AI model
+        providers in the architecture graph by name (forgiving: "order service" finds
+        "orders"), by kind ("databases" lists them) or by technology ("postgres", "kafka",
+        "redis": with the services using each). Use it to learn the exact names before the
+        other graph tools."""
         q = await ask(ctx, at, format)
         data = await queries.search_nodes(
             db, q, query, kinds=kinds, environment=environment, limit=limit
         )
-        lines = [f"- {_name(n)} [{n['match']}]" for n in data["nodes"]]
+        lines = [f"- {_name(n)}{_technology_text(n)} [{n['match']}]" for n in data["nodes"]]
         text = "\n".join(lines) or (
             f"No node matches {query!r} among {data['total_nodes']} nodes."
             + (
@@ -144,6 +152,8 @@ def register_graph_tools(  # noqa: PLR0915 - one tool per block
         q = await ask(ctx, at, format)
         data = await queries.get_node(db, q, node, environment=environment)
         lines = [_name(data)]
+        if data["attributes"].get("technology"):
+            lines.append(f"Technology: {data['attributes']['technology']}")
         if data.get("matched"):
             lines.append(data["matched"])
         if data.get("last_hour"):

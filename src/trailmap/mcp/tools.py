@@ -109,6 +109,9 @@ def _event_line(event: dict[str, Any]) -> str:
     line = " ".join(parts)
     if event.get("description"):
         line += f": {event['description']}"
+    if event.get("also_reported_by"):
+        # One change, two reports: the one shown, and the others (traces, another producer).
+        line += f" [reported by {event['source']}, also {', '.join(event['also_reported_by'])}]"
     return f"- {line} (id {event['id']})"
 
 
@@ -224,9 +227,11 @@ def _register(mcp: MCPServer, t: _Tools) -> None:
         timezone: Timezone = None,
     ) -> CallToolResult:
         """What changed: change events (deployments, rollbacks, config changes, feature
-        flags, incidents, ...) in a time range, newest first, with filters. Use it for
-        "what was deployed today?", "what changed in the last 2 hours?", "recent events in
-        production". Results are paged: pass next_cursor to get more."""
+        flags, incidents, ...) in a time range, newest first, with filters (any case). Use it
+        for "what was deployed today?", "what changed in the last 2 hours?", "recent events
+        in production". One entry per change: also_reported_by names the other sources of
+        the same change. Results are paged: pass next_cursor to get more. An empty answer
+        names the closest existing values and what the range does hold."""
         principal = await t.begin(ctx)
         query = EventQuery(
             from_=from_,
@@ -254,6 +259,8 @@ def _register(mcp: MCPServer, t: _Tools) -> None:
         }
         if page.note:
             data["note"] = page.note
+        if page.hint:
+            data["hint"] = page.hint
         if page.events:
             text = f"{_events(len(page.events))} from {_range_text(rng)}, newest first:\n"
             text += "\n".join(_event_line(e) for e in page.events)

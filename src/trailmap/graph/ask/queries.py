@@ -201,12 +201,32 @@ async def search_nodes(
     matches = algo.search(ctx.snapshot, query, kinds=kinds, environment=environment, limit=limit)
     data = {
         "query": query,
-        "nodes": [
-            {**_brief(m.node), "match": m.reason, "score": round(m.score, 2)} for m in matches
-        ],
+        "nodes": [_match_line(ctx.snapshot, m) for m in matches],
         "total_nodes": len(ctx.snapshot.nodes),
     }
     return _finish(ctx, q, data, [m.node.id for m in matches], [])
+
+
+def _match_line(snapshot: GraphSnapshot, match: algo.Match) -> dict[str, Any]:
+    line = {**_brief(match.node), "match": match.reason, "score": round(match.score, 2)}
+    technology = match.node.attributes.get("technology")
+    if technology:
+        line["technology"] = technology
+    if match.reason == "technology":
+        # "Which services use Kafka?" answered by the search alone.
+        line["connected_services"] = _connected_services(snapshot, match.node)
+    return line
+
+
+def _connected_services(snapshot: GraphSnapshot, node: Node) -> list[str]:
+    """The services with an edge into `node` (a database, cache, topic or external API)."""
+    return sorted(
+        {
+            source.name
+            for source in (snapshot.node(e.source_id) for e in snapshot.in_edges(node.id))
+            if source.kind == "service"
+        }
+    )
 
 
 async def get_node(
@@ -238,13 +258,7 @@ async def get_node(
         "downstream": [_edge_line(snapshot, e, stats) for e in _by_name(snapshot, outs, "target")],
     }
     if found.kind != "service":
-        data["connected_services"] = sorted(
-            {
-                snapshot.node(e.source_id).name
-                for e in ins
-                if snapshot.node(e.source_id).kind == "service"
-            }
-        )
+        data["connected_services"] = _connected_services(snapshot, found)
     if node not in (found.name, found.id):
         data["matched"] = f"{node!r} was taken to mean {found.name!r}"
     data["recent_changes"] = await _recent_changes(db, q, found, ctx.moment)
