@@ -182,7 +182,10 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     # The MCP server itself, for embedders (the MCP benchmark adds its no-op floor tool).
     app.state.mcp_server = mcp_server
     install_error_handlers(app)
-    faces = (health, events, otlp, otlp_metrics, graph, metrics, setup, login, consent, keys)
+    # metrics before events: `/api/v1/events/{id}/metrics` must be tried before
+    # `/api/v1/events/{id}`, whose id may hold slashes (a producer's id, such as
+    # production/checkout/1.5.0) and would otherwise take the `/metrics` as part of it.
+    faces = (health, metrics, events, otlp, otlp_metrics, graph, setup, login, consent, keys)
     for face in (*faces, api_team, team, account):
         app.include_router(face.router)
     limits = OAuthLimits(

@@ -85,7 +85,7 @@ async def test_valid_events_are_stored_and_invalid_ones_reported_by_index(
 
     stored = await query(client, tenant, "from=-1h")
     assert sorted(e["event_id"] for e in stored) == ["ok-0", "ok-2"]
-    by_event_id = {e["event_id"]: e["id"] for e in stored}
+    by_event_id = {e["event_id"]: e["trailmap_id"] for e in stored}
     assert {a["event_id"]: a["id"] for a in data["accepted"]} == by_event_id
 
 

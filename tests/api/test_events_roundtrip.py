@@ -25,8 +25,8 @@ async def test_a_sent_event_comes_back_from_the_last_two_hours(
     listed = await client.get("/api/v1/events?from=-2h", headers=tenant.auth(tenant.reader))
     assert listed.status_code == 200
     events = listed.json()["data"]["events"]
-    assert [e["id"] for e in events] == [stored_id]
-    assert events[0]["event_id"] == "d-1"
+    assert [e["trailmap_id"] for e in events] == [stored_id]
+    assert events[0]["id"] == events[0]["event_id"] == "d-1"
     assert events[0]["service"] == "checkout"
     assert events[0]["description"] == "checkout v2"
 

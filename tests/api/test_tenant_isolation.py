@@ -124,7 +124,7 @@ async def test_no_filter_on_the_list_ever_shows_another_organizations_events(
                 headers=tenants.a.auth(token),
             )
             assert response.status_code == 200, response.text
-            ids = {e["id"] for e in response.json()["data"]["events"]}
+            ids = {e["trailmap_id"] for e in response.json()["data"]["events"]}
             if ids & b_ids or not ids <= set(tenants.a_ids.values()):
                 leaks[repr(params)] = sorted(ids)
     assert leaks == {}
@@ -136,7 +136,7 @@ async def test_the_summary_counts_only_the_callers_organization(
     response = await client.get("/api/v1/events/summary", headers=tenants.a.auth(tenants.a.reader))
     data = response.json()["data"]
     assert data["total"] == 2
-    assert {e["id"] for e in data["latest"]} == set(tenants.a_ids.values())
+    assert {e["trailmap_id"] for e in data["latest"]} == set(tenants.a_ids.values())
     shown = {
         f["value"]
         for name in ("by_type", "by_subject", "by_source", "by_severity")
@@ -210,7 +210,7 @@ async def test_a_cursor_from_another_organizations_page_shows_only_the_callers_e
         "/api/v1/events", params={"from": "-1h", "cursor": cursor}, headers=tenants.a.auth()
     )
     assert response.status_code == 200
-    ids = {e["id"] for e in response.json()["data"]["events"]}
+    ids = {e["trailmap_id"] for e in response.json()["data"]["events"]}
     assert ids <= set(tenants.a_ids.values())
 
 

@@ -199,7 +199,7 @@ def test_a_sent_deployment_comes_back_from_the_last_two_hours(live: LiveServer) 
     assert "stored" in result.stderr
 
     events = _events_from(live, source)
-    assert [e["id"] for e in events] == [stored_id]
+    assert [e["trailmap_id"] for e in events] == [stored_id]
     assert events[0]["type"] == "deployment"
     assert events[0]["subject"] == "production"
     assert events[0]["version"] == "v1"
@@ -238,7 +238,7 @@ def test_a_server_that_answers_503_twice_gets_the_event_on_the_third_attempt(
     assert proxy.posts == 3
     assert "attempt 1 failed (503 try again shortly)" in result.stderr
     assert "attempt 2 failed (503 try again shortly)" in result.stderr
-    assert [e["id"] for e in _events_from(live, source)] == [result.stdout.strip()]
+    assert [e["trailmap_id"] for e in _events_from(live, source)] == [result.stdout.strip()]
 
 
 def test_a_503_after_the_event_landed_still_stores_it_once(live: LiveServer) -> None:
@@ -248,7 +248,7 @@ def test_a_503_after_the_event_landed_still_stores_it_once(live: LiveServer) -> 
     assert result.exit_code == 0, result.output
     assert proxy.posts == 2
     assert "already stored (duplicate)" in result.stderr
-    assert [e["id"] for e in _events_from(live, source)] == [result.stdout.strip()]
+    assert [e["trailmap_id"] for e in _events_from(live, source)] == [result.stdout.strip()]
 
 
 def test_a_429_with_retry_after_one_second_is_honoured(live: LiveServer) -> None:

@@ -17,7 +17,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
-from tests.factories import event
+from tests.factories import event, make_key, make_org
 from tests.mcp.handshake import list_tools_in, open_session
 from tests.server import module_database, org_with_key, running_server
 from trailmap.accounts import create_key, list_keys, revoke_key
@@ -300,3 +300,83 @@ def test_the_python_example_in_docs_connect_md_answers_what_changed(live: Live) 
     assert ran.returncode == 0, ran.stderr
     assert "events from" in ran.stdout
     assert "checkout" in ran.stdout
+
+
+async def _org_key(live: Live, slug: str) -> str:
+    """A key of a new organization of the live server's database."""
+    db = Database(live.db_url)
+    try:
+        return await make_key(db, await make_org(db, slug=slug))
+    finally:
+        db.close()
+
+
+async def _send_shared_ids(live: Live) -> str:
+    """A fresh organization where two sources sent the id `release-7`; returns its key."""
+    key = await _org_key(live, "initech")
+    batch = [
+        event(id="release-7", source="//github.com/initech/checkout", service="checkout"),
+        event(id="release-7", source="//github.com/initech/payments", type="config-change"),
+        event(id="production/search/2.0.0", source="otel://search", service="search"),
+    ]
+    async with httpx.AsyncClient(base_url=live.url) as http:
+        sent = await http.post(
+            "/api/v1/events", json=batch, headers={"Authorization": f"Bearer {key}"}
+        )
+        assert sent.status_code == 201, sent.text
+    return key
+
+
+async def test_get_event_takes_the_id_query_events_shows_and_a_source_when_it_is_shared(
+    live: Live,
+) -> None:
+    key = await _send_shared_ids(live)
+    listed = await _call(live, key, "query_events", {"from": "-1h"})
+    shown = {e["id"] for e in listed.structured_content["events"]}
+    assert shown == {"release-7", "production/search/2.0.0"}
+    assert all("trailmap_id" not in e for e in listed.structured_content["events"])
+
+    found = await _call(live, key, "get_event", {"id": "production/search/2.0.0"})
+    assert not found.is_error, found.content
+    assert found.structured_content["source"] == "otel://search"
+
+    shared = await _call(live, key, "get_event", {"id": "release-7"})
+    assert shared.is_error
+    refusal = shared.content[0].text
+    assert "//github.com/initech/checkout (deployment)" in refusal
+    assert "//github.com/initech/payments (config-change)" in refusal
+    assert "source" in refusal
+
+    chosen = await _call(
+        live, key, "get_event", {"id": "release-7", "source": "//github.com/initech/payments"}
+    )
+    assert not chosen.is_error, chosen.content
+    assert chosen.structured_content["type"] == "config-change"
+
+
+async def test_get_metrics_around_event_takes_the_producers_id_and_its_source(
+    live: Live,
+) -> None:
+    key = await _org_key(live, "umbrella")
+    batch = [
+        event(id="release-7", source="//github.com/umbrella/checkout", service="checkout"),
+        event(id="release-7", source="//github.com/umbrella/payments", service="payments"),
+    ]
+    async with httpx.AsyncClient(base_url=live.url) as http:
+        sent = await http.post(
+            "/api/v1/events", json=batch, headers={"Authorization": f"Bearer {key}"}
+        )
+        assert sent.status_code == 201, sent.text
+
+    shared = await _call(live, key, "get_metrics_around_event", {"event_id": "release-7"})
+    assert shared.is_error
+    refusal = shared.content[0].text
+    assert "event_id 'release-7' names 2 events" in refusal
+    assert "//github.com/umbrella/payments" in refusal
+
+    args = {"event_id": "release-7", "source": "//github.com/umbrella/payments", "window": "1h"}
+    answer = await _call(live, key, "get_metrics_around_event", args)
+    assert not answer.is_error, answer.content
+    data = answer.structured_content
+    assert (data["event"]["id"], data["service"]) == ("release-7", "payments")
+    assert "trailmap_id" not in data["event"]

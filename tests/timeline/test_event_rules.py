@@ -372,6 +372,7 @@ def test_an_event_of_exactly_max_bytes_passes() -> None:
 def test_an_event_one_byte_over_max_bytes_is_refused_with_its_size_and_the_limit() -> None:
     problem = only_problem(_event_of_size(MAX_BYTES + 1))
     assert problem.field is None
+    assert problem.code == "PAYLOAD_TOO_LARGE"
     assert f"{MAX_BYTES + 1} bytes" in problem.message
     assert f"at most {MAX_BYTES}" in problem.message
 

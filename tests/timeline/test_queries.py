@@ -347,7 +347,7 @@ async def test_pages_cover_every_event_once_newest_first_when_times_are_shared(
             break
         assert len(page.events) == 10
     assert pages == 6
-    ids = [e["id"] for e in seen]
+    ids = [e["trailmap_id"] for e in seen]
     assert len(ids) == len(set(ids)) == 57
     assert set(ids) == set(stored)
     times = [datetime.fromisoformat(e["time"]) for e in seen]
@@ -397,7 +397,7 @@ async def test_the_http_api_pages_through_events_sent_at_the_same_instant(
         response = await client.get("/api/v1/events", params=params, headers=tenant.auth())
         assert response.status_code == 200, response.text
         data = response.json()["data"]
-        ids.extend(e["id"] for e in data["events"])
+        ids.extend(e["trailmap_id"] for e in data["events"])
         if data["next_cursor"] is None:
             break
         params["cursor"] = data["next_cursor"]
@@ -468,7 +468,7 @@ async def test_the_summary_counts_by_type_subject_source_and_severity(db: Databa
     assert _counts(summary.by_subject) == [("production", 4), ("staging", 2)]
     assert _counts(summary.by_source) == [(a, 3), (b, 2), (c, 1)]
     assert _counts(summary.by_severity) == [("MAJOR", 2), ("LOW", 1)]
-    assert [e["id"] for e in summary.latest] == [stored[0], stored[5], stored[4]]
+    assert [e["trailmap_id"] for e in summary.latest] == [stored[0], stored[5], stored[4]]
     # The last time `incident` was seen: an hour ago, shown in Paris time.
     assert summary.by_type[1]["last_seen"] == "2026-03-11T00:15:00+01:00"
     assert summary.by_type[1]["last_seen_relative"] == "1 h ago"

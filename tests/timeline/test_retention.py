@@ -113,7 +113,7 @@ async def test_no_query_returns_an_event_older_than_the_window(db: Database) -> 
     summary = await summarize_events(db, principal, from_="-30d", now=NOW)
     assert summary.total == 2
     assert [(f["value"], f["count"]) for f in summary.by_type] == [("deployment", 2)]
-    assert [e["id"] for e in summary.latest] == [recent, edge]
+    assert [e["trailmap_id"] for e in summary.latest] == [recent, edge]
     assert await list_facet(db, principal, "subject", from_="-30d", now=NOW) == [
         {
             "value": "production",
@@ -136,7 +136,7 @@ async def test_the_http_api_never_shows_an_event_older_than_the_window(
 
     listed = await client.get("/api/v1/events", params={"from": "-30d"}, headers=headers)
     data = listed.json()["data"]
-    assert [e["id"] for e in data["events"]] == [recent]
+    assert [e["trailmap_id"] for e in data["events"]] == [recent]
     assert data["range"]["note"].startswith("The range starts before the retention window")
 
     summary = await client.get("/api/v1/events/summary", params={"from": "-30d"}, headers=headers)

@@ -101,6 +101,10 @@ async def post_events(request: Request, principal: CurrentPrincipal) -> Response
             if not is_batch
             else (f"None of the {len(items)} events was stored; each problem is listed in details.")
         )
+        # Too large is its own answer (413) when it is the only reason nothing was stored;
+        # in a batch with other problems each item says which it is.
+        if all(r["code"] == "PAYLOAD_TOO_LARGE" for r in result.rejected):
+            return error_response(413, "PAYLOAD_TOO_LARGE", message, result.rejected)
         return error_response(400, "VALIDATION_ERROR", message, result.rejected)
     status = 201 if result.accepted and not result.rejected and not result.duplicates else 200
     return ok(result.as_json(), status_code=status)
@@ -244,8 +248,13 @@ async def events_summary(
 
 
 @router.get(
-    "/{event_id}",
+    "/{event_id:path}",
     summary="One event, with its data",
+    description=(
+        "The event the producer sent with this `id`, or whose `trailmap_id` this is. When "
+        "producers sent the same `id` from several sources, name one with `source` (the 400 "
+        "lists them)."
+    ),
     response_model=EventBody,
     responses={
         **error_responses(404, saying={404: "No such event in this organization"}),
@@ -256,6 +265,10 @@ async def get_one_event(
     request: Request,
     principal: CurrentPrincipal,
     event_id: str,
+    source: Annotated[
+        str | None,
+        Query(description="The producer's source, when its id alone names several events"),
+    ] = None,
     timezone: str | None = None,
 ) -> Response:
     ctx = context_of(request)
@@ -263,6 +276,7 @@ async def get_one_event(
         ctx.db,
         principal,
         event_id,
+        source=source,
         timezone=timezone,
         default_timezone=ctx.settings.default_timezone,
     )

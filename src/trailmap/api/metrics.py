@@ -164,7 +164,7 @@ async def put_settings(request: Request, principal: CurrentPrincipal) -> Respons
 
 
 @router.get(
-    "/api/v1/events/{event_id}/metrics",
+    "/api/v1/events/{event_id:path}/metrics",
     summary="Did the service's metrics change after this event?",
     description=(
         "For each metric of the event's service and environment: mean, median, p95 and "
@@ -185,6 +185,10 @@ async def metrics_around_event(
         list[str] | None,
         Query(description="Metric names (default: the five standard ones)", max_length=200),
     ] = None,
+    source: Annotated[
+        str | None,
+        Query(description="The producer's source, when its id alone names several events"),
+    ] = None,
 ) -> Response:
     ctx = context_of(request)
     return ok(
@@ -192,6 +196,7 @@ async def metrics_around_event(
             ctx.db,
             principal,
             event_id,
+            source=source,
             window=window,
             metrics=metric,
             outbound=ctx.settings.outbound,

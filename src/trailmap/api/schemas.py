@@ -40,13 +40,17 @@ class CloudEventIn(BaseModel):
 
 
 class EventOut(BaseModel):
+    """An event as its producer sent it (`id` and `source` are the producer's), with
+    Trailmap's own id (`trailmap_id`) and the time in the asked zone beside it."""
+
     model_config = ConfigDict(extra="allow")
 
-    id: str
+    id: str = Field(description="The producer's CloudEvents id")
     specversion: Literal["1.0"]
     type: str
     source: str
-    event_id: str
+    trailmap_id: str = Field(description="Trailmap's own id for the event")
+    event_id: str = Field(description="The producer's id again, as `id`")
     time: str
     time_relative: str
     subject: str | None = None

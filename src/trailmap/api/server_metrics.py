@@ -86,8 +86,9 @@ class ServerMetricsMiddleware:
 
     def _template(self, scope: Scope) -> str:
         """The path template of the route that answered, never the path as sent."""
-        # FastAPI's router records its own routes in the scope...
-        path = getattr(scope.get("route"), "path", None)
+        # FastAPI's router records its own routes in the scope; their template without its
+        # converters (/api/v1/events/{event_id}, not {event_id:path}), as OpenAPI shows it...
+        path = getattr(scope.get("route"), "path_format", None)
         if isinstance(path, str):
             return path
         # ... and a plain Starlette route (/mcp, OAuth) only its endpoint.

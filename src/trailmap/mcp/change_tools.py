@@ -12,7 +12,7 @@ from pydantic import Field
 
 from trailmap.accounts import Principal
 from trailmap.graph.ask import near, queries
-from trailmap.mcp.registry import from_argument, read_only_tool, tool_result
+from trailmap.mcp.registry import event_for_model, from_argument, read_only_tool, tool_result
 from trailmap.metrics import around
 from trailmap.outbound import OutboundPolicy
 from trailmap.timeline.events import DETECTED_SOURCE_PREFIX
@@ -20,7 +20,17 @@ from trailmap.timeline.events import DETECTED_SOURCE_PREFIX
 if TYPE_CHECKING:
     from trailmap.storage import Database
 
-__all__ = ["register_change_tools"]
+__all__ = ["EventSource", "register_change_tools"]
+
+# The `source` argument of the tools that take an event's id (get_event here too).
+EventSource = Annotated[
+    str | None,
+    Field(
+        description="The event's source, needed only when producers sent the same id from "
+        "several sources.",
+        max_length=500,
+    ),
+]
 
 
 def _metric_line(metric: dict[str, Any]) -> str:
@@ -56,6 +66,7 @@ def register_change_tools(
         event_id: Annotated[
             str, Field(description="The event's id, as query_events returns it.", max_length=200)
         ],
+        source: EventSource = None,
         window: Annotated[
             Literal["1h", "2h", "4h", "6h", "12h", "24h"],
             Field(description="How long before and after the event to compare."),
@@ -80,6 +91,7 @@ def register_change_tools(
             db,
             principal,
             event_id,
+            source=source,
             window=window,
             metrics=metrics,
             outbound=outbound,
@@ -87,7 +99,7 @@ def register_change_tools(
             default_timezone=default_timezone,
         )
         text = "\n".join([data["summary"], *(_metric_line(m) for m in data["metrics"])])
-        return tool_result(data, text)
+        return tool_result({**data, "event": event_for_model(data["event"])}, text)
 
     @tool
     @from_argument
@@ -135,4 +147,5 @@ def register_change_tools(
             f"{data['to']}, within {max_depth} hops ({data['nodes_searched']} nodes)."
         )
         text = "\n".join([head, *(_change_line(c) for c in data["changes"])])
-        return tool_result(data, text)
+        changes = [{**c, "event": event_for_model(c["event"])} for c in data["changes"]]
+        return tool_result({**data, "changes": changes}, text)

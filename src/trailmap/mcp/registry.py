@@ -13,7 +13,14 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 
 from trailmap.errors import TrailmapError
 
-__all__ = ["READ_ONLY", "from_argument", "read_only_tool", "refusing", "tool_result"]
+__all__ = [
+    "READ_ONLY",
+    "event_for_model",
+    "from_argument",
+    "read_only_tool",
+    "refusing",
+    "tool_result",
+]
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, open_world_hint=False)
 
@@ -44,6 +51,16 @@ def refusing(tool: _Fn) -> _Fn:
             raise ToolError(error.message) from None
 
     return cast("_Fn", answering)
+
+
+# What a model needs no copy of: `specversion` is "1.0" on every event, and `trailmap_id`
+# names nothing that `id` (with `source`) does not; they would only take room in its context.
+_NOT_FOR_MODEL = frozenset({"specversion", "trailmap_id"})
+
+
+def event_for_model(event: dict[str, Any]) -> dict[str, Any]:
+    """An event as a model reads it: without the attributes in `_NOT_FOR_MODEL`."""
+    return {k: v for k, v in event.items() if k not in _NOT_FOR_MODEL}
 
 
 def tool_result(structured: dict[str, Any], text: str) -> CallToolResult:

@@ -14,11 +14,17 @@ from pydantic import Field
 from trailmap import __version__
 from trailmap.accounts import Principal, quotas
 from trailmap.mcp.arguments import ToolArguments
-from trailmap.mcp.change_tools import register_change_tools
+from trailmap.mcp.change_tools import EventSource, register_change_tools
 from trailmap.mcp.counting import tool_call_counter
 from trailmap.mcp.graph_tools import register_graph_tools
 from trailmap.mcp.prompts import register_prompts
-from trailmap.mcp.registry import READ_ONLY, read_only_tool, refusing, tool_result
+from trailmap.mcp.registry import (
+    READ_ONLY,
+    event_for_model,
+    read_only_tool,
+    refusing,
+    tool_result,
+)
 from trailmap.mcp.registry import from_argument as _from_argument
 from trailmap.outbound import OutboundPolicy
 from trailmap.telemetry import ServerTelemetry
@@ -84,9 +90,7 @@ def _events(count: int) -> str:
 
 
 def _for_model(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Events as a model reads them: without `specversion`, the same "1.0" on every event,
-    which would only take room in its context."""
-    return [{k: v for k, v in e.items() if k != "specversion"} for e in events]
+    return [event_for_model(e) for e in events]
 
 
 def _event_line(event: dict[str, Any]) -> str:
@@ -312,13 +316,26 @@ def _register(mcp: MCPServer, t: _Tools) -> None:
     @read_only_tool(mcp)
     async def get_event(
         ctx: Context,
-        id: Annotated[str, Field(description="The event's id, as query_events returns it.")],  # noqa: A002
+        id: Annotated[  # noqa: A002 - the argument is called id in the interface
+            str,
+            Field(
+                description="The event's id, as query_events returns it (the producer's "
+                "CloudEvents id).",
+                max_length=200,
+            ),
+        ],
+        source: EventSource = None,
         timezone: Timezone = None,
     ) -> CallToolResult:
         """One event with all its details, including its data."""
         principal = await t.begin(ctx)
         event = await timeline.get_event(
-            t.db, principal, id, timezone=timezone, default_timezone=t.default_timezone
+            t.db,
+            principal,
+            id,
+            source=source,
+            timezone=timezone,
+            default_timezone=t.default_timezone,
         )
         return tool_result(_for_model([event])[0], _event_line(event))
 

@@ -16,7 +16,7 @@ import anyio
 
 from trailmap import clock
 from trailmap.accounts.principal import Principal
-from trailmap.errors import NotFound, ValidationFailed
+from trailmap.errors import ValidationFailed
 from trailmap.metrics.compare import Comparison, Summary, compare
 from trailmap.metrics.points import DEFAULT_ENVIRONMENT
 from trailmap.metrics.prometheus import DEFAULT_QUERIES, PrometheusConfig, PrometheusSource
@@ -25,8 +25,8 @@ from trailmap.metrics.settings import AUTO, MetricSettings, read_settings
 from trailmap.metrics.sources import PushedSource, SpansSource, span_step_minutes
 from trailmap.outbound import OutboundPolicy
 from trailmap.storage import Database
-from trailmap.storage import events as event_store
 from trailmap.storage import graph as graph_store
+from trailmap.timeline.lookup import find_event
 from trailmap.timeline.times import format_local_time, format_relative_us
 
 __all__ = ["MIN_POINTS", "WINDOWS", "get_metrics_around_event"]
@@ -110,6 +110,7 @@ async def get_metrics_around_event(
     principal: Principal,
     event_id: str,
     *,
+    source: str | None = None,
     window: str = "2h",
     metrics: Sequence[str] | None = None,
     outbound: OutboundPolicy,
@@ -121,13 +122,8 @@ async def get_metrics_around_event(
     if window not in WINDOWS:
         raise ValidationFailed.field("window", f"one of {', '.join(WINDOWS)}")
     names = _metric_names(metrics)
-    missing = NotFound(f"No event with the id {event_id!r} in this organization.")
-    if len(event_id) > 36 or "\x00" in event_id:
-        raise missing
-    row = await db.read_point(event_store.get_event, principal.org_id, event_id)
+    row = await find_event(db, principal, event_id, source=source, argument="event_id", now=now)
     now_us = clock.to_us(now)
-    if row is None or row["time_us"] < now_us - principal.retention_days * 24 * _HOUR_US:
-        raise missing
     event_us: int = row["time_us"]
     service: str | None = row.get("service")
     span_us = WINDOWS[window] * _HOUR_US
@@ -310,9 +306,10 @@ def _missing(name: str, source: str | None, why: str) -> dict[str, Any]:
 
 def _event(row: dict[str, Any], now_us: int, tz_name: str) -> dict[str, Any]:
     out = {
-        "id": row["id"],
+        "id": row["event_id"],
         "type": row["type"],
         "source": row["source"],
+        "trailmap_id": row["id"],
         "time": _time(row["time_us"], tz_name),
         "time_relative": format_relative_us(now_us - row["time_us"]),
     }

@@ -159,8 +159,16 @@ def validate_event(
         problems.add(None, _unstorable(error))
         return problems.items
     if len(encoded) > max_bytes:
-        problems.add(
-            None, f"the event is {len(encoded)} bytes; a single event may be at most {max_bytes}"
+        problems.items.append(
+            ErrorDetail(
+                field=None,
+                message=(
+                    f"the event is {len(encoded)} bytes; a single event may be at most "
+                    f"{max_bytes}: move bulky data elsewhere and link to it"
+                ),
+                index=index,
+                code="PAYLOAD_TOO_LARGE",
+            )
         )
         return problems.items
     if b"\\u0000" in encoded:

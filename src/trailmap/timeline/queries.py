@@ -16,11 +16,12 @@ from zoneinfo import ZoneInfo
 
 from trailmap import clock
 from trailmap.accounts.principal import Principal
-from trailmap.errors import NotFound, ValidationFailed
+from trailmap.errors import ValidationFailed
 from trailmap.storage import Connection, Database
 from trailmap.storage import events as store
 from trailmap.storage.events import EventFilter
 from trailmap.timeline.events import DETECTED_SOURCE_PREFIX, SEVERITIES
+from trailmap.timeline.lookup import find_event
 from trailmap.timeline.times import (
     TimeExpressionError,
     format_local_time,
@@ -493,22 +494,18 @@ async def get_event(
     principal: Principal,
     event_id: str,
     *,
+    source: str | None = None,
     timezone: str | None = None,
     default_timezone: str = "UTC",
     now: datetime | None = None,
 ) -> dict[str, Any]:
+    """One event by the producer's id (with `source` when producers share it) or Trailmap's."""
     now = now or clock.now()
     try:
         tz = resolve_timezone(timezone, default=default_timezone)
     except TimeExpressionError as error:
         raise ValidationFailed.field("timezone", str(error)) from None
-    missing = NotFound(f"No event with the id {event_id!r} in this organization.")
-    if len(event_id) > 36 or "\x00" in event_id:
-        raise missing
-    row = await db.read_point(store.get_event, principal.org_id, event_id)
-    retention_start_us = clock.to_us(now - timedelta(days=principal.retention_days))
-    if row is None or row["time_us"] < retention_start_us:
-        raise missing
+    row = await find_event(db, principal, event_id, source=source, now=now)
     event = render_event(row, tz, now, full=True)
     event["received"] = format_time(clock.from_us(row["received_us"]), tz)
     return event
@@ -603,13 +600,16 @@ def _render_facet(rows: list[dict[str, Any]], time_range: TimeRange) -> list[dic
 def render_event(
     row: dict[str, Any], tz: ZoneInfo, now: datetime, *, full: bool = False
 ) -> dict[str, Any]:
-    """An event as the API shows it: CloudEvents attributes, times in the asked zone."""
+    """An event as the API shows it: a CloudEvent as its producer sent it (its `id` is the
+    producer's), with Trailmap's own id beside it (`trailmap_id`) and times in the asked zone.
+    `event_id` repeats the producer's id for the clients that read it there."""
     time_us = row["time_us"]
     out: dict[str, Any] = {
-        "id": row["id"],
+        "id": row["event_id"],
         "specversion": "1.0",
         "type": row["type"],
         "source": row["source"],
+        "trailmap_id": row["id"],
         "event_id": row["event_id"],
         # clock.from_us is aware UTC, so format_time's check is skipped (a page renders 25).
         "time": format_local_time(clock.from_us(time_us).astimezone(tz)),
