@@ -109,24 +109,23 @@ async def test_a_list_cut_short_says_how_many_more_and_how_to_get_them(
 ) -> None:
     async with _client(demo_server) as client:
         everything = await client.call_tool("list_event_sources", {"limit": 100})
-        first = await client.call_tool("list_event_sources", {"limit": 5})
+        first = await client.call_tool("list_event_sources", {"limit": 3})
         context = await client.call_tool("get_organization_context", {})
     assert everything.structured_content is not None
     assert first.structured_content is not None
     assert context.structured_content is not None
     sources = everything.structured_content["sources"]
     assert "more" not in everything.structured_content
-    assert len(sources) > 10  # the demo's repositories and the services seen in traces
+    # The demo's repositories (the traces' own reports of a deployment CI also reported are
+    # the same changes, and no source of their own).
+    assert len(sources) > 3
     cut = first.structured_content
-    assert cut["sources"] == sources[:5]
-    assert (cut["more"], cut["next"]) == (len(sources) - 5, f"call again with limit={len(sources)}")
+    assert cut["sources"] == sources[:3]
+    assert (cut["more"], cut["next"]) == (len(sources) - 3, f"call again with limit={len(sources)}")
     (text,) = first.content
     assert isinstance(text, TextContent)
-    assert text.text.endswith(f"\n{len(sources) - 5} more: call again with limit={len(sources)}.")
+    assert text.text.endswith(f"\n{len(sources) - 3} more: call again with limit={len(sources)}.")
     # The organization's context names the ten most frequent, with their counts.
     named = context.structured_content
     assert named["sources"] == [{"value": s["value"], "count": s["count"]} for s in sources[:10]]
-    assert named["sources_more"] == len(sources) - 10
-    (text,) = context.content
-    assert isinstance(text, TextContent)
-    assert f", and {len(sources) - 10} more (list_event_sources lists them)" in text.text
+    assert named.get("sources_more", 0) == max(0, len(sources) - 10)

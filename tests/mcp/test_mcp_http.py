@@ -120,7 +120,7 @@ async def test_the_same_endpoint_answers_at_mcp_with_a_trailing_slash(live: Live
 
 async def test_another_organizations_key_sees_only_its_own_events(live: Live) -> None:
     result = await _call(live, live.key_b, "query_events", {"from": "-1d"})
-    assert [e["event_id"] for e in result.structured_content["events"]] == ["globex-1"]
+    assert [e["id"] for e in result.structured_content["events"]] == ["globex-1"]
 
 
 async def test_organization_context_names_types_environments_and_the_retention_window(

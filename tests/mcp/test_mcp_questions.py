@@ -149,7 +149,7 @@ async def _ask(
 
 
 def _ids(answer: dict[str, Any]) -> list[str]:
-    return [e["event_id"] for e in answer["events"]]
+    return [e["id"] for e in answer["events"]]
 
 
 def _newest_first(events: list[Sent]) -> list[str]:
@@ -238,7 +238,7 @@ async def test_calls_alternate_between_the_two_nodes_and_every_answer_is_right(
         cursor = answer["next_cursor"]
         if cursor is None:
             break
-    assert [e["event_id"] for e in pages] == everything
+    assert [e["id"] for e in pages] == everything
     for turn in range(4):
         node = cluster.nodes[turn % 2]
         types = await _ask(node, cluster.key, "list_event_types", {})
@@ -249,7 +249,7 @@ async def test_calls_alternate_between_the_two_nodes_and_every_answer_is_right(
         }
         listed = pages[turn]
         detail = await _ask(node, cluster.key, "get_event", {"id": listed["id"]})
-        assert (detail["id"], detail["event_id"]) == (listed["id"], listed["event_id"])
+        assert detail["id"] == listed["id"]
 
 
 async def test_a_session_opened_on_one_node_is_honoured_by_the_other(cluster: Cluster) -> None:
@@ -270,7 +270,7 @@ async def test_the_summary_and_the_source_list_count_what_was_sent(cluster: Clus
     assert summary["total"] == len(recent)
     by_type = {row["value"]: row["count"] for row in summary["by_type"]}
     assert by_type == {t: sum(1 for e in recent if e.type == t) for t in {e.type for e in recent}}
-    assert summary["latest"][0]["event_id"] == _newest_first(recent)[0]
+    assert summary["latest"][0]["id"] == _newest_first(recent)[0]
     assert summary["from"].endswith("+09:00")
 
     sources = await _ask(cluster.nodes[1], cluster.key, "list_event_sources", {})
@@ -282,12 +282,14 @@ async def test_the_summary_and_the_source_list_count_what_was_sent(cluster: Clus
     assert counted == expected
 
 
-async def test_events_reach_the_model_without_the_constant_specversion(cluster: Cluster) -> None:
+async def test_events_reach_the_model_without_the_constant_specversion_or_copies_of_the_id(
+    cluster: Cluster,
+) -> None:
     answer = await _ask(cluster.nodes[0], cluster.key, "query_events", {"limit": 2})
     assert answer["events"]
     for shown in answer["events"]:
-        assert "specversion" not in shown
-        assert {"id", "event_id", "type", "source", "time", "time_relative"} <= set(shown)
+        assert not {"specversion", "event_id", "trailmap_id"} & set(shown)
+        assert {"id", "type", "source", "time", "time_relative"} <= set(shown)
 
 
 async def test_the_text_answer_counts_in_words_a_person_would_use(cluster: Cluster) -> None:

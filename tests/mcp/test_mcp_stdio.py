@@ -31,4 +31,4 @@ async def test_the_stdio_server_answers_for_the_keys_organization(
         tools = {t.name for t in (await client.list_tools()).tools}
         result = await client.call_tool("query_events", {"from": "-1h"})
     assert "get_organization_context" in tools
-    assert [e["event_id"] for e in result.structured_content["events"]] == ["mine"]
+    assert [e["id"] for e in result.structured_content["events"]] == ["mine"]

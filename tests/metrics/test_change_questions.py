@@ -298,7 +298,7 @@ async def test_the_last_deployment_of_checkout_raised_its_error_rate(shop: Shop)
             "query_events", {"type": ["deployment"], "service": ["checkout"], "limit": 1}
         )
         (deployment,) = found["events"]
-        assert (deployment["event_id"], deployment["version"]) == ("deploy-checkout", "3.10.0")
+        assert (deployment["id"], deployment["version"]) == ("deploy-checkout", "3.10.0")
         result = await assistant.call("get_metrics_around_event", {"event_id": deployment["id"]})
     assert not result.is_error, result.content
     answer = result.structured_content
@@ -350,7 +350,7 @@ _NEAR_CHECKOUT = {"node": "checkout", "from": "-3h"}
 
 
 def _by_event_id(answer: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {change["event"]["event_id"]: change for change in answer["changes"]}
+    return {change["event"]["id"]: change for change in answer["changes"]}
 
 
 async def _changes_near(shop: Shop, args: dict[str, Any]) -> tuple[dict[str, Any], str]:
@@ -366,7 +366,7 @@ async def test_a_payments_deployment_next_door_ranks_above_an_older_change_two_h
 ) -> None:
     answer, text = await _changes_near(shop, _NEAR_CHECKOUT)
     assert answer["node"] == {"name": "checkout", "kind": "service", "environment": ENVIRONMENT}
-    ids = [change["event"]["event_id"] for change in answer["changes"]]
+    ids = [change["event"]["id"] for change in answer["changes"]]
     assert ids == ["deploy-payments", "deploy-checkout", "pool-postgresql"]
     scores = [change["score"] for change in answer["changes"]]
     assert scores == sorted(scores, reverse=True)
@@ -446,7 +446,7 @@ async def test_looking_only_upstream_of_postgresql_finds_what_calls_it(shop: Sho
             {"node": "postgresql", "from": "-3h", "direction": "upstream", "max_depth": 1},
         )
     # orders is one hop upstream and has no change; checkout is two hops away.
-    assert [c["event"]["event_id"] for c in answer["changes"]] == ["pool-postgresql"]
+    assert [c["event"]["id"] for c in answer["changes"]] == ["pool-postgresql"]
     assert answer["changes"][0]["reason"].startswith("postgresql itself: configuration changed")
 
 

@@ -53,9 +53,10 @@ def refusing(tool: _Fn) -> _Fn:
     return cast("_Fn", answering)
 
 
-# What a model needs no copy of: `specversion` is "1.0" on every event, and `trailmap_id`
-# names nothing that `id` (with `source`) does not; they would only take room in its context.
-_NOT_FOR_MODEL = frozenset({"specversion", "trailmap_id"})
+# What a model needs no copy of: `specversion` is "1.0" on every event, `event_id` repeats
+# `id`, and `trailmap_id` names nothing that `id` (with `source`) does not; they would only
+# take room in its context.
+_NOT_FOR_MODEL = frozenset({"specversion", "event_id", "trailmap_id"})
 
 
 def event_for_model(event: dict[str, Any]) -> dict[str, Any]:
