@@ -94,7 +94,12 @@ def cli(ctx: click.Context, database: str | None) -> None:
 @click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
 @click.option("--database", "database_option", default=None, help="Database URL for this server.")
 @click.option("--no-migrate", is_flag=True, help="Do not apply migrations on start.")
-@click.option("--demo", is_flag=True, help="Load the demo organization on start.")
+@click.option(
+    "--demo",
+    is_flag=True,
+    help="Load the demo organization on start, or run its shop on to now, and keep it running "
+    "(traffic, deployments and other changes) while the server runs.",
+)
 @click.pass_obj
 def serve(
     state: _State, host: str, port: int, database_option: str | None, no_migrate: bool, demo: bool
@@ -119,7 +124,7 @@ def serve(
     _print_welcome(db, settings, host, port)
     if report is not None:
         click.echo(_demo_hint(report, "demo", f"http://{host}:{port}/mcp"), err=True)
-    app = create_app(settings, database=db)
+    app = create_app(settings, database=db, live_demo="demo" if demo else None)
     try:
         uvicorn.run(
             app,
@@ -911,18 +916,26 @@ def mcp_command(state: _State, stdio: bool, api_key: str) -> None:
 
 @cli.command()
 @click.option("--org", "org_slug", default="demo", show_default=True)
+@click.option(
+    "--reset",
+    is_flag=True,
+    help="Delete the organization's events, graph and metrics (its members and keys stay) "
+    "and load the demo afresh.",
+)
 @click.pass_obj
-def demo(state: _State, org_slug: str) -> None:
+def demo(state: _State, org_slug: str, reset: bool) -> None:
     """Load the demo organization: a small shop's architecture graph, learned from traces made
-    with the OpenTelemetry SDK, and a week of deployments and other changes. Applies the
-    database's migrations first, as `trailmap serve` does."""
-    from trailmap.demo.load import load_demo  # noqa: PLC0415
+    with the OpenTelemetry SDK, and a week of deployments and other changes. Run again, it adds
+    the shop's traffic and changes since the last time (at most the last 6 hours of traffic);
+    `trailmap serve --demo` keeps the shop running. Applies the database's migrations first, as
+    `trailmap serve` does."""
+    from trailmap.demo.load import load_demo, reset_demo  # noqa: PLC0415
     from trailmap.storage import migrate  # noqa: PLC0415
 
     handle = state.database_handle()
     try:
         migrate.upgrade(handle)
-        report = _run(load_demo(handle, org_slug))
+        report = _run((reset_demo if reset else load_demo)(handle, org_slug))
     finally:
         handle.close()
     click.echo(_demo_hint(report, org_slug, "<your server>/mcp"), err=True)

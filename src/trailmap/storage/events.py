@@ -30,6 +30,7 @@ from trailmap.storage.tables import events
 
 __all__ = [
     "EventFilter",
+    "clear_org",
     "count_events",
     "facet_counts",
     "find_existing",
@@ -374,4 +375,10 @@ def purge_before(conn: Connection, org_id: str, cutoff_us: int, *, chunk: int = 
         .scalar_subquery()
     )
     result = conn.execute(delete(events).where(events.c.org_id == org_id, events.c.id.in_(doomed)))
+    return int(result.rowcount or 0)
+
+
+def clear_org(conn: Connection, org_id: str) -> int:
+    """Delete every event of the organization."""
+    result = conn.execute(delete(events).where(events.c.org_id == org_id))
     return int(result.rowcount or 0)
