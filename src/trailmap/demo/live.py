@@ -37,6 +37,7 @@ from trailmap.timeline.ingest import ingest_events
 
 __all__ = [
     "BUSY_TRACES_PER_MINUTE",
+    "LEAD",
     "RELEASE_EVERY",
     "Advance",
     "advance_demo",
@@ -58,6 +59,10 @@ BUSY_TRACES_PER_MINUTE = 12.0
 # few minutes into its slot: any two hours hold one, and so does any day past 00:01 UTC.
 RELEASE_EVERY = timedelta(minutes=90)
 _JITTER_MINUTES = (1, 25)
+# The schedule begins this long before the demo is loaded, so a demo just loaded has its
+# recent changes too ("what changed in the last 2 hours?" at once).
+LEAD = timedelta(hours=3)
+_REST = timedelta(hours=4)  # a service is not released again sooner than this
 _BAD_SHARE = 0.15  # releases that fail one request of theirs in twenty-five
 _BAD_ERROR_RATE = 0.04
 _MINOR_SHARE = 0.3
@@ -120,26 +125,31 @@ def _bumped(version: str, minor: bool) -> str:
 
 
 def live_releases(anchor: datetime, until: datetime, *, seed: int = 7) -> list[Release]:
-    """The releases after `anchor` up to `until`, one per slot of `RELEASE_EVERY`: each a
-    service chosen by the seed, its version one patch (now and then one minor) above the
-    service's last, usually as sound as its usual, now and then a bad one that the service's
-    next release repairs. Deterministic given the anchor, the seed and the slot."""
-    history = DEFAULT_RELEASES(anchor)
-    current = {r.service: r.version for r in sorted(history, key=lambda r: r.at)}
+    """The releases of the demo loaded at `anchor`, from `LEAD` before it up to `until`, one
+    per slot of `RELEASE_EVERY`: each a service chosen by the seed among those not released
+    in the last `_REST`, its version one patch (now and then one minor) above the service's
+    last, usually as sound as its usual; after the load, now and then a bad one that the
+    service's next release repairs. Before the load they are all sound, and the loaded
+    week's two stories (checkout's bad 3.10.0, payments' harmless 2.7.0) stay the last
+    release of their services for a while. Deterministic given the anchor, seed and slot."""
+    history = sorted(DEFAULT_RELEASES(anchor), key=lambda r: r.at)
+    current = {r.service: r.version for r in history}
+    last_at = {r.service: r.at for r in history}
     usual = {s: min(r.error_rate for r in history if r.service == s) for s in SERVICES}
+    begin = anchor - LEAD
     releases: list[Release] = []
-    slot = _slot_of(anchor)
+    slot = _slot_of(begin)
     while _slot_start(slot) <= until:
         rng = _slot_rng(seed, slot, "release")
         at = _release_time(slot, rng)
-        service = rng.choice(SERVICES)
-        minor = rng.random() < _MINOR_SHARE
-        bad = rng.random() < _BAD_SHARE
+        pick, minor, bad = rng.random(), rng.random() < _MINOR_SHARE, rng.random() < _BAD_SHARE
         slot += 1
-        if at <= anchor or at > until:
+        if at <= begin or at > until:
             continue
-        current[service] = _bumped(current[service], minor)
-        rate = _BAD_ERROR_RATE if bad else usual[service]
+        rested = [s for s in SERVICES if at - last_at[s] >= _REST] or list(SERVICES)
+        service = rested[int(pick * len(rested))]
+        current[service], last_at[service] = _bumped(current[service], minor), at
+        rate = _BAD_ERROR_RATE if bad and at > anchor else usual[service]
         releases.append(Release(service, current[service], at, rate))
     return releases
 
@@ -177,7 +187,7 @@ def live_changes(
         at = _slot_start(slot) + RELEASE_EVERY / 2 + timedelta(minutes=rng.randint(0, 20))
         kind, text = rng.choice(_LIVE_CHANGES)
         service = rng.choice(SERVICES)
-        if not (start <= at < end) or at <= anchor:
+        if not (start <= at < end) or at <= anchor - LEAD:
             continue
         changes.append(
             {

@@ -10,10 +10,13 @@ from datetime import datetime, timedelta
 from trailmap import clock
 from trailmap.accounts import Organization, create_org, get_org
 from trailmap.demo.live import (
+    LEAD,
     advance_demo,
     deployment_event,
     forget_clock,
     ingest_merged,
+    live_changes,
+    live_releases,
     principal_of,
     start_clock,
 )
@@ -82,13 +85,16 @@ async def _load_week(db: Database, org: Organization, seed: int) -> str:
     now = clock.now()
     # Set first: a server running this shop takes the time from now on, not this week again.
     await start_clock(db, org.id, now)
-    releases = DEFAULT_RELEASES(now)
+    # The week's releases, and the live schedule's of its last hours (demo/live.py).
+    week = DEFAULT_RELEASES(now)
+    releases = week + live_releases(now, now, seed=seed)
     spans = await ingest_merged(
         db, principal, shop_traces(now - _WEEK, now, releases=releases, seed=seed), now=now
     )
     # The demo's halves need not wait: every span of the week is already in.
     await sweep_pending(db, now_us=clock.to_us(now + timedelta(hours=2)), max_pending=10**6)
-    events: list[object] = list(_changes(releases, now, seed))
+    events: list[object] = list(_changes(week, now, seed))
+    events += live_changes(now, now - LEAD, now, seed=seed)
     result = await ingest_events(db, principal, events, max_event_bytes=10 * 1024, now=now)
     return (
         f"demo organization {org.slug}: {spans:,} spans of traces, "
