@@ -9,6 +9,7 @@ without the week a full load makes; the reset test loads a shortened week.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -18,13 +19,15 @@ from typing import Any
 
 import httpx2
 import pytest
+from click.testing import CliRunner
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from tests.factories import make_key, make_org
 from trailmap import clock
-from trailmap.accounts import Organization, get_org
+from trailmap.accounts import Organization, authenticate, get_org
 from trailmap.app import create_app
+from trailmap.cli.main import cli
 from trailmap.demo import live, load, traces
 from trailmap.demo.live import advance_demo, live_changes, live_releases, start_clock
 from trailmap.demo.traces import SERVICES, shop_traces
@@ -407,3 +410,46 @@ async def test_a_tick_that_fails_half_way_keeps_what_it_ingested_and_leaves_a_ga
     assert resumed is not None
     # The first ten minutes stay claimed (some of their traffic is in); the rest is run.
     assert (resumed.start, resumed.end) == (START + timedelta(minutes=10), now)
+
+
+def test_the_demo_command_loads_catches_up_and_resets_keeping_the_organizations_keys(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(load, "_WEEK", timedelta(hours=12))
+    monkeypatch.setattr(traces, "RECENT", timedelta(minutes=30))
+    runner = CliRunner()
+
+    def demo(*args: str) -> str:
+        result = runner.invoke(cli, ["--database", database_url, "demo", *args])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    assert "spans of traces" in demo()
+    made = runner.invoke(
+        cli,
+        [
+            "--database",
+            database_url,
+            "key",
+            "create",
+            "--org",
+            "demo",
+            "--name",
+            "a",
+            "--scope",
+            "read-only",
+        ],
+    )
+    assert made.exit_code == 0, made.output
+    token = made.stdout.strip().splitlines()[-1]
+    assert "its shop ran the" in demo()
+    assert "spans of traces" in demo("--reset")
+
+    async def still_works() -> str:
+        handle = Database(database_url)
+        try:
+            return (await authenticate(handle, token)).org_slug
+        finally:
+            handle.close()
+
+    assert asyncio.run(still_works()) == "demo"

@@ -53,9 +53,10 @@ async def load_demo(db: Database, slug: str = "demo", *, seed: int = 7) -> str:
     advance = await advance_demo(db, org, seed=seed, settle_all=True)
     if advance is None:
         return f"demo organization {org.slug}: already up to date"
-    caught_up = int((advance.end - advance.start).total_seconds() // 60)
+    seconds = int((advance.end - advance.start).total_seconds())
+    ran = f"{seconds} seconds" if seconds < 120 else f"{seconds // 60} minutes"
     return (
-        f"demo organization {org.slug}: its shop ran the {caught_up} minutes up to now, "
+        f"demo organization {org.slug}: its shop ran the {ran} up to now, "
         f"{advance.spans:,} spans of traces and {advance.events} events added"
     )
 
