@@ -3,8 +3,9 @@ changes, go in through the real ingestion paths as time passes (docs/internals.m
 
 Where the simulation stands is one instance setting per demo organization, `demo.live:<id>`,
 holding the moment it was loaded (the anchor: releases are numbered from it) and the moment
-its traffic reaches (the cursor). A tick claims the time up to now by replacing that value
-only if it is still the one it read, so two app nodes never simulate the same minutes.
+its traffic reaches (the cursor). A tick claims the time up to now, ten minutes at a time,
+by replacing that value only if it is still the one it read, so two app nodes never
+simulate the same minutes and a restart resumes where the database says.
 """
 
 from __future__ import annotations
