@@ -32,6 +32,18 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def demo_server(
+    tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path
+) -> Iterator[tuple[str, str]]:
+    """The demo organization, loaded and served once for every test that asks it (tests/demo.py):
+    (base URL, read-only key). SQLite only: the demo takes a quarter of a minute to load."""
+    from tests.demo import serve_demo  # noqa: PLC0415 - only the tests that ask the demo load it
+
+    with serve_demo(tmp_path_factory.mktemp("demo"), sqlite_template) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str | None]:
     """A migrated PostgreSQL database for the whole run, or None when there is no server."""
     server = databases.find_postgres()

@@ -3,72 +3,24 @@ the deployment?", asked of the demo organization the way a new user would: `trai
 loads it (traces made with the OpenTelemetry SDK, through the real ingestion path), `trailmap
 serve` serves it, and the official `mcp` client asks.
 
-SQLite only: the demo takes a quarter of a minute to load, and the graph tests run every
-query on PostgreSQL too.
+SQLite only: the demo takes a quarter of a minute to load (once per session: the `demo_server`
+fixture, tests/demo.py), and the graph tests run every query on PostgreSQL too.
 """
 
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
 
-from tests import databases
-from tests.factories import make_key
-from trailmap.accounts import get_org
-from trailmap.storage import Database
+from tests.demo import call
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(scope="module")
-def demo_server(
-    tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path
-) -> Iterator[tuple[str, str]]:
-    from tests.server import running_server  # noqa: PLC0415 - keeps the module import light
-
-    directory = tmp_path_factory.mktemp("demo")
-    url = databases.copy_sqlite(sqlite_template, directory / "trailmap.db")
-    loaded = subprocess.run(
-        [sys.executable, "-m", "trailmap.cli.main", "--database", url, "demo"],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert loaded.returncode == 0, loaded.stderr
-    assert "spans of traces" in loaded.stderr
-    key = _read_only_key(url)
-    with running_server(url, log_path=directory / "server.log") as base:
-        yield base, key
-
-
-def _read_only_key(url: str) -> str:
-    import asyncio  # noqa: PLC0415
-
-    async def create() -> str:
-        db = Database(url)
-        try:
-            return await make_key(db, await get_org(db, "demo"), scope="read-only")
-        finally:
-            db.close()
-
-    return asyncio.run(create())
-
-
 async def _ask(server: tuple[str, str], tool: str, args: dict[str, Any]) -> dict[str, Any]:
-    base, key = server
-    http = create_mcp_http_client(headers={"Authorization": f"Bearer {key}"})
-    async with http, Client(streamable_http_client(f"{base}/mcp", http_client=http)) as client:
-        result = await client.call_tool(tool, args)
+    result = await call(server, tool, args)
     assert not result.is_error, result.content
     answer: dict[str, Any] | None = result.structured_content
     assert answer is not None
@@ -96,6 +48,24 @@ async def test_the_path_between_the_frontend_and_the_order_service(
 ) -> None:
     answer = await _ask(demo_server, "find_path", {"from": "frontend", "to": "order service"})
     assert answer["paths"][0]["nodes"] == ["frontend", "checkout", "orders"]
+
+
+async def test_what_services_are_available_is_one_call_with_no_query(
+    demo_server: tuple[str, str],
+) -> None:
+    answer = await _ask(demo_server, "search_nodes", {})
+    services = [n["name"] for n in answer["nodes"] if n["kind"] == "service"]
+    assert set(services) == {
+        *("api-gateway", "frontend", "checkout", "inventory"),
+        *("orders", "payments", "shipping"),
+    }
+    # Services first, the busiest first: every request enters through the gateway.
+    assert [n["kind"] for n in answer["nodes"][: len(services)]] == ["service"] * len(services)
+    assert services[0] == "api-gateway"
+    rest = await _ask(demo_server, "search_nodes", {"offset": len(answer["nodes"])})
+    listed = len(answer["nodes"]) + len(rest["nodes"])
+    assert listed == answer["total_nodes"]
+    assert answer.get("more", 0) == len(rest["nodes"])
 
 
 async def test_the_services_that_connect_to_postgresql(demo_server: tuple[str, str]) -> None:
@@ -194,3 +164,25 @@ async def test_the_changes_near_checkout_list_each_of_the_two_deployments_once(
     assert payments["event"]["also_reported_by"] == ["otel://payments"]
     # The demo's staging changes are not near checkout in production.
     assert {c["event"]["subject"] for c in changes} == {"production"}
+
+
+async def test_the_weeks_deployments_are_counted_once_each_with_both_sources(
+    demo_server: tuple[str, str],
+) -> None:
+    """CI reported every deployment of the demo and its traces revealed most of them: one
+    entry and one count per change, wherever an assistant looks."""
+    listed = await _ask(
+        demo_server, "query_events", {"from": "-7d", "type": ["Deployment"], "limit": 100}
+    )
+    deployments = listed["events"]
+    assert deployments
+    assert listed["next_cursor"] is None
+    changes = {(e["service"], e["version"]) for e in deployments}
+    assert len(changes) == len(deployments)
+    assert not [e for e in deployments if e["source"].startswith("otel://")]
+    assert sum(1 for e in deployments if e.get("also_reported_by")) >= len(deployments) // 2
+    summary = await _ask(demo_server, "get_event_summary", {"from": "-7d"})
+    by_type = {row["value"]: row["count"] for row in summary["by_type"]}
+    assert by_type["deployment"] == len(deployments)
+    types = await _ask(demo_server, "list_event_types", {})
+    assert {row["value"]: row["count"] for row in types["types"]}["deployment"] == len(deployments)

@@ -3,14 +3,29 @@ once by whoever starts the app (the CLI or a test) and handed to `create_app(set
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from trailmap.outbound import DEFAULT_ALLOWED_NETWORKS, OutboundPolicy
 
-__all__ = ["Settings"]
+__all__ = ["WILDCARD_HOSTS", "Settings", "local_url"]
 
 _MIN_SECRET_KEY = 32
+_DEFAULT_HOST = "127.0.0.1"
+_DEFAULT_PORT = 8000
+# Listening on every address: no client reaches the server at these.
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104 - names them, binds nothing
+
+
+def local_url(host: str, port: int | str) -> str:
+    """The URL a client on this machine reaches a server listening on `host`:`port` at:
+    loopback for a wildcard address, an IPv6 address in brackets."""
+    host = host.strip()
+    if host in WILDCARD_HOSTS:
+        host = _DEFAULT_HOST
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
 
 
 class Settings(BaseSettings):
@@ -20,9 +35,21 @@ class Settings(BaseSettings):
         default="sqlite:///./trailmap.db",
         description="SQLAlchemy URL: sqlite:///path.db or postgresql://user@host/db.",
     )
+    host: str = Field(
+        default=_DEFAULT_HOST,
+        description="The address `trailmap serve` listens on (its --host overrides it).",
+    )
+    port: int = Field(
+        default=_DEFAULT_PORT,
+        ge=1,
+        le=65535,
+        description="The port `trailmap serve` listens on (its --port overrides it).",
+    )
     public_url: str = Field(
-        default="http://127.0.0.1:8000",
-        description="The externally visible base URL; the OAuth issuer and MCP resource use it.",
+        default="",
+        validate_default=True,
+        description="The externally visible base URL; the OAuth issuer and MCP resource use it. "
+        "Unset: http://<host>:<port> of where the server listens (127.0.0.1 for 0.0.0.0).",
     )
     secret_key: SecretStr | None = Field(
         default=None,
@@ -271,10 +298,21 @@ class Settings(BaseSettings):
         keys = [self.secret_key.get_secret_value(), *retired]
         return "\n".join(key.strip() for key in keys if key.strip())
 
+    @property
+    def listening_url(self) -> str:
+        """`local_url` of `host` and `port`: where this machine reaches the server."""
+        return local_url(self.host, self.port)
+
     @field_validator("public_url")
     @classmethod
-    def _strip_trailing_slash(cls, value: str) -> str:
-        return value.rstrip("/")
+    def _public_url_follows_the_listener(cls, value: str, info: ValidationInfo) -> str:
+        """Without TRAILMAP_PUBLIC_URL, the public URL is where the server listens, so that
+        OAuth's metadata names the port a `--port` moved it to."""
+        if value.strip():
+            return value.strip().rstrip("/")
+        if "host" not in info.data or "port" not in info.data:
+            return value  # refused for its host or port already
+        return local_url(info.data["host"], info.data["port"])
 
     @field_validator("outbound_allowed_networks")
     @classmethod

@@ -8,8 +8,11 @@ import anyio
 import httpx
 import pytest
 
-from tests.factories import event
-from trailmap.accounts.setup import issue_setup_token
+from tests.factories import event, make_org
+from tests.forms import sign_in
+from trailmap.accounts import list_orgs
+from trailmap.accounts.setup import issue_setup_token, setup_also_joins, setup_is_open
+from trailmap.accounts.users import user_exists
 from trailmap.app import create_app
 from trailmap.settings import Settings
 from trailmap.storage import Database
@@ -196,3 +199,116 @@ async def test_a_setup_whose_password_gets_no_turn_to_hash_leaves_the_link_worki
         assert refused.status_code == 503
         assert int(refused.headers["Retry-After"]) >= 1
         assert (await client.post("/setup", data=form)).status_code == 201
+
+
+# -- a failing form spends nothing ------------------------------------------------------------
+
+
+async def test_a_setup_form_whose_organization_is_taken_leaves_the_link_working(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    """As after `serve --demo` or the README's `org create acme`: the slug is taken, the
+    form says so, and the corrected form (same link, same page) creates the owner."""
+    await make_org(db, slug="acme")
+    token = await issue_setup_token(db)
+    assert token is not None
+    hidden = await _open_form(client, token)
+    form = {
+        **hidden,
+        "organization": "acme",
+        "name": "",
+        "email": "owner@example.com",
+        "password": "correct horse battery",
+    }
+    taken = await client.post("/setup", data=form)
+    assert taken.status_code == 409, taken.text
+    assert "An organization with the slug &#x27;acme&#x27; already exists." in taken.text
+    assert "this link still works" in taken.text
+    assert await setup_is_open(db, token)
+    assert not await user_exists(db, "owner@example.com")
+    # The re-rendered form carries the same token and CSRF value: correcting it is enough.
+    again = {
+        **form,
+        "token": _form_value(taken.text, "token"),
+        "csrf": _form_value(taken.text, "csrf"),
+    }
+    done = await client.post("/setup", data={**again, "organization": "acme-prod"})
+    assert done.status_code == 201, done.text
+    assert (await sign_in(client, "owner@example.com", "correct horse battery")).status_code == 303
+    assert await _console_orgs(client) == ["acme-prod, owner"]
+
+
+async def test_two_setup_forms_sent_at_once_make_one_owner(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    token = await issue_setup_token(db)
+    assert token is not None
+    hidden = await _open_form(client, token)
+    answers: dict[str, httpx.Response] = {}
+
+    async def send(slug: str) -> None:
+        answers[slug] = await client.post(
+            "/setup",
+            data={
+                **hidden,
+                "organization": slug,
+                "email": f"{slug}@example.com",
+                "password": "correct horse battery",
+            },
+        )
+
+    async with anyio.create_task_group() as tasks:
+        for slug in ("first", "second"):
+            tasks.start_soon(send, slug)
+    statuses = sorted(answer.status_code for answer in answers.values())
+    assert statuses == [201, 403], {slug: a.text for slug, a in answers.items()}
+    winner = next(slug for slug, answer in answers.items() if answer.status_code == 201)
+    loser = "second" if winner == "first" else "first"
+    assert "Setup link not valid" in answers[loser].text
+    assert [org.slug for org in await list_orgs(db)] == [winner]
+    assert await user_exists(db, f"{winner}@example.com")
+    assert not await user_exists(db, f"{loser}@example.com")
+
+
+async def test_the_owner_a_setup_link_of_serve_demo_makes_is_an_owner_of_the_demo_too(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    await make_org(db, slug="demo")
+    token = await issue_setup_token(db, also_join=("demo",))
+    assert token is not None
+    opened = await client.get(f"/setup?token={token}")
+    assert "You will also be an owner of <b>demo</b>" in opened.text
+    done = await client.post(
+        "/setup",
+        data={
+            "token": _form_value(opened.text, "token"),
+            "csrf": _form_value(opened.text, "csrf"),
+            "organization": "acme",
+            "email": "owner@example.com",
+            "password": "correct horse battery",
+        },
+    )
+    assert done.status_code == 201, done.text
+    assert "You are an owner of <b>acme</b>, <b>demo</b>" in done.text
+    assert (await sign_in(client, "owner@example.com", "correct horse battery")).status_code == 303
+    assert sorted(await _console_orgs(client)) == ["acme, owner", "demo, owner"]
+
+
+async def test_a_newer_setup_link_without_the_demo_forgets_the_demo(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    """A restart without --demo prints a link whose owner joins nothing else."""
+    await make_org(db, slug="demo")
+    assert await issue_setup_token(db, also_join=("demo",)) is not None
+    token = await issue_setup_token(db)
+    assert token is not None
+    opened = await client.get(f"/setup?token={token}")
+    assert "also be an owner" not in opened.text
+    assert await setup_also_joins(db) == []
+
+
+async def _console_orgs(client: httpx.AsyncClient) -> list[str]:
+    """The organizations the signed-in person's console lists, as `slug, role`."""
+    home = await client.get("/console")
+    assert home.status_code == 200, home.text
+    return re.findall(r"</b> \(([a-z0-9-]+, [a-z]+)\)", home.text)

@@ -22,6 +22,7 @@ from tests.tcp_proxy import TcpProxy, port_of, through
 from trailmap.accounts import authenticate
 from trailmap.cli.main import cli
 from trailmap.errors import Unauthorized
+from trailmap.invocation import command
 from trailmap.storage import Connection, Database
 
 _TOKEN = re.compile(r"^tmk_[0-9A-Za-z]{49}$")
@@ -357,7 +358,8 @@ def test_a_data_command_on_a_database_never_migrated_says_to_run_db_upgrade(
 ) -> None:
     result = invoke(empty_database_url, *args)
     assert result.exit_code == 1
-    assert "has no Trailmap tables yet: run `trailmap db upgrade` first" in result.stderr
+    # The command to run, as it runs from here (tests/test_invocation.py).
+    assert f"has no Trailmap tables yet: run `{command('db upgrade')}` first" in result.stderr
     assert "Traceback" not in result.output
     # The refusal is click's own exit, not an exception the runner caught on its way out.
     assert isinstance(result.exception, SystemExit)
@@ -374,8 +376,8 @@ def test_demo_on_a_database_never_migrated_migrates_it_and_loads_the_demo(
     assert invoke(empty_database_url, "org", "list").stdout.startswith("demo\t")
     # Nobody is a member of the demo: it says how to reach it.
     assert "Loaded the demo organization demo:" in loaded.stderr
-    assert "trailmap user create you@example.com --org demo" in loaded.stderr
-    assert "trailmap key create --org demo --name assistant --scope read-only" in loaded.stderr
+    assert command("user create you@example.com --org demo") in loaded.stderr
+    assert command("key create --org demo --name assistant --scope read-only") in loaded.stderr
 
 
 # -- serve --------------------------------------------------------------------------------

@@ -122,6 +122,21 @@ async def test_signing_in_with_the_address_in_another_case_works(
     assert done.headers["Location"] == "/console"
 
 
+async def test_the_servers_address_leads_to_sign_in_then_to_the_console(
+    client: httpx.AsyncClient, account: Account
+) -> None:
+    anonymous = await client.get("/")
+    assert (anonymous.status_code, anonymous.headers["Location"]) == (303, "/login")
+    # Following it, a person signs in and lands where `/` now leads: the console home.
+    done = await sign_in(client, account.email, account.password)
+    assert done.headers["Location"] == "/console"
+    signed_in = await client.get("/")
+    assert (signed_in.status_code, signed_in.headers["Location"]) == (303, "/console")
+    home = await client.get("/console")
+    assert home.status_code == 200
+    assert "(acme, owner)" in home.text
+
+
 @pytest.mark.parametrize("csrf", ["missing", "mismatched", "no cookie"])
 async def test_a_sign_in_without_the_matching_csrf_is_refused_and_opens_no_session(
     client: httpx.AsyncClient, account: Account, csrf: str
@@ -131,7 +146,8 @@ async def test_a_sign_in_without_the_matching_csrf_is_refused_and_opens_no_sessi
     if csrf == "missing":
         del data["csrf"]
     elif csrf == "mismatched":
-        data["csrf"] = "x" + data["csrf"][1:]
+        # One character off (never the same one: a token starting with "x" once passed).
+        data["csrf"] = ("y" if data["csrf"].startswith("x") else "x") + data["csrf"][1:]
     else:
         client.cookies.clear()  # the field is right, but no cookie vouches for it
     refused = await client.post("/login", data=data)

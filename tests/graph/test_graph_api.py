@@ -42,6 +42,7 @@ from tests.server import module_database
 from trailmap import clock
 from trailmap.app import create_app
 from trailmap.graph.learn.pairing import ingest_traces, sweep_pending
+from trailmap.graph.model import NODE_KINDS
 from trailmap.settings import Settings
 from trailmap.storage import Database, migrate
 
@@ -152,6 +153,46 @@ async def test_search_finds_nodes_by_the_names_people_use(
     assert _names(found["nodes"]) == ["orders", "orders-db", "order-events"]
     nothing = await _get(shop, "/nodes", query="inventory")
     assert nothing["nodes"] == []
+
+
+async def test_an_empty_query_lists_every_node_services_first_busiest_first_in_pages(
+    shop: Shop,
+) -> None:
+    everything = await _get(shop, "/nodes", limit=100)
+    rows = everything["nodes"]
+    assert {(row["name"], row["kind"]) for row in rows} == NODES
+    assert "more" not in everything
+    kinds = [row["kind"] for row in rows]
+    assert kinds == sorted(kinds, key=NODE_KINDS.index)
+    rates = [row.get("calls_per_minute", 0) for row in rows if row["kind"] == "service"]
+    assert rates == sorted(rates, reverse=True)
+    assert rates[0] > 0
+    # Page by page, each saying how many are left and how to get them, the same list.
+    pages: list[dict[str, Any]] = []
+    offset = 0
+    while True:
+        page = await _get(shop, "/nodes", query="", limit=4, offset=offset)
+        pages += page["nodes"]
+        if "more" not in page:
+            break
+        assert page["more"] == len(NODES) - offset - 4
+        assert page["next"] == f"call again with offset={offset + 4}"
+        offset += 4
+    assert pages == rows
+    stores = await _get(shop, "/nodes", kind=["database", "cache"])
+    assert [(n["name"], n["kind"]) for n in stores["nodes"]] == [
+        ("orders-db", "database"),
+        ("redis", "cache"),
+    ]
+
+
+async def test_a_capped_search_says_how_many_more_match(shop: Shop) -> None:
+    first = await _get(shop, "/nodes", query="order", limit=1)
+    assert _names(first["nodes"]) == ["orders"]
+    assert (first["more"], first["next"]) == (2, "call again with offset=1")
+    rest = await _get(shop, "/nodes", query="order", offset=1)
+    assert _names(rest["nodes"]) == ["orders-db", "order-events"]
+    assert "more" not in rest
 
 
 async def test_a_database_lists_the_services_that_use_it_with_their_traffic(
@@ -373,7 +414,7 @@ async def test_every_refusal_has_the_one_error_shape(
     await _refused(shop, "/nodes/checkout/dependencies", 400, direction="sideways")
     await _refused(shop, "/nodes/checkout/dependencies", 400, max_depth=11)
     await _refused(shop, "/critical", 400, by="vibes")
-    await _refused(shop, "/nodes", 400, query="")
+    await _refused(shop, "/nodes", 400, offset=-1)
     await _refused(shop, "/paths", 400, to="checkout")
     bad_time = await _refused(shop, "/nodes/checkout", 400, at="yesterday-ish")
     assert [d["field"] for d in bad_time["details"]] == ["at"]
@@ -459,6 +500,27 @@ async def test_the_mcp_tools_answer_the_same_questions_as_the_rest_api(
         ]
 
 
+async def test_search_nodes_with_no_query_lists_the_nodes_as_the_rest_api_does(
+    shop: Shop,
+) -> None:
+    async with _mcp(shop.settings, shop.db, shop.reader) as mcp:
+        first = await mcp.call_tool("search_nodes", {"query": "", "limit": 3})
+        assert first.structured_content == await _get(shop, "/nodes", limit=3)
+        (text,) = first.content
+        assert isinstance(text, TextContent)
+        assert text.text.endswith(f"\n{len(NODES) - 3} more: call again with offset=3.")
+        assert all(line.endswith("(service, production)") for line in text.text.splitlines()[:3])
+        # The call the discover_architecture prompt tells the model to make.
+        stores = await _tool(
+            mcp,
+            "search_nodes",
+            {"query": "", "kinds": ["database", "cache", "queue", "topic", "external_api"]},
+        )
+        assert _names(stores["nodes"]) == ["orders-db", "redis", "order-events", "api.stripe.com"]
+        everything = await _tool(mcp, "search_nodes", {"limit": 100})
+        assert {(n["name"], n["kind"]) for n in everything["nodes"]} == NODES
+
+
 async def test_a_tool_given_an_argument_it_does_not_take_names_it_and_does_nothing(
     shop: Shop,
 ) -> None:
@@ -500,6 +562,7 @@ async def test_the_mcp_tools_write_their_answer_in_words_and_refuse_unknown_node
             "By depth: 1: 1 node (1 service), 2: 1 node (1 service), 3: 1 node (1 service).",
             "The nearest 1:",
             "- depth 1: checkout (service, production) via payments, 25% of its calls",
+            "2 more: call again with limit=3.",
         ]
 
         ranked = await mcp.call_tool("rank_critical_services", {"by": "dependents", "limit": 6})

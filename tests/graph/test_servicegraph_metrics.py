@@ -520,6 +520,14 @@ async def test_the_connectors_metrics_make_services_databases_topics_and_externa
     assert (frontend["last_hour"]["calls"], frontend["last_hour"]["errors"]) == (1, 0)
     shipping = await node_details(otlp_client, tenant.reader, "shipping")
     assert edge_lines(shipping["downstream"]) == {("shipping", "order-events", "consumes"): (1, 0)}
+    # The db.system and messaging.system dimensions are the nodes' technology.
+    for name, kept in (
+        ("sessions", {"technology": "redis"}),
+        ("prices", {"technology": "memcached"}),
+        ("invoices", {"technology": "rabbitmq"}),
+        ("orders-db", {}),
+    ):
+        assert (await node_details(otlp_client, tenant.reader, name))["attributes"] == kept
 
 
 async def test_an_edge_counts_its_clients_latencies_and_a_service_its_servers(

@@ -171,8 +171,9 @@ async def test_a_request_without_a_key_gets_401_naming_the_resource_metadata_and
             headers={"Accept": "application/json, text/event-stream"},
         )
     assert response.status_code == 401
+    # The server's own port, not 8000: without TRAILMAP_PUBLIC_URL it follows --port.
     assert response.headers["www-authenticate"] == (
-        'Bearer resource_metadata="http://127.0.0.1:8000/.well-known/oauth-protected-resource/mcp"'
+        f'Bearer resource_metadata="{live.url}/.well-known/oauth-protected-resource/mcp"'
         ', scope="read"'
     )
 

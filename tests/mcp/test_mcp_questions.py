@@ -24,7 +24,11 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.types import TextContent
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import SpanKind
 
+from tests.graph.test_traces_to_graph import Fleet
 from tests.mcp.handshake import list_tools_in, open_session
 from tests.server import module_database, org_with_key, running_server
 
@@ -51,6 +55,7 @@ class Cluster:
     key: str
     events: tuple[Sent, ...]
     sent_at: datetime
+    database_url: str
 
 
 def _midnight(at: datetime, zone: str) -> datetime:
@@ -121,7 +126,13 @@ def cluster(
                     f"{node}/api/v1/events", json=body, headers={"Authorization": f"Bearer {key}"}
                 )
                 assert response.status_code == 201, response.text
-            yield Cluster(nodes=(node_a, node_b), key=key, events=tuple(events), sent_at=now)
+            yield Cluster(
+                nodes=(node_a, node_b),
+                key=key,
+                events=tuple(events),
+                sent_at=now,
+                database_url=url,
+            )
 
 
 async def _ask(
@@ -296,3 +307,163 @@ async def test_the_text_answer_counts_in_words_a_person_would_use(cluster: Clust
         "1 event",
         f"{recent} events",
     ]
+
+
+# -- filters whatever their case, and empty answers that say what exists --------------------
+
+
+async def test_filters_match_whatever_the_case_the_model_writes_them_in(cluster: Cluster) -> None:
+    lower = await _ask(
+        cluster.nodes[0],
+        cluster.key,
+        "query_events",
+        {"from": "-2d", "type": ["deployment"], "subject": ["production"], "service": ["checkout"]},
+    )
+    assert _ids(lower)
+    mixed = await _ask(
+        cluster.nodes[1],
+        cluster.key,
+        "query_events",
+        {"from": "-2d", "type": ["Deployment"], "subject": ["PRODUCTION"], "service": ["Checkout"]},
+    )
+    assert _ids(mixed) == _ids(lower)
+    assert "hint" not in mixed
+
+
+async def test_an_empty_answer_names_the_values_that_exist_and_what_the_range_holds(
+    cluster: Cluster,
+) -> None:
+    http = create_mcp_http_client(headers={"Authorization": f"Bearer {cluster.key}"})
+    transport = streamable_http_client(f"{cluster.nodes[0]}/mcp", http_client=http)
+    async with http, Client(transport) as client:
+        result = await client.call_tool(
+            "query_events", {"from": "-2d", "type": ["deploy"], "subject": ["prod"]}
+        )
+    assert not result.is_error, result.content
+    answer = result.structured_content
+    assert answer is not None
+    assert answer["events"] == []
+    assert answer["hint"]["unmatched"] == [
+        {"filter": "type", "value": "deploy", "closest": ["deployment"]},
+        {"filter": "subject", "value": "prod", "closest": ["production"]},
+    ]
+    since = datetime.now(UTC) - timedelta(days=2)
+    recent = [e for e in cluster.events if e.time >= since]
+    assert answer["hint"]["in_range"]["total"] == len(recent)
+    by_type = {row["value"]: row["count"] for row in answer["hint"]["in_range"]["by_type"]}
+    assert by_type == {t: sum(1 for e in recent if e.type == t) for t in {e.type for e in recent}}
+    # What the model reads says it in words: never a bare "nothing was deployed".
+    (text,) = result.content
+    assert isinstance(text, TextContent)
+    assert "did you mean 'deployment'?" in text.text
+    assert "did you mean 'production'?" in text.text
+    assert f"In this range the organization has {len(recent)} events: " in text.text
+
+
+# -- one change, one entry ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Shop:
+    node: str
+    key: str
+
+
+def _ns(at: datetime) -> int:
+    return int(at.timestamp() * 1_000_000_000)
+
+
+def _served(node: str, key: str, service: str, version: str, at: datetime) -> None:
+    """One request served by `service` at `version`, exported by its own process over OTLP:
+    a version after the first one the server sees is a deployment it detects."""
+    fleet = Fleet({service: version})
+    # Typed as the SDK's interface: the OTLP exporter's own shutdown carries no annotations.
+    exporter: SpanExporter = OTLPSpanExporter(
+        endpoint=f"{node}/api/v1/otlp/v1/traces",
+        headers={"authorization": f"Bearer {key}"},
+        timeout=10,
+    )
+    try:
+        span = fleet.tracer(service).start_span(
+            "POST /work", kind=SpanKind.SERVER, start_time=_ns(at)
+        )
+        span.end(end_time=_ns(at + timedelta(milliseconds=20)))
+        assert exporter.export(fleet.take(service)) is SpanExportResult.SUCCESS
+    finally:
+        exporter.shutdown()
+        fleet.shutdown()
+
+
+@pytest.fixture(scope="module")
+def shop(cluster: Cluster) -> Shop:
+    """Another organization on the same nodes: checkout 3.10.0 reported by CI and revealed by
+    its traces four minutes later; payments 2.7.0 revealed by its traces alone."""
+    key = org_with_key(cluster.database_url, "acme-shop")
+    node = cluster.nodes[0]
+    now = datetime.now(UTC).replace(microsecond=0)
+    for service, first in (("checkout", "3.9.0"), ("payments", "2.6.0")):
+        _served(node, key, service, first, now - timedelta(hours=3))
+    _served(node, key, "checkout", "3.10.0", now - timedelta(minutes=40))
+    _served(node, key, "payments", "2.7.0", now - timedelta(minutes=20))
+    body = {
+        "specversion": "1.0",
+        "id": "ci-checkout-3.10.0",
+        "source": "//github.com/acme/checkout",
+        "type": "deployment",
+        "subject": "production",
+        "service": "checkout",
+        "version": "3.10.0",
+        "time": (now - timedelta(minutes=44)).isoformat(),
+    }
+    response = httpx.post(
+        f"{node}/api/v1/events", json=body, headers={"Authorization": f"Bearer {key}"}
+    )
+    assert response.status_code == 201, response.text
+    return Shop(node=cluster.nodes[1], key=key)
+
+
+async def test_a_change_ci_reported_and_traces_revealed_reaches_the_model_once(
+    shop: Shop,
+) -> None:
+    http = create_mcp_http_client(headers={"Authorization": f"Bearer {shop.key}"})
+    transport = streamable_http_client(f"{shop.node}/mcp", http_client=http)
+    async with http, Client(transport) as client:
+        result = await client.call_tool("query_events", {"from": "-1h", "type": ["deployment"]})
+    answer = result.structured_content
+    assert answer is not None
+    assert [(e["service"], e["source"], e.get("also_reported_by")) for e in answer["events"]] == [
+        ("payments", "otel://payments", None),
+        ("checkout", "//github.com/acme/checkout", ["otel://checkout"]),
+    ]
+    (text,) = result.content
+    assert isinstance(text, TextContent)
+    assert text.text.startswith("2 events from ")
+    assert "[reported by //github.com/acme/checkout, also otel://checkout]" in text.text
+    # One page at a time, the twin never takes a place.
+    first = await _ask(shop.node, shop.key, "query_events", {"from": "-1h", "limit": 1})
+    assert first["next_cursor"] is not None
+    second = await _ask(
+        shop.node,
+        shop.key,
+        "query_events",
+        {"from": "-1h", "limit": 1, "cursor": first["next_cursor"]},
+    )
+    assert [e["source"] for e in first["events"] + second["events"]] == [
+        "otel://payments",
+        "//github.com/acme/checkout",
+    ]
+    assert second["next_cursor"] is None
+
+
+async def test_the_counts_an_assistant_reads_count_a_change_once(shop: Shop) -> None:
+    summary = await _ask(shop.node, shop.key, "get_event_summary", {"from": "-1h"})
+    assert summary["total"] == 2
+    assert {r["value"]: r["count"] for r in summary["by_type"]} == {"deployment": 2}
+    assert [e.get("also_reported_by") for e in summary["latest"]] == [None, ["otel://checkout"]]
+    types = await _ask(shop.node, shop.key, "list_event_types", {})
+    assert {r["value"]: r["count"] for r in types["types"]} == {"deployment": 2}
+    sources = await _ask(shop.node, shop.key, "list_event_sources", {})
+    assert {r["value"]: r["count"] for r in sources["sources"]} == {
+        "//github.com/acme/checkout": 1,
+        "otel://payments": 1,
+    }

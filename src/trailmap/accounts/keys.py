@@ -23,6 +23,7 @@ __all__ = [
     "KeyKind",
     "authenticate",
     "create_key",
+    "insert_first_key",
     "list_keys",
     "parse_scope",
     "revoke_key",
@@ -134,23 +135,16 @@ async def create_key(
         raise ValidationFailed.field("expires", "give a positive duration such as 90d")
     org = await get_org(db, org_slug)
     expires_in = _within_lifetime(org, expires_in)
-    token = tokens.mint_token()
     now_us = clock.now_us()
-    row: dict[str, Any] = {
-        "id": ids.new_id(),
-        "name": name,
-        "prefix": tokens.display_prefix(token),
-        "token_hash": tokens.hash_token(token),
-        "scope": scope,
-        "user_id": user_id,
-        "service_account_id": None,
-        "created_by": created_by[:400],
-        "created_us": now_us,
-        "last_used_us": None,
-        "expires_us": None if expires_in is None else now_us + _micros(expires_in),
-        "revoked_us": None,
-        "oauth_client_id": oauth_client_id,
-    }
+    row, token = _new_key_row(
+        name=name,
+        scope=scope,
+        created_by=created_by,
+        now_us=now_us,
+        expires_in=expires_in,
+        user_id=user_id,
+        oauth_client_id=oauth_client_id,
+    )
 
     def _create(conn: Connection) -> None:
         _check_key_limit(conn, org, now_us)
@@ -172,6 +166,62 @@ async def create_key(
 
     await db.write(_create)
     return ApiKey.from_row(row, org.slug), token
+
+
+def insert_first_key(
+    conn: Connection, org: Organization, *, name: str, scope: Scope, created_by: str, user_id: str
+) -> tuple[ApiKey, str]:
+    """A key of a brand-new organization, minted inside the caller's transaction (first-run
+    setup stores the organization, its owner and this key at once, or none of them)."""
+    now_us = clock.now_us()
+    row, token = _new_key_row(
+        name=name,
+        scope=scope,
+        created_by=created_by,
+        now_us=now_us,
+        expires_in=_within_lifetime(org, None),
+        user_id=user_id,
+    )
+    store.insert_api_key(conn, org.id, row)
+    record(
+        conn,
+        org.id,
+        "key.created",
+        Actor(created_by),
+        target=f"{row['name']} ({row['prefix']})",
+        details={"scope": scope, "service_account": None},
+    )
+    return ApiKey.from_row(row, org.slug), token
+
+
+def _new_key_row(
+    *,
+    name: str,
+    scope: Scope,
+    created_by: str,
+    now_us: int,
+    expires_in: timedelta | None,
+    user_id: str | None,
+    oauth_client_id: str | None = None,
+) -> tuple[dict[str, Any], str]:
+    """A new key's row and its token (the token is in the row only as its hash)."""
+    token = tokens.mint_token()
+    row: dict[str, Any] = {
+        "id": ids.new_id(),
+        "name": name,
+        "prefix": tokens.display_prefix(token),
+        "token_hash": tokens.hash_token(token),
+        "scope": scope,
+        "user_id": user_id,
+        "service_account_id": None,
+        "created_by": created_by[:400],
+        "created_us": now_us,
+        "last_used_us": None,
+        "expires_us": None if expires_in is None else now_us + _micros(expires_in),
+        "revoked_us": None,
+        "oauth_client_id": oauth_client_id,
+    }
+    return row, token
 
 
 def _within_lifetime(org: Organization, expires_in: timedelta | None) -> timedelta | None:

@@ -17,7 +17,9 @@ __all__ = [
     "check_slug",
     "create_org",
     "get_org",
+    "insert_new_org",
     "list_orgs",
+    "new_org_row",
     "retention_days_for",
     "set_retention",
 ]
@@ -69,12 +71,19 @@ def check_slug(slug: str) -> None:
 async def create_org(
     db: Database, slug: str, *, name: str | None = None, plan: str = "self-hosted"
 ) -> Organization:
+    row = new_org_row(slug, name=name, plan=plan)
+    await db.write(insert_new_org, row)
+    return Organization.from_row(row)
+
+
+def new_org_row(slug: str, *, name: str | None = None, plan: str = "self-hosted") -> dict[str, Any]:
+    """The row of a new organization, checked: for `insert_new_org`."""
     check_slug(slug)
     try:
         plan_obj = get_plan(plan)
     except ValueError as error:
         raise ValidationFailed.field("plan", str(error)) from None
-    row = {
+    return {
         "id": ids.new_id(),
         "slug": slug,
         "name": (name or slug)[:200],
@@ -83,13 +92,14 @@ async def create_org(
         "created_us": clock.now_us(),
     }
 
-    def _create(conn: Connection) -> None:
-        if store.get_org_by_slug(conn, slug) is not None:
-            raise Conflict(f"An organization with the slug {slug!r} already exists.")
-        store.insert_org(conn, row)
 
-    await db.write(_create)
-    return Organization.from_row(row)
+def insert_new_org(conn: Connection, row: dict[str, Any]) -> None:
+    """Store `row` (from `new_org_row`) in the caller's transaction; a slug taken is a
+    conflict that names it."""
+    slug = row["slug"]
+    if store.get_org_by_slug(conn, slug) is not None:
+        raise Conflict(f"An organization with the slug {slug!r} already exists.")
+    store.insert_org(conn, row)
 
 
 async def get_org(db: Database, slug: str) -> Organization:

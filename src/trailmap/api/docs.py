@@ -1,5 +1,8 @@
 """The API docs page: Swagger UI served from the package itself, never from a CDN, under a
-Content-Security-Policy that lets only this server's own scripts run."""
+Content-Security-Policy that lets only this server's own scripts run.
+
+Swagger UI 5 is vendored in `swagger-ui/` (its README says which release and from where): FastAPI
+writes OpenAPI 3.1, which the Swagger UI 4 of the PyPI package `swagger-ui-bundle` cannot render."""
 
 from __future__ import annotations
 
@@ -10,9 +13,10 @@ from pathlib import Path
 from fastapi import APIRouter, FastAPI
 from starlette.responses import HTMLResponse, Response
 from starlette.staticfiles import StaticFiles
-from swagger_ui_bundle import swagger_ui_path
 
 __all__ = ["install_docs"]
+
+_ASSETS = Path(__file__).parent / "swagger-ui"
 
 _STATIC = "/static/swagger-ui"
 _INIT = "/docs/swagger-init.js"
@@ -60,7 +64,7 @@ def _page(title: str) -> str:
 
 
 def install_docs(app: FastAPI) -> None:
-    app.mount(_STATIC, StaticFiles(directory=Path(str(swagger_ui_path))), name="swagger-ui")
+    app.mount(_STATIC, StaticFiles(directory=_ASSETS), name="swagger-ui")
     router = APIRouter(include_in_schema=False)
 
     @router.get("/docs")

@@ -142,11 +142,11 @@ _QUERY_PARAMETERS = [
         {**_TEXT, "default": "-24h"},
     ),
     _parameter("to", "Same forms as from (default now)", {**_TEXT, "default": "now"}),
-    _parameter("type", "Event type(s); repeat or comma-separate", _LIST),
-    _parameter("source", "Source(s); repeat the parameter for several", _LIST),
-    _parameter("subject", "Environment(s); repeat or comma-separate", _LIST),
+    _parameter("type", "Event type(s), any case; repeat or comma-separate", _LIST),
+    _parameter("source", "Source(s), any case; repeat the parameter for several", _LIST),
+    _parameter("subject", "Environment(s), any case; repeat or comma-separate", _LIST),
     _parameter("severity", "LOW, MINOR, MAJOR or CRITICAL; repeat or comma-separate", _LIST),
-    _parameter("service", "Service(s); repeat or comma-separate", _LIST),
+    _parameter("service", "Service(s), any case; repeat or comma-separate", _LIST),
     _parameter("search", "Words that must all appear", {**_TEXT, "maxLength": 200}),
     _parameter(
         "limit",
@@ -186,6 +186,13 @@ def _event_query(params: QueryParams) -> EventQuery:
 @router.get(
     "",
     summary="Query events, newest first",
+    description=(
+        "One entry per change: a deployment CI reported and the traces revealed is the CI "
+        "report, naming the other source in `also_reported_by`. Type, source, subject and "
+        "service match whatever their case. An empty answer to a filtered query carries a "
+        "`hint`: each asked value that matches nothing, with the closest values that exist, "
+        "and what the organization has in the range, by type."
+    ),
     response_model=EventPageBody,
     responses=_ERRORS,
     openapi_extra={"parameters": _QUERY_PARAMETERS},
@@ -201,6 +208,7 @@ async def list_events(request: Request, principal: CurrentPrincipal) -> Response
             "events": page.events,
             "next_cursor": page.next_cursor,
             "range": render_range(page.range, page.note),
+            "hint": page.hint,
         }
     )
 

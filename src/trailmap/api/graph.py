@@ -62,20 +62,33 @@ def _query(
     )
 
 
-@router.get("/nodes", summary="Find nodes by name", response_model=GraphAnswer, responses=_ERRORS)
+@router.get(
+    "/nodes",
+    summary="Find nodes by name, or list them",
+    description=(
+        "Nodes whose name matches `query`, best first; without `query`, every node, services "
+        "first, busiest first. A capped answer says how many `more` there are and the "
+        "`offset` of the next page."
+    ),
+    response_model=GraphAnswer,
+    responses=_ERRORS,
+)
 async def search_nodes(
     request: Request,
     principal: CurrentPrincipal,
-    query: Annotated[str, Query(min_length=1, max_length=200, description="A name or part")],
+    query: Annotated[str, Query(max_length=200, description="A name or part; empty lists")] = "",
     kind: Annotated[list[NodeKind] | None, Query(description="Node kinds")] = None,
     environment: Environment = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
+    offset: Annotated[int, Query(ge=0, description="Skip this many (paging)")] = 0,
     at: At = None,
     format: Format = "json",  # noqa: A002 - the parameter is called format in the interface
 ) -> Response:
     db, q = _query(request, principal, at, format)
     return ok(
-        await queries.search_nodes(db, q, query, kinds=kind, environment=environment, limit=limit)
+        await queries.search_nodes(
+            db, q, query, kinds=kind, environment=environment, limit=limit, offset=offset
+        )
     )
 
 

@@ -61,6 +61,10 @@ class EventOut(BaseModel):
     data: Any = None
     data_base64: str | None = None
     extensions: dict[str, Any] | None = None
+    also_reported_by: list[str] | None = Field(
+        default=None,
+        description="The sources that also reported this change (a deployment seen in traces)",
+    )
 
 
 class ItemResult(BaseModel):
@@ -103,10 +107,38 @@ class RangeOut(BaseModel):
     note: str | None = None
 
 
+class UnmatchedValue(BaseModel):
+    filter: Literal["type", "subject", "service", "source"] = Field(
+        description="The query parameter"
+    )
+    value: str = Field(description="The asked value, which no event of the organization has")
+    closest: list[str] = Field(description="The existing values it most likely meant")
+
+
+class TypeCount(BaseModel):
+    value: str
+    count: int
+
+
+class InRange(BaseModel):
+    total: int = Field(description="Changes in the range, whatever the filters")
+    by_type: list[TypeCount]
+
+
+class EmptyHint(BaseModel):
+    """Why a filtered query found nothing, and what there is instead."""
+
+    unmatched: list[UnmatchedValue]
+    in_range: InRange
+
+
 class EventPageData(BaseModel):
     events: list[EventOut]
     next_cursor: str | None
     range: RangeOut
+    hint: EmptyHint | None = Field(
+        default=None, description="On an empty answer to a filtered query: what exists instead"
+    )
 
 
 class EventPageBody(BaseModel):

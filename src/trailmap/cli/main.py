@@ -8,11 +8,13 @@ import os
 import sys
 from collections.abc import Coroutine
 from datetime import timedelta
+from functools import partial
 from typing import Any, TypeVar
 
 import click
 
 from trailmap import __version__
+from trailmap.invocation import command
 from trailmap.settings import Settings
 
 __all__ = ["cli", "main"]
@@ -24,10 +26,24 @@ class _State:
     def __init__(self, database: str | None) -> None:
         self.database = database
 
-    def settings(self) -> Settings:
+    def settings(self, **overrides: Any) -> Settings:
+        """The settings from the environment, with the command line's `--database` and
+        `overrides` (options given) on top."""
+        given = {name: value for name, value in overrides.items() if value is not None}
         if self.database:
-            return Settings(database_url=self.database)
-        return Settings()
+            given["database_url"] = self.database
+        return Settings(**given)
+
+    def public_url(self, handle: Any) -> str:
+        """The base of the links a command prints: TRAILMAP_PUBLIC_URL (or TRAILMAP_HOST and
+        TRAILMAP_PORT) when set, else the URL the latest `serve` on this database named (it
+        may have been moved with --port), else the default."""
+        from trailmap.accounts.installation import served_public_url  # noqa: PLC0415
+
+        settings = self.settings()
+        if {"public_url", "host", "port"} & settings.model_fields_set:
+            return settings.public_url
+        return _run(served_public_url(handle)) or settings.public_url
 
     def database_handle(self) -> Any:
         from trailmap.app import open_database  # noqa: PLC0415 - keep `trailmap --help` fast
@@ -58,8 +74,8 @@ class _State:
                 f"Trailmap needs {head}"
             )
         raise click.ClickException(
-            f"{problem}: run `trailmap db upgrade` first (`trailmap serve` applies migrations "
-            "on start unless --no-migrate)."
+            f"{problem}: run `{command('db upgrade')}` first (`{command('serve')}` applies "
+            "migrations on start unless --no-migrate)."
         )
 
 
@@ -90,8 +106,12 @@ def cli(ctx: click.Context, database: str | None) -> None:
 
 
 @cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
+@click.option(
+    "--host", default=None, help="Address to listen on (default 127.0.0.1; env TRAILMAP_HOST)."
+)
+@click.option(
+    "--port", default=None, type=int, help="Port to listen on (default 8000; env TRAILMAP_PORT)."
+)
 @click.option("--database", "database_option", default=None, help="Database URL for this server.")
 @click.option("--no-migrate", is_flag=True, help="Do not apply migrations on start.")
 @click.option(
@@ -102,9 +122,15 @@ def cli(ctx: click.Context, database: str | None) -> None:
 )
 @click.pass_obj
 def serve(
-    state: _State, host: str, port: int, database_option: str | None, no_migrate: bool, demo: bool
+    state: _State,
+    host: str | None,
+    port: int | None,
+    database_option: str | None,
+    no_migrate: bool,
+    demo: bool,
 ) -> None:
-    """Run the server; migrates the database on start unless --no-migrate."""
+    """Run the server; migrates the database on start unless --no-migrate. Without
+    TRAILMAP_PUBLIC_URL, OAuth and the links it prints name the address it listens on."""
     import uvicorn  # noqa: PLC0415
 
     from trailmap.app import create_app  # noqa: PLC0415
@@ -112,7 +138,7 @@ def serve(
 
     if database_option:
         state.database = database_option
-    settings = state.settings()
+    settings = state.settings(host=host, port=port)
     db = state.database_handle()
     if not no_migrate:
         migrate.upgrade(db)
@@ -120,16 +146,14 @@ def serve(
     if demo:
         from trailmap.demo.load import load_demo  # noqa: PLC0415
 
-        report = _run(load_demo(db, "demo"))
-    _print_welcome(db, settings, host, port)
-    if report is not None:
-        click.echo(_demo_hint(report, "demo", f"http://{host}:{port}/mcp"), err=True)
-    app = create_app(settings, database=db, live_demo="demo" if demo else None)
+        report = _run(load_demo(db, _DEMO))
+    _print_welcome(db, settings, demo=_DEMO if report is not None else None, loaded=report)
+    app = create_app(settings, database=db, live_demo=_DEMO if demo else None)
     try:
         uvicorn.run(
             app,
-            host=host,
-            port=port,
+            host=settings.host,
+            port=settings.port,
             log_level=settings.log_level,
             access_log=False,
             # X-Forwarded-For names the client only when it comes from a proxy trusted here.
@@ -140,56 +164,101 @@ def serve(
         db.close()
 
 
-def _print_welcome(db: Any, settings: Settings, host: str, port: int) -> None:
+_DEMO = "demo"
+
+
+def _print_welcome(
+    db: Any, settings: Settings, *, demo: str | None, loaded: str | None = None
+) -> None:
+    """The banner: where the server is, and the one way in (docs: README, Quick start)."""
     from trailmap.accounts import list_orgs  # noqa: PLC0415
+    from trailmap.accounts.installation import remember_public_url  # noqa: PLC0415
     from trailmap.accounts.setup import issue_setup_token  # noqa: PLC0415
     from trailmap.errors import TrailmapError, Unavailable  # noqa: PLC0415
 
-    address = f"http://{host}:{port}"
-    click.echo(
-        f"Trailmap {__version__} on {address}  (database: {_redact(settings.database_url)})",
-        err=True,
+    public = settings.public_url
+    say = partial(click.echo, err=True)
+    say(
+        f"Trailmap {__version__} listening on http://{_host_in_url(settings.host)}:"
+        f"{settings.port}  (database: {_redact(settings.database_url)})"
     )
-    click.echo(f"  API docs:  {address}/docs", err=True)
-    # Without TRAILMAP_PUBLIC_URL, the address this server listens on is the best guess.
-    public = settings.public_url if "public_url" in settings.model_fields_set else address
+    say(f"  Console:   {public}/console")
+    say(f"  MCP:       {public}/mcp")
+    say(f"  API docs:  {public}/docs")
+    if note := _public_url_note(settings):
+        say(f"  {note}")
+    if loaded is not None:
+        say(f"  Loaded the {loaded}.")
     try:
-        token = asyncio.run(issue_setup_token(db))
+        token = asyncio.run(issue_setup_token(db, also_join=(demo,) if demo else ()))
     except Unavailable:
         # Started with --no-migrate while the database is down: serve anyway, unready, so
         # an orchestrator sees a live process and waits on /readyz instead of restarting it.
-        click.echo(
+        say(
             "  The database does not answer yet: /readyz answers 503 until it does. A first "
-            "start's setup link is printed by a start that reaches the database.",
-            err=True,
+            "start's setup link is printed by a start that reaches the database."
         )
         return
     except TrailmapError as error:
         raise click.ClickException(error.message) from None
+    _run(remember_public_url(db, public))
     if token is not None:
-        click.echo(
-            "  First start: create the owner account and a first API key with this one-time "
-            f"link:\n    {public}/setup?token={token}",
-            err=True,
+        also = f" and an owner of the {demo} organization" if demo else ""
+        say(
+            "  First start: open this one-time link to create your account (the owner of your "
+            f"organization{also}):\n    {public}/setup?token={token}"
+        )
+        say(f"  Then sign in at {public}/login and connect an assistant to {public}/mcp.")
+    else:
+        org = demo or "SLUG"
+        whom = f"Not a member of {demo} yet?" if demo else "To add an account to an organization:"
+        say(
+            f"  Sign in at {public}/login. {whom}\n"
+            f"    {command(f'user create you@example.com --org {org}')}\n"
+            "  adds you, and prints a one-time link to choose a password if you are new."
         )
     if not _run(list_orgs(db)):
-        click.echo(
+        say(
             "  Or create an organization and a key to send events with from the command line:\n"
-            "    trailmap org create acme\n"
-            "    trailmap key create --org acme --name ci --scope read-write",
-            err=True,
+            f"    {command('org create acme')}\n"
+            f"    {command('key create --org acme --name ci --scope read-write')}"
         )
+
+
+def _host_in_url(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _public_url_note(settings: Settings) -> str | None:
+    """One line when OAuth and the links name another address than the one this server
+    listens on: nothing is wrong behind a proxy, and everything is when it is a mistake."""
+    from trailmap.settings import WILDCARD_HOSTS  # noqa: PLC0415
+
+    public, local = settings.public_url, settings.listening_url
+    if public != local:
+        return (
+            f"Public URL {public} (TRAILMAP_PUBLIC_URL) is not where this server listens "
+            f"({local}): OAuth and links name it, so it must lead here."
+        )
+    if settings.host.strip() in WILDCARD_HOSTS:
+        return (
+            f"Listening on every address, but OAuth and links name {public}: set "
+            "TRAILMAP_PUBLIC_URL to the URL other machines use (http://<this host>:"
+            f"{settings.port})."
+        )
+    return None
 
 
 def _demo_hint(report: str, slug: str, mcp_url: str) -> str:
-    """What the demo holds, and the two ways to ask it: nobody is a member of it yet."""
+    """What the demo holds, and the two ways to ask it."""
+
     return (
         f"  Loaded the {report}.\n"
-        "  To ask it from an assistant, add your account (the one the setup link makes) to it\n"
-        "  and sign in with OAuth,\n"
-        f"    trailmap user create you@example.com --org {slug}\n"
-        "  or make a read-only key for a client without OAuth,\n"
-        f"    trailmap key create --org {slug} --name assistant --scope read-only\n"
+        "  To ask it from an assistant, be a member of it (the account the setup link of\n"
+        "  `serve --demo` makes is an owner; this adds you, and prints a password link if new),\n"
+        f"    {command(f'user create you@example.com --org {slug}')}\n"
+        "  and sign in with OAuth, or make a read-only key for a client without OAuth,\n"
+        f"    {command(f'key create --org {slug} --name assistant --scope read-only')}\n"
         f"  then connect the assistant to {mcp_url} (docs/connect.md)."
     )
 
@@ -405,13 +474,16 @@ def user_create(state: _State, email: str, org_slug: str, role: str, password_st
             raise click.ClickException(
                 f"{email} has an account already, with a password of their own; add them "
                 "without --password-stdin, or give them a reset link "
-                f"(trailmap user reset-password {email})."
+                f"({command(f'user reset-password {email}')})."
             )
         added = _run(add_user(handle, email, org_slug=org_slug, role=role, password=password))
         verb = "created" if added.created else "added existing user"
         click.echo(f"{verb} {added.email} as {added.role} of {added.org_slug}", err=True)
         if added.created and password is None:
             _print_reset_link(state, handle, added.email, "to choose a password and sign in")
+        elif not added.created:
+            login = f"{state.public_url(handle)}/login"
+            click.echo(f"{added.email} signs in with their own password at {login}", err=True)
     finally:
         handle.close()
 
@@ -426,7 +498,7 @@ def _print_reset_link(state: _State, handle: Any, email: str, purpose: str) -> N
     token = _run(issue_password_reset(handle, email, minutes=minutes, by=OPERATOR))
     if token is None:
         raise click.ClickException(f"No enabled user has the address {email}.")
-    link = f"{settings.public_url}/reset/{token}"
+    link = f"{state.public_url(handle)}/reset/{token}"
     if mail_configured(settings):
         text = f"Open this link {purpose} (it works once, for {minutes} minutes):\n\n{link}\n"
         _run(send_mail(settings, email, "Your Trailmap password", text))
@@ -539,7 +611,7 @@ def member_invite(state: _State, email: str, org_slug: str, role: str) -> None:
                 days=settings.invitation_days,
             )
         )
-        link = invitation.link(settings.public_url)
+        link = invitation.link(state.public_url(handle))
         if mail_configured(settings):
             message = invitation.message(link)
             _run(send_mail(settings, invitation.email, invitation.subject, message))
@@ -752,7 +824,7 @@ def key_revoke(state: _State, key_id: str | None, by_token: bool) -> None:
         # Not looked up, and not repeated: it is a secret, and now in the shell's history.
         raise click.UsageError(
             "That is a token, not a key id. Give it on stdin instead: "
-            "`trailmap key revoke --token`, then paste it (and clear it from your shell "
+            f"`{command('key revoke --token')}`, then paste it (and clear it from your shell "
             "history)."
         )
     if by_token and key_id is not None:

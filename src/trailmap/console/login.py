@@ -1,5 +1,5 @@
 """`/login` and `/logout`: the console's sign-in, used by the OAuth consent flow too
-(docs/internals.md)."""
+(docs/internals.md); and `/`, which leads to it or, signed in, to the console."""
 
 from __future__ import annotations
 
@@ -49,6 +49,12 @@ def _login_page(
     response = page("Sign in to Trailmap", body, status=status)
     set_cookie(request, response, _LOGIN_CSRF, csrf, max_age=3600, samesite="strict")
     return response
+
+
+@router.get("/")
+async def home(request: Request) -> Response:
+    """The server's address leads a person in: to the console signed in, else to sign-in."""
+    return see_other("/console" if await signed_in(request) is not None else "/login")
 
 
 @router.get("/login")

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import html
 import secrets
+from collections.abc import Sequence
 
 from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse
 
-from trailmap.accounts.setup import complete_setup, setup_is_open
+from trailmap.accounts.setup import complete_setup, setup_also_joins, setup_is_open
 from trailmap.console.pages import page
 from trailmap.errors import PayloadTooLarge, TrailmapError
 from trailmap.http.context import context_of
 from trailmap.http.sessions import clear_cookie, cookie_name, read_form, set_cookie
+from trailmap.invocation import command
 
 __all__ = ["router"]
 
@@ -39,16 +41,25 @@ def _page(
 
 
 def _closed() -> HTMLResponse:
+    serve, create = command("serve"), command("user create you@example.com --org SLUG")
     return _page(
         "Setup link not valid",
-        "<p>This setup link was used already, or replaced by a newer one. Restart "
-        "<code>trailmap serve</code> to print a new link while no account exists, or create "
-        "accounts with <code>trailmap user create</code>.</p>",
+        "<p>This setup link was used already (an owner account exists: "
+        "<a href=/login>sign in</a>), or replaced by a newer one. Restart "
+        f"<code>{html.escape(serve)}</code> to print a new link while no account exists, or "
+        f"create accounts with <code>{html.escape(create)}</code>.</p>",
         status=403,
     )
 
 
-def _form(token: str, csrf: str, values: dict[str, str], error: str | None = None) -> str:
+def _form(
+    token: str,
+    csrf: str,
+    values: dict[str, str],
+    error: str | None = None,
+    *,
+    also_joins: Sequence[str] = (),
+) -> str:
     def field(name: str, label: str, kind: str = "text", extra: str = "") -> str:
         value = "" if kind == "password" else html.escape(values.get(name, ""), quote=True)
         return (
@@ -56,10 +67,22 @@ def _form(token: str, csrf: str, values: dict[str, str], error: str | None = Non
             f'<input id={name} name={name} type={kind} value="{value}" required {extra}>'
         )
 
-    problem = f"<p class=error role=alert>{html.escape(error)}</p>" if error else ""
+    problem = (
+        f"<p class=error role=alert>{html.escape(error)} Correct it and send the form again: "
+        "this link still works.</p>"
+        if error
+        else ""
+    )
+    joins = (
+        "<p>You will also be an owner of "
+        + ", ".join(f"<b>{html.escape(slug)}</b>" for slug in also_joins)
+        + " (the demo), so you can sign in and connect an assistant to it.</p>"
+        if also_joins
+        else ""
+    )
     return (
         "<p>Create your organization and its owner account. You will get a first API key "
-        "to send events with.</p>"
+        f"to send events with.</p>{joins}"
         f"{problem}<form method=post action=/setup>"
         f'<input type=hidden name=token value="{html.escape(token, quote=True)}">'
         f'<input type=hidden name=csrf value="{html.escape(csrf, quote=True)}">'
@@ -83,7 +106,13 @@ async def setup_page(request: Request, token: str = "") -> HTMLResponse:
     if not token or not await setup_is_open(ctx.db, token):
         return _closed()
     csrf = secrets.token_urlsafe(32)
-    return _page("Set up Trailmap", _form(token, csrf, {}), csrf=csrf, request=request)
+    also_joins = await setup_also_joins(ctx.db)
+    return _page(
+        "Set up Trailmap",
+        _form(token, csrf, {}, also_joins=also_joins),
+        csrf=csrf,
+        request=request,
+    )
 
 
 @router.post("/setup")
@@ -115,17 +144,26 @@ async def setup_submit(request: Request) -> HTMLResponse:
             hashing=ctx.passwords,
         )
     except TrailmapError as error:
-        status = error.status if error.status in (403, 503) else 400
+        if error.status == 403:  # another submission of the link made the owner first
+            return _closed()
+        status = error.status if error.status in (409, 503) else 400
+        also_joins = await setup_also_joins(ctx.db)
         response = _page(
-            "Set up Trailmap", _form(token, cookie, form, error.message), status=status
+            "Set up Trailmap",
+            _form(token, cookie, form, error.message, also_joins=also_joins),
+            status=status,
         )
         if status == 503:  # no turn to hash the password in time: Retry-After says when
             response.headers.update(error.headers)
         return response
     base = ctx.settings.public_url
+    orgs = ", ".join(f"<b>{html.escape(slug)}</b>" for slug in (done.org.slug, *done.also_joined))
     body = (
         f"<p>Organization <b>{html.escape(done.org.slug)}</b> and owner "
         f"<b>{html.escape(done.owner.email)}</b> are ready.</p>"
+        "<p><b>Next: <a href=/login>sign in</a></b> with that e-mail and password. You are an "
+        f"owner of {orgs}. To connect an assistant, give it <code>{html.escape(base)}/mcp</code> "
+        "and approve it when it opens the sign-in page (docs/connect.md).</p>"
         "<p>Your first API key (READ_WRITE). It is shown only now: copy it somewhere safe.</p>"
         f"<pre>{html.escape(done.token)}</pre>"
         "<p>Send an event:</p><pre>"

@@ -26,6 +26,8 @@ NodeKind = Literal[
     "queue",
     "topic",
     "external_api",
+    # A generative AI model provider (OpenAI, Anthropic, Bedrock ...), from GenAI spans.
+    "ai_model",
     # Kinds that later sources (Kubernetes, GitHub/GitLab, Backstage) add.
     "endpoint",
     "repository",

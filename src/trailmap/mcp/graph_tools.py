@@ -20,26 +20,17 @@ if TYPE_CHECKING:
 
 __all__ = ["register_graph_tools"]
 
-At = Annotated[
-    str | None,
-    Field(description='The graph as it was at this time ("-2h", "-7d", ISO 8601); default now.'),
-]
-Format = Annotated[
-    Literal["json", "mermaid"],
-    Field(description='"mermaid" adds a Mermaid flowchart of the answer that can be shown.'),
-]
+At = Annotated[str | None, Field(description='The graph as it was then: "-2h", ISO 8601.')]
+# "mermaid" says what it adds; a description would be repeated in six tools.
+Format = Literal["json", "mermaid"]
 Environment = Annotated[
     str | None,
-    Field(
-        description='Only this environment, e.g. "production"; default: any (production '
-        "preferred when a name exists in several)."
-    ),
+    Field(description='Only this one, e.g. "production"; default any, production first.'),
 ]
 NodeName = Annotated[
     str,
     Field(
-        description='A node name as search_nodes gives it, e.g. "checkout"; close '
-        "spellings are accepted.",
+        description='A node name, e.g. "checkout"; close spellings are taken.',
         max_length=300,
     ),
 ]
@@ -80,6 +71,18 @@ def _name(node: dict[str, Any]) -> str:
     return f"{node['name']} ({node['kind']}, {node['environment']})"
 
 
+def _more(data: dict[str, Any]) -> list[str]:
+    """The line a capped answer ends with: how many more, and how to get them."""
+    return [f"{data['more']} more: {data['next']}."] if data.get("more") else []
+
+
+def _technology_text(node: dict[str, Any]) -> str:
+    text = f" {node['technology']}" if node.get("technology") else ""
+    if "connected_services" in node:
+        text += ", used by " + (", ".join(node["connected_services"]) or "no service")
+    return text
+
+
 def register_graph_tools(  # noqa: PLR0915 - one tool per block
     mcp: MCPServer,
     db: Database,
@@ -103,31 +106,40 @@ def register_graph_tools(  # noqa: PLR0915 - one tool per block
     @tool
     async def search_nodes(
         ctx: Context,
-        query: Annotated[str, Field(description="A name or part of one.", max_length=200)],
+        query: Annotated[
+            str, Field(description="A name or part of one; empty lists them all.", max_length=200)
+        ] = "",
         kinds: Annotated[list[NodeKind] | None, Field(description="Node kinds.")] = None,
         environment: Environment = None,
         limit: Annotated[int, Field(ge=1, le=100)] = 10,
+        offset: Annotated[int, Field(ge=0, description="Skip this many (paging).")] = 0,
         at: At = None,
         format: Format = "json",  # noqa: A002 - the argument is called format
     ) -> CallToolResult:
-        """Find services, databases, caches, queues, topics and external APIs in the
-        architecture graph by name (forgiving: "order service" finds "orders") or by kind
-        ("databases" lists them). Use it to learn the exact names before the other graph
-        tools."""
+        """Find services, databases, caches, queues, topics, external APIs and AI model
+        providers in the architecture graph by name (forgiving: "order service" finds
+        "orders"), by kind ("databases" lists them) or by technology ("postgres", "kafka",
+        "redis": with the services using each); with no query, list them, services first,
+        busiest first. Use it to learn the exact names before the other graph tools."""
         q = await ask(ctx, at, format)
         data = await queries.search_nodes(
-            db, q, query, kinds=kinds, environment=environment, limit=limit
+            db, q, query, kinds=kinds, environment=environment, limit=limit, offset=offset
         )
-        lines = [f"- {_name(n)} [{n['match']}]" for n in data["nodes"]]
-        text = "\n".join(lines) or (
-            f"No node matches {query!r} among {data['total_nodes']} nodes."
-            + (
-                " The graph is empty: send traces to /api/v1/otlp."
-                if not data["total_nodes"]
-                else ""
+        lines = [
+            f"- {_name(n)}{_technology_text(n)}" + (f" [{n['match']}]" if "match" in n else "")
+            for n in data["nodes"]
+        ]
+        if not lines:
+            lines.append(
+                (f"No node matches {query!r}" if query.strip() else "No node listed")
+                + f" among {data['total_nodes']} nodes."
+                + (
+                    " The graph is empty: send traces to /api/v1/otlp."
+                    if not data["total_nodes"]
+                    else ""
+                )
             )
-        )
-        return _result(data, text)
+        return _result(data, "\n".join(lines + _more(data)))
 
     @tool
     async def get_node(
@@ -144,6 +156,8 @@ def register_graph_tools(  # noqa: PLR0915 - one tool per block
         q = await ask(ctx, at, format)
         data = await queries.get_node(db, q, node, environment=environment)
         lines = [_name(data)]
+        if data["attributes"].get("technology"):
+            lines.append(f"Technology: {data['attributes']['technology']}")
         if data.get("matched"):
             lines.append(data["matched"])
         if data.get("last_hour"):
@@ -202,7 +216,7 @@ def register_graph_tools(  # noqa: PLR0915 - one tool per block
         lines = [f"{direction} of {_name(data['start'])}, up to {max_depth} hops:"]
         lines += [f"- depth {n['depth']}: {_name(n)}" for n in data["nodes"][1:]]
         lines += ["Edges:"] + [f"- {_edge_text(e)}" for e in data["edges"]]
-        return _result(data, "\n".join(lines))
+        return _result(data, "\n".join(lines + _more(data)))
 
     @tool
     @from_argument
@@ -271,7 +285,7 @@ def register_graph_tools(  # noqa: PLR0915 - one tool per block
             share = i["share_of_traffic"]
             share_text = f", {share:.0%} of its calls" if share is not None else ""
             lines.append(f"- depth {i['depth']}: {_name(i)} via {i['via']}{share_text}")
-        return _result(data, "\n".join(lines))
+        return _result(data, "\n".join(lines + _more(data)))
 
     @tool
     async def rank_critical_services(
@@ -280,8 +294,8 @@ def register_graph_tools(  # noqa: PLR0915 - one tool per block
             Literal["dependents", "betweenness", "pagerank", "traffic"],
             Field(
                 description="dependents: how many depend on it, transitively; betweenness: "
-                "how many dependency chains run through it; pagerank: importance of what "
-                "depends on it; traffic: calls/min in and out."
+                "dependency chains through it; pagerank: importance of its dependents; "
+                "traffic: calls/min in and out."
             ),
         ] = "dependents",
         limit: Annotated[int, Field(ge=1, le=100)] = 10,
@@ -299,4 +313,4 @@ def register_graph_tools(  # noqa: PLR0915 - one tool per block
             f"{i}. {_name(s)}: {_measure(by, s['score'])}{_count(s['dependents'], 'dependent')}"
             for i, s in enumerate(data["services"], 1)
         ]
-        return _result(data, "\n".join(lines))
+        return _result(data, "\n".join(lines + _more(data)))

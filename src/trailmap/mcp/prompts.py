@@ -71,8 +71,10 @@ effect so far, and the services whose owners should hear about it."""
 1. get_organization_context for the environments and what Trailmap holds.
 2. rank_critical_services(by="pagerank", limit=10) and rank_critical_services(
    by="dependents", limit=10): the central services.
-3. search_nodes(query="", kinds=["database", "cache", "queue", "topic", "external_api"])
-   or get_node on each datastore for the services that connect to it.
+3. search_nodes() lists every node, services first, busiest first (page with offset while
+   it says "more"); search_nodes(kinds=["database", "cache", "queue", "topic",
+   "external_api"]) lists the datastores, and get_node on each names the services that
+   connect to it.
 4. traverse_dependencies(node=<the entry point>, direction="downstream", max_depth=4,
    format="mermaid") for a diagram of how requests flow.
 Answer with: the entry points, the main request paths, the datastores and who uses them,

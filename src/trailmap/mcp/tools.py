@@ -13,7 +13,7 @@ from pydantic import Field
 
 from trailmap import __version__
 from trailmap.accounts import Principal, quotas
-from trailmap.mcp.arguments import RefuseUnknownArguments
+from trailmap.mcp.arguments import ToolArguments
 from trailmap.mcp.change_tools import register_change_tools
 from trailmap.mcp.counting import tool_call_counter
 from trailmap.mcp.graph_tools import register_graph_tools
@@ -40,16 +40,13 @@ _TIME_FORMS = (
     'Relative ("-30m", "-2h", "-7d", "-1w"), "now", "today", "yesterday" (day boundaries in '
     'the timezone argument), ISO 8601 ("2026-11-20T10:00:00Z", "2026-11-20"), or RFC 2822.'
 )
-From = Annotated[str, Field(alias="from", description=f"Start of the time range. {_TIME_FORMS}")]
-To = Annotated[str, Field(description=f"End of the time range. {_TIME_FORMS}")]
+# The argument descriptions name the usual forms; get_organization_context gives them all.
+_SHORT_FORMS = '"-2h", "-7d", "today", "yesterday", "now" or ISO 8601'
+From = Annotated[str, Field(alias="from", description=f"Start of the range: {_SHORT_FORMS}.")]
+To = Annotated[str, Field(description=f"End of the range: {_SHORT_FORMS}.")]
 Timezone = Annotated[
     str | None,
-    Field(
-        description=(
-            'IANA time zone of the user, e.g. "Europe/Paris" or "America/New_York": where '
-            '"today" starts and how times are shown. Default: the server time zone.'
-        )
-    ),
+    Field(description='IANA zone of "today" and of the times shown, e.g. "Asia/Tokyo".'),
 ]
 Severity = Literal["LOW", "MINOR", "MAJOR", "CRITICAL"]
 
@@ -105,7 +102,56 @@ def _event_line(event: dict[str, Any]) -> str:
     line = " ".join(parts)
     if event.get("description"):
         line += f": {event['description']}"
+    if event.get("also_reported_by"):
+        # One change, two reports: the one shown, and the others (traces, another producer).
+        line += f" [reported by {event['source']}, also {', '.join(event['also_reported_by'])}]"
     return f"- {line} (id {event['id']})"
+
+
+# A facet tool counts this many values, to say how many more there are than it lists.
+_FACETS_COUNTED = 1_000
+# get_organization_context names this many of each facet (the most frequent first).
+_CONTEXT_FACETS = 10
+
+
+def _more_by_limit(total: int, shown: int) -> dict[str, Any]:
+    """What a list cut at `limit` adds: how many more, and how to get them."""
+    more = {"more": total - shown}
+    if shown >= 100:
+        return {**more, "next": "at most 100 are listed"}
+    return {**more, "next": f"call again with limit={min(total, 100)}"}
+
+
+def _in_brief(org: dict[str, Any]) -> dict[str, Any]:
+    """The organization's facets as its context gives them: the most frequent values with their
+    counts, and how many more; when each was last seen, and the rest, are list_event_*'s."""
+    brief: dict[str, Any] = {}
+    for key in ("event_types", "subjects", "sources"):
+        rows = org[key]
+        brief[key] = [{"value": r["value"], "count": r["count"]} for r in rows[:_CONTEXT_FACETS]]
+        if len(rows) > _CONTEXT_FACETS:
+            brief[f"{key}_more"] = len(rows) - _CONTEXT_FACETS
+            brief["next"] = "list_event_types, list_event_subjects, list_event_sources list all"
+    return brief
+
+
+def _facet_answer(what: str, rows: list[dict[str, Any]], limit: int) -> CallToolResult:
+    shown = rows[:limit]
+    data: dict[str, Any] = {what: shown}
+    lines = [
+        f"- {r['value']}: {_events(r['count'])}, last {r['last_seen']} ({r['last_seen_relative']})"
+        for r in shown
+    ]
+    if len(rows) > limit:
+        data.update(_more_by_limit(len(rows), limit))
+        lines.append(f"{data['more']} more: {data['next']}.")
+    return tool_result(data, "\n".join(lines) or f"No {what} yet: no events in the window.")
+
+
+def _facet_text(data: dict[str, Any], key: str, tool: str) -> str:
+    shown = ", ".join(f"{f['value']} ({f['count']})" for f in data[key]) or "none yet"
+    more = data.get(f"{key}_more")
+    return shown + (f", and {more} more ({tool} lists them)" if more else "")
 
 
 def _range_text(rng: Any) -> str:
@@ -150,9 +196,9 @@ def build_mcp_server(
     )
     register_prompts(mcp)
     if telemetry is not None:
-        # Outside the refusal of unknown arguments, so that the calls it answers are counted.
+        # Outside the reading of arguments, so that the calls it refuses are counted.
         mcp.middleware.append(tool_call_counter(telemetry, mcp))
-    mcp.middleware.append(RefuseUnknownArguments(mcp))
+    mcp.middleware.append(ToolArguments(mcp))
     return mcp
 
 
@@ -168,18 +214,16 @@ def _register(mcp: MCPServer, t: _Tools) -> None:
             t.db, principal, timezone=timezone, default_timezone=t.default_timezone
         )
         data = {**org.as_json(), "time_expressions": _TIME_FORMS}
-        types, subjects, sources = org.event_types, org.subjects, org.sources
+        data.update(_in_brief(data))
         lines = [
             (
                 f"Organization {org.organization} ({org.plan} plan); events kept "
                 f"{org.retention_days} days, oldest queryable {org.oldest_queryable}."
             ),
             f"Server time {org.server_time} ({org.timezone}).",
-            "Event types: "
-            + (", ".join(f"{f['value']} ({f['count']})" for f in types) or "none yet"),
-            "Environments (subject): "
-            + (", ".join(f"{f['value']} ({f['count']})" for f in subjects) or "none yet"),
-            "Sources: " + (", ".join(f["value"] for f in sources[:10]) or "none yet"),
+            "Event types: " + _facet_text(data, "event_types", "list_event_types"),
+            "Environments (subject): " + _facet_text(data, "subjects", "list_event_subjects"),
+            "Sources: " + _facet_text(data, "sources", "list_event_sources"),
             f"Times: {_TIME_FORMS}",
         ]
         return tool_result(data, "\n".join(lines))
@@ -213,16 +257,18 @@ def _register(mcp: MCPServer, t: _Tools) -> None:
                 max_length=200,
             ),
         ] = None,
-        limit: Annotated[int, Field(ge=1, le=100, description="Events per page, 1 to 100.")] = 25,
+        limit: Annotated[int, Field(ge=1, le=100, description="Events per page, 1 to 100.")] = 10,
         cursor: Annotated[
             str | None, Field(description="next_cursor from the previous page.")
         ] = None,
         timezone: Timezone = None,
     ) -> CallToolResult:
         """What changed: change events (deployments, rollbacks, config changes, feature
-        flags, incidents, ...) in a time range, newest first, with filters. Use it for
-        "what was deployed today?", "what changed in the last 2 hours?", "recent events in
-        production". Results are paged: pass next_cursor to get more."""
+        flags, incidents, ...) in a time range, newest first, with filters (any case). Use it
+        for "what was deployed today?", "what changed in the last 2 hours?", "recent events
+        in production". One entry per change: also_reported_by names the other sources of
+        the same change. Results are paged: pass next_cursor to get more. An empty answer
+        names the closest existing values and what the range does hold."""
         principal = await t.begin(ctx)
         query = EventQuery(
             from_=from_,
@@ -250,6 +296,8 @@ def _register(mcp: MCPServer, t: _Tools) -> None:
         }
         if page.note:
             data["note"] = page.note
+        if page.hint:
+            data["hint"] = page.hint
         if page.events:
             text = f"{_events(len(page.events))} from {_range_text(rng)}, newest first:\n"
             text += "\n".join(_event_line(e) for e in page.events)
@@ -295,6 +343,12 @@ def _register(mcp: MCPServer, t: _Tools) -> None:
         shown = summary.counts_json()
         data = {
             **shown,
+            # Counts alone: when each value was last seen is list_event_types' answer, and
+            # would double the summary of a busy week.
+            **{
+                by: [{"value": r["value"], "count": r["count"]} for r in shown[by]]
+                for by in ("by_type", "by_subject", "by_source", "by_severity")
+            },
             "latest": _for_model(shown["latest"]),
             "from": format_time(rng.effective_start, rng.tz),
             "to": format_time(rng.end, rng.tz),
@@ -315,17 +369,21 @@ def _register(mcp: MCPServer, t: _Tools) -> None:
         return tool_result(data, text)
 
     def _facet_tool(facet: str, what: str) -> Callable[..., Awaitable[CallToolResult]]:
-        async def tool(ctx: Context, timezone: Timezone = None) -> CallToolResult:
+        async def tool(
+            ctx: Context,
+            limit: Annotated[int, Field(ge=1, le=100)] = 20,
+            timezone: Timezone = None,
+        ) -> CallToolResult:
             principal = await t.begin(ctx)
             rows = await list_facet(
-                t.db, principal, facet, timezone=timezone, default_timezone=t.default_timezone
+                t.db,
+                principal,
+                facet,
+                timezone=timezone,
+                default_timezone=t.default_timezone,
+                limit=_FACETS_COUNTED,
             )
-            text = "\n".join(
-                f"- {r['value']}: {_events(r['count'])}, last {r['last_seen']} "
-                f"({r['last_seen_relative']})"
-                for r in rows
-            )
-            return tool_result({what: rows}, text or f"No {what} yet: no events in the window.")
+            return _facet_answer(what, rows, limit)
 
         return tool
 

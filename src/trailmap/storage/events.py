@@ -15,11 +15,14 @@ from sqlalchemy import (
     Select,
     and_,
     bindparam,
+    case,
     delete,
+    exists,
     func,
     literal_column,
     or_,
     select,
+    text,
     tuple_,
 )
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -29,15 +32,18 @@ from trailmap.storage.dialect import DriverSelect, compile_for_driver, fetch_on_
 from trailmap.storage.tables import events
 
 __all__ = [
+    "TWIN_COLUMN",
     "EventFilter",
     "clear_org",
     "count_events",
+    "distinct_values",
     "facet_counts",
     "find_existing",
     "get_event",
     "insert_events",
     "purge_before",
     "select_events",
+    "values_like",
 ]
 
 Row = dict[str, Any]
@@ -64,6 +70,12 @@ class EventFilter:
     services: Sequence[str] = ()
     # Lower-cased words that must all appear in the event's searchable text.
     words: Sequence[str] = ()
+    # One entry per change: an event whose source starts with `detected_prefix` (a deployment
+    # the graph detected in traces) is left out when an event from elsewhere that passes the
+    # same filters has its type, service and version within `same_change_us` of it. The
+    # twin's own time decides, not the range: each change is counted in one range only.
+    detected_prefix: str | None = None
+    same_change_us: int = 0
 
 
 def insert_events(conn: Connection, org_id: str, rows: list[Row]) -> set[tuple[str, str]]:
@@ -204,13 +216,13 @@ def find_existing(
     return found
 
 
-# (parameter name, column, EventFilter attribute) of the filters that take a list of values.
+# (parameter name and column, EventFilter attribute) of the filters that take a list of values.
 _LIST_FILTERS = (
-    ("type", events.c.type, "types"),
-    ("source", events.c.source, "sources"),
-    ("subject", events.c.subject, "subjects"),
-    ("severity", events.c.severity, "severities"),
-    ("service", events.c.service, "services"),
+    ("type", "types"),
+    ("source", "sources"),
+    ("subject", "subjects"),
+    ("severity", "severities"),
+    ("service", "services"),
 )
 
 
@@ -220,12 +232,13 @@ class _Shape:
 
     counts: tuple[int, ...]  # values per list filter, in _LIST_FILTERS order
     words: int
+    one_per_change: bool = False
 
 
 def _shape_and_params(org_id: str, flt: EventFilter) -> tuple[_Shape, dict[str, Any]]:
     params: dict[str, Any] = {"org_id": org_id, "from_us": flt.from_us, "to_us": flt.to_us}
     counts: list[int] = []
-    for name, _column, attribute in _LIST_FILTERS:
+    for name, attribute in _LIST_FILTERS:
         values: Sequence[str] = getattr(flt, attribute)
         counts.append(len(values))
         if len(values) == 1:
@@ -235,7 +248,12 @@ def _shape_and_params(org_id: str, flt: EventFilter) -> tuple[_Shape, dict[str, 
     for i, word in enumerate(flt.words):
         escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         params[f"word_{i}"] = f"%{escaped}%"
-    return _Shape(tuple(counts), len(flt.words)), params
+    merge = flt.detected_prefix is not None
+    if merge:
+        params["detected"] = flt.detected_prefix
+        params["detected_length"] = len(flt.detected_prefix or "")
+        params["same_change_us"] = flt.same_change_us
+    return _Shape(tuple(counts), len(flt.words), merge), params
 
 
 def _where(shape: _Shape) -> list[Any]:
@@ -243,16 +261,82 @@ def _where(shape: _Shape) -> list[Any]:
         events.c.org_id == bindparam("org_id"),
         events.c.time_us >= bindparam("from_us"),
         events.c.time_us <= bindparam("to_us"),
+        *_value_filters(shape, events),
     ]
-    for (name, column, _attribute), count in zip(_LIST_FILTERS, shape.counts, strict=True):
+    if shape.one_per_change:
+        clauses.append(_not_a_detected_twin(shape))
+    return clauses
+
+
+def _value_filters(shape: _Shape, table: Any) -> list[Any]:
+    """The list filters and search words of `shape` on `table` (events, or an alias of it)."""
+    clauses: list[Any] = []
+    for (name, _attribute), count in zip(_LIST_FILTERS, shape.counts, strict=True):
+        column = table.c[name]
         if count == 1:
             clauses.append(column == bindparam(name))
         elif count:
             clauses.append(column.in_(bindparam(name, expanding=True)))
     clauses.extend(
-        events.c.search_text.like(bindparam(f"word_{i}"), escape="\\") for i in range(shape.words)
+        table.c.search_text.like(bindparam(f"word_{i}"), escape="\\") for i in range(shape.words)
     )
     return clauses
+
+
+def _detected(table: Any) -> Any:
+    return func.substr(table.c.source, 1, bindparam("detected_length")) == bindparam("detected")
+
+
+def _same_type(twin: Any) -> Any:
+    # `type || ''` keeps SQLite off the (org_id, type, time_us) index, which it would pick as
+    # readily as the (org_id, service, time_us) one: most changes are deployments, so around
+    # a time there are far more of one type than of one service.
+    return twin.c.type.concat("") == events.c.type
+
+
+def _not_a_detected_twin(shape: _Shape) -> Any:
+    """True unless the row is a detected event whose change another source reported too.
+
+    Only a detected row pays for the subquery (the OR stops at its first term otherwise), and
+    the subquery is a range of the (org_id, service, time_us) index.
+    """
+    twin = events.alias("twin")
+    reported = exists().where(
+        twin.c.org_id == bindparam("org_id"),
+        twin.c.service == events.c.service,
+        twin.c.time_us >= events.c.time_us - bindparam("same_change_us"),
+        twin.c.time_us <= events.c.time_us + bindparam("same_change_us"),
+        _same_type(twin),
+        twin.c.version == events.c.version,
+        ~_detected(twin),
+        *_value_filters(shape, twin),
+    )
+    return or_(~_detected(events), ~reported)
+
+
+# The column that names, beside an event from outside the traces, the detected report of
+# the same change (its source, otel://SERVICE, one per service); NULL for the others.
+TWIN_COLUMN = "detected_twin"
+
+
+def _detected_twin() -> Any:
+    """Evaluated for the rows a page returns only, each a seek of the (org_id, service,
+    time_us) index."""
+    twin = events.alias("twin_source")
+    source = (
+        select(func.min(twin.c.source))
+        .where(
+            twin.c.org_id == bindparam("org_id"),
+            twin.c.service == events.c.service,
+            twin.c.time_us >= events.c.time_us - bindparam("same_change_us"),
+            twin.c.time_us <= events.c.time_us + bindparam("same_change_us"),
+            _same_type(twin),
+            twin.c.version == events.c.version,
+            _detected(twin),
+        )
+        .scalar_subquery()
+    )
+    return case((_detected(events), None), else_=source).label(TWIN_COLUMN)
 
 
 # What a page of events shows (render_event without `full`): no data, extensions or search
@@ -288,7 +372,9 @@ def _select_statement(shape: _Shape, *, paged: bool, limit: int, full: bool = Tr
                 ),
             )
         )
-    columns = [events] if full else [events.c[name] for name in SUMMARY_COLUMNS]
+    columns: list[Any] = [events] if full else [events.c[name] for name in SUMMARY_COLUMNS]
+    if shape.one_per_change:
+        columns.append(_detected_twin())
     return (
         select(*columns)
         .where(*clauses)
@@ -322,7 +408,8 @@ def select_events(
         page = _driver_sql(conn.dialect, shape, paged=paged, limit=limit)
         rows = fetch_on_driver(conn, page, params)
         if rows is not None:
-            return [dict(zip(SUMMARY_COLUMNS, row, strict=True)) for row in rows]
+            names = (*SUMMARY_COLUMNS, TWIN_COLUMN) if shape.one_per_change else SUMMARY_COLUMNS
+            return [dict(zip(names, row, strict=True)) for row in rows]
     result = conn.execute(_select_statement(shape, paged=paged, limit=limit, full=full), params)
     keys = list(result.keys())
     return [dict(zip(keys, row, strict=True)) for row in result.fetchall()]
@@ -364,6 +451,43 @@ def facet_counts(
         .limit(limit)
     )
     return [dict(r._mapping) for r in conn.execute(stmt, params)]
+
+
+def distinct_values(conn: Connection, org_id: str, facet: str, *, limit: int) -> list[str]:
+    """The distinct values of a facet (type, source, subject, service), in index order, at most
+    `limit`: one seek of the (org_id, facet, ...) index per value (a loose index scan, which
+    neither SQLite nor PostgreSQL does by itself for SELECT DISTINCT), however many events."""
+    column = FACETS[facet].name
+    # Only a column name from the table definition goes into the text; values are bound.
+    sql = text(
+        f"WITH RECURSIVE found(value, n) AS ("  # noqa: S608
+        f"  SELECT (SELECT {column} FROM events WHERE org_id = :org_id AND {column} IS NOT NULL"
+        f"          ORDER BY {column} LIMIT 1), 1"
+        f"  UNION ALL"
+        f"  SELECT (SELECT {column} FROM events WHERE org_id = :org_id AND {column} > found.value"
+        f"          ORDER BY {column} LIMIT 1), n + 1"
+        f"  FROM found WHERE found.value IS NOT NULL AND n < :limit"
+        f") SELECT value FROM found WHERE value IS NOT NULL"
+    )
+    return [r[0] for r in conn.execute(sql, {"org_id": org_id, "limit": limit})]
+
+
+def values_like(
+    conn: Connection, org_id: str, facet: str, values: Sequence[str], *, limit: int
+) -> list[str]:
+    """The stored values of a facet equal to one of `values` but for case (lower() on both
+    sides); a scan of the facet's index, for a facet with too many values to list."""
+    column = FACETS[facet]
+    stmt = (
+        select(column)
+        .where(
+            events.c.org_id == org_id,
+            func.lower(column).in_([v.lower() for v in values]),
+        )
+        .group_by(column)
+        .limit(limit)
+    )
+    return [r[0] for r in conn.execute(stmt)]
 
 
 def purge_before(conn: Connection, org_id: str, cutoff_us: int, *, chunk: int = 5000) -> int:

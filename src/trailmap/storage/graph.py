@@ -86,6 +86,7 @@ def _upsert_seen(conn: Connection, table: Any, org_id: str, rows: list[dict[str,
                 "p_last": row["last_seen_us"],
                 "p_stale": row["last_seen_us"] - SEEN_RESOLUTION_US,
                 "p_force": bool(row.get("force") and row.get("attributes")),
+                "p_refresh": bool(row.get("refresh") and row.get("attributes")),
                 "p_attributes": row.get("attributes") or {},
             }
             for row in older
@@ -136,7 +137,10 @@ def _seen_statements(conn: Connection, name: str) -> tuple[Any, Any]:
                 else_=c.last_seen_us,
             ),
             attributes=case(
-                (bindparam("p_force"), bindparam("p_attributes", type_=c.attributes.type)),
+                (
+                    or_(bindparam("p_force"), bindparam("p_refresh")),
+                    bindparam("p_attributes", type_=c.attributes.type),
+                ),
                 else_=c.attributes,
             ),
         )
@@ -145,13 +149,18 @@ def _seen_statements(conn: Connection, name: str) -> tuple[Any, Any]:
 
 
 def _columns_of(row: dict[str, Any], org_id: str) -> dict[str, Any]:
-    # `force` (rewrite the attributes of an existing row) is an instruction, not a column.
-    return {**{k: v for k, v in row.items() if k != "force"}, "org_id": org_id}
+    # `force` (rewrite the attributes of an existing row) and `refresh` (rewrite them when
+    # the row is rewritten anyway) are instructions, not columns.
+    return {**{k: v for k, v in row.items() if k not in _INSTRUCTIONS}, "org_id": org_id}
+
+
+_INSTRUCTIONS = frozenset({"force", "refresh"})
 
 
 def upsert_nodes(conn: Connection, org_id: str, rows: list[dict[str, Any]]) -> int:
     """Rows: id, kind, name, environment, attributes, sources, first/last_seen_us, and
-    optionally force=True to rewrite an existing node's attributes. Returns how many are new."""
+    optionally force=True to rewrite an existing node's attributes, or refresh=True to
+    rewrite them when its first or last seen time is rewritten. Returns how many are new."""
     return _upsert_seen(conn, graph_nodes, org_id, rows)
 
 

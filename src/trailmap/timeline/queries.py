@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import difflib
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Final
 from zoneinfo import ZoneInfo
@@ -33,6 +34,7 @@ from trailmap.timeline.times import (
 __all__ = [
     "DEFAULT_LIMIT",
     "MAX_LIMIT",
+    "SAME_CHANGE_US",
     "EventPage",
     "EventQuery",
     "Summary",
@@ -48,7 +50,12 @@ __all__ = [
 
 DEFAULT_LIMIT: Final = 25
 MAX_LIMIT: Final = 100
+# A deployment that CI reported and that traces revealed (a new service.version) within this
+# long of each other, with the same type, service and version, is one change.
+SAME_CHANGE_US: Final = 15 * 60 * 1_000_000
 _MAX_FILTER_VALUES = 20
+# find_changes_near asks for the changes of every service near a node: up to 200 of them.
+_MAX_SERVICES = 200
 _MAX_SEARCH_WORDS = 8
 _CURSOR = re.compile(r"^v1:(\d{1,19}):([0-9a-f-]{36})$")
 _MAX_TIME_US = 2**63 - 1
@@ -96,6 +103,9 @@ class EventPage:
     next_cursor: str | None
     range: TimeRange
     note: str | None = None  # why the page is empty or its range shorter than asked
+    # On an empty answer to a filtered query: the asked values that match nothing, with the
+    # closest values that exist, and what the organization does have in the range.
+    hint: dict[str, Any] | None = None
 
 
 def range_note(time_range: TimeRange, *, empty: bool, org_has_events: bool) -> str | None:
@@ -185,10 +195,12 @@ def _parse(name: str, text: str, now: datetime, tz: ZoneInfo) -> datetime:
         raise ValidationFailed.field(name, str(error)) from None
 
 
-def _values(name: str, values: Sequence[str], limit: int) -> list[str]:
+def _values(
+    name: str, values: Sequence[str], limit: int, *, most: int = _MAX_FILTER_VALUES
+) -> list[str]:
     cleaned = [v.strip() for v in values if v and v.strip()]
-    if len(cleaned) > _MAX_FILTER_VALUES:
-        raise ValidationFailed.field(name, f"give at most {_MAX_FILTER_VALUES} values")
+    if len(cleaned) > most:
+        raise ValidationFailed.field(name, f"give at most {most} values")
     for value in cleaned:
         if len(value) > limit:
             raise ValidationFailed.field(name, f"a value is longer than {limit} characters")
@@ -226,8 +238,10 @@ def _filter(query: EventQuery, time_range: TimeRange) -> EventFilter:
         sources=_values("source", query.sources, 500),
         subjects=_values("subject", query.subjects, 50),
         severities=severities,
-        services=_values("service", query.services, 200),
+        services=_values("service", query.services, 200, most=_MAX_SERVICES),
         words=words,
+        detected_prefix=DETECTED_SOURCE_PREFIX,
+        same_change_us=SAME_CHANGE_US,
     )
 
 
@@ -290,9 +304,13 @@ async def query_events(
         return EventPage(
             [], None, time_range, range_note(time_range, empty=True, org_has_events=True)
         )
-    # An unfiltered page walks at most limit + 1 entries of the (org_id, time_us, id) index:
-    # work bounded like a point lookup, which SQLite does faster than a hop to a worker
-    # thread. A filter or search words may scan the whole range, so those take the hop.
+    values = await _resolve_values(db, principal.org_id, flt)
+    flt = values.filter
+    # An unfiltered page walks at most limit + 1 entries of the (org_id, time_us, id) index
+    # (and for each, a seek of the (org_id, service, time_us) index: its twin, to leave out
+    # or to name): work bounded like a point lookup, which SQLite does faster than a hop to
+    # a worker thread. A filter or search words may scan the whole range, so those take the
+    # hop.
     read = db.read_point if _unfiltered(flt) else db.read_one
     rows = await read(
         store.select_events,
@@ -307,10 +325,162 @@ async def query_events(
     if len(rows) > query.limit:
         rows = rows[: query.limit]
         next_cursor = encode_cursor(rows[-1]["time_us"], rows[-1]["id"])
-    events = [render_event(r, time_range.tz, time_range.now, full=full) for r in rows]
+    events = _rendered(rows, time_range, full=full)
     has_events = bool(events) or await _has_events(db, principal)
     note = range_note(time_range, empty=not events, org_has_events=has_events)
-    return EventPage(events=events, next_cursor=next_cursor, range=time_range, note=note)
+    hint = None
+    if not events and has_events and before is None and not _unfiltered(flt):
+        hint = await _empty_hint(db, principal.org_id, flt, values)
+        note = f"{note} {_hint_text(hint)}" if note else _hint_text(hint)
+    return EventPage(events=events, next_cursor=next_cursor, range=time_range, note=note, hint=hint)
+
+
+def _rendered(
+    rows: list[dict[str, Any]], time_range: TimeRange, *, full: bool = False
+) -> list[dict[str, Any]]:
+    """Rows rendered, each outside report of a deployment naming, in `also_reported_by`, the
+    detected report of the same change that the query left out."""
+    events = []
+    for row in rows:
+        event = render_event(row, time_range.tz, time_range.now, full=full)
+        if twin := row.get(store.TWIN_COLUMN):
+            event["also_reported_by"] = [twin]
+        events.append(event)
+    return events
+
+
+# -- values matched whatever their case, and what an empty answer suggests -----------------
+
+# (facet, EventFilter attribute) of the filters matched without regard to case.
+_CASELESS = (
+    ("type", "types"),
+    ("subject", "subjects"),
+    ("service", "services"),
+    ("source", "sources"),
+)
+# A facet with more distinct values than this is matched by a scan of its index instead.
+_MAX_LISTED_VALUES = 1000
+_FACET_WORDS = {
+    "type": "type",
+    "subject": "environment (subject)",
+    "service": "service",
+    "source": "source",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Values:
+    """A filter whose values are the stored ones, whatever the case they were asked in."""
+
+    filter: EventFilter
+    existing: dict[str, list[str]]  # facet: values that exist (the asked facets only)
+    unmatched: dict[str, list[str]]  # facet: asked values that match no stored value
+
+
+async def _resolve_values(db: Database, org_id: str, flt: EventFilter) -> _Values:
+    asked = {facet: list(getattr(flt, attr)) for facet, attr in _CASELESS if getattr(flt, attr)}
+    if not asked:
+        return _Values(flt, {}, {})
+
+    def resolve(conn: Connection) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+        existing: dict[str, list[str]] = {}
+        matched: dict[str, list[str]] = {}
+        for facet, values in asked.items():
+            listed = store.distinct_values(conn, org_id, facet, limit=_MAX_LISTED_VALUES + 1)
+            if len(listed) <= _MAX_LISTED_VALUES:
+                wanted = {v.lower() for v in values}
+                matched[facet] = [v for v in listed if v.lower() in wanted]
+            else:
+                matched[facet] = store.values_like(conn, org_id, facet, values, limit=100)
+            existing[facet] = listed[:_MAX_LISTED_VALUES]
+        return existing, matched
+
+    # Each statement stands alone (no BEGIN): the values a filter is matched against.
+    existing, matched = await db.read_one(resolve)
+    unmatched: dict[str, list[str]] = {}
+    changes: dict[str, Any] = {}
+    for facet, attribute in _CASELESS:
+        if facet not in asked:
+            continue
+        found = {v.lower() for v in matched[facet]}
+        missing = [v for v in asked[facet] if v.lower() not in found]
+        if missing:
+            unmatched[facet] = missing
+        # A value that matches nothing stays, so that the filter still matches nothing.
+        changes[attribute] = list(dict.fromkeys([*matched[facet], *missing]))
+    return _Values(replace(flt, **changes), existing, unmatched)
+
+
+def closest_values(asked: str, existing: Sequence[str], *, n: int = 3) -> list[str]:
+    """The existing values a person most likely meant: those the asked text begins (or that
+    begin it), those that contain it, then the nearest by spelling."""
+    by_lower: dict[str, str] = {}
+    for value in existing:
+        by_lower.setdefault(value.lower(), value)
+    want = asked.lower()
+    prefixed = sorted(
+        (
+            low
+            for low in by_lower
+            if low.startswith(want) or (len(low) >= 3 and want.startswith(low))
+        ),
+        key=len,
+    )
+    containing = sorted((low for low in by_lower if want in low), key=len)
+    near = difflib.get_close_matches(want, list(by_lower), n=n, cutoff=0.6)
+    return [by_lower[low] for low in dict.fromkeys([*prefixed, *containing, *near])][:n]
+
+
+async def _empty_hint(
+    db: Database, org_id: str, flt: EventFilter, values: _Values
+) -> dict[str, Any]:
+    unfiltered = EventFilter(
+        from_us=flt.from_us,
+        to_us=flt.to_us,
+        detected_prefix=flt.detected_prefix,
+        same_change_us=flt.same_change_us,
+    )
+
+    def in_range(conn: Connection) -> tuple[int, list[dict[str, Any]]]:
+        total = store.count_events(conn, org_id, unfiltered)
+        return total, store.facet_counts(conn, org_id, "type", unfiltered, limit=10)
+
+    total, by_type = await db.read(in_range)
+    unmatched = [
+        {
+            "filter": facet,
+            "value": value,
+            "closest": closest_values(value, values.existing.get(facet, [])),
+        }
+        for facet, asked in values.unmatched.items()
+        for value in asked
+    ]
+    return {
+        "unmatched": unmatched,
+        "in_range": {
+            "total": total,
+            "by_type": [{"value": r["value"], "count": int(r["count"])} for r in by_type],
+        },
+    }
+
+
+def _hint_text(hint: dict[str, Any]) -> str:
+    """The hint in a sentence or two, for a person or a model to act on."""
+    parts = []
+    for item in hint["unmatched"]:
+        what = f'No {_FACET_WORDS[item["filter"]]} is called "{item["value"]}"'
+        closest = item["closest"]
+        if closest:
+            parts.append(f"{what}; did you mean {' or '.join(repr(c) for c in closest)}?")
+        else:
+            parts.append(f"{what}.")
+    in_range = hint["in_range"]
+    if in_range["total"]:
+        counts = ", ".join(f"{r['value']} {r['count']}" for r in in_range["by_type"])
+        parts.append(f"In this range the organization has {in_range['total']} events: {counts}.")
+    else:
+        parts.append("The organization has no events at all in this range.")
+    return " ".join(parts)
 
 
 async def _has_events(db: Database, principal: Principal) -> bool:
@@ -363,13 +533,15 @@ async def summarize_events(
     def _summary(
         conn: Connection,
     ) -> tuple[int, dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
+        # Each count counts a change once (see EventFilter.detected_prefix); the latest
+        # events name the other sources of their change.
         total = store.count_events(conn, principal.org_id, flt)
         facets = {
             name: store.facet_counts(conn, principal.org_id, name, flt, limit=20)
             for name in ("type", "subject", "source", "severity")
         }
         recent = store.select_events(conn, principal.org_id, flt, limit=latest, full=False)
-        return total, facets, recent
+        return total, facets, _rendered(recent, time_range)
 
     facets: dict[str, list[dict[str, Any]]]
     recent: list[dict[str, Any]]
@@ -383,7 +555,7 @@ async def summarize_events(
         by_subject=_render_facet(facets["subject"], time_range),
         by_source=_render_facet(facets["source"], time_range),
         by_severity=_render_facet(facets["severity"], time_range),
-        latest=[render_event(r, time_range.tz, time_range.now) for r in recent],
+        latest=recent,
         range=time_range,
         note=range_note(
             time_range,
@@ -454,21 +626,19 @@ _OPTIONAL = ("subject", "service", "version", "severity", "description", "origin
 _FULL_OPTIONAL = (*_OPTIONAL, "datacontenttype", "dataschema", "data", "data_base64", "extensions")
 
 
-_SAME_CHANGE_US = 15 * 60 * 1_000_000
-
-
 def one_per_change(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One entry per change, in the order given: a deployment that CI reported and that
-    traces also revealed (a new service.version, source otel://...) within 15 minutes is
-    the same change, listed once with both sources; the report from outside the traces is
-    kept, being the richer one."""
+    """One entry per change, in the order given: reports of the same type, service and
+    version within 15 minutes are the same change, listed once with both sources; a report
+    from outside the traces is kept, being the richer one. `query_events` already leaves
+    out the detected twin of an outside report (in SQL, so pages stay whole); this also
+    joins two outside reports of one change, and events gathered from several pages."""
     kept: set[int] = set()
     seen: dict[tuple[str, str, str], dict[str, Any]] = {}
     for event in sorted(events, key=lambda e: str(e["source"]).startswith(DETECTED_SOURCE_PREFIX)):
         if version := event.get("version"):
             key = (event["type"], event.get("service") or "", version)
             first = seen.get(key)
-            if first is not None and abs(_time_us(first) - _time_us(event)) <= _SAME_CHANGE_US:
+            if first is not None and abs(_time_us(first) - _time_us(event)) <= SAME_CHANGE_US:
                 first.setdefault("also_reported_by", []).append(event["source"])
                 continue
             seen[key] = event

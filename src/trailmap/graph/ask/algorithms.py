@@ -43,7 +43,9 @@ __all__ = [
 ]
 
 Direction = Literal["downstream", "upstream", "both"]
-MatchReason = Literal["id", "exact", "prefix", "substring", "kind", "tokens", "similar"]
+MatchReason = Literal[
+    "id", "exact", "prefix", "substring", "technology", "kind", "tokens", "similar"
+]
 
 _DIRECTIONS: tuple[Direction, ...] = ("downstream", "upstream", "both")
 # A best-first path search stops after considering this many partial routes: far more than
@@ -88,23 +90,66 @@ def _tokens(text: str) -> tuple[str, ...]:
     return tuple(_WORD.findall(_CAMEL.sub(" ", text).lower()))
 
 
-def _search_index(
-    snapshot: GraphSnapshot,
-) -> tuple[tuple[tuple[str, tuple[str, ...], str, str], ...], dict[str, int]]:
-    """Per node (lowercased name, tokens, tokens joined by spaces, tokens joined), and how
-    many nodes carry each token."""
+_Entry = tuple[str, tuple[str, ...], str, str, frozenset[str]]
 
-    def compute() -> tuple[tuple[tuple[str, tuple[str, ...], str, str], ...], dict[str, int]]:
+
+def _search_index(snapshot: GraphSnapshot) -> tuple[tuple[_Entry, ...], dict[str, int]]:
+    """Per node (lowercased name, tokens, tokens joined by spaces, tokens joined, the names
+    of its technology), and how many nodes carry each token."""
+
+    def compute() -> tuple[tuple[_Entry, ...], dict[str, int]]:
         entries = []
         frequency: dict[str, int] = {}
         for node in snapshot.nodes:
             tokens = _tokens(node.name)
-            entries.append((node.name.lower(), tokens, " ".join(tokens), "".join(tokens)))
+            technology = _technology_names(node.attributes.get("technology"))
+            entries.append(
+                (node.name.lower(), tokens, " ".join(tokens), "".join(tokens), technology)
+            )
             for token in set(tokens):
                 frequency[token] = frequency.get(token, 0) + 1
         return tuple(entries), frequency
 
     return snapshot.memo((__name__, "search"), compute)
+
+
+# What people call a technology besides its semantic-conventions name (`db.system.name`,
+# `messaging.system`, `rpc.system`, `gen_ai.provider.name` values), by that name's letters.
+_TECHNOLOGY_NAMES: dict[str, tuple[str, ...]] = {
+    "postgresql": ("postgres", "pg", "pgsql"),
+    "microsoftsqlserver": ("mssql", "sqlserver"),
+    "mssql": ("sqlserver",),
+    "mongodb": ("mongo",),
+    "elasticsearch": ("elastic",),
+    "opensearch": ("elastic",),
+    "cassandra": ("cql",),
+    "awsdynamodb": ("dynamo",),
+    "dynamodb": ("dynamo",),
+    "rabbitmq": ("rabbit", "amqp"),
+    "gcpvertexai": ("vertex", "gemini"),
+    "azureaiopenai": ("azure", "openai"),
+    "mistralai": ("mistral",),
+}
+_VENDOR_PREFIXES = ("aws", "gcp", "azure", "microsoft", "ibm")
+
+
+def _technology_names(technology: object) -> frozenset[str]:
+    """The words that name a technology ("postgresql": postgresql, postgres, pg, pgsql;
+    "aws_sqs": awssqs, sqs; "gcp.gemini": gcpgemini, gemini), letters only, lowercased."""
+    if not isinstance(technology, str) or not technology:
+        return frozenset()
+    tokens = _tokens(technology)
+    compact = "".join(tokens)
+    names = {compact, *_TECHNOLOGY_NAMES.get(compact, ())}
+    if len(tokens) > 1 and tokens[0] in _VENDOR_PREFIXES:
+        names.add("".join(tokens[1:]))
+    names.discard("")
+    return frozenset(names)
+
+
+def _names_technology(query: tuple[str, ...], compact: str, names: frozenset[str]) -> bool:
+    # "postgres", "which services use Kafka?", "SQL Server": one word, or all of them.
+    return bool(names) and (compact in names or any(word in names for word in query))
 
 
 # What people call a kind of node: "database", "the databases", "db", "external APIs".
@@ -118,6 +163,7 @@ _KIND_WORDS: dict[str, NodeKind] = {
     "repositories": "repository",
 }
 _KIND_SCORE = 0.58  # below any name containing the query, above words shared with one
+_TECHNOLOGY_SCORE = 0.59  # below any name containing the query, above its kind
 
 
 def kind_named(text: str) -> NodeKind | None:
@@ -158,7 +204,9 @@ def search(
     """Nodes whose name matches `query`, best first: the node id itself or an exact name
     (1.0), then a prefix (0.8-0.9), a substring (0.6-0.7), the kind the query names
     ("databases", "the cache": 0.58), shared words (0.4-0.55, rare words counting more than
-    words most names carry, like "service"), and a similar spelling (below 0.4). Case,
+    words most names carry, like "service"), and a similar spelling (below 0.4). A node
+    whose technology (its `technology` attribute: "postgresql", "kafka") a word of the query
+    names comes just below a substring (0.59), whatever the node is called. Case,
     separators and camelCase do not matter."""
     if limit < 0:
         raise ValueError("limit must be at least 0")
@@ -179,7 +227,7 @@ def search(
             environment is not None and node.environment != environment
         ):
             continue
-        lower, tokens, joined, compact = entries[i]
+        lower, tokens, joined, compact, technology = entries[i]
         closeness = len(q_compact) / max(len(compact), 1)
         if raw == node.id:
             found.append((1.0, i, "id"))
@@ -189,6 +237,8 @@ def search(
             found.append((0.8 + 0.1 * min(closeness, 1.0), i, "prefix"))
         elif q_lower in lower or q_compact in compact:
             found.append((0.6 + 0.1 * min(closeness, 1.0), i, "substring"))
+        elif _names_technology(q_tokens, q_compact, technology):
+            found.append((_TECHNOLOGY_SCORE, i, "technology"))
         elif node.kind == q_kind:
             found.append((_KIND_SCORE, i, "kind"))
         elif shared := _shared_words(q_tokens, weights, tokens, node.kind):

@@ -167,7 +167,7 @@ async def find_changes_near(
             }
         )
     ranked.sort(key=lambda r: (-r["score"], r["distance"]))
-    return {
+    answer = {
         "node": {"name": found.name, "kind": found.kind, "environment": found.environment},
         "from": start.isoformat(timespec="seconds"),
         "to": end.isoformat(timespec="seconds"),
@@ -176,6 +176,14 @@ async def find_changes_near(
         "changes": ranked[:limit],
         "truncated": len(ranked) > limit,
     }
+    if len(ranked) > limit:
+        answer["more"] = len(ranked) - limit
+        answer["next"] = (
+            f"call again with limit={min(len(ranked), _MAX_LIMIT)}"
+            if limit < _MAX_LIMIT
+            else "narrow the range (from, to) or max_depth"
+        )
+    return answer
 
 
 async def _changes(

@@ -193,20 +193,110 @@ async def search_nodes(
     kinds: Sequence[str] | None = None,
     environment: str | None = None,
     limit: int = 10,
+    offset: int = 0,
 ) -> dict[str, Any]:
+    """Nodes whose name matches `query`, best first; an empty query lists them all, services
+    first, busiest first. `offset` pages through either."""
     _check_kinds("kinds", kinds, NODE_KINDS)
     if not 1 <= limit <= 100:
         raise ValidationFailed.field("limit", "must be between 1 and 100")
+    if offset < 0:
+        raise ValidationFailed.field("offset", "must be 0 or more")
     ctx = await _context(db, q)
-    matches = algo.search(ctx.snapshot, query, kinds=kinds, environment=environment, limit=limit)
+    if not (query or "").strip():
+        return await _list_nodes(db, q, ctx, kinds, environment, limit, offset)
+    every = len(ctx.snapshot.nodes)
+    found = algo.search(ctx.snapshot, query, kinds=kinds, environment=environment, limit=every)
+    matches = found[offset : offset + limit]
     data = {
         "query": query,
-        "nodes": [
-            {**_brief(m.node), "match": m.reason, "score": round(m.score, 2)} for m in matches
-        ],
-        "total_nodes": len(ctx.snapshot.nodes),
+        "nodes": [_match_line(ctx.snapshot, m) for m in matches],
+        "total_nodes": every,
+        **_more(len(found), offset, len(matches), "offset"),
     }
     return _finish(ctx, q, data, [m.node.id for m in matches], [])
+
+
+def _match_line(snapshot: GraphSnapshot, match: algo.Match) -> dict[str, Any]:
+    line = {**_brief(match.node), "match": match.reason, "score": round(match.score, 2)}
+    technology = match.node.attributes.get("technology")
+    if technology:
+        line["technology"] = technology
+    if match.reason == "technology":
+        # "Which services use Kafka?" answered by the search alone.
+        line["connected_services"] = _connected_services(snapshot, match.node)
+    return line
+
+
+def _connected_services(snapshot: GraphSnapshot, node: Node) -> list[str]:
+    """The services with an edge into `node` (a database, cache, topic or external API)."""
+    return sorted(
+        {
+            source.name
+            for source in (snapshot.node(e.source_id) for e in snapshot.in_edges(node.id))
+            if source.kind == "service"
+        }
+    )
+
+
+async def _list_nodes(
+    db: Database,
+    q: GraphQuery,
+    ctx: _Context,
+    kinds: Sequence[str] | None,
+    environment: str | None,
+    limit: int,
+    offset: int,
+) -> dict[str, Any]:
+    """ "What is there?": the nodes in kind order (services first), busiest first, then by name."""
+    nodes = [
+        n
+        for n in ctx.snapshot.nodes
+        if (not kinds or n.kind in kinds) and environment in (None, n.environment)
+    ]
+    traffic = await _last_hour(db, q.principal.org_id, [n.id for n in nodes], ctx.moment)
+    rank = {kind: i for i, kind in enumerate(NODE_KINDS)}
+
+    def calls(node: Node) -> int:
+        stats = traffic.get(node.id)
+        return stats.calls if stats is not None else 0
+
+    nodes.sort(key=lambda n: (rank.get(n.kind, len(rank)), -calls(n), n.name, n.environment))
+    page = nodes[offset : offset + limit]
+    data = {
+        "query": "",
+        "nodes": [_listed(n, calls(n)) for n in page],
+        "total_nodes": len(ctx.snapshot.nodes),
+        **_more(len(nodes), offset, len(page), "offset"),
+    }
+    return _finish(ctx, q, data, [n.id for n in page], [])
+
+
+def _listed(node: Node, calls: int) -> dict[str, Any]:
+    line = _brief(node)
+    if node.attributes.get("technology"):
+        line["technology"] = node.attributes["technology"]
+    if calls:
+        line["calls_per_minute"] = round(calls / 60, 2)
+    return line
+
+
+def _more_by_limit(total: int, shown: int, cap: int) -> dict[str, Any]:
+    """`_more` for an answer listed from its top, which a larger `limit` (up to `cap`) extends."""
+    more = total - shown
+    if more <= 0:
+        return {}
+    if shown >= cap:
+        return {"more": more, "next": f"at most {cap} are listed; narrow with environment"}
+    return {"more": more, "next": f"call again with limit={min(total, cap)}"}
+
+
+def _more(total: int, offset: int, shown: int, argument: str) -> dict[str, Any]:
+    """What a capped answer adds: how many more there are and how to get them."""
+    more = total - offset - shown
+    if more <= 0:
+        return {}
+    return {"more": more, "next": f"call again with {argument}={offset + shown}"}
 
 
 async def get_node(
@@ -238,13 +328,7 @@ async def get_node(
         "downstream": [_edge_line(snapshot, e, stats) for e in _by_name(snapshot, outs, "target")],
     }
     if found.kind != "service":
-        data["connected_services"] = sorted(
-            {
-                snapshot.node(e.source_id).name
-                for e in ins
-                if snapshot.node(e.source_id).kind == "service"
-            }
-        )
+        data["connected_services"] = _connected_services(snapshot, found)
     if node not in (found.name, found.id):
         data["matched"] = f"{node!r} was taken to mean {found.name!r}"
     data["recent_changes"] = await _recent_changes(db, q, found, ctx.moment)
@@ -312,7 +396,7 @@ async def traverse_dependencies(
     )
     reached = walk.nodes[:_MAX_RESULTS]
     stats = await _edge_stats(db, q.principal.org_id, walk.edges, ctx.moment)
-    data = {
+    data: dict[str, Any] = {
         "start": _brief(start),
         "direction": direction,
         "max_depth": max_depth,
@@ -320,6 +404,9 @@ async def traverse_dependencies(
         "edges": [_edge_line(ctx.snapshot, e, stats) for e in walk.edges],
         "truncated": len(walk.nodes) > len(reached),
     }
+    if data["truncated"]:
+        data["more"] = len(walk.nodes) - len(reached)
+        data["next"] = "narrow the walk: a smaller max_depth, node_kinds or edge_kinds"
     return _finish(ctx, q, data, [r.node.id for r in reached], [e.id for e in walk.edges])
 
 
@@ -405,6 +492,7 @@ async def get_impact(
             for i in shown
         ],
         "truncated": blast.truncated,
+        **_more_by_limit(blast.count, len(shown), _MAX_IMPACTED),
     }
     return _finish(
         ctx, q, data, [failed.id, *(i.node.id for i in shown)], [i.edge.id for i in shown]
@@ -441,6 +529,12 @@ async def rank_critical_services(
             for r in top
         ],
     }
+    services = sum(
+        1
+        for n in snapshot.nodes
+        if n.kind == "service" and environment in (None, "", n.environment)
+    )
+    data.update(_more_by_limit(services, len(top), 100))
     return _finish(ctx, q, data, [r.node.id for r in top], [])
 
 

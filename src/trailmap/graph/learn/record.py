@@ -178,6 +178,10 @@ def _node_row(this_id: str, key: NodeKey, seen: Any, *, force: bool) -> dict[str
         "first_seen_us": seen.first_us,
         "last_seen_us": seen.last_us,
         "force": force,
+        # A datastore's, topic's or model provider's attributes (its technology) are what
+        # the spans say of it now: rewritten whenever the row is (a service's only with
+        # a new version, above).
+        "refresh": kind != "service" and bool(seen.attributes),
     }
 
 

@@ -307,6 +307,9 @@ def _observe(obs: Observations, sample: EdgeSample, stats: Stats | None) -> None
     for edge in (route.caller, route.consumes):
         if edge is not None:
             obs.link(*edge, time_us)
+            # The `db.system` or `messaging.system` dimension: the datastore's or topic's.
+            if sample.system and edge[1][0] != "service" and edge[1][0] != "external_api":
+                obs.node(edge[1], time_us, {"technology": sample.system})
     for node in (route.served, route.seen):
         if node is not None:
             obs.node(node, time_us)

@@ -44,6 +44,8 @@ _MAX_NAME = 300
 _MAX_ENV = 100
 _MAX_VERSION = 100
 _MAX_ATTRIBUTE = 300
+# The links of a CONSUMER span read (OTEL_SPAN_LINK_COUNT_LIMIT's default).
+_MAX_LINKS = 128
 # Distinct attribute encodings, and combinations of them, remembered with what they mean.
 _REMEMBERED = 8192
 
@@ -51,7 +53,7 @@ _CACHES = frozenset({"redis", "valkey", "memcached"})
 _QUEUES = frozenset({"rabbitmq", "activemq", "aws_sqs", "jms", "ibm_mq", "servicebus"})
 
 # The attributes that say where a CLIENT or PRODUCER span goes (current semantic conventions
-# first, then older names), in the order of `_Target`'s arguments.
+# first, then older names), in the order `_target` reads them.
 _TARGET_KEYS = (
     "db.system.name",
     "db.system",
@@ -63,7 +65,14 @@ _TARGET_KEYS = (
     "messaging.system",
     "messaging.destination.name",
     "messaging.destination",
+    "rpc.system",
+    "gen_ai.provider.name",
+    "gen_ai.system",
+    "upstream_cluster.name",
+    "upstream_cluster",
 )
+# The cluster a proxy (Envoy) routed a request to, on its SERVER span too.
+_UPSTREAM_KEYS = ("upstream_cluster.name", "upstream_cluster")
 _MESSAGING_KEYS = ("messaging.system", "messaging.destination.name", "messaging.destination")
 # When no key above names a CLIENT span's peer: its URL's host, its Host header, its RPC service.
 _PEER_FALLBACK_KEYS = ("url.full", "http.url", "http.host", "rpc.service")
@@ -113,6 +122,11 @@ def _span_batch_class() -> Any:
     message("Status", ("code", 3, F.TYPE_INT32, optional, ""))
     message("Resource", attributes=1)
     message(
+        "Link",
+        ("trace_id", 1, F.TYPE_BYTES, optional, ""),
+        ("span_id", 2, F.TYPE_BYTES, optional, ""),
+    )
+    message(
         "Span",
         ("trace_id", 1, F.TYPE_BYTES, optional, ""),
         ("span_id", 2, F.TYPE_BYTES, optional, ""),
@@ -120,6 +134,7 @@ def _span_batch_class() -> Any:
         ("kind", 6, F.TYPE_INT32, optional, ""),
         ("start_time_unix_nano", 7, F.TYPE_FIXED64, optional, ""),
         ("end_time_unix_nano", 8, F.TYPE_FIXED64, optional, ""),
+        ("links", 13, F.TYPE_MESSAGE, repeated, "Link"),
         ("status", 15, F.TYPE_MESSAGE, optional, "Status"),
         attributes=9,
     )
@@ -140,7 +155,8 @@ SpanBatch: Any = _span_batch_class()
 
 
 # One side of a call that waits for the other, flat: (pair key, side, its own span id, then
-# its payload's values: kind, service, environment, start, duration, error, peer, topic).
+# its payload's values: kind, service, environment, start, duration, error, peer, topic, and
+# optionally the peer's technology and whether the peer is named as a service).
 # The side is "c" for a CLIENT span (paired once), "p" for a PRODUCER span (it stays until
 # it expires: a message may have many consumers, arriving at any time), "s" for a SERVER or
 # CONSUMER span. A plain tuple of text and numbers, which the garbage collector stops
@@ -152,9 +168,18 @@ Half = tuple[Any, ...]
 
 
 def payload_of(half: Half) -> dict[str, Any]:
-    """A half's payload, as pairs read it and `pending_spans` stores it."""
-    k, s, e, t, d, x, p, q = half[3:]
-    return {"k": k, "s": s, "e": e, "t": t, "d": d, "x": x, "p": p, "q": q}
+    """A half's payload, as pairs read it and `pending_spans` stores it. A topic `q` is
+    [kind, name] or [kind, name, technology]; `y` (the peer's technology) and `v` (the peer
+    is named as a service: `peer.service`, a proxy's upstream cluster) only when known."""
+    k, s, e, t, d, x, p, q = half[3:11]
+    payload = {"k": k, "s": s, "e": e, "t": t, "d": d, "x": x, "p": p, "q": q}
+    if len(half) > 11:
+        technology, named_service = half[11:13]
+        if technology:
+            payload["y"] = technology
+        if named_service:
+            payload["v"] = 1
+    return payload
 
 
 @dataclass(slots=True)
@@ -175,6 +200,9 @@ class Observations:
     # (service NodeKey, version) -> first time seen
     versions: dict[tuple[NodeKey, str], int] = field(default_factory=dict)
     halves: list[Half] = field(default_factory=list)
+    # GenAI CLIENT spans of this request (trace id + span id): the HTTP client span their
+    # SDK makes under each is the same call, already counted on the model provider's edge.
+    gen_ai_spans: set[bytes] = field(default_factory=set)
     accepted: int = 0
     rejected: int = 0
     problems: list[str] = field(default_factory=list)
@@ -243,6 +271,7 @@ class Observations:
                 topic = ["queue", f"{caller['s']} messages"]
             node: NodeKey = (topic[0], callee["e"], topic[1])
             self.edge(target, node, "consumes", _call(callee))
+            self._technology(node, callee["t"], topic[2:])
         elif source != target and caller["k"] == "client":
             self.edge(source, target, "calls", _call(caller))
 
@@ -250,12 +279,24 @@ class Observations:
         """A half whose other half never came: an uninstrumented peer, when it is named."""
         if half["k"] == "client" and half.get("p"):
             source: NodeKey = ("service", half["e"], half["s"])
-            self.edge(source, ("external_api", half["e"], half["p"]), "calls", _call(half))
+            # A peer named as a service (`peer.service`, a proxy's upstream cluster) is one,
+            # uninstrumented; a host name is an external API.
+            kind_of: NodeKind = "service" if half.get("v") else "external_api"
+            target: NodeKey = (kind_of, half["e"], half["p"])
+            if target != source:
+                self.edge(source, target, "calls", _call(half))
+                if kind_of == "external_api":
+                    self._technology(target, half["t"], [half.get("y")])
         elif half["k"] == "consumer" and half.get("q"):
-            kind, name = half["q"]
-            self.edge(
-                ("service", half["e"], half["s"]), (kind, half["e"], name), "consumes", _call(half)
-            )
+            topic = half["q"]
+            node: NodeKey = (topic[0], half["e"], topic[1])
+            self.edge(("service", half["e"], half["s"]), node, "consumes", _call(half))
+            self._technology(node, half["t"], topic[2:])
+
+    def _technology(self, node: NodeKey, time_us: Any, technology: Any) -> None:
+        """`technology`: a list holding the node's technology first, if it is known."""
+        if technology and technology[0]:
+            self.node(node, int(time_us), {"technology": technology[0]})
 
 
 def _call(half: dict[str, Any]) -> tuple[int, float, bool]:
@@ -316,13 +357,18 @@ def _resource(attributes: Any) -> tuple[str, str, dict[str, Any]]:
 
 @dataclass(frozen=True, slots=True)
 class _Target:
-    """What a CLIENT or PRODUCER span's attributes say about where it goes: a datastore it
-    proves on its own, or a half to wait with (a producer's topic or a client's peer)."""
+    """What a CLIENT or PRODUCER span's attributes say about where it goes: a node it proves
+    on its own (a datastore, a model provider), or a half to wait with (a producer's topic
+    or a client's peer); and the technology of the node proved or the peer (`db.system.name`,
+    `rpc.system` ...; a topic's is its third item)."""
 
-    datastore: tuple[NodeKind, str] | None = None
-    destination: tuple[NodeKind, str] | None = None
+    proved: tuple[NodeKind, str] | None = None
+    destination: Destination | None = None
     producer: bool = False
     peer: str | None = None
+    technology: str | None = None
+    # The peer is named as a service (`peer.service`, a proxy's upstream cluster).
+    named_service: bool = False
 
 
 @lru_cache(maxsize=_REMEMBERED)
@@ -339,29 +385,66 @@ def _target(kind: int, encoded: tuple[bytes | None, ...]) -> _Target:
         messaging,
         destination_name,
         destination,
+        rpc_system,
+        provider,
+        gen_ai_system,
+        cluster_name,
+        cluster,
     ) = map(_value, encoded)
     db_system = system_name or system
     if kind == _CLIENT and db_system:
-        db_system = str(db_system).lower()
+        db_system = _technology(db_system)
         name = peer_service or address or peer_name or namespace or db_name or db_system
         kind_of: NodeKind = "cache" if db_system in _CACHES else "database"
-        return _Target(datastore=(kind_of, _text(str(name), _MAX_NAME)))
+        return _Target(proved=(kind_of, _text(str(name), _MAX_NAME)), technology=db_system)
+    gen_ai = provider or gen_ai_system
+    if kind == _CLIENT and gen_ai:
+        name = peer_service or address or peer_name or gen_ai
+        return _Target(
+            proved=("ai_model", _text(str(name), _MAX_NAME)), technology=_technology(gen_ai)
+        )
     topic = _destination(messaging, destination_name or destination)
     if kind == _PRODUCER or (kind == _CLIENT and topic is not None):
         return _Target(destination=topic, producer=True)
-    peer = peer_service or address or peer_name
-    return _Target(destination=topic, peer=_text(str(peer), _MAX_NAME) if peer else None)
+    upstream = _upstream(cluster_name or cluster)
+    peer = peer_service or upstream or address or peer_name
+    return _Target(
+        destination=topic,
+        peer=_text(str(peer), _MAX_NAME) if peer else None,
+        technology=_technology(rpc_system) if rpc_system else None,
+        named_service=bool(peer_service or upstream),
+    )
 
 
-def _destination(system: Scalar, destination: Scalar) -> tuple[NodeKind, str] | None:
+def _technology(value: Scalar) -> str:
+    return _text(str(value).lower(), _MAX_NAME)
+
+
+def _upstream(cluster: Scalar) -> str | None:
+    """The service a proxy's upstream cluster names: the cluster's name, or in Istio's form
+    (`outbound|9080||reviews.default.svc.cluster.local`) the Kubernetes service's."""
+    if not cluster:
+        return None
+    name = str(cluster).rsplit("|", 1)[-1]
+    if ".svc." in name or name.endswith(".svc"):
+        name = name.split(".", 1)[0]
+    return _text(name, _MAX_NAME) or None
+
+
+# A topic or queue: (kind, name, the messaging system when known).
+Destination = tuple[NodeKind, str, str | None]
+
+
+def _destination(system: Scalar, destination: Scalar) -> Destination | None:
     if not system and not destination:
         return None
-    kind: NodeKind = "queue" if str(system).lower() in _QUEUES else "topic"
-    return kind, _text(str(destination or system), _MAX_NAME)
+    technology = _technology(system) if system else None
+    kind: NodeKind = "queue" if technology in _QUEUES else "topic"
+    return kind, _text(str(destination or system), _MAX_NAME), technology
 
 
 @lru_cache(maxsize=_REMEMBERED)
-def _consumed(encoded: tuple[bytes | None, ...]) -> tuple[tuple[NodeKind, str] | None, bool]:
+def _consumed(encoded: tuple[bytes | None, ...]) -> tuple[Destination | None, bool]:
     """A CONSUMER span's topic, and whether the span names it (else its producer's counts)."""
     system, destination_name, destination = map(_value, encoded)
     named = destination_name or destination
@@ -413,7 +496,25 @@ def observe_request(request: Any, *, oldest_us: int, newest_us: int) -> Observat
     obs = Observations()
     for resource_spans in request.resource_spans:
         _observe_resource(obs, resource_spans, oldest_us, newest_us)
+    if obs.gen_ai_spans:
+        _drop_gen_ai_transport(obs, request)
     return obs
+
+
+def _drop_gen_ai_transport(obs: Observations, request: Any) -> None:
+    """Forget the CLIENT halves whose parent is a GenAI span of the request (the SDK's own
+    HTTP call, instrumented by httpx or requests): left waiting, each would end as an
+    external API named like the model provider, and count its call twice."""
+    parents = obs.gen_ai_spans
+    transport = {
+        (span.trace_id + span.span_id).hex()
+        for resource_spans in request.resource_spans
+        for scope_spans in resource_spans.scope_spans
+        for span in scope_spans.spans
+        if span.kind == _CLIENT and span.trace_id + span.parent_span_id in parents
+    }
+    if transport:
+        obs.halves = [h for h in obs.halves if not (h[1] == "c" and h[0] in transport)]
 
 
 def _observe_resource(  # noqa: PLR0912 - the hot loop, one function: calls cost here
@@ -477,7 +578,9 @@ def _observe_served(
     obs: Observations, node: NodeKey, kind: int, span: Any, get: Any, call: tuple[int, float, bool]
 ) -> None:
     """A SERVER or CONSUMER span: its service's own statistics, and a half waiting for its
-    caller, unless a CONSUMER span names its topic (then it proves its edge alone)."""
+    caller, unless a CONSUMER span names its topic (then it proves its edge alone). A
+    CONSUMER span with links (a new trace per message) waits for the PRODUCER spans it links
+    to; a proxy's SERVER span naming its upstream cluster is a caller too."""
     start_us, duration_ms, error = call
     obs.count(node, start_us, duration_ms, error=error)
     destination, named = (
@@ -485,12 +588,27 @@ def _observe_served(
     )
     if destination is not None and named:
         obs.edge(node, (destination[0], node[1], destination[1]), "consumes", call)
+        obs.node((destination[0], node[1], destination[1]), start_us, _about(destination[2]))
+        return
+    if kind == _CONSUMER and span.links:
+        # Each link is a message this span consumed, from the PRODUCER span it names; as
+        # many as an SDK keeps by default, so that one span cannot make a flood of halves.
+        causes = [
+            link.trace_id + link.span_id
+            for link in span.links[:_MAX_LINKS]
+            if len(link.trace_id) == 16 and len(link.span_id) == 8
+        ]
     elif span.parent_span_id:
+        causes = [span.trace_id + span.parent_span_id]
+    else:
+        causes = []
+    span_hex = span.span_id.hex()
+    for cause in causes:
         obs.halves.append(
             (
-                (span.trace_id + span.parent_span_id).hex(),
+                cause.hex(),
                 "s",
-                span.span_id.hex(),
+                span_hex,
                 "server" if kind == _SERVER else "consumer",
                 node[2],
                 node[1],
@@ -501,39 +619,95 @@ def _observe_served(
                 destination,
             )
         )
+    if kind == _SERVER:
+        upstream = _upstream(_value(get(_UPSTREAM_KEYS[0]) or get(_UPSTREAM_KEYS[1])))
+        if upstream is not None:
+            _wait_for_callee(obs, node, span, call, upstream, named_service=True)
+
+
+def _about(technology: str | None) -> dict[str, Any] | None:
+    return {"technology": technology} if technology else None
+
+
+def _wait_for_callee(
+    obs: Observations,
+    node: NodeKey,
+    span: Any,
+    call: tuple[int, float, bool],
+    peer: str | None,
+    *,
+    named_service: bool = False,
+    technology: str | None = None,
+) -> None:
+    """A CLIENT half: the SERVER span this span causes pairs with it, else (named) its peer
+    becomes a node once the wait is over."""
+    span_hex = span.span_id.hex()
+    obs.halves.append(
+        (
+            span.trace_id.hex() + span_hex,
+            "c",
+            span_hex,
+            "client",
+            node[2],
+            node[1],
+            call[0],
+            call[1],
+            int(call[2]),
+            peer,
+            None,
+            technology,
+            int(named_service),
+        )
+    )
 
 
 def _observe_outbound(
     obs: Observations, node: NodeKey, kind: int, span: Any, get: Any, call: tuple[int, float, bool]
 ) -> None:
-    """A CLIENT or PRODUCER span: an edge to a datastore or topic it names, and a half
-    waiting for the SERVER or CONSUMER span it causes."""
+    """A CLIENT or PRODUCER span: an edge to a datastore, model provider or topic it names,
+    and a half waiting for the SERVER or CONSUMER span it causes."""
     target = _target(kind, tuple(map(get, _TARGET_KEYS)))
     environment = node[1]
-    if target.datastore is not None:
-        kind_of, name = target.datastore
-        obs.edge(node, (kind_of, environment, name), "reads_writes", call)
+    if target.proved is not None:
+        kind_of, name = target.proved
+        proved: NodeKey = (kind_of, environment, name)
+        if kind_of == "ai_model":
+            obs.edge(node, proved, "calls", call)
+            obs.gen_ai_spans.add(span.trace_id + span.span_id)
+        else:
+            obs.edge(node, proved, "reads_writes", call)
+        obs.node(proved, call[0], _about(target.technology))
         return
     destination = target.destination
-    peer = target.peer
-    if target.producer:
-        if destination is not None:
-            obs.edge(node, (destination[0], environment, destination[1]), "publishes", call)
-    elif peer is None:
-        peer = _peer_fallback(tuple(map(get, _PEER_FALLBACK_KEYS)))
+    if not target.producer:
+        peer = target.peer or _peer_fallback(tuple(map(get, _PEER_FALLBACK_KEYS)))
+        _wait_for_callee(
+            obs,
+            node,
+            span,
+            call,
+            peer,
+            named_service=target.named_service,
+            technology=target.technology,
+        )
+        return
+    if destination is not None:
+        topic: NodeKey = (destination[0], environment, destination[1])
+        obs.edge(node, topic, "publishes", call)
+        obs.node(topic, call[0], _about(destination[2]))
     span_hex = span.span_id.hex()
     obs.halves.append(
         (
             span.trace_id.hex() + span_hex,
-            "p" if target.producer else "c",
+            "p",
             span_hex,
-            "producer" if target.producer else "client",
+            "producer",
             node[2],
             environment,
             call[0],
             call[1],
             int(call[2]),
-            peer,
+            None,
             destination,
         )
     )
