@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import anyio.abc
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from mcp.server.mcpserver import Context, MCPServer
@@ -25,6 +26,7 @@ from trailmap.api.schemas import CloudEventIn
 from trailmap.api.server_metrics import install_server_metrics
 from trailmap.console import account, consent, keys, login, setup, team
 from trailmap.console.consent import CONSENT_PATH
+from trailmap.demo.live import run_live_demo
 from trailmap.errors import Unauthorized
 from trailmap.graph.learn.pairing import TraceIngestion
 from trailmap.http.body import BodyDeadline
@@ -87,7 +89,14 @@ def _secret_key(settings: Settings) -> str | None:
     return settings.encryption_secret
 
 
-def create_app(settings: Settings | None = None, *, database: Database | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    database: Database | None = None,
+    live_demo: str | None = None,
+) -> FastAPI:
+    """The app; with `live_demo` (an organization's slug, loaded by demo/load.py), this node
+    also keeps that demo's shop running (`trailmap serve --demo`)."""
     settings = settings or Settings()
     db = database or open_database(settings)
 
@@ -126,12 +135,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         try:
             async with session_manager.run(), anyio.create_task_group() as jobs:
-                if settings.retention_purge_interval_seconds > 0:
-                    jobs.start_soon(
-                        lambda: run_retention_purges(
-                            db, interval_seconds=settings.retention_purge_interval_seconds
-                        )
-                    )
+                _start_periodic_jobs(jobs, db, settings, live_demo)
                 # Halves that waited their time are settled a few times per waiting period.
                 sweep_every = max(1.0, min(10.0, settings.span_pairing_wait_seconds / 3))
                 jobs.start_soon(
@@ -205,6 +209,22 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.add_middleware(BodyDeadline, seconds=settings.body_timeout_seconds)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _start_periodic_jobs(
+    jobs: anyio.abc.TaskGroup, db: Database, settings: Settings, live_demo: str | None
+) -> None:
+    """The retention purge, and the demo's shop when this node runs it."""
+    if settings.retention_purge_interval_seconds > 0:
+        jobs.start_soon(
+            lambda: run_retention_purges(
+                db, interval_seconds=settings.retention_purge_interval_seconds
+            )
+        )
+    if live_demo is not None:
+        jobs.start_soon(
+            lambda: run_live_demo(db, live_demo, interval_seconds=settings.demo_tick_seconds)
+        )
 
 
 async def _principal_from_request(ctx: Context) -> Principal:

@@ -83,6 +83,12 @@ class Settings(BaseSettings):
     retention_purge_interval_seconds: int = Field(
         default=3600, ge=0, description="How often the retention purge runs; 0 turns it off."
     )
+    demo_tick_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How often `trailmap serve --demo` runs the demo shop on to now: its "
+        "traffic and changes since the last time.",
+    )
     sqlite_synchronous: str = Field(
         default="NORMAL",
         description="SQLite synchronous pragma: NORMAL survives a process crash, FULL power loss.",

@@ -65,6 +65,27 @@ async def test_a_failing_write_leaves_the_writes_grouped_with_it_intact(db: Data
     assert stored == [f"ok{i:02d}" for i in range(20)]
 
 
+def _slow_insert(conn: Connection, name: str) -> str:
+    time.sleep(0.3)
+    return _insert_setting(conn, name)
+
+
+async def test_a_sqlite_write_whose_caller_gives_up_leaves_the_next_writes_working(
+    db: Database,
+) -> None:
+    # Cancelled while the write runs (a request that ended, a job stopped at shutdown): the
+    # writes after it are made and acknowledged all the same. SQLite's one writer thread
+    # makes every write; PostgreSQL's are each on a connection of their own.
+    if not db.is_sqlite:
+        pytest.skip("PostgreSQL has no single writer to lose")
+    with anyio.move_on_after(0.05) as scope:
+        await db.write(_slow_insert, "abandoned")
+    assert scope.cancelled_caught
+    with anyio.fail_after(10):
+        await db.write(_insert_setting, "next")
+        assert "next" in await db.read(_setting_names)
+
+
 async def test_a_write_is_visible_to_reads_once_it_is_acknowledged(db: Database) -> None:
     await db.write(_insert_setting, "seen")
     assert await db.read(_setting_names) == ["seen"]

@@ -114,7 +114,12 @@ def cli(ctx: click.Context, database: str | None) -> None:
 )
 @click.option("--database", "database_option", default=None, help="Database URL for this server.")
 @click.option("--no-migrate", is_flag=True, help="Do not apply migrations on start.")
-@click.option("--demo", is_flag=True, help="Load the demo organization on start.")
+@click.option(
+    "--demo",
+    is_flag=True,
+    help="Load the demo organization on start, or run its shop on to now, and keep it running "
+    "(traffic, deployments and other changes) while the server runs.",
+)
 @click.pass_obj
 def serve(
     state: _State,
@@ -143,7 +148,7 @@ def serve(
 
         report = _run(load_demo(db, _DEMO))
     _print_welcome(db, settings, demo=_DEMO if report is not None else None, loaded=report)
-    app = create_app(settings, database=db)
+    app = create_app(settings, database=db, live_demo=_DEMO if demo else None)
     try:
         uvicorn.run(
             app,
@@ -983,18 +988,26 @@ def mcp_command(state: _State, stdio: bool, api_key: str) -> None:
 
 @cli.command()
 @click.option("--org", "org_slug", default="demo", show_default=True)
+@click.option(
+    "--reset",
+    is_flag=True,
+    help="Delete the organization's events, graph and metrics (its members and keys stay) "
+    "and load the demo afresh.",
+)
 @click.pass_obj
-def demo(state: _State, org_slug: str) -> None:
+def demo(state: _State, org_slug: str, reset: bool) -> None:
     """Load the demo organization: a small shop's architecture graph, learned from traces made
-    with the OpenTelemetry SDK, and a week of deployments and other changes. Applies the
-    database's migrations first, as `trailmap serve` does."""
-    from trailmap.demo.load import load_demo  # noqa: PLC0415
+    with the OpenTelemetry SDK, and a week of deployments and other changes. Run again, it adds
+    the shop's traffic and changes since the last time (at most the last 6 hours of traffic);
+    `trailmap serve --demo` keeps the shop running. Applies the database's migrations first, as
+    `trailmap serve` does."""
+    from trailmap.demo.load import load_demo, reset_demo  # noqa: PLC0415
     from trailmap.storage import migrate  # noqa: PLC0415
 
     handle = state.database_handle()
     try:
         migrate.upgrade(handle)
-        report = _run(load_demo(handle, org_slug))
+        report = _run((reset_demo if reset else load_demo)(handle, org_slug))
     finally:
         handle.close()
     click.echo(_demo_hint(report, org_slug, "<your server>/mcp"), err=True)

@@ -4,26 +4,34 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
 from trailmap import clock
-from trailmap.accounts import Principal, create_org, get_org
-from trailmap.demo.traces import DEFAULT_RELEASES, ENVIRONMENT, SERVICES, Release, shop_traces
-from trailmap.errors import Conflict
-from trailmap.graph.learn.pairing import ingest_traces, sweep_pending
-from trailmap.storage import Database
+from trailmap.accounts import Organization, create_org, get_org
+from trailmap.demo.live import (
+    LEAD,
+    advance_demo,
+    deployment_event,
+    forget_clock,
+    ingest_merged,
+    live_changes,
+    live_releases,
+    principal_of,
+    start_clock,
+)
+from trailmap.demo.traces import DEFAULT_RELEASES, SERVICES, Release, shop_traces
+from trailmap.errors import Conflict, NotFound
+from trailmap.graph.learn.pairing import sweep_pending
+from trailmap.storage import Connection, Database
+from trailmap.storage import events as event_store
 from trailmap.storage import graph as graph_store
+from trailmap.storage import metrics as metric_store
 from trailmap.timeline.ingest import ingest_events
 
-__all__ = ["load_demo"]
+__all__ = ["load_demo", "reset_demo"]
 
 _WEEK = timedelta(days=7)
-# Requests merged into one ingestion call: the demo loads a week at once, and one
-# transaction per few thousand spans is what a Collector's batch would give.
-_MERGE = 24
 _OTHER_CHANGES = (
     ("config-change", "LOW", "Raised the connection pool of {service} to {n}"),
     ("feature-flag", "LOW", "Turned on flag new-{service}-flow-{n} for 10% of users"),
@@ -33,28 +41,61 @@ _OTHER_CHANGES = (
 
 
 async def load_demo(db: Database, slug: str = "demo", *, seed: int = 7) -> str:
-    """Create the organization when missing, with its graph and week of changes (idempotent:
-    events by id, and the traces only into an organization that has no graph yet)."""
+    """Create the organization when missing, with its graph and week of changes; an
+    organization already loaded has its shop run from where it stopped to now instead
+    (at most `RECENT` of it: demo/live.py)."""
     try:
         org = await create_org(db, slug, name="Demo (Acme Shop)")
     except Conflict:
         org = await get_org(db, slug)
-    principal = Principal(
-        org_id=org.id,
-        org_slug=org.slug,
-        plan=org.plan,
-        retention_days=org.retention_days,
-        scope="READ_WRITE",
-    )
-    now = clock.now()
-    releases = DEFAULT_RELEASES(now)
-    spans = 0
     if await db.read(graph_store.graph_version, org.id) == 0:
-        for request in _merged(shop_traces(now - _WEEK, now, releases=releases, seed=seed)):
-            spans += (await ingest_traces(db, principal, request, now=now)).accepted_spans
-        # The demo's halves need not wait: every span of the week is already in.
-        await sweep_pending(db, now_us=clock.to_us(now + timedelta(hours=2)), max_pending=10**6)
-    events: list[object] = list(_changes(releases, now, seed))
+        return await _load_week(db, org, seed)
+    advance = await advance_demo(db, org, seed=seed, settle_all=True)
+    if advance is None:
+        return f"demo organization {org.slug}: already up to date"
+    seconds = int((advance.end - advance.start).total_seconds())
+    ran = f"{seconds} seconds" if seconds < 120 else f"{seconds // 60} minutes"
+    return (
+        f"demo organization {org.slug}: its shop ran the {ran} up to now, "
+        f"{advance.spans:,} spans of traces and {advance.events} events added"
+    )
+
+
+async def reset_demo(db: Database, slug: str = "demo", *, seed: int = 7) -> str:
+    """Delete what the organization's graph, timeline and metrics hold (its members, keys,
+    settings and audit log stay), then load the demo afresh. Touches no other organization."""
+    try:
+        org = await get_org(db, slug)
+    except NotFound:
+        return await load_demo(db, slug, seed=seed)
+
+    def clear(conn: Connection) -> int:
+        removed = event_store.clear_org(conn, org.id) + metric_store.clear_org(conn, org.id)
+        return removed + graph_store.clear_org(conn, org.id)
+
+    # The clock goes first: a server running this demo's shop finds nothing to run on until
+    # the week below is in.
+    await forget_clock(db, org.id)
+    await db.write(clear)
+    return await _load_week(db, org, seed)
+
+
+async def _load_week(db: Database, org: Organization, seed: int) -> str:
+    """The week before now, in full: traces and changes."""
+    principal = principal_of(org)
+    now = clock.now()
+    # Set first: a server running this shop takes the time from now on, not this week again.
+    await start_clock(db, org.id, now)
+    # The week's releases, and the live schedule's of its last hours (demo/live.py).
+    week = DEFAULT_RELEASES(now)
+    releases = week + live_releases(now, now, seed=seed)
+    spans = await ingest_merged(
+        db, principal, shop_traces(now - _WEEK, now, releases=releases, seed=seed), now=now
+    )
+    # The demo's halves need not wait: every span of the week is already in.
+    await sweep_pending(db, now_us=clock.to_us(now + timedelta(hours=2)), max_pending=10**6)
+    events: list[object] = list(_changes(week, now, seed))
+    events += live_changes(now, now - LEAD, now, seed=seed)
     result = await ingest_events(db, principal, events, max_event_bytes=10 * 1024, now=now)
     return (
         f"demo organization {org.slug}: {spans:,} spans of traces, "
@@ -62,40 +103,13 @@ async def load_demo(db: Database, slug: str = "demo", *, seed: int = 7) -> str:
     )
 
 
-def _merged(requests: Iterable[ExportTraceServiceRequest]) -> Iterator[ExportTraceServiceRequest]:
-    batch = ExportTraceServiceRequest()
-    count = 0
-    for request in requests:
-        batch.resource_spans.extend(request.resource_spans)
-        count += 1
-        if count == _MERGE:
-            yield batch
-            batch, count = ExportTraceServiceRequest(), 0
-    if count:
-        yield batch
-
-
 def _changes(releases: list[Release], now: datetime, seed: int) -> Iterator[dict[str, object]]:
     """Deployments as CI pushes them (one per release, matching the versions in the traces),
     and the other changes of a week: config, flags, data loads, an incident."""
     week_ago = now - _WEEK
     for release in releases:
-        if release.at < week_ago:
-            continue
-        yield {
-            "specversion": "1.0",
-            "id": f"deploy-{release.service}-{release.version}",
-            "type": "deployment",
-            "source": f"//github.com/acme/{release.service}",
-            "time": release.at.isoformat(),
-            "subject": ENVIRONMENT,
-            "service": release.service,
-            "version": release.version,
-            "data": {
-                "description": f"Deployed {release.service} {release.version} to {ENVIRONMENT}",
-                "pipeline": f"https://ci.acme.example/{release.service}/{release.version}",
-            },
-        }
+        if release.at >= week_ago:
+            yield deployment_event(release)
     rng = random.Random(seed)  # noqa: S311 - demo data, not secrets
     for n in range(40):
         kind, severity, text = rng.choice(_OTHER_CHANGES)

@@ -178,6 +178,12 @@ class _SqliteWriter:
             self._commit_group(jobs)
 
     def _commit_group(self, jobs: list[_Job]) -> None:
+        # A write whose caller gave up before it started is not made; once started, the
+        # caller's cancellation no longer reaches its future, so giving the outcome to a
+        # caller gone meanwhile cannot fail (and end this thread, and every write after it).
+        jobs = [job for job in jobs if job.future.set_running_or_notify_cancel()]
+        if not jobs:
+            return
         results: dict[int, Any] = {}
         errors: dict[int, BaseException] = {}
         try:

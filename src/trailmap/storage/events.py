@@ -34,6 +34,7 @@ from trailmap.storage.tables import events
 __all__ = [
     "TWIN_COLUMN",
     "EventFilter",
+    "clear_org",
     "count_events",
     "distinct_values",
     "facet_counts",
@@ -521,4 +522,10 @@ def purge_before(conn: Connection, org_id: str, cutoff_us: int, *, chunk: int = 
         .scalar_subquery()
     )
     result = conn.execute(delete(events).where(events.c.org_id == org_id, events.c.id.in_(doomed)))
+    return int(result.rowcount or 0)
+
+
+def clear_org(conn: Connection, org_id: str) -> int:
+    """Delete every event of the organization."""
+    result = conn.execute(delete(events).where(events.c.org_id == org_id))
     return int(result.rowcount or 0)

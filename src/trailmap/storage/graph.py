@@ -33,6 +33,7 @@ __all__ = [
     "bump_version",
     "claim_expired",
     "claim_pending",
+    "clear_org",
     "count_pending",
     "cursors_for_update",
     "edge_rows",
@@ -40,6 +41,7 @@ __all__ = [
     "graph_version",
     "minute_totals",
     "new_versions",
+    "newest_minute",
     "node_rows",
     "purge_before",
     "purge_minutes",
@@ -522,3 +524,28 @@ def purge_before(conn: Connection, org_id: str, cutoff_us: int, *, chunk: int = 
         )
     ).rowcount
     return int(removed or 0)
+
+
+def newest_minute(conn: Connection, org_id: str) -> int | None:
+    """The start of the newest minute with per-minute figures, if there is one."""
+    m = graph_minutes.c
+    value = conn.execute(select(func.max(m.minute_us)).where(m.org_id == org_id)).scalar()
+    return None if value is None else int(value)
+
+
+def clear_org(conn: Connection, org_id: str) -> int:
+    """Delete everything the organization's graph holds (nodes, edges, figures, versions,
+    waiting halves, servicegraph cursors) but its version counter, which moves on instead:
+    an in-memory graph kept for an old version is never taken for the new one."""
+    removed = 0
+    for table in (
+        graph_minutes,
+        graph_edges,
+        graph_nodes,
+        service_versions,
+        pending_spans,
+        graph_metric_cursors,
+    ):
+        removed += conn.execute(delete(table).where(table.c.org_id == org_id)).rowcount or 0
+    bump_version(conn, org_id, 0)
+    return int(removed)

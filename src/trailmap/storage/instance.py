@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, delete, func, select
+from sqlalchemy import Connection, delete, func, select, update
 
 from trailmap.storage.dialect import insert_for, upsert
 from trailmap.storage.tables import instance_settings, users
@@ -12,6 +12,7 @@ __all__ = [
     "delete_setting",
     "first_setting",
     "get_setting",
+    "replace_setting",
     "set_setting",
     "take_setting",
 ]
@@ -47,6 +48,16 @@ def take_setting(conn: Connection, name: str, value: str) -> bool:
         delete(instance_settings).where(
             instance_settings.c.name == name, instance_settings.c.value == value
         )
+    )
+    return result.rowcount == 1
+
+
+def replace_setting(conn: Connection, name: str, old: str, new: str) -> bool:
+    """Set the setting to `new` only if it still has `old`: true for exactly one caller."""
+    result = conn.execute(
+        update(instance_settings)
+        .where(instance_settings.c.name == name, instance_settings.c.value == old)
+        .values(value=new)
     )
     return result.rowcount == 1
 

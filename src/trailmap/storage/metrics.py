@@ -29,6 +29,7 @@ from trailmap.storage.tables import (
 __all__ = [
     "add_points",
     "add_series",
+    "clear_org",
     "count_series",
     "new_series",
     "points",
@@ -215,4 +216,11 @@ def purge_before(conn: Connection, org_id: str, cutoff_us: int, *, chunk: int = 
             p.org_id == org_id, tuple_(p.series_id, p.time_us).in_(doomed_points)
         )
     ).rowcount
+    return int(removed or 0)
+
+
+def clear_org(conn: Connection, org_id: str) -> int:
+    """Delete the organization's metric series and points (its metric settings stay)."""
+    removed = conn.execute(delete(metric_points).where(metric_points.c.org_id == org_id)).rowcount
+    removed += conn.execute(delete(metric_series).where(metric_series.c.org_id == org_id)).rowcount
     return int(removed or 0)
