@@ -56,8 +56,8 @@ log = logging.getLogger(__name__)
 
 # The shop's traffic while it runs live: the rate of its loaded week's busy last hours.
 BUSY_TRACES_PER_MINUTE = 12.0
-# A release on a grid of the UTC day (16 a day, the first one a minute after midnight), a
-# few minutes into its slot: any two hours hold one, and so does any day past 00:01 UTC.
+# A release on a grid of the UTC day (16 a day, the first one on the stroke of midnight), a
+# few minutes into its slot: any two hours hold one, and so does any day from 00:00 UTC.
 RELEASE_EVERY = timedelta(minutes=90)
 _JITTER_MINUTES = (1, 25)
 # The schedule begins this long before the demo is loaded, so a demo just loaded has its
@@ -67,7 +67,10 @@ _REST = timedelta(hours=4)  # a service is not released again sooner than this
 _BAD_SHARE = 0.15  # releases that fail one request of theirs in twenty-five
 _BAD_ERROR_RATE = 0.04
 _MINOR_SHARE = 0.3
-_CHANGE_SHARE = 0.6  # slots with a config change or a feature flag between two releases
+# A config change or a feature flag in every half hour, between 5 and 25 minutes into it:
+# never an hour without a change, so "what changed near checkout in the last hour?" (every
+# service is within two hops of checkout) has an answer at any minute.
+_CHANGE_EVERY = timedelta(minutes=30)
 _LIVE_CHANGES = (
     ("config-change", "Raised the connection pool of {service} to {n}"),
     ("config-change", "Lowered the request timeout of {service} to {n}00 ms"),
@@ -113,10 +116,10 @@ def _slot_start(slot: int) -> datetime:
 
 
 def _release_time(slot: int, rng: random.Random) -> datetime:
-    # The day's first slot releases at 00:01, so "what was deployed today?" has an answer
-    # from then on.
+    # The day's first slot releases on the stroke of midnight, so "what was deployed today?"
+    # has an answer at any minute of the day.
     first_of_day = (slot * RELEASE_EVERY) % timedelta(days=1) == timedelta(0)
-    minutes = _JITTER_MINUTES[0] if first_of_day else rng.randint(*_JITTER_MINUTES)
+    minutes = 0 if first_of_day else rng.randint(*_JITTER_MINUTES)
     return _slot_start(slot) + timedelta(minutes=minutes)
 
 
@@ -177,15 +180,13 @@ def live_changes(
     anchor: datetime, start: datetime, end: datetime, *, seed: int = 7
 ) -> list[dict[str, object]]:
     """The changes made in [start, end): each release's deployment, and between releases,
-    now and then, a config change or a feature flag."""
+    in every half hour, a config change or a feature flag."""
     changes = [
         deployment_event(r) for r in live_releases(anchor, end, seed=seed) if start <= r.at < end
     ]
-    for slot in range(_slot_of(start), _slot_of(end) + 1):
+    for slot in range((start - _EPOCH) // _CHANGE_EVERY, (end - _EPOCH) // _CHANGE_EVERY + 1):
         rng = _slot_rng(seed, slot, "change")
-        if rng.random() >= _CHANGE_SHARE:
-            continue
-        at = _slot_start(slot) + RELEASE_EVERY / 2 + timedelta(minutes=rng.randint(0, 20))
+        at = _EPOCH + slot * _CHANGE_EVERY + timedelta(minutes=rng.randint(5, 25))
         kind, text = rng.choice(_LIVE_CHANGES)
         service = rng.choice(SERVICES)
         if not (start <= at < end) or at <= anchor - LEAD:
