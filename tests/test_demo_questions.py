@@ -139,7 +139,9 @@ async def test_checkouts_last_deployment_raised_its_error_rate_and_payments_chan
 async def test_the_changes_near_checkout_list_each_of_the_two_deployments_once(
     demo_server: tuple[str, str],
 ) -> None:
-    answer = await _ask(demo_server, "find_changes_near", {"node": "checkout", "from": "-6h"})
+    answer = await _ask(
+        demo_server, "find_changes_near", {"node": "checkout", "from": "-6h", "limit": 20}
+    )
     changes = answer["changes"]
     deployments = [
         (c["node"]["name"], c["event"]["version"])

@@ -118,7 +118,7 @@ def register_change_tools(
             Literal["downstream", "upstream", "both"],
             Field(description="downstream: what it depends on; upstream: what depends on it."),
         ] = "both",
-        limit: Annotated[int, Field(ge=1, le=100)] = 20,
+        limit: Annotated[int, Field(ge=1, le=100)] = 5,
     ) -> CallToolResult:
         """What changed near a service: the changes (deployments, config changes, incidents)
         of the node and of its dependencies and dependents within max_depth hops, ranked by

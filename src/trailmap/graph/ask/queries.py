@@ -222,8 +222,9 @@ def _match_line(snapshot: GraphSnapshot, match: algo.Match) -> dict[str, Any]:
     technology = match.node.attributes.get("technology")
     if technology:
         line["technology"] = technology
-    if match.reason == "technology":
-        # "Which services use Kafka?" answered by the search alone.
+    if match.node.kind != "service":
+        # "Which services use Kafka?" and "which connect to PostgreSQL?" answered by the
+        # search alone, whether the node matched by its technology or by its name.
         line["connected_services"] = _connected_services(snapshot, match.node)
     return line
 
