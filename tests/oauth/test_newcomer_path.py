@@ -27,13 +27,20 @@ pytestmark = pytest.mark.anyio
 
 
 
-async def test_a_newcomer_signs_up_from_the_banner_and_connects_an_assistant_over_oauth(
-    tmp_path: Path, sqlite_template: Path
-) -> None:
+@pytest.fixture
+def demo_database(tmp_path: Path, sqlite_template: Path) -> str:
+    """A fresh database with `trailmap demo` run on it, as the README's first command does."""
     url = databases.copy_sqlite(sqlite_template, tmp_path / "trailmap.db")
     command = [sys.executable, "-m", "trailmap.cli.main", "--database", url, "demo"]
     loaded = subprocess.run(command, capture_output=True, text=True, timeout=240, check=False)
     assert loaded.returncode == 0, loaded.stderr
+    return url
+
+
+async def test_a_newcomer_signs_up_from_the_banner_and_connects_an_assistant_over_oauth(
+    demo_database: str, tmp_path: Path
+) -> None:
+    url = demo_database
     log = tmp_path / "server.log"
     env = {"TRAILMAP_OAUTH_REGISTRATIONS_PER_HOUR": "0"}
     with running_server(url, log_path=log, env=env, args=("--demo",)) as base:
