@@ -32,6 +32,8 @@ _DIRECTIONS = {
 }
 _STYLE = (
     "<style>.picture{overflow:auto;max-width:100%;border:1px solid #ddd;margin:1rem 0}"
+    # A wide picture takes the window's width, not the text column's.
+    ".picture.wide{width:calc(100vw - 3rem);max-width:none;margin-left:calc(50% - 50vw + 1.5rem)}"
     ".picture svg{display:block}.legend{list-style:none;padding:0;display:flex;flex-wrap:wrap;"
     "gap:.3rem 1.2rem}.legend li{display:flex;align-items:center;gap:.3rem}"
     ".controls{display:flex;flex-wrap:wrap;gap:0 1rem;align-items:end}"
@@ -168,9 +170,10 @@ def _picture(m: OrgMember, data: dict[str, Any], params: dict[str, str]) -> str:
         if focus
         else "The busiest part of the graph"
     )
-    svg = graph_svg(
+    svg, width = graph_svg(
         boxes, data["edges"], layer_of, focus=focus["id"] if focus else None, label=label
     )
+    frame = "picture wide" if width > 900 else "picture"
     kinds = sorted({n["kind"] for n in nodes})
     when = f" as of {e(data['as_of'])}" if data.get("as_of") else ""
     if focus:
@@ -220,7 +223,7 @@ def _picture(m: OrgMember, data: dict[str, Any], params: dict[str, str]) -> str:
     ).replace("/graph", "/graph.mmd", 1)
     return (
         f"<section aria-labelledby=picture>{heading}{legend(kinds)}"
-        f"<div class=picture tabindex=0 aria-label='The picture; scroll it sideways'>{svg}</div>"
+        f"<div class='{frame}' tabindex=0 aria-label='The picture; scroll it sideways'>{svg}</div>"
         f"{truncated}<p class=muted>Hover over an arrow for its calls/min, error rate and p95 "
         "latency over the last hour; a node opens its page. Red arrows fail 5% or more.</p>"
         f"<details><summary>Mermaid</summary><p><a href='{e(mermaid)}' download>Download "

@@ -5,6 +5,7 @@ errors and latency as charts; its recent changes; its owners when a source says
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter
@@ -29,7 +30,7 @@ _MINUTE_US = 60_000_000
 # Node attributes a source may use to say who owns a service.
 _OWNER_ATTRIBUTES = ("owner", "owners", "team", "service.owner", "service.team")
 _STYLE = (
-    "<style>.charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(17rem,1fr));"
+    "<style>.charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(16rem,1fr));"
     "gap:1rem}.charts figure{margin:0}.charts figcaption{font-weight:600}"
     ".figures{display:flex;flex-wrap:wrap;gap:.5rem 2rem;padding:0;list-style:none}"
     ".figures strong{display:block;font-size:1.3rem}.wide{overflow-x:auto}</style>"
@@ -84,8 +85,8 @@ async def _charts(db: Any, m: OrgMember, name: str, environment: str, end_us: in
     )
     charts = (
         ("Calls per minute", "calls/min", series["throughput"], 60.0),
-        ("Error rate", "%", series["error_rate"], 100.0),
-        ("p95 latency", "ms", series["p95_latency"], 1.0),
+        ("Error rate (%)", "%", series["error_rate"], 100.0),
+        ("p95 latency (ms)", "ms", series["p95_latency"], 1.0),
     )
     figures = "".join(
         f"<figure><figcaption>{e(title)}</figcaption>"
@@ -122,11 +123,19 @@ def _owners(data: Mapping[str, Any]) -> list[str]:
     return sorted(set(owners))
 
 
+def _when(iso: str) -> str:
+    try:
+        moment = datetime.fromisoformat(iso).astimezone(UTC)
+    except ValueError:
+        return iso
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
 def _changes(changes: Sequence[Mapping[str, Any]]) -> str:
     if not changes:
         return "<p class=muted>No changes in the last day.</p>"
     items = "".join(
-        f"<li><time datetime='{e(c['time'])}'>{e(c['time'])}</time> "
+        f"<li><time datetime='{e(c['time'])}'>{e(_when(c['time']))}</time> "
         f"<span class=muted>({e(c.get('time_relative', ''))})</span> "
         f"<strong>{e(c['type'])}</strong>"
         + (f" {e(c['version'])}" if c.get("version") else "")

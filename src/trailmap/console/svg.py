@@ -61,7 +61,25 @@ def layers(node_ids: Sequence[str], edges: Sequence[tuple[str, str]]) -> dict[st
     for source, target in edges:
         if source in out and target in out and source != target:
             out[source].append(target)
-    # Depth-first, iteratively: an edge to a node still on the stack closes a cycle.
+    order, forward = _acyclic(node_ids, out)
+    layer = dict.fromkeys(node_ids, 0)
+    for node in reversed(order):  # a topological order of the forward edges
+        for nxt in forward[node]:
+            layer[nxt] = max(layer[nxt], layer[node] + 1)
+    # A node nothing points to sits just before the first of what it points to, so that
+    # its edges are short rather than run behind the boxes between.
+    pointed = {nxt for nexts in forward.values() for nxt in nexts}
+    for node in node_ids:
+        if node not in pointed and forward[node]:
+            layer[node] = min(layer[nxt] for nxt in forward[node]) - 1
+    return layer
+
+
+def _acyclic(
+    node_ids: Sequence[str], out: dict[str, list[str]]
+) -> tuple[list[str], dict[str, list[str]]]:
+    """Depth-first, iteratively: the nodes in finishing order, and the edges but those to a
+    node still on the stack (which close a cycle)."""
     state: dict[str, int] = {}  # 1 on the stack, 2 done
     order: list[str] = []
     forward: dict[str, list[str]] = {n: [] for n in node_ids}
@@ -72,25 +90,20 @@ def layers(node_ids: Sequence[str], edges: Sequence[tuple[str, str]]) -> dict[st
         stack: list[tuple[str, int]] = [(root, 0)]
         while stack:
             node, i = stack[-1]
-            if i < len(out[node]):
-                stack[-1] = (node, i + 1)
-                nxt = out[node][i]
-                seen = state.get(nxt)
-                if seen is None:
-                    forward[node].append(nxt)
-                    state[nxt] = 1
-                    stack.append((nxt, 0))
-                elif seen == 2:
-                    forward[node].append(nxt)
-            else:
+            if i == len(out[node]):
                 state[node] = 2
                 order.append(node)
                 stack.pop()
-    layer = dict.fromkeys(node_ids, 0)
-    for node in reversed(order):  # a topological order of the forward edges
-        for nxt in forward[node]:
-            layer[nxt] = max(layer[nxt], layer[node] + 1)
-    return layer
+                continue
+            stack[-1] = (node, i + 1)
+            nxt = out[node][i]
+            seen = state.get(nxt)
+            if seen != 1:
+                forward[node].append(nxt)
+            if seen is None:
+                state[nxt] = 1
+                stack.append((nxt, 0))
+    return order, forward
 
 
 def place(
@@ -184,9 +197,9 @@ def graph_svg(
     *,
     focus: str | None = None,
     label: str = "The graph",
-) -> str:
+) -> tuple[str, int]:
     """The boxes in layers, left to right, and the edges between them as arrows; each node
-    a link, each node and edge a `<title>`."""
+    a link, each node and edge a `<title>`. Returns the SVG and its width in pixels."""
     pairs = [(str(edge["from_id"]), str(edge["to_id"])) for edge in edges]
     placed, width, height = place(boxes, layer_of, pairs)
     at = {box.id: box for box in placed}
@@ -213,7 +226,7 @@ def graph_svg(
         for box in placed
     )
     parts.append("</svg>")
-    return "".join(parts)
+    return "".join(parts), width
 
 
 def _edge(a: Box, b: Box, edge: Mapping[str, Any]) -> str:
@@ -252,6 +265,15 @@ def legend(kinds: Sequence[str]) -> str:
     return "<ul class=legend aria-label='Kinds of node'>" + "".join(items) + "</ul>"
 
 
+def _nice(value: float) -> str:
+    """A figure as an axis shows it: 1,010 not 1.01e+03, 4.1 not 4.1234."""
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}".removesuffix(".0")
+    return f"{value:.2g}"
+
+
 def _axis_time(time_us: int) -> str:
     return datetime.fromtimestamp(time_us / 1e6, UTC).strftime("%H:%M")
 
@@ -264,12 +286,12 @@ def line_chart(
     unit: str,
     start_us: int,
     end_us: int,
-    width: int = 560,
-    height: int = 150,
+    width: int = 320,
+    height: int = 130,
 ) -> str:
     """A line of `values` over [start_us, end_us), its largest value and time marked; the
     figures themselves in the `<title>` and `aria-label`, so a screen reader reads them."""
-    left, right, top, bottom = 56, 10, 10, 24
+    left, right, top, bottom = 40, 8, 10, 20
     plot_w, plot_h = width - left - right, height - top - bottom
     peak = max(values, default=0.0)
     scale = peak if peak > 0 else 1.0
@@ -283,7 +305,7 @@ def line_chart(
     summary = (
         f"{title}: no data in this hour"
         if not values
-        else f"{title}: latest {values[-1]:.3g} {unit}, peak {peak:.3g} {unit}"
+        else f"{title}: latest {_nice(values[-1])} {unit}, peak {_nice(peak)} {unit}"
     )
     line = ""
     if values:
@@ -300,11 +322,10 @@ def line_chart(
         "stroke='#999'/>"
         f"<line x1='{left}' y1='{top}' x2='{left}' y2='{top + plot_h}' stroke='#999'/>"
         f"<text x='{left - 4}' y='{top + 10}' text-anchor='end' font-size='11'>"
-        f"{peak:.3g}</text>"
+        f"{_nice(peak)}</text>"
         f"<text x='{left - 4}' y='{top + plot_h}' text-anchor='end' font-size='11'>0</text>"
         f"<text x='{left}' y='{height - 6}' font-size='11'>{_axis_time(start_us)} UTC</text>"
         f"<text x='{width - right}' y='{height - 6}' text-anchor='end' font-size='11'>"
         f"{_axis_time(end_us)}</text>"
-        f"<text x='{left - 4}' y='{top + plot_h / 2}' text-anchor='end' font-size='11'>"
-        f"{e(unit)}</text>{line}</svg>"
+        f"{line}</svg>"
     )
