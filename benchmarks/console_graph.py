@@ -149,8 +149,11 @@ def server_times(client: httpx.Client, path: str, requests: int) -> tuple[float,
     return times[0], times[1:]
 
 
-def chromium_times(base_url: str, paths: list[str], runs: int) -> dict[str, list[float]]:
-    """Seconds from navigation to the picture laid out and the page loaded, per path."""
+def chromium_times(
+    base_url: str, paths: list[str], runs: int, shots: Path | None = None
+) -> dict[str, list[float]]:
+    """Seconds from navigation to the picture laid out and the page loaded, per path; with
+    `shots`, a full-page screenshot of each page there."""
     out: dict[str, list[float]] = {p: [] for p in paths}
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=_CHROMIUM, headless=True)
@@ -169,13 +172,23 @@ def chromium_times(base_url: str, paths: list[str], runs: int) -> dict[str, list
                     out[path].append(time.perf_counter() - started)
                     assert box is not None
                     assert box["width"] > 100
+                if shots is not None:
+                    shots.mkdir(parents=True, exist_ok=True)
+                    name = "focus" if "node=" in path else "overview"
+                    page.screenshot(path=str(shots / f"graph-{name}.png"), full_page=True)
         finally:
             browser.close()
     return out
 
 
 def run_backend(
-    backend: Backend, tmp: Path, obs: Observations, busiest: str, requests: int, runs: int
+    backend: Backend,
+    tmp: Path,
+    obs: Observations,
+    busiest: str,
+    requests: int,
+    runs: int,
+    shots: Path | None = None,
 ) -> bool:
     with bench_database(backend, "console_graph", tmp) as db:
         started = time.perf_counter()
@@ -203,7 +216,8 @@ def run_backend(
             if shutil.which(_CHROMIUM) is None:
                 print(f"[{backend}] no Chromium at {_CHROMIUM}: the browser is not measured")
                 return passed
-            drawn = chromium_times(server.base_url, [overview, focused], runs)
+            where = None if shots is None else shots / backend
+            drawn = chromium_times(server.base_url, [overview, focused], runs, where)
             for path, times in drawn.items():
                 p50 = percentile(times, 50)
                 ok = p50 <= TARGET_S
@@ -225,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=20)
     parser.add_argument("--runs", type=int, default=5, help="Chromium page loads per page")
     parser.add_argument("--quick", action="store_true", help="200 nodes, 1,000 edges")
+    parser.add_argument("--screenshots", type=Path, help="a folder for each page's screenshot")
     args = parser.parse_args(argv)
     nodes, edges = (200, 1000) if args.quick else (args.nodes, args.edges)
     obs, busiest = make_observations(nodes, edges)
@@ -232,7 +247,13 @@ def main(argv: list[str] | None = None) -> int:
         "console_graph",
         args.backend,
         lambda backend, tmp: run_backend(
-            backend, tmp, obs, busiest, 3 if args.quick else args.requests, args.runs
+            backend,
+            tmp,
+            obs,
+            busiest,
+            3 if args.quick else args.requests,
+            args.runs,
+            args.screenshots,
         ),
         quick=args.quick,
     )

@@ -13,7 +13,10 @@ from tests.console.conftest import NewBrowser
 from tests.console.graph_shop import record_shop
 from tests.factories import make_org
 from tests.forms import sign_in
+from trailmap import clock
 from trailmap.accounts import add_user
+from trailmap.graph.learn.record import record_observations
+from trailmap.graph.learn.spans import NodeKey, Observations
 from trailmap.settings import Settings
 from trailmap.storage import Database
 
@@ -184,3 +187,37 @@ async def test_whoever_is_not_a_member_sees_neither_page(
         signed_out = await new_browser().get(path)
         assert signed_out.status_code == 303
         assert signed_out.headers["location"].startswith("/login?next=")
+
+
+async def _hub(db: Database, callers: int) -> None:
+    """`callers` services calling one hub, the busiest (callers with a higher number) calling
+    it more often."""
+    org = await make_org(db, slug="big")
+    await add_user(db, MEMBER, org_slug="big", role="member", password=PASSWORD)
+    now = clock.now_us()
+    obs = Observations()
+    hub: NodeKey = ("service", "production", "hub")
+    for i in range(callers):
+        caller: NodeKey = ("service", "production", f"caller-{i:03d}")
+        for call in range(1 + i % 7):
+            obs.edge(caller, hub, "calls", (now - 120_000_000 + call, 10.0, False))
+    await db.write(record_observations, org.id, obs, now)
+
+
+async def test_a_large_graph_is_drawn_as_its_30_busiest_nodes_or_150_around_a_focus(
+    db: Database, new_browser: NewBrowser
+) -> None:
+    await _hub(db, 200)
+    browser = new_browser()
+    assert (await sign_in(browser, MEMBER, PASSWORD)).status_code == 303
+    html = await _page(browser, "/orgs/big/graph")
+    assert "The 30 busiest of 201 nodes" in html
+    busiest = drawn(html)
+    assert len(busiest) == 30
+    assert "hub" in busiest
+    # After the hub, the 28 callers that called 7 times, then one that called 6 times.
+    calls = sorted(1 + int(name[-3:]) % 7 for name in busiest - {"hub"})
+    assert calls == [6] + [7] * 28
+    focused = await _page(browser, "/orgs/big/graph", node="hub")
+    assert len(drawn(focused)) == 150
+    assert "51 more nodes are within reach" in focused

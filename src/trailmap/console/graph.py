@@ -30,6 +30,7 @@ _DIRECTIONS = {
     "downstream": "what it depends on",
     "upstream": "what depends on it",
 }
+_LISTED_OPEN = 30  # a longer list of the nodes drawn starts folded
 _STYLE = (
     "<style>.picture{overflow:auto;max-width:100%;border:1px solid #ddd;margin:1rem 0}"
     # A wide picture takes the window's width, not the text column's.
@@ -200,8 +201,8 @@ def _picture(m: OrgMember, data: dict[str, Any], params: dict[str, str]) -> str:
             "<p>Choose a node (or type its name above) to focus on its neighbourhood.</p>"
         )
     truncated = (
-        f"<p class=muted>{data['more']} more nodes are within reach; a smaller depth or a "
-        "single direction shows them all.</p>"
+        f"<p class=muted>{data['more']} more nodes are within reach; the nearest are drawn. "
+        "A smaller depth or one direction narrows the picture.</p>"
         if data.get("truncated") and focus
         else ""
     )
@@ -228,9 +229,11 @@ def _picture(m: OrgMember, data: dict[str, Any], params: dict[str, str]) -> str:
         "latency over the last hour; a node opens its page. Red arrows fail 5% or more.</p>"
         f"<details><summary>Mermaid</summary><p><a href='{e(mermaid)}' download>Download "
         f"graph.mmd</a></p><pre>{e(data.get('mermaid', ''))}</pre></details>"
-        f"<h3>Nodes drawn</h3><table><thead><tr><th>Focus on</th><th>Kind</th>"
+        # The picture in words; folded away when it is long.
+        f"<details{' open' if len(nodes) <= _LISTED_OPEN else ''}><summary>The {len(nodes)} "
+        "nodes drawn</summary><table><thead><tr><th>Focus on</th><th>Kind</th>"
         f"<th>Environment</th><th>Service page</th></tr></thead><tbody>{rows}</tbody></table>"
-        "</section>"
+        "</details></section>"
     )
 
 
