@@ -221,3 +221,14 @@ async def test_a_large_graph_is_drawn_as_its_30_busiest_nodes_or_150_around_a_fo
     focused = await _page(browser, "/orgs/big/graph", node="hub")
     assert len(drawn(focused)) == 150
     assert "51 more nodes are within reach" in focused
+
+
+async def test_a_database_page_names_the_services_that_use_it_and_draws_no_charts(
+    member: httpx.AsyncClient,
+) -> None:
+    html = await _page(member, "/orgs/acme/services/orders-db")
+    assert "A database in <strong>production</strong>" in html
+    assert (
+        "Used by the services <a href='/orgs/acme/services/orders?environment=production'>" in html
+    )
+    assert "<h2 id=hour>" not in html

@@ -108,6 +108,16 @@ async def _charts(db: Any, m: OrgMember, name: str, environment: str, end_us: in
     )
 
 
+def _used_by(m: OrgMember, services: Sequence[str], environment: str) -> str:
+    """Which services use a datastore, topic or external API."""
+    if not services:
+        return ""
+    links = ", ".join(
+        f"<a href='{e(service_href(m.slug, name, environment))}'>{e(name)}</a>" for name in services
+    )
+    return f"<p>Used by the services {links}.</p>"
+
+
 def _owners(data: Mapping[str, Any]) -> list[str]:
     owners: list[str] = []
     attributes = data.get("attributes") or {}
@@ -190,7 +200,9 @@ async def service_page(request: Request, slug: str, name: str) -> Response:
         f"<li>p95<strong>{_figure(hour.get('p95_ms'), ' ms')}</strong></li></ul>"
     )
     charts = (
-        await _charts(db, m, data["name"], env, clock.now_us()) if data["kind"] == "service" else ""
+        await _charts(db, m, data["name"], env, clock.now_us())
+        if data["kind"] == "service"
+        else _used_by(m, data.get("connected_services", []), env)
     )
     body = (
         _STYLE
