@@ -79,6 +79,7 @@ def org_nav(m: OrgMember) -> str:
     )
     return (
         f"<nav><a href=/console>Organizations</a><a href=/orgs/{slug}/keys>API Keys</a>"
+        f"<a href=/orgs/{slug}/graph>Graph</a>"
         f"<a href=/orgs/{slug}/service-accounts>Service Accounts</a>"
         f"<a href=/orgs/{slug}/members>Members</a>{managed}<a href=/account>Account</a>"
         f"<form class=inline method=post action=/logout>{form_csrf(m.user)}"

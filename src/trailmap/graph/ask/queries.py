@@ -543,3 +543,4 @@ async def rank_critical_services(
 # named as a person names it.
 graph_context = _context
 resolve_node = _resolve
+edge_figures = _edge_stats

@@ -1,0 +1,222 @@
+"""A Service page: what calls it and what it calls, with figures; its last hour's rate,
+errors and latency as charts; its recent changes; its owners when a source says
+(docs/console.md, "Graph and services")."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response
+
+from trailmap import clock
+from trailmap.console.graph import graph_href, graph_query, service_href
+from trailmap.console.orgs import OrgMember, org_member, org_nav
+from trailmap.console.pages import e, page, problem_text
+from trailmap.console.svg import line_chart
+from trailmap.errors import TrailmapError
+from trailmap.graph.ask.queries import get_node
+from trailmap.metrics.sources import SpansSource
+
+__all__ = ["router"]
+
+router = APIRouter(include_in_schema=False)
+
+_HOUR_US = 3_600_000_000
+_MINUTE_US = 60_000_000
+# Node attributes a source may use to say who owns a service.
+_OWNER_ATTRIBUTES = ("owner", "owners", "team", "service.owner", "service.team")
+_STYLE = (
+    "<style>.charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(16rem,1fr));"
+    "gap:1rem}.charts figure{margin:0}.charts figcaption{font-weight:600}"
+    ".figures{display:flex;flex-wrap:wrap;gap:.5rem 2rem;padding:0;list-style:none}"
+    ".figures strong{display:block;font-size:1.3rem}.wide{overflow-x:auto}</style>"
+)
+
+
+def _figure(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.2f}{unit}"
+    return f"{value:,}{unit}"
+
+
+def _percent(value: Any) -> str:
+    return "-" if value is None else f"{value * 100:.2f}%"
+
+
+def _neighbours(
+    m: OrgMember, lines: Sequence[Mapping[str, Any]], end: str, environment: str
+) -> str:
+    if not lines:
+        return "<p class=muted>None.</p>"
+    rows = "".join(
+        f"<tr><td><a href='{e(service_href(m.slug, line[end], environment))}'>{e(line[end])}</a>"
+        f"</td><td>{e(line['kind'])}</td><td>{_figure(line.get('calls_per_minute'))}</td>"
+        f"<td>{_percent(line.get('error_rate'))}</td><td>{_figure(line.get('p95_ms'), ' ms')}"
+        "</td></tr>"
+        for line in lines
+    )
+    return (
+        "<div class=wide><table><thead><tr><th>Node</th><th>Edge</th><th>Calls/min</th>"
+        f"<th>Errors</th><th>p95</th></tr></thead><tbody>{rows}</tbody></table></div>"
+    )
+
+
+async def _charts(db: Any, m: OrgMember, name: str, environment: str, end_us: int) -> str:
+    """Calls/min, error rate and p95 latency per minute over the hour to `end_us`, from the
+    per-minute span statistics the metrics domain derives (metrics/sources.py)."""
+    source = SpansSource(db, m.org_id)
+    end_us -= end_us % _MINUTE_US
+    start_us = end_us - _HOUR_US
+    rows = await source.minutes(
+        service=name, environment=environment, start_us=start_us, end_us=end_us
+    )
+    series = source.derive(
+        rows,
+        ["throughput", "error_rate", "p95_latency"],
+        origin_us=start_us,
+        step_minutes=1,
+        end_us=end_us,
+    )
+    charts = (
+        ("Calls per minute", "calls/min", series["throughput"], 60.0),
+        ("Error rate (%)", "%", series["error_rate"], 100.0),
+        ("p95 latency (ms)", "ms", series["p95_latency"], 1.0),
+    )
+    figures = "".join(
+        f"<figure><figcaption>{e(title)}</figcaption>"
+        + line_chart(
+            s.times_us,
+            [v * factor for v in s.values],
+            title=title,
+            unit=unit,
+            start_us=start_us,
+            end_us=end_us,
+        )
+        + "</figure>"
+        for title, unit, s, factor in charts
+    )
+    return (
+        "<section aria-labelledby=hour><h2 id=hour>The last hour, minute by minute</h2>"
+        f"<div class=charts>{figures}</div><p class=muted>From the server and consumer spans "
+        "it reported; a minute without calls has no point.</p></section>"
+    )
+
+
+def _used_by(m: OrgMember, services: Sequence[str], environment: str) -> str:
+    """Which services use a datastore, topic or external API."""
+    if not services:
+        return ""
+    links = ", ".join(
+        f"<a href='{e(service_href(m.slug, name, environment))}'>{e(name)}</a>" for name in services
+    )
+    return f"<p>Used by the services {links}.</p>"
+
+
+def _owners(data: Mapping[str, Any]) -> list[str]:
+    owners: list[str] = []
+    attributes = data.get("attributes") or {}
+    for key in _OWNER_ATTRIBUTES:
+        value = attributes.get(key)
+        if isinstance(value, str) and value:
+            owners.append(value)
+        elif isinstance(value, list):
+            owners.extend(str(v) for v in value if v)
+    owners.extend(
+        line["to"] for line in data.get("downstream", ()) if line.get("kind") == "owned_by"
+    )
+    return sorted(set(owners))
+
+
+def _when(iso: str) -> str:
+    try:
+        moment = datetime.fromisoformat(iso).astimezone(UTC)
+    except ValueError:
+        return iso
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _changes(changes: Sequence[Mapping[str, Any]]) -> str:
+    if not changes:
+        return "<p class=muted>No changes in the last day.</p>"
+    items = "".join(
+        f"<li><time datetime='{e(c['time'])}'>{e(_when(c['time']))}</time> "
+        f"<span class=muted>({e(c.get('time_relative', ''))})</span> "
+        f"<strong>{e(c['type'])}</strong>"
+        + (f" {e(c['version'])}" if c.get("version") else "")
+        + (f" — {e(c['description'])}" if c.get("description") else "")
+        + (f" <span class=muted>from {e(c['source'])}</span>" if c.get("source") else "")
+        + "</li>"
+        for c in changes
+    )
+    return f"<ol reversed>{items}</ol>"
+
+
+@router.get("/orgs/{slug}/services/{name:path}")
+async def service_page(request: Request, slug: str, name: str) -> Response:
+    m = await org_member(request, slug)
+    if isinstance(m, Response):
+        return m
+    environment = request.query_params.get("environment") or None
+    db, q = await graph_query(request, m)
+    nav = org_nav(m)
+    try:
+        data = await get_node(db, q, name, environment=environment)
+    except TrailmapError as error:
+        if error.status >= 500:
+            raise
+        body = (
+            f"<p class=error role=alert>{e(problem_text(error))}</p>"
+            f"<p><a href='{e(graph_href(m.slug, q=name))}'>Search the graph</a></p>"
+        )
+        return page("Service not found", body, status=error.status, nav=nav)
+    env = data["environment"]
+    hour = data.get("last_hour") or {}
+    owners = _owners(data)
+    owned = (
+        f"<p>Owned by {', '.join(f'<strong>{e(o)}</strong>' for o in owners)}.</p>"
+        if owners
+        else ""
+    )
+    matched = f"<p class=muted>{e(data['matched'])}.</p>" if data.get("matched") else ""
+    version = (data.get("attributes") or {}).get("service.version")
+    summary = (
+        f"<p>A {e(data['kind'].replace('_', ' '))} in <strong>{e(env)}</strong>"
+        + (f", version <strong>{e(version)}</strong>" if version else "")
+        + f"; first seen {e(data['first_seen'][:16].replace('T', ' '))} UTC, last seen "
+        f"{e(data['last_seen'][:16].replace('T', ' '))} UTC. "
+        f"<a href='{e(graph_href(m.slug, node=data['name'], depth=1))}'>Show it on the graph</a>"
+        "</p>"
+    )
+    figures = (
+        "<ul class=figures aria-label='The last hour'>"
+        f"<li>Calls/min<strong>{_figure(hour.get('calls_per_minute'))}</strong></li>"
+        f"<li>Errors<strong>{_percent(hour.get('error_rate'))}</strong></li>"
+        f"<li>p95<strong>{_figure(hour.get('p95_ms'), ' ms')}</strong></li></ul>"
+    )
+    charts = (
+        await _charts(db, m, data["name"], env, clock.now_us())
+        if data["kind"] == "service"
+        else _used_by(m, data.get("connected_services", []), env)
+    )
+    body = (
+        _STYLE
+        + matched
+        + summary
+        + owned
+        + figures
+        + charts
+        + "<section aria-labelledby=up><h2 id=up>Upstream: what calls it</h2>"
+        + _neighbours(m, data["upstream"], "from", env)
+        + "</section><section aria-labelledby=down><h2 id=down>Downstream: what it calls</h2>"
+        + _neighbours(m, data["downstream"], "to", env)
+        + "</section><section aria-labelledby=changes><h2 id=changes>Recent changes</h2>"
+        + _changes(data.get("recent_changes", []))
+        + "</section>"
+    )
+    return page(data["name"], body, nav=nav)
