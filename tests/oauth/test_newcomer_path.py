@@ -26,7 +26,6 @@ from tests.server import running_server
 pytestmark = pytest.mark.anyio
 
 
-
 @pytest.fixture
 def demo_database(tmp_path: Path, sqlite_template: Path) -> str:
     """A fresh database with `trailmap demo` run on it, as the README's first command does."""
