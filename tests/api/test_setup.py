@@ -314,7 +314,7 @@ async def _console_orgs(client: httpx.AsyncClient) -> list[str]:
         home = await client.get(home.headers["Location"])
         assert home.status_code == 200, home.text
         found = re.findall(
-            r"You are ([a-z]+) of <b>.*?</b> \(<code>([a-z0-9-]+)</code>\)", home.text
+            r"You are an? ([a-z]+) of <b>.*?</b> \(<code>([a-z0-9-]+)</code>\)", home.text
         )
         return [f"{slug}, {role}" for role, slug in found]
     assert home.status_code == 200, home.text

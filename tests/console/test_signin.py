@@ -135,7 +135,7 @@ async def test_the_servers_address_leads_to_sign_in_then_to_the_console(
     # A member of one organization is led on to its Home.
     home = await client.get("/console")
     assert (home.status_code, home.headers["Location"]) == (303, "/orgs/acme")
-    assert "You are owner of <b>acme</b>" in (await client.get("/orgs/acme")).text
+    assert "You are an owner of <b>acme</b>" in (await client.get("/orgs/acme")).text
 
 
 @pytest.mark.parametrize("csrf", ["missing", "mismatched", "no cookie"])

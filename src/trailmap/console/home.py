@@ -145,6 +145,10 @@ def _cards(m: OrgMember, steps: FirstSteps) -> str:
     return "".join(cards)
 
 
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
 @router.get("/orgs/{slug}")
 async def home_page(request: Request, slug: str) -> Response:
     m = await org_member(request, slug)
@@ -158,7 +162,8 @@ async def home_page(request: Request, slug: str) -> Response:
     )
     changes = await latest_changes(request, principal)
     body = (
-        f"<p class=muted>You are {e(m.membership.role)} of <b>{e(m.name)}</b> "
+        f"<p class=muted>You are {_article(m.membership.role)} {e(m.membership.role)} of "
+        f"<b>{e(m.name)}</b> "
         f"(<code>{e(m.slug)}</code>).</p>"
         + _cards(m, steps)
         + _changes_section(changes)
