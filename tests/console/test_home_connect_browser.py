@@ -19,6 +19,7 @@ from typing import TypeVar
 
 import httpx
 import pytest
+from axe_playwright_python.sync_playwright import Axe
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
@@ -133,6 +134,11 @@ def member(browser: Browser, site: Site) -> Iterator[Member]:
 
 
 def _screenshots(page: Page, name: str) -> None:
+    """Pictures at each width, nothing wider than the screen, and no serious or critical
+    accessibility violation (axe-core)."""
+    found = Axe().run(page).response["violations"]
+    serious = [f"{v['id']}: {v['help']}" for v in found if v["impact"] in ("serious", "critical")]
+    assert serious == [], f"{name}: {serious}"
     _SHOTS.mkdir(parents=True, exist_ok=True)
     for width in _WIDTHS:
         page.set_viewport_size({"width": width, "height": 900})
