@@ -15,7 +15,6 @@ from trailmap.console.pages import e, page
 from trailmap.http.context import context_of
 from trailmap.http.errors import error_response
 from trailmap.http.responses import ok
-from trailmap.http.sessions import signed_in
 from trailmap.invocation import command
 from trailmap.timeline.queries import EventQuery, query_events
 
@@ -115,10 +114,10 @@ async def quickstart_page(request: Request, slug: str) -> Response:
 @router.get("/orgs/{slug}/quickstart/status")
 async def quickstart_status(request: Request, slug: str) -> Response:
     """Whether the organization has an event yet, and its newest: for the page's script."""
-    if await signed_in(request) is None:
-        return error_response(401, "UNAUTHORIZED", "Sign in to the console first.")
     m = await org_member(request, slug)
-    if isinstance(m, Response):
+    if isinstance(m, Response):  # the page's answer (off to sign in, or not found) as JSON
+        if m.status_code == 303:
+            return error_response(401, "UNAUTHORIZED", "Sign in to the console first.")
         return error_response(404, "NOT_FOUND", "No organization of yours has that name.")
     principal = await reader(request, m)
     latest = await query_events(
