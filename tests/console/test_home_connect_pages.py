@@ -240,6 +240,21 @@ async def test_a_key_s_last_call_shows_on_connect_once_it_was_used(
     assert "connected just now" in after
 
 
+async def test_a_member_sees_their_own_assistant_keys_and_an_owner_sees_every_one(
+    acme: Acme, db: Database
+) -> None:
+    form = (await _open(acme.member, "/orgs/acme/connect")).form("/orgs/acme/connect/key")
+    made = await acme.member.post(form.action, data=form.data(name="bobs assistant"))
+    bobs = made.headers["Location"].rsplit("/", 1)[1]
+    await make_key(db, acme.org, scope="read-only", name="ci reader")  # a service account's
+    await make_key(db, acme.org, scope="read-write", name="ci writer")  # no assistant's key
+    by_name = {k.name: k.id for k in await list_keys(db, "acme")}
+    member_sees = set((await _open(acme.member, "/orgs/acme/connect")).rows)
+    owner_sees = set((await _open(acme.owner, "/orgs/acme/connect")).rows)
+    assert member_sees == {bobs}
+    assert owner_sees == {bobs, by_name["ci reader"]}
+
+
 async def test_a_blank_key_name_is_refused_on_the_connect_page(acme: Acme, db: Database) -> None:
     form = (await _open(acme.member, "/orgs/acme/connect")).form("/orgs/acme/connect/key")
     refused = await acme.member.post(form.action, data=form.data(name="  "))
