@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import subprocess
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -269,9 +270,17 @@ def test_quick_start_waits_for_the_first_event_and_says_when_it_is_received(
     assert waiting.inner_text() == "Waiting for your first event…"
     assert f'"{site.base_url}/api/v1/events"' in page.locator("#send-curl").inner_text()
     _screenshots(page, "quickstart")
-    _send_event(site, key=site.quiet_writer, source="//github.com/acme/first")
+    # The page's curl command, run as a person pastes it, with their key in the environment.
+    curl = page.locator("#send-curl").inner_text()
+    environment = {**os.environ, "TRAILMAP_API_KEY": site.quiet_writer}
+    sent = subprocess.run(
+        ["bash", "-c", curl], env=environment, capture_output=True, text=True, timeout=30
+    )
+    assert sent.returncode == 0, sent.stderr
+    assert '"success":true' in sent.stdout.replace(" ", ""), sent.stdout
     page.wait_for_function(
         "() => document.getElementById('first-event').dataset.received === 'yes'"
     )
-    assert waiting.inner_text().startswith("Received: deployment from //github.com/acme/first")
+    received = waiting.inner_text()
+    assert received.startswith("Received: deployment from //github.com/acme/checkout"), received
     assert member.errors == []
