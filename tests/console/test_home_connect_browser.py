@@ -12,6 +12,7 @@ import asyncio
 import os
 import shutil
 import subprocess
+import textwrap
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -283,4 +284,19 @@ def test_quick_start_waits_for_the_first_event_and_says_when_it_is_received(
     )
     received = waiting.inner_text()
     assert received.startswith("Received: deployment from //github.com/acme/checkout"), received
+    # The CLI line and the CI step's script work as written too.
+    _run_shell(page.locator("#send-cli").inner_text(), environment)
+    step = page.locator("#send-ci").inner_text().split("run: |\n", 1)[1]
+    ci = {**environment, "GITHUB_REPOSITORY": "acme/ci", "GITHUB_SHA": "0123abc"}
+    assert '"success":true' in _run_shell(textwrap.dedent(step), ci).replace(" ", "")
+    quick_status = page.request.get("/orgs/quiet/quickstart/status").json()
+    assert quick_status["data"]["latest"]["source"] == "//github.com/acme/ci"
+
+
+def _run_shell(script: str, environment: dict[str, str]) -> str:
+    ran = subprocess.run(
+        ["bash", "-c", script], env=environment, capture_output=True, text=True, timeout=60
+    )
+    assert ran.returncode == 0, (script, ran.stdout, ran.stderr)
+    return ran.stdout
     assert member.errors == []

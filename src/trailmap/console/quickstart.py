@@ -33,7 +33,7 @@ def _curl(url: str) -> str:
         '  -H "Authorization: Bearer $TRAILMAP_API_KEY" \\\n'
         '  -H "Content-Type: application/json" \\\n'
         '  -d \'{"specversion": "1.0", "type": "deployment", '
-        f'"source": "{_SOURCE}", "subject": "production", "version": "v1.4.2", '
+        f'"source": "{_SOURCE}", "time": "NOW", "subject": "production", "version": "v1.4.2", '
         '"data": {"description": "checkout v1.4.2 to production"}}\''
     )
 
@@ -56,7 +56,8 @@ def _ci(url: str) -> str:
         '      -H "Authorization: Bearer $TRAILMAP_API_KEY" \\\n'
         '      -H "Content-Type: application/json" \\\n'
         '      -d "{\\"specversion\\": \\"1.0\\", \\"type\\": \\"deployment\\", '
-        '\\"source\\": \\"//github.com/$GITHUB_REPOSITORY\\", \\"subject\\": \\"production\\", '
+        '\\"source\\": \\"//github.com/$GITHUB_REPOSITORY\\", \\"time\\": \\"NOW\\", '
+        '\\"subject\\": \\"production\\", '
         '\\"version\\": \\"$GITHUB_SHA\\"}"'
     )
 
