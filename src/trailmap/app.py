@@ -24,7 +24,18 @@ from trailmap.api.docs import install_docs
 from trailmap.api.near_misses import near_misses
 from trailmap.api.schemas import CloudEventIn
 from trailmap.api.server_metrics import install_server_metrics
-from trailmap.console import account, consent, keys, login, service, setup, team
+from trailmap.console import (
+    account,
+    connect,
+    consent,
+    home,
+    keys,
+    login,
+    quickstart,
+    service,
+    setup,
+    team,
+)
 from trailmap.console import graph as console_graph
 from trailmap.console.consent import CONSENT_PATH
 from trailmap.demo.live import run_live_demo
@@ -191,7 +202,17 @@ def create_app(
     # `/api/v1/events/{id}`, whose id may hold slashes (a producer's id, such as
     # production/checkout/1.5.0) and would otherwise take the `/metrics` as part of it.
     faces = (health, metrics, events, otlp, otlp_metrics, graph, setup, login, consent, keys)
-    for face in (*faces, api_team, team, account, console_graph, service):
+    for face in (
+        *faces,
+        api_team,
+        team,
+        account,
+        home,
+        connect,
+        quickstart,
+        console_graph,
+        service,
+    ):
         app.include_router(face.router)
     limits = OAuthLimits(
         RateLimits(db),

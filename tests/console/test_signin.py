@@ -132,9 +132,10 @@ async def test_the_servers_address_leads_to_sign_in_then_to_the_console(
     assert done.headers["Location"] == "/console"
     signed_in = await client.get("/")
     assert (signed_in.status_code, signed_in.headers["Location"]) == (303, "/console")
+    # A member of one organization is led on to its Home.
     home = await client.get("/console")
-    assert home.status_code == 200
-    assert "(acme, owner)" in home.text
+    assert (home.status_code, home.headers["Location"]) == (303, "/orgs/acme")
+    assert "You are an owner of <b>acme</b>" in (await client.get("/orgs/acme")).text
 
 
 @pytest.mark.parametrize("csrf", ["missing", "mismatched", "no cookie"])
@@ -308,7 +309,7 @@ async def test_behind_https_the_session_cookie_is_host_prefixed_secure_and_path_
     assert session.get("Path") == "/"
     assert not session.has("Domain")
     assert (session.get("SameSite") or "").lower() == "lax"
-    assert (await https_client.get("/console")).status_code == 200
+    assert (await https_client.get("/console", follow_redirects=True)).status_code == 200
 
 
 async def test_behind_https_signing_in_clears_the_login_csrf_cookie_so_a_browser_accepts_it(
@@ -328,7 +329,7 @@ async def test_behind_https_signing_out_clears_the_session_cookie_so_a_browser_a
     https_client: httpx.AsyncClient, account: Account
 ) -> None:
     await _signed_in(https_client, account)
-    home = await https_client.get("/console")
+    home = await https_client.get("/console", follow_redirects=True)
     out = await https_client.post("/logout", data={"csrf": parse(home.text).csrf})
     assert out.status_code == 303
     cleared = set_cookies(out)[f"__Host-{SESSION}"]
@@ -377,7 +378,7 @@ async def test_the_session_csrf_is_not_the_session_cookie(
     client: httpx.AsyncClient, account: Account
 ) -> None:
     await _signed_in(client, account)
-    page = parse((await client.get("/console")).text)
+    page = parse((await client.get("/console", follow_redirects=True)).text)
     assert page.csrf
     assert page.csrf != client.cookies[SESSION]
 
@@ -389,7 +390,9 @@ async def test_the_session_csrf_is_not_the_session_cookie(
     "path",
     [
         "/login",
-        "/console",
+        "/orgs/acme",
+        "/orgs/acme/connect",
+        "/orgs/acme/quickstart",
         "/orgs/acme/keys",
         "/orgs/acme/service-accounts",
         "/orgs/no-such-org/keys",

@@ -79,7 +79,7 @@ async def test_invite_join_sign_in_remove_and_the_removed_person_is_locked_out(
     )
     assert joined.status_code == 303, joined.text
     home = await carol.get("/console")
-    assert "acme" in home.text
+    assert home.headers["Location"] == "/orgs/acme"  # her one organization's Home
     # The link worked once.
     assert (await new_browser().get(link.group(0))).status_code == 404
 
@@ -169,6 +169,6 @@ async def test_changing_the_password_in_the_console_signs_out_the_other_browsers
     )
     assert changed.status_code == 200
     assert "was changed" in changed.text
-    assert (await owner.get("/console")).status_code == 200
-    assert (await elsewhere.get("/console")).status_code == 303  # off to sign in
+    assert (await owner.get("/orgs/acme")).status_code == 200
+    assert (await elsewhere.get("/orgs/acme")).status_code == 303  # off to sign in
     assert (await sign_in(new_browser(), OWNER, "a new owner password")).status_code == 303

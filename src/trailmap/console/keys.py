@@ -55,8 +55,11 @@ async def console_home(request: Request) -> Response:
     if user is None:
         return to_login(request)
     orgs = await list_memberships(context_of(request).db, user.id)
+    if len(orgs) == 1:  # one organization: its Home is the way in
+        return see_other(f"/orgs/{orgs[0].org_slug}")
     items = "".join(
-        f"<li><b>{e(org.org_name)}</b> ({e(org.org_slug)}, {e(org.role)}): "
+        f"<li><b><a href=/orgs/{e(org.org_slug)}>{e(org.org_name)}</a></b> "
+        f"({e(org.org_slug)}, {e(org.role)}): "
         f"<a href=/orgs/{e(org.org_slug)}/keys>API Keys</a> · "
         f"<a href=/orgs/{e(org.org_slug)}/service-accounts>Service Accounts</a></li>"
         for org in orgs

@@ -78,8 +78,12 @@ def org_nav(m: OrgMember) -> str:
         else ""
     )
     return (
-        f"<nav><a href=/console>Organizations</a><a href=/orgs/{slug}/keys>API Keys</a>"
+        f"<nav><a href=/console>Organizations</a>"
+        f"<a href=/orgs/{slug}>Home</a>"
+        f"<a href=/orgs/{slug}/connect>Connect</a>"
+        f"<a href=/orgs/{slug}/quickstart>Quick start</a>"
         f"<a href=/orgs/{slug}/graph>Graph</a>"
+        f"<a href=/orgs/{slug}/keys>API Keys</a>"
         f"<a href=/orgs/{slug}/service-accounts>Service Accounts</a>"
         f"<a href=/orgs/{slug}/members>Members</a>{managed}<a href=/account>Account</a>"
         f"<form class=inline method=post action=/logout>{form_csrf(m.user)}"

@@ -35,7 +35,7 @@ code,pre{background:#f4f4f4;padding:.2rem .4rem;word-break:break-all;white-space
 label input[type=checkbox]{width:auto;margin-right:.5rem}
 """
 _CSP = (
-    "default-src 'none'; style-src 'unsafe-inline'; script-src 'self'; "
+    "default-src 'none'; style-src 'unsafe-inline'; script-src 'self'; connect-src 'self'; "
     "form-action {form_action}; frame-ancestors 'none'; base-uri 'none'"
 )
 
@@ -53,13 +53,16 @@ def page(
     nav: str = "",
     script: bool = False,
     form_targets: str = "",
+    scripts: tuple[str, ...] = (),
 ) -> HTMLResponse:
-    """A whole page. `form_targets` widens form-action for a page whose form redirects on."""
-    scripts = "<script src=/console/copy.js defer></script>" if script else ""
+    """A whole page. `form_targets` widens form-action for a page whose form redirects on;
+    `scripts` are more of this server's script files (paths), besides the copy button's."""
+    sources = (["/console/copy.js"] if script else []) + list(scripts)
+    scripts_html = "".join(f"<script src={e(src)} defer></script>" for src in sources)
     document = (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         "<meta name=viewport content='width=device-width'>"
-        f"<title>{e(title)} · Trailmap</title><style>{_STYLE}</style>{scripts}</head>"
+        f"<title>{e(title)} · Trailmap</title><style>{_STYLE}</style>{scripts_html}</head>"
         f"<body>{nav}<h1>{e(title)}</h1>{body}</body></html>"
     )
     response = HTMLResponse(document, status_code=status)
