@@ -24,7 +24,7 @@ from trailmap.api.docs import install_docs
 from trailmap.api.near_misses import near_misses
 from trailmap.api.schemas import CloudEventIn
 from trailmap.api.server_metrics import install_server_metrics
-from trailmap.console import account, consent, keys, login, setup, team
+from trailmap.console import account, assets, consent, keys, login, setup, team
 from trailmap.console.consent import CONSENT_PATH
 from trailmap.demo.live import run_live_demo
 from trailmap.errors import Unauthorized
@@ -185,12 +185,12 @@ def create_app(
     app.state.otlp_workers = otlp_workers
     # The MCP server itself, for embedders (the MCP benchmark adds its no-op floor tool).
     app.state.mcp_server = mcp_server
-    install_error_handlers(app)
+    install_error_handlers(app, not_found_page=assets.not_found_page)
     # metrics before events: `/api/v1/events/{id}/metrics` must be tried before
     # `/api/v1/events/{id}`, whose id may hold slashes (a producer's id, such as
     # production/checkout/1.5.0) and would otherwise take the `/metrics` as part of it.
     faces = (health, metrics, events, otlp, otlp_metrics, graph, setup, login, consent, keys)
-    for face in (*faces, api_team, team, account):
+    for face in (*faces, api_team, team, account, assets):
         app.include_router(face.router)
     limits = OAuthLimits(
         RateLimits(db),
