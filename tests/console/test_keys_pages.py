@@ -234,6 +234,46 @@ async def test_a_new_key_is_shown_once_with_a_copy_button_and_works_on_the_api(
     assert key.id in parse(again.text).rows
 
 
+async def test_a_made_key_redirects_and_its_page_shows_the_token_once_and_makes_nothing_again(
+    acme: Acme, db: Database
+) -> None:
+    form = (await _open(acme.owner, f"/orgs/{acme.slug}/keys")).form(f"/orgs/{acme.slug}/keys")
+    posted = await acme.owner.post(form.action, data=form.data(name="once", scope="read-only"))
+    assert posted.status_code == 303
+    assert posted.headers["Location"] == f"/orgs/{acme.slug}/keys/created"
+    assert _WHOLE_TOKEN.search(posted.text) is None
+    assert len(await list_keys(db, acme.slug)) == 1
+
+    # Another person's browser, even a member's of the organization, is shown no token.
+    assert "token" not in parse((await acme.member.get(posted.headers["Location"])).text).by_id
+
+    shown = await acme.owner.get(posted.headers["Location"])
+    assert shown.status_code == 200
+    assert shown.headers["Cache-Control"] == "no-store"
+    token = _token(shown)
+    assert token.startswith((await _key_named(db, acme.slug, "once")).prefix)
+    assert "trailmap_new_token=" in shown.headers["set-cookie"]  # deleted as it is shown
+
+    again = await acme.owner.get(posted.headers["Location"])  # the reload
+    assert again.status_code == 200
+    assert "shown once already" in again.text
+    assert "token" not in parse(again.text).by_id
+    assert _WHOLE_TOKEN.search(again.text) is None
+    assert [k.name for k in await list_keys(db, acme.slug)] == ["once"]
+
+
+async def test_a_token_cookie_for_a_key_of_another_organization_shows_nothing(
+    acme: Acme, db: Database
+) -> None:
+    theirs = _token(await _create_key(acme.outsider, "other", "carol's key"))
+    [key] = await list_keys(db, "other")
+    acme.owner.cookies.set("trailmap_new_token", f"{key.id}:{theirs}")
+    shown = await acme.owner.get(f"/orgs/{acme.slug}/keys/created")
+    assert shown.status_code == 200
+    assert theirs not in shown.text
+    assert "token" not in parse(shown.text).by_id
+
+
 async def test_creating_a_key_without_the_csrf_is_refused_and_makes_no_key(
     acme: Acme, db: Database
 ) -> None:
