@@ -366,6 +366,10 @@ def test_the_setup_page_ties_errors_to_fields_then_offers_a_copy_button_and_sign
         assert _TOKEN.fullmatch(token), token
         page.get_by_role("button", name="Copy the key").click()
         assert page.evaluate("navigator.clipboard.readText()") == token
+        page.get_by_role("button", name="Copy the command").click()
+        command = page.evaluate("navigator.clipboard.readText()")
+        assert command.startswith(f"curl -X POST {fresh.base_url}/api/v1/events")
+        assert token in command
         screenshots(page, "setup-done")
         page.get_by_role("link", name="sign in").first.click()
         page.wait_for_url("**/login")

@@ -173,14 +173,15 @@ async def setup_submit(request: Request) -> HTMLResponse:
         "<p>Your first API key (READ_WRITE). It is shown only now: copy it somewhere safe.</p>"
         f"<pre id=token>{html.escape(done.token)}</pre>"
         "<button type=button data-copy=token hidden>Copy the key</button>"
-        "<p>Send an event:</p><pre>"
+        "<p>Send an event:</p><pre id=send>"
         + html.escape(
             f"curl -X POST {base}/api/v1/events \\\n"
             f"  -H 'Authorization: Bearer {done.token}' -H 'Content-Type: application/json' \\\n"
             '  -d \'{"specversion":"1.0","type":"deployment","source":"//github.com/acme/api",'
             '"time":"NOW","subject":"production"}\''
         )
-        + "</pre><p>The API reference is at <a href=/docs>/docs</a>.</p>"
+        + "</pre><button type=button data-copy=send hidden>Copy the command</button>"
+        "<p>The API reference is at <a href=/docs>/docs</a>.</p>"
     )
     response = _page("Trailmap is ready", body, status=201, script=True)
     clear_cookie(request, response, _CSRF_COOKIE, samesite="strict")
