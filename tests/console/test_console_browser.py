@@ -376,3 +376,23 @@ def test_the_setup_page_ties_errors_to_fields_then_offers_a_copy_button_and_sign
         expect(page.get_by_role("heading", level=1)).to_have_text("Sign in to Trailmap")
     finally:
         context.close()
+
+
+def test_the_organizations_and_account_pages_are_accessible_and_tie_errors_to_fields(
+    context: BrowserContext,
+) -> None:
+    page = context.new_page()
+    _sign_in(page)
+    expect(page.get_by_role("main")).to_contain_text("Acme Corporation")
+    screenshots(page, "organizations")
+    page.goto("/account")
+    page.get_by_label("Current password").fill("not my password at all")
+    page.get_by_label("Password (at least 10 characters)").fill("another long password")
+    page.get_by_label("The same again").fill("a different long password")
+    page.get_by_role("button", name="Change password").click()
+    confirm = page.get_by_label("The same again")
+    expect(confirm).to_have_attribute("aria-invalid", "true")
+    expect(confirm).to_have_attribute("aria-describedby", "form-error")
+    expect(page.locator("#form-error")).to_contain_text("differ")
+    expect(page.get_by_label("Current password")).not_to_have_attribute("aria-invalid", "true")
+    screenshots(page, "account-error")
