@@ -26,6 +26,7 @@ from trailmap.api.schemas import CloudEventIn
 from trailmap.api.server_metrics import install_server_metrics
 from trailmap.console import (
     account,
+    assets,
     connect,
     consent,
     home,
@@ -197,7 +198,7 @@ def create_app(
     app.state.otlp_workers = otlp_workers
     # The MCP server itself, for embedders (the MCP benchmark adds its no-op floor tool).
     app.state.mcp_server = mcp_server
-    install_error_handlers(app)
+    install_error_handlers(app, not_found_page=assets.not_found_page)
     # metrics before events: `/api/v1/events/{id}/metrics` must be tried before
     # `/api/v1/events/{id}`, whose id may hold slashes (a producer's id, such as
     # production/checkout/1.5.0) and would otherwise take the `/metrics` as part of it.
@@ -207,6 +208,7 @@ def create_app(
         api_team,
         team,
         account,
+        assets,
         home,
         connect,
         quickstart,

@@ -50,13 +50,18 @@ async def test_the_setup_link_creates_the_owner_and_a_working_first_key(
         },
     )
     assert done.status_code == 201, done.text
-    key = re.search(r"<pre>(tmk_[0-9A-Za-z]+)</pre>", done.text)
+    key = re.search(r"<pre id=token>(tmk_[0-9A-Za-z]+)</pre>", done.text)
     assert key is not None
     sent = await client.post(
         "/api/v1/events", json=event(), headers={"Authorization": f"Bearer {key.group(1)}"}
     )
     assert sent.status_code == 201
     assert "owner@example.com" in done.text
+    # The key and the command that sends an event can each be copied; the next step is linked.
+    assert "<button type=button data-copy=token hidden>Copy the key</button>" in done.text
+    assert "<button type=button data-copy=send hidden>Copy the command</button>" in done.text
+    assert "<script src=/console/copy.js defer></script>" in done.text
+    assert "<a href=/login>sign in</a>" in done.text
 
 
 async def test_the_setup_link_works_only_once(client: httpx.AsyncClient, db: Database) -> None:

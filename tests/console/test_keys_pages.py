@@ -70,17 +70,30 @@ async def _open(browser: httpx.AsyncClient, path: str) -> Page:
 async def _create_key(
     browser: httpx.AsyncClient, slug: str, name: str, *, scope: str = "read-only", expires: str = ""
 ) -> httpx.Response:
-    """Fill in and send the Create a key form of the keys page."""
+    """Fill in and send the Create a key form of the keys page; a key made is answered with
+    a redirect (post, redirect, get) to the page that shows its token, which is followed."""
     form = (await _open(browser, f"/orgs/{slug}/keys")).form(f"/orgs/{slug}/keys")
     assert form.method == "post"
     offered = [o.value for o in form.selects["scope"]]
     # Owners and admins are offered every scope; members read-only (docs/operations.md).
     assert offered in (["read-only", "read-write", "admin"], ["read-only"]), offered
-    return await browser.post(form.action, data=form.data(name=name, scope=scope, expires=expires))
+    posted = await browser.post(
+        form.action, data=form.data(name=name, scope=scope, expires=expires)
+    )
+    return await _follow(browser, posted)
+
+
+async def _follow(browser: httpx.AsyncClient, posted: httpx.Response) -> httpx.Response:
+    """The page a made key's redirect leads to; any other answer as it is."""
+    if posted.status_code != 303 or not posted.headers["Location"].endswith("/created"):
+        return posted
+    assert _WHOLE_TOKEN.search(posted.headers["Location"]) is None  # never in a URL
+    return await browser.get(posted.headers["Location"])
 
 
 def _token(response: httpx.Response) -> str:
-    assert response.status_code == 201, response.text
+    assert response.status_code == 200, response.text
+    assert response.url.path.endswith("/created"), response.url
     token = parse(response.text).by_id["token"]
     assert _WHOLE_TOKEN.fullmatch(token), token
     return token
@@ -101,14 +114,18 @@ def _when(moment: datetime | None, never: str) -> str:
     return never if moment is None else moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _expected_row(key: ApiKey) -> list[str]:
-    """Name, prefix, scope, kind, creator, created, last used, expiry, status."""
+def _expected_row(key: ApiKey, emails: dict[str, str] | None = None) -> list[str]:
+    """Name, prefix, scope, kind, creator, created, last used, expiry, status; an AI client's
+    key approved before approvals recorded e-mails names its approver by e-mail."""
+    creator = key.created_by
+    if creator.startswith("OAuth approval by user ") and emails and key.user_id in emails:
+        creator = emails[key.user_id]
     return [
         key.name,
         f"{key.prefix}…",
         key.scope,
         key.kind,
-        key.created_by,
+        creator,
         _when(key.created, "?"),
         _when(key.last_used, "never"),
         _when(key.expires, "no expiry"),
@@ -151,8 +168,9 @@ async def test_an_owner_sees_every_key_of_the_organization_with_its_details(
     assert "<th>Expires</th>" in response.text
     rows = parse(response.text).rows
     assert set(rows) == {k.id for k in every_kind}
+    emails = {acme.member_id: MEMBER}
     for key in every_kind:
-        assert rows[key.id][:9] == _expected_row(key)
+        assert rows[key.id][:9] == _expected_row(key, emails)
     by_name = {k.name: k for k in every_kind}
     assert {k.kind for k in every_kind} == {"manual", "service account", "MCP"}
     assert by_name["ci deploys"].kind == "service account"
@@ -176,7 +194,7 @@ async def test_a_member_sees_only_their_own_keys(acme: Acme, every_kind: list[Ap
     assert {k.name for k in own} == {"bob notebook", "MCP — Claude.ai"}
     assert set(rows) == {k.id for k in own}
     for key in own:
-        assert rows[key.id][:9] == _expected_row(key)
+        assert rows[key.id][:9] == _expected_row(key, {acme.member_id: MEMBER})
     for key in every_kind:
         if key not in own:
             assert key.name not in response.text
@@ -214,6 +232,46 @@ async def test_a_new_key_is_shown_once_with_a_copy_button_and_works_on_the_api(
     assert _WHOLE_TOKEN.search(again.text) is None
     assert "token" not in parse(again.text).by_id
     assert key.id in parse(again.text).rows
+
+
+async def test_a_made_key_redirects_and_its_page_shows_the_token_once_and_makes_nothing_again(
+    acme: Acme, db: Database
+) -> None:
+    form = (await _open(acme.owner, f"/orgs/{acme.slug}/keys")).form(f"/orgs/{acme.slug}/keys")
+    posted = await acme.owner.post(form.action, data=form.data(name="once", scope="read-only"))
+    assert posted.status_code == 303
+    assert posted.headers["Location"] == f"/orgs/{acme.slug}/keys/created"
+    assert _WHOLE_TOKEN.search(posted.text) is None
+    assert len(await list_keys(db, acme.slug)) == 1
+
+    # Another person's browser, even a member's of the organization, is shown no token.
+    assert "token" not in parse((await acme.member.get(posted.headers["Location"])).text).by_id
+
+    shown = await acme.owner.get(posted.headers["Location"])
+    assert shown.status_code == 200
+    assert shown.headers["Cache-Control"] == "no-store"
+    token = _token(shown)
+    assert token.startswith((await _key_named(db, acme.slug, "once")).prefix)
+    assert "trailmap_new_token=" in shown.headers["set-cookie"]  # deleted as it is shown
+
+    again = await acme.owner.get(posted.headers["Location"])  # the reload
+    assert again.status_code == 200
+    assert "shown once already" in again.text
+    assert "token" not in parse(again.text).by_id
+    assert _WHOLE_TOKEN.search(again.text) is None
+    assert [k.name for k in await list_keys(db, acme.slug)] == ["once"]
+
+
+async def test_a_token_cookie_for_a_key_of_another_organization_shows_nothing(
+    acme: Acme, db: Database
+) -> None:
+    theirs = _token(await _create_key(acme.outsider, "other", "carol's key"))
+    [key] = await list_keys(db, "other")
+    acme.owner.cookies.set("trailmap_new_token", f"{key.id}:{theirs}")
+    shown = await acme.owner.get(f"/orgs/{acme.slug}/keys/created")
+    assert shown.status_code == 200
+    assert theirs not in shown.text
+    assert "token" not in parse(shown.text).by_id
 
 
 async def test_creating_a_key_without_the_csrf_is_refused_and_makes_no_key(
@@ -410,6 +468,7 @@ async def test_an_owner_creates_a_service_account_and_a_token_that_works_on_the_
     tokens = page.form(f"{accounts}/{account.id}/tokens")
     assert {o.value for o in tokens.selects["scope"]} == {"read-write", "read-only", "admin"}
     generated = await acme.owner.post(tokens.action, data=tokens.data(scope="read-write"))
+    generated = await _follow(acme.owner, generated)
     token = _token(generated)
     assert "/console/copy.js" in parse(generated.text).scripts
 

@@ -215,3 +215,44 @@ async def test_the_sdk_client_signs_in_with_a_client_id_metadata_document(stack:
         assert "/oauth/claude-ai.json" in stack.metadata.requests
     finally:
         await browser.aclose()
+
+
+async def test_an_app_that_registers_again_reuses_its_key_which_names_the_approvers_email(
+    stack: Stack,
+) -> None:
+    """Claude Code forgets its registration (a new machine, a cleared cache) and registers
+    anew: the second approval by the same person in the same organization binds the new
+    client to the live key of the first, rather than making a second "MCP — …" key."""
+    browser = Browser()
+    user = User(browser)
+    client_ids = []
+    try:
+        for _ in range(2):
+            provider = OAuthClientProvider(
+                server_url=stack.public + "/mcp",
+                client_metadata=_client_metadata("http://127.0.0.1:53684/callback", "Re-reg"),
+                storage=MemoryStorage(),  # nothing kept: the SDK registers again
+                redirect_handler=user.redirect,
+                callback_handler=user.callback,
+            )
+            http = create_mcp_http_client(auth=provider)
+            streams = streamable_http_client(stack.public + "/mcp", http_client=http)
+            async with http, Client(streams) as c:
+                assert not (await c.call_tool("list_event_types", {})).is_error
+            storage = provider.context.storage
+            assert isinstance(storage, MemoryStorage)
+            assert storage.client_info is not None
+            client_ids.append(storage.client_info.client_id)
+        assert user.authorizations == 2
+        assert client_ids[0] != client_ids[1]  # two registrations of the one app
+        assert await _mcp_keys(stack, "MCP — Re-reg") == [("MCP", "active")]
+        db = Database(stack.database_url)
+        try:
+            [key] = [k for k in await list_keys(db, "acme") if k.name == "MCP — Re-reg"]
+        finally:
+            db.close()
+        assert key.created_by == OWNER  # the approver's e-mail, not a user id
+        page = parse((await browser.get(f"{stack.public}/orgs/acme/keys")).text)
+        assert page.rows[key.id][4] == OWNER
+    finally:
+        await browser.aclose()

@@ -294,8 +294,9 @@ async def _console_key(http: httpx.AsyncClient, name: str, scope: str = "read-wr
     assert opened.status_code == 200, opened.text
     form = parse(opened.text).form("/orgs/acme/keys")
     created = await http.post(form.action, data=form.data(name=name, scope=scope))
-    assert created.status_code == 201, created.text
-    return parse(created.text).by_id["token"]
+    assert created.status_code == 303, created.text  # post, redirect, get
+    shown = await http.get(created.headers["Location"])
+    return parse(shown.text).by_id["token"]
 
 
 async def _service_account_keys(http: httpx.AsyncClient, count: int) -> list[str]:
@@ -309,8 +310,9 @@ async def _service_account_keys(http: httpx.AsyncClient, count: int) -> list[str
     made = []
     for _ in range(count):
         generated = await http.post(tokens.action, data=tokens.data(scope="read-write"))
-        assert generated.status_code == 201, generated.text
-        made.append(parse(generated.text).by_id["token"])
+        assert generated.status_code == 303, generated.text
+        shown = await http.get(generated.headers["Location"])
+        made.append(parse(shown.text).by_id["token"])
     return made
 
 

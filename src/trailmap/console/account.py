@@ -19,7 +19,15 @@ from trailmap.accounts.team import (
     reset_password,
 )
 from trailmap.accounts.users import user_exists
-from trailmap.console.pages import e, form_csrf, page, problem_text, see_other, to_login
+from trailmap.console.pages import (
+    e,
+    form_csrf,
+    form_error,
+    page,
+    problem_text,
+    see_other,
+    to_login,
+)
 from trailmap.errors import PayloadTooLarge, TrailmapError
 from trailmap.http.context import client_address, context_of
 from trailmap.http.sessions import (
@@ -164,17 +172,26 @@ async def invite_submit(request: Request, token: str) -> Response:
 
 
 def _account_page(
-    email: str, csrf_field: str, *, error: str = "", notice: str = "", status: int = 200
+    email: str,
+    csrf_field: str,
+    *,
+    error: str = "",
+    notice: str = "",
+    status: int = 200,
+    fields: tuple[str, ...] = (),
 ) -> Response:
-    problem = f"<p class=error role=alert>{e(error)}</p>" if error else ""
+    """`fields`: the inputs the refusal `error` is about (marked invalid, described by it)."""
     told = f"<p class=notice role=status>{e(notice)}</p>" if notice else ""
-    body = (
-        f"{problem}{told}<p>Signed in as <b>{e(email)}</b>.</p><h2>Change password</h2>"
+    form = (
         f"<form method=post action=/account/password>{csrf_field}"
         "<label for=current>Current password</label>"
         "<input id=current name=current type=password autocomplete=current-password required>"
         f"{_CHOOSE_FIELDS}<button type=submit>Change password</button></form>"
-        "<p class=muted>Changing it signs you out everywhere else.</p>"
+    )
+    body = (
+        f"{told}<p>Signed in as <b>{e(email)}</b>.</p><h2>Change password</h2>"
+        + form_error(form, error, fields)
+        + "<p class=muted>Changing it signs you out everywhere else.</p>"
         "<p><a href=/console>Back to the console</a></p>"
     )
     return page("Your account", body, status=status)
@@ -200,7 +217,11 @@ async def account_password(request: Request) -> Response:
         return _account_page(user.email, form_csrf(user), error=_STALE, status=403)
     if form.get("password", "") != form.get("confirm", ""):
         return _account_page(
-            user.email, form_csrf(user), error="The two new passwords differ.", status=400
+            user.email,
+            form_csrf(user),
+            error="The two new passwords differ.",
+            status=400,
+            fields=("confirm",),
         )
     try:
         await change_password(
@@ -213,8 +234,13 @@ async def account_password(request: Request) -> Response:
             hashing=context_of(request).passwords,
         )
     except TrailmapError as error:
+        about = tuple(d.field for d in error.details if d.field) or ("current",)
         return _account_page(
-            user.email, form_csrf(user), error=problem_text(error), status=error.status
+            user.email,
+            form_csrf(user),
+            error=problem_text(error),
+            status=error.status,
+            fields=about,
         )
     return _account_page(user.email, form_csrf(user), notice="Your password was changed.")
 

@@ -12,11 +12,21 @@ from trailmap.accounts import create_key, list_keys, revoke_key
 from trailmap.accounts.keys import ApiKey, parse_scope
 from trailmap.accounts.memberships import list_memberships
 from trailmap.accounts.service_accounts import create_service_account, list_service_accounts
+from trailmap.accounts.team import list_members
+from trailmap.accounts.tokens import display_prefix
 from trailmap.console.orgs import OrgMember, org_member, org_nav, posted_form, refused, when
-from trailmap.console.pages import e, form_csrf, page, problem_text, see_other, to_login
+from trailmap.console.pages import (
+    e,
+    field_error,
+    form_csrf,
+    page,
+    problem_text,
+    see_other,
+    to_login,
+)
 from trailmap.errors import TrailmapError, ValidationFailed
 from trailmap.http.context import context_of
-from trailmap.http.sessions import signed_in
+from trailmap.http.sessions import clear_cookie, cookie_name, set_cookie, signed_in
 from trailmap.timeline.times import TimeExpressionError, parse_duration
 
 __all__ = ["COPY_SCRIPT", "router"]
@@ -35,15 +45,57 @@ document.querySelectorAll("button[data-copy]").forEach(function (button) {
 """
 
 
-def _token_shown_once(m: OrgMember, title: str, key: ApiKey, token: str, back: str) -> Response:
-    body = (
-        f"<p>The token of <b>{e(key.name)}</b> ({e(key.scope)}). It is shown only now: copy it "
-        "somewhere safe. Trailmap keeps only its hash.</p>"
-        f"<pre id=token>{e(token)}</pre>"
-        "<button type=button data-copy=token hidden>Copy</button>"
-        f"<p><a href={e(back)}>Back</a></p>"
+# The token of a key just made travels from the POST to the page that shows it in this
+# short-lived cookie (HttpOnly, SameSite=Strict, path /): never in a URL, where logs and
+# history would keep it. The page clears it as it shows it, so a reload shows it no more and
+# creates nothing (the POST answered with a redirect: post, redirect, get).
+_SHOWN_ONCE_COOKIE: Final = "trailmap_new_token"
+_SHOWN_ONCE_SECONDS: Final = 120
+
+
+def _token_shown_once(
+    request: Request, m: OrgMember, key: ApiKey, token: str, page_: str
+) -> Response:
+    """The answer to a POST that made a key: a 303 to the page that shows its token once."""
+    response = see_other(f"/orgs/{m.slug}/{page_}/created")
+    set_cookie(
+        request,
+        response,
+        _SHOWN_ONCE_COOKIE,
+        f"{key.id}:{token}",
+        max_age=_SHOWN_ONCE_SECONDS,
+        samesite="strict",
     )
-    return page(title, body, status=201, nav=org_nav(m), script=True)
+    return response
+
+
+async def _show_token_once(request: Request, slug: str, title: str, back: str) -> Response:
+    m = await org_member(request, slug)
+    if isinstance(m, Response):
+        return m
+    held = request.cookies.get(cookie_name(request, _SHOWN_ONCE_COOKIE), "")
+    key_id, _, token = held.partition(":")
+    keys = await list_keys(context_of(request).db, m.slug) if token else []
+    key = next((k for k in keys if k.id == key_id and m.may_manage(k)), None)
+    back_link = f"<p><a href=/orgs/{e(m.slug)}/{back}>Back</a></p>"
+    if key is None or display_prefix(token) != key.prefix:
+        body = (
+            "<p>The token was shown once already, and Trailmap keeps only its hash: it "
+            "cannot be shown again. If it was not copied, revoke the key and create another.</p>"
+            + back_link
+        )
+        response = page(title, body, nav=org_nav(m))
+    else:
+        body = (
+            f"<p>The token of <b>{e(key.name)}</b> ({e(key.scope)}). It is shown only now: "
+            "copy it somewhere safe. Trailmap keeps only its hash.</p>"
+            f"<pre id=token>{e(token)}</pre>"
+            "<button type=button data-copy=token hidden>Copy</button>" + back_link
+        )
+        response = page(title, body, nav=org_nav(m), script=True)
+    if held:
+        clear_cookie(request, response, _SHOWN_ONCE_COOKIE, samesite="strict")
+    return response
 
 
 # -- the organizations a user belongs to ------------------------------------------------------
@@ -84,29 +136,53 @@ async def copy_script() -> Response:
 # -- API keys --------------------------------------------------------------------------------
 
 
-def _keys_table(m: OrgMember, keys: list[ApiKey]) -> str:
+_OLD_APPROVAL = "OAuth approval by user "  # how approvals named their creator before e-mails
+
+
+def _creator(key: ApiKey, emails: dict[str, str]) -> str:
+    """Who made the key; for an AI client's key, the e-mail of the person who approved it."""
+    if key.created_by.startswith(_OLD_APPROVAL) and key.user_id in emails:
+        return emails[key.user_id]
+    return key.created_by
+
+
+def _keys_table(m: OrgMember, keys: list[ApiKey], emails: dict[str, str] | None = None) -> str:
+    emails = {m.user.id: m.user.email, **(emails or {})}
     rows = []
     for key in keys:
         action = ""
         if key.status == "active" and m.may_manage(key):
-            action = f"<a href=/orgs/{e(m.slug)}/keys/{e(key.id)}/revoke>Revoke</a>"
-        rows.append(
-            f"<tr data-key-id='{e(key.id)}'><td>{e(key.name)}</td><td><code>{e(key.prefix)}…"
-            f"</code></td><td>{e(key.scope)}</td><td>{e(key.kind)}</td>"
-            f"<td>{e(key.created_by)}</td><td>{when(key.created)}</td>"
-            f"<td>{when(key.last_used)}</td><td>{when(key.expires, 'no expiry')}</td>"
-            f"<td>{e(key.status)}</td><td>{action}</td></tr>"
+            action = (
+                f"<a href=/orgs/{e(m.slug)}/keys/{e(key.id)}/revoke>Revoke"
+                f"<span class=sr> {e(key.name)} ({e(key.prefix)}…)</span></a>"
+            )
+        cells = (
+            ("Name", e(key.name)),
+            ("Prefix", f"<code>{e(key.prefix)}…</code>"),
+            ("Scope", e(key.scope)),
+            ("Kind", e(key.kind)),
+            ("Creator", e(_creator(key, emails))),
+            ("Created", when(key.created)),
+            ("Last used", when(key.last_used)),
+            ("Expires", when(key.expires, "no expiry")),
+            ("Status", e(key.status)),
         )
+        row = "".join(f"<td data-label='{label}'>{value}</td>" for label, value in cells)
+        rows.append(f"<tr data-key-id='{e(key.id)}'>{row}<td>{action}</td></tr>")
     if not rows:
         return "<p>No keys yet.</p>"
     return (
-        "<table><thead><tr><th>Name</th><th>Prefix</th><th>Scope</th><th>Kind</th>"
-        "<th>Creator</th><th>Created</th><th>Last used</th><th>Expires</th><th>Status</th>"
-        f"<th></th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        "<div class='wide stack' tabindex=0 role=region aria-label=Keys><table><thead><tr>"
+        "<th>Name</th><th>Prefix</th><th>Scope</th>"
+        "<th>Kind</th><th>Creator</th><th>Created</th><th>Last used</th><th>Expires</th>"
+        "<th>Status</th><th><span class=sr>Actions</span></th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
     )
 
 
-def _create_form(m: OrgMember, values: dict[str, str] | None = None) -> str:
+def _create_form(
+    m: OrgMember, values: dict[str, str] | None = None, error: TrailmapError | None = None
+) -> str:
     values = values or {}
     scope = values.get("scope", "read-only")
     choices = [("read-only", "Read-only (query, MCP)", "create_key")]
@@ -117,14 +193,19 @@ def _create_form(m: OrgMember, values: dict[str, str] | None = None) -> str:
         for v, label, action in choices
         if m.may(action)  # type: ignore[arg-type]
     )
+    name_attrs, name_error = field_error("name", error)
+    scope_attrs, scope_error = field_error("scope", error)
+    expires_attrs, expires_error = field_error("expires", error)
     return (
         f"<h2>Create a key</h2><form method=post action=/orgs/{e(m.slug)}/keys>{form_csrf(m.user)}"
         "<label for=name>Name</label>"
-        f"<input id=name name=name required maxlength=200 value='{e(values.get('name', ''))}'>"
-        f"<label for=scope>Scope</label><select id=scope name=scope>{options}</select>"
+        f"<input id=name name=name required maxlength=200 value='{e(values.get('name', ''))}'"
+        f"{name_attrs}>{name_error}"
+        f"<label for=scope>Scope</label><select id=scope name=scope{scope_attrs}>{options}"
+        f"</select>{scope_error}"
         "<label for=expires>Expires after (optional, such as 90d)</label>"
-        f"<input id=expires name=expires value='{e(values.get('expires', ''))}'>"
-        "<button type=submit>Create key</button></form>"
+        f"<input id=expires name=expires value='{e(values.get('expires', ''))}'{expires_attrs}>"
+        f"{expires_error}<button type=submit>Create key</button></form>"
     )
 
 
@@ -132,19 +213,25 @@ async def _keys_page(
     request: Request,
     m: OrgMember,
     *,
-    error: str = "",
+    error: TrailmapError | None = None,
     values: dict[str, str] | None = None,
-    status: int = 200,
 ) -> Response:
-    keys = await list_keys(context_of(request).db, m.slug)
+    db = context_of(request).db
+    keys = await list_keys(db, m.slug)
     shown = keys if m.may("manage_all_keys") else [k for k in keys if k.user_id == m.user.id]
     who = "every key of" if m.may("manage_all_keys") else "your keys in"
-    problem = f"<p class=error role=alert>{e(error)}</p>" if error else ""
+    emails: dict[str, str] = {}
+    if any(k.created_by.startswith(_OLD_APPROVAL) for k in shown):
+        emails = {p.user_id: p.email for p in await list_members(db, m.slug, who=m.membership)}
+    problem = f"<p class=error role=alert>{e(problem_text(error))}</p>" if error else ""
     body = (
         f"{problem}<p class=muted>Showing {who} <b>{e(m.name)}</b>. Keys named "
         "“MCP — …” were created when someone approved an AI client; revoking one ends that "
-        "client's access at once.</p>" + _keys_table(m, shown) + _create_form(m, values)
+        "client's access at once.</p>"
+        + _keys_table(m, shown, emails)
+        + _create_form(m, values, error)
     )
+    status = error.status if error is not None else 200
     return page(f"API Keys · {m.name}", body, nav=org_nav(m), status=status)
 
 
@@ -185,9 +272,13 @@ async def keys_create(request: Request, slug: str) -> Response:
             actor=m.actor(request),
         )
     except TrailmapError as error:
-        message = problem_text(error)
-        return await _keys_page(request, m, error=message, values=form, status=error.status)
-    return _token_shown_once(m, "Key created", key, token, f"/orgs/{m.slug}/keys")
+        return await _keys_page(request, m, error=error, values=form)
+    return _token_shown_once(request, m, key, token, "keys")
+
+
+@router.get("/orgs/{slug}/keys/created")
+async def key_created(request: Request, slug: str) -> Response:
+    return await _show_token_once(request, slug, "Key created", "keys")
 
 
 async def _manageable(request: Request, m: OrgMember, key_id: str) -> ApiKey | None:
@@ -324,4 +415,9 @@ async def accounts_token(request: Request, slug: str, account_id: str) -> Respon
         )
     except TrailmapError as error:
         return await _accounts_page(request, m, error.message, error.status)
-    return _token_shown_once(m, "Token generated", key, token, f"/orgs/{m.slug}/service-accounts")
+    return _token_shown_once(request, m, key, token, "service-accounts")
+
+
+@router.get("/orgs/{slug}/service-accounts/created")
+async def token_generated(request: Request, slug: str) -> Response:
+    return await _show_token_once(request, slug, "Token generated", "service-accounts")

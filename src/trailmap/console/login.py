@@ -9,7 +9,7 @@ from starlette.responses import Response
 from trailmap.accounts.rate_limits import Limit, RateLimits
 from trailmap.accounts.signin import SESSION_SECONDS, TooManyAttempts, end_session, sign_in
 from trailmap.accounts.signin import same_token as _same
-from trailmap.console.pages import e, local_path, page, see_other
+from trailmap.console.pages import e, form_error, local_path, page, see_other
 from trailmap.errors import PayloadTooLarge, Unauthorized, Unavailable
 from trailmap.http.context import client_address, context_of
 from trailmap.http.sessions import (
@@ -33,11 +33,11 @@ _LOGIN_CSRF = "trailmap_login_csrf"
 def _login_page(
     request: Request, next_path: str, *, email: str = "", error: str = "", status: int = 200
 ) -> Response:
-    """The form, with a fresh double-submit CSRF token in a cookie and a hidden field."""
+    """The form, with a fresh double-submit CSRF token in a cookie and a hidden field; a
+    refused e-mail and password are marked invalid and described by the refusal."""
     csrf = new_csrf()
-    problem = f"<p class=error role=alert>{e(error)}</p>" if error else ""
     body = (
-        f"{problem}<form method=post action=/login>"
+        "<form method=post action=/login>"
         f"<input type=hidden name=csrf value='{e(csrf)}'>"
         f"<input type=hidden name=next value='{e(next_path)}'>"
         "<label for=email>E-mail</label>"
@@ -46,7 +46,8 @@ def _login_page(
         "<input id=password name=password type=password autocomplete=current-password required>"
         "<button type=submit>Sign in</button></form>"
     )
-    response = page("Sign in to Trailmap", body, status=status)
+    fields = ("email", "password") if status == 401 else ()
+    response = page("Sign in to Trailmap", form_error(body, error, fields), status=status)
     set_cookie(request, response, _LOGIN_CSRF, csrf, max_age=3600, samesite="strict")
     return response
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
+from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from trailmap.accounts.audit import Actor
 from trailmap.accounts.keys import ApiKey
-from trailmap.accounts.memberships import Membership, find_membership
+from trailmap.accounts.memberships import Membership, find_membership, list_memberships
 from trailmap.accounts.permissions import Action
 from trailmap.console.pages import e, form_csrf, page, to_login
 from trailmap.http.context import client_address, context_of
@@ -21,6 +23,7 @@ __all__ = [
     "csrf_failed",
     "org_member",
     "org_nav",
+    "org_switcher",
     "posted_form",
     "refused",
     "when",
@@ -30,12 +33,22 @@ __all__ = [
 class OrgMember:
     """The signed-in user (for forms and the nav) and their membership of the page's org."""
 
-    def __init__(self, user: SignedInUser, membership: Membership) -> None:
+    def __init__(
+        self,
+        user: SignedInUser,
+        membership: Membership,
+        orgs: Sequence[Membership] = (),
+        section: str = "keys",
+    ) -> None:
         self.user = user
         self.membership = membership
         self.slug = membership.org_slug
         self.org_id = membership.org_id
         self.name = membership.org_name
+        # For the organization switcher: all the user's organizations, and the kind of page
+        # this is (the path's part after /orgs/<slug>/), which the switcher keeps.
+        self.orgs = list(orgs)
+        self.section = section
 
     def may(self, action: Action) -> bool:
         return self.membership.may(action)
@@ -52,11 +65,36 @@ async def org_member(request: Request, slug: str) -> OrgMember | Response:
     user = await signed_in(request)
     if user is None:
         return to_login(request)
-    membership = await find_membership(context_of(request).db, user.id, slug)
+    db = context_of(request).db
+    membership = await find_membership(db, user.id, slug)
     if membership is None:
         # The same answer whether the organization does not exist or is not theirs.
         return page("Not found", "<p>No organization of yours has that name.</p>", status=404)
-    return OrgMember(user, membership)
+    return OrgMember(user, membership, await list_memberships(db, user.id), _section(request))
+
+
+def _section(request: Request) -> str:
+    """The kind of page: `keys` of /orgs/acme/keys/…, the organization's home for /orgs/acme."""
+    parts = request.url.path.split("/")
+    return parts[3] if len(parts) > 3 and parts[3] else ""
+
+
+def org_switcher(m: OrgMember) -> str:
+    """The user's other organizations, each a link to the same kind of page there (no
+    script: a disclosure of links)."""
+    others = [o for o in m.orgs if o.org_slug != m.slug]
+    if not others:
+        return ""
+    section = f"/{quote(m.section)}" if m.section else ""
+    items = "".join(
+        f"<li><a href='/orgs/{e(quote(o.org_slug))}{e(section)}'>{e(o.org_name)}</a> "
+        f"<span class=muted>({e(o.org_slug)}, {e(o.role)})</span></li>"
+        for o in others
+    )
+    return (
+        f"<details class=switcher><summary>Organization: {e(m.name)}"
+        f"<span class=sr> (switch organization)</span></summary><ul>{items}</ul></details>"
+    )
 
 
 async def posted_form(request: Request, slug: str) -> tuple[OrgMember, dict[str, str]] | Response:
@@ -77,7 +115,7 @@ def org_nav(m: OrgMember) -> str:
         if m.may("read_audit")
         else ""
     )
-    return (
+    return org_switcher(m) + (
         f"<nav><a href=/console>Organizations</a>"
         f"<a href=/orgs/{slug}>Home</a>"
         f"<a href=/orgs/{slug}/connect>Connect</a>"

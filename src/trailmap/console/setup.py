@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse
 
 from trailmap.accounts.setup import complete_setup, setup_also_joins, setup_is_open
-from trailmap.console.pages import page
+from trailmap.console.pages import field_error, page
 from trailmap.errors import PayloadTooLarge, TrailmapError
 from trailmap.http.context import context_of
 from trailmap.http.sessions import clear_cookie, cookie_name, read_form, set_cookie
@@ -22,6 +22,8 @@ __all__ = ["router"]
 router = APIRouter(include_in_schema=False)
 
 _CSRF_COOKIE = "trailmap_csrf"
+# The domain's names for the fields whose form names differ.
+_FIELDS = {"slug": "organization", "org_slug": "organization", "org_name": "name"}
 
 
 def _page(
@@ -31,10 +33,11 @@ def _page(
     *,
     csrf: str | None = None,
     request: Request | None = None,
+    script: bool = False,
 ) -> HTMLResponse:
     """A console page; `csrf` sets the form's double-submit cookie (for the request's site:
     `__Host-` and Secure behind https, which needs the path /)."""
-    response = page(title, body, status=status)
+    response = page(title, body, status=status, script=script)
     if csrf is not None and request is not None:
         set_cookie(request, response, _CSRF_COOKIE, csrf, max_age=3600, samesite="strict")
     return response
@@ -59,12 +62,15 @@ def _form(
     error: str | None = None,
     *,
     also_joins: Sequence[str] = (),
+    refusal: TrailmapError | None = None,
 ) -> str:
     def field(name: str, label: str, kind: str = "text", extra: str = "") -> str:
         value = "" if kind == "password" else html.escape(values.get(name, ""), quote=True)
+        attrs, message = field_error(name, refusal, aliases=_FIELDS)
         return (
             f"<label for={name}>{label}</label>"
-            f'<input id={name} name={name} type={kind} value="{value}" required {extra}>'
+            f'<input id={name} name={name} type={kind} value="{value}" required {extra}{attrs}>'
+            + message
         )
 
     problem = (
@@ -150,7 +156,7 @@ async def setup_submit(request: Request) -> HTMLResponse:
         also_joins = await setup_also_joins(ctx.db)
         response = _page(
             "Set up Trailmap",
-            _form(token, cookie, form, error.message, also_joins=also_joins),
+            _form(token, cookie, form, error.message, also_joins=also_joins, refusal=error),
             status=status,
         )
         if status == 503:  # no turn to hash the password in time: Retry-After says when
@@ -165,16 +171,18 @@ async def setup_submit(request: Request) -> HTMLResponse:
         f"owner of {orgs}. To connect an assistant, give it <code>{html.escape(base)}/mcp</code> "
         "and approve it when it opens the sign-in page (docs/connect.md).</p>"
         "<p>Your first API key (READ_WRITE). It is shown only now: copy it somewhere safe.</p>"
-        f"<pre>{html.escape(done.token)}</pre>"
-        "<p>Send an event:</p><pre>"
+        f"<pre id=token>{html.escape(done.token)}</pre>"
+        "<button type=button data-copy=token hidden>Copy the key</button>"
+        "<p>Send an event:</p><pre id=send>"
         + html.escape(
             f"curl -X POST {base}/api/v1/events \\\n"
             f"  -H 'Authorization: Bearer {done.token}' -H 'Content-Type: application/json' \\\n"
             '  -d \'{"specversion":"1.0","type":"deployment","source":"//github.com/acme/api",'
             '"time":"NOW","subject":"production"}\''
         )
-        + "</pre><p>The API reference is at <a href=/docs>/docs</a>.</p>"
+        + "</pre><button type=button data-copy=send hidden>Copy the command</button>"
+        "<p>The API reference is at <a href=/docs>/docs</a>.</p>"
     )
-    response = _page("Trailmap is ready", body, status=201)
+    response = _page("Trailmap is ready", body, status=201, script=True)
     clear_cookie(request, response, _CSRF_COOKIE, samesite="strict")
     return response

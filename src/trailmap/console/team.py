@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
@@ -19,7 +21,7 @@ from trailmap.accounts.team import (
     set_org_key_rules,
 )
 from trailmap.console.orgs import OrgMember, org_member, org_nav, posted_form, refused, when
-from trailmap.console.pages import e, form_csrf, page, problem_text, see_other
+from trailmap.console.pages import e, field_error, form_csrf, page, problem_text, see_other
 from trailmap.errors import TrailmapError
 from trailmap.http.context import context_of
 
@@ -36,7 +38,13 @@ def _role_options(m: OrgMember, selected: str) -> str:
 
 
 async def _members_page(
-    request: Request, m: OrgMember, *, error: str = "", notice: str = "", status: int = 200
+    request: Request,
+    m: OrgMember,
+    *,
+    error: str = "",
+    notice: str = "",
+    status: int = 200,
+    problem: TrailmapError | None = None,
 ) -> Response:
     db = context_of(request).db
     members = await list_members(db, m.slug, who=m.membership)
@@ -55,38 +63,48 @@ async def _members_page(
                 f"<label class=sr for='role-{e(member.user_id)}'>Role of {e(member.email)}</label>"
                 f"<select id='role-{e(member.user_id)}' name=role>"
                 f"{_role_options(m, member.role)}</select>"
-                "<button type=submit>Change role</button></form> "
-                f"<a href='/orgs/{e(m.slug)}/members/remove?email={e(member.email)}'>Remove</a>"
+                "<button type=submit>Change role"
+                f"<span class=sr> of {e(member.email)}</span></button></form> "
+                f"<a href='/orgs/{e(m.slug)}/members/remove?email={e(quote(member.email))}'>"
+                f"Remove<span class=sr> {e(member.email)}</span></a>"
             )
         status_text = "disabled" if member.disabled else "active"
         rows.append(
-            f"<tr><td>{e(member.email)}</td><td>{e(member.role)}</td>"
-            f"<td>{when(member.joined)}</td><td>{when(member.last_sign_in)}</td>"
-            f"<td>{status_text}</td><td>{actions}</td></tr>"
+            f"<tr><td data-label=E-mail>{e(member.email)}</td>"
+            f"<td data-label=Role>{e(member.role)}</td>"
+            f"<td data-label=Joined>{when(member.joined)}</td>"
+            f"<td data-label='Last sign-in'>{when(member.last_sign_in)}</td>"
+            f"<td data-label=Status>{status_text}</td><td>{actions}</td></tr>"
         )
     table = (
-        "<table><thead><tr><th>E-mail</th><th>Role</th><th>Joined</th><th>Last sign-in</th>"
-        f"<th>Status</th><th></th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        "<div class='wide stack' tabindex=0 role=region aria-label=Members><table><thead><tr>"
+        "<th>E-mail</th><th>Role</th><th>Joined</th>"
+        "<th>Last sign-in</th><th>Status</th><th><span class=sr>Actions</span></th></tr>"
+        f"</thead><tbody>{''.join(rows)}</tbody></table></div>"
     )
     invitations = ""
+    email_attrs, email_error = field_error("email", problem)
+    role_attrs, role_error = field_error("role", problem)
     if manages:
         open_ = await list_invitations(db, m.slug, who=m.membership)
         items = "".join(
             f"<li>{e(i.email)} as {e(i.role)}, by {e(i.invited_by)}, until {when(i.expires)} "
             f"<form class=inline method=post action=/orgs/{e(m.slug)}/invitations/{e(i.id)}"
-            f"/revoke>{form_csrf(m.user)}<button type=submit>Revoke</button></form></li>"
+            f"/revoke>{form_csrf(m.user)}<button type=submit>Revoke"
+            f"<span class=sr> the invitation of {e(i.email)}</span></button></form></li>"
             for i in open_
         )
         invitations = (f"<h2>Open invitations</h2><ul>{items}</ul>" if items else "") + (
             f"<h2>Invite someone</h2><form method=post action=/orgs/{e(m.slug)}/invitations>"
             f"{form_csrf(m.user)}<label for=email>E-mail</label>"
-            "<input id=email name=email type=email required maxlength=320>"
-            f"<label for=role>Role</label><select id=role name=role>"
-            f"{_role_options(m, 'member')}</select><button type=submit>Invite</button></form>"
+            f"<input id=email name=email type=email required maxlength=320{email_attrs}>"
+            f"{email_error}<label for=role>Role</label><select id=role name=role{role_attrs}>"
+            f"{_role_options(m, 'member')}</select>{role_error}"
+            "<button type=submit>Invite</button></form>"
         )
-    problem = f"<p class=error role=alert>{e(error)}</p>" if error else ""
+    alert = f"<p class=error role=alert>{e(error)}</p>" if error else ""
     told = f"<p class=notice role=status>{e(notice)}</p>" if notice else ""
-    body = f"{problem}{told}{table}{invitations}"
+    body = f"{alert}{told}{table}{invitations}"
     return page(f"Members · {m.name}", body, nav=org_nav(m), status=status)
 
 
@@ -127,7 +145,9 @@ async def invitations_create(request: Request, slug: str) -> Response:
                 request, m, notice=f"Invitation e-mailed to {invitation.email}.", status=201
             )
     except TrailmapError as error:
-        return await _members_page(request, m, error=problem_text(error), status=error.status)
+        return await _members_page(
+            request, m, error=problem_text(error), status=error.status, problem=error
+        )
     body = (
         f"<p>Send this link to <b>{e(invitation.email)}</b>: it works once, until "
         f"{when(invitation.expires)}, and is shown only now (no mail server is configured, "
@@ -232,8 +252,9 @@ async def audit_page(request: Request, slug: str) -> Response:
     body = (
         "<p class=muted>The latest 200 entries, newest first (all of them: "
         f"<code>trailmap audit list --org {e(m.slug)}</code> or GET /api/v1/audit).</p>"
-        "<table><thead><tr><th>Time</th><th>Action</th><th>Who</th><th>Target</th>"
-        f"<th>From</th><th>Details</th></tr></thead><tbody>{rows}</tbody></table>"
+        "<div class=wide tabindex=0 role=region aria-label='Audit log entries'><table><thead>"
+        "<tr><th>Time</th><th>Action</th><th>Who</th><th>Target</th><th>From</th>"
+        f"<th>Details</th></tr></thead><tbody>{rows}</tbody></table></div>"
     )
     return page(f"Audit log · {m.name}", body, nav=org_nav(m))
 
@@ -247,7 +268,8 @@ async def _settings_page(
     org = await get_org(context_of(request).db, m.slug)
     checked = " checked" if org.members_write_keys else ""
     days = "" if org.max_key_days is None else str(org.max_key_days)
-    problem = f"<p class=error role=alert>{e(error)}</p>" if error else ""
+    problem = f"<p class=error role=alert id=max_key_days-error>{e(error)}</p>" if error else ""
+    invalid = " aria-invalid=true aria-describedby=max_key_days-error" if error else ""
     body = (
         f"{problem}<form method=post action=/orgs/{e(m.slug)}/settings>{form_csrf(m.user)}"
         "<h2>API keys</h2>"
@@ -255,7 +277,7 @@ async def _settings_page(
         "may create read-write keys (owners and admins always may)</label>"
         "<label for=max_key_days>Longest a key may live, in days (empty: keys may never "
         "expire)</label>"
-        f"<input id=max_key_days name=max_key_days inputmode=numeric value='{e(days)}'>"
+        f"<input id=max_key_days name=max_key_days inputmode=numeric value='{e(days)}'{invalid}>"
         "<button type=submit>Save</button></form>"
     )
     return page(f"Settings · {m.name}", body, nav=org_nav(m), status=status)

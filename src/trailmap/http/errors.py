@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -17,6 +18,9 @@ from trailmap.http.responses import JSONBody
 __all__ = ["error_response", "install_error_handlers"]
 
 log = logging.getLogger(__name__)
+
+# A face's own answer to a 404 (the console's HTML page for a browser), or None for JSON.
+NotFoundPage = Callable[[Request], Response | None]
 
 _STATUS_CODES: dict[int, ErrorCode] = {
     400: "VALIDATION_ERROR",
@@ -85,6 +89,11 @@ async def _on_request_validation(_request: Request, error: Exception) -> Respons
 
 async def _on_http_exception(request: Request, error: Exception) -> Response:
     assert isinstance(error, HTTPException)
+    if error.status_code == 404:
+        page_for: NotFoundPage | None = getattr(request.app.state, "not_found_page", None)
+        page = page_for(request) if page_for is not None else None
+        if page is not None:
+            return page
     code = _STATUS_CODES.get(error.status_code, "VALIDATION_ERROR")
     if error.status_code == 404:
         message = f"Nothing at {request.url.path}; the API lives under /api/v1 (see /docs)."
@@ -103,7 +112,10 @@ async def _on_unexpected(request: Request, error: Exception) -> Response:
     )
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, *, not_found_page: NotFoundPage | None = None) -> None:
+    """`not_found_page` answers a 404 in its own way (a browser's HTML page) or returns None
+    for the JSON shape."""
+    app.state.not_found_page = not_found_page
     app.add_exception_handler(TrailmapError, _on_trailmap_error)
     app.add_exception_handler(RequestValidationError, _on_request_validation)
     app.add_exception_handler(HTTPException, _on_http_exception)

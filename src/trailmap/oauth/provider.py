@@ -295,7 +295,9 @@ class TrailmapOAuthProvider:
         code for the client's redirect URI."""
         client, params = await self.pending(request_id)
         org = await self._org_for_member(org_slug, user_id)
-        key_id = await self._key_for(client, org_slug=org_slug, org_id=org.org_id, user_id=user_id)
+        key_id = await self._key_for(
+            client, org_slug=org_slug, org_id=org.org_id, user_id=user_id, actor=actor
+        )
         code = secrets.token_urlsafe(32)
         now_us = clock.now_us()
         row = {
@@ -378,18 +380,30 @@ class TrailmapOAuthProvider:
         return membership
 
     async def _key_for(
-        self, client: OAuthClientInformationFull, *, org_slug: str, org_id: str, user_id: str
+        self,
+        client: OAuthClientInformationFull,
+        *,
+        org_slug: str,
+        org_id: str,
+        user_id: str,
+        actor: Actor | None,
     ) -> str:
-        existing = await self._db.read_one(store.find_mcp_key, org_id, client.client_id, user_id)
+        """The user's live key for this app in the organization: the one minted for this
+        client, or for an earlier registration of the same app (the same name), which an
+        app that registers again on each start would otherwise multiply; else a new one."""
+        name = f"MCP — {client.client_name or client.client_id}"[:200]
+        existing = await self._db.read_one(
+            store.find_mcp_key, org_id, client.client_id, user_id, name
+        )
         if existing is not None:
             return str(existing["id"])
-        name = f"MCP — {client.client_name or client.client_id}"[:200]
+        approver = actor.name if actor is not None and actor.user_id == user_id else None
         key, _token = await create_key(
             self._db,
             org_slug,
             name=name,
             scope="READ_ONLY",
-            created_by=f"OAuth approval by user {user_id}",
+            created_by=approver or f"OAuth approval by user {user_id}",
             user_id=user_id,
             oauth_client_id=client.client_id,
         )

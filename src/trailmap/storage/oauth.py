@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, case, delete, func, insert, or_, select, update
 
 from trailmap.storage.dialect import upsert
 from trailmap.storage.tables import (
@@ -96,15 +96,22 @@ def take_request(conn: Connection, request_hash: str, now_us: int) -> Row | None
     return found if result.rowcount == 1 else None
 
 
-def find_mcp_key(conn: Connection, org_id: str, client_id: str, user_id: str) -> Row | None:
-    """The live key approval minted earlier for this client, user and organization."""
+def find_mcp_key(
+    conn: Connection, org_id: str, client_id: str, user_id: str, name: str
+) -> Row | None:
+    """The live key approval minted earlier for this user and organization: for this client,
+    or else for another registration of the same app (an approval key of the same name)."""
+    same_client = api_keys.c.oauth_client_id == client_id
+    same_app = and_(api_keys.c.oauth_client_id.is_not(None), api_keys.c.name == name)
     row = conn.execute(
-        select(api_keys).where(
+        select(api_keys)
+        .where(
             api_keys.c.org_id == org_id,
-            api_keys.c.oauth_client_id == client_id,
             api_keys.c.user_id == user_id,
             api_keys.c.revoked_us.is_(None),
+            or_(same_client, same_app),
         )
+        .order_by(case((same_client, 0), else_=1), api_keys.c.created_us)
     ).first()
     return dict(row._mapping) if row else None
 
