@@ -37,7 +37,9 @@ from trailmap.console import (
     setup,
     team,
 )
+from trailmap.console import event as console_event
 from trailmap.console import graph as console_graph
+from trailmap.console import timeline as console_timeline
 from trailmap.console.consent import CONSENT_PATH
 from trailmap.demo.live import run_live_demo
 from trailmap.errors import Unauthorized
@@ -214,6 +216,8 @@ def create_app(
         quickstart,
         console_graph,
         service,
+        console_timeline,
+        console_event,
     ):
         app.include_router(face.router)
     limits = OAuthLimits(

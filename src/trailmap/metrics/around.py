@@ -117,7 +117,10 @@ async def get_metrics_around_event(
     secret_key: str | None = None,
     default_timezone: str = "UTC",
     now: datetime | None = None,
+    points: bool = False,
 ) -> dict[str, Any]:
+    """Each metric before and after the event, compared. With `points`, each compared metric
+    also carries its points as [seconds from the event, value] (the console draws them)."""
     now = now or clock.now()
     if window not in WINDOWS:
         raise ValidationFailed.field("window", f"one of {', '.join(WINDOWS)}")
@@ -205,9 +208,15 @@ async def get_metrics_around_event(
                 )
             )
             continue
-        results.append(
-            _compared(series, event_us, age_s, step_minutes if series.source == "spans" else None)
+        compared = _compared(
+            series, event_us, age_s, step_minutes if series.source == "spans" else None
         )
+        if points and series.error is None:
+            compared["points"] = [
+                [round((t - event_us) / 1e6, 3), v]
+                for t, v in zip(series.times_us, series.values, strict=True)
+            ]
+        results.append(compared)
     answer["metrics"] = results
     answer["summary"] = _summary_text(answer)
     return answer
