@@ -11,10 +11,9 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from trailmap.accounts.organizations import get_org
-from trailmap.accounts.principal import Principal
 from trailmap.console.orgs import OrgMember, org_member, org_nav
 from trailmap.console.pages import e, page, problem_text
+from trailmap.console.reading import reader_of
 from trailmap.console.svg import Box, graph_svg, layers, legend
 from trailmap.errors import TrailmapError
 from trailmap.graph.ask.picture import MAX_DEPTH, graph_picture
@@ -49,18 +48,8 @@ async def graph_query(
 ) -> tuple[Any, GraphQuery]:
     """The database and the graph question of a member: read-only, as their role allows."""
     ctx = context_of(request)
-    org = await get_org(ctx.db, m.slug)
-    principal = Principal(
-        org_id=org.id,
-        org_slug=org.slug,
-        plan=org.plan,
-        retention_days=org.retention_days,
-        scope="READ_ONLY",
-        user_id=m.user.id,
-        role=m.membership.role,
-    )
     query = GraphQuery(
-        principal=principal,
+        principal=await reader_of(request, m),
         at=at or None,
         format=fmt,
         stale_after_days=ctx.settings.graph_stale_after_days,

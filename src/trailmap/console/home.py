@@ -11,11 +11,11 @@ from starlette.responses import Response
 
 from trailmap import clock
 from trailmap.accounts import ApiKey, list_keys
-from trailmap.accounts.organizations import get_org
 from trailmap.accounts.principal import Principal
 from trailmap.accounts.quotas import usage_this_month
 from trailmap.console.orgs import OrgMember, org_member, org_nav, when
 from trailmap.console.pages import e, page
+from trailmap.console.reading import reader_of
 from trailmap.graph.ask.overview import GraphOverview, graph_overview
 from trailmap.http.context import context_of
 from trailmap.timeline.queries import EventQuery, list_facet, one_per_change, query_events
@@ -27,7 +27,6 @@ __all__ = [
     "first_steps",
     "latest_changes",
     "mcp_keys",
-    "reader",
     "router",
 ]
 
@@ -36,20 +35,6 @@ router = APIRouter(include_in_schema=False)
 # The style of a first-step card (inline: the pages' policy allows styles, not scripts).
 CARD = "border:1px solid #ccd;border-radius:6px;padding:.2rem 1rem 1rem;margin:1rem 0"
 _LATEST = 5
-
-
-async def reader(request: Request, m: OrgMember) -> Principal:
-    """The member as the timeline and graph questions take a caller: reading, their role."""
-    org = await get_org(context_of(request).db, m.slug)
-    return Principal(
-        org_id=org.id,
-        org_slug=org.slug,
-        plan=org.plan,
-        retention_days=org.retention_days,
-        scope="READ_ONLY",
-        user_id=m.user.id,
-        role=m.membership.role,
-    )
 
 
 def mcp_keys(keys: list[ApiKey]) -> list[ApiKey]:
@@ -154,7 +139,7 @@ async def home_page(request: Request, slug: str) -> Response:
     m = await org_member(request, slug)
     if isinstance(m, Response):
         return m
-    principal = await reader(request, m)
+    principal = await reader_of(request, m)
     settings = context_of(request).settings
     steps = await first_steps(request, principal)
     graph = await graph_overview(

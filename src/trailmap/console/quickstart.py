@@ -9,9 +9,9 @@ from typing import Final
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from trailmap.console.home import reader
 from trailmap.console.orgs import org_member, org_nav
 from trailmap.console.pages import e, page
+from trailmap.console.reading import reader_of
 from trailmap.http.context import context_of
 from trailmap.http.errors import error_response
 from trailmap.http.responses import ok
@@ -75,7 +75,7 @@ async def quickstart_page(request: Request, slug: str) -> Response:
     m = await org_member(request, slug)
     if isinstance(m, Response):
         return m
-    principal = await reader(request, m)
+    principal = await reader_of(request, m)
     latest = await query_events(
         context_of(request).db,
         principal,
@@ -120,7 +120,7 @@ async def quickstart_status(request: Request, slug: str) -> Response:
         if m.status_code == 303:
             return error_response(401, "UNAUTHORIZED", "Sign in to the console first.")
         return error_response(404, "NOT_FOUND", "No organization of yours has that name.")
-    principal = await reader(request, m)
+    principal = await reader_of(request, m)
     latest = await query_events(
         context_of(request).db,
         principal,
