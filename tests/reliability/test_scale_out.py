@@ -235,7 +235,7 @@ async def test_an_mcp_session_opened_on_one_node_carries_on_on_the_other_two(
         on_a = await _call_in_session(
             http, f"{node_a}/mcp", nodes.key, session_id, "get_event_summary", {}
         )
-    assert [e["event_id"] for e in on_b["structuredContent"]["events"]] == ["mcp-marker"]
+    assert [e["id"] for e in on_b["structuredContent"]["events"]] == ["mcp-marker"]
     assert "incident" in {row["value"] for row in on_c["structuredContent"]["types"]}
     assert on_a["content"], on_a
 
