@@ -160,6 +160,7 @@ async def test_the_service_page_shows_callers_callees_charts_changes_and_owners(
     changes = html.split("<h2 id=changes>", 1)[1]
     assert "deployment" in changes
     assert "v2.1.0" in changes
+    assert "href='/orgs/acme/events/" in changes  # each change leads to its Event page
     assert "Owned by" not in html
     payments = await _page(member, "/orgs/acme/services/payments")
     assert "Owned by <strong>payments-team</strong>" in payments

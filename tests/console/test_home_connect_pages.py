@@ -4,6 +4,7 @@ PostgreSQL: what a member sees, what an outsider does not, the read-only key mad
 
 from __future__ import annotations
 
+import html
 import re
 from dataclasses import dataclass
 
@@ -93,7 +94,7 @@ async def test_the_event_card_goes_once_the_organization_has_an_event_which_home
     acme: Acme, db: Database
 ) -> None:
     described = {"description": "checkout v2 to production"}
-    await _send_event(acme, db, version="v2.0.0", data=described)
+    await _send_event(acme, db, id="ship-v2", version="v2.0.0", data=described)
     home = await _open(acme.member, "/orgs/acme")
     assert "card-event" not in home.by_id
     assert "card-connect" in home.by_id
@@ -101,6 +102,13 @@ async def test_the_event_card_goes_once_the_organization_has_an_event_which_home
     assert "deployment" in latest
     assert "v2.0.0" in latest
     assert "checkout v2 to production" in latest
+    # Each change leads to its Event page.
+    raw = (await acme.member.get("/orgs/acme")).text
+    link = re.search(r"href='(/orgs/acme/events/ship-v2\?source=[^']+)'", raw)
+    assert link, raw
+    opened = await acme.member.get(html.unescape(link.group(1)))
+    assert opened.status_code == 200
+    assert "checkout v2 to production" in opened.text
 
 
 async def test_home_lists_one_entry_per_change_newest_first(acme: Acme, db: Database) -> None:

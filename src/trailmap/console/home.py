@@ -16,6 +16,7 @@ from trailmap.accounts.quotas import usage_this_month
 from trailmap.console.orgs import OrgMember, org_member, org_nav, when
 from trailmap.console.pages import e, page
 from trailmap.console.reading import reader_of
+from trailmap.console.timeline import event_link
 from trailmap.graph.ask.overview import GraphOverview, graph_overview
 from trailmap.http.context import context_of
 from trailmap.timeline.queries import EventQuery, list_facet, one_per_change, query_events
@@ -68,7 +69,7 @@ async def latest_changes(request: Request, principal: Principal) -> list[dict[st
     return one_per_change(found.events)[:_LATEST]
 
 
-def _change(event: dict[str, Any]) -> str:
+def _change(slug: str, event: dict[str, Any]) -> str:
     what = e(event["type"])
     if event.get("service"):
         what += f" of <b>{e(event['service'])}</b>"
@@ -79,15 +80,16 @@ def _change(event: dict[str, Any]) -> str:
     described = f" — {e(event['description'])}" if event.get("description") else ""
     return (
         f"<li><time datetime='{e(event['time'])}' title='{e(event['time'])}'>"
-        f"{e(event['time_relative'])}</time>: {what}{described} "
+        f"{e(event['time_relative'])}</time>: <a href='{e(event_link(slug, event))}'>{what}</a>"
+        f"{described} "
         f"<span class=muted>({e(event['source'])})</span></li>"
     )
 
 
-def _changes_section(events: list[dict[str, Any]]) -> str:
+def _changes_section(slug: str, events: list[dict[str, Any]]) -> str:
     if not events:
         return "<h2>Latest changes</h2><p id=latest-changes>No events yet.</p>"
-    items = "".join(_change(event) for event in events)
+    items = "".join(_change(slug, event) for event in events)
     return f"<h2>Latest changes</h2><ul id=latest-changes>{items}</ul>"
 
 
@@ -151,7 +153,7 @@ async def home_page(request: Request, slug: str) -> Response:
         f"<b>{e(m.name)}</b> "
         f"(<code>{e(m.slug)}</code>).</p>"
         + _cards(m, steps)
-        + _changes_section(changes)
+        + _changes_section(m.slug, changes)
         + _graph_section(graph)
     )
     return page(m.name, body, nav=org_nav(m))

@@ -17,6 +17,7 @@ from trailmap.console.graph import graph_href, graph_query, service_href
 from trailmap.console.orgs import OrgMember, org_member, org_nav
 from trailmap.console.pages import e, page, problem_text
 from trailmap.console.svg import line_chart
+from trailmap.console.timeline import event_link
 from trailmap.errors import TrailmapError
 from trailmap.graph.ask.queries import get_node
 from trailmap.metrics.sources import SpansSource
@@ -141,13 +142,13 @@ def _when(iso: str) -> str:
     return moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _changes(changes: Sequence[Mapping[str, Any]]) -> str:
+def _changes(slug: str, changes: Sequence[Mapping[str, Any]]) -> str:
     if not changes:
         return "<p class=muted>No changes in the last day.</p>"
     items = "".join(
         f"<li><time datetime='{e(c['time'])}'>{e(_when(c['time']))}</time> "
         f"<span class=muted>({e(c.get('time_relative', ''))})</span> "
-        f"<strong>{e(c['type'])}</strong>"
+        f"<strong><a href='{e(event_link(slug, c))}'>{e(c['type'])}</a></strong>"
         + (f" {e(c['version'])}" if c.get("version") else "")
         + (f" — {e(c['description'])}" if c.get("description") else "")
         + (f" <span class=muted>from {e(c['source'])}</span>" if c.get("source") else "")
@@ -216,7 +217,7 @@ async def service_page(request: Request, slug: str, name: str) -> Response:
         + "</section><section aria-labelledby=down><h2 id=down>Downstream: what it calls</h2>"
         + _neighbours(m, data["downstream"], "to", env)
         + "</section><section aria-labelledby=changes><h2 id=changes>Recent changes</h2>"
-        + _changes(data.get("recent_changes", []))
+        + _changes(m.slug, data.get("recent_changes", []))
         + "</section>"
     )
     return page(data["name"], body, nav=nav)

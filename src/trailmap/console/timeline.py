@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping
 from datetime import datetime
 from functools import cache
 from importlib import resources
@@ -88,7 +89,7 @@ def _query(asked: dict[str, str], cursor: str | None) -> EventQuery:
     )
 
 
-def event_link(slug: str, event: dict[str, Any]) -> str:
+def event_link(slug: str, event: Mapping[str, Any]) -> str:
     """The Event page of `event`: the producer's id, with its source (ids may repeat)."""
     return (
         f"/orgs/{quote(slug, safe='')}/events/{quote(str(event['id']), safe='')}"
