@@ -27,9 +27,13 @@ __all__ = ["call", "serve_demo"]
 
 
 @contextmanager
-def serve_demo(directory: Path, sqlite_template: Path) -> Iterator[tuple[str, str]]:
+def serve_demo(
+    directory: Path, sqlite_template: Path, *, live: bool = False
+) -> Iterator[tuple[str, str]]:
     """The demo loaded into a SQLite database in `directory` and served: (base URL, a
-    read-only key of the demo organization)."""
+    read-only key of the demo organization). `live`: served by `serve --demo`, whose shop
+    keeps running (its traffic and changes up to the minute), as the README has people run
+    it; otherwise the demo stays as it was loaded."""
     from tests.server import running_server  # noqa: PLC0415 - keeps the module import light
 
     url = databases.copy_sqlite(sqlite_template, directory / "trailmap.db")
@@ -43,7 +47,8 @@ def serve_demo(directory: Path, sqlite_template: Path) -> Iterator[tuple[str, st
     assert loaded.returncode == 0, loaded.stderr
     assert "spans of traces" in loaded.stderr
     key = _read_only_key(url)
-    with running_server(url, log_path=directory / "server.log") as base:
+    args = ("--demo",) if live else ()
+    with running_server(url, log_path=directory / "server.log", args=args) as base:
         yield base, key
 
 

@@ -2,17 +2,19 @@
 MCP session (the official `mcp` client) per question, its tool calls counted. Each is answered
 in at most three calls, and a change is listed once however many producers reported it.
 
-"At any hour": the demo's live schedule (tests/test_demo_live.py) keeps a deployment in any
-two hours and from midnight on, and a change in any hour; here the questions are asked at
-whatever hour the suite runs, and the schedule tests below check every minute of three days.
+"At any hour": the demo is served as the README says, by `serve --demo`, whose shop keeps
+running; its live schedule (tests/test_demo_live.py) keeps a deployment in any two hours and
+from midnight on, and a change in any hour. Here the questions are asked at whatever hour the
+suite runs, and the schedule tests below check every minute of three days.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,12 +22,23 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
+from tests.demo import serve_demo
 from trailmap.demo.live import live_changes
 from trailmap.demo.traces import SERVICES
 
 pytestmark = pytest.mark.anyio
 
 MAX_CALLS = 3
+
+
+@pytest.fixture(scope="module")
+def demo_server(
+    tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path
+) -> Iterator[tuple[str, str]]:
+    """This module's own demo, served live (the session's shared one is not: its changes stop
+    where it was loaded, which may be long before these questions in a whole run)."""
+    with serve_demo(tmp_path_factory.mktemp("live-demo"), sqlite_template, live=True) as server:
+        yield server
 
 
 class Assistant:
