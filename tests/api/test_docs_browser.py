@@ -7,20 +7,18 @@ Without Chromium these tests are skipped, or fail under CI=true (.ci/run install
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, Request, Route, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, Request, Route
 
 from tests import databases
+from tests.chromium import launched_chromium
 from tests.server import running_server
 
-_CHROMIUM = "/usr/bin/chromium"
 _RENDER_TIMEOUT_MS = 30_000
 # What Swagger UI draws once it has read the document: operations, or why it could not.
 _RENDERED = ".swagger-ui .opblock, .swagger-ui .version-pragma, .swagger-ui .errors-wrapper"
@@ -29,17 +27,8 @@ _METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if shutil.which(_CHROMIUM) is None:
-        missing = f"no Chromium at {_CHROMIUM} (apt-get install chromium)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but {missing}")
-        pytest.skip(missing)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=_CHROMIUM, headless=True)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with launched_chromium() as chromium:
+        yield chromium
 
 
 @pytest.fixture(scope="module")

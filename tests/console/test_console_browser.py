@@ -10,9 +10,7 @@ are skipped, or fail under CI=true (.ci/run installs it).
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import shutil
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,9 +18,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from tests import databases
+from tests.chromium import launched_chromium
 from tests.console.a11y import assert_accessible, screenshots
 from tests.server import running_server
 from trailmap.accounts import create_key, create_org, list_keys
@@ -30,7 +29,6 @@ from trailmap.accounts.setup import issue_setup_token
 from trailmap.accounts.users import add_user
 from trailmap.storage import Database
 
-_CHROMIUM = "/usr/bin/chromium"
 OWNER = "ada@acme.example"
 MEMBER = "bob@acme.example"
 PASSWORD = "a long enough password"
@@ -91,17 +89,8 @@ def _key_count(database_url: str, slug: str = "acme") -> int:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if shutil.which(_CHROMIUM) is None:
-        missing = f"no Chromium at {_CHROMIUM} (apt-get install chromium)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but {missing}")
-        pytest.skip(missing)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=_CHROMIUM, headless=True)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with launched_chromium() as chromium:
+        yield chromium
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,7 @@ look at. Without Chromium these tests are skipped, or fail under CI=true.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,14 +16,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, Route, sync_playwright
+from playwright.sync_api import Browser, Page, Route
 
 from tests import databases
+from tests.chromium import launched_chromium
 from tests.server import running_server
 from trailmap.accounts import add_user
 from trailmap.storage import Database
 
-_CHROMIUM = "/usr/bin/chromium"
 _ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console-graph"
 EMAIL = "member@demo.example"
 PASSWORD = "correct horse battery"
@@ -33,17 +31,8 @@ PASSWORD = "correct horse battery"
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if shutil.which(_CHROMIUM) is None:
-        missing = f"no Chromium at {_CHROMIUM} (apt-get install chromium)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but {missing}")
-        pytest.skip(missing)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=_CHROMIUM, headless=True)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with launched_chromium() as chromium:
+        yield chromium
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import subprocess
 import textwrap
 from collections.abc import Awaitable, Callable, Iterator
@@ -25,14 +24,14 @@ from axe_playwright_python.sync_playwright import Axe
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page
 
+from tests.chromium import launched_chromium
 from tests.demo import serve_demo
 from tests.factories import event, make_key, make_org
 from trailmap.accounts import add_user
 from trailmap.storage import Database
 
-_CHROMIUM = "/usr/bin/chromium"
 _TIMEOUT_MS = 20_000
 _PASSWORD = "correct horse battery"
 _MEMBER = "bob@acme.example"
@@ -84,17 +83,8 @@ def site(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Ite
 
 @pytest.fixture(scope="module")
 def browser(site: Site) -> Iterator[Browser]:
-    if shutil.which(_CHROMIUM) is None:
-        missing = f"no Chromium at {_CHROMIUM} (apt-get install chromium)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but {missing}")
-        pytest.skip(missing)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=_CHROMIUM, headless=True)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with launched_chromium() as chromium:
+        yield chromium
 
 
 @dataclass

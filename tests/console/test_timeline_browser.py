@@ -8,8 +8,6 @@ Without Chromium these tests are skipped, or fail under CI=true (.ci/run install
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,14 +16,14 @@ from pathlib import Path
 import httpx
 import pytest
 from axe_playwright_python.sync_playwright import Axe
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
+from tests.chromium import launched_chromium
 from tests.demo import serve_demo
 from tests.factories import make_key, make_org
 from trailmap.accounts import add_user, get_org
 from trailmap.storage import Database
 
-_CHROMIUM = "/usr/bin/chromium"
 _PASSWORD = "correct horse battery"
 _MEMBER = "ada@demo.example"
 _OUTSIDER = "eve@other.example"
@@ -43,17 +41,8 @@ class Demo:
 def browser(demo: Demo) -> Iterator[Browser]:
     # After the demo: Playwright's sync API keeps an event loop running, and loading the demo
     # calls asyncio.run.
-    if shutil.which(_CHROMIUM) is None:
-        missing = f"no Chromium at {_CHROMIUM} (apt-get install chromium)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but {missing}")
-        pytest.skip(missing)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=_CHROMIUM, headless=True)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with launched_chromium() as chromium:
+        yield chromium
 
 
 @pytest.fixture(scope="module")
