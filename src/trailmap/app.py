@@ -18,7 +18,8 @@ from trailmap import __version__
 from trailmap.accounts import Principal, authenticate
 from trailmap.accounts.passwords import PasswordHashing
 from trailmap.accounts.rate_limits import RateLimits
-from trailmap.api import events, graph, health, metrics, otlp, otlp_metrics
+from trailmap.api import events, graph, health, metrics, otlp, otlp_metrics, webhooks
+from trailmap.api import integrations as api_integrations
 from trailmap.api import team as api_team
 from trailmap.api.docs import install_docs
 from trailmap.api.near_misses import near_misses
@@ -208,6 +209,8 @@ def create_app(
     for face in (
         *faces,
         api_team,
+        api_integrations,
+        webhooks,
         team,
         account,
         assets,

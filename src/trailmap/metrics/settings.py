@@ -3,8 +3,6 @@ Prometheus-compatible API: base URL, encrypted auth header, PromQL templates (do
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -12,11 +10,11 @@ from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 import anyio
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from trailmap import clock
 from trailmap.accounts.audit import Actor, record
 from trailmap.accounts.principal import Principal
+from trailmap.encryption import InvalidToken, decrypt, encrypt
 from trailmap.errors import ErrorDetail, ValidationFailed
 from trailmap.metrics.prometheus import render_query
 from trailmap.metrics.series import SOURCES, STANDARD_METRICS
@@ -65,15 +63,8 @@ class MetricSettings:
         return self.sources.get(metric, AUTO)
 
 
-def _fernet(secret_key: str) -> MultiFernet:
-    """Encrypts with the first key of `secret_key` (the keys one per line, as
-    `Settings.encryption_secret` joins them: the current one first, then retired ones)
-    and decrypts with any, so a key can be rotated without losing what it encrypted."""
-    keys = []
-    for key in secret_key.splitlines():
-        digest = hashlib.sha256(b"trailmap metric settings\x00" + key.encode()).digest()
-        keys.append(Fernet(base64.urlsafe_b64encode(digest)))
-    return MultiFernet(keys)
+# The purpose of the key that encrypts a metric source's auth header (trailmap.encryption).
+_PURPOSE = "trailmap metric settings"
 
 
 def _from_row(row: Any, secret_key: str | None) -> MetricSettings:
@@ -86,7 +77,7 @@ def _from_row(row: Any, secret_key: str | None) -> MetricSettings:
         value = None
         if row.auth_header_encrypted and secret_key:
             try:
-                value = _fernet(secret_key).decrypt(row.auth_header_encrypted.encode()).decode()
+                value = decrypt(secret_key, _PURPOSE, row.auth_header_encrypted)
             except InvalidToken:
                 value = None  # the secret key changed: the header is unusable, not shown
         prometheus = PrometheusSettings(
@@ -338,7 +329,7 @@ def _update(conn: Connection, org_id: str, body: dict[str, Any], secret_key: str
                 else:
                     assert secret_key is not None  # checked before the write
                     stored["auth_header_name"] = header["name"]
-                    encrypted = _fernet(secret_key).encrypt(header["value"].encode()).decode()
+                    encrypted = encrypt(secret_key, _PURPOSE, header["value"])
             data["prometheus"] = stored
     store.write_settings(
         conn, org_id, settings=data, auth_header_encrypted=encrypted, updated_us=clock.now_us()

@@ -32,6 +32,8 @@ __all__ = [
     "graph_nodes",
     "graph_versions",
     "instance_settings",
+    "integration_deliveries",
+    "integrations",
     "invitations",
     "login_throttle",
     "memberships",
@@ -568,4 +570,55 @@ metric_settings = Table(
     Column("updated_us", BigInteger, nullable=False),
     PrimaryKeyConstraint("org_id"),
     ForeignKeyConstraint(["org_id"], ["organizations.id"], ondelete="CASCADE"),
+)
+
+# An organization's connection to a producer that calls in (a GitHub or GitLab webhook) or is
+# watched (a cluster). The webhook secret is kept encrypted (Fernet, from TRAILMAP_SECRET_KEY);
+# after a rotation the previous one is accepted too until `previous_expires_us`.
+integrations = Table(
+    "integrations",
+    metadata,
+    Column("org_id", String(ID), nullable=False),
+    Column("id", String(ID), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("settings", Json, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("secret_encrypted", Text, nullable=False),
+    Column("previous_secret_encrypted", Text, nullable=True),
+    Column("previous_expires_us", BigInteger, nullable=True),
+    Column("secret_rotated_us", BigInteger, nullable=True),
+    Column("created_by", String(400), nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    Column("last_delivery_us", BigInteger, nullable=True),
+    PrimaryKeyConstraint("org_id", "id"),
+    # The webhook's URL names the integration by its id alone (a random UUID).
+    UniqueConstraint("id"),
+    UniqueConstraint("org_id", "name"),
+    ForeignKeyConstraint(["org_id"], ["organizations.id"], ondelete="CASCADE"),
+)
+
+# What each delivery to an integration became: the forge's delivery id is unique per
+# integration (a redelivery is a duplicate), with the events it made or why it made none.
+integration_deliveries = Table(
+    "integration_deliveries",
+    metadata,
+    Column("org_id", String(ID), nullable=False),
+    Column("id", String(ID), nullable=False),
+    Column("integration_id", String(ID), nullable=False),
+    Column("delivery_id", String(200), nullable=False),
+    Column("event_name", String(100), nullable=True),
+    Column("received_us", BigInteger, nullable=False),
+    Column("outcome", String(20), nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("event_ids", Json, nullable=False),
+    PrimaryKeyConstraint("org_id", "id"),
+    UniqueConstraint("org_id", "integration_id", "delivery_id"),
+    ForeignKeyConstraint(
+        ["org_id", "integration_id"],
+        ["integrations.org_id", "integrations.id"],
+        ondelete="CASCADE",
+    ),
+    Index(None, "org_id", "integration_id", "received_us"),
+    Index(None, "org_id", "received_us"),
 )

@@ -1,0 +1,445 @@
+"""An organization's integrations: made, listed, changed, their secret rotated and removed by
+owners and admins (the permission table's `manage_settings`), each change in the audit log."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Final, Literal, get_args
+
+from trailmap import clock, ids
+from trailmap.accounts.audit import Actor, record
+from trailmap.accounts.team import Authority
+from trailmap.encryption import InvalidToken
+from trailmap.errors import Conflict, ErrorDetail, NotFound, ValidationFailed
+from trailmap.integrations.secrets import new_secret, open_secret, seal_secret
+from trailmap.storage import Connection, Database
+from trailmap.storage import integrations as store
+
+__all__ = [
+    "DEFAULT_OVERLAP",
+    "KINDS",
+    "STATUSES",
+    "WEBHOOK_KINDS",
+    "Integration",
+    "IntegrationSettings",
+    "Kind",
+    "create_integration",
+    "delete_integration",
+    "get_integration",
+    "list_integrations",
+    "rotate_secret",
+    "shows_secret",
+    "update_integration",
+    "webhook_path",
+]
+
+Kind = Literal["github", "gitlab", "kubernetes", "eks"]
+KINDS: Final[tuple[Kind, ...]] = get_args(Kind)
+# The kinds that call in: a webhook URL and a secret the forge signs or sends with.
+WEBHOOK_KINDS: Final = frozenset[str]({"github", "gitlab"})
+Status = Literal["active", "disabled"]
+STATUSES: Final[tuple[Status, ...]] = get_args(Status)
+
+DEFAULT_OVERLAP: Final = timedelta(hours=24)
+_MAX_OVERLAP: Final = timedelta(days=7)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$")
+_REPOSITORY = re.compile(r"^[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)+$")
+_MAX_SERVICES: Final = 500
+_MAX_SERVICE: Final = 200
+_MAX_BRANCH: Final = 255
+
+
+def webhook_path(integration_id: str) -> str:
+    """Where the forge posts the integration's deliveries, below the server's public URL."""
+    return f"/api/v1/integrations/{integration_id}/webhook"
+
+
+@dataclass(frozen=True, slots=True)
+class IntegrationSettings:
+    """`services` maps a repository's full name (`owner/name`) to a service; unmapped
+    repositories are services of their own name. `default_branch` overrides the forge's."""
+
+    services: Mapping[str, str] = field(default_factory=dict)
+    default_branch: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"services": dict(self.services), "default_branch": self.default_branch}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> IntegrationSettings:
+        data = data or {}
+        return cls(
+            services=dict(data.get("services") or {}), default_branch=data.get("default_branch")
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Integration:
+    id: str
+    org_id: str
+    kind: Kind
+    name: str
+    settings: IntegrationSettings
+    status: Status
+    created: datetime
+    created_by: str
+    secret_rotated: datetime | None
+    previous_secret_until: datetime | None
+    last_delivery: datetime | None
+    sealed_secret: str = field(repr=False)
+    sealed_previous: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Integration:
+        def at(us: int | None) -> datetime | None:
+            return None if us is None else clock.from_us(us)
+
+        return cls(
+            id=row["id"],
+            org_id=row["org_id"],
+            kind=row["kind"],
+            name=row["name"],
+            settings=IntegrationSettings.from_json(row["settings"]),
+            status=row["status"],
+            created=clock.from_us(row["created_us"]),
+            created_by=row["created_by"],
+            secret_rotated=at(row["secret_rotated_us"]),
+            previous_secret_until=at(row["previous_expires_us"]),
+            last_delivery=at(row["last_delivery_us"]),
+            sealed_secret=row["secret_encrypted"],
+            sealed_previous=row["previous_secret_encrypted"],
+        )
+
+    @property
+    def has_webhook(self) -> bool:
+        return self.kind in WEBHOOK_KINDS
+
+    def accepted_secrets(self, secret_key: str | None, now: datetime) -> list[str]:
+        """The secrets a delivery may be signed with now: the current one and, until its
+        overlap ends, the previous one; none that the server's keys cannot open."""
+        if not secret_key:
+            return []
+        sealed = [self.sealed_secret]
+        until = self.previous_secret_until
+        if self.sealed_previous and until is not None and now < until:
+            sealed.append(self.sealed_previous)
+        opened: list[str] = []
+        for one in sealed:
+            try:
+                opened.append(open_secret(secret_key, one))
+            except InvalidToken:
+                continue  # the server's secret key changed: that secret is lost
+        return opened
+
+    def as_json(self, public_url: str | None = None) -> dict[str, Any]:
+        """As the API shows it: never a secret."""
+
+        def iso(moment: datetime | None) -> str | None:
+            return None if moment is None else moment.isoformat().replace("+00:00", "Z")
+
+        out: dict[str, Any] = {
+            "id": self.id,
+            "kind": self.kind,
+            "name": self.name,
+            "status": self.status,
+            "settings": self.settings.as_json(),
+            "created": iso(self.created),
+            "created_by": self.created_by,
+            "secret_rotated": iso(self.secret_rotated),
+            "previous_secret_until": iso(self.previous_secret_until),
+            "last_delivery": iso(self.last_delivery),
+        }
+        if self.has_webhook:
+            out["webhook_path"] = webhook_path(self.id)
+            if public_url is not None:
+                out["webhook_url"] = public_url.rstrip("/") + webhook_path(self.id)
+        return out
+
+
+def shows_secret(integration: Integration, secret: str, secret_key: str | None) -> bool:
+    """Whether `secret` is the integration's current secret (the console's page that shows a
+    new secret once checks the one it was handed)."""
+    import hmac  # noqa: PLC0415 - only this check needs it
+
+    if not secret_key:
+        return False
+    try:
+        current = open_secret(secret_key, integration.sealed_secret)
+    except InvalidToken:
+        return False
+    return hmac.compare_digest(current.encode(), secret.encode())
+
+
+# -- checking what is asked ------------------------------------------------------------------
+
+
+def _check_name(name: object) -> str:
+    if not isinstance(name, str) or not _NAME.match(name.strip()):
+        raise ValidationFailed.field(
+            "name",
+            "1 to 100 letters, digits, spaces, dots, hyphens or underscores, starting with "
+            "a letter or digit (for example acme-github)",
+        )
+    return name.strip()
+
+
+def _check_kind(kind: object) -> Kind:
+    if kind not in KINDS:
+        raise ValidationFailed.field("kind", f"one of {', '.join(KINDS)}")
+    return kind
+
+
+def _check_status(status: object) -> Status:
+    if status not in STATUSES:
+        raise ValidationFailed.field("status", f"one of {', '.join(STATUSES)}")
+    return status
+
+
+def check_settings(  # noqa: PLR0912 - one check per field
+    data: object, *, base: IntegrationSettings | None = None
+) -> IntegrationSettings:
+    """The settings in `data` (`services`, `default_branch`), each problem named; what `data`
+    does not name is kept from `base`."""
+    base = base or IntegrationSettings()
+    if data is None:
+        return base
+    if not isinstance(data, Mapping):
+        raise ValidationFailed.field("settings", "an object with services and default_branch")
+    problems: list[ErrorDetail] = [
+        ErrorDetail(
+            field=f"settings.{k}", message="unknown; the settings are services and default_branch"
+        )
+        for k in sorted(set(data) - {"services", "default_branch"})
+    ]
+    services = dict(base.services)
+    if "services" in data:
+        given = data["services"]
+        if given is None:
+            services = {}
+        elif not isinstance(given, Mapping) or len(given) > _MAX_SERVICES:
+            problems.append(
+                ErrorDetail(
+                    field="settings.services",
+                    message=f"an object of at most {_MAX_SERVICES} repositories (owner/name) "
+                    "to service names",
+                )
+            )
+        else:
+            services = {}
+            for repo, service in given.items():
+                where = f"settings.services.{repo}"
+                if not isinstance(repo, str) or not _REPOSITORY.match(repo) or len(repo) > 300:
+                    problems.append(
+                        ErrorDetail(field=where, message="a repository's full name, owner/name")
+                    )
+                elif (
+                    not isinstance(service, str)
+                    or not service.strip()
+                    or len(service) > _MAX_SERVICE
+                ):
+                    problems.append(
+                        ErrorDetail(
+                            field=where, message=f"a service name of 1 to {_MAX_SERVICE} characters"
+                        )
+                    )
+                else:
+                    services[repo] = service.strip()
+    branch = base.default_branch
+    if "default_branch" in data:
+        given = data["default_branch"]
+        if given is not None and (
+            not isinstance(given, str) or not given.strip() or len(given) > _MAX_BRANCH
+        ):
+            problems.append(
+                ErrorDetail(
+                    field="settings.default_branch",
+                    message=f"a branch name of 1 to {_MAX_BRANCH} characters, or null",
+                )
+            )
+        else:
+            branch = given.strip() if isinstance(given, str) else None
+    if problems:
+        raise ValidationFailed(
+            f"The settings are not valid: {problems[0].field}: {problems[0].message}",
+            details=problems,
+        )
+    return IntegrationSettings(services=services, default_branch=branch)
+
+
+def _check_overlap(overlap: timedelta) -> timedelta:
+    if not timedelta(0) <= overlap <= _MAX_OVERLAP:
+        raise ValidationFailed.field(
+            "overlap", "from 0 to 7 days, during which the previous secret is still accepted"
+        )
+    return overlap
+
+
+# -- managing them ---------------------------------------------------------------------------
+
+
+def _details(integration: Integration) -> dict[str, Any]:
+    """What the audit log says of an integration: never a secret."""
+    return {"id": integration.id, "kind": integration.kind, "name": integration.name}
+
+
+async def create_integration(
+    db: Database,
+    org_id: str,
+    *,
+    who: Authority,
+    by: Actor,
+    kind: object,
+    name: object,
+    settings: object = None,
+    secret_key: str | None,
+) -> tuple[Integration, str]:
+    """A new integration and its secret, which is returned only now."""
+    who.require("manage_settings")
+    checked_kind = _check_kind(kind)
+    checked_name = _check_name(name)
+    checked = check_settings(settings)
+    secret = new_secret()
+    now_us = clock.now_us()
+    row = {
+        "org_id": org_id,
+        "id": ids.new_id(),
+        "kind": checked_kind,
+        "name": checked_name,
+        "settings": checked.as_json(),
+        "status": "active",
+        "secret_encrypted": seal_secret(secret_key, secret),
+        "previous_secret_encrypted": None,
+        "previous_expires_us": None,
+        "secret_rotated_us": None,
+        "created_by": by.name[:400],
+        "created_us": now_us,
+        "last_delivery_us": None,
+    }
+
+    def _create(conn: Connection) -> Integration:
+        if store.name_taken(conn, org_id, checked_name):
+            raise Conflict(f"An integration named {checked_name!r} exists already; pick another.")
+        store.insert_integration(conn, row)
+        made = Integration.from_row(row)
+        record(conn, org_id, "integration.created", by, target=made.name, details=_details(made))
+        return made
+
+    return await db.write(_create), secret
+
+
+def _get(conn: Connection, org_id: str, integration_id: str) -> Integration:
+    row = store.get_integration(conn, org_id, integration_id)
+    if row is None:
+        raise NotFound("No integration of this organization has that id.")
+    return Integration.from_row(row)
+
+
+async def list_integrations(db: Database, org_id: str, *, who: Authority) -> list[Integration]:
+    who.require("manage_settings")
+    return [Integration.from_row(r) for r in await db.read_one(store.list_integrations, org_id)]
+
+
+async def get_integration(
+    db: Database, org_id: str, integration_id: str, *, who: Authority
+) -> Integration:
+    who.require("manage_settings")
+    return await db.read_one(_get, org_id, integration_id)
+
+
+async def update_integration(
+    db: Database,
+    org_id: str,
+    integration_id: str,
+    changes: object,
+    *,
+    who: Authority,
+    by: Actor,
+) -> Integration:
+    """Change the name, status or settings that `changes` names."""
+    who.require("manage_settings")
+    if not isinstance(changes, Mapping) or not changes:
+        raise ValidationFailed("Send a JSON object with name, status and/or settings.")
+    unknown = sorted(set(changes) - {"name", "status", "settings"})
+    if unknown:
+        raise ValidationFailed.field(unknown[0], "unknown; change name, status or settings")
+
+    def _update(conn: Connection) -> Integration:
+        current = _get(conn, org_id, integration_id)
+        values: dict[str, Any] = {}
+        if "name" in changes:
+            values["name"] = _check_name(changes["name"])
+            if store.name_taken(conn, org_id, values["name"], other_than=current.id):
+                raise Conflict(f"An integration named {values['name']!r} exists already.")
+        if "status" in changes:
+            values["status"] = _check_status(changes["status"])
+        if "settings" in changes:
+            values["settings"] = check_settings(
+                changes["settings"], base=current.settings
+            ).as_json()
+        store.update_integration(conn, org_id, current.id, values)
+        changed = _get(conn, org_id, current.id)
+        details = _details(changed) | {"changed": sorted(values)}
+        record(conn, org_id, "integration.updated", by, target=changed.name, details=details)
+        return changed
+
+    return await db.write(_update)
+
+
+async def rotate_secret(
+    db: Database,
+    org_id: str,
+    integration_id: str,
+    *,
+    who: Authority,
+    by: Actor,
+    secret_key: str | None,
+    overlap: timedelta = DEFAULT_OVERLAP,
+) -> tuple[Integration, str]:
+    """A new secret, returned only now; the previous one is still accepted for `overlap`
+    (while the forge's settings are changed), then no more."""
+    who.require("manage_settings")
+    _check_overlap(overlap)
+    secret = new_secret()
+    sealed = seal_secret(secret_key, secret)
+    now = clock.now()
+
+    def _rotate(conn: Connection) -> Integration:
+        current = _get(conn, org_id, integration_id)
+        keep_previous = overlap > timedelta(0)
+        store.update_integration(
+            conn,
+            org_id,
+            current.id,
+            {
+                "secret_encrypted": sealed,
+                "previous_secret_encrypted": current.sealed_secret if keep_previous else None,
+                "previous_expires_us": clock.to_us(now + overlap) if keep_previous else None,
+                "secret_rotated_us": clock.to_us(now),
+            },
+        )
+        details = _details(current) | {"overlap_seconds": int(overlap.total_seconds())}
+        record(conn, org_id, "integration.secret_rotated", by, target=current.name, details=details)
+        return _get(conn, org_id, current.id)
+
+    return await db.write(_rotate), secret
+
+
+async def delete_integration(
+    db: Database, org_id: str, integration_id: str, *, who: Authority, by: Actor
+) -> Integration:
+    """Remove the integration and its deliveries; its webhook answers 404 from now on. The
+    events it made stay on the timeline."""
+    who.require("manage_settings")
+
+    def _delete(conn: Connection) -> Integration:
+        current = _get(conn, org_id, integration_id)
+        store.delete_integration(conn, org_id, current.id)
+        record(
+            conn, org_id, "integration.deleted", by, target=current.name, details=_details(current)
+        )
+        return current
+
+    return await db.write(_delete)

@@ -1,0 +1,166 @@
+"""Queries for integrations and their deliveries (each scoped to one organization, except the
+webhook's lookup of an integration by its unguessable id)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, delete, insert, select, tuple_, update
+
+from trailmap.storage import accounts as account_store
+from trailmap.storage.dialect import insert_for
+from trailmap.storage.tables import integration_deliveries, integrations
+
+__all__ = [
+    "delete_integration",
+    "find_delivery",
+    "get_integration",
+    "insert_integration",
+    "list_deliveries",
+    "list_integrations",
+    "name_taken",
+    "purge_deliveries_before",
+    "record_delivery",
+    "update_integration",
+    "webhook_target",
+]
+
+Row = dict[str, Any]
+
+
+def insert_integration(conn: Connection, row: Row) -> None:
+    conn.execute(insert(integrations), row)
+
+
+def name_taken(conn: Connection, org_id: str, name: str, *, other_than: str | None = None) -> bool:
+    c = integrations.c
+    stmt = select(c.id).where(c.org_id == org_id, c.name == name)
+    if other_than is not None:
+        stmt = stmt.where(c.id != other_than)
+    return conn.execute(stmt).first() is not None
+
+
+def get_integration(conn: Connection, org_id: str, integration_id: str) -> Row | None:
+    c = integrations.c
+    row = conn.execute(
+        select(integrations).where(c.org_id == org_id, c.id == integration_id)
+    ).first()
+    return None if row is None else dict(row._mapping)
+
+
+def list_integrations(conn: Connection, org_id: str) -> list[Row]:
+    c = integrations.c
+    stmt = select(integrations).where(c.org_id == org_id).order_by(c.name)
+    return [dict(r._mapping) for r in conn.execute(stmt)]
+
+
+def update_integration(conn: Connection, org_id: str, integration_id: str, values: Row) -> None:
+    c = integrations.c
+    conn.execute(
+        update(integrations).where(c.org_id == org_id, c.id == integration_id).values(**values)
+    )
+
+
+def delete_integration(conn: Connection, org_id: str, integration_id: str) -> bool:
+    d = integration_deliveries.c
+    conn.execute(
+        delete(integration_deliveries).where(d.org_id == org_id, d.integration_id == integration_id)
+    )
+    c = integrations.c
+    removed = conn.execute(
+        delete(integrations).where(c.org_id == org_id, c.id == integration_id)
+    ).rowcount
+    return bool(removed)
+
+
+def webhook_target(
+    conn: Connection, integration_id: str, delivery_id: str | None
+) -> tuple[Row, Row, Row | None] | None:
+    """For a delivery: the integration with this id, its organization, and the delivery's
+    earlier record if `delivery_id` was delivered before; None when there is no such
+    integration."""
+    found = conn.execute(select(integrations).where(integrations.c.id == integration_id)).first()
+    if found is None:
+        return None
+    row = dict(found._mapping)
+    org = account_store.get_org_by_id(conn, row["org_id"])
+    if org is None:
+        return None
+    earlier = (
+        None if delivery_id is None else find_delivery(conn, row["org_id"], row["id"], delivery_id)
+    )
+    return row, dict(org), earlier
+
+
+def find_delivery(
+    conn: Connection, org_id: str, integration_id: str, delivery_id: str
+) -> Row | None:
+    d = integration_deliveries.c
+    found = conn.execute(
+        select(integration_deliveries).where(
+            d.org_id == org_id, d.integration_id == integration_id, d.delivery_id == delivery_id
+        )
+    ).first()
+    return None if found is None else dict(found._mapping)
+
+
+def record_delivery(conn: Connection, row: Row, *, keep: int) -> None:
+    """Store what a delivery became (replacing the record of an earlier attempt of the same
+    delivery), note the integration's last delivery, and keep only its `keep` newest."""
+    d = integration_deliveries.c
+    changes = {
+        k: v for k, v in row.items() if k not in ("org_id", "integration_id", "delivery_id", "id")
+    }
+    conn.execute(
+        insert_for(conn, integration_deliveries)
+        .values(**row)
+        .on_conflict_do_update(
+            index_elements=["org_id", "integration_id", "delivery_id"], set_=changes
+        )
+    )
+    c = integrations.c
+    conn.execute(
+        update(integrations)
+        .where(c.org_id == row["org_id"], c.id == row["integration_id"])
+        .values(last_delivery_us=row["received_us"])
+    )
+    oldest_kept = conn.execute(
+        select(d.received_us, d.id)
+        .where(d.org_id == row["org_id"], d.integration_id == row["integration_id"])
+        .order_by(d.received_us.desc(), d.id.desc())
+        .offset(keep - 1)
+        .limit(1)
+    ).first()
+    if oldest_kept is not None:
+        conn.execute(
+            delete(integration_deliveries).where(
+                d.org_id == row["org_id"],
+                d.integration_id == row["integration_id"],
+                tuple_(d.received_us, d.id) < tuple_(oldest_kept.received_us, oldest_kept.id),
+            )
+        )
+
+
+def list_deliveries(conn: Connection, org_id: str, integration_id: str, *, limit: int) -> list[Row]:
+    d = integration_deliveries.c
+    stmt = (
+        select(integration_deliveries)
+        .where(d.org_id == org_id, d.integration_id == integration_id)
+        .order_by(d.received_us.desc(), d.id.desc())
+        .limit(limit)
+    )
+    return [dict(r._mapping) for r in conn.execute(stmt)]
+
+
+def purge_deliveries_before(
+    conn: Connection, org_id: str, cutoff_us: int, *, chunk: int = 5000
+) -> int:
+    """Delete up to `chunk` deliveries older than the cutoff; the caller repeats until 0."""
+    d = integration_deliveries.c
+    doomed = (
+        select(d.org_id, d.id).where(d.org_id == org_id, d.received_us < cutoff_us).limit(chunk)
+    )
+    removed = conn.execute(
+        delete(integration_deliveries).where(d.org_id == org_id, tuple_(d.org_id, d.id).in_(doomed))
+    ).rowcount
+    return int(removed or 0)
