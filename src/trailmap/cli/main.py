@@ -749,7 +749,7 @@ def key_create(
     click.echo(token)
 
 
-def _duration(text: str) -> timedelta:
+def _duration(text: str, option: str = "--expires") -> timedelta:
     from trailmap.timeline.times import (  # noqa: PLC0415
         TimeExpressionError,
         parse_duration,
@@ -758,7 +758,7 @@ def _duration(text: str) -> timedelta:
     try:
         return parse_duration(text)
     except TimeExpressionError as error:
-        raise click.BadParameter(str(error), param_hint="--expires") from None
+        raise click.BadParameter(str(error), param_hint=option) from None
 
 
 @key.command("list")
@@ -862,6 +862,227 @@ def _revoke_by_token(state: _State) -> None:
     else:
         when = revoked.revoked.isoformat() if revoked.revoked else "earlier"
         click.echo(f"{named} was already revoked ({when}); nothing to do", err=True)
+
+
+# -- integration ------------------------------------------------------------------------
+
+
+@cli.group()
+def integration() -> None:
+    """An organization's integrations (GitHub and GitLab webhooks): make, list, rotate the
+    secret, read the deliveries, remove. The secret is encrypted with TRAILMAP_SECRET_KEY."""
+
+
+def _service_map(pairs: tuple[str, ...]) -> dict[str, str]:
+    services: dict[str, str] = {}
+    for pair in pairs:
+        repo, sep, service = pair.partition("=")
+        if not sep or not repo.strip() or not service.strip():
+            raise click.BadParameter(
+                f"{pair!r}: give owner/name=service", param_hint="--service-map"
+            )
+        services[repo.strip()] = service.strip()
+    return services
+
+
+@integration.command("create")
+@click.option("--org", "org_slug", required=True, help="Organization slug.")
+@click.option("--kind", type=click.Choice(["github", "gitlab", "kubernetes", "eks"]), required=True)
+@click.option("--name", required=True, help="What it is, e.g. acme-github (unique in the org).")
+@click.option(
+    "--service-map",
+    "service_map",
+    multiple=True,
+    metavar="REPO=SERVICE",
+    help="A repository's full name and its service (repeatable; unmapped repositories are "
+    "services of their own name).",
+)
+@click.option("--default-branch", default=None, help="Override the forge's default branch.")
+@click.pass_obj
+def integration_create(
+    state: _State,
+    org_slug: str,
+    kind: str,
+    name: str,
+    service_map: tuple[str, ...],
+    default_branch: str | None,
+) -> None:
+    """Make an integration; prints its webhook URL, then its secret, once, on stdout."""
+    from trailmap.accounts import get_org  # noqa: PLC0415
+    from trailmap.accounts.audit import OPERATOR  # noqa: PLC0415
+    from trailmap.accounts.team import OPERATOR_AUTHORITY  # noqa: PLC0415
+    from trailmap.integrations.integrations import create_integration  # noqa: PLC0415
+
+    settings = {"services": _service_map(service_map), "default_branch": default_branch}
+    handle = state.ready_database()
+    try:
+        made, secret = _run(
+            create_integration(
+                handle,
+                _run(get_org(handle, org_slug)).id,
+                who=OPERATOR_AUTHORITY,
+                by=OPERATOR,
+                kind=kind,
+                name=name,
+                settings=settings,
+                secret_key=state.settings().encryption_secret,
+            )
+        )
+        shown = made.as_json(state.public_url(handle))
+    finally:
+        handle.close()
+    click.echo(
+        f"created {made.kind} integration {made.id} ({made.name}) for {org_slug}; its webhook "
+        "URL, then its secret, shown only now:",
+        err=True,
+    )
+    if "webhook_url" in shown:
+        click.echo(shown["webhook_url"])
+    click.echo(secret)
+
+
+@integration.command("list")
+@click.option("--org", "org_slug", required=True, help="Organization slug.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
+@click.pass_obj
+def integration_list(state: _State, org_slug: str, as_json: bool) -> None:
+    """List integrations (never a secret): id, kind, status, name, last delivery."""
+    from trailmap.accounts import get_org  # noqa: PLC0415
+    from trailmap.accounts.team import OPERATOR_AUTHORITY  # noqa: PLC0415
+    from trailmap.integrations.integrations import list_integrations  # noqa: PLC0415
+
+    handle = state.ready_database()
+    try:
+        org_id = _run(get_org(handle, org_slug)).id
+        found = _run(list_integrations(handle, org_id, who=OPERATOR_AUTHORITY))
+        public_url = state.public_url(handle)
+    finally:
+        handle.close()
+    for one in found:
+        row = one.as_json(public_url)
+        if as_json:
+            click.echo(json.dumps(row))
+        else:
+            click.echo(
+                f"{one.id}  {one.kind:<10}  {one.status:<8}  {one.name}  "
+                f"(last delivery {row['last_delivery'] or 'never'})"
+            )
+
+
+@integration.command("rotate-secret")
+@click.argument("integration_id")
+@click.option("--org", "org_slug", required=True, help="Organization slug.")
+@click.option(
+    "--overlap",
+    default="24h",
+    show_default=True,
+    help="How long the previous secret is still accepted (0 ends it now; at most 7d).",
+)
+@click.pass_obj
+def integration_rotate(state: _State, integration_id: str, org_slug: str, overlap: str) -> None:
+    """A new secret, printed once on stdout; the previous one works for the overlap."""
+    from trailmap.accounts import get_org  # noqa: PLC0415
+    from trailmap.accounts.audit import OPERATOR  # noqa: PLC0415
+    from trailmap.accounts.team import OPERATOR_AUTHORITY  # noqa: PLC0415
+    from trailmap.integrations.integrations import rotate_secret  # noqa: PLC0415
+
+    window = (
+        timedelta(0) if overlap.strip() in ("0", "0s", "0h") else _duration(overlap, "--overlap")
+    )
+    handle = state.ready_database()
+    try:
+        rotated, secret = _run(
+            rotate_secret(
+                handle,
+                _run(get_org(handle, org_slug)).id,
+                integration_id,
+                who=OPERATOR_AUTHORITY,
+                by=OPERATOR,
+                secret_key=state.settings().encryption_secret,
+                overlap=window,
+            )
+        )
+    finally:
+        handle.close()
+    until = rotated.previous_secret_until
+    kept = (
+        f"the previous one works until {until:%Y-%m-%d %H:%M} UTC"
+        if until
+        else "the previous one no longer works"
+    )
+    click.echo(
+        f"rotated the secret of {rotated.name}; {kept}. The new secret, shown only now:", err=True
+    )
+    click.echo(secret)
+
+
+@integration.command("deliveries")
+@click.argument("integration_id")
+@click.option("--org", "org_slug", required=True, help="Organization slug.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 200))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
+@click.pass_obj
+def integration_deliveries(
+    state: _State, integration_id: str, org_slug: str, limit: int, as_json: bool
+) -> None:
+    """The newest deliveries first: time, delivery id, event, outcome, reason, events made."""
+    from trailmap.accounts import get_org  # noqa: PLC0415
+    from trailmap.accounts.team import OPERATOR_AUTHORITY  # noqa: PLC0415
+    from trailmap.integrations.deliveries import list_deliveries  # noqa: PLC0415
+
+    handle = state.ready_database()
+    try:
+        org_id = _run(get_org(handle, org_slug)).id
+        found = _run(
+            list_deliveries(handle, org_id, integration_id, who=OPERATOR_AUTHORITY, limit=limit)
+        )
+    finally:
+        handle.close()
+    for one in found:
+        row = one.as_json()
+        if as_json:
+            click.echo(json.dumps(row))
+        else:
+            click.echo(
+                "\t".join(
+                    [
+                        row["received"],
+                        one.delivery_id,
+                        one.event_name or "",
+                        one.outcome,
+                        one.reason or "",
+                        ",".join(one.event_ids),
+                    ]
+                )
+            )
+
+
+@integration.command("delete")
+@click.argument("integration_id")
+@click.option("--org", "org_slug", required=True, help="Organization slug.")
+@click.pass_obj
+def integration_delete(state: _State, integration_id: str, org_slug: str) -> None:
+    """Remove an integration and its deliveries; its webhook answers 404 from now on (the
+    events it made stay on the timeline)."""
+    from trailmap.accounts import get_org  # noqa: PLC0415
+    from trailmap.accounts.audit import OPERATOR  # noqa: PLC0415
+    from trailmap.accounts.team import OPERATOR_AUTHORITY  # noqa: PLC0415
+    from trailmap.integrations.integrations import delete_integration  # noqa: PLC0415
+
+    handle = state.ready_database()
+    try:
+        removed = _run(
+            delete_integration(
+                handle,
+                _run(get_org(handle, org_slug)).id,
+                integration_id,
+                who=OPERATOR_AUTHORITY,
+                by=OPERATOR,
+            )
+        )
+    finally:
+        handle.close()
+    click.echo(f"deleted integration {removed.id} ({removed.name}) of {org_slug}", err=True)
 
 
 # -- send -------------------------------------------------------------------------------
