@@ -40,6 +40,7 @@ from trailmap.console import (
 )
 from trailmap.console import event as console_event
 from trailmap.console import graph as console_graph
+from trailmap.console import integrations as console_integrations
 from trailmap.console import timeline as console_timeline
 from trailmap.console.consent import CONSENT_PATH
 from trailmap.demo.live import run_live_demo
@@ -221,6 +222,7 @@ def create_app(
         service,
         console_timeline,
         console_event,
+        console_integrations,
     ):
         app.include_router(face.router)
     limits = OAuthLimits(

@@ -111,7 +111,8 @@ async def posted_form(request: Request, slug: str) -> tuple[OrgMember, dict[str,
 def org_nav(m: OrgMember) -> str:
     slug = e(m.slug)
     managed = (
-        f"<a href=/orgs/{slug}/audit>Audit log</a><a href=/orgs/{slug}/settings>Settings</a>"
+        f"<a href=/orgs/{slug}/audit>Audit log</a><a href=/orgs/{slug}/integrations>Integrations"
+        f"</a><a href=/orgs/{slug}/settings>Settings</a>"
         if m.may("read_audit")
         else ""
     )

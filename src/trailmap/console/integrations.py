@@ -1,0 +1,427 @@
+"""The Integrations pages of an organization: the list, a form to make one, and a page per
+integration with its webhook URL, the forge's steps, its secret once, and its deliveries."""
+
+from __future__ import annotations
+
+from typing import Final
+from urllib.parse import quote
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from trailmap.console.orgs import OrgMember, org_member, org_nav, posted_form, refused, when
+from trailmap.console.pages import e, field_error, form_csrf, page, problem_text, see_other
+from trailmap.errors import TrailmapError, ValidationFailed
+from trailmap.http.context import context_of
+from trailmap.http.sessions import clear_cookie, cookie_name, set_cookie
+from trailmap.integrations.deliveries import Delivery, list_deliveries
+from trailmap.integrations.integrations import (
+    Integration,
+    create_integration,
+    delete_integration,
+    get_integration,
+    list_integrations,
+    rotate_secret,
+    shows_secret,
+    update_integration,
+    webhook_path,
+)
+
+__all__ = ["router"]
+
+router = APIRouter(include_in_schema=False)
+
+# A new secret travels from the POST that made it to the page that shows it in this short-lived
+# cookie (HttpOnly, SameSite=Strict), as a new key's token does (console/keys.py); the page
+# shows it only while it is still the integration's current secret, and clears it.
+_SHOWN_ONCE_COOKIE: Final = "trailmap_new_secret"
+_SHOWN_ONCE_SECONDS: Final = 120
+_REFUSAL: Final = "Only owners and admins see and change the organization's integrations."
+_FORGES: Final = {"github": "GitHub", "gitlab": "GitLab"}
+_SHOWN_DELIVERIES: Final = 50
+
+
+async def _admin(request: Request, slug: str) -> OrgMember | Response:
+    m = await org_member(request, slug)
+    if isinstance(m, Response):
+        return m
+    if not m.may("manage_settings"):
+        return refused(m, _REFUSAL)
+    return m
+
+
+def _base(m: OrgMember) -> str:
+    return f"/orgs/{quote(m.slug)}/integrations"
+
+
+def _services_text(integration: Integration | None) -> str:
+    if integration is None:
+        return ""
+    return "\n".join(f"{repo}={service}" for repo, service in integration.settings.services.items())
+
+
+def _services(text: str) -> dict[str, str]:
+    services: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        repo, sep, service = line.partition("=")
+        if not sep:
+            raise ValidationFailed.field(
+                "services", f"line {number}: write owner/name=service, one repository a line"
+            )
+        services[repo.strip()] = service.strip()
+    return services
+
+
+# -- the list and the form ---------------------------------------------------------------------
+
+
+def _create_form(
+    m: OrgMember, values: dict[str, str] | None = None, error: TrailmapError | None = None
+) -> str:
+    values = values or {}
+    kind = values.get("kind", "github")
+    options = "".join(
+        f"<option value={v}{' selected' if v == kind else ''}>{label}</option>"
+        for v, label in _FORGES.items()
+    )
+    aliases = {"settings.default_branch": "default_branch"}
+    service_problem = next(
+        (d for d in (error.details if error else ()) if (d.field or "").startswith("settings.s")),
+        None,
+    )
+    name_attrs, name_error = field_error("name", error)
+    kind_attrs, kind_error = field_error("kind", error)
+    branch_attrs, branch_error = field_error("default_branch", error, aliases=aliases)
+    services_attrs, services_error = field_error("services", error)
+    if service_problem is not None and not services_error:
+        services_attrs = " aria-invalid=true aria-describedby=services-error"
+        services_error = (
+            f"<p class=error id=services-error>{e(service_problem.field)}: "
+            f"{e(service_problem.message)}</p>"
+        )
+    return (
+        f"<h2>Add an integration</h2><form method=post action={_base(m)}>{form_csrf(m.user)}"
+        f"<label for=kind>Kind</label><select id=kind name=kind{kind_attrs}>{options}</select>"
+        f"{kind_error}<label for=name>Name</label>"
+        f"<input id=name name=name required maxlength=100 value='{e(values.get('name', ''))}'"
+        f"{name_attrs}>{name_error}"
+        "<label for=services>Repositories and their services (optional; one a line, "
+        "owner/name=service; a repository not listed is a service of its own name)</label>"
+        f"<textarea id=services name=services rows=4 cols=50{services_attrs}>"
+        f"{e(values.get('services', ''))}</textarea>{services_error}"
+        "<label for=default_branch>Default branch (optional; the repository's own if empty)"
+        "</label>"
+        f"<input id=default_branch name=default_branch maxlength=255 "
+        f"value='{e(values.get('default_branch', ''))}'{branch_attrs}>{branch_error}"
+        "<button type=submit>Add integration</button></form>"
+    )
+
+
+def _list_table(m: OrgMember, found: list[Integration]) -> str:
+    if not found:
+        return "<p>No integrations yet. Add one to receive a forge's webhooks.</p>"
+    rows = "".join(
+        f"<tr><td data-label=Name><a href={_base(m)}/{e(i.id)}>{e(i.name)}</a></td>"
+        f"<td data-label=Kind>{e(_FORGES.get(i.kind, i.kind))}</td>"
+        f"<td data-label=Status>{e(i.status)}</td>"
+        f"<td data-label='Last delivery'>{e(when(i.last_delivery))}</td></tr>"
+        for i in found
+    )
+    return (
+        "<div class='wide stack'><table><thead><tr><th scope=col>Name</th><th scope=col>Kind"
+        "</th><th scope=col>Status</th><th scope=col>Last delivery</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table></div>"
+    )
+
+
+async def _list_page(
+    request: Request,
+    m: OrgMember,
+    *,
+    error: TrailmapError | None = None,
+    values: dict[str, str] | None = None,
+) -> Response:
+    found = await list_integrations(context_of(request).db, m.org_id, who=m.membership)
+    problem = f"<p class=error role=alert>{e(problem_text(error))}</p>" if error else ""
+    body = (
+        f"{problem}<p class=muted>GitHub and GitLab webhooks put deployments, releases, merges "
+        "and pipelines on the timeline. Each integration has its own URL and secret.</p>"
+        + _list_table(m, found)
+        + _create_form(m, values, error)
+    )
+    status = error.status if error is not None else 200
+    return page(f"Integrations · {m.name}", body, nav=org_nav(m), status=status)
+
+
+@router.get("/orgs/{slug}/integrations")
+async def integrations_page(request: Request, slug: str) -> Response:
+    m = await _admin(request, slug)
+    if isinstance(m, Response):
+        return m
+    return await _list_page(request, m)
+
+
+def _secret_shown_once(
+    request: Request, m: OrgMember, integration: Integration, secret: str
+) -> Response:
+    response = see_other(f"{_base(m)}/{quote(integration.id)}")
+    set_cookie(
+        request,
+        response,
+        _SHOWN_ONCE_COOKIE,
+        f"{integration.id}:{secret}",
+        max_age=_SHOWN_ONCE_SECONDS,
+        samesite="strict",
+    )
+    return response
+
+
+@router.post("/orgs/{slug}/integrations")
+async def integrations_create(request: Request, slug: str) -> Response:
+    posted = await posted_form(request, slug)
+    if isinstance(posted, Response):
+        return posted
+    m, form = posted
+    if not m.may("manage_settings"):
+        return refused(m, _REFUSAL)
+    ctx = context_of(request)
+    try:
+        branch = form.get("default_branch", "").strip() or None
+        made, secret = await create_integration(
+            ctx.db,
+            m.org_id,
+            who=m.membership,
+            by=m.actor(request),
+            kind=form.get("kind", ""),
+            name=form.get("name", ""),
+            settings={"services": _services(form.get("services", "")), "default_branch": branch},
+            secret_key=ctx.settings.encryption_secret,
+        )
+    except TrailmapError as error:
+        return await _list_page(request, m, error=error, values=form)
+    return _secret_shown_once(request, m, made, secret)
+
+
+# -- one integration ---------------------------------------------------------------------------
+
+
+def _steps(integration: Integration, url: str) -> str:
+    if integration.kind == "github":
+        return (
+            "<h2>Connect it in GitHub</h2><ol>"
+            "<li>In the repository (or organization): <b>Settings → Webhooks → Add webhook"
+            "</b>.</li>"
+            f"<li><b>Payload URL</b>: <code id=webhook-url-step>{e(url)}</code></li>"
+            "<li><b>Content type</b>: <code>application/json</code>.</li>"
+            "<li><b>Secret</b>: the secret shown when the integration was made (or rotated)."
+            "</li>"
+            "<li><b>Which events</b>: “Let me select individual events” and tick Deployment "
+            "statuses, Deployments, Pull requests, Pushes, Releases, Workflow runs (or send "
+            "everything: what Trailmap does not read is ignored, with the reason below).</li>"
+            "<li>Save. GitHub sends a <code>ping</code>; it appears under Deliveries.</li></ol>"
+        )
+    if integration.kind == "gitlab":
+        return (
+            "<h2>Connect it in GitLab</h2><ol>"
+            "<li>In the project (or group): <b>Settings → Webhooks → Add new webhook</b>.</li>"
+            f"<li><b>URL</b>: <code id=webhook-url-step>{e(url)}</code></li>"
+            "<li><b>Secret token</b>: the secret shown when the integration was made (or "
+            "rotated).</li>"
+            "<li><b>Trigger</b>: Push events, Tag push events, Merge request events, Pipeline "
+            "events, Deployment events, Releases events.</li>"
+            "<li>Save, then <b>Test</b> to send one; it appears under Deliveries.</li></ol>"
+        )
+    return "<p>This kind of integration is watched from Trailmap's side; it takes no webhook.</p>"
+
+
+def _deliveries_table(found: list[Delivery]) -> str:
+    if not found:
+        return "<p>No deliveries yet.</p>"
+    rows = "".join(
+        f"<tr data-delivery={e(d.delivery_id)}><td data-label=Received>{e(when(d.received))}</td>"
+        f"<td data-label=Event>{e(d.event_name or '')}</td>"
+        f"<td data-label=Delivery><code>{e(d.delivery_id)}</code></td>"
+        f"<td data-label=Outcome>{e(d.outcome)}</td>"
+        f"<td data-label=Why>{e(d.reason or '')}</td>"
+        f"<td data-label=Events>{len(d.event_ids)}</td></tr>"
+        for d in found
+    )
+    return (
+        "<div class='wide stack'><table><thead><tr><th scope=col>Received</th>"
+        "<th scope=col>Event</th><th scope=col>Delivery</th><th scope=col>Outcome</th>"
+        "<th scope=col>Why</th><th scope=col>Events</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table></div>"
+    )
+
+
+def _secret_block(integration: Integration, secret: str | None) -> str:
+    if secret is not None:
+        return (
+            "<h2>Secret</h2><p class=notice role=status>The webhook's secret. It is shown only "
+            "now: paste it into the forge's webhook settings.</p>"
+            f"<pre id=secret>{e(secret)}</pre>"
+            "<button type=button data-copy=secret hidden>Copy</button>"
+        )
+    until = integration.previous_secret_until
+    overlap = (
+        f" The previous secret is accepted too until {e(when(until))}." if until is not None else ""
+    )
+    return (
+        "<h2>Secret</h2><p>The secret was shown once, when it was made; Trailmap keeps it "
+        f"encrypted. Rotate it to get a new one.{overlap}</p>"
+    )
+
+
+async def _integration_page(
+    request: Request, m: OrgMember, integration_id: str, *, secret_cookie: str = ""
+) -> Response:
+    ctx = context_of(request)
+    try:
+        integration = await get_integration(ctx.db, m.org_id, integration_id, who=m.membership)
+    except TrailmapError as error:
+        return refused(m, error.message, error.status)
+    held_id, _, held_secret = secret_cookie.partition(":")
+    secret = (
+        held_secret
+        if held_id == integration.id
+        and held_secret
+        and shows_secret(integration, held_secret, ctx.settings.encryption_secret)
+        else None
+    )
+    found = await list_deliveries(
+        ctx.db, m.org_id, integration.id, who=m.membership, limit=_SHOWN_DELIVERIES
+    )
+    here = f"{_base(m)}/{quote(integration.id)}"
+    url = ctx.settings.public_url.rstrip("/") + webhook_path(integration.id)
+    toggle, toggle_label = (
+        ("disabled", "Disable") if integration.status == "active" else ("active", "Enable")
+    )
+    webhook = (
+        f"<p>Webhook URL: <code id=webhook-url>{e(url)}</code> "
+        "<button type=button data-copy=webhook-url hidden>Copy</button></p>"
+        if integration.has_webhook
+        else ""
+    )
+    body = (
+        f"<p>{e(_FORGES.get(integration.kind, integration.kind))} · status "
+        f"<b id=status>{e(integration.status)}</b> · made {e(when(integration.created))} by "
+        f"{e(integration.created_by)}</p>{webhook}"
+        + _secret_block(integration, secret)
+        + _steps(integration, url)
+        + "<h2>Deliveries</h2><p class=muted>The newest first; Trailmap keeps the last 200. "
+        "A redelivery of the same delivery is answered as a duplicate and stores nothing.</p>"
+        + _deliveries_table(found)
+        + "<h2>Manage</h2>"
+        f"<form class=inline method=post action={here}/rotate>{form_csrf(m.user)}"
+        "<button type=submit>Rotate secret (the old one works 24 hours more)</button></form> "
+        f"<form class=inline method=post action={here}/status>{form_csrf(m.user)}"
+        f"<button type=submit name=status value={toggle}>{toggle_label}</button></form> "
+        f"<a href={here}/delete>Delete…</a>"
+        f"<p><a href={_base(m)}>All integrations</a></p>"
+    )
+    response = page(f"{integration.name} · Integrations", body, nav=org_nav(m), script=True)
+    if secret_cookie:
+        clear_cookie(request, response, _SHOWN_ONCE_COOKIE, samesite="strict")
+    return response
+
+
+@router.get("/orgs/{slug}/integrations/{integration_id}")
+async def integration_page(request: Request, slug: str, integration_id: str) -> Response:
+    m = await _admin(request, slug)
+    if isinstance(m, Response):
+        return m
+    held = request.cookies.get(cookie_name(request, _SHOWN_ONCE_COOKIE), "")
+    return await _integration_page(request, m, integration_id, secret_cookie=held)
+
+
+async def _posted_admin(request: Request, slug: str) -> tuple[OrgMember, dict[str, str]] | Response:
+    posted = await posted_form(request, slug)
+    if isinstance(posted, Response):
+        return posted
+    m, _form = posted
+    if not m.may("manage_settings"):
+        return refused(m, _REFUSAL)
+    return posted
+
+
+@router.post("/orgs/{slug}/integrations/{integration_id}/rotate")
+async def integration_rotate(request: Request, slug: str, integration_id: str) -> Response:
+    posted = await _posted_admin(request, slug)
+    if isinstance(posted, Response):
+        return posted
+    m, _form = posted
+    ctx = context_of(request)
+    try:
+        rotated, secret = await rotate_secret(
+            ctx.db,
+            m.org_id,
+            integration_id,
+            who=m.membership,
+            by=m.actor(request),
+            secret_key=ctx.settings.encryption_secret,
+        )
+    except TrailmapError as error:
+        return refused(m, error.message, error.status)
+    return _secret_shown_once(request, m, rotated, secret)
+
+
+@router.post("/orgs/{slug}/integrations/{integration_id}/status")
+async def integration_status(request: Request, slug: str, integration_id: str) -> Response:
+    posted = await _posted_admin(request, slug)
+    if isinstance(posted, Response):
+        return posted
+    m, form = posted
+    try:
+        await update_integration(
+            context_of(request).db,
+            m.org_id,
+            integration_id,
+            {"status": form.get("status", "")},
+            who=m.membership,
+            by=m.actor(request),
+        )
+    except TrailmapError as error:
+        return refused(m, error.message, error.status)
+    return see_other(f"{_base(m)}/{quote(integration_id)}")
+
+
+@router.get("/orgs/{slug}/integrations/{integration_id}/delete")
+async def integration_delete_confirm(request: Request, slug: str, integration_id: str) -> Response:
+    m = await _admin(request, slug)
+    if isinstance(m, Response):
+        return m
+    try:
+        found = await get_integration(
+            context_of(request).db, m.org_id, integration_id, who=m.membership
+        )
+    except TrailmapError as error:
+        return refused(m, error.message, error.status)
+    here = f"{_base(m)}/{quote(found.id)}"
+    body = (
+        f"<p>Delete <b>{e(found.name)}</b>? Its webhook answers 404 from then on and its "
+        "deliveries are forgotten; the events it made stay on the timeline. This cannot be "
+        "undone.</p>"
+        f"<form method=post action={here}/delete>{form_csrf(m.user)}"
+        "<button type=submit name=confirm value=yes>Delete integration</button>"
+        f"<a href={here}>Cancel</a></form>"
+    )
+    return page("Delete integration", body, nav=org_nav(m))
+
+
+@router.post("/orgs/{slug}/integrations/{integration_id}/delete")
+async def integration_delete(request: Request, slug: str, integration_id: str) -> Response:
+    posted = await _posted_admin(request, slug)
+    if isinstance(posted, Response):
+        return posted
+    m, form = posted
+    if form.get("confirm") != "yes":
+        return see_other(f"{_base(m)}/{quote(integration_id)}/delete")
+    try:
+        await delete_integration(
+            context_of(request).db, m.org_id, integration_id, who=m.membership, by=m.actor(request)
+        )
+    except TrailmapError as error:
+        return refused(m, error.message, error.status)
+    return see_other(_base(m))
