@@ -12,7 +12,7 @@ from trailmap import clock, ids
 from trailmap.accounts.organizations import Organization
 from trailmap.accounts.principal import Principal
 from trailmap.accounts.team import Authority
-from trailmap.integrations.integrations import Integration, get_integration
+from trailmap.integrations.integrations import Integration, get_integration, is_integration_id
 from trailmap.storage import Database
 from trailmap.storage import integrations as store
 
@@ -95,7 +95,9 @@ async def find_webhook_target(
 ) -> WebhookTarget | None:
     """The integration a webhook URL names, with its organization and the delivery's earlier
     record (one read); None when no integration has the id."""
-    found = await db.read(store.webhook_target, integration_id[:36], _clip(delivery_id))
+    if not is_integration_id(integration_id):
+        return None
+    found = await db.read(store.webhook_target, integration_id, _clip(delivery_id))
     if found is None:
         return None
     row, org, earlier = found

@@ -29,6 +29,7 @@ __all__ = [
     "create_integration",
     "delete_integration",
     "get_integration",
+    "is_integration_id",
     "list_integrations",
     "rotate_secret",
     "shows_secret",
@@ -45,11 +46,17 @@ STATUSES: Final[tuple[Status, ...]] = get_args(Status)
 
 DEFAULT_OVERLAP: Final = timedelta(hours=24)
 _MAX_OVERLAP: Final = timedelta(days=7)
+_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$")
 _REPOSITORY = re.compile(r"^[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)+$")
 _MAX_SERVICES: Final = 500
 _MAX_SERVICE: Final = 200
 _MAX_BRANCH: Final = 255
+
+
+def is_integration_id(text: str) -> bool:
+    """Whether `text` has the form of an integration's id (what is not, names none)."""
+    return bool(_ID.match(text))
 
 
 def webhook_path(integration_id: str) -> str:
@@ -331,7 +338,11 @@ async def create_integration(
 
 
 def _get(conn: Connection, org_id: str, integration_id: str) -> Integration:
-    row = store.get_integration(conn, org_id, integration_id)
+    row = (
+        store.get_integration(conn, org_id, integration_id)
+        if is_integration_id(integration_id)
+        else None
+    )
     if row is None:
         raise NotFound("No integration of this organization has that id.")
     return Integration.from_row(row)
