@@ -54,7 +54,8 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = Field(
         default=None,
         description="Encrypts the credentials organizations store (their Prometheus auth "
-        "header): at least 32 characters, e.g. `openssl rand -base64 32`.",
+        "header, their integrations' webhook secrets): at least 32 characters, e.g. "
+        "`openssl rand -base64 32`.",
     )
     old_secret_keys: SecretStr | None = Field(
         default=None,
