@@ -154,6 +154,12 @@ def _metrics_section(m: OrgMember, current: MetricSettings, error: TrailmapError
         if current.has_auth_header
         else ""
     )
+    clear = (
+        "<label><input type=checkbox name=clear_auth value=yes> Remove the stored auth header"
+        "</label>"
+        if current.has_auth_header
+        else ""
+    )
     return (
         "<section aria-labelledby=metrics-h><h2 id=metrics-h>Metrics source</h2>"
         f"{now}{unplaced}"
@@ -166,8 +172,7 @@ def _metrics_section(m: OrgMember, current: MetricSettings, error: TrailmapError
         f"<label for=auth_value>Auth header value{e(keep)}</label>"
         f"<input id=auth_value name=auth_value type=password autocomplete=off{header_attrs}>"
         f"{header_message}"
-        "<label><input type=checkbox name=clear_auth value=yes> Remove the stored auth header"
-        "</label>"
+        f"{clear}"
         "<label for=timeout_seconds>Timeout, in seconds</label>"
         f"<input id=timeout_seconds name=timeout_seconds inputmode=decimal value='{timeout}'"
         f"{timeout_attrs}>{timeout_message}"
