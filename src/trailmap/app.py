@@ -41,6 +41,9 @@ from trailmap.console import (
 from trailmap.console import event as console_event
 from trailmap.console import graph as console_graph
 from trailmap.console import integrations as console_integrations
+from trailmap.console import (
+    settings as console_settings,
+)
 from trailmap.console import timeline as console_timeline
 from trailmap.console.consent import CONSENT_PATH
 from trailmap.demo.live import run_live_demo
@@ -213,6 +216,7 @@ def create_app(
         api_integrations,
         webhooks,
         team,
+        console_settings,
         account,
         assets,
         home,
