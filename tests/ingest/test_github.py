@@ -28,7 +28,7 @@ from trailmap.timeline.ingest import ingest_events
 FIXTURES = UPSTREAM / "github-webhooks"
 DELIVERY = "72d3162e-cc78-11e3-81ab-4c9367dc0958"
 CONTEXT = ForgeContext(delivery_id=DELIVERY)
-SOURCE = "https://github.com/Codertocat/Hello-World"
+SOURCE = "//github.com/Codertocat/Hello-World"
 SHA = "f95f852bd8fca8fcc58a9a2d6c842781e32a215e"
 
 # Each sample file and the X-GitHub-Event header GitHub sends with it.
@@ -369,7 +369,7 @@ def test_a_failed_workflow_run_on_the_default_branch_is_a_minor_pipeline_run(
         "specversion": "1.0",
         "id": DELIVERY,
         "type": "pipeline-run",
-        "source": "https://github.com/octo-org/octo-repo",
+        "source": "//github.com/octo-org/octo-repo",
         "time": "2020-10-05T16:33:49Z",
         "version": "3484a3f",
         "severity": "MINOR",

@@ -24,12 +24,12 @@ __all__ = [
     "forge_time",
     "number",
     "required_text",
+    "repository_source",
     "required_time",
     "service_for",
     "short_sha",
     "text",
     "version_for",
-    "web_address",
 ]
 
 MAX_COMMITS: Final = 20
@@ -108,12 +108,17 @@ def number(value: object, *keys: str) -> int | None:
     return found if isinstance(found, int) and not isinstance(found, bool) else None
 
 
-def web_address(value: object, *keys: str) -> str:
-    """The http(s) address at `keys`, required: it names the event's source."""
-    found = required_text(value, *keys, limit=_MAX_SOURCE + 1)
-    if len(found) > _MAX_SOURCE or not _WEB.fullmatch(found):
+def repository_source(value: object, *keys: str) -> str:
+    """The source naming a repository: its web address at `keys` without the scheme,
+    `//github.com/acme/checkout`, as the docs' examples and CI steps write it, so a
+    repository's events from its webhook and from its pipelines share one source."""
+    found = required_text(value, *keys, limit=_MAX_SOURCE + 10)
+    if not _WEB.fullmatch(found):
         raise Missing(f"{'.'.join(keys)} is not a web address")
-    return found.rstrip("/")
+    source = "//" + found.split("://", 1)[1].rstrip("/")
+    if len(source) > _MAX_SOURCE:
+        raise Missing(f"{'.'.join(keys)} is longer than {_MAX_SOURCE} characters")
+    return source
 
 
 def forge_time(value: object) -> str | None:

@@ -15,13 +15,13 @@ from trailmap.ingest.forge import (
     dig,
     first_line,
     number,
+    repository_source,
     required_text,
     required_time,
     service_for,
     short_sha,
     text,
     version_for,
-    web_address,
 )
 from trailmap.ingest.webhooks import ForgeContext, Mapped
 
@@ -76,7 +76,7 @@ def map_github(event_name: str, payload: Mapping[str, Any], context: ForgeContex
 
 def _repository(payload: Mapping[str, Any], context: ForgeContext) -> _Repository:
     full_name = required_text(payload, "repository", "full_name")
-    source = web_address(payload, "repository", "html_url")
+    source = repository_source(payload, "repository", "html_url")
     return _Repository(
         full_name=full_name,
         source=source,

@@ -16,13 +16,13 @@ from trailmap.ingest.forge import (
     dig,
     first_line,
     number,
+    repository_source,
     required_text,
     required_time,
     service_for,
     short_sha,
     text,
     version_for,
-    web_address,
 )
 from trailmap.ingest.webhooks import ForgeContext, Mapped
 
@@ -106,7 +106,7 @@ def _kind(event_name: str, payload: Mapping[str, Any]) -> str:
 
 def _project(payload: Mapping[str, Any], context: ForgeContext) -> _Project:
     full_name = required_text(payload, "project", "path_with_namespace")
-    source = web_address(payload, "project", "web_url")
+    source = repository_source(payload, "project", "web_url")
     return _Project(
         full_name=full_name,
         source=source,
