@@ -451,3 +451,9 @@ async def test_a_redelivered_gitlab_delivery_is_a_duplicate(db: Database) -> Non
 
     assert (len(stored.accepted), stored.duplicates, stored.rejected) == (1, [], [])
     assert (repeated.accepted, len(repeated.duplicates), repeated.rejected) == ([], 1, [])
+
+
+def test_a_system_hook_of_a_kind_without_a_mapping_is_ignored_by_its_kind() -> None:
+    mapped = map_gitlab("System Hook", {"object_kind": "repository_update"}, CONTEXT)
+
+    assert mapped.ignored == "event 'repository_update' is not mapped"

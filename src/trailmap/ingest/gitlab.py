@@ -100,7 +100,8 @@ def _kind(event_name: str, payload: Mapping[str, Any]) -> str:
         raise Missing(f"the event is {named!r} but the payload's object_kind is {kind!r}")
     found = said or kind
     if found not in _MAPPINGS and found not in _IGNORED:
-        raise Missing(f"event {named or found or '(none)'!r} is not mapped")
+        label = named if named in _HEADERS else (found or named or "(none)")
+        raise Missing(f"event {label!r} is not mapped")
     return found
 
 
