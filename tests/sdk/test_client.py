@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
@@ -19,6 +20,7 @@ from trailmap_sdk import (
     RetryPolicy,
     Trailmap,
     retry_after_seconds,
+    wire,
 )
 
 # -- against the real server ---------------------------------------------------------------
@@ -305,3 +307,19 @@ def test_retry_after_is_read_as_seconds_or_as_the_time_left_until_a_date() -> No
 def test_an_event_time_without_a_zone_is_refused_before_anything_is_sent() -> None:
     with pytest.raises(ValueError, match="time zone"):
         Event(type="deployment", source="//ci/acme", time=datetime(2026, 1, 1))  # noqa: DTZ001
+
+
+def test_a_batch_is_split_by_count_and_by_size_and_a_huge_event_goes_alone() -> None:
+    events = [{"id": str(n), "data": "x" * 100} for n in range(7)]
+    by_count = list(wire.chunks(events, max_batch=3))
+    assert [(c.offset, c.count) for c in by_count] == [(0, 3), (3, 3), (6, 1)]
+    assert [e["id"] for e in json.loads(by_count[1].body)] == ["3", "4", "5"]
+    by_size = list(wire.chunks(events, max_bytes=300))
+    assert [(c.offset, c.count) for c in by_size] == [(0, 2), (2, 2), (4, 2), (6, 1)]
+    assert all(len(c.body) <= 300 for c in by_size)
+    huge = [{"id": "a"}, {"id": "b", "data": "x" * 1000}, {"id": "c"}]
+    assert [(c.offset, c.count) for c in wire.chunks(huge, max_bytes=300)] == [
+        (0, 1),
+        (1, 1),
+        (2, 1),
+    ]

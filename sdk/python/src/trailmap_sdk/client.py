@@ -69,16 +69,18 @@ class _Base:
         deployment_id: str | None,
         data: Mapping[str, Any] | None,
     ) -> Deployment:
-        return Deployment(
+        deployment = Deployment(
             service=service,
             version=version,
             environment=environment,
             source=source or self.source or f"//{service}",
             description=description,
             failure_severity=severity,
-            id=deployment_id,
             data=dict(data or {}),
         )
+        if deployment_id:
+            deployment.id = deployment_id
+        return deployment
 
 
 def _exhausted(attempts: int, last: wire.Retry | None, cause: Exception | None) -> Exception:

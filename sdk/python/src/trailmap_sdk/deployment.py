@@ -40,15 +40,12 @@ class Deployment:
     environment: str | None = None
     description: str | None = None
     failure_severity: Severity = "MAJOR"
-    id: str | None = None
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
     data: dict[str, Any] = field(default_factory=dict)
     started_at: datetime | None = None
     results: list[SendResult] = field(default_factory=list)
     errors: list[TrailmapError] = field(default_factory=list)
     _clock: float = 0.0
-
-    def __post_init__(self) -> None:
-        self.id = self.id or str(uuid.uuid4())
 
     def started(self) -> Event:
         self.started_at = datetime.now(UTC)
