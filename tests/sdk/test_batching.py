@@ -4,6 +4,8 @@ a full queue drops and counts."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 
 import pytest
 
@@ -136,3 +138,20 @@ async def test_the_async_batcher_flushes_on_size_on_the_interval_and_on_close(
         "incident",
         "rollback",
     ]
+
+
+def test_a_batcher_never_closed_sends_its_queue_when_the_program_exits(live: LiveServer) -> None:
+    source = new_source()
+    program = (
+        "import sys\n"
+        "from trailmap_sdk import Batcher, Event, Trailmap\n"
+        "client = Trailmap(sys.argv[1], sys.argv[2])\n"
+        "batch = Batcher(client, flush_interval=3600)\n"
+        "batch.add(Event(type='deployment', source=sys.argv[3]))\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", program, live.url, live.token, source],
+        check=True,
+        timeout=60,
+    )
+    assert len(live.events_from(source)) == 1

@@ -9,10 +9,13 @@ Trailmap is slow or away, and what it lost is counted, not hidden.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
+import functools
 import logging
 import queue
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -93,7 +96,8 @@ class Batcher:
     """`with Batcher(client) as batch: batch.add(event)`: sent from a background thread.
 
     `add` fixes the event's id and time at once, so an event retried later is still the same
-    event. `close()` (or leaving the `with`) sends what is queued, waiting for it.
+    event. `close()` (or leaving the `with`) sends what is queued, waiting for it; so does
+    the interpreter's exit, for a batcher never closed.
     `on_error(error, events)` hears of each batch that could not be sent.
     """
 
@@ -121,6 +125,10 @@ class Batcher:
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="trailmap-batcher", daemon=True)
         self._thread.start()
+        # A batcher never closed (an application's, made at import) still sends its queue when
+        # the interpreter exits; a weak reference, so that registering keeps nothing alive.
+        self._at_exit = functools.partial(_close_at_exit, weakref.ref(self))
+        atexit.register(self._at_exit)
 
     def __enter__(self) -> Self:
         return self
@@ -161,6 +169,7 @@ class Batcher:
         if self._closed:
             return
         self._closed = True
+        atexit.unregister(self._at_exit)
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout)
@@ -188,6 +197,12 @@ class Batcher:
             while len(batch) < self._max_batch:
                 batch.append(self._queue.get_nowait())
         return batch
+
+
+def _close_at_exit(batcher: weakref.ref[Batcher]) -> None:
+    alive = batcher()
+    if alive is not None:
+        alive.close()
 
 
 class AsyncBatcher:

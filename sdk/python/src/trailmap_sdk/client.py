@@ -60,6 +60,7 @@ class _Base:
 
     def _deployment(
         self,
+        *,
         service: str,
         version: str | None,
         environment: str | None,
@@ -189,9 +190,15 @@ class Trailmap(_Base):
         (with `failure_severity` and the exception's type) when it raises; the exception
         goes on. A report that fails is logged, not raised, unless `raise_errors`."""
         plan = self._deployment(
-            service, version, environment, source, description, failure_severity,
-            deployment_id, data,
-        )  # fmt: skip
+            service=service,
+            version=version,
+            environment=environment,
+            source=source,
+            description=description,
+            severity=failure_severity,
+            deployment_id=deployment_id,
+            data=data,
+        )
         return SyncDeployment(plan, self.send, raise_errors=raise_errors)
 
 
@@ -280,7 +287,13 @@ class AsyncTrailmap(_Base):
     ) -> AsyncDeployment:
         """`async with client.deployment(...)`: as `Trailmap.deployment`."""
         plan = self._deployment(
-            service, version, environment, source, description, failure_severity,
-            deployment_id, data,
-        )  # fmt: skip
+            service=service,
+            version=version,
+            environment=environment,
+            source=source,
+            description=description,
+            severity=failure_severity,
+            deployment_id=deployment_id,
+            data=data,
+        )
         return AsyncDeployment(plan, self.send, raise_errors=raise_errors)
