@@ -192,6 +192,18 @@ def test_a_wrong_key_is_a_warning_that_does_not_show_the_key(
     assert_key_never_shown(run, wrong)
 
 
+def test_a_server_that_cannot_be_reached_is_retried_then_a_warning(tmp_path: Path) -> None:
+    with stand_in("http://127.0.0.1:9", []) as gone:
+        url = gone.url  # nothing listens here once the stand-in is gone
+    key = "tmk_0000000000000000000000000000000000000000000abcdef"
+    run = run_action(tmp_path, {"url": url, "api-key": key})
+    assert run.code == 0
+    assert run.stdout.count("failed (could not reach") == 4
+    assert "::warning title=Trailmap::gave up after 5 attempts; last: could not reach" in run.stdout
+    assert run.outputs["status"] == "failed"
+    assert_key_never_shown(run, key)
+
+
 def test_action_yml_passes_exactly_the_inputs_the_script_reads() -> None:
     spec = importlib.util.spec_from_file_location("send_event", ACTION / "send_event.py")
     assert spec is not None
