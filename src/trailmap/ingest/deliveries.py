@@ -20,6 +20,8 @@ from trailmap.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
+from trailmap.ingest.github import map_github
+from trailmap.ingest.gitlab import map_gitlab
 from trailmap.ingest.webhooks import DeliveryMapper, ForgeContext, Mapped
 from trailmap.integrations.deliveries import (
     Outcome,
@@ -39,7 +41,7 @@ __all__ = ["MAPPERS", "DeliveryAnswer", "WebhookDelivery", "receive_delivery"]
 log = logging.getLogger(__name__)
 
 # Each forge's mapping of a delivery onto CloudEvents (ingest/github.py, ingest/gitlab.py).
-MAPPERS: dict[str, DeliveryMapper] = {}
+MAPPERS: dict[str, DeliveryMapper] = {"github": map_github, "gitlab": map_gitlab}
 
 
 @dataclass(frozen=True, slots=True)
