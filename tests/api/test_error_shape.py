@@ -143,6 +143,7 @@ _NO_INPUT = {
     ("HEAD", "/readyz"),
     ("GET", "/api/v1/metrics/settings"),
     ("GET", "/api/v1/organization"),
+    ("GET", "/api/v1/organization/usage"),
     ("GET", "/metrics"),
     ("HEAD", "/metrics"),
 }
