@@ -28,13 +28,14 @@ from trailmap.integrations.deliveries import (
     WebhookTarget,
     find_webhook_target,
     record_delivery,
+    record_delivery_in,
 )
 from trailmap.integrations.integrations import Integration
 from trailmap.integrations.secrets import github_signature_ok, gitlab_token_ok
 from trailmap.timeline.ingest import ingest_events
 
 if TYPE_CHECKING:
-    from trailmap.storage import Database
+    from trailmap.storage import Connection, Database
 
 __all__ = ["MAPPERS", "DeliveryAnswer", "WebhookDelivery", "receive_delivery"]
 
@@ -270,27 +271,46 @@ class _Receiving:
             ) from None
 
     async def _ingest(self, mapped: Mapped) -> DeliveryAnswer:
+        recorded: list[DeliveryAnswer] = []
+
+        def record_alongside(conn: Connection, made: list[str], known: list[str]) -> None:
+            # In the events' own transaction: one write for the events and their delivery.
+            outcome: Outcome = "accepted" if made else "duplicate"
+            reason = None if made else "its events were on the timeline already"
+            record_delivery_in(
+                conn,
+                self.target.integration,
+                delivery_id=self.delivery_id,
+                event_name=self.event_name,
+                outcome=outcome,
+                reason=reason,
+                event_ids=made + known,
+            )
+            recorded.append(DeliveryAnswer(self.delivery_id, outcome, reason, made + known))
+
         try:
             result = await ingest_events(
                 self.db,
                 self.target.principal(),
                 list(mapped.events),
                 max_event_bytes=self.max_event_bytes,
+                alongside=record_alongside,
             )
         except (QuotaExceeded, ValidationFailed) as error:
+            if recorded:  # some events were stored before the quota refused the rest
+                return recorded[0]
             raise await self._refuse(error) from None
-        made = [str(item["id"]) for item in result.accepted]
-        known = [str(item["id"]) for item in result.duplicates if item["id"]]
         problems = "; ".join(
             f"{r['field'] or 'event'}: {r['message']}" for r in result.rejected[:3]
         )
-        if not made and not known:
+        if not recorded:
             raise await self._refuse(
                 ValidationFailed(f"No event could be made of the delivery: {problems}")
             )
-        reason = f"some events were refused: {problems}" if problems else None
-        if made:
-            return await self._record("accepted", reason, made + known)
-        return await self._record(
-            "duplicate", reason or "its events were on the timeline already", known
-        )
+        answer = recorded[0]
+        if problems:
+            # Rare: some of the delivery's events were refused; their reasons join the record.
+            return await self._record(
+                answer.outcome, f"some events were refused: {problems}", answer.event_ids
+            )
+        return answer

@@ -13,7 +13,7 @@ from trailmap.accounts.organizations import Organization
 from trailmap.accounts.principal import Principal
 from trailmap.accounts.team import Authority
 from trailmap.integrations.integrations import Integration, get_integration, is_integration_id
-from trailmap.storage import Database
+from trailmap.storage import Connection, Database
 from trailmap.storage import integrations as store
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "list_deliveries",
     "purge_deliveries_before",
     "record_delivery",
+    "record_delivery_in",
 ]
 
 Outcome = Literal["accepted", "duplicate", "ignored", "refused"]
@@ -112,6 +113,28 @@ def _clip(delivery_id: str | None) -> str | None:
     return None if delivery_id is None else delivery_id[:200]
 
 
+def _row(
+    integration: Integration,
+    *,
+    delivery_id: str,
+    event_name: str | None,
+    outcome: Outcome,
+    reason: str | None,
+    event_ids: Sequence[str],
+) -> dict[str, Any]:
+    return {
+        "org_id": integration.org_id,
+        "id": ids.new_id(),
+        "integration_id": integration.id,
+        "delivery_id": _clip(delivery_id),
+        "event_name": None if event_name is None else event_name[:100],
+        "received_us": clock.now_us(),
+        "outcome": outcome,
+        "reason": None if reason is None else reason[:_MAX_REASON],
+        "event_ids": list(event_ids),
+    }
+
+
 async def record_delivery(
     db: Database,
     integration: Integration,
@@ -123,19 +146,38 @@ async def record_delivery(
     event_ids: Sequence[str] = (),
 ) -> Delivery:
     """Note what the delivery became (replacing an earlier attempt's record)."""
-    row = {
-        "org_id": integration.org_id,
-        "id": ids.new_id(),
-        "integration_id": integration.id,
-        "delivery_id": _clip(delivery_id),
-        "event_name": None if event_name is None else event_name[:100],
-        "received_us": clock.now_us(),
-        "outcome": outcome,
-        "reason": None if reason is None else reason[:_MAX_REASON],
-        "event_ids": list(event_ids),
-    }
+    row = _row(
+        integration,
+        delivery_id=delivery_id,
+        event_name=event_name,
+        outcome=outcome,
+        reason=reason,
+        event_ids=event_ids,
+    )
     await db.write(store.record_delivery, row, keep=KEEP_DELIVERIES)
     return Delivery.from_row(row)
+
+
+def record_delivery_in(
+    conn: Connection,
+    integration: Integration,
+    *,
+    delivery_id: str,
+    event_name: str | None,
+    outcome: Outcome,
+    reason: str | None = None,
+    event_ids: Sequence[str] = (),
+) -> None:
+    """`record_delivery` inside the caller's transaction (the one storing its events)."""
+    row = _row(
+        integration,
+        delivery_id=delivery_id,
+        event_name=event_name,
+        outcome=outcome,
+        reason=reason,
+        event_ids=event_ids,
+    )
+    store.record_delivery(conn, row, keep=KEEP_DELIVERIES)
 
 
 async def list_deliveries(

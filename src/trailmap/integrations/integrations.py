@@ -115,7 +115,7 @@ class Integration:
             created_by=row["created_by"],
             secret_rotated=at(row["secret_rotated_us"]),
             previous_secret_until=at(row["previous_expires_us"]),
-            last_delivery=at(row["last_delivery_us"]),
+            last_delivery=at(row.get("last_delivery_us")),
             sealed_secret=row["secret_encrypted"],
             sealed_previous=row["previous_secret_encrypted"],
         )
@@ -323,7 +323,6 @@ async def create_integration(
         "secret_rotated_us": None,
         "created_by": by.name[:400],
         "created_us": now_us,
-        "last_delivery_us": None,
     }
 
     def _create(conn: Connection) -> Integration:

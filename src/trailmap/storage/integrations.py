@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, tuple_, update
+from sqlalchemy import Connection, delete, func, insert, select, tuple_, update
 
 from trailmap.storage import accounts as account_store
 from trailmap.storage.dialect import insert_for
@@ -43,15 +43,27 @@ def name_taken(conn: Connection, org_id: str, name: str, *, other_than: str | No
 def get_integration(conn: Connection, org_id: str, integration_id: str) -> Row | None:
     c = integrations.c
     row = conn.execute(
-        select(integrations).where(c.org_id == org_id, c.id == integration_id)
+        select(integrations, _last_delivery()).where(c.org_id == org_id, c.id == integration_id)
     ).first()
     return None if row is None else dict(row._mapping)
 
 
 def list_integrations(conn: Connection, org_id: str) -> list[Row]:
+    """The organization's integrations by name, each with its last delivery's time."""
     c = integrations.c
-    stmt = select(integrations).where(c.org_id == org_id).order_by(c.name)
+    stmt = select(integrations, _last_delivery()).where(c.org_id == org_id).order_by(c.name)
     return [dict(r._mapping) for r in conn.execute(stmt)]
+
+
+def _last_delivery() -> Any:
+    d = integration_deliveries.c
+    c = integrations.c
+    return (
+        select(func.max(d.received_us))
+        .where(d.org_id == c.org_id, d.integration_id == c.id)
+        .scalar_subquery()
+        .label("last_delivery_us")
+    )
 
 
 def update_integration(conn: Connection, org_id: str, integration_id: str, values: Row) -> None:
@@ -106,7 +118,7 @@ def find_delivery(
 
 def record_delivery(conn: Connection, row: Row, *, keep: int) -> None:
     """Store what a delivery became (replacing the record of an earlier attempt of the same
-    delivery), note the integration's last delivery, and keep only its `keep` newest."""
+    delivery), and keep only the integration's `keep` newest."""
     d = integration_deliveries.c
     changes = {
         k: v for k, v in row.items() if k not in ("org_id", "integration_id", "delivery_id", "id")
@@ -118,27 +130,16 @@ def record_delivery(conn: Connection, row: Row, *, keep: int) -> None:
             index_elements=["org_id", "integration_id", "delivery_id"], set_=changes
         )
     )
-    c = integrations.c
-    conn.execute(
-        update(integrations)
-        .where(c.org_id == row["org_id"], c.id == row["integration_id"])
-        .values(last_delivery_us=row["received_us"])
-    )
-    oldest_kept = conn.execute(
-        select(d.received_us, d.id)
-        .where(d.org_id == row["org_id"], d.integration_id == row["integration_id"])
-        .order_by(d.received_us.desc(), d.id.desc())
+    mine = (d.org_id == row["org_id"], d.integration_id == row["integration_id"])
+    oldest_kept = (
+        select(d.received_us)
+        .where(*mine)
+        .order_by(d.received_us.desc())
         .offset(keep - 1)
         .limit(1)
-    ).first()
-    if oldest_kept is not None:
-        conn.execute(
-            delete(integration_deliveries).where(
-                d.org_id == row["org_id"],
-                d.integration_id == row["integration_id"],
-                tuple_(d.received_us, d.id) < tuple_(oldest_kept.received_us, oldest_kept.id),
-            )
-        )
+        .scalar_subquery()
+    )
+    conn.execute(delete(integration_deliveries).where(*mine, d.received_us < oldest_kept))
 
 
 def list_deliveries(conn: Connection, org_id: str, integration_id: str, *, limit: int) -> list[Row]:

@@ -592,7 +592,6 @@ integrations = Table(
     Column("secret_rotated_us", BigInteger, nullable=True),
     Column("created_by", String(400), nullable=False),
     Column("created_us", BigInteger, nullable=False),
-    Column("last_delivery_us", BigInteger, nullable=True),
     PrimaryKeyConstraint("org_id", "id"),
     # The webhook's URL names the integration by its id alone (a random UUID).
     UniqueConstraint("id"),

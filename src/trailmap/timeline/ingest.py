@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,7 +20,17 @@ from trailmap.storage import usage as usage_store
 from trailmap.telemetry import count_events
 from trailmap.timeline.events import EventRow, validate_event
 
-__all__ = ["IngestResult", "ingest_events", "record_derived_events", "require_some_items"]
+__all__ = [
+    "Alongside",
+    "IngestResult",
+    "ingest_events",
+    "record_derived_events",
+    "require_some_items",
+]
+
+# What a caller writes in the events' own transaction, given the ids of the events stored now
+# and of those stored before (a webhook delivery's record): called only when there are some.
+Alongside = Callable[[Connection, list[str], list[str]], None]
 
 # An event derived from other data carries a few fields: far below any request's limit.
 _DERIVED_EVENT_BYTES = 10 * 1024
@@ -76,14 +87,16 @@ async def ingest_events(
     *,
     max_event_bytes: int,
     now: datetime | None = None,
+    alongside: Alongside | None = None,
 ) -> IngestResult:
-    """Store the valid events among `items`; nothing valid is dropped for a neighbour's sake."""
+    """Store the valid events among `items`; nothing valid is dropped for a neighbour's sake.
+    `alongside` writes in the same transaction, once the events' ids are known."""
     principal.require_write()
     now = now or clock.now()
     result = IngestResult()
     rows, repeats = _validate_all(principal, items, now, max_event_bytes, result)
     stored = (
-        await db.write(_store, principal.org_id, principal.plan, rows, now)
+        await db.write(_store_with, principal.org_id, principal.plan, rows, now, alongside)
         if rows
         else _Stored.nothing()
     )
@@ -162,6 +175,23 @@ def _item(row: EventRow, stored_id: str | None) -> dict[str, Any]:
         "source": row.values["source"],
         "event_id": row.values["event_id"],
     }
+
+
+def _store_with(
+    conn: Connection,
+    org_id: str,
+    plan: Plan,
+    rows: list[EventRow],
+    now: datetime,
+    alongside: Alongside | None,
+) -> _Stored:
+    stored = _store(conn, org_id, plan, rows, now)
+    if alongside is not None:
+        made = [r.values["id"] for r in rows if r.key in stored.inserted]
+        known = [stored.existing[r.key] for r in rows if r.key in stored.existing]
+        if made or known:
+            alongside(conn, made, known)
+    return stored
 
 
 def _store(

@@ -39,7 +39,6 @@ def upgrade() -> None:
         sa.Column("secret_rotated_us", sa.BigInteger(), nullable=True),
         sa.Column("created_by", sa.String(length=400), nullable=False),
         sa.Column("created_us", sa.BigInteger(), nullable=False),
-        sa.Column("last_delivery_us", sa.BigInteger(), nullable=True),
         sa.ForeignKeyConstraint(
             ["org_id"],
             ["organizations.id"],
