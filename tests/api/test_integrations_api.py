@@ -64,10 +64,7 @@ async def test_an_integration_is_made_with_its_webhook_url_and_its_secret_shown_
         f"https://trailmap.example.com/api/v1/integrations/{data['id']}/webhook"
     )
     assert len(data["secret"]) >= 40
-    assert data["settings"] == {
-        "services": {"acme/checkout-web": "checkout"},
-        "default_branch": None,
-    }
+    assert data["settings"] == {"services": {"acme/checkout-web": "checkout"}}
     shown = await client.get(f"/api/v1/integrations/{data['id']}", headers=tenant.admin_auth())
     listed = await client.get("/api/v1/integrations", headers=tenant.admin_auth())
     assert "secret" not in shown.json()["data"]
@@ -155,13 +152,13 @@ async def test_changes_rotation_and_removal_are_audited_without_the_secret(
     base = f"/api/v1/integrations/{made['id']}"
     changed = await client.patch(
         base,
-        json={"name": "renamed", "status": "disabled", "settings": {"default_branch": "trunk"}},
+        json={"name": "renamed", "status": "disabled", "settings": {"branch": "trunk"}},
         headers=tenant.admin_auth(),
     )
     assert changed.status_code == 200, changed.text
     assert changed.json()["data"]["name"] == "renamed"
     assert changed.json()["data"]["status"] == "disabled"
-    assert changed.json()["data"]["settings"]["default_branch"] == "trunk"
+    assert changed.json()["data"]["settings"]["branch"] == "trunk"
     rotated = await client.post(
         f"{base}/rotate-secret?overlap_hours=2", headers=tenant.admin_auth()
     )

@@ -315,3 +315,17 @@ async def test_a_gitlab_delivery_is_checked_by_its_token(
     assert (
         await client.post(_url(integration.id), content=body, headers=signed)
     ).status_code == 401
+
+
+async def test_a_repository_not_mapped_belongs_to_the_integrations_service_when_it_names_one(
+    client: httpx.AsyncClient, db: Database, tenant: Tenant
+) -> None:
+    integration, secret = await make_integration(
+        db, tenant.org, settings={"services": {"acme/other": "other"}, "service": "platform"}
+    )
+    body = fixture_bytes("github-webhooks", _DEPLOYED)
+    headers = github_headers(body, secret, "deployment_status")
+    answer = await client.post(_url(integration.id), content=body, headers=headers)
+    assert answer.status_code == 200, answer.text
+    [event] = await _events(client, tenant)
+    assert event["service"] == "platform"

@@ -59,7 +59,7 @@ async def test_an_integration_made_on_the_command_line_receives_signed_deliverie
     database_url: str, db: Database, server: httpx.AsyncClient
 ) -> None:
     org = await make_org(db)
-    url, secret = await _cli(
+    [printed] = await _cli(
         database_url,
         "integration",
         "create",
@@ -71,7 +71,12 @@ async def test_an_integration_made_on_the_command_line_receives_signed_deliverie
         "acme-github",
         "--service-map",
         "Codertocat/Hello-World=hello",
+        "--set",
+        "branch=trunk",
     )
+    made = json.loads(printed)
+    url, secret = made["webhook_url"], made["secret"]
+    assert made["settings"] == {"services": {"Codertocat/Hello-World": "hello"}, "branch": "trunk"}
     assert url.startswith("http://testserver/api/v1/integrations/")
     assert url.endswith("/webhook")
     [listed] = [
@@ -119,3 +124,6 @@ async def test_without_a_secret_key_or_with_a_bad_service_map_the_command_says_w
     bad_map = await _run(database_url, *args, "--service-map", "no-equals-sign")
     assert bad_map.exit_code != 0
     assert "owner/name=service" in bad_map.output
+    unknown = await _run(database_url, *args, "--set", "colour=blue")
+    assert unknown.exit_code != 0
+    assert "settings.colour" in unknown.output

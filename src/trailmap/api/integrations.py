@@ -48,13 +48,18 @@ _JSON: Final = ("application/json",)
 
 
 class IntegrationIn(BaseModel):
-    kind: str = Field(examples=["github"], description="github, gitlab, kubernetes or eks")
+    kind: str = Field(
+        examples=["github"],
+        description="github or gitlab (webhooks); kubernetes, eks, repository, backstage",
+    )
     name: str = Field(max_length=100, examples=["acme-github"])
     settings: dict[str, Any] | None = Field(
         default=None,
-        examples=[{"services": {"acme/checkout-web": "checkout"}, "default_branch": None}],
-        description="services: repository full name to service (unmapped repositories are "
-        "services of their own name); default_branch overrides the forge's",
+        examples=[{"services": {"acme/checkout-web": "checkout"}, "branch": "main"}],
+        description="services: a repository's full name to its service; service: the one "
+        "every other repository belongs to (else each is a service of its own name); branch: "
+        "the default branch, overriding the forge's; url, kubeconfig, context, region, "
+        "cluster where the kind uses them",
     )
 
 

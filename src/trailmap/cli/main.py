@@ -887,7 +887,11 @@ def _service_map(pairs: tuple[str, ...]) -> dict[str, str]:
 
 @integration.command("create")
 @click.option("--org", "org_slug", required=True, help="Organization slug.")
-@click.option("--kind", type=click.Choice(["github", "gitlab", "kubernetes", "eks"]), required=True)
+@click.option(
+    "--kind",
+    type=click.Choice(["github", "gitlab", "kubernetes", "eks", "repository", "backstage"]),
+    required=True,
+)
 @click.option("--name", required=True, help="What it is, e.g. acme-github (unique in the org).")
 @click.option(
     "--service-map",
@@ -897,7 +901,14 @@ def _service_map(pairs: tuple[str, ...]) -> dict[str, str]:
     help="A repository's full name and its service (repeatable; unmapped repositories are "
     "services of their own name).",
 )
-@click.option("--default-branch", default=None, help="Override the forge's default branch.")
+@click.option(
+    "--set",
+    "settings_given",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A setting (repeatable): service (of every repository not mapped), branch (the "
+    "default branch), url, kubeconfig, context, region, cluster.",
+)
 @click.pass_obj
 def integration_create(
     state: _State,
@@ -905,15 +916,21 @@ def integration_create(
     kind: str,
     name: str,
     service_map: tuple[str, ...],
-    default_branch: str | None,
+    settings_given: tuple[str, ...],
 ) -> None:
-    """Make an integration; prints its webhook URL, then its secret, once, on stdout."""
+    """Make an integration; prints it as JSON on stdout, with its webhook URL and its
+    secret, which is shown only now."""
     from trailmap.accounts import get_org  # noqa: PLC0415
     from trailmap.accounts.audit import OPERATOR  # noqa: PLC0415
     from trailmap.accounts.team import OPERATOR_AUTHORITY  # noqa: PLC0415
     from trailmap.integrations.integrations import create_integration  # noqa: PLC0415
 
-    settings = {"services": _service_map(service_map), "default_branch": default_branch}
+    settings: dict[str, object] = {"services": _service_map(service_map)}
+    for pair in settings_given:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{pair!r}: give KEY=VALUE", param_hint="--set")
+        settings[key.strip()] = value
     handle = state.ready_database()
     try:
         made, secret = _run(
@@ -932,13 +949,11 @@ def integration_create(
     finally:
         handle.close()
     click.echo(
-        f"created {made.kind} integration {made.id} ({made.name}) for {org_slug}; its webhook "
-        "URL, then its secret, shown only now:",
+        f"created {made.kind} integration {made.id} ({made.name}) for {org_slug}; its secret "
+        "is shown only now:",
         err=True,
     )
-    if "webhook_url" in shown:
-        click.echo(shown["webhook_url"])
-    click.echo(secret)
+    click.echo(json.dumps(shown | {"secret": secret}))
 
 
 @integration.command("list")

@@ -54,12 +54,6 @@ def _base(m: OrgMember) -> str:
     return f"/orgs/{quote(m.slug)}/integrations"
 
 
-def _services_text(integration: Integration | None) -> str:
-    if integration is None:
-        return ""
-    return "\n".join(f"{repo}={service}" for repo, service in integration.settings.services.items())
-
-
 def _services(text: str) -> dict[str, str]:
     services: dict[str, str] = {}
     for number, line in enumerate(text.splitlines(), start=1):
@@ -86,14 +80,15 @@ def _create_form(
         f"<option value={v}{' selected' if v == kind else ''}>{label}</option>"
         for v, label in _FORGES.items()
     )
-    aliases = {"settings.default_branch": "default_branch"}
+    aliases = {"settings.branch": "branch", "settings.service": "service"}
     service_problem = next(
         (d for d in (error.details if error else ()) if (d.field or "").startswith("settings.s")),
         None,
     )
     name_attrs, name_error = field_error("name", error)
     kind_attrs, kind_error = field_error("kind", error)
-    branch_attrs, branch_error = field_error("default_branch", error, aliases=aliases)
+    branch_attrs, branch_error = field_error("branch", error, aliases=aliases)
+    service_attrs, service_error = field_error("service", error, aliases=aliases)
     services_attrs, services_error = field_error("services", error)
     if service_problem is not None and not services_error:
         services_attrs = " aria-invalid=true aria-describedby=services-error"
@@ -111,10 +106,13 @@ def _create_form(
         "owner/name=service; a repository not listed is a service of its own name)</label>"
         f"<textarea id=services name=services rows=4 cols=50{services_attrs}>"
         f"{e(values.get('services', ''))}</textarea>{services_error}"
-        "<label for=default_branch>Default branch (optional; the repository's own if empty)"
-        "</label>"
-        f"<input id=default_branch name=default_branch maxlength=255 "
-        f"value='{e(values.get('default_branch', ''))}'{branch_attrs}>{branch_error}"
+        "<label for=service>Service of every other repository (optional; if empty, each is a "
+        "service of its own name)</label>"
+        f"<input id=service name=service maxlength=200 value='{e(values.get('service', ''))}'"
+        f"{service_attrs}>{service_error}"
+        "<label for=branch>Default branch (optional; the repository's own if empty)</label>"
+        f"<input id=branch name=branch maxlength=255 "
+        f"value='{e(values.get('branch', ''))}'{branch_attrs}>{branch_error}"
         "<button type=submit>Add integration</button></form>"
     )
 
@@ -188,7 +186,11 @@ async def integrations_create(request: Request, slug: str) -> Response:
         return refused(m, _REFUSAL)
     ctx = context_of(request)
     try:
-        branch = form.get("default_branch", "").strip() or None
+        settings = {
+            "services": _services(form.get("services", "")),
+            "service": form.get("service", "").strip() or None,
+            "branch": form.get("branch", "").strip() or None,
+        }
         made, secret = await create_integration(
             ctx.db,
             m.org_id,
@@ -196,7 +198,7 @@ async def integrations_create(request: Request, slug: str) -> Response:
             by=m.actor(request),
             kind=form.get("kind", ""),
             name=form.get("name", ""),
-            settings={"services": _services(form.get("services", "")), "default_branch": branch},
+            settings=settings,
             secret_key=ctx.settings.encryption_secret,
         )
     except TrailmapError as error:
@@ -256,6 +258,21 @@ def _deliveries_table(found: list[Delivery]) -> str:
     )
 
 
+def _settings_block(integration: Integration) -> str:
+    settings = integration.settings
+    mapped = "".join(
+        f"<li><code>{e(repo)}</code> → {e(service)}</li>"
+        for repo, service in settings.services.items()
+    )
+    others = settings.service or "a service of its own name"
+    branch = settings.branch or "the repository's own"
+    return (
+        "<h2>Repositories and services</h2>"
+        + (f"<ul>{mapped}</ul>" if mapped else "")
+        + f"<p>Every other repository: {e(others)}. Default branch: {e(branch)}.</p>"
+    )
+
+
 def _secret_block(integration: Integration, secret: str | None) -> str:
     if secret is not None:
         return (
@@ -310,6 +327,7 @@ async def _integration_page(
         f"{e(integration.created_by)}</p>{webhook}"
         + _secret_block(integration, secret)
         + _steps(integration, url)
+        + (_settings_block(integration) if integration.has_webhook else "")
         + "<h2>Deliveries</h2><p class=muted>The newest first; Trailmap keeps the last 200. "
         "A redelivery of the same delivery is answered as a duplicate and stores nothing.</p>"
         + _deliveries_table(found)

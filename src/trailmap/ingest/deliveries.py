@@ -5,7 +5,7 @@ adapter, the events ingested, and what the delivery became recorded (docs/integr
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -84,6 +84,24 @@ class DeliveryAnswer:
             "reason": self.reason,
             "event_ids": list(self.event_ids),
         }
+
+
+class _Services(Mapping[str, str]):
+    """The repositories the integration maps, and the service (its `service` setting) that
+    every other repository's changes are about."""
+
+    def __init__(self, mapped: Mapping[str, str], others: str) -> None:
+        self._mapped = mapped
+        self._others = others
+
+    def __getitem__(self, repository: str) -> str:
+        return self._mapped.get(repository, self._others)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._mapped)
+
+    def __len__(self) -> int:
+        return len(self._mapped)
 
 
 def _no_webhook() -> NotFound:
@@ -243,10 +261,12 @@ class _Receiving:
         return payload
 
     async def _mapped(self, mapper: DeliveryMapper, payload: Mapping[str, Any]) -> Mapped:
+        settings = self.target.integration.settings
+        services: Mapping[str, str] = settings.services
+        if settings.service is not None:
+            services = _Services(settings.services, settings.service)
         context = ForgeContext(
-            delivery_id=self.delivery_id,
-            services=self.target.integration.settings.services,
-            default_branch=self.target.integration.settings.default_branch,
+            delivery_id=self.delivery_id, services=services, default_branch=settings.branch
         )
         try:
             return mapper(self.event_name or "", payload, context)

@@ -22,10 +22,12 @@ __all__ = [
     "DEFAULT_OVERLAP",
     "KINDS",
     "STATUSES",
+    "TEXT_SETTINGS",
     "WEBHOOK_KINDS",
     "Integration",
     "IntegrationSettings",
     "Kind",
+    "check_settings",
     "create_integration",
     "delete_integration",
     "get_integration",
@@ -37,7 +39,7 @@ __all__ = [
     "webhook_path",
 ]
 
-Kind = Literal["github", "gitlab", "kubernetes", "eks"]
+Kind = Literal["github", "gitlab", "kubernetes", "eks", "repository", "backstage"]
 KINDS: Final[tuple[Kind, ...]] = get_args(Kind)
 # The kinds that call in: a webhook URL and a secret the forge signs or sends with.
 WEBHOOK_KINDS: Final = frozenset[str]({"github", "gitlab"})
@@ -51,7 +53,6 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$")
 _REPOSITORY = re.compile(r"^[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)+$")
 _MAX_SERVICES: Final = 500
 _MAX_SERVICE: Final = 200
-_MAX_BRANCH: Final = 255
 
 
 def is_integration_id(text: str) -> bool:
@@ -64,23 +65,41 @@ def webhook_path(integration_id: str) -> str:
     return f"/api/v1/integrations/{integration_id}/webhook"
 
 
+# The settings every kind understands where it applies (docs/interfaces.md), each a text,
+# besides `services`: the one a GitHub or GitLab repository's changes are about (`service`),
+# the branch that counts as the default one (`branch`), a repository's remote or a
+# Backstage's base URL (`url`), a cluster's `kubeconfig`, `context`, `region` and `cluster`.
+TEXT_SETTINGS: Final = ("service", "branch", "url", "kubeconfig", "context", "region", "cluster")
+_TEXT_LIMITS: Final = {"branch": 255, "service": 200, "kubeconfig": 1000}
+_TEXT_LIMIT: Final = 500
+
+
 @dataclass(frozen=True, slots=True)
 class IntegrationSettings:
-    """`services` maps a repository's full name (`owner/name`) to a service; unmapped
-    repositories are services of their own name. `default_branch` overrides the forge's."""
+    """`services` maps a repository's full name (`owner/name`) to a service; a repository
+    not in it belongs to `service` when set, else is a service of its own name. `branch`
+    overrides the branch the forge calls the default one. `texts` holds every text setting
+    that is set (TEXT_SETTINGS), `service` and `branch` included."""
 
     services: Mapping[str, str] = field(default_factory=dict)
-    default_branch: str | None = None
+    texts: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def service(self) -> str | None:
+        return self.texts.get("service")
+
+    @property
+    def branch(self) -> str | None:
+        return self.texts.get("branch")
 
     def as_json(self) -> dict[str, Any]:
-        return {"services": dict(self.services), "default_branch": self.default_branch}
+        return {"services": dict(self.services), **dict(self.texts)}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> IntegrationSettings:
         data = data or {}
-        return cls(
-            services=dict(data.get("services") or {}), default_branch=data.get("default_branch")
-        )
+        texts = {k: str(data[k]) for k in TEXT_SETTINGS if data.get(k) is not None}
+        return cls(services=dict(data.get("services") or {}), texts=texts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,75 +224,77 @@ def _check_status(status: object) -> Status:
     return status
 
 
-def check_settings(  # noqa: PLR0912 - one check per field
-    data: object, *, base: IntegrationSettings | None = None
-) -> IntegrationSettings:
-    """The settings in `data` (`services`, `default_branch`), each problem named; what `data`
-    does not name is kept from `base`."""
+def check_settings(data: object, *, base: IntegrationSettings | None = None) -> IntegrationSettings:
+    """The settings in `data` (`services` and the TEXT_SETTINGS), each problem named; what
+    `data` does not name is kept from `base`, and a text set to null is removed."""
     base = base or IntegrationSettings()
     if data is None:
         return base
     if not isinstance(data, Mapping):
-        raise ValidationFailed.field("settings", "an object with services and default_branch")
+        raise ValidationFailed.field("settings", "an object of settings, such as services")
+    known = ("services", *TEXT_SETTINGS)
     problems: list[ErrorDetail] = [
-        ErrorDetail(
-            field=f"settings.{k}", message="unknown; the settings are services and default_branch"
-        )
-        for k in sorted(set(data) - {"services", "default_branch"})
+        ErrorDetail(field=f"settings.{k}", message=f"unknown; the settings are {', '.join(known)}")
+        for k in sorted(str(k) for k in set(data) - set(known))
     ]
-    services = dict(base.services)
-    if "services" in data:
-        given = data["services"]
+    services = _check_services(data, base, problems)
+    texts = dict(base.texts)
+    for name in TEXT_SETTINGS:
+        if name not in data:
+            continue
+        given = data[name]
+        limit = _TEXT_LIMITS.get(name, _TEXT_LIMIT)
         if given is None:
-            services = {}
-        elif not isinstance(given, Mapping) or len(given) > _MAX_SERVICES:
+            texts.pop(name, None)
+        elif not isinstance(given, str) or not given.strip() or len(given) > limit:
             problems.append(
                 ErrorDetail(
-                    field="settings.services",
-                    message=f"an object of at most {_MAX_SERVICES} repositories (owner/name) "
-                    "to service names",
+                    field=f"settings.{name}", message=f"a text of 1 to {limit} characters, or null"
                 )
             )
         else:
-            services = {}
-            for repo, service in given.items():
-                where = f"settings.services.{repo}"
-                if not isinstance(repo, str) or not _REPOSITORY.match(repo) or len(repo) > 300:
-                    problems.append(
-                        ErrorDetail(field=where, message="a repository's full name, owner/name")
-                    )
-                elif (
-                    not isinstance(service, str)
-                    or not service.strip()
-                    or len(service) > _MAX_SERVICE
-                ):
-                    problems.append(
-                        ErrorDetail(
-                            field=where, message=f"a service name of 1 to {_MAX_SERVICE} characters"
-                        )
-                    )
-                else:
-                    services[repo] = service.strip()
-    branch = base.default_branch
-    if "default_branch" in data:
-        given = data["default_branch"]
-        if given is not None and (
-            not isinstance(given, str) or not given.strip() or len(given) > _MAX_BRANCH
-        ):
-            problems.append(
-                ErrorDetail(
-                    field="settings.default_branch",
-                    message=f"a branch name of 1 to {_MAX_BRANCH} characters, or null",
-                )
-            )
-        else:
-            branch = given.strip() if isinstance(given, str) else None
+            texts[name] = given.strip()
     if problems:
         raise ValidationFailed(
             f"The settings are not valid: {problems[0].field}: {problems[0].message}",
             details=problems,
         )
-    return IntegrationSettings(services=services, default_branch=branch)
+    return IntegrationSettings(services=services, texts=texts)
+
+
+def _check_services(
+    data: Mapping[str, Any], base: IntegrationSettings, problems: list[ErrorDetail]
+) -> dict[str, str]:
+    if "services" not in data:
+        return dict(base.services)
+    given = data["services"]
+    if given is None:
+        return {}
+    if not isinstance(given, Mapping) or len(given) > _MAX_SERVICES:
+        problems.append(
+            ErrorDetail(
+                field="settings.services",
+                message=f"an object of at most {_MAX_SERVICES} repositories (owner/name) "
+                "to service names",
+            )
+        )
+        return dict(base.services)
+    services: dict[str, str] = {}
+    for repo, service in given.items():
+        where = f"settings.services.{repo}"
+        if not isinstance(repo, str) or not _REPOSITORY.match(repo) or len(repo) > 300:
+            problems.append(
+                ErrorDetail(field=where, message="a repository's full name, owner/name")
+            )
+        elif not isinstance(service, str) or not service.strip() or len(service) > _MAX_SERVICE:
+            problems.append(
+                ErrorDetail(
+                    field=where, message=f"a service name of 1 to {_MAX_SERVICE} characters"
+                )
+            )
+        else:
+            services[repo] = service.strip()
+    return services
 
 
 def _check_overlap(overlap: timedelta) -> timedelta:
