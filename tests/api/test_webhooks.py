@@ -153,6 +153,9 @@ async def test_a_delivery_without_its_delivery_id_is_400(
     answer = await client.post(_url(integration.id), content=body, headers=headers)
     assert answer.status_code == 400
     assert answer.json()["details"][0]["field"] == "x-github-delivery"
+    headers["X-GitHub-Delivery"] = "x" * 201
+    too_long = await client.post(_url(integration.id), content=body, headers=headers)
+    assert too_long.status_code == 400
     assert await _events(client, tenant) == []
 
 

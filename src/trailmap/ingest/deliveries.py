@@ -57,6 +57,7 @@ _FORGES: Final[Mapping[str, _Forge]] = {
     "gitlab": _Forge("GitLab", "x-gitlab-event", "x-gitlab-event-uuid"),
 }
 _JSON: Final = ("application/json",)
+_MAX_DELIVERY_ID: Final = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +167,10 @@ async def receive_delivery(
             forge.delivery_header,
             f"missing: {forge.name} sends it with every delivery, and Trailmap needs it to "
             "tell a redelivery from a new event",
+        )
+    if len(delivery_id) > _MAX_DELIVERY_ID:
+        raise ValidationFailed.field(
+            forge.delivery_header, f"at most {_MAX_DELIVERY_ID} characters (a forge's is a UUID)"
         )
     if delivery_id != named:
         target = await find_webhook_target(db, integration.id, delivery_id) or target
