@@ -94,7 +94,7 @@ def _delay(policy: RetryPolicy, attempt: int, retry_after: float | None) -> floa
 def send_event(
     url: str,
     api_key: str,
-    event: dict[str, Any],
+    event: dict[str, Any] | list[dict[str, Any]],
     *,
     policy: RetryPolicy | None = None,
     sleep: Callable[[float], None] = time.sleep,
