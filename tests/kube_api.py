@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import ssl
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +39,7 @@ class Change:
 @dataclass
 class KubeApi:
     token: str = "test-token"
+    accept: Callable[[str], bool] | None = None  # a check of the bearer token instead of `token`
     bookmark_interval: float = 0.2
     version: int = 100
     objects: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
@@ -44,7 +47,7 @@ class KubeApi:
     compacted: int = 0  # a watch from a resourceVersion below this is 410 Gone
     requests: list[str] = field(default_factory=list)
     url: str = ""
-    _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    _tick: asyncio.Event = field(default_factory=asyncio.Event)  # replaced at each change
     _watches: set[web.StreamResponse] = field(default_factory=set)
     _runner: web.AppRunner | None = None
 
@@ -105,8 +108,7 @@ class KubeApi:
         for response in list(self._watches):
             if response.task is not None:
                 response.task.cancel()
-        async with self._changed:
-            self._changed.notify_all()
+        self._notify()
 
     async def drop_watches(self) -> None:
         for response in list(self._watches):
@@ -118,12 +120,15 @@ class KubeApi:
 
     async def _record(self, plural: str, type_: str, obj: dict[str, Any]) -> None:
         self.history.append(Change(self.version, plural, type_, obj))
-        async with self._changed:
-            self._changed.notify_all()
+        self._notify()
+
+    def _notify(self) -> None:
+        tick, self._tick = self._tick, asyncio.Event()
+        tick.set()
 
     # -- the HTTP side ---------------------------------------------------------------
 
-    async def start(self) -> str:
+    async def start(self, ssl_context: ssl.SSLContext | None = None) -> str:
         app = web.Application()
         for plural, (_kind, _version, prefix) in RESOURCES.items():
             app.router.add_get(f"/{prefix}/{plural}", self._serve(plural, None))
@@ -132,10 +137,10 @@ class KubeApi:
             )
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=ssl_context)
         await site.start()
         port = self._runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
         return self.url
 
     async def stop(self) -> None:
@@ -146,7 +151,8 @@ class KubeApi:
     def _serve(self, plural: str, namespaced: str | None) -> Any:
         async def handler(request: web.Request) -> web.StreamResponse:
             self.requests.append(str(request.rel_url))
-            if request.headers.get("Authorization") != f"Bearer {self.token}":
+            given = request.headers.get("Authorization", "").removeprefix("Bearer ")
+            if not (self.accept(given) if self.accept else given == self.token):
                 return _status(401, "Unauthorized", "Unauthorized")
             namespace = request.match_info.get("namespace") if namespaced is not None else None
             if (request.query.get("watch") or "").lower() in {"true", "1"}:
@@ -220,6 +226,7 @@ class KubeApi:
         sent = since
         try:
             while loop.time() < deadline:
+                tick = self._tick  # a change after this point sets it
                 for change in list(self.history):
                     if change.version <= sent:
                         continue
@@ -233,20 +240,19 @@ class KubeApi:
                         continue
                     line = orjson.dumps({"type": change.type, "object": change.obj}) + b"\n"
                     await response.write(line)
-                async with self._changed:
-                    try:
-                        await asyncio.wait_for(self._changed.wait(), self.bookmark_interval)
-                    except TimeoutError:
-                        if bookmarks:
-                            mark = {
-                                "type": "BOOKMARK",
-                                "object": {
-                                    "kind": kind,
-                                    "apiVersion": api_version,
-                                    "metadata": {"resourceVersion": str(sent)},
-                                },
-                            }
-                            await response.write(orjson.dumps(mark) + b"\n")
+                try:
+                    await asyncio.wait_for(tick.wait(), self.bookmark_interval)
+                except TimeoutError:
+                    if bookmarks:
+                        mark = {
+                            "type": "BOOKMARK",
+                            "object": {
+                                "kind": kind,
+                                "apiVersion": api_version,
+                                "metadata": {"resourceVersion": str(sent)},
+                            },
+                        }
+                        await response.write(orjson.dumps(mark) + b"\n")
             await response.write_eof()
         finally:
             self._watches.discard(response)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -25,6 +25,12 @@ NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 CONTEXT = WatchContext(
     cluster="kind-test", environments=EnvironmentMap({"default": "production"}), now=NOW
 )
+
+
+def _seen_at(when: str) -> WatchContext:
+    """The watcher seeing the change two minutes after the object's own time of it."""
+    now = datetime.fromisoformat(when.replace("Z", "+00:00")) + timedelta(minutes=2)
+    return WatchContext(CONTEXT.cluster, CONTEXT.environments, now)
 
 
 def _load(name: str) -> dict[str, Any]:
@@ -86,7 +92,7 @@ def test_a_finished_rollout_of_a_new_revision_is_a_deployment_with_the_image_tag
     rolling = _rolling(_available(), "6", "gcr.io/heptio-images/ks-guestbook-demo:0.3")
     step = observe(known, rolling, CONTEXT)
     assert step.events == ()  # still rolling
-    done = observe(step.state, _finished(rolling), CONTEXT)
+    done = observe(step.state, _finished(rolling), _seen_at("2020-07-01T10:01:00Z"))
     (event,) = done.events
     assert event["type"] == "deployment"
     assert event["version"] == "0.3"
@@ -100,6 +106,16 @@ def test_a_finished_rollout_of_a_new_revision_is_a_deployment_with_the_image_tag
     # Its status changing again (a scale, a resync) reports nothing more.
     again = _finished(_finished(rolling), when="2020-07-01T11:00:00Z")
     assert observe(done.state, again, CONTEXT).events == ()
+
+
+def test_an_object_time_a_day_old_or_ahead_of_now_gives_way_to_the_time_it_was_seen() -> None:
+    known = baseline(_available())
+    rolling = _rolling(_available(), "6", "gcr.io/heptio-images/ks-guestbook-demo:0.3")
+    (stale,) = observe(observe(known, rolling, CONTEXT).state, _finished(rolling), CONTEXT).events
+    assert stale["time"] == NOW.isoformat()
+    ahead = _seen_at("2020-07-01T09:00:00Z")
+    (future,) = observe(observe(known, rolling, ahead).state, _finished(rolling), ahead).events
+    assert future["time"] == ahead.now.isoformat()
 
 
 def test_the_same_change_read_twice_makes_the_same_event_id() -> None:
@@ -122,7 +138,7 @@ def test_a_rollout_past_its_progress_deadline_is_a_major_failed_deployment() -> 
     known = baseline(before)
     assert known is not None
     assert known["reported"] == "done"
-    (event,) = observe(known, degraded, CONTEXT).events
+    (event,) = observe(known, degraded, _seen_at("2018-07-18T06:29:23Z")).events
     assert event["type"] == "deployment"
     assert event["severity"] == "MAJOR"
     assert event["version"] == "0.3"
@@ -200,7 +216,7 @@ def test_a_crashlooping_pod_is_one_incident_per_episode() -> None:
     running: dict[str, Any] = copy.deepcopy(pod)
     running["status"]["containerStatuses"][0]["state"] = {"running": {}}
     assert observe(None, running, CONTEXT).state is None  # a healthy pod is not kept
-    first = observe(None, pod, CONTEXT)
+    first = observe(None, pod, _seen_at("2018-12-02T09:20:25Z"))
     (incident,) = first.events
     assert incident["type"] == "incident"
     assert incident["severity"] == "MAJOR"

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trailmap.cli.send import RetryPolicy, send_event
+from trailmap.cli.send import RetryPolicy, SendFailed, send_event
 from trailmap.ingest.kubernetes_watch import (
     EventSink,
     FileStateStore,
@@ -26,6 +26,9 @@ __all__ = ["Remote", "remote_sink", "run_eks_agent", "run_kubernetes_agent"]
 
 log = logging.getLogger(__name__)
 
+# Refusals of the events themselves: sending them again cannot help.
+_REFUSED_FOR_GOOD = {400, 413, 422}
+
 
 @dataclass(frozen=True, slots=True)
 class Remote:
@@ -39,13 +42,22 @@ def remote_sink(remote: Remote, report: Callable[[str], None] | None = None) -> 
     batch that still fails raises, so the watcher retries it from its last resourceVersion."""
 
     async def sink(batch: list[dict[str, Any]]) -> None:
-        result = await asyncio.to_thread(
-            send_event,
-            remote.url,
-            remote.api_key,
-            batch,
-            policy=RetryPolicy(attempts=remote.attempts),
-        )
+        try:
+            result = await asyncio.to_thread(
+                send_event,
+                remote.url,
+                remote.api_key,
+                batch,
+                policy=RetryPolicy(attempts=remote.attempts),
+            )
+        except SendFailed as error:
+            if error.status not in _REFUSED_FOR_GOOD:
+                raise  # unreachable, a bad key, a quota: the watcher tries again later
+            message = f"{len(batch)} events refused: {error}"
+            log.warning("%s", message)
+            if report is not None:
+                report(message)
+            return
         data = result.body.get("data") or {}
         for rejected in data.get("rejected") or []:
             message = f"event refused: {rejected.get('code')}: {rejected.get('message')}"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 __all__ = [
@@ -26,6 +26,8 @@ KINDS = (*WORKLOAD_KINDS, "Pod", "ConfigMap")
 _HISTORY = 10  # revisions kept per workload to recognise a rollback
 _CONFIGMAP_KEYS = 200  # keys whose hashes are kept per ConfigMap; more are counted, not named
 _MAX_SUBJECT = 50
+_STALE = timedelta(days=1)  # an object's time older than this is not the change's time
+_SKEW = timedelta(minutes=5)
 _MAX_VERSION = 50
 _PATHS = {
     "Deployment": "apis/apps/v1/namespaces/{ns}/deployments/{name}",
@@ -457,11 +459,24 @@ def _event(
         "id": event_id[:200],
         "type": type_,
         "source": f"//{context.cluster}/{path}"[:500],
-        "time": when or context.now.isoformat(),
+        "time": _when(when, context.now),
         "subject": context.environments.environment(namespace),
         "service": _service(obj)[:200],
         "data": data,
     }
+
+
+def _when(stamp: str | None, now: datetime) -> str:
+    """The object's own time of the change when it is plausible (within a day before now and
+    not ahead of it by more than a clock's skew), else the time the watcher saw it."""
+    if stamp:
+        try:
+            when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        except ValueError:
+            when = None
+        if when is not None and when.tzinfo is not None and -_SKEW <= now - when <= _STALE:
+            return stamp
+    return now.isoformat()
 
 
 def _service(obj: Mapping[str, Any]) -> str:
