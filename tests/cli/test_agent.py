@@ -171,3 +171,23 @@ def test_the_agent_refuses_to_start_without_its_key_in_the_environment(tmp_path:
     )
     assert result.exit_code == 2
     assert "set TRAILMAP_API_KEY" in result.output
+
+
+async def test_a_batch_the_server_refuses_for_good_is_reported_and_not_retried(
+    live: tuple[str, str],
+) -> None:
+    from trailmap.cli.agent import Remote, remote_sink  # noqa: PLC0415
+
+    base_url, key = live
+    lines: list[str] = []
+    sink = remote_sink(Remote(url=base_url, api_key=key, attempts=2), lines.append)
+    no_zone = {
+        "specversion": "1.0",
+        "id": "k8s-refused",
+        "type": "deployment",
+        "source": "//kind-ci/refused",
+        "time": "2026-01-01T00:00:00",
+    }
+    await sink([no_zone])  # returns: retrying cannot make it valid
+    assert lines
+    assert lines[-1].startswith("1 events refused: 400")

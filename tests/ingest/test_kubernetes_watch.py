@@ -11,8 +11,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from tests.conftest import Tenant
 from tests.kube_api import KubeApi, kubeconfig
 from tests.upstream import UPSTREAM
 from trailmap.ingest.kubernetes import EnvironmentMap
@@ -21,7 +23,9 @@ from trailmap.ingest.kubernetes_watch import (
     KubernetesWatcher,
     WatchOptions,
     api_client_for,
+    run_in_server,
 )
+from trailmap.storage import Database
 
 pytestmark = pytest.mark.anyio
 FIXTURES = UPSTREAM / "kubernetes"
@@ -225,3 +229,43 @@ async def test_watching_named_namespaces_only_lists_and_watches_those(
         await asyncio.sleep(0.3)
         assert events == []
     assert all("/namespaces/default/" in line for line in cluster.requests)
+
+
+async def test_in_the_server_a_rollout_lands_on_the_organizations_timeline(
+    cluster: KubeApi, tmp_path: Path, db: Database, tenant: Tenant, client: httpx.AsyncClient
+) -> None:
+    config = tmp_path / "kubeconfig"
+    config.write_text(kubeconfig(cluster.url, cluster.token))
+    api = await api_client_for(kubeconfig=str(config))
+    store = FileStateStore(tmp_path / "state.json")
+    options = WatchOptions(cluster="in-server", kinds=("Deployment",), save_interval=0.05)
+    task = asyncio.create_task(
+        run_in_server(db, tenant.org, api, store, options, max_event_bytes=10 * 1024)
+    )
+
+    async def timeline() -> list[dict[str, Any]]:
+        response = await client.get(
+            "/api/v1/events", params={"from": "-1h", "type": "deployment"}, headers=tenant.auth()
+        )
+        assert response.status_code == 200, response.text
+        events: list[dict[str, Any]] = response.json()["data"]["events"]
+        return events
+
+    try:
+        await until((tmp_path / "state.json").exists)
+        assert await timeline() == []
+        await cluster.apply(_new_revision(_deployment(), 6, "1.0", done=True))
+        found: list[dict[str, Any]] = []
+        for _ in range(100):
+            found = await timeline()
+            if found:
+                break
+            await asyncio.sleep(0.05)
+        (event,) = found
+        assert (event["version"], event["subject"]) == ("1.0", "default")
+        assert event["source"] == (
+            "//in-server/apis/apps/v1/namespaces/default/deployments/guestbook-ui"
+        )
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

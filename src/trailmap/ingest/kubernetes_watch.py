@@ -29,6 +29,9 @@ from trailmap.ingest.kubernetes import (
 if TYPE_CHECKING:
     from kubernetes_asyncio.client import ApiClient
 
+    from trailmap.accounts import Organization
+    from trailmap.storage import Database
+
 __all__ = [
     "EventSink",
     "FileStateStore",
@@ -38,6 +41,8 @@ __all__ = [
     "WatchOptions",
     "WatchState",
     "api_client_for",
+    "run_in_server",
+    "timeline_sink",
 ]
 
 log = logging.getLogger(__name__)
@@ -378,3 +383,51 @@ async def api_client_for(
             config_file=kubeconfig, context=context, client_configuration=configuration
         )
     return client.ApiClient(configuration)
+
+
+# -- inside the server --------------------------------------------------------------------
+
+
+def timeline_sink(db: Database, org: Organization, *, max_event_bytes: int) -> EventSink:
+    """Events stored for `org` through `timeline.ingest.ingest_events`, as the organization's
+    own producer; a refused item is logged (it cannot become valid by retrying)."""
+    from trailmap.accounts.principal import Principal  # noqa: PLC0415
+    from trailmap.timeline.ingest import ingest_events  # noqa: PLC0415
+
+    principal = Principal(
+        org_id=org.id,
+        org_slug=org.slug,
+        plan=org.plan,
+        retention_days=org.retention_days,
+        scope="READ_WRITE",
+        key_name="kubernetes watcher",
+    )
+
+    async def sink(batch: list[dict[str, Any]]) -> None:
+        items: list[object] = list(batch)
+        result = await ingest_events(db, principal, items, max_event_bytes=max_event_bytes)
+        for rejected in result.rejected:
+            log.warning("%s: Kubernetes event refused: %s", org.slug, rejected)
+
+    return sink
+
+
+async def run_in_server(
+    db: Database,
+    org: Organization,
+    api: ApiClient,
+    store: StateStore,
+    options: WatchOptions,
+    *,
+    max_event_bytes: int,
+) -> None:
+    """Watch one cluster for one organization until cancelled: the in-server mode. The
+    integration (its settings, its secret kubeconfig or EKS role) decides `api`, `store` and
+    `options`; see docs/integrations/kubernetes.md for what the wiring needs."""
+    watcher = KubernetesWatcher(
+        api, timeline_sink(db, org, max_event_bytes=max_event_bytes), store, options
+    )
+    try:
+        await watcher.run()
+    finally:
+        await api.close()
