@@ -39,6 +39,9 @@ from trailmap.console import (
 )
 from trailmap.console import event as console_event
 from trailmap.console import graph as console_graph
+from trailmap.console import (
+    settings as console_settings,
+)
 from trailmap.console import timeline as console_timeline
 from trailmap.console.consent import CONSENT_PATH
 from trailmap.demo.live import run_live_demo
@@ -209,6 +212,7 @@ def create_app(
         *faces,
         api_team,
         team,
+        console_settings,
         account,
         assets,
         home,

@@ -188,3 +188,68 @@ async def test_the_key_rules_are_read_by_anyone_and_changed_by_an_admin_key_only
         wrong = await client.patch("/api/v1/organization", json=body, headers=tenant.admin_auth())
         assert wrong.status_code == 400, (body, wrong.text)
         assert_error_shape(wrong)
+
+
+async def test_the_retention_window_is_changed_by_an_admin_key_and_a_bad_one_changes_nothing(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    refused = await client.patch(
+        "/api/v1/organization", json={"retention_days": 30}, headers=tenant.auth()
+    )
+    assert refused.status_code == 403
+    changed = await client.patch(
+        "/api/v1/organization", json={"retention_days": 30}, headers=tenant.admin_auth()
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["data"]["retention_days"] == 30
+    # A bad window beside a good key rule: refused whole, so the key rule did not change.
+    for days in (0, "a month", True):
+        wrong = await client.patch(
+            "/api/v1/organization",
+            json={"retention_days": days, "max_key_days": 7},
+            headers=tenant.admin_auth(),
+        )
+        assert wrong.status_code == 400, (days, wrong.text)
+        assert_error_shape(wrong)
+        assert wrong.json()["details"][0]["field"] == "retention_days"
+    shown = (await client.get("/api/v1/organization", headers=tenant.auth())).json()["data"]
+    assert (shown["retention_days"], shown["max_key_days"]) == (30, None)
+
+
+async def test_usage_lists_each_quota_of_the_plan_with_what_is_used_of_it(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    sent = await client.post(
+        "/api/v1/events",
+        json=[
+            {"specversion": "1.0", "type": "deployment", "source": "//ci/x", "time": "NOW"},
+            {"specversion": "1.0", "type": "deployment", "source": "//ci/y", "time": "NOW"},
+        ],
+        headers=tenant.auth(),
+    )
+    assert sent.status_code in (200, 201, 207), sent.text
+
+    answer = await client.get("/api/v1/organization/usage", headers=tenant.auth(tenant.reader))
+
+    assert answer.status_code == 200, answer.text
+    data = answer.json()["data"]
+    assert data["plan"] == "self-hosted"
+    quotas = {q["name"]: q for q in data["quotas"]}
+    assert quotas["events_per_month"] == {
+        "name": "events_per_month",
+        "what": "events this month",
+        "used": 2,
+        "limit": None,
+    }
+    assert quotas["api_keys"]["used"] == 3  # the tenant's writer, reader and admin keys
+    assert quotas["mcp_calls_per_month"]["used"] is None  # no limit, so nothing counted
+    assert list(quotas) == [
+        "events_per_day",
+        "events_per_month",
+        "mcp_calls_per_month",
+        "spans_per_day",
+        "metric_points_per_day",
+        "series",
+        "api_keys",
+        "members",
+    ]

@@ -15,6 +15,7 @@ from tests.factories import make_org
 from tests.forms import sign_in
 from trailmap import clock
 from trailmap.accounts import add_user
+from trailmap.accounts.organizations import get_org
 from trailmap.graph.learn.record import record_observations
 from trailmap.graph.learn.spans import NodeKey, Observations
 from trailmap.settings import Settings
@@ -233,3 +234,34 @@ async def test_a_database_page_names_the_services_that_use_it_and_draws_no_chart
         "Used by the services <a href='/orgs/acme/services/orders?environment=production'>" in html
     )
     assert "<h2 id=hour>" not in html
+
+
+async def test_choosing_an_environment_draws_only_its_nodes_and_keeps_it_in_every_link(
+    db: Database, member: httpx.AsyncClient
+) -> None:
+    org = await get_org(db, "acme")
+    now = clock.now_us()
+    obs = Observations()
+    web: NodeKey = ("service", "staging", "frontend")
+    shop: NodeKey = ("service", "staging", "checkout")
+    obs.edge(web, shop, "calls", (now - 60_000_000, 12.0, False))
+    await db.write(record_observations, org.id, obs, now)
+
+    everything = await _page(member, "/orgs/acme/graph")
+    assert "<option>production</option><option>staging</option>" in everything
+    staging = await _page(member, "/orgs/acme/graph", environment="staging")
+
+    assert drawn(staging) == {"frontend", "checkout"}
+    assert "<option selected>staging</option>" in staging
+    assert "All 2 nodes and 1 edges in staging" in staging
+    assert "href='/orgs/acme/services/checkout?environment=staging' class=node" in staging
+    assert "href='/orgs/acme/graph.mmd?environment=staging'" in staging
+    # Focusing keeps to the environment: staging's checkout, whose only caller is frontend.
+    focused = await _page(member, "/orgs/acme/graph", environment="staging", node="checkout")
+    assert drawn(focused) == {"frontend", "checkout"}
+    mermaid = await member.get(
+        "/orgs/acme/graph.mmd", params={"environment": "staging", "node": "checkout"}
+    )
+    assert mermaid.status_code == 200
+    assert "payments" not in mermaid.text
+    assert "checkout" in mermaid.text

@@ -243,7 +243,7 @@ def test_the_key_button_makes_one_read_only_key_and_its_mcp_call_shows(
     key_id = made_at.rsplit("/", 1)[1]
     page.goto("/orgs/acme/connect")
     last_call = page.locator(f"#key-activity tr[data-key-id='{key_id}'] .last-call")
-    assert last_call.inner_text() == "not used yet"
+    assert last_call.inner_text() == "no MCP call yet"
     _mcp_call(site.base_url, token)
     page.reload()
     assert last_call.inner_text() == "connected just now"

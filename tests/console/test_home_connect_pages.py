@@ -14,7 +14,7 @@ import pytest
 from tests.console.conftest import NewBrowser
 from tests.factories import event, make_key, make_org
 from tests.forms import Page, parse, sign_in
-from trailmap.accounts import Organization, add_user, list_keys
+from trailmap.accounts import Organization, add_user, authenticate, list_keys
 from trailmap.storage import Database
 
 pytestmark = pytest.mark.anyio
@@ -233,7 +233,7 @@ async def test_a_made_key_s_token_is_not_shown_to_another_member(acme: Acme) -> 
     assert _WHOLE_TOKEN.search(peek.text) is None
 
 
-async def test_a_key_s_last_call_shows_on_connect_once_it_was_used(
+async def test_a_key_s_last_mcp_call_shows_on_connect_and_an_api_query_does_not_count(
     acme: Acme, db: Database
 ) -> None:
     form = (await _open(acme.member, "/orgs/acme/connect")).form("/orgs/acme/connect/key")
@@ -241,9 +241,14 @@ async def test_a_key_s_last_call_shows_on_connect_once_it_was_used(
     token = parse((await acme.member.get(made.headers["Location"])).text).by_id["token"]
     key_id = made.headers["Location"].rsplit("/", 1)[1]
     before = (await _open(acme.member, "/orgs/acme/connect")).rows[key_id]
-    assert "not used yet" in before
+    assert "no MCP call yet" in before
     used = await acme.api.get("/api/v1/events", headers={"Authorization": f"Bearer {token}"})
     assert used.status_code == 200
+    queried = (await _open(acme.member, "/orgs/acme/connect")).rows[key_id]
+    assert "no MCP call yet" in queried
+    # What the MCP endpoint's admission does with the key (a real MCP call over HTTP is in
+    # test_home_connect_browser.py).
+    await authenticate(db, token, mcp=True)
     after = (await _open(acme.member, "/orgs/acme/connect")).rows[key_id]
     assert "connected just now" in after
 

@@ -63,6 +63,8 @@ class ApiKey:
     kind: KeyKind = "manual"
     user_id: str | None = None
     service_account_id: str | None = None
+    # When the key (or an OAuth token minted through it) last reached the MCP endpoint.
+    last_mcp_call: datetime | None = None
 
     @property
     def status(self) -> Literal["active", "expired", "revoked"]:
@@ -91,6 +93,7 @@ class ApiKey:
             kind=_kind(row),
             user_id=row.get("user_id"),
             service_account_id=row.get("service_account_id"),
+            last_mcp_call=at(row.get("last_mcp_us")),
         )
 
 
@@ -324,9 +327,10 @@ async def revoke_key_by_token(db: Database, token: str) -> tuple[ApiKey, bool]:
 
 
 async def authenticate(
-    db: Database, token: str | None, *, last_used_resolution_s: int = 60
+    db: Database, token: str | None, *, last_used_resolution_s: int = 60, mcp: bool = False
 ) -> Principal:
-    """Resolve a bearer token into a `Principal`, or raise `Unauthorized` saying why."""
+    """Resolve a bearer token into a `Principal`, or raise `Unauthorized` saying why; `mcp`:
+    the key is used at the MCP endpoint, and its last MCP call is recorded too."""
     if not token:
         raise Unauthorized(
             "Send an API key as 'Authorization: Bearer <key>'; create one with "
@@ -350,9 +354,9 @@ async def authenticate(
     if row["user_id"] is not None and (row["user_role"] is None or row["user_disabled_us"]):
         # Removal and disabling revoke personal keys; this holds even if one was missed.
         raise Unauthorized("This API key's owner is no longer a member; create a new one.")
-    last_used = row["last_used_us"]
+    last_used = row["last_mcp_us"] if mcp else row["last_used_us"]
     if last_used is None or now_us - last_used >= last_used_resolution_s * 1_000_000:
-        await db.write(store.touch_key, row["org_id"], row["id"], now_us)
+        await db.write(store.touch_key, row["org_id"], row["id"], now_us, mcp=mcp)
     return key_principal(
         row, scope=row["scope"], key_id=row["id"], key_name=row["name"], role=row["user_role"]
     )

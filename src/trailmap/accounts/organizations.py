@@ -14,6 +14,7 @@ from trailmap.storage import accounts as store
 
 __all__ = [
     "Organization",
+    "check_retention",
     "check_slug",
     "create_org",
     "get_org",
@@ -115,6 +116,13 @@ async def list_orgs(db: Database) -> list[Organization]:
 
 async def set_retention(db: Database, slug: str, days: int) -> Organization:
     org = await get_org(db, slug)
+    check_retention(org, days)
+    await db.write(store.update_org, org.id, {"retention_days": days})
+    return await get_org(db, slug)
+
+
+def check_retention(org: Organization, days: int) -> None:
+    """Refuse a retention window the organization may not choose."""
     if not org.plan.retention_configurable:
         raise ValidationFailed.field(
             "retention_days",
@@ -123,5 +131,3 @@ async def set_retention(db: Database, slug: str, days: int) -> Organization:
         )
     if not 1 <= days <= _MAX_RETENTION_DAYS:
         raise ValidationFailed.field("retention_days", f"give 1 to {_MAX_RETENTION_DAYS} days")
-    await db.write(store.update_org, org.id, {"retention_days": days})
-    return await get_org(db, slug)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
@@ -10,10 +11,13 @@ from trailmap.accounts.plans import Plan
 from trailmap.accounts.principal import Principal
 from trailmap.errors import QuotaExceeded
 from trailmap.storage import Connection, Database
+from trailmap.storage import accounts as account_store
+from trailmap.storage import metrics as metric_store
 from trailmap.storage import usage as store
 
 __all__ = [
     "Metric",
+    "Usage",
     "check_and_count",
     "count_mcp_call",
     "day_period",
@@ -22,6 +26,7 @@ __all__ = [
     "month_period",
     "refusal",
     "seconds_until_reset",
+    "usage_report",
     "usage_this_month",
 ]
 
@@ -169,5 +174,83 @@ async def usage_this_month(db: Database, org_id: str, now: datetime) -> dict[Met
 
     def _read(conn: Connection) -> dict[Metric, int]:
         return {m: store.get_usage(conn, org_id, f"{m}/month", month) for m in _METRICS}
+
+    return await db.read(_read)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """One quota of a plan: what is used of it (None where the plan counts nothing, having no
+    limit) against its limit (None: no limit)."""
+
+    name: str
+    what: str
+    used: int | None
+    limit: int | None
+
+    @property
+    def share(self) -> float | None:
+        """The part of the limit used, 0 to 1 (more when over), or None without a limit."""
+        if self.used is None or self.limit is None:
+            return None
+        return self.used / self.limit if self.limit else 1.0
+
+    def as_json(self) -> dict[str, object]:
+        return {"name": self.name, "what": self.what, "used": self.used, "limit": self.limit}
+
+
+async def usage_report(
+    db: Database, org_id: str, plan: Plan, now: datetime | None = None
+) -> list[Usage]:
+    """Every quota of the organization's plan with what is used of it now: the counters of
+    today and this month, and the series, keys and members it holds."""
+    now = now or clock.now()
+    day, month = day_period(now), month_period(now)
+
+    def _read(conn: Connection) -> list[Usage]:
+        def counter(name: str, what: str, key: str, period: str, limit: int | None) -> Usage:
+            # Events a month are counted on every plan; the rest only where a limit needs it.
+            counted = limit is not None or key == "events/month"
+            used = store.get_usage(conn, org_id, key, period) if counted else None
+            return Usage(name, what, used, limit)
+
+        return [
+            counter("events_per_day", "events today", "events/day", day, plan.events_per_day),
+            counter(
+                "events_per_month",
+                "events this month",
+                "events/month",
+                month,
+                plan.events_per_month,
+            ),
+            counter(
+                "mcp_calls_per_month",
+                "MCP calls this month",
+                "mcp_calls/month",
+                month,
+                plan.mcp_calls_per_month,
+            ),
+            counter("spans_per_day", "spans today", "spans/day", day, plan.spans_per_day),
+            counter(
+                "metric_points_per_day",
+                "metric points today",
+                "metric_points/day",
+                day,
+                plan.metric_points_per_day,
+            ),
+            Usage(
+                "series",
+                "metric series kept",
+                metric_store.count_series(conn, org_id, lock=False),
+                plan.series,
+            ),
+            Usage(
+                "api_keys",
+                "active API keys",
+                account_store.count_active_keys(conn, org_id, clock.to_us(now)),
+                plan.api_keys,
+            ),
+            Usage("members", "members", account_store.count_members(conn, org_id), plan.members),
+        ]
 
     return await db.read(_read)

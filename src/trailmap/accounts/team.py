@@ -11,7 +11,7 @@ from typing import Any, Final, Protocol, cast, get_args
 from trailmap import clock, ids
 from trailmap.accounts import tokens
 from trailmap.accounts.audit import Actor, record
-from trailmap.accounts.organizations import Organization, get_org
+from trailmap.accounts.organizations import Organization, get_org, set_retention
 from trailmap.accounts.passwords import DEFAULT_HASHING, PasswordHashing
 from trailmap.accounts.permissions import Action, Role
 from trailmap.accounts.users import MIN_PASSWORD_LENGTH, check_email
@@ -40,6 +40,7 @@ __all__ = [
     "reset_password",
     "revoke_invitation",
     "set_org_key_rules",
+    "set_org_retention",
 ]
 
 _US: Final = 1_000_000
@@ -576,6 +577,23 @@ async def set_org_key_rules(
     if values:
         await db.write(_set)
     return await get_org(db, org_slug)
+
+
+async def set_org_retention(
+    db: Database, org_slug: str, days: int, *, who: Authority, by: Actor
+) -> Organization:
+    """A self-hosted organization's retention window in days, changed by an owner or admin
+    and written to the audit log."""
+    who.require("manage_settings")
+    before = await get_org(db, org_slug)
+    org = await set_retention(db, org_slug, days)
+    details = {"retention_days": org.retention_days, "was": before.retention_days}
+
+    def _log(conn: Connection) -> None:
+        record(conn, org.id, "settings.changed", by, target="retention", details=details)
+
+    await db.write(_log)
+    return org
 
 
 async def purge_ended_links(db: Database, cutoff_us: int) -> int:

@@ -14,7 +14,8 @@ from starlette.responses import Response
 from trailmap import clock
 from trailmap.accounts.audit import list_audit
 from trailmap.accounts.mail import mail_configured, send_mail
-from trailmap.accounts.organizations import Organization, get_org
+from trailmap.accounts.organizations import Organization, check_retention, get_org
+from trailmap.accounts.quotas import usage_report
 from trailmap.accounts.team import (
     change_role,
     invite,
@@ -22,6 +23,7 @@ from trailmap.accounts.team import (
     list_members,
     remove_member,
     set_org_key_rules,
+    set_org_retention,
 )
 from trailmap.errors import ValidationFailed
 from trailmap.http.auth import CurrentPrincipal, key_actor
@@ -177,16 +179,31 @@ async def organization(request: Request, principal: CurrentPrincipal) -> Respons
     return ok(_org_json(org))
 
 
+@router.get(
+    "/organization/usage",
+    summary="What the organization uses of each quota of its plan",
+    response_model=TeamAnswer,
+    responses=_ERRORS,
+)
+async def organization_usage(request: Request, principal: CurrentPrincipal) -> Response:
+    db = context_of(request).db
+    org = await get_org(db, principal.org_slug)
+    lines = await usage_report(db, org.id, org.plan)
+    return ok({"plan": org.plan.name, "quotas": [u.as_json() for u in lines]})
+
+
 @router.patch(
     "/organization",
-    summary="Change the organization's rules for API keys",
+    summary="Change the organization's rules for API keys and its retention window",
     response_model=TeamAnswer,
     responses=_ERRORS,
 )
 async def organization_update(request: Request, principal: CurrentPrincipal) -> Response:
     body = await read_json_body(request, max_bytes=_BODY_BYTES, accepted=("application/json",))
     if not isinstance(body, dict):
-        raise ValidationFailed("Send a JSON object with members_write_keys and/or max_key_days.")
+        raise ValidationFailed(
+            "Send a JSON object with members_write_keys, max_key_days and/or retention_days."
+        )
     writers = body.get("members_write_keys")
     if writers is not None and not isinstance(writers, bool):
         raise ValidationFailed.field("members_write_keys", "give true or false")
@@ -195,14 +212,25 @@ async def organization_update(request: Request, principal: CurrentPrincipal) -> 
         days = body["max_key_days"]
         if days is not None and (isinstance(days, bool) or not isinstance(days, int)):
             raise ValidationFailed.field("max_key_days", "give a whole number of days, or null")
+    retention = body.get("retention_days")
+    if retention is not None and (isinstance(retention, bool) or not isinstance(retention, int)):
+        raise ValidationFailed.field("retention_days", "give a whole number of days")
+    db = context_of(request).db
+    principal.require("manage_settings")
+    if retention is not None:  # refused before anything else changes
+        check_retention(await get_org(db, principal.org_slug), retention)
     org = await set_org_key_rules(
-        context_of(request).db,
+        db,
         principal.org_slug,
         who=principal,
         by=key_actor(request, principal),
         members_write_keys=writers,
         max_key_days=days,
     )
+    if retention is not None:
+        org = await set_org_retention(
+            db, principal.org_slug, retention, who=principal, by=key_actor(request, principal)
+        )
     return ok(_org_json(org))
 
 

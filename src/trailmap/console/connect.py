@@ -60,9 +60,9 @@ def _project_file(url: str) -> str:
 
 
 def _last_call(key: ApiKey) -> str:
-    if key.last_used is None:
-        return "not used yet"
-    ago = format_relative(key.last_used, now=clock.now())
+    if key.last_mcp_call is None:
+        return "no MCP call yet"
+    ago = format_relative(key.last_mcp_call, now=clock.now())
     return f"connected {ago}"
 
 
@@ -75,13 +75,13 @@ def _activity(m: OrgMember, keys: list[ApiKey]) -> str:
         )
     rows = "".join(
         f"<tr data-key-id='{e(k.id)}'><td>{e(k.name)}</td><td>{e(k.kind)}</td>"
-        f"<td class=last-call title='{when(k.last_used)}'>{e(_last_call(k))}</td></tr>"
-        for k in sorted(visible, key=lambda k: k.last_used or k.created, reverse=True)
+        f"<td class=last-call title='{when(k.last_mcp_call)}'>{e(_last_call(k))}</td></tr>"
+        for k in sorted(visible, key=lambda k: k.last_mcp_call or k.created, reverse=True)
     )
     return (
-        "<h2>Connected assistants</h2><p class=muted>When each assistant's key was last used: "
-        "an MCP key's use is an MCP call; a read-only key's may also be an API query. The "
-        f"time is kept to the minute.</p><table id=key-activity><thead><tr><th>Key</th>"
+        "<h2>Connected assistants</h2><p class=muted>When each assistant's key last reached "
+        "the MCP endpoint (an API query with the same key does not count), to the minute."
+        f"</p><table id=key-activity><thead><tr><th>Key</th>"
         f"<th>Kind</th><th>Last call</th></tr></thead><tbody>{rows}</tbody></table>"
     )
 

@@ -75,7 +75,7 @@ def _number(text: str | None, default: int) -> int:
         return -1  # refused by graph_picture, with the field named
 
 
-def _controls(m: OrgMember, params: dict[str, str]) -> str:
+def _controls(m: OrgMember, params: dict[str, str], environments: list[str]) -> str:
     depth = params.get("depth") or "1"
     direction = params.get("direction") or "both"
     depths = "".join(
@@ -86,6 +86,11 @@ def _controls(m: OrgMember, params: dict[str, str]) -> str:
         f"<option value={v}{' selected' if v == direction else ''}>{e(t)}</option>"
         for v, t in _DIRECTIONS.items()
     )
+    chosen = params.get("environment", "")
+    known = environments if not chosen or chosen in environments else [*environments, chosen]
+    places = "<option value=''>all</option>" + "".join(
+        f"<option{' selected' if env == chosen else ''}>{e(env)}</option>" for env in known
+    )
     return (
         f"<form method=get action='/orgs/{e(m.slug)}/graph' class=controls role=search>"
         f"<div><label for=q>Search</label><input id=q name=q type=search "
@@ -95,6 +100,8 @@ def _controls(m: OrgMember, params: dict[str, str]) -> str:
         f"<div><label for=depth>Depth</label><select id=depth name=depth>{depths}</select></div>"
         f"<div><label for=direction>Direction</label>"
         f"<select id=direction name=direction>{directions}</select></div>"
+        f"<div><label for=environment>Environment</label>"
+        f"<select id=environment name=environment>{places}</select></div>"
         f"<div><label for=at>As of</label><input id=at name=at size=12 "
         f"value='{e(params.get('at', ''))}' placeholder='now, -2h, 2026-01-31T09:00'></div>"
         f"<div><button type=submit>Show</button></div></form>"
@@ -108,6 +115,7 @@ def _node_row(m: OrgMember, n: dict[str, Any], params: dict[str, str]) -> str:
         node=n["name"],
         depth=params.get("depth"),
         direction=params.get("direction"),
+        environment=params.get("environment"),
         at=params.get("at"),
     )
     page_of = service_href(m.slug, n["name"], n["environment"])
@@ -165,7 +173,10 @@ def _picture(m: OrgMember, data: dict[str, Any], params: dict[str, str]) -> str:
     )
     frame = "picture wide" if width > 900 else "picture"
     kinds = sorted({n["kind"] for n in nodes})
-    when = f" as of {e(data['as_of'])}" if data.get("as_of") else ""
+    env = data.get("environment")
+    when = (f" in {e(env)}" if env else "") + (
+        f" as of {e(data['as_of'])}" if data.get("as_of") else ""
+    )
     if focus:
         heading = (
             f"<h2 id=picture>{e(focus['name'])}: {e(_DIRECTIONS[data['direction']])}, "
@@ -174,7 +185,8 @@ def _picture(m: OrgMember, data: dict[str, Any], params: dict[str, str]) -> str:
             f"it) to the left, downstream (what it depends on) to the right. "
             f"<a href='{e(service_href(m.slug, focus['name'], focus['environment']))}'>"
             f"The page of {e(focus['name'])}</a> · "
-            f"<a href='{e(graph_href(m.slug, at=params.get('at')))}'>the busiest part</a></p>"
+            f"<a href='{e(graph_href(m.slug, at=params.get('at'), environment=env))}'>"
+            "the busiest part</a></p>"
         )
     elif data["total_nodes"] > len(nodes):
         heading = (
@@ -209,6 +221,7 @@ def _picture(m: OrgMember, data: dict[str, Any], params: dict[str, str]) -> str:
         node=focus["name"] if focus else None,
         depth=params.get("depth"),
         direction=params.get("direction"),
+        environment=env,
         at=params.get("at"),
     ).replace("/graph", "/graph.mmd", 1)
     return (
@@ -244,26 +257,33 @@ async def graph_page(request: Request, slug: str) -> Response:
         return answer
     m, db, q, params = answer
     nav = org_nav(m)
-    controls = _controls(m, params)
     try:
         found = await _search(m, db, q, params["q"], params) if params.get("q") else ""
-        data = await graph_picture(
-            db,
-            q,
-            node=params.get("node"),
-            depth=_number(params.get("depth"), 1),
-            direction=params.get("direction") or "both",
-        )
+        data = await _drawn(db, q, params)
     except TrailmapError as error:
         if error.status >= 500:
             raise
         return page(
             "Graph",
-            _STYLE + controls + f"<p class=error role=alert>{e(problem_text(error))}</p>",
+            _STYLE
+            + _controls(m, params, [])
+            + f"<p class=error role=alert>{e(problem_text(error))}</p>",
             status=error.status,
             nav=nav,
         )
+    controls = _controls(m, params, data["environments"])
     return page("Graph", _STYLE + controls + found + _picture(m, data, params), nav=nav)
+
+
+async def _drawn(db: Any, q: GraphQuery, params: dict[str, str]) -> dict[str, Any]:
+    return await graph_picture(
+        db,
+        q,
+        node=params.get("node"),
+        depth=_number(params.get("depth"), 1),
+        direction=params.get("direction") or "both",
+        environment=params.get("environment") or None,
+    )
 
 
 @router.get("/orgs/{slug}/graph.mmd")
@@ -273,13 +293,7 @@ async def graph_mermaid(request: Request, slug: str) -> Response:
         return answer
     m, db, q, params = answer
     try:
-        data = await graph_picture(
-            db,
-            q,
-            node=params.get("node"),
-            depth=_number(params.get("depth"), 1),
-            direction=params.get("direction") or "both",
-        )
+        data = await _drawn(db, q, params)
     except TrailmapError as error:
         if error.status >= 500:
             raise

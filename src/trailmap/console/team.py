@@ -1,4 +1,4 @@
-"""An organization's Members, Audit log and Settings pages: invitations, roles, removal."""
+"""An organization's Members and Audit log pages: invitations, roles, removal."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from starlette.responses import Response
 
 from trailmap.accounts.audit import list_audit
 from trailmap.accounts.mail import mail_configured, send_mail
-from trailmap.accounts.organizations import get_org
 from trailmap.accounts.permissions import ROLES
 from trailmap.accounts.team import (
     change_role,
@@ -18,7 +17,6 @@ from trailmap.accounts.team import (
     list_members,
     remove_member,
     revoke_invitation,
-    set_org_key_rules,
 )
 from trailmap.console.orgs import OrgMember, org_member, org_nav, posted_form, refused, when
 from trailmap.console.pages import e, field_error, form_csrf, page, problem_text, see_other
@@ -257,62 +255,3 @@ async def audit_page(request: Request, slug: str) -> Response:
         f"<th>Details</th></tr></thead><tbody>{rows}</tbody></table></div>"
     )
     return page(f"Audit log · {m.name}", body, nav=org_nav(m))
-
-
-# -- settings ----------------------------------------------------------------------------------
-
-
-async def _settings_page(
-    request: Request, m: OrgMember, *, error: str = "", status: int = 200
-) -> Response:
-    org = await get_org(context_of(request).db, m.slug)
-    checked = " checked" if org.members_write_keys else ""
-    days = "" if org.max_key_days is None else str(org.max_key_days)
-    problem = f"<p class=error role=alert id=max_key_days-error>{e(error)}</p>" if error else ""
-    invalid = " aria-invalid=true aria-describedby=max_key_days-error" if error else ""
-    body = (
-        f"{problem}<form method=post action=/orgs/{e(m.slug)}/settings>{form_csrf(m.user)}"
-        "<h2>API keys</h2>"
-        f"<label><input type=checkbox name=members_write_keys value=yes{checked}> Members "
-        "may create read-write keys (owners and admins always may)</label>"
-        "<label for=max_key_days>Longest a key may live, in days (empty: keys may never "
-        "expire)</label>"
-        f"<input id=max_key_days name=max_key_days inputmode=numeric value='{e(days)}'{invalid}>"
-        "<button type=submit>Save</button></form>"
-    )
-    return page(f"Settings · {m.name}", body, nav=org_nav(m), status=status)
-
-
-@router.get("/orgs/{slug}/settings")
-async def settings_page(request: Request, slug: str) -> Response:
-    m = await org_member(request, slug)
-    if isinstance(m, Response):
-        return m
-    if not m.may("manage_settings"):
-        return refused(m, "Only owners and admins change the organization's settings.")
-    return await _settings_page(request, m)
-
-
-@router.post("/orgs/{slug}/settings")
-async def settings_submit(request: Request, slug: str) -> Response:
-    posted = await posted_form(request, slug)
-    if isinstance(posted, Response):
-        return posted
-    m, form = posted
-    days_text = form.get("max_key_days", "").strip()
-    try:
-        days = int(days_text) if days_text else None
-    except ValueError:
-        return await _settings_page(request, m, error="Give a whole number of days.", status=400)
-    try:
-        await set_org_key_rules(
-            context_of(request).db,
-            m.slug,
-            who=m.membership,
-            by=m.actor(request),
-            members_write_keys=form.get("members_write_keys") == "yes",
-            max_key_days=days,
-        )
-    except TrailmapError as error:
-        return await _settings_page(request, m, error=problem_text(error), status=error.status)
-    return see_other(f"/orgs/{m.slug}/settings")

@@ -30,7 +30,9 @@ async def admit(
 ) -> Principal:
     """Who `token` speaks for at the MCP resource; `Unauthorized` or `InsufficientScope`."""
     if not token.startswith(token_format.ACCESS_TOKEN_PREFIX):
-        return await authenticate(db, token, last_used_resolution_s=last_used_resolution_s)
+        return await authenticate(
+            db, token, last_used_resolution_s=last_used_resolution_s, mcp=True
+        )
     access = await oauth.load_access_token(token)
     if access is None:
         raise Unauthorized(

@@ -110,6 +110,7 @@ class TrailmapAccessToken(AccessToken):
     family_id: str
     principal: Principal
     key_last_used_us: int | None = None
+    key_last_mcp_us: int | None = None
 
 
 @dataclass(frozen=True)
@@ -593,16 +594,19 @@ class TrailmapOAuthProvider:
             family_id=row["family_id"],
             principal=principal,
             key_last_used_us=row["key_last_used_us"],
+            key_last_mcp_us=row["key_last_mcp_us"],
         )
 
     async def touch(self, access: TrailmapAccessToken, resolution_seconds: int) -> None:
-        """Record that the token's key was used (at most once per `resolution_seconds`), so
-        the API Keys page shows when an MCP client last called."""
+        """Record that the token's key reached MCP (at most once per `resolution_seconds`),
+        so the API Keys and Connect pages show when an MCP client last called."""
         now_us = clock.now_us()
-        last = access.key_last_used_us
+        last = access.key_last_mcp_us
         if last is None or now_us - last >= resolution_seconds * _US:
             key_id = access.principal.key_id or ""
-            await self._db.write(account_store.touch_key, access.principal.org_id, key_id, now_us)
+            await self._db.write(
+                account_store.touch_key, access.principal.org_id, key_id, now_us, mcp=True
+            )
 
     async def exchange_identity_assertion(
         self,

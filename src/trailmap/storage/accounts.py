@@ -193,6 +193,7 @@ _KEY_BY_HASH = (
         api_keys.c.expires_us,
         api_keys.c.revoked_us,
         api_keys.c.last_used_us,
+        api_keys.c.last_mcp_us,
         organizations.c.slug.label("org_slug"),
         organizations.c.plan.label("org_plan"),
         organizations.c.retention_days.label("org_retention_days"),
@@ -218,11 +219,13 @@ def find_key_by_hash(conn: Connection, token_hash: str) -> Row | None:
     return dict(row._mapping) if row else None
 
 
-def touch_key(conn: Connection, org_id: str, key_id: str, now_us: int) -> None:
+def touch_key(
+    conn: Connection, org_id: str, key_id: str, now_us: int, *, mcp: bool = False
+) -> None:
+    """Record a use of the key now; `mcp`: a use at the MCP endpoint, recorded as such too."""
+    values = {"last_used_us": now_us, "last_mcp_us": now_us} if mcp else {"last_used_us": now_us}
     conn.execute(
-        update(api_keys)
-        .where(api_keys.c.org_id == org_id, api_keys.c.id == key_id)
-        .values(last_used_us=now_us)
+        update(api_keys).where(api_keys.c.org_id == org_id, api_keys.c.id == key_id).values(values)
     )
 
 

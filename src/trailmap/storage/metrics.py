@@ -59,10 +59,11 @@ def new_series(conn: Connection, org_id: str, series_ids: Sequence[str]) -> list
     return [sid for sid in series_ids if sid not in known]
 
 
-def count_series(conn: Connection, org_id: str) -> int:
+def count_series(conn: Connection, org_id: str, *, lock: bool = True) -> int:
     """How many series the organization keeps. On PostgreSQL the organization's row is
-    locked first, so that two requests adding series count one after the other."""
-    if conn.dialect.name == "postgresql":
+    locked first (unless `lock` is false, for a reader), so that two requests adding series
+    count one after the other."""
+    if lock and conn.dialect.name == "postgresql":
         conn.execute(
             select(organizations.c.id).where(organizations.c.id == org_id).with_for_update()
         )

@@ -174,6 +174,7 @@ def get_token(conn: Connection, token_hash: str, kind: str) -> Row | None:
             api_keys.c.name.label("key_name"),
             api_keys.c.expires_us.label("key_expires_us"),
             api_keys.c.last_used_us.label("key_last_used_us"),
+            api_keys.c.last_mcp_us.label("key_last_mcp_us"),
             organizations.c.slug.label("org_slug"),
             organizations.c.plan.label("org_plan"),
             organizations.c.retention_days.label("org_retention_days"),

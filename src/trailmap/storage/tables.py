@@ -210,6 +210,8 @@ api_keys = Table(
     Column("created_by", String(400), nullable=False),
     Column("created_us", BigInteger, nullable=False),
     Column("last_used_us", BigInteger, nullable=True),
+    # The last time the key (or an OAuth token minted through it) reached the MCP endpoint.
+    Column("last_mcp_us", BigInteger, nullable=True),
     Column("expires_us", BigInteger, nullable=True),
     Column("revoked_us", BigInteger, nullable=True),
     # The OAuth client this key was minted for on approval ("MCP — <client name>"); NULL for

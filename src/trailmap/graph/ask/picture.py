@@ -63,6 +63,9 @@ async def graph_picture(
     else:
         depths, edges, reached = _busiest(snapshot, environment, limit)
     stats = await edge_figures(db, q.principal.org_id, edges, ctx.moment)
+    placed = (
+        {n.id for n in snapshot.nodes if n.environment == environment} if environment else set()
+    )
     data: dict[str, Any] = {
         "focus": None if focus is None else _node_line(focus, 0),
         "depth": depth,
@@ -71,8 +74,13 @@ async def graph_picture(
             _node_line(snapshot.node(i), depths[i] if focus is not None else None) for i in depths
         ],
         "edges": [_edge_line(e, stats.get(e.id)) for e in edges],
-        "total_nodes": len(snapshot.nodes),
-        "total_edges": len(snapshot.edges),
+        "environment": environment,
+        "environments": sorted({n.environment for n in snapshot.nodes}),
+        # The whole graph, or the chosen environment's part of it.
+        "total_nodes": len(snapshot.nodes) if environment is None else len(placed),
+        "total_edges": len(snapshot.edges)
+        if environment is None
+        else sum(1 for e in snapshot.edges if e.source_id in placed and e.target_id in placed),
         "truncated": reached > len(depths),
         "more": max(0, reached - len(depths)),
     }
