@@ -45,6 +45,7 @@ class KubeApi:
     objects: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     history: list[Change] = field(default_factory=list)
     compacted: int = 0  # a watch from a resourceVersion below this is 410 Gone
+    refusals: int = 0  # this many requests are answered 403 first (RBAC not yet granted)
     requests: list[str] = field(default_factory=list)
     url: str = ""
     _tick: asyncio.Event = field(default_factory=asyncio.Event)  # replaced at each change
@@ -154,6 +155,9 @@ class KubeApi:
             given = request.headers.get("Authorization", "").removeprefix("Bearer ")
             if not (self.accept(given) if self.accept else given == self.token):
                 return _status(401, "Unauthorized", "Unauthorized")
+            if self.refusals > 0:
+                self.refusals -= 1
+                return _status(403, "Forbidden", f"cannot list resource {plural!r}")
             namespace = request.match_info.get("namespace") if namespaced is not None else None
             if (request.query.get("watch") or "").lower() in {"true", "1"}:
                 return await self._watch(request, plural, namespace)

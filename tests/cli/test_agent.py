@@ -143,7 +143,7 @@ async def test_the_agent_pushes_a_rollout_and_a_restart_pushes_nothing_old(
                 "production",
             )
             assert event["service"] == "guestbook-ui"
-            await asyncio.sleep(1.2)  # the state is saved each second
+            # Stopped at once (SIGTERM): it saves its state on the way out.
         async with agent(cluster, base_url, key, tmp_path):
             await asyncio.sleep(1.0)
             assert len(await _events(base_url, key)) == 1

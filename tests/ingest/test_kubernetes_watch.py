@@ -269,3 +269,14 @@ async def test_in_the_server_a_rollout_lands_on_the_organizations_timeline(
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_refused_list_is_tried_again_with_backoff_until_it_is_allowed(
+    cluster: KubeApi, tmp_path: Path
+) -> None:
+    cluster.refusals = 3
+    events: list[dict[str, Any]] = []
+    async with watching(cluster, tmp_path, events, kinds=("Deployment",)) as watcher:
+        assert "default/guestbook-ui" in watcher.state.objects["Deployment:*"]
+    assert cluster.refusals == 0
+    assert events == []

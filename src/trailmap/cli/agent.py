@@ -4,8 +4,10 @@ its events pushed to a remote Trailmap with `trailmap send`'s retrying client.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,12 +24,26 @@ from trailmap.ingest.kubernetes_watch import (
 if TYPE_CHECKING:
     from kubernetes_asyncio.client import ApiClient
 
-__all__ = ["Remote", "remote_sink", "run_eks_agent", "run_kubernetes_agent"]
+__all__ = ["Remote", "remote_sink", "run_eks_agent", "run_kubernetes_agent", "run_until_stopped"]
 
 log = logging.getLogger(__name__)
 
 # Refusals of the events themselves: sending them again cannot help.
 _REFUSED_FOR_GOOD = {400, 413, 422}
+
+
+def run_until_stopped(work: Coroutine[Any, Any, None]) -> None:
+    """Run the agent until SIGTERM or SIGINT, then let it save its state and close."""
+
+    async def main() -> None:
+        task = asyncio.create_task(work)
+        loop = asyncio.get_running_loop()
+        for stop in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(stop, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
 
 
 @dataclass(frozen=True, slots=True)

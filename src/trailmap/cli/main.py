@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import sys
@@ -1056,24 +1055,23 @@ def agent_kubernetes(
     """Watch a Kubernetes cluster's rollouts, crash loops and ConfigMaps; push them to URL."""
     from dataclasses import replace  # noqa: PLC0415
 
-    from trailmap.cli.agent import run_kubernetes_agent  # noqa: PLC0415
+    from trailmap.cli.agent import run_kubernetes_agent, run_until_stopped  # noqa: PLC0415
 
     if in_cluster and (kubeconfig or kube_context):
         raise click.UsageError("--in-cluster takes no --kubeconfig or --context")
     remote, options = _agent_setup(url, key_env, namespaces, env_map, default_env)
     options = replace(options, cluster=cluster_name or kube_context or "kubernetes")
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(
-            run_kubernetes_agent(
-                remote,
-                options,
-                state_file,
-                kubeconfig=kubeconfig,
-                context=kube_context,
-                in_cluster=in_cluster,
-                report=_agent_report,
-            )
+    run_until_stopped(
+        run_kubernetes_agent(
+            remote,
+            options,
+            state_file,
+            kubeconfig=kubeconfig,
+            context=kube_context,
+            in_cluster=in_cluster,
+            report=_agent_report,
         )
+    )
 
 
 @agent.command("eks")
@@ -1101,19 +1099,17 @@ def agent_eks(
     state_dir: Path,
 ) -> None:
     """Find EKS clusters with the AWS API (default credential chain) and watch each one."""
-    from trailmap.cli.agent import run_eks_agent  # noqa: PLC0415
+    from trailmap.cli.agent import run_eks_agent, run_until_stopped  # noqa: PLC0415
 
     if bool(clusters) == all_clusters:
         raise click.UsageError("name clusters with --cluster, or give --all (not both)")
     remote, options = _agent_setup(url, key_env, namespaces, env_map, default_env)
     try:
-        asyncio.run(
+        run_until_stopped(
             run_eks_agent(
                 remote, options, state_dir, region=region, clusters=clusters, report=_agent_report
             )
         )
-    except KeyboardInterrupt:
-        pass
     except RuntimeError as error:
         raise click.ClickException(str(error)) from None
 

@@ -279,6 +279,9 @@ class KubernetesWatcher:
         return body
 
     async def _watch(self, kind: str, namespace: str, stream: str) -> None:
+        """Follow one watch until the server ends it (one that ends at once with nothing
+        counts as a failure, so a misbehaving server or proxy is not hammered)."""
+        opened = asyncio.get_running_loop().time()
         arguments = {
             "watch": True,
             "allow_watch_bookmarks": True,
@@ -295,14 +298,18 @@ class KubernetesWatcher:
                 body = await response.read()
                 raise ApiRefused(f"watching {kind}: {response.status} {_message(body)}")
             buffer = b""
+            read = 0
             async for chunk in response.content.iter_any():
                 buffer += chunk
                 *lines, buffer = buffer.split(b"\n")
                 for line in lines:
                     if line.strip():
+                        read += 1
                         await self._handle(kind, stream, orjson.loads(line))
         finally:
             response.release()
+        if read == 0 and asyncio.get_running_loop().time() - opened < 1.0:
+            raise ApiRefused("the watch ended at once with nothing")
 
     async def _handle(self, kind: str, stream: str, event: dict[str, Any]) -> None:
         type_ = event.get("type")
