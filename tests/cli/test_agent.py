@@ -191,3 +191,41 @@ async def test_a_batch_the_server_refuses_for_good_is_reported_and_not_retried(
     await sink([no_zone])  # returns: retrying cannot make it valid
     assert lines
     assert lines[-1].startswith("1 events refused: 400")
+
+
+@pytest.mark.parametrize("choice", [[], ["--all", "--cluster", "prod"]], ids=["neither", "both"])
+def test_the_eks_agent_takes_named_clusters_or_all_of_them(
+    choice: list[str], tmp_path: Path
+) -> None:
+    from click.testing import CliRunner  # noqa: PLC0415
+
+    from trailmap.cli.main import cli  # noqa: PLC0415
+
+    result = CliRunner().invoke(
+        cli,
+        [
+            *("agent", "eks", "--url", "http://127.0.0.1:9", "--region", "eu-west-1"),
+            *("--state-dir", str(tmp_path), *choice),
+        ],
+        env={"TRAILMAP_API_KEY": "tmk_x"},
+    )
+    assert result.exit_code == 2
+    assert "--cluster, or give --all" in result.output
+
+
+def test_a_bad_namespace_mapping_is_refused_naming_the_option(tmp_path: Path) -> None:
+    from click.testing import CliRunner  # noqa: PLC0415
+
+    from trailmap.cli.main import cli  # noqa: PLC0415
+
+    result = CliRunner().invoke(
+        cli,
+        [
+            *("agent", "kubernetes", "--url", "http://127.0.0.1:9", "--env-map", "production"),
+            *("--state-file", str(tmp_path / "s")),
+        ],
+        env={"TRAILMAP_API_KEY": "tmk_x"},
+    )
+    assert result.exit_code == 2
+    assert "--env-map" in result.output
+    assert "NAMESPACE=ENVIRONMENT" in result.output
