@@ -290,6 +290,17 @@ def test_a_configmap_data_change_is_a_config_change_naming_keys_never_values() -
     assert observe(reading.state, relabelled, CONTEXT).events == ()
 
 
+def test_a_new_configmap_and_a_status_configmap_are_known_state_not_changes() -> None:
+    created = observe(None, _configmap({"A": "1"}, "1"), CONTEXT)
+    assert created.events == ()
+    assert created.state is not None
+    status = _configmap({"status": "Healthy at 10:00"}, "1")
+    status["metadata"]["name"] = "cluster-autoscaler-status"
+    later = _configmap({"status": "Healthy at 10:01"}, "2")
+    later["metadata"]["name"] = "cluster-autoscaler-status"
+    assert observe(baseline(status), later, CONTEXT).events == ()
+
+
 def test_changing_a_configmap_back_is_a_change_again_with_its_own_id() -> None:
     first = _configmap({"A": "1"}, "1")
     second = _configmap({"A": "2"}, "2")

@@ -280,3 +280,27 @@ async def test_a_refused_list_is_tried_again_with_backoff_until_it_is_allowed(
         assert "default/guestbook-ui" in watcher.state.objects["Deployment:*"]
     assert cluster.refusals == 0
     assert events == []
+
+
+async def test_a_configmap_change_through_the_watch_never_writes_its_values_anywhere(
+    cluster: KubeApi, tmp_path: Path
+) -> None:
+    settings: dict[str, Any] = {
+        "kind": "ConfigMap",
+        "metadata": {"name": "checkout", "namespace": "default"},
+        "data": {"PAYMENT_URL": "http://pay:8080", "API_TOKEN": "s3cr3t-value"},
+    }
+    cluster.load("ConfigMap", [settings])
+    events: list[dict[str, Any]] = []
+    async with watching(cluster, tmp_path, events) as watcher:
+        changed = copy.deepcopy(settings)
+        changed["data"]["API_TOKEN"] = "n3w-s3cr3t"
+        await cluster.apply(changed)
+        await until(lambda: len(events) == 1)
+        await watcher.flush()
+    (event,) = events
+    assert event["type"] == "config-change"
+    assert event["data"]["description"] == "ConfigMap default/checkout: changed API_TOKEN"
+    written = json.dumps(event) + (tmp_path / "state.json").read_text()
+    for value in ("s3cr3t-value", "n3w-s3cr3t", "http://pay:8080"):
+        assert value not in written

@@ -26,6 +26,8 @@ KINDS = (*WORKLOAD_KINDS, "Pod", "ConfigMap")
 _HISTORY = 10  # revisions kept per workload to recognise a rollback
 _CONFIGMAP_KEYS = 200  # keys whose hashes are kept per ConfigMap; more are counted, not named
 _MAX_SUBJECT = 50
+# ConfigMaps a controller rewrites as a status report, not configuration.
+_STATUS_CONFIGMAPS = frozenset({"cluster-autoscaler-status"})
 _STALE = timedelta(days=1)  # an object's time older than this is not the change's time
 _SKEW = timedelta(minutes=5)
 _MAX_VERSION = 50
@@ -354,22 +356,21 @@ def _configmap(previous: State | None, obj: Mapping[str, Any], context: WatchCon
     state = _configmap_state(obj)
     if previous is not None and previous.get("uid") != meta.get("uid"):
         previous = None
-    if previous is None:
-        change = f"created with {state['count']} keys"
-    elif previous.get("hash") == state["hash"]:
+    if previous is None or meta.get("name") in _STATUS_CONFIGMAPS:
+        return Reading(state)  # a new ConfigMap is known state: its workload's rollout tells
+    if previous.get("hash") == state["hash"]:
         return Reading(state)  # labels, annotations or nothing: not a change of its data
-    else:
-        before: dict[str, str] = previous.get("keys") or {}
-        after: dict[str, str] = state["keys"]
-        added = sorted(set(after) - set(before))
-        removed = sorted(set(before) - set(after))
-        changed = sorted(key for key in set(after) & set(before) if after[key] != before[key])
-        parts = [
-            f"{label} {', '.join(keys[:10])}{' ...' if len(keys) > 10 else ''}"
-            for label, keys in (("changed", changed), ("added", added), ("removed", removed))
-            if keys
-        ]
-        change = "; ".join(parts) or "data changed"
+    before: dict[str, str] = previous.get("keys") or {}
+    after: dict[str, str] = state["keys"]
+    added = sorted(set(after) - set(before))
+    removed = sorted(set(before) - set(after))
+    changed = sorted(key for key in set(after) & set(before) if after[key] != before[key])
+    parts = [
+        f"{label} {', '.join(keys[:10])}{' ...' if len(keys) > 10 else ''}"
+        for label, keys in (("changed", changed), ("added", added), ("removed", removed))
+        if keys
+    ]
+    change = "; ".join(parts) or "data changed"
     description = f"ConfigMap {state['ns']}/{state['name']}: {change}"
     data = {
         "description": description[:1000],
