@@ -60,7 +60,7 @@ def test_a_deployment_that_raises_reports_a_failure_and_the_error_goes_on(
         raise MigrationFailed("column already exists; password=hunter2")
     started, failed = _oldest_first(live.events_from(source))
     assert started["type"] == "deployment-started"
-    assert failed["type"] == "deployment-failed"
+    assert failed["type"] == "deployment"
     assert failed["severity"] == "MAJOR"
     assert failed["data"]["status"] == "failed"
     assert failed["data"]["deployment_id"] == deploy.id
@@ -115,7 +115,7 @@ async def test_the_async_deployment_reports_success_and_failure(live: LiveServer
         ("v1", "deployment-started"),
         ("v1", "deployment"),
         ("v2", "deployment-started"),
-        ("v2", "deployment-failed"),
+        ("v2", "deployment"),
     }
-    [failed] = [e for e in events if e["type"] == "deployment-failed"]
+    [failed] = [e for e in events if e["data"]["status"] == "failed"]
     assert failed["data"]["error"]["type"] == "TimeoutError"

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Coroutine
 from datetime import timedelta
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -1189,6 +1190,164 @@ def send(
         f"{state}: {stored.get('id')}  (source {event['source']}, id {event['id']})", err=True
     )
     click.echo(stored.get("id") or "")
+
+
+# -- agent ------------------------------------------------------------------------------
+
+
+@cli.group()
+def agent() -> None:
+    """Watch a cluster from beside it and push its changes to a remote Trailmap."""
+
+
+def _agent_options(function: Any) -> Any:
+    options = [
+        click.option(
+            "--url",
+            envvar="TRAILMAP_URL",
+            required=True,
+            help="The Trailmap server to push to (env TRAILMAP_URL).",
+        ),
+        click.option(
+            "--key-env",
+            default="TRAILMAP_API_KEY",
+            show_default=True,
+            help="The environment variable holding a READ_WRITE key (never the key itself).",
+        ),
+        click.option(
+            "--namespace",
+            "namespaces",
+            multiple=True,
+            help="Watch only this namespace (repeatable; default: all).",
+        ),
+        click.option(
+            "--env-map",
+            "env_map",
+            multiple=True,
+            metavar="NS=ENV",
+            help="Namespace NS is environment ENV (repeatable).",
+        ),
+        click.option(
+            "--default-env",
+            default=None,
+            help="The environment of unmapped namespaces (default: the namespace's name).",
+        ),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _agent_setup(
+    url: str,
+    key_env: str,
+    namespaces: tuple[str, ...],
+    env_map: tuple[str, ...],
+    default: str | None,
+) -> tuple[Any, Any]:
+    from trailmap.cli.agent import Remote  # noqa: PLC0415
+    from trailmap.ingest.kubernetes import EnvironmentMap  # noqa: PLC0415
+    from trailmap.ingest.kubernetes_watch import WatchOptions  # noqa: PLC0415
+
+    api_key = os.environ.get(key_env, "").strip()
+    if not api_key:
+        raise click.UsageError(f"set {key_env} to a READ_WRITE key of the remote Trailmap")
+    try:
+        environments = EnvironmentMap.parse(env_map, default=default)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--env-map") from None
+    options = WatchOptions(environments=environments, namespaces=namespaces)
+    return Remote(url=url, api_key=api_key), options
+
+
+def _agent_report(line: str) -> None:
+    click.echo(line, err=True)
+
+
+@agent.command("kubernetes")
+@_agent_options
+@click.option("--kubeconfig", default=None, help="A kubeconfig file (default: ~/.kube/config).")
+@click.option("--context", "kube_context", default=None, help="The kubeconfig context to use.")
+@click.option("--in-cluster", is_flag=True, help="Use the pod's service account.")
+@click.option("--cluster", "cluster_name", default=None, help="The cluster's name in events.")
+@click.option(
+    "--state-file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where the watch state is kept, to resume without reporting old changes.",
+)
+def agent_kubernetes(
+    url: str,
+    key_env: str,
+    namespaces: tuple[str, ...],
+    env_map: tuple[str, ...],
+    default_env: str | None,
+    kubeconfig: str | None,
+    kube_context: str | None,
+    in_cluster: bool,
+    cluster_name: str | None,
+    state_file: Path,
+) -> None:
+    """Watch a Kubernetes cluster's rollouts, crash loops and ConfigMaps; push them to URL."""
+    from dataclasses import replace  # noqa: PLC0415
+
+    from trailmap.cli.agent import run_kubernetes_agent, run_until_stopped  # noqa: PLC0415
+
+    if in_cluster and (kubeconfig or kube_context):
+        raise click.UsageError("--in-cluster takes no --kubeconfig or --context")
+    remote, options = _agent_setup(url, key_env, namespaces, env_map, default_env)
+    options = replace(options, cluster=cluster_name or kube_context or "kubernetes")
+    run_until_stopped(
+        run_kubernetes_agent(
+            remote,
+            options,
+            state_file,
+            kubeconfig=kubeconfig,
+            context=kube_context,
+            in_cluster=in_cluster,
+            report=_agent_report,
+        )
+    )
+
+
+@agent.command("eks")
+@_agent_options
+@click.option(
+    "--region", envvar="AWS_REGION", required=True, help="The AWS region (env AWS_REGION)."
+)
+@click.option("--cluster", "clusters", multiple=True, help="An EKS cluster's name (repeatable).")
+@click.option("--all", "all_clusters", is_flag=True, help="Every cluster of the region.")
+@click.option(
+    "--state-dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where each cluster's watch state is kept (one file per cluster).",
+)
+def agent_eks(
+    url: str,
+    key_env: str,
+    namespaces: tuple[str, ...],
+    env_map: tuple[str, ...],
+    default_env: str | None,
+    region: str,
+    clusters: tuple[str, ...],
+    all_clusters: bool,
+    state_dir: Path,
+) -> None:
+    """Find EKS clusters with the AWS API (default credential chain) and watch each one."""
+    from trailmap.cli.agent import run_eks_agent, run_until_stopped  # noqa: PLC0415
+
+    if bool(clusters) == all_clusters:
+        raise click.UsageError("name clusters with --cluster, or give --all (not both)")
+    remote, options = _agent_setup(url, key_env, namespaces, env_map, default_env)
+    try:
+        run_until_stopped(
+            run_eks_agent(
+                remote, options, state_dir, region=region, clusters=clusters, report=_agent_report
+            )
+        )
+    except RuntimeError as error:
+        raise click.ClickException(str(error)) from None
 
 
 # -- mcp --------------------------------------------------------------------------------

@@ -20,7 +20,12 @@ _RETRYABLE = {408, 425, 429, 500, 502, 503, 504}
 
 
 class SendFailed(Exception):
-    """The event was not stored; the message says why and what to do."""
+    """The event was not stored; the message says why and what to do. `status` is the
+    refusing answer's HTTP status (None when the server was never heard)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +99,7 @@ def _delay(policy: RetryPolicy, attempt: int, retry_after: float | None) -> floa
 def send_event(
     url: str,
     api_key: str,
-    event: dict[str, Any],
+    event: dict[str, Any] | list[dict[str, Any]],
     *,
     policy: RetryPolicy | None = None,
     sleep: Callable[[float], None] = time.sleep,
@@ -119,7 +124,8 @@ def send_event(
                 message = str(body.get("error") or response.reason_phrase)
                 if response.status_code not in _RETRYABLE:
                     raise SendFailed(
-                        f"{response.status_code} {body.get('code', '')}: {message}".strip()
+                        f"{response.status_code} {body.get('code', '')}: {message}".strip(),
+                        response.status_code,
                     )
                 last_problem = f"{response.status_code} {message}"
                 retry_after = retry_after_seconds(response.headers.get("retry-after"))

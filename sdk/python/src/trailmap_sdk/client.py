@@ -186,8 +186,9 @@ class Trailmap(_Base):
         raise_errors: bool = False,
     ) -> SyncDeployment:
         """`with client.deployment(service=..., version=..., environment=...):` reports
-        `deployment-started`, then `deployment` when the block ends, or `deployment-failed`
-        (with `failure_severity` and the exception's type) when it raises; the exception
+        `deployment-started`, then a `deployment` with `data.status` `succeeded` when the
+        block ends, or `failed` (with `failure_severity` and the exception's type) when it
+        raises; the exception
         goes on. A report that fails is logged, not raised, unless `raise_errors`."""
         plan = self._deployment(
             service=service,

@@ -1,5 +1,5 @@
-"""A deployment reported as it happens: `deployment-started` when it begins, then
-`deployment` when it succeeds or `deployment-failed` when it raises."""
+"""A deployment reported as it happens: `deployment-started` when it begins, then a
+`deployment` whose `data.status` says whether it succeeded or failed."""
 
 from __future__ import annotations
 
@@ -20,12 +20,12 @@ __all__ = ["AsyncDeployment", "Deployment", "SyncDeployment"]
 
 log = logging.getLogger("trailmap_sdk")
 
-# The types, as Trailmap reads them: only a deployment that finished is a `deployment` (what
-# the timeline, DORA and the match with a version seen in traces count); the start and a
-# failure are changes of their own, kebab-case as CDEvents' `<subject>-<predicate>` become.
+# The types, as Trailmap reads them: a deployment that ended is a `deployment`, succeeded or
+# failed (`data.status`, and a severity when it failed), as the GitHub, GitLab and
+# Kubernetes integrations report it; its start is a change of its own.
 STARTED = "deployment-started"
 SUCCEEDED = "deployment"
-FAILED = "deployment-failed"
+FAILED = "deployment"
 
 
 @dataclass(slots=True)
