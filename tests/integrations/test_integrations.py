@@ -17,7 +17,12 @@ from trailmap.accounts.team import OPERATOR_AUTHORITY
 from trailmap.errors import Forbidden
 from trailmap.integrations import deliveries
 from trailmap.integrations.deliveries import list_deliveries, record_delivery
-from trailmap.integrations.integrations import get_integration, list_integrations, rotate_secret
+from trailmap.integrations.integrations import (
+    get_integration,
+    list_integrations,
+    rotate_secret,
+    update_integration,
+)
 from trailmap.integrations.secrets import github_signature_ok, gitlab_token_ok
 from trailmap.jobs.retention import purge_expired
 from trailmap.storage import Database
@@ -105,3 +110,36 @@ async def test_delivery_records_are_purged_with_the_organizations_window(db: Dat
     assert report.deliveries == 1
     assert await list_deliveries(db, org.id, integration.id, who=OPERATOR_AUTHORITY) == []
     assert await list_integrations(db, org.id, who=OPERATOR_AUTHORITY) != []
+
+
+async def test_a_kubeconfig_is_stored_encrypted_never_shown_and_can_be_removed(
+    db: Database,
+) -> None:
+    org = await make_org(db)
+    kubeconfig = "apiVersion: v1\nkind: Config\nusers:\n- name: u\n  user: {token: s3cr3t-t0ken}\n"
+    integration, _secret = await make_integration(
+        db,
+        org,
+        kind="kubernetes",
+        name="prod-cluster",
+        settings={"kubeconfig": kubeconfig, "context": "prod"},
+    )
+    row = await db.read(store.get_integration, org.id, integration.id)
+    assert "s3cr3t-t0ken" not in str(row)
+    shown = integration.as_json()
+    assert shown["kubeconfig_set"] is True
+    assert shown["settings"] == {"services": {}, "context": "prod"}
+    assert "s3cr3t" not in str(shown)
+    assert integration.secret_settings(SECRET_KEY) == {"kubeconfig": kubeconfig}
+    assert integration.secret_settings("another-server-key-0123456789abcdef") == {}
+    changed = await update_integration(
+        db,
+        org.id,
+        integration.id,
+        {"settings": {"kubeconfig": None}},
+        who=OPERATOR_AUTHORITY,
+        by=OPERATOR,
+        secret_key=SECRET_KEY,
+    )
+    assert changed.as_json()["kubeconfig_set"] is False
+    assert changed.settings.as_json() == {"services": {}, "context": "prod"}

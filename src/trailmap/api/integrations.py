@@ -58,8 +58,8 @@ class IntegrationIn(BaseModel):
         examples=[{"services": {"acme/checkout-web": "checkout"}, "branch": "main"}],
         description="services: a repository's full name to its service; service: the one "
         "every other repository belongs to (else each is a service of its own name); branch: "
-        "the default branch, overriding the forge's; url, kubeconfig, context, region, "
-        "cluster where the kind uses them",
+        "the default branch, overriding the forge's; url, context, region, cluster where the "
+        "kind uses them; kubeconfig, stored encrypted and never shown",
     )
 
 
@@ -148,6 +148,7 @@ async def integration_update(
         body,
         who=principal,
         by=key_actor(request, principal),
+        secret_key=context_of(request).settings.encryption_secret,
     )
     return ok(_shown(request, changed))
 

@@ -3,6 +3,7 @@ owners and admins (the permission table's `manage_settings`), each change in the
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from typing import Any, Final, Literal, get_args
 from trailmap import clock, ids
 from trailmap.accounts.audit import Actor, record
 from trailmap.accounts.team import Authority
-from trailmap.encryption import InvalidToken
+from trailmap.encryption import InvalidToken, decrypt, encrypt
 from trailmap.errors import Conflict, ErrorDetail, NotFound, ValidationFailed
 from trailmap.integrations.secrets import new_secret, open_secret, seal_secret
 from trailmap.storage import Connection, Database
@@ -21,6 +22,7 @@ from trailmap.storage import integrations as store
 __all__ = [
     "DEFAULT_OVERLAP",
     "KINDS",
+    "SECRET_SETTINGS",
     "STATUSES",
     "TEXT_SETTINGS",
     "WEBHOOK_KINDS",
@@ -68,9 +70,14 @@ def webhook_path(integration_id: str) -> str:
 # The settings every kind understands where it applies (docs/interfaces.md), each a text,
 # besides `services`: the one a GitHub or GitLab repository's changes are about (`service`),
 # the branch that counts as the default one (`branch`), a repository's remote or a
-# Backstage's base URL (`url`), a cluster's `kubeconfig`, `context`, `region` and `cluster`.
-TEXT_SETTINGS: Final = ("service", "branch", "url", "kubeconfig", "context", "region", "cluster")
-_TEXT_LIMITS: Final = {"branch": 255, "service": 200, "kubeconfig": 1000}
+# Backstage's base URL (`url`), a cluster's `context`, `region` and `cluster`.
+TEXT_SETTINGS: Final = ("service", "branch", "url", "context", "region", "cluster")
+_TEXT_LIMITS: Final = {"branch": 255, "service": 200}
+# Settings that hold credentials (a cluster's kubeconfig): stored encrypted like the secret,
+# never shown; an answer says only whether one is set.
+SECRET_SETTINGS: Final = ("kubeconfig",)
+_SECRET_SETTING_LIMIT: Final = 64 * 1024
+_SETTINGS_PURPOSE: Final = "trailmap integration settings"
 _TEXT_LIMIT: Final = 500
 
 
@@ -117,6 +124,7 @@ class Integration:
     last_delivery: datetime | None
     sealed_secret: str = field(repr=False)
     sealed_previous: str | None = field(default=None, repr=False)
+    sealed_settings: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Integration:
@@ -137,6 +145,7 @@ class Integration:
             last_delivery=at(row.get("last_delivery_us")),
             sealed_secret=row["secret_encrypted"],
             sealed_previous=row["previous_secret_encrypted"],
+            sealed_settings=row.get("secret_settings_encrypted"),
         )
 
     @property
@@ -160,6 +169,11 @@ class Integration:
                 continue  # the server's secret key changed: that secret is lost
         return opened
 
+    def secret_settings(self, secret_key: str | None) -> dict[str, str]:
+        """The settings stored encrypted (SECRET_SETTINGS), opened; empty when none is set
+        or the server's keys cannot open them."""
+        return _open_settings(self.sealed_settings, secret_key)
+
     def as_json(self, public_url: str | None = None) -> dict[str, Any]:
         """As the API shows it: never a secret."""
 
@@ -177,6 +191,7 @@ class Integration:
             "secret_rotated": iso(self.secret_rotated),
             "previous_secret_until": iso(self.previous_secret_until),
             "last_delivery": iso(self.last_delivery),
+            "kubeconfig_set": self.sealed_settings is not None,
         }
         if self.has_webhook:
             out["webhook_path"] = webhook_path(self.id)
@@ -232,7 +247,7 @@ def check_settings(data: object, *, base: IntegrationSettings | None = None) -> 
         return base
     if not isinstance(data, Mapping):
         raise ValidationFailed.field("settings", "an object of settings, such as services")
-    known = ("services", *TEXT_SETTINGS)
+    known = ("services", *TEXT_SETTINGS, *SECRET_SETTINGS)
     problems: list[ErrorDetail] = [
         ErrorDetail(field=f"settings.{k}", message=f"unknown; the settings are {', '.join(known)}")
         for k in sorted(str(k) for k in set(data) - set(known))
@@ -297,6 +312,51 @@ def _check_services(
     return services
 
 
+def _open_settings(sealed: str | None, secret_key: str | None) -> dict[str, str]:
+    if sealed is None or not secret_key:
+        return {}
+    try:
+        opened = json.loads(decrypt(secret_key, _SETTINGS_PURPOSE, sealed))
+    except (InvalidToken, ValueError):
+        return {}
+    return {k: v for k, v in opened.items() if isinstance(v, str)}
+
+
+def _split_settings(data: object) -> tuple[object, dict[str, str | None]]:
+    """The settings without their secret ones, and the secret ones given (None: remove)."""
+    if not isinstance(data, Mapping):
+        return data, {}
+    secret: dict[str, str | None] = {}
+    for name in SECRET_SETTINGS:
+        if name not in data:
+            continue
+        given = data[name]
+        if given is not None and (
+            not isinstance(given, str) or not given.strip() or len(given) > _SECRET_SETTING_LIMIT
+        ):
+            raise ValidationFailed.field(
+                f"settings.{name}", f"a text of 1 to {_SECRET_SETTING_LIMIT} characters, or null"
+            )
+        secret[name] = given
+    return {k: v for k, v in data.items() if k not in SECRET_SETTINGS}, secret
+
+
+def _sealed_settings(
+    current: str | None, changes: dict[str, str | None], secret_key: str | None
+) -> str | None:
+    """The encrypted secret settings once `changes` are applied to `current`'s."""
+    if not changes:
+        return current
+    merged: dict[str, str | None] = {**_open_settings(current, secret_key), **changes}
+    kept = {k: v for k, v in merged.items() if v is not None}
+    if not kept:
+        return None
+    if not secret_key:
+        seal_secret(secret_key, "")  # raises: the server has no key to encrypt with
+    assert secret_key is not None
+    return encrypt(secret_key, _SETTINGS_PURPOSE, json.dumps(kept))
+
+
 def _check_overlap(overlap: timedelta) -> timedelta:
     if not timedelta(0) <= overlap <= _MAX_OVERLAP:
         raise ValidationFailed.field(
@@ -328,7 +388,9 @@ async def create_integration(
     who.require("manage_settings")
     checked_kind = _check_kind(kind)
     checked_name = _check_name(name)
-    checked = check_settings(settings)
+    public, secret_changes = _split_settings(settings)
+    checked = check_settings(public)
+    sealed_settings = _sealed_settings(None, secret_changes, secret_key)
     secret = new_secret()
     now_us = clock.now_us()
     row = {
@@ -342,6 +404,7 @@ async def create_integration(
         "previous_secret_encrypted": None,
         "previous_expires_us": None,
         "secret_rotated_us": None,
+        "secret_settings_encrypted": sealed_settings,
         "created_by": by.name[:400],
         "created_us": now_us,
     }
@@ -388,8 +451,10 @@ async def update_integration(
     *,
     who: Authority,
     by: Actor,
+    secret_key: str | None = None,
 ) -> Integration:
-    """Change the name, status or settings that `changes` names."""
+    """Change the name, status or settings that `changes` names (a secret setting needs
+    `secret_key`, the server's, to be encrypted with)."""
     who.require("manage_settings")
     if not isinstance(changes, Mapping) or not changes:
         raise ValidationFailed("Send a JSON object with name, status and/or settings.")
@@ -407,9 +472,12 @@ async def update_integration(
         if "status" in changes:
             values["status"] = _check_status(changes["status"])
         if "settings" in changes:
-            values["settings"] = check_settings(
-                changes["settings"], base=current.settings
-            ).as_json()
+            public, secret_changes = _split_settings(changes["settings"])
+            values["settings"] = check_settings(public, base=current.settings).as_json()
+            if secret_changes:
+                values["secret_settings_encrypted"] = _sealed_settings(
+                    current.sealed_settings, secret_changes, secret_key
+                )
         store.update_integration(conn, org_id, current.id, values)
         changed = _get(conn, org_id, current.id)
         details = _details(changed) | {"changed": sorted(values)}

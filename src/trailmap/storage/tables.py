@@ -590,6 +590,8 @@ integrations = Table(
     Column("previous_secret_encrypted", Text, nullable=True),
     Column("previous_expires_us", BigInteger, nullable=True),
     Column("secret_rotated_us", BigInteger, nullable=True),
+    # The settings that hold credentials (a cluster's kubeconfig), a JSON object, encrypted.
+    Column("secret_settings_encrypted", Text, nullable=True),
     Column("created_by", String(400), nullable=False),
     Column("created_us", BigInteger, nullable=False),
     PrimaryKeyConstraint("org_id", "id"),

@@ -37,6 +37,7 @@ def upgrade() -> None:
         sa.Column("previous_secret_encrypted", sa.Text(), nullable=True),
         sa.Column("previous_expires_us", sa.BigInteger(), nullable=True),
         sa.Column("secret_rotated_us", sa.BigInteger(), nullable=True),
+        sa.Column("secret_settings_encrypted", sa.Text(), nullable=True),
         sa.Column("created_by", sa.String(length=400), nullable=False),
         sa.Column("created_us", sa.BigInteger(), nullable=False),
         sa.ForeignKeyConstraint(
