@@ -92,6 +92,7 @@ async def test_an_integration_keeps_only_its_newest_deliveries(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(deliveries, "KEEP_DELIVERIES", 3)
+    monkeypatch.setattr(deliveries, "TRIM_EVERY", 1)
     org = await make_org(db)
     integration, _secret = await make_integration(db, org)
     for n in range(5):

@@ -3,6 +3,7 @@ owners and admins (the permission table's `manage_settings`), each change in the
 
 from __future__ import annotations
 
+import hmac
 import json
 import re
 from collections.abc import Mapping
@@ -203,8 +204,6 @@ class Integration:
 def shows_secret(integration: Integration, secret: str, secret_key: str | None) -> bool:
     """Whether `secret` is the integration's current secret (the console's page that shows a
     new secret once checks the one it was handed)."""
-    import hmac  # noqa: PLC0415 - only this check needs it
-
     if not secret_key:
         return False
     try:

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, tuple_, update
+from sqlalchemy import Connection, and_, delete, func, insert, literal, select, tuple_, update
 
-from trailmap.storage import accounts as account_store
 from trailmap.storage.dialect import insert_for
-from trailmap.storage.tables import integration_deliveries, integrations
+from trailmap.storage.tables import integration_deliveries, integrations, organizations
 
 __all__ = [
     "delete_integration",
@@ -88,20 +87,38 @@ def delete_integration(conn: Connection, org_id: str, integration_id: str) -> bo
 def webhook_target(
     conn: Connection, integration_id: str, delivery_id: str | None
 ) -> tuple[Row, Row, Row | None] | None:
-    """For a delivery: the integration with this id, its organization, and the delivery's
-    earlier record if `delivery_id` was delivered before; None when there is no such
-    integration."""
-    found = conn.execute(select(integrations).where(integrations.c.id == integration_id)).first()
+    """For a delivery, in one SELECT (by unique keys alone): the integration with this id,
+    its organization, and the delivery's earlier record if `delivery_id` was delivered
+    before; None when there is no such integration."""
+    c = integrations.c
+    d = integration_deliveries.c
+    o = organizations.c
+    org_columns = [col.label(f"o_{col.name}") for col in organizations.columns]
+    delivery_columns = [col.label(f"d_{col.name}") for col in integration_deliveries.columns]
+    joined = integrations.join(organizations, o.id == c.org_id).outerjoin(
+        integration_deliveries,
+        and_(
+            d.org_id == c.org_id,
+            d.integration_id == c.id,
+            d.delivery_id == (delivery_id if delivery_id is not None else literal(None)),
+        ),
+    )
+    found = conn.execute(
+        select(*integrations.columns, *org_columns, *delivery_columns)
+        .select_from(joined)
+        .where(c.id == integration_id)
+    ).first()
     if found is None:
         return None
-    row = dict(found._mapping)
-    org = account_store.get_org_by_id(conn, row["org_id"])
-    if org is None:
-        return None
+    values = dict(found._mapping)
+    row = {col.name: values[col.name] for col in integrations.columns}
+    org = {col.name: values[f"o_{col.name}"] for col in organizations.columns}
     earlier = (
-        None if delivery_id is None else find_delivery(conn, row["org_id"], row["id"], delivery_id)
+        {col.name: values[f"d_{col.name}"] for col in integration_deliveries.columns}
+        if values["d_id"] is not None
+        else None
     )
-    return row, dict(org), earlier
+    return row, org, earlier
 
 
 def find_delivery(
@@ -116,9 +133,9 @@ def find_delivery(
     return None if found is None else dict(found._mapping)
 
 
-def record_delivery(conn: Connection, row: Row, *, keep: int) -> None:
+def record_delivery(conn: Connection, row: Row, *, keep: int | None) -> None:
     """Store what a delivery became (replacing the record of an earlier attempt of the same
-    delivery), and keep only the integration's `keep` newest."""
+    delivery), and with `keep`, delete all but the integration's `keep` newest."""
     d = integration_deliveries.c
     changes = {
         k: v for k, v in row.items() if k not in ("org_id", "integration_id", "delivery_id", "id")
@@ -130,6 +147,8 @@ def record_delivery(conn: Connection, row: Row, *, keep: int) -> None:
             index_elements=["org_id", "integration_id", "delivery_id"], set_=changes
         )
     )
+    if keep is None:
+        return
     mine = (d.org_id == row["org_id"], d.integration_id == row["integration_id"])
     oldest_kept = (
         select(d.received_us)
