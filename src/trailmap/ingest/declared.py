@@ -5,7 +5,7 @@ all return a `Declared`; the graph records it beside what traces observe."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
 from trailmap.graph.model import NodeKind
 
@@ -38,19 +38,7 @@ DeclaredEdgeKind = Literal[
     "exposes",
     "runs_in",
 ]
-DECLARED_EDGE_KINDS: Final = (
-    "calls",
-    "reads_writes",
-    "publishes",
-    "consumes",
-    "starts_after",
-    "owned_by",
-    "part_of",
-    "provides_api",
-    "consumes_api",
-    "exposes",
-    "runs_in",
-)
+DECLARED_EDGE_KINDS: Final[tuple[DeclaredEdgeKind, ...]] = get_args(DeclaredEdgeKind)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,9 +128,9 @@ class Declared:
     def merge(self, other: Declared) -> None:
         """Add what `other` declares (another file, another reader) to this one."""
         for name, node in other.nodes.items():
+            mine = self.nodes.setdefault(name, DeclaredNode(name, node.kind, node.technology))
             for ev in node.evidence:
                 self.node(name, node.kind, ev, technology=node.technology)
-            mine = self.nodes[name]
             mine.aliases |= node.aliases
             for key, value in node.attributes.items():
                 mine.attributes.setdefault(key, value)
