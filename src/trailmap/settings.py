@@ -84,6 +84,20 @@ class Settings(BaseSettings):
     retention_purge_interval_seconds: int = Field(
         default=3600, ge=0, description="How often the retention purge runs; 0 turns it off."
     )
+    kubernetes_poll_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="How often each app node lists the kubernetes and eks integrations to "
+        "start, stop or restart their watches; 0 turns the server's cluster watching off on "
+        "this node.",
+    )
+    kubernetes_lease_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long an app node's lease on a cluster integration's watch lasts "
+        "without renewal (renewed every third of it): after a node stops uncleanly, another "
+        "takes the watch over within this time.",
+    )
     demo_tick_seconds: float = Field(
         default=60.0,
         gt=0,

@@ -18,6 +18,7 @@ __all__ = [
     "check_slug",
     "create_org",
     "get_org",
+    "get_org_by_id",
     "insert_new_org",
     "list_orgs",
     "new_org_row",
@@ -107,6 +108,13 @@ async def get_org(db: Database, slug: str) -> Organization:
     row = await db.read(store.get_org_by_slug, slug)
     if row is None:
         raise NotFound(f"No organization has the slug {slug!r}; see `trailmap org list`.")
+    return Organization.from_row(row)
+
+
+async def get_org_by_id(db: Database, org_id: str) -> Organization:
+    row = await db.read(store.get_org_by_id, org_id)
+    if row is None:
+        raise NotFound("No organization has that id.")
     return Organization.from_row(row)
 
 

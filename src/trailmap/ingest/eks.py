@@ -81,14 +81,21 @@ class EksTokens:
 
 
 def api_client_for_eks(
-    cluster: EksCluster, tokens: EksTokens, *, endpoint: str | None = None
+    cluster: EksCluster,
+    tokens: EksTokens,
+    *,
+    endpoint: str | None = None,
+    tls_server_name: str | None = None,
 ) -> tuple[ApiClient, Path | None]:
-    """A Kubernetes client for the cluster, its token renewed on each request as needed.
-    Returns the client and the CA file written for it (for the caller to remove)."""
+    """A Kubernetes client for the cluster, its token renewed on each request as needed
+    (`endpoint` an address to connect to instead, its certificate checked for
+    `tls_server_name`). Returns the client and the CA file written for it, read once the
+    client is made (for the caller to remove)."""
     from kubernetes_asyncio import client  # noqa: PLC0415
 
     configuration = client.Configuration()
     configuration.host = endpoint or cluster.endpoint
+    configuration.tls_server_name = tls_server_name
     ca_file: Path | None = None
     if cluster.certificate_authority:
         with tempfile.NamedTemporaryFile("wb", suffix=".crt", delete=False) as out:

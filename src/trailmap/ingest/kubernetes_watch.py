@@ -48,6 +48,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 EventSink = Callable[[list[dict[str, Any]]], Awaitable[None]]
+# Told why the watch fails (a message naming the stream), and None once it works again.
+ErrorReport = Callable[[str | None], Awaitable[None]]
 
 # kind -> (API class, the cluster-wide list, the namespaced list)
 _LISTS = {
@@ -152,8 +154,11 @@ class KubernetesWatcher:
         options: WatchOptions,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_error: ErrorReport | None = None,
     ) -> None:
         self._api = api
+        self._on_error = on_error
+        self._failing: set[str] = set()
         self._sink = sink
         self._store = store
         self._options = options
@@ -213,6 +218,7 @@ class KubernetesWatcher:
                 if stream not in self._state.versions:
                     await self._list(kind, namespace, stream)
                 self._mark_listed(stream)
+                await self._recovered(stream)
                 await self._watch(kind, namespace, stream)
                 failures = 0
             except Gone:
@@ -224,7 +230,26 @@ class KubernetesWatcher:
                 failures += 1
                 wait = random.uniform(0, min(self._options.max_backoff, 0.25 * 2**failures))  # noqa: S311 - jitter
                 log.warning("%s: %s; again in %.1fs", stream, error, wait)
+                await self._report(stream, f"{stream}: {_describe(error)}")
                 await asyncio.sleep(wait)
+
+    async def _report(self, stream: str, message: str) -> None:
+        self._failing.add(stream)
+        if self._on_error is not None:
+            try:
+                await self._on_error(message)
+            except Exception:
+                log.exception("could not record the Kubernetes watch's error")
+
+    async def _recovered(self, stream: str) -> None:
+        if stream not in self._failing:
+            return
+        self._failing.discard(stream)
+        if not self._failing and self._on_error is not None:
+            try:
+                await self._on_error(None)
+            except Exception:
+                log.exception("could not record the Kubernetes watch's recovery")
 
     async def _list(self, kind: str, namespace: str, stream: str) -> None:
         """List every page; the first list of a stream is known state, a later one (after a
@@ -357,6 +382,13 @@ class KubernetesWatcher:
         return WatchContext(self._options.cluster, self._options.environments, self._clock())
 
 
+def _describe(error: BaseException) -> str:
+    """An error in words for the integration's status: the API's answer, or what failed
+    (a connection refused, a TLS certificate not trusted, a timeout)."""
+    text = str(error) or type(error).__name__
+    return text if isinstance(error, ApiRefused) else f"{type(error).__name__}: {text}"
+
+
 def _key(obj: dict[str, Any]) -> str:
     meta = obj.get("metadata") or {}
     return f"{meta.get('namespace') or ''}/{meta.get('name') or ''}"
@@ -427,13 +459,20 @@ async def run_in_server(
     options: WatchOptions,
     *,
     max_event_bytes: int,
+    on_error: ErrorReport | None = None,
+    on_events: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Watch one cluster for one organization until cancelled: the in-server mode. The
     integration (its settings, its secret kubeconfig or EKS role) decides `api`, `store` and
     `options`; see docs/integrations/kubernetes.md for what the wiring needs."""
-    watcher = KubernetesWatcher(
-        api, timeline_sink(db, org, max_event_bytes=max_event_bytes), store, options
-    )
+    stored = timeline_sink(db, org, max_event_bytes=max_event_bytes)
+
+    async def sink(batch: list[dict[str, Any]]) -> None:
+        await stored(batch)
+        if on_events is not None:
+            await on_events()
+
+    watcher = KubernetesWatcher(api, sink, store, options, on_error=on_error)
     try:
         await watcher.run()
     finally:

@@ -17,6 +17,7 @@ from trailmap.accounts.team import Authority
 from trailmap.encryption import InvalidToken, decrypt, encrypt
 from trailmap.errors import Conflict, ErrorDetail, NotFound, ValidationFailed
 from trailmap.integrations.secrets import new_secret, open_secret, seal_secret
+from trailmap.integrations.watches import CLUSTER_KINDS, WatchStatus
 from trailmap.storage import Connection, Database
 from trailmap.storage import integrations as store
 
@@ -30,6 +31,7 @@ __all__ = [
     "Integration",
     "IntegrationSettings",
     "Kind",
+    "active_cluster_integrations",
     "check_settings",
     "create_integration",
     "delete_integration",
@@ -72,7 +74,16 @@ def webhook_path(integration_id: str) -> str:
 # besides `services`: the one a GitHub or GitLab repository's changes are about (`service`),
 # the branch that counts as the default one (`branch`), a repository's remote or a
 # Backstage's base URL (`url`), a cluster's `context`, `region` and `cluster`.
-TEXT_SETTINGS: Final = ("service", "branch", "url", "context", "region", "cluster")
+# A cluster's `default_env` is the environment of a namespace not in its `env_map`.
+TEXT_SETTINGS: Final = (
+    "service",
+    "branch",
+    "url",
+    "context",
+    "region",
+    "cluster",
+    "default_env",
+)
 _TEXT_LIMITS: Final = {"branch": 255, "service": 200}
 # Settings that hold credentials (a cluster's kubeconfig): stored encrypted like the secret,
 # never shown; an answer says only whether one is set.
@@ -80,6 +91,11 @@ SECRET_SETTINGS: Final = ("kubeconfig",)
 _SECRET_SETTING_LIMIT: Final = 64 * 1024
 _SETTINGS_PURPOSE: Final = "trailmap integration settings"
 _TEXT_LIMIT: Final = 500
+# A cluster's namespaces: `namespaces` (watched; none: every one) and `env_map` (namespace
+# to environment, the events' subject).
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_MAX_NAMESPACES: Final = 200
+_MAX_ENVIRONMENT: Final = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +107,8 @@ class IntegrationSettings:
 
     services: Mapping[str, str] = field(default_factory=dict)
     texts: Mapping[str, str] = field(default_factory=dict)
+    env_map: Mapping[str, str] = field(default_factory=dict)
+    namespaces: tuple[str, ...] = ()
 
     @property
     def service(self) -> str | None:
@@ -101,13 +119,23 @@ class IntegrationSettings:
         return self.texts.get("branch")
 
     def as_json(self) -> dict[str, Any]:
-        return {"services": dict(self.services), **dict(self.texts)}
+        out: dict[str, Any] = {"services": dict(self.services), **dict(self.texts)}
+        if self.env_map:
+            out["env_map"] = dict(self.env_map)
+        if self.namespaces:
+            out["namespaces"] = list(self.namespaces)
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> IntegrationSettings:
         data = data or {}
         texts = {k: str(data[k]) for k in TEXT_SETTINGS if data.get(k) is not None}
-        return cls(services=dict(data.get("services") or {}), texts=texts)
+        return cls(
+            services=dict(data.get("services") or {}),
+            texts=texts,
+            env_map=dict(data.get("env_map") or {}),
+            namespaces=tuple(data.get("namespaces") or ()),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +154,7 @@ class Integration:
     sealed_secret: str = field(repr=False)
     sealed_previous: str | None = field(default=None, repr=False)
     sealed_settings: str | None = field(default=None, repr=False)
+    watch: WatchStatus | None = None  # kinds kubernetes and eks: the server's watch
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Integration:
@@ -147,6 +176,9 @@ class Integration:
             sealed_secret=row["secret_encrypted"],
             sealed_previous=row["previous_secret_encrypted"],
             sealed_settings=row.get("secret_settings_encrypted"),
+            watch=(
+                WatchStatus.from_row(row, clock.now_us()) if row["kind"] in CLUSTER_KINDS else None
+            ),
         )
 
     @property
@@ -194,6 +226,8 @@ class Integration:
             "last_delivery": iso(self.last_delivery),
             "kubeconfig_set": self.sealed_settings is not None,
         }
+        if self.watch is not None:
+            out["watch"] = self.watch.as_json()
         if self.has_webhook:
             out["webhook_path"] = webhook_path(self.id)
             if public_url is not None:
@@ -246,7 +280,7 @@ def check_settings(data: object, *, base: IntegrationSettings | None = None) -> 
         return base
     if not isinstance(data, Mapping):
         raise ValidationFailed.field("settings", "an object of settings, such as services")
-    known = ("services", *TEXT_SETTINGS, *SECRET_SETTINGS)
+    known = ("services", "env_map", "namespaces", *TEXT_SETTINGS, *SECRET_SETTINGS)
     problems: list[ErrorDetail] = [
         ErrorDetail(field=f"settings.{k}", message=f"unknown; the settings are {', '.join(known)}")
         for k in sorted(str(k) for k in set(data) - set(known))
@@ -268,12 +302,76 @@ def check_settings(data: object, *, base: IntegrationSettings | None = None) -> 
             )
         else:
             texts[name] = given.strip()
+    env_map = _check_env_map(data, base, problems)
+    namespaces = _check_namespaces(data, base, problems)
     if problems:
         raise ValidationFailed(
             f"The settings are not valid: {problems[0].field}: {problems[0].message}",
             details=problems,
         )
-    return IntegrationSettings(services=services, texts=texts)
+    return IntegrationSettings(
+        services=services, texts=texts, env_map=env_map, namespaces=namespaces
+    )
+
+
+def _check_env_map(
+    data: Mapping[str, Any], base: IntegrationSettings, problems: list[ErrorDetail]
+) -> dict[str, str]:
+    if "env_map" not in data:
+        return dict(base.env_map)
+    given = data["env_map"]
+    if given is None:
+        return {}
+    if not isinstance(given, Mapping) or len(given) > _MAX_NAMESPACES:
+        problems.append(
+            ErrorDetail(
+                field="settings.env_map",
+                message=f"an object of at most {_MAX_NAMESPACES} namespaces to environments",
+            )
+        )
+        return dict(base.env_map)
+    env_map: dict[str, str] = {}
+    for namespace, environment in given.items():
+        where = f"settings.env_map.{namespace}"
+        if not isinstance(namespace, str) or not _NAMESPACE.match(namespace):
+            problems.append(ErrorDetail(field=where, message="a Kubernetes namespace's name"))
+        elif (
+            not isinstance(environment, str)
+            or not environment.strip()
+            or len(environment) > _MAX_ENVIRONMENT
+        ):
+            problems.append(
+                ErrorDetail(
+                    field=where, message=f"an environment of 1 to {_MAX_ENVIRONMENT} characters"
+                )
+            )
+        else:
+            env_map[namespace] = environment.strip()
+    return env_map
+
+
+def _check_namespaces(
+    data: Mapping[str, Any], base: IntegrationSettings, problems: list[ErrorDetail]
+) -> tuple[str, ...]:
+    if "namespaces" not in data:
+        return base.namespaces
+    given = data["namespaces"]
+    if given is None:
+        return ()
+    if (
+        not isinstance(given, list)
+        or len(given) > _MAX_NAMESPACES
+        or not all(isinstance(n, str) and _NAMESPACE.match(n) for n in given)
+    ):
+        problems.append(
+            ErrorDetail(
+                field="settings.namespaces",
+                message=f"a list of at most {_MAX_NAMESPACES} Kubernetes namespaces' names "
+                "(empty or null: every namespace)",
+            )
+        )
+        return base.namespaces
+    return tuple(dict.fromkeys(given))
 
 
 def _check_services(
@@ -428,6 +526,13 @@ def _get(conn: Connection, org_id: str, integration_id: str) -> Integration:
     if row is None:
         raise NotFound("No integration of this organization has that id.")
     return Integration.from_row(row)
+
+
+async def active_cluster_integrations(db: Database) -> list[Integration]:
+    """Every organization's active kubernetes and eks integrations: what the server's
+    supervisor watches (it acts for the server, not for a member)."""
+    rows = await db.read_one(store.active_cluster_integrations, CLUSTER_KINDS)
+    return [Integration.from_row(r) for r in rows]
 
 
 async def list_integrations(db: Database, org_id: str, *, who: Authority) -> list[Integration]:

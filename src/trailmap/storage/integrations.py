@@ -5,21 +5,43 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, literal, select, tuple_, update
+from sqlalchemy import (
+    Connection,
+    and_,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 
 from trailmap.storage.dialect import insert_for
-from trailmap.storage.tables import integration_deliveries, integrations, organizations
+from trailmap.storage.tables import (
+    integration_deliveries,
+    integration_watches,
+    integrations,
+    organizations,
+)
 
 __all__ = [
+    "active_cluster_integrations",
     "delete_integration",
     "find_delivery",
     "get_integration",
     "insert_integration",
     "list_deliveries",
     "list_integrations",
+    "load_watch_state",
     "name_taken",
     "purge_deliveries_before",
     "record_delivery",
+    "record_watch",
+    "release_lease",
+    "save_watch_state",
+    "take_lease",
     "update_integration",
     "webhook_target",
 ]
@@ -42,7 +64,9 @@ def name_taken(conn: Connection, org_id: str, name: str, *, other_than: str | No
 def get_integration(conn: Connection, org_id: str, integration_id: str) -> Row | None:
     c = integrations.c
     row = conn.execute(
-        select(integrations, _last_delivery()).where(c.org_id == org_id, c.id == integration_id)
+        select(integrations, _last_delivery(), *_WATCH_COLUMNS)
+        .select_from(_with_watch())
+        .where(c.org_id == org_id, c.id == integration_id)
     ).first()
     return None if row is None else dict(row._mapping)
 
@@ -50,8 +74,28 @@ def get_integration(conn: Connection, org_id: str, integration_id: str) -> Row |
 def list_integrations(conn: Connection, org_id: str) -> list[Row]:
     """The organization's integrations by name, each with its last delivery's time."""
     c = integrations.c
-    stmt = select(integrations, _last_delivery()).where(c.org_id == org_id).order_by(c.name)
+    stmt = (
+        select(integrations, _last_delivery(), *_WATCH_COLUMNS)
+        .select_from(_with_watch())
+        .where(c.org_id == org_id)
+        .order_by(c.name)
+    )
     return [dict(r._mapping) for r in conn.execute(stmt)]
+
+
+_WATCH_SHOWN = ("holder", "lease_expires_us", "started_us", "last_event_us", "last_error")
+_WATCH_COLUMNS = (
+    *(integration_watches.c[name].label(f"watch_{name}") for name in _WATCH_SHOWN),
+    integration_watches.c.last_error_us.label("watch_last_error_us"),
+)
+
+
+def _with_watch() -> Any:
+    c = integrations.c
+    w = integration_watches.c
+    return integrations.outerjoin(
+        integration_watches, and_(w.org_id == c.org_id, w.integration_id == c.id)
+    )
 
 
 def _last_delivery() -> Any:
@@ -76,6 +120,10 @@ def delete_integration(conn: Connection, org_id: str, integration_id: str) -> bo
     d = integration_deliveries.c
     conn.execute(
         delete(integration_deliveries).where(d.org_id == org_id, d.integration_id == integration_id)
+    )
+    w = integration_watches.c
+    conn.execute(
+        delete(integration_watches).where(w.org_id == org_id, w.integration_id == integration_id)
     )
     c = integrations.c
     removed = conn.execute(
@@ -184,3 +232,90 @@ def purge_deliveries_before(
         delete(integration_deliveries).where(d.org_id == org_id, tuple_(d.org_id, d.id).in_(doomed))
     ).rowcount
     return int(removed or 0)
+
+
+# -- cluster watches: the lease, the state, the status ---------------------------------------
+
+
+def active_cluster_integrations(conn: Connection, kinds: tuple[str, ...]) -> list[Row]:
+    """Every organization's active integrations of `kinds` (the supervisor's list: it runs
+    for the whole server, so this one query spans organizations), oldest first."""
+    c = integrations.c
+    stmt = (
+        select(integrations)
+        .where(c.kind.in_(kinds), c.status == "active")
+        .order_by(c.created_us, c.id)
+    )
+    return [dict(r._mapping) for r in conn.execute(stmt)]
+
+
+def take_lease(
+    conn: Connection, org_id: str, integration_id: str, node: str, now_us: int, expires_us: int
+) -> bool:
+    """Take or renew the integration's lease for `node`: a conditional UPDATE that succeeds
+    only when nobody holds it, `node` does, or the holder's lease has expired, so two nodes
+    can never both hold it. A new holder starts with a fresh `started_us`."""
+    w = integration_watches.c
+    conn.execute(
+        insert_for(conn, integration_watches)
+        .values(org_id=org_id, integration_id=integration_id)
+        .on_conflict_do_nothing(index_elements=["org_id", "integration_id"])
+    )
+    mine = and_(w.org_id == org_id, w.integration_id == integration_id)
+    renewed = conn.execute(
+        update(integration_watches)
+        .where(mine, w.holder == node, w.lease_expires_us >= now_us)
+        .values(lease_expires_us=expires_us)
+    ).rowcount
+    if renewed:
+        return True
+    taken = conn.execute(
+        update(integration_watches)
+        .where(
+            mine,
+            or_(w.holder.is_(None), w.holder == node, w.lease_expires_us < now_us),
+        )
+        .values(holder=node, lease_expires_us=expires_us, started_us=now_us)
+    ).rowcount
+    return bool(taken)
+
+
+def release_lease(conn: Connection, org_id: str, integration_id: str, node: str) -> None:
+    w = integration_watches.c
+    conn.execute(
+        update(integration_watches)
+        .where(w.org_id == org_id, w.integration_id == integration_id, w.holder == node)
+        .values(holder=None, lease_expires_us=None, started_us=None)
+    )
+
+
+def load_watch_state(conn: Connection, org_id: str, integration_id: str) -> str | None:
+    w = integration_watches.c
+    found = conn.execute(
+        select(w.state).where(w.org_id == org_id, w.integration_id == integration_id)
+    ).first()
+    return None if found is None else found[0]
+
+
+def save_watch_state(
+    conn: Connection, org_id: str, integration_id: str, node: str, state: str, now_us: int
+) -> bool:
+    """Store the watch state, only while `node` holds the lease (a node that lost it must
+    not overwrite what the new holder saved)."""
+    w = integration_watches.c
+    saved = conn.execute(
+        update(integration_watches)
+        .where(w.org_id == org_id, w.integration_id == integration_id, w.holder == node)
+        .values(state=state, state_saved_us=now_us)
+    ).rowcount
+    return bool(saved)
+
+
+def record_watch(conn: Connection, org_id: str, integration_id: str, values: Row) -> None:
+    """Set status columns (`last_event_us`, `last_error`, `last_error_us`), making the row
+    when there is none yet (an error found before any lease was taken)."""
+    conn.execute(
+        insert_for(conn, integration_watches)
+        .values(org_id=org_id, integration_id=integration_id, **values)
+        .on_conflict_do_update(index_elements=["org_id", "integration_id"], set_=values)
+    )

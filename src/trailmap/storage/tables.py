@@ -33,6 +33,7 @@ __all__ = [
     "graph_versions",
     "instance_settings",
     "integration_deliveries",
+    "integration_watches",
     "integrations",
     "invitations",
     "login_throttle",
@@ -599,6 +600,29 @@ integrations = Table(
     UniqueConstraint("id"),
     UniqueConstraint("org_id", "name"),
     ForeignKeyConstraint(["org_id"], ["organizations.id"], ondelete="CASCADE"),
+)
+
+# A cluster integration's watch (kinds kubernetes and eks): the lease that lets one app
+# node alone watch it, the watch state it resumes from, and what the console shows.
+integration_watches = Table(
+    "integration_watches",
+    metadata,
+    Column("org_id", String(ID), nullable=False),
+    Column("integration_id", String(ID), nullable=False),
+    Column("holder", String(200), nullable=True),  # the app node that holds the lease
+    Column("lease_expires_us", BigInteger, nullable=True),
+    Column("state", Text, nullable=True),  # WatchState.to_json(), a JSON document
+    Column("state_saved_us", BigInteger, nullable=True),
+    Column("started_us", BigInteger, nullable=True),  # when the holder started watching
+    Column("last_event_us", BigInteger, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("last_error_us", BigInteger, nullable=True),
+    PrimaryKeyConstraint("org_id", "integration_id"),
+    ForeignKeyConstraint(
+        ["org_id", "integration_id"],
+        ["integrations.org_id", "integrations.id"],
+        ondelete="CASCADE",
+    ),
 )
 
 # What each delivery to an integration became: the forge's delivery id is unique per

@@ -1,0 +1,270 @@
+"""Cluster integrations watched inside the server, on SQLite and PostgreSQL: the supervisor
+starts a watch per active kubernetes integration on the one node holding its lease, keeps
+its state in the database, and shows why a watch cannot run (the outbound guard, a
+kubeconfig that would run a command)."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Tenant
+from tests.integrations.support import SECRET_KEY
+from tests.kube_api import KubeApi, kubeconfig
+from tests.upstream import UPSTREAM
+from trailmap.accounts.audit import OPERATOR
+from trailmap.accounts.team import OPERATOR_AUTHORITY
+from trailmap.app import create_app
+from trailmap.ingest.kubernetes_supervisor import Supervisor
+from trailmap.integrations.integrations import (
+    Integration,
+    create_integration,
+    get_integration,
+    update_integration,
+)
+from trailmap.outbound import OutboundPolicy
+from trailmap.settings import Settings
+from trailmap.storage import Database
+
+pytestmark = pytest.mark.anyio
+FIXTURES = UPSTREAM / "kubernetes"
+LOOPBACK = OutboundPolicy.parse("public,127.0.0.1/32")
+
+
+def deployment(revision: int = 5, tag: str = "0.9", *, done: bool = True) -> dict[str, Any]:
+    obj: dict[str, Any] = json.loads((FIXTURES / "deployment.available.json").read_text())
+    if revision == 5:
+        return obj
+    new = copy.deepcopy(obj)
+    meta = new["metadata"]
+    meta["annotations"]["deployment.kubernetes.io/revision"] = str(revision)
+    meta["generation"] = revision
+    new["spec"]["template"]["spec"]["containers"][0]["image"] = f"gcr.io/heptio-images/demo:{tag}"
+    new["status"]["observedGeneration"] = revision
+    new["status"]["updatedReplicas"] = 1 if done else 0
+    new["status"]["conditions"][1]["reason"] = (
+        "NewReplicaSetAvailable" if done else "ReplicaSetUpdated"
+    )
+    return new
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[KubeApi]:
+    api = KubeApi()
+    api.load("Deployment", [deployment()])
+    await api.start()
+    try:
+        yield api
+    finally:
+        await api.stop()
+
+
+async def until(condition: Callable[[], Any], within: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        found = condition()
+        if asyncio.iscoroutine(found):
+            found = await found
+        if found:
+            return
+        assert asyncio.get_running_loop().time() < deadline, "not within the time allowed"
+        await asyncio.sleep(0.05)
+
+
+async def make_cluster(
+    db: Database, tenant: Tenant, config: str, *, name: str = "prod-cluster"
+) -> Integration:
+    integration, _secret = await create_integration(
+        db,
+        tenant.org.id,
+        who=OPERATOR_AUTHORITY,
+        by=OPERATOR,
+        kind="kubernetes",
+        name=name,
+        settings={"kubeconfig": config, "cluster": "prod", "env_map": {"default": "production"}},
+        secret_key=SECRET_KEY,
+    )
+    return integration
+
+
+def supervisor(db: Database, node: str, **options: Any) -> Supervisor:
+    return Supervisor(
+        db,
+        secret_key=SECRET_KEY,
+        outbound=options.pop("outbound", LOOPBACK),
+        max_event_bytes=10 * 1024,
+        poll_seconds=0.1,
+        lease_seconds=options.pop("lease_seconds", 1.5),
+        save_interval=0.05,
+        node=node,
+        **options,
+    )
+
+
+async def status(db: Database, tenant: Tenant, integration: Integration) -> dict[str, Any]:
+    found = await get_integration(db, tenant.org.id, integration.id, who=OPERATOR_AUTHORITY)
+    shown: dict[str, Any] = found.as_json()["watch"]
+    return shown
+
+
+async def deployments(http: httpx.AsyncClient, tenant: Tenant) -> list[dict[str, Any]]:
+    answer = await http.get(
+        "/api/v1/events", params={"from": "-1h", "type": "deployment"}, headers=tenant.auth()
+    )
+    assert answer.status_code == 200, answer.text
+    events: list[dict[str, Any]] = answer.json()["data"]["events"]
+    return events
+
+
+@pytest.fixture
+async def http(database_url: str, db: Database) -> AsyncIterator[httpx.AsyncClient]:
+    settings = Settings(
+        database_url=database_url,
+        retention_purge_interval_seconds=0,
+        secret_key=SECRET_KEY,
+        kubernetes_poll_seconds=0,
+    )
+    app = create_app(settings, database=db)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
+
+
+async def test_two_supervisors_on_one_database_watch_a_cluster_once_and_hand_it_over(
+    cluster: KubeApi, db: Database, tenant: Tenant, http: httpx.AsyncClient
+) -> None:
+    integration = await make_cluster(db, tenant, kubeconfig(cluster.url, cluster.token))
+    first, second = supervisor(db, "node-a"), supervisor(db, "node-b")
+    runs = {s.node: asyncio.create_task(s.run()) for s in (first, second)}
+    try:
+        await until(lambda: first.watching or second.watching)
+        await until(cluster.watch_requests)
+        for _ in range(5):  # rounds in which the other could try to take it
+            await asyncio.sleep(0.1)
+            assert len(first.watching | second.watching) == 1
+            assert not (first.watching and second.watching)
+        holder, other = (first, second) if first.watching else (second, first)
+        shown = await status(db, tenant, integration)
+        assert (shown["watching"], shown["node"]) == (True, holder.node)
+
+        await cluster.apply(deployment(6, "1.0"))
+        await until(lambda: deployments(http, tenant))
+        await asyncio.sleep(0.3)  # the state is saved (at most each 0.05 s here)
+
+        runs.pop(holder.node).cancel()  # this node stops: its lease is released
+        await until(lambda: other.watching)
+        requests = len(cluster.watch_requests())
+        await until(lambda: len(cluster.watch_requests()) > requests)
+        await asyncio.sleep(0.3)
+        # Resumed from the state the first node saved: the rollout is not reported again.
+        assert len(await deployments(http, tenant)) == 1
+        assert (await status(db, tenant, integration))["node"] == other.node
+
+        await cluster.apply(deployment(7, "1.1"))
+        await until(lambda: _count(http, tenant, 2))
+        assert (await status(db, tenant, integration))["last_event"] is not None
+    finally:
+        for run in runs.values():
+            run.cancel()
+        await asyncio.gather(*runs.values(), return_exceptions=True)
+
+
+async def _count(http: httpx.AsyncClient, tenant: Tenant, wanted: int) -> bool:
+    return len(await deployments(http, tenant)) == wanted
+
+
+async def test_disabling_the_integration_stops_its_watch_and_releases_the_lease(
+    cluster: KubeApi, db: Database, tenant: Tenant
+) -> None:
+    integration = await make_cluster(db, tenant, kubeconfig(cluster.url, cluster.token))
+    one = supervisor(db, "node-a")
+    run = asyncio.create_task(one.run())
+    try:
+        await until(lambda: one.watching)
+        await update_integration(
+            db,
+            tenant.org.id,
+            integration.id,
+            {"status": "disabled"},
+            who=OPERATOR_AUTHORITY,
+            by=OPERATOR,
+        )
+        await until(lambda: not one.watching)
+        assert (await status(db, tenant, integration))["watching"] is False
+    finally:
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)
+
+
+async def test_a_kubeconfig_naming_the_metadata_address_is_refused_without_connecting(
+    db: Database, tenant: Tenant, http: httpx.AsyncClient
+) -> None:
+    integration = await make_cluster(db, tenant, kubeconfig("https://169.254.169.254", "stolen"))
+    one = supervisor(db, "node-a", outbound=OutboundPolicy.parse("public,0.0.0.0/0"))
+    await one.reconcile()
+    await until(lambda: not one.watching)
+    shown = await status(db, tenant, integration)
+    assert "refused by the outbound guard" in shown["last_error"]
+    assert "cloud metadata address" in shown["last_error"]
+    answer = await http.get(f"/api/v1/integrations/{integration.id}", headers=tenant.admin_auth())
+    assert answer.status_code == 200, answer.text
+    assert "cloud metadata address" in answer.json()["data"]["watch"]["last_error"]
+    await one.stop()
+
+
+async def test_a_kubeconfig_that_would_run_a_command_on_the_server_is_refused(
+    db: Database, tenant: Tenant
+) -> None:
+    config = (
+        "apiVersion: v1\nkind: Config\ncurrent-context: x\n"
+        "clusters:\n- name: x\n  cluster:\n    server: https://example.com\n"
+        "contexts:\n- name: x\n  context:\n    cluster: x\n    user: x\n"
+        "users:\n- name: x\n  user:\n    exec:\n      command: touch\n"
+        "      args: [/tmp/trailmap-pwned]\n      apiVersion: client.authentication.k8s.io/v1\n"
+    )
+    integration = await make_cluster(db, tenant, config)
+    one = supervisor(db, "node-a")
+    await one.reconcile()
+    await until(lambda: not one.watching)
+    shown = await status(db, tenant, integration)
+    assert "exec" in shown["last_error"]
+    await one.stop()
+
+
+async def test_a_cluster_that_refuses_the_token_shows_the_401_as_the_last_error(
+    cluster: KubeApi, db: Database, tenant: Tenant
+) -> None:
+    integration = await make_cluster(db, tenant, kubeconfig(cluster.url, "not-the-token"))
+    one = supervisor(db, "node-a")
+    run = asyncio.create_task(one.run())
+    try:
+
+        async def failed() -> bool:
+            return "401" in ((await status(db, tenant, integration))["last_error"] or "")
+
+        await until(failed)
+    finally:
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)
+
+
+async def test_cluster_settings_are_checked_and_shown(db: Database, tenant: Tenant) -> None:
+    integration = await make_cluster(db, tenant, "apiVersion: v1\n")
+    shown = integration.as_json()
+    assert shown["settings"]["env_map"] == {"default": "production"}
+    assert shown["watch"]["watching"] is False
+    with pytest.raises(Exception, match="namespace"):
+        await update_integration(
+            db,
+            tenant.org.id,
+            integration.id,
+            {"settings": {"env_map": {"Not A Namespace": "x"}}},
+            who=OPERATOR_AUTHORITY,
+            by=OPERATOR,
+        )
