@@ -1,5 +1,5 @@
 """The Integrations pages of an organization: the list, a form to make one, and a page per
-integration with its webhook URL, the forge's steps, its secret once, and its deliveries."""
+integration: a forge's webhook URL, steps, secret once and deliveries; a cluster's watch."""
 
 from __future__ import annotations
 
@@ -38,6 +38,8 @@ _SHOWN_ONCE_COOKIE: Final = "trailmap_new_secret"
 _SHOWN_ONCE_SECONDS: Final = 120
 _REFUSAL: Final = "Only owners and admins see and change the organization's integrations."
 _FORGES: Final = {"github": "GitHub", "gitlab": "GitLab"}
+_CLUSTERS: Final = {"kubernetes": "Kubernetes", "eks": "Amazon EKS"}
+_KINDS: Final = {**_FORGES, **_CLUSTERS}
 _SHOWN_DELIVERIES: Final = 50
 
 
@@ -52,6 +54,34 @@ async def _admin(request: Request, slug: str) -> OrgMember | Response:
 
 def _base(m: OrgMember) -> str:
     return f"/orgs/{quote(m.slug)}/integrations"
+
+
+def _env_map(text: str) -> dict[str, str]:
+    env_map: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        namespace, sep, environment = line.partition("=")
+        if not sep:
+            raise ValidationFailed.field(
+                "env_map", f"line {number}: write namespace=environment, one namespace a line"
+            )
+        env_map[namespace.strip()] = environment.strip()
+    return env_map
+
+
+def _cluster_settings(form: dict[str, str]) -> dict[str, object]:
+    """A cluster's settings from the form: what is empty is not set; the kubeconfig is
+    passed on only when one was pasted (it is never shown again)."""
+    settings: dict[str, object] = {
+        k: form.get(k, "").strip() or None for k in ("context", "cluster", "region", "default_env")
+    }
+    settings["env_map"] = _env_map(form.get("env_map", ""))
+    namespaces = [n.strip() for n in form.get("namespaces", "").split(",") if n.strip()]
+    settings["namespaces"] = namespaces or None
+    if form.get("kubeconfig", "").strip():
+        settings["kubeconfig"] = form["kubeconfig"]
+    return settings
 
 
 def _services(text: str) -> dict[str, str]:
@@ -78,7 +108,7 @@ def _create_form(
     kind = values.get("kind", "github")
     options = "".join(
         f"<option value={v}{' selected' if v == kind else ''}>{label}</option>"
-        for v, label in _FORGES.items()
+        for v, label in _KINDS.items()
     )
     aliases = {"settings.branch": "branch", "settings.service": "service"}
     service_problem = next(
@@ -113,7 +143,61 @@ def _create_form(
         "<label for=branch>Default branch (optional; the repository's own if empty)</label>"
         f"<input id=branch name=branch maxlength=255 "
         f"value='{e(values.get('branch', ''))}'{branch_attrs}>{branch_error}"
-        "<button type=submit>Add integration</button></form>"
+        + _cluster_fields(values, error)
+        + "<button type=submit>Add integration</button></form>"
+    )
+
+
+def _cluster_fields(values: dict[str, str], error: TrailmapError | None) -> str:
+    """The settings of a Kubernetes or EKS integration (ignored for a forge)."""
+    aliases = {f"settings.{k}": k for k in ("kubeconfig", "context", "cluster", "region")}
+    env_problem = next(
+        (d for d in (error.details if error else ()) if (d.field or "").startswith("settings.e")),
+        None,
+    )
+    parts = []
+    for name, label, limit in (
+        (
+            "context",
+            "Kubernetes: the kubeconfig's context (optional; its current one if empty)",
+            500,
+        ),
+        ("cluster", "Cluster name (in each event's source; for EKS, the cluster to watch)", 500),
+        ("region", "EKS: the AWS region", 500),
+        (
+            "default_env",
+            "Environment of a namespace not mapped below (optional; else the namespace's own name)",
+            500,
+        ),
+        (
+            "namespaces",
+            "Namespaces to watch (optional, comma-separated; every one if empty)",
+            20000,
+        ),
+    ):
+        attrs, problem = field_error(name, error, aliases=aliases)
+        parts.append(
+            f"<label for={name}>{e(label)}</label><input id={name} name={name} "
+            f"maxlength={limit} value='{e(values.get(name, ''))}'{attrs}>{problem}"
+        )
+    env_attrs, env_error = field_error("env_map", error)
+    if env_problem is not None and not env_error:
+        env_attrs = " aria-invalid=true aria-describedby=env_map-error"
+        env_error = (
+            f"<p class=error id=env_map-error>{e(env_problem.field)}: {e(env_problem.message)}</p>"
+        )
+    kube_attrs, kube_error = field_error("kubeconfig", error, aliases=aliases)
+    return (
+        "<fieldset><legend>Kubernetes and EKS clusters</legend>"
+        "<label for=kubeconfig>Kubernetes: the kubeconfig (stored encrypted and never shown "
+        "again; a bearer token or client certificate, no exec plugin or file paths)</label>"
+        f"<textarea id=kubeconfig name=kubeconfig rows=6 cols=50 autocomplete=off "
+        f"spellcheck=false{kube_attrs}></textarea>{kube_error}"
+        + "".join(parts)
+        + "<label for=env_map>Namespaces and their environments (optional; one a line, "
+        "namespace=environment)</label>"
+        f"<textarea id=env_map name=env_map rows=3 cols=50{env_attrs}>"
+        f"{e(values.get('env_map', ''))}</textarea>{env_error}</fieldset>"
     )
 
 
@@ -122,7 +206,7 @@ def _list_table(m: OrgMember, found: list[Integration]) -> str:
         return "<p>No integrations yet. Add one to receive a forge's webhooks.</p>"
     rows = "".join(
         f"<tr><td data-label=Name><a href={_base(m)}/{e(i.id)}>{e(i.name)}</a></td>"
-        f"<td data-label=Kind>{e(_FORGES.get(i.kind, i.kind))}</td>"
+        f"<td data-label=Kind>{e(_KINDS.get(i.kind, i.kind))}</td>"
         f"<td data-label=Status>{e(i.status)}</td>"
         f"<td data-label='Last delivery'>{e(when(i.last_delivery))}</td></tr>"
         for i in found
@@ -145,9 +229,9 @@ async def _list_page(
     problem = f"<p class=error role=alert>{e(problem_text(error))}</p>" if error else ""
     body = (
         f"{problem}<p class=muted>GitHub and GitLab webhooks put deployments, releases, merges "
-        "and pipelines on the timeline. Each integration has its own URL and secret.</p>"
-        + _list_table(m, found)
-        + _create_form(m, values, error)
+        "and pipelines on the timeline. Each integration has its own URL and secret. A "
+        "Kubernetes or EKS cluster is watched by the server: its rollouts, crash loops and "
+        "ConfigMap changes.</p>" + _list_table(m, found) + _create_form(m, values, error)
     )
     status = error.status if error is not None else 200
     return page(f"Integrations · {m.name}", body, nav=org_nav(m), status=status)
@@ -185,24 +269,32 @@ async def integrations_create(request: Request, slug: str) -> Response:
     if not m.may("manage_settings"):
         return refused(m, _REFUSAL)
     ctx = context_of(request)
+    kind = form.get("kind", "")
     try:
-        settings = {
-            "services": _services(form.get("services", "")),
-            "service": form.get("service", "").strip() or None,
-            "branch": form.get("branch", "").strip() or None,
-        }
+        settings: dict[str, object] = (
+            _cluster_settings(form)
+            if kind in _CLUSTERS
+            else {
+                "services": _services(form.get("services", "")),
+                "service": form.get("service", "").strip() or None,
+                "branch": form.get("branch", "").strip() or None,
+            }
+        )
         made, secret = await create_integration(
             ctx.db,
             m.org_id,
             who=m.membership,
             by=m.actor(request),
-            kind=form.get("kind", ""),
+            kind=kind,
             name=form.get("name", ""),
             settings=settings,
             secret_key=ctx.settings.encryption_secret,
         )
     except TrailmapError as error:
-        return await _list_page(request, m, error=error, values=form)
+        kept = {k: v for k, v in form.items() if k != "kubeconfig"}  # never shown back
+        return await _list_page(request, m, error=error, values=kept)
+    if not made.has_webhook:  # a cluster: no webhook, so no secret to show
+        return see_other(f"{_base(m)}/{quote(made.id)}")
     return _secret_shown_once(request, m, made, secret)
 
 
@@ -273,6 +365,57 @@ def _settings_block(integration: Integration) -> str:
     )
 
 
+def _watch_block(integration: Integration) -> str:
+    """Whether the server watches the cluster, on which node, its last event and error."""
+    watch = integration.watch
+    settings = integration.settings
+    if watch is None:
+        return ""
+    if watch.watching:
+        state = (
+            f"<b id=watching>watching</b> on node <code id=watch-node>{e(watch.node or '')}"
+            f"</code> since {e(when(watch.since))}"
+        )
+    elif integration.status == "active":
+        state = "<b id=watching>not watching</b> (an app node takes it within a minute)"
+    else:
+        state = "<b id=watching>not watching</b>: the integration is disabled"
+    error = (
+        f"<p class=error id=watch-error>Last error ({e(when(watch.last_error_at))}): "
+        f"{e(watch.last_error)}</p>"
+        if watch.last_error
+        else ""
+    )
+    mapped = "".join(
+        f"<li><code>{e(ns)}</code> → {e(env)}</li>" for ns, env in settings.env_map.items()
+    )
+    texts = settings.texts
+    shown = "".join(
+        f"<dt>{e(label)}</dt><dd>{e(texts[key])}</dd>"
+        for key, label in (
+            ("cluster", "Cluster"),
+            ("context", "Context"),
+            ("region", "Region"),
+            ("default_env", "Environment of other namespaces"),
+        )
+        if key in texts
+    )
+    kubeconfig = (
+        "<dt>Kubeconfig</dt><dd>"
+        + ("set (stored encrypted, never shown)" if integration.sealed_settings else "not set")
+        + "</dd>"
+        if integration.kind == "kubernetes"
+        else ""
+    )
+    namespaces = ", ".join(settings.namespaces) or "every namespace"
+    return (
+        f"<h2>Watch</h2><p>{state}. Last event: "
+        f"<span id=watch-last-event>{e(when(watch.last_event))}</span>.</p>{error}"
+        f"<h2>Cluster settings</h2><dl>{shown}{kubeconfig}<dt>Namespaces</dt>"
+        f"<dd>{e(namespaces)}</dd></dl>" + (f"<ul>{mapped}</ul>" if mapped else "")
+    )
+
+
 def _secret_block(integration: Integration, secret: str | None) -> str:
     if secret is not None:
         return (
@@ -321,20 +464,30 @@ async def _integration_page(
         if integration.has_webhook
         else ""
     )
-    body = (
-        f"<p>{e(_FORGES.get(integration.kind, integration.kind))} · status "
-        f"<b id=status>{e(integration.status)}</b> · made {e(when(integration.created))} by "
-        f"{e(integration.created_by)}</p>{webhook}"
-        + _secret_block(integration, secret)
+    forge = (
+        _secret_block(integration, secret)
         + _steps(integration, url)
-        + (_settings_block(integration) if integration.has_webhook else "")
+        + _settings_block(integration)
         + "<h2>Deliveries</h2><p class=muted>The newest first; Trailmap keeps the last 200. "
         "A redelivery of the same delivery is answered as a duplicate and stores nothing.</p>"
         + _deliveries_table(found)
-        + "<h2>Manage</h2>"
+        if integration.has_webhook
+        else _watch_block(integration)
+    )
+    rotate = (
         f"<form class=inline method=post action={here}/rotate>{form_csrf(m.user)}"
         "<button type=submit>Rotate secret (the old one works 24 hours more)</button></form> "
-        f"<form class=inline method=post action={here}/status>{form_csrf(m.user)}"
+        if integration.has_webhook
+        else ""
+    )
+    body = (
+        f"<p>{e(_KINDS.get(integration.kind, integration.kind))} · status "
+        f"<b id=status>{e(integration.status)}</b> · made {e(when(integration.created))} by "
+        f"{e(integration.created_by)}</p>{webhook}"
+        + forge
+        + "<h2>Manage</h2>"
+        + rotate
+        + f"<form class=inline method=post action={here}/status>{form_csrf(m.user)}"
         f"<button type=submit name=status value={toggle}>{toggle_label}</button></form> "
         f"<a href={here}/delete>Delete…</a>"
         f"<p><a href={_base(m)}>All integrations</a></p>"
