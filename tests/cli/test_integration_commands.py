@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import anyio
 import httpx
@@ -15,6 +16,7 @@ from click.testing import Result
 from tests.cli.test_commands import invoke
 from tests.factories import make_org
 from tests.integrations.support import SECRET_KEY, fixture_bytes, github_headers
+from tests.kube_api import kubeconfig
 from trailmap.app import create_app
 from trailmap.settings import Settings
 from trailmap.storage import Database
@@ -127,3 +129,40 @@ async def test_without_a_secret_key_or_with_a_bad_service_map_the_command_says_w
     unknown = await _run(database_url, *args, "--set", "colour=blue")
     assert unknown.exit_code != 0
     assert "settings.colour" in unknown.output
+
+
+async def test_a_cluster_integration_is_made_from_a_kubeconfig_file_never_printed(
+    database_url: str, db: Database, tmp_path: Path
+) -> None:
+    org = await make_org(db)
+    config = tmp_path / "kubeconfig"
+    config.write_text(kubeconfig("https://k8s.example.com", "cluster-token-not-printed"))
+    [printed] = await _cli(
+        database_url,
+        "integration",
+        "create",
+        "--org",
+        org.slug,
+        "--kind",
+        "kubernetes",
+        "--name",
+        "prod-cluster",
+        "--kubeconfig-file",
+        str(config),
+        "--env-map",
+        "shop=production",
+        "--namespace",
+        "shop",
+        "--set",
+        "cluster=prod",
+    )
+    made = json.loads(printed)
+    assert "cluster-token-not-printed" not in printed
+    assert made["kubeconfig_set"] is True
+    assert made["settings"] == {
+        "services": {},
+        "cluster": "prod",
+        "env_map": {"shop": "production"},
+        "namespaces": ["shop"],
+    }
+    assert made["watch"]["watching"] is False

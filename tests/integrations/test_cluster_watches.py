@@ -21,6 +21,7 @@ from tests.upstream import UPSTREAM
 from trailmap.accounts.audit import OPERATOR
 from trailmap.accounts.team import OPERATOR_AUTHORITY
 from trailmap.app import create_app
+from trailmap.errors import ValidationFailed
 from trailmap.ingest.kubernetes_supervisor import Supervisor
 from trailmap.integrations.integrations import (
     Integration,
@@ -219,7 +220,7 @@ async def test_a_kubeconfig_naming_the_metadata_address_is_refused_without_conne
 
 
 async def test_a_kubeconfig_that_would_run_a_command_on_the_server_is_refused(
-    db: Database, tenant: Tenant
+    db: Database, tenant: Tenant, http: httpx.AsyncClient
 ) -> None:
     config = (
         "apiVersion: v1\nkind: Config\ncurrent-context: x\n"
@@ -228,13 +229,20 @@ async def test_a_kubeconfig_that_would_run_a_command_on_the_server_is_refused(
         "users:\n- name: x\n  user:\n    exec:\n      command: touch\n"
         "      args: [/tmp/trailmap-pwned]\n      apiVersion: client.authentication.k8s.io/v1\n"
     )
-    integration = await make_cluster(db, tenant, config)
-    one = supervisor(db, "node-a")
-    await one.reconcile()
-    await until(lambda: not one.watching)
-    shown = await status(db, tenant, integration)
-    assert "exec" in shown["last_error"]
-    await one.stop()
+    with pytest.raises(ValidationFailed, match="no exec"):
+        await make_cluster(db, tenant, config)
+    answer = await http.post(
+        "/api/v1/integrations",
+        headers=tenant.admin_auth(),
+        json={
+            "kind": "kubernetes",
+            "name": "c",
+            "settings": {"kubeconfig": "a: [b\n  token: s3cret"},
+        },
+    )
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["details"][0]["field"] == "settings.kubeconfig"
+    assert "s3cret" not in answer.text
 
 
 async def test_a_cluster_that_refuses_the_token_shows_the_401_as_the_last_error(

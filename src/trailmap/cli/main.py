@@ -886,6 +886,13 @@ def _service_map(pairs: tuple[str, ...]) -> dict[str, str]:
     return services
 
 
+def _pair(pair: str, option: str) -> tuple[str, str]:
+    key, sep, value = pair.partition("=")
+    if not sep or not key.strip() or not value.strip():
+        raise click.BadParameter(f"{pair!r}: give NAME=VALUE", param_hint=option)
+    return key.strip(), value.strip()
+
+
 @integration.command("create")
 @click.option("--org", "org_slug", required=True, help="Organization slug.")
 @click.option(
@@ -908,7 +915,28 @@ def _service_map(pairs: tuple[str, ...]) -> dict[str, str]:
     multiple=True,
     metavar="KEY=VALUE",
     help="A setting (repeatable): service (of every repository not mapped), branch (the "
-    "default branch), url, kubeconfig, context, region, cluster.",
+    "default branch), url, context, region, cluster, default_env.",
+)
+@click.option(
+    "--kubeconfig-file",
+    "kubeconfig_file",
+    type=click.File("r"),
+    help="A kubernetes integration's kubeconfig, read from this file (or - for stdin) and "
+    "stored encrypted; a bearer token or client certificate, no exec plugin or file paths.",
+)
+@click.option(
+    "--env-map",
+    "env_map",
+    multiple=True,
+    metavar="NS=ENV",
+    help="A cluster's namespace and its environment, the events' subject (repeatable).",
+)
+@click.option(
+    "--namespace",
+    "namespaces",
+    multiple=True,
+    metavar="NS",
+    help="A cluster's namespace to watch (repeatable; every namespace when none is given).",
 )
 @click.pass_obj
 def integration_create(
@@ -918,6 +946,9 @@ def integration_create(
     name: str,
     service_map: tuple[str, ...],
     settings_given: tuple[str, ...],
+    kubeconfig_file: Any,
+    env_map: tuple[str, ...],
+    namespaces: tuple[str, ...],
 ) -> None:
     """Make an integration; prints it as JSON on stdout, with its webhook URL and its
     secret, which is shown only now."""
@@ -932,6 +963,12 @@ def integration_create(
         if not sep or not key.strip():
             raise click.BadParameter(f"{pair!r}: give KEY=VALUE", param_hint="--set")
         settings[key.strip()] = value
+    if kubeconfig_file is not None:
+        settings["kubeconfig"] = kubeconfig_file.read()
+    if env_map:
+        settings["env_map"] = dict(_pair(p, "--env-map") for p in env_map)
+    if namespaces:
+        settings["namespaces"] = list(namespaces)
     handle = state.ready_database()
     try:
         made, secret = _run(

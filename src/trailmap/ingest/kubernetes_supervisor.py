@@ -15,12 +15,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from trailmap.accounts.organizations import get_org_by_id
 from trailmap.ingest.kubernetes import EnvironmentMap
 from trailmap.ingest.kubernetes_watch import WatchOptions, WatchState, run_in_server
 from trailmap.integrations.integrations import Integration, active_cluster_integrations
+from trailmap.integrations.kubeconfig import check_kubeconfig
 from trailmap.integrations.watches import (
     load_watch_state,
     record_watch_error,
@@ -46,14 +45,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-# What a kubeconfig given to the server may hold: credentials and addresses in the file
-# itself. `exec` and `auth-provider` would run a command on the server, and the file-path
-# keys (`tokenFile`, `client-key`, `certificate-authority`...) would read the server's files.
-_CLUSTER_KEYS = frozenset(
-    {"server", "certificate-authority-data", "insecure-skip-tls-verify", "tls-server-name"}
-)
-_USER_KEYS = frozenset({"token", "client-certificate-data", "client-key-data"})
 
 
 class ClusterRefused(Exception):
@@ -146,26 +137,9 @@ async def client_for_integration(
 
 def _checked_kubeconfig(text: str) -> dict[str, Any]:
     try:
-        loaded = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ClusterRefused(f"the kubeconfig is not YAML: {error}") from None
-    if not isinstance(loaded, dict):
-        raise ClusterRefused("the kubeconfig is not a YAML mapping")
-    for entry in loaded.get("clusters") or []:
-        extra = sorted(set((entry or {}).get("cluster") or {}) - _CLUSTER_KEYS)
-        if extra:
-            raise ClusterRefused(
-                f"the kubeconfig's cluster has {', '.join(extra)}: the server takes only "
-                f"{', '.join(sorted(_CLUSTER_KEYS))}"
-            )
-    for entry in loaded.get("users") or []:
-        extra = sorted(set((entry or {}).get("user") or {}) - _USER_KEYS)
-        if extra:
-            raise ClusterRefused(
-                f"the kubeconfig's user has {', '.join(extra)}: the server takes only "
-                f"{', '.join(sorted(_USER_KEYS))} (no exec, auth-provider or file paths)"
-            )
-    return loaded
+        return check_kubeconfig(text)
+    except ValueError as error:
+        raise ClusterRefused(str(error)) from None
 
 
 def _forget_files(directory: str) -> None:

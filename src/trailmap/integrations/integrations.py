@@ -16,6 +16,7 @@ from trailmap.accounts.audit import Actor, record
 from trailmap.accounts.team import Authority
 from trailmap.encryption import InvalidToken, decrypt, encrypt
 from trailmap.errors import Conflict, ErrorDetail, NotFound, ValidationFailed
+from trailmap.integrations.kubeconfig import check_kubeconfig
 from trailmap.integrations.secrets import new_secret, open_secret, seal_secret
 from trailmap.integrations.watches import CLUSTER_KINDS, WatchStatus
 from trailmap.storage import Connection, Database
@@ -434,6 +435,11 @@ def _split_settings(data: object) -> tuple[object, dict[str, str | None]]:
             raise ValidationFailed.field(
                 f"settings.{name}", f"a text of 1 to {_SECRET_SETTING_LIMIT} characters, or null"
             )
+        if name == "kubeconfig" and given is not None:
+            try:
+                check_kubeconfig(given)
+            except ValueError as error:
+                raise ValidationFailed.field(f"settings.{name}", str(error)) from None
         secret[name] = given
     return {k: v for k, v in data.items() if k not in SECRET_SETTINGS}, secret
 
