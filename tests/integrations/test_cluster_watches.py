@@ -11,8 +11,10 @@ import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import boto3
 import httpx
 import pytest
+from moto.server import ThreadedMotoServer
 
 from tests.conftest import Tenant
 from tests.integrations.support import SECRET_KEY
@@ -276,3 +278,93 @@ async def test_cluster_settings_are_checked_and_shown(db: Database, tenant: Tena
             who=OPERATOR_AUTHORITY,
             by=OPERATOR,
         )
+
+
+async def test_an_eks_integration_finds_its_cluster_with_the_servers_aws_identity(
+    db: Database, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through moto's AWS API on loopback: the cluster is described with the server's own
+    credentials and its endpoint checked by the guard before any connection (moto's
+    endpoint is a name that does not resolve, so the watch says so)."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "example-secret")
+        monkeypatch.delenv("AWS_PROFILE", raising=False)
+        monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+        eks = boto3.Session(region_name="eu-west-1").client("eks")
+        if "prod" not in eks.list_clusters()["clusters"]:  # moto's state is per process
+            eks.create_cluster(
+                name="prod",
+                roleArn="arn:aws:iam::123456789012:role/eks",
+                resourcesVpcConfig={"subnetIds": []},
+            )
+        found, _ = await create_integration(
+            db,
+            tenant.org.id,
+            who=OPERATOR_AUTHORITY,
+            by=OPERATOR,
+            kind="eks",
+            name="prod-eks",
+            settings={"region": "eu-west-1", "cluster": "prod"},
+            secret_key=SECRET_KEY,
+        )
+        missing, _ = await create_integration(
+            db,
+            tenant.org.id,
+            who=OPERATOR_AUTHORITY,
+            by=OPERATOR,
+            kind="eks",
+            name="no-such-cluster",
+            settings={"region": "eu-west-1", "cluster": "nope"},
+            secret_key=SECRET_KEY,
+        )
+        one = supervisor(db, "node-a")
+        await one.reconcile()
+        await until(lambda: not one.watching)
+        await one.stop()
+    finally:
+        server.stop()
+    shown = await status(db, tenant, found)
+    assert "the API server cannot be reached" in shown["last_error"]
+    assert ".eks.amazonaws.com does not resolve" in shown["last_error"]
+    assert "EKS: ResourceNotFoundException" in (await status(db, tenant, missing))["last_error"]
+
+
+async def test_a_change_of_settings_restarts_the_watch_with_them(
+    cluster: KubeApi, db: Database, tenant: Tenant, http: httpx.AsyncClient
+) -> None:
+    integration = await make_cluster(db, tenant, kubeconfig(cluster.url, cluster.token))
+    one = supervisor(db, "node-a")
+    run = asyncio.create_task(one.run())
+    try:
+        await until(lambda: one.watching)
+        await until(cluster.watch_requests)
+        before = (await status(db, tenant, integration))["since"]
+        await update_integration(
+            db,
+            tenant.org.id,
+            integration.id,
+            {"settings": {"cluster": "renamed", "env_map": {"default": "staging"}}},
+            who=OPERATOR_AUTHORITY,
+            by=OPERATOR,
+        )
+
+        async def restarted() -> bool:
+            shown = await status(db, tenant, integration)
+            return bool(shown["watching"] and shown["since"] != before)
+
+        await until(restarted)
+        requests = len(cluster.watch_requests())
+        await until(lambda: len(cluster.watch_requests()) > requests)
+        await cluster.apply(deployment(6, "1.0"))
+        await until(lambda: deployments(http, tenant))
+        (event,) = await deployments(http, tenant)
+        assert event["source"].startswith("//renamed/")
+        assert event["subject"] == "staging"
+    finally:
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)

@@ -28,7 +28,7 @@ from trailmap.integrations.watches import (
     save_watch_state,
     take_lease,
 )
-from trailmap.outbound import OutboundError, OutboundPolicy, origin
+from trailmap.outbound import NameNotResolved, OutboundError, OutboundPolicy, origin
 
 if TYPE_CHECKING:
     from kubernetes_asyncio.client import ApiClient, Configuration
@@ -166,6 +166,8 @@ async def _pin(configuration: Configuration, outbound: OutboundPolicy) -> None:
         raise ClusterRefused(f"the API server address {url!r} is not http or https")
     try:
         addresses = await outbound.resolve(host, port)
+    except NameNotResolved as error:
+        raise ClusterRefused(f"the API server cannot be reached: {error}") from None
     except OutboundError as error:
         raise ClusterRefused(f"refused by the outbound guard: {error}") from None
     address = addresses[0]
