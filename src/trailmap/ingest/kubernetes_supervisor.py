@@ -219,6 +219,7 @@ class _Running:
     integration: Integration
     fingerprint: tuple[Any, ...]
     task: asyncio.Task[None]
+    renewed: float  # the event loop's time of the last renewal of its lease
     stopping: bool = False  # until its lease is released
 
 
@@ -271,6 +272,7 @@ class Supervisor:
                     raise
                 except Exception:
                     log.exception("the Kubernetes supervisor's round failed; trying again")
+                await self._stop_unrenewed()
                 await asyncio.sleep(tick)
         finally:
             with anyio_shield():
@@ -288,7 +290,9 @@ class Supervisor:
                 or running.task.done()
             ):
                 await self._stop_one(integration_id)
-            elif not await self._lease_of(integration):
+            elif await self._lease_of(integration):
+                running.renewed = asyncio.get_running_loop().time()
+            else:
                 log.warning("integration %s: lease lost; its watch stops", integration_id)
                 await self._stop_one(integration_id, release=False)
         now = asyncio.get_running_loop().time()
@@ -301,6 +305,15 @@ class Supervisor:
             if await self._lease_of(integration):
                 self._start(integration)
 
+    async def _stop_unrenewed(self) -> None:
+        """Stop the watches whose lease could not be renewed (the database did not answer)
+        before it may expire: another node may take them over then."""
+        now = asyncio.get_running_loop().time()
+        for integration_id, running in list(self._running.items()):
+            if now - running.renewed > self._lease * 2 / 3:
+                log.warning("integration %s: lease not renewed; its watch stops", integration_id)
+                await self._stop_one(integration_id, release=False)
+
     async def stop(self) -> None:
         for integration_id in list(self._running):
             await self._stop_one(integration_id)
@@ -312,7 +325,9 @@ class Supervisor:
 
     def _start(self, integration: Integration) -> None:
         task = asyncio.create_task(self._watch(integration), name=f"watch {integration.id}")
-        self._running[integration.id] = _Running(integration, _fingerprint(integration), task)
+        self._running[integration.id] = _Running(
+            integration, _fingerprint(integration), task, asyncio.get_running_loop().time()
+        )
         self._failed.pop(integration.id, None)
 
     async def _stop_one(self, integration_id: str, *, release: bool = True) -> None:
