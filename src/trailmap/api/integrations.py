@@ -59,7 +59,9 @@ class IntegrationIn(BaseModel):
         description="services: a repository's full name to its service; service: the one "
         "every other repository belongs to (else each is a service of its own name); branch: "
         "the default branch, overriding the forge's; url, context, region, cluster where the "
-        "kind uses them; kubeconfig, stored encrypted and never shown",
+        "kind uses them; a cluster's namespaces (a list; every one if empty), env_map (a "
+        "namespace to its environment) and default_env; kubeconfig, stored encrypted and "
+        "never shown (a token or client certificate; no exec, auth-provider or file paths)",
     )
 
 
