@@ -6,14 +6,19 @@ kubeconfig that would run a command)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import json
+import ssl
+import tempfile
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import boto3
 import httpx
 import pytest
+import trustme
 from moto.server import ThreadedMotoServer
 
 from tests.conftest import Tenant
@@ -368,3 +373,37 @@ async def test_a_change_of_settings_restarts_the_watch_with_them(
     finally:
         run.cancel()
         await asyncio.gather(run, return_exceptions=True)
+
+
+def _private_directories() -> set[Path]:
+    """The directories the kubeconfig's CA and keys are written to while a client is made."""
+    return set(Path(tempfile.gettempdir()).glob("trailmap-kube-*"))
+
+
+async def test_a_cluster_over_tls_is_trusted_by_the_kubeconfigs_ca_and_leaves_no_file(
+    db: Database, tenant: Tenant, http: httpx.AsyncClient
+) -> None:
+    authority = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(server_context)
+    secured = KubeApi()
+    secured.load("Deployment", [deployment()])
+    url = await secured.start(server_context)
+    ca = base64.b64encode(authority.cert_pem.bytes()).decode()
+    config = kubeconfig(url, secured.token).replace(
+        f"    server: {url}\n", f"    server: {url}\n    certificate-authority-data: {ca}\n"
+    )
+    before = _private_directories()
+    integration = await make_cluster(db, tenant, config)
+    one = supervisor(db, "node-a")
+    run = asyncio.create_task(one.run())
+    try:
+        await until(secured.watch_requests)
+        assert _private_directories() == before
+        await secured.apply(deployment(6, "1.0"))
+        await until(lambda: deployments(http, tenant))
+        assert (await status(db, tenant, integration))["last_error"] is None
+    finally:
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)
+        await secured.stop()

@@ -150,7 +150,7 @@ def _forget_files(directory: str) -> None:
         from kubernetes_asyncio.config import kube_config  # noqa: PLC0415
 
         remembered = kube_config._temp_files
-        for key in [k for k, path in remembered.items() if path.startswith(directory)]:
+        for key in [k for k, path in remembered.items() if path.startswith(directory + os.sep)]:
             del remembered[key]
 
 
