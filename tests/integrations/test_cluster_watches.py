@@ -407,3 +407,32 @@ async def test_a_cluster_over_tls_is_trusted_by_the_kubeconfigs_ca_and_leaves_no
         run.cancel()
         await asyncio.gather(run, return_exceptions=True)
         await secured.stop()
+
+
+async def test_a_corrected_kubeconfig_clears_the_error_and_is_watched(
+    cluster: KubeApi, db: Database, tenant: Tenant
+) -> None:
+    integration = await make_cluster(db, tenant, kubeconfig("https://169.254.169.254", "x"))
+    one = supervisor(db, "node-a")
+    run = asyncio.create_task(one.run())
+    try:
+
+        async def refused() -> bool:
+            return bool((await status(db, tenant, integration))["last_error"])
+
+        await until(refused)
+        await update_integration(
+            db,
+            tenant.org.id,
+            integration.id,
+            {"settings": {"kubeconfig": kubeconfig(cluster.url, cluster.token)}},
+            who=OPERATOR_AUTHORITY,
+            by=OPERATOR,
+            secret_key=SECRET_KEY,
+        )
+        await until(cluster.watch_requests)
+        shown = await status(db, tenant, integration)
+        assert (shown["watching"], shown["last_error"]) == (True, None)
+    finally:
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)

@@ -363,12 +363,11 @@ class Supervisor:
                 eks_session=self._eks_session,
             )
         except ClusterRefused as refused:
-            log.warning("integration %s: %s", integration_id, refused)
-            await on_error(str(refused))
-            self._failed[integration_id] = (
-                _fingerprint(integration),
-                asyncio.get_running_loop().time() + self._retry,
-            )
+            await self._failed_with(integration, str(refused))
+            return
+        except Exception as error:
+            log.exception("integration %s: the watch could not start", integration_id)
+            await self._failed_with(integration, f"could not start: {_named(error)}")
             return
         store = DatabaseStateStore(
             self.db, org_id, integration_id, self.node, min_interval=self._save_interval
@@ -381,16 +380,37 @@ class Supervisor:
             save_interval=self._save_interval,
         )
         log.info("integration %s: watching on node %s", integration_id, self.node)
-        await run_in_server(
-            self.db,
-            org,
-            api,
-            store,
-            options,
-            max_event_bytes=self._max_event_bytes,
-            on_error=on_error,
-            on_events=on_events,
+        try:
+            await on_error(None)  # an earlier error (a refused address) is over
+            await run_in_server(
+                self.db,
+                org,
+                api,
+                store,
+                options,
+                max_event_bytes=self._max_event_bytes,
+                on_error=on_error,
+                on_events=on_events,
+            )
+        except Exception as error:
+            log.exception("integration %s: the watch stopped", integration_id)
+            await self._failed_with(integration, f"the watch stopped: {_named(error)}")
+
+    async def _failed_with(self, integration: Integration, message: str) -> None:
+        """Show why on the integration; try again after `retry_seconds` or a change."""
+        log.warning("integration %s: %s", integration.id, message)
+        self._failed[integration.id] = (
+            _fingerprint(integration),
+            asyncio.get_running_loop().time() + self._retry,
         )
+        try:
+            await record_watch_error(self.db, integration.org_id, integration.id, message)
+        except Exception:
+            log.exception("integration %s: could not record its error", integration.id)
+
+
+def _named(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
 
 
 def _fingerprint(integration: Integration) -> tuple[Any, ...]:
