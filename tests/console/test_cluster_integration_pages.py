@@ -76,6 +76,9 @@ async def test_an_owner_adds_a_cluster_and_sees_its_watch_and_why_it_cannot_conn
     after = await owner.get(made.headers["location"])
     assert "id=watch-error" in after.text
     assert "cloud metadata address" in after.text
+    listed = await owner.get("/orgs/acme/integrations")
+    assert "not watching" in listed.text
+    assert "<span class=error>error</span>" in listed.text
 
 
 async def test_a_bad_namespace_map_is_shown_on_the_form_without_the_kubeconfig(

@@ -201,6 +201,16 @@ def _cluster_fields(values: dict[str, str], error: TrailmapError | None) -> str:
     )
 
 
+def _latest(integration: Integration) -> str:
+    """A forge's last delivery; a cluster's watch in a word, its last event and error."""
+    watch = integration.watch
+    if watch is None:
+        return e(when(integration.last_delivery))
+    state = "watching" if watch.watching else "not watching"
+    error = " · <span class=error>error</span>" if watch.last_error else ""
+    return f"{state} · {e(when(watch.last_event))}{error}"
+
+
 def _list_table(m: OrgMember, found: list[Integration]) -> str:
     if not found:
         return "<p>No integrations yet. Add one to receive a forge's webhooks.</p>"
@@ -208,12 +218,12 @@ def _list_table(m: OrgMember, found: list[Integration]) -> str:
         f"<tr><td data-label=Name><a href={_base(m)}/{e(i.id)}>{e(i.name)}</a></td>"
         f"<td data-label=Kind>{e(_KINDS.get(i.kind, i.kind))}</td>"
         f"<td data-label=Status>{e(i.status)}</td>"
-        f"<td data-label='Last delivery'>{e(when(i.last_delivery))}</td></tr>"
+        f"<td data-label='Last delivery or event'>{_latest(i)}</td></tr>"
         for i in found
     )
     return (
         "<div class='wide stack'><table><thead><tr><th scope=col>Name</th><th scope=col>Kind"
-        "</th><th scope=col>Status</th><th scope=col>Last delivery</th></tr></thead>"
+        "</th><th scope=col>Status</th><th scope=col>Last delivery or event</th></tr></thead>"
         f"<tbody>{rows}</tbody></table></div>"
     )
 
