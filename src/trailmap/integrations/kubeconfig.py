@@ -25,6 +25,8 @@ def check_kubeconfig(text: str) -> dict[str, Any]:
     """The kubeconfig, parsed; KubeconfigRefused names what the server does not take."""
     try:
         loaded = yaml.safe_load(text)
+    except RecursionError:
+        raise KubeconfigRefused("the kubeconfig is nested too deeply") from None
     except yaml.YAMLError as error:
         # Where, never the parser's snippet of the line: it would show the secret back.
         mark = getattr(error, "problem_mark", None)
