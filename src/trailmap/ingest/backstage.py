@@ -219,6 +219,7 @@ async def fetch_catalog(
     outbound: OutboundPolicy,
     *,
     client: httpx.AsyncClient | None = None,
+    page_size: int = _PAGE,
 ) -> Declared:
     """The graph a running Backstage's catalog declares: its Components, APIs, Resources,
     Systems, Domains, Groups and Users through `GET /api/catalog/entities/by-query` (cursor
@@ -234,12 +235,12 @@ async def fetch_catalog(
         with anyio.fail_after(_TIMEOUT_SECONDS * 4):
             cursor: str | None = None
             for page in range(_MAX_PAGES):
-                query = [("limit", str(_PAGE))] + ([("cursor", cursor)] if cursor else filters)
+                query = [("limit", str(page_size))] + ([("cursor", cursor)] if cursor else filters)
                 status, body = await _get(
                     f"{base}/entities/by-query?{urlencode(query)}", headers, outbound, client
                 )
                 if status == 404 and page == 0:
-                    items = await _offset_pages(base, filters, headers, outbound, client)
+                    items = await _offset_pages(base, filters, headers, outbound, client, page_size)
                     break
                 if (
                     status != 200
@@ -275,15 +276,16 @@ async def _offset_pages(
     headers: dict[str, str],
     outbound: OutboundPolicy,
     client: httpx.AsyncClient | None,
+    page_size: int,
 ) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     for page in range(_MAX_PAGES):
-        query = [*filters, ("limit", str(_PAGE)), ("offset", str(page * _PAGE))]
+        query = [*filters, ("limit", str(page_size)), ("offset", str(page * page_size))]
         status, body = await _get(f"{base}/entities?{urlencode(query)}", headers, outbound, client)
         if status != 200 or not isinstance(body, list):
             raise BackstageError(f"the catalog answered {status}, not a list of entities")
         items += [i for i in body if isinstance(i, dict)]
-        if len(body) < _PAGE:
+        if len(body) < page_size:
             break
     return items
 

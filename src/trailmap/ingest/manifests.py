@@ -7,7 +7,7 @@ import base64
 import binascii
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -22,8 +22,11 @@ __all__ = [
     "MAX_FILE_BYTES",
     "YamlRefused",
     "datastore_kind",
+    "hosts_in",
     "load_yaml",
     "read_manifests",
+    "read_objects",
+    "read_text",
     "yaml_files",
 ]
 
@@ -511,8 +514,20 @@ def read_manifests(root: Path) -> Declared:
     """The graph the Kubernetes manifests under `root` declare. Never raises on what the
     files say: what cannot be read is in `skipped`, with the reason."""
     declared = Declared()
-    root = root.resolve()
-    reading = _Reading(declared, _objects(root, declared))
+    _declare(declared, _objects(root.resolve(), declared))
+    return declared
+
+
+def read_objects(objects: Iterable[tuple[str, dict[str, Any]]]) -> Declared:
+    """The graph some Kubernetes objects declare, already parsed: (where from, object)."""
+    declared = Declared()
+    found = [_Object(body, where, 1, _Transform()) for where, body in objects if _is_object(body)]
+    _declare(declared, found)
+    return declared
+
+
+def _declare(declared: Declared, objects: list[_Object]) -> None:
+    reading = _Reading(declared, objects)
     reading.workloads_and_data()
     reading.workload_nodes()
     reading.services()
@@ -522,7 +537,6 @@ def read_manifests(root: Path) -> Declared:
     for obj in reading.objects:
         if obj.kind == "Ingress":
             _ingress(obj, reading.resolver, declared)
-    return declared
 
 
 @dataclass(slots=True)
@@ -584,7 +598,8 @@ class _Reading:
                 host = _str(spec["externalName"]).lower().rstrip(".")
                 ev = obj.evidence(f"Service {obj.name} is ExternalName {host}")
                 self.declared.node(host, "external_api", ev).aliases.add(obj.name)
-                self.resolver.add(obj.name, obj.namespace, host)
+                for name in {obj.name, obj.original_name, host}:
+                    self.resolver.add(name, obj.namespace, host)
                 continue
             selector = {str(k): str(v) for k, v in _map(spec.get("selector")).items()}
             for workload in self.workloads if selector else []:
