@@ -344,3 +344,90 @@ def test_malformed_objects_never_raise() -> None:
             assert isinstance(found, Declared), label
             count += 1
     assert count > 500
+
+
+def test_kustomization_cycles_and_fan_outs_end_fast_with_a_reason(tmp_path: Path) -> None:
+    (tmp_path / "a-loop").mkdir()
+    (tmp_path / "a-loop" / "kustomization.yaml").write_text("resources: ['.', '../a-loop']\n")
+    for level in range(8):  # each level lists the next twenty times: 20**8 paths
+        here = tmp_path / f"k{level}"
+        here.mkdir()
+        (here / "kustomization.yaml").write_text(
+            "resources: [" + ", ".join([f"../k{level + 1}"] * 20) + "]\n"
+        )
+    (tmp_path / "k8").mkdir()
+    (tmp_path / "k8" / "kustomization.yaml").write_text("resources: [svc.yaml]\n")
+    (tmp_path / "k8" / "svc.yaml").write_text(
+        (DEMO / "kubernetes-manifests" / "emailservice.yaml").read_text()
+    )
+    started = time.monotonic()
+    declared = read_manifests(tmp_path)
+    assert time.monotonic() - started < 5
+    reasons = {s.reason for s in declared.skipped}
+    assert "kustomization nested too deep or in a cycle" in reasons
+    assert "more than 500 kustomizations to read: the rest not read" in reasons
+    assert set(declared.nodes) == {"emailservice"}
+
+
+def test_jobs_and_cronjobs_and_their_waits_are_read() -> None:
+    db = {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": "db", "namespace": "batch"},
+        "spec": {
+            "template": {
+                "metadata": {"labels": {"app": "db"}},
+                "spec": {"containers": [{"name": "db", "image": "mysql:8"}]},
+            }
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "db", "namespace": "batch"},
+        "spec": {"selector": {"app": "db"}},
+    }
+    pod = {
+        "spec": {
+            "initContainers": [
+                {
+                    "name": "dns",
+                    "command": [
+                        "sh",
+                        "-c",
+                        "until nslookup db.batch.svc.cluster.local; do sleep 2; done",
+                    ],
+                },
+                {
+                    "name": "slow",
+                    "command": ["sh", "-c", "wget " + "a" * 100_000 + " nc " + "-z " * 5000],
+                },
+            ],
+            "containers": [
+                {
+                    "name": "job",
+                    "image": "report",
+                    "env": [
+                        {"name": "MYSQL_HOST", "value": "db.batch"},
+                        {"name": "DB_PASSWORD", "value": "db"},
+                    ],
+                }
+            ],
+        }
+    }
+    cron = {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": "report", "namespace": "batch"},
+        "spec": {"jobTemplate": {"spec": {"template": pod}}},
+    }
+    started = time.monotonic()
+    declared = read_objects([("batch.yaml", o) for o in (db, service, cron)])
+    assert time.monotonic() - started < 2
+    assert declared.nodes["db"].kind == "database"
+    assert set(declared.edges) == {
+        ("report", "db", "reads_writes"),
+        ("report", "db", "starts_after"),
+        ("db", "namespace/batch", "runs_in"),
+        ("report", "namespace/batch", "runs_in"),
+    }

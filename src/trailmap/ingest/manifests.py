@@ -36,6 +36,7 @@ MAX_FILES: Final = 5000
 _MAX_DEPTH: Final = 64
 _MAX_NODES: Final = 200_000  # scalars and collections, with every alias expanded
 _MAX_KUSTOMIZE_DEPTH: Final = 10
+_MAX_KUSTOMIZE_VISITS: Final = 500  # kustomizations read, counting each time one is listed
 _WORKLOADS: Final = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
 _SKIP_DIRS: Final = frozenset({".git", "node_modules", ".venv", "vendor"})
 
@@ -261,6 +262,7 @@ class _Kustomize:
     declared: Declared
     transforms: dict[Path, list[_Transform]] = field(default_factory=dict)
     generated: list[_Object] = field(default_factory=list)
+    visits: int = 0
 
     def visit(self, kfile: Path, outer: _Transform, seen: tuple[Path, ...] = ()) -> None:
         rel = _rel(kfile, self.root)
@@ -268,6 +270,14 @@ class _Kustomize:
             self.declared.skipped.append(
                 Skipped(rel, "kustomization nested too deep or in a cycle")
             )
+            return
+        self.visits += 1
+        if self.visits > _MAX_KUSTOMIZE_VISITS:
+            if self.visits == _MAX_KUSTOMIZE_VISITS + 1:
+                reason = (
+                    f"more than {_MAX_KUSTOMIZE_VISITS} kustomizations to read: the rest not read"
+                )
+                self.declared.skipped.append(Skipped(rel, reason))
             return
         text = read_text(kfile, self.root, self.declared)
         try:
@@ -309,7 +319,9 @@ class _Kustomize:
         if not target.is_relative_to(self.root):
             self.declared.skipped.append(Skipped(rel, f"resource {ref} is outside the repository"))
         elif target.is_file():
-            self.transforms.setdefault(target, []).append(transform)
+            known = self.transforms.setdefault(target, [])
+            if transform not in known:
+                known.append(transform)
         elif not target.is_dir():
             self.declared.skipped.append(Skipped(rel, f"resource {ref} does not exist"))
         elif inner := next((target / n for n in _KUSTOMIZATIONS if (target / n).is_file()), None):
@@ -494,19 +506,24 @@ def _data(obj: _Object, secret: bool) -> dict[str, str]:
     return data
 
 
+# Every repetition bounded, so that no script makes a pattern backtrack for long.
+_NAME = r"([A-Za-z][\w.-]{0,252})"
 _WAITS = (
-    re.compile(r"\bnslookup\s+([A-Za-z0-9][\w.-]*)"),
-    re.compile(r"\bnc\s+(?:-[a-zA-Z]+\s+(?:\d+\s+)?)*([A-Za-z][\w.-]*)(?:\s+|:)\d+"),
-    re.compile(r"\bwait-for(?:-it)?(?:\.sh)?\s+(?:-[a-z]+\s+)?([A-Za-z][\w.-]*)"),
-    re.compile(r"\b(?:pg_isready|mysqladmin|redis-cli)\b[^\n;|&]*?\s-h\s*([A-Za-z][\w.-]*)"),
-    re.compile(r"\b(?:wget|curl)\b[^\n;|&]*?[a-z]+://([A-Za-z0-9][\w.-]*)"),
+    re.compile(r"\bnslookup\s{1,9}" + _NAME),
+    re.compile(
+        r"\bnc\s{1,9}(?:-[a-zA-Z]{1,9}\s{1,9}(?:\d{1,6}\s{1,9})?){0,6}" + _NAME + r"(?:\s{1,9}|:)\d"
+    ),
+    re.compile(r"\bwait-for(?:-it)?(?:\.sh)?\s{1,9}(?:-[a-z]{1,9}\s{1,9})?" + _NAME),
+    re.compile(r"\b(?:pg_isready|mysqladmin|redis-cli)\b[^\n;|&]{0,200}?\s-h\s{0,9}" + _NAME),
+    re.compile(r"\b(?:wget|curl)\b[^\n;|&]{0,200}?\b[a-z]{2,9}://" + _NAME),
 )
+_MAX_SCRIPT = 20_000  # characters of an init container's command read
 _VAR = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
 
 
 def _waited_for(container: dict[str, Any], env: Mapping[str, str]) -> list[str]:
     words = [_str(w) for w in _list(container.get("command")) + _list(container.get("args"))]
-    script = _VAR.sub(lambda m: env.get(m.group(1), m.group(0)), " ".join(words))
+    script = _VAR.sub(lambda m: env.get(m.group(1), m.group(0)), " ".join(words)[:_MAX_SCRIPT])
     return list(dict.fromkeys(m.group(1).lower() for p in _WAITS for m in p.finditer(script)))
 
 
@@ -515,6 +532,7 @@ def read_manifests(root: Path) -> Declared:
     files say: what cannot be read is in `skipped`, with the reason."""
     declared = Declared()
     _declare(declared, _objects(root.resolve(), declared))
+    declared.skipped = list(dict.fromkeys(declared.skipped))  # a base listed twice: once
     return declared
 
 
