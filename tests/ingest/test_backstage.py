@@ -183,6 +183,7 @@ def _served_entities() -> list[dict[str, Any]]:
 class _Catalog(BaseHTTPRequestHandler):
     entities: ClassVar[list[dict[str, Any]]] = []
     by_query = True
+    answer: bytes | None = None  # when set, every answer: 200 with this body
     requests: ClassVar[list[str]] = []
 
     def log_message(self, *args: Any) -> None:
@@ -198,6 +199,12 @@ class _Catalog(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.requests.append(self.path)
+        if self.answer is not None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(self.answer)))
+            self.end_headers()
+            self.wfile.write(self.answer)
+            return
         if self.headers.get("Authorization") != f"Bearer {TOKEN}":
             self._send(401, {"error": {"name": "AuthenticationError", "message": "no token"}})
             return
@@ -289,3 +296,24 @@ def test_catalog_files_that_are_not_backstage_or_are_hostile_are_skipped(tmp_pat
         "api:hello-world",
     }
     assert [s.file for s in declared.skipped] == ["bad-entity.yaml"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        (b"<html>sign in</html>", "not JSON"),
+        (b'{"entities": []}', "not a page of entities"),
+        (b'{"items": [1, "x", null], "pageInfo": {}}', None),
+    ],
+)
+async def test_answers_that_are_not_the_catalogs_are_errors(
+    backstage: tuple[str, type[_Catalog]], answer: bytes, error: str | None
+) -> None:
+    url, handler = backstage
+    handler.answer = answer
+    if error is None:
+        assert (await fetch_catalog(url, TOKEN, LOOPBACK)).nodes == {}
+        return
+    with pytest.raises(BackstageError, match=error):
+        await fetch_catalog(url, TOKEN, LOOPBACK)

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
+
+from tests.ingest.forges import mutations
 from tests.upstream import UPSTREAM
+from trailmap.ingest.declared import Declared
 from trailmap.ingest.helm import read_helm_values, read_skaffold
 from trailmap.ingest.manifests import read_manifests
 
@@ -104,3 +108,31 @@ def test_chart_metadata_and_address_values_are_read(tmp_path: Path) -> None:
     }
     assert "hunter2" not in repr(declared)
     assert "pw@" not in repr(declared)
+
+
+def test_malformed_values_never_raise(tmp_path: Path) -> None:
+    values = yaml.safe_load((DEMO / "helm-chart" / "values.yaml").read_text())
+    small = {
+        "cartService": {"create": True, "name": "cartservice"},
+        "cartDatabase": values["cartDatabase"],
+        "frontend": {"name": "frontend", "env": {"CART_ADDR": "cartservice:7070"}},
+    }
+    count = 0
+    for label, damaged in mutations(small):
+        try:
+            text = yaml.safe_dump(damaged)
+        except yaml.YAMLError:
+            continue
+        (tmp_path / "values.yaml").write_text(text, encoding="utf-8", errors="surrogatepass")
+        declared = read_helm_values(tmp_path)
+        assert isinstance(declared, Declared), label
+        count += 1
+    assert count > 100
+
+
+def test_a_hostile_values_file_is_skipped_with_a_reason(tmp_path: Path) -> None:
+    (tmp_path / "values.yaml").write_text("a: &a [1, 2]\n" + "b: " + "[" * 100 + "]" * 100 + "\n")
+    declared = read_helm_values(tmp_path)
+    assert [(s.file, s.reason) for s in declared.skipped] == [
+        ("values.yaml", "nested deeper than 64 levels")
+    ]
