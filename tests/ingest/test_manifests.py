@@ -425,6 +425,7 @@ def test_jobs_and_cronjobs_and_their_waits_are_read() -> None:
     declared = read_objects([("batch.yaml", o) for o in (db, service, cron)])
     assert time.monotonic() - started < 2
     assert declared.nodes["db"].kind == "database"
+    assert "DB_PASSWORD" not in _evidence_text(declared)  # its value is no host
     assert set(declared.edges) == {
         ("report", "db", "reads_writes"),
         ("report", "db", "starts_after"),

@@ -14,6 +14,7 @@ from trailmap.ingest.manifests import (
     datastore_kind,
     hosts_in,
     load_yaml,
+    looks_secret,
     read_text,
     yaml_files,
 )
@@ -165,7 +166,7 @@ def _address_calls(key: str, name: str, block: Any, at: Evidence, declared: Decl
     for leaf, value in _strings(block):
         if not _ADDRESS_KEY.search(leaf):
             continue
-        for host in hosts_in(value):
+        for host in hosts_in(value, bare=not looks_secret(leaf)):
             target = known.get(host.split(".", 1)[0])
             if target and target != name:
                 ev = Evidence(READER, at.file, at.line, f"{key} {leaf} names {host}")

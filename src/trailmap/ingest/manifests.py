@@ -24,6 +24,7 @@ __all__ = [
     "datastore_kind",
     "hosts_in",
     "load_yaml",
+    "looks_secret",
     "read_manifests",
     "read_objects",
     "read_text",
@@ -395,13 +396,23 @@ def _containers(pod: dict[str, Any], key: str = "containers") -> list[dict[str, 
 
 _HOST_PORT = re.compile(r"^([A-Za-z0-9][A-Za-z0-9.-]*):(\d{1,5})$")
 _HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]*$")
-_SECRET_NAME = re.compile(r"PASS|SECRET|TOKEN|KEY|CREDENTIAL|AUTH", re.IGNORECASE)
+_WORDS = frozenset({"true", "false", "yes", "no", "on", "off"})
+# A variable whose value may be a secret: its value is read only for a URL's, a DSN's or a
+# `host:port`'s host, never taken whole as a host name (which evidence would repeat).
+_SECRET_NAME = re.compile(
+    r"PASS|PWD|SECRET|TOKEN|CREDENTIAL|PRIVATE|API_?KEY|(^|_)KEY$", re.IGNORECASE
+)
 
 
-def hosts_in(value: str) -> list[str]:
+def looks_secret(name: str) -> bool:
+    """Whether a variable's or key's name says its value may be a secret."""
+    return _SECRET_NAME.search(name) is not None
+
+
+def hosts_in(value: str, *, bare: bool = True) -> list[str]:
     """The hosts a configuration value names: a URL's or DSN's (several for a multi-host
-    DSN), `host:port` (comma-separated lists too), or the value itself when it is a bare
-    host name. Lower-cased, in order, once each."""
+    DSN), `host:port` (comma-separated lists too), or, when `bare`, the value itself when it
+    is a bare host name. Lower-cased, in order, once each."""
     found: list[str] = []
     value = value.strip()
     if value.startswith("jdbc:"):
@@ -422,7 +433,7 @@ def hosts_in(value: str) -> list[str]:
         match = _HOST_PORT.match(part)
         if match:
             found.append(match.group(1))
-        elif _HOST.match(part) and not part.isdigit() and part.lower() not in ("true", "false"):
+        elif bare and _HOST.match(part) and not part.isdigit() and part.lower() not in _WORDS:
             found.append(part)
     return list(dict.fromkeys(h.lower().rstrip(".") for h in found))
 
@@ -649,7 +660,7 @@ class _Reading:
                 if var == "OTEL_SERVICE_NAME" and value and value != workload.node:
                     self.declared.nodes[workload.node].aliases.add(value)
                     continue
-                for host in hosts_in(value):
+                for host in hosts_in(value, bare=not _SECRET_NAME.search(var)):
                     target = self.resolver.resolve(host)
                     if target is None or target == workload.node:
                         continue
