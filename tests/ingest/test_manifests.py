@@ -408,7 +408,8 @@ def test_jobs_and_cronjobs_and_their_waits_are_read() -> None:
                     "name": "job",
                     "image": "report",
                     "env": [
-                        {"name": "MYSQL_HOST", "value": "db.batch"},
+                        {"name": "MYSQL_SERVICE", "value": "db.batch"},
+                        {"name": "MYSQL_URL", "value": "mysql://$(MYSQL_SERVICE):3306/reports"},
                         {"name": "DB_PASSWORD", "value": "db"},
                     ],
                 }
@@ -426,6 +427,11 @@ def test_jobs_and_cronjobs_and_their_waits_are_read() -> None:
     assert time.monotonic() - started < 2
     assert declared.nodes["db"].kind == "database"
     assert "DB_PASSWORD" not in _evidence_text(declared)  # its value is no host
+    details = {e.detail for e in declared.edges[("report", "db", "reads_writes")].evidence}
+    assert details == {
+        "container job env MYSQL_SERVICE names db.batch",
+        "container job env MYSQL_URL names db.batch",  # $(MYSQL_SERVICE) expanded
+    }
     assert set(declared.edges) == {
         ("report", "db", "reads_writes"),
         ("report", "db", "starts_after"),

@@ -529,6 +529,8 @@ _WAITS = (
     re.compile(r"\b(?:wget|curl)\b[^\n;|&]{0,200}?\b[a-z]{2,9}://" + _NAME),
 )
 _MAX_SCRIPT = 20_000  # characters of an init container's command read
+_MAX_EXPANDED = 2048
+_DEPENDENT = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.-]{0,252})\)")
 _VAR = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
 
 
@@ -656,7 +658,11 @@ class _Reading:
         """`calls` and `reads_writes` from the peers the containers' environment names."""
         for container in _containers(workload.pod):
             cname = _str(container.get("name"))
-            for var, value in self._env(workload, container):
+            earlier: dict[str, str] = {}
+            for var, raw in self._env(workload, container):
+                # Kubernetes expands $(NAME) from the variables defined before it.
+                value = _expand(raw, earlier)
+                earlier[var] = value
                 if var == "OTEL_SERVICE_NAME" and value and value != workload.node:
                     self.declared.nodes[workload.node].aliases.add(value)
                     continue
@@ -685,6 +691,14 @@ class _Reading:
                 if target is not None and target != workload.node:
                     ev = workload.obj.evidence(f"init container {cname} waits for {host}")
                     self.declared.edge(workload.node, target, "starts_after", ev)
+
+
+def _expand(value: str, earlier: Mapping[str, str]) -> str:
+    """`$(NAME)` references expanded, for a value of at most 2,048 characters with at most
+    eight of them (so that no chain of references grows without bound)."""
+    if len(value) > _MAX_EXPANDED or value.count("$(") > 8:
+        return value
+    return _DEPENDENT.sub(lambda m: earlier.get(m.group(1), m.group(0)), value)[:_MAX_EXPANDED]
 
 
 def _same_namespace(service: _Object, workload: _Object) -> bool:
