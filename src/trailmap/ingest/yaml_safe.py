@@ -78,6 +78,24 @@ class _LimitedLoader(yaml.SafeLoader):
             self._depth -= 1
 
 
+_WITH_LIBYAML: Final = bool(getattr(yaml, "__with_libyaml__", False))
+_OPEN: Final = (yaml.SequenceStartEvent, yaml.MappingStartEvent)
+_CLOSE: Final = (yaml.SequenceEndEvent, yaml.MappingEndEvent)
+
+
+def _check_depth(source: str, max_depth: int) -> None:
+    """Refuse nesting deeper than `max_depth` from libyaml's events (its parser keeps a stack
+    of its own, so depth costs no recursion), before anything recursive composes them."""
+    depth = 0
+    for event in yaml.parse(source, Loader=yaml.CSafeLoader):
+        if isinstance(event, _OPEN):
+            depth += 1
+            if depth > max_depth:
+                raise YamlRefused(f"nested deeper than {max_depth} levels")
+        elif isinstance(event, _CLOSE):
+            depth -= 1
+
+
 def _count(node: Node, budget: list[int], depth: int, max_depth: int) -> None:
     """Visit the node tree with aliases expanded (an alias is the same node object met again)
     and spend one from the budget per node; refuse when it runs out."""
@@ -127,11 +145,16 @@ def load_yaml_documents(
         source = raw.decode("utf-8-sig") if isinstance(text, bytes) else text
     except UnicodeDecodeError as exc:
         raise YamlRefused("not UTF-8 text") from exc
-    loader = _LimitedLoader(source)
-    loader.max_depth = max_depth
     budget = [max_nodes]
     docs: list[YamlDoc] = []
+    loader: Any = None
     try:
+        if _WITH_LIBYAML:  # libyaml: checked for depth on its events, then composed in C
+            _check_depth(source, max_depth)
+            loader = yaml.CSafeLoader(source)
+        else:
+            loader = _LimitedLoader(source)
+            loader.max_depth = max_depth
         while loader.check_node():
             node = loader.get_node()
             if node is None:
@@ -153,7 +176,8 @@ def load_yaml_documents(
     except (RecursionError, ValueError, TypeError, OverflowError) as exc:
         raise YamlRefused(f"not understood: {type(exc).__name__}") from exc
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return docs
 
 
@@ -163,7 +187,7 @@ def inside_root(root: Path, candidate: Path) -> Path | None:
     try:
         base = root.resolve(strict=True)
         resolved = (root / candidate).resolve(strict=False)
-    except (OSError, RuntimeError):
+    except (OSError, RuntimeError, ValueError):  # ValueError: a NUL or a lone surrogate
         return None
     if resolved == base or base in resolved.parents:
         return resolved
