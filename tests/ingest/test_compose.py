@@ -332,6 +332,36 @@ services:
     assert reasons(declared) == ["compose.yaml: service app: required variable IMAGE is not set"]
 
 
+def test_hostile_values_cost_little_and_skip_only_their_service(tmp_path: Path) -> None:
+    nested = "${A:-" * 50 + "x" + "}" * 50
+    write(
+        tmp_path,
+        {
+            "compose.yaml": f"""
+services:
+  deep:
+    image: "{nested}"
+  long:
+    environment:
+      LETTERS: "{"a" * 300_000}"
+      DOLLARS: "{"$" * 100_001}{"${{B}}" * 20_000}"
+      UNCLOSED: "{"${{" * 20_000}"
+      URLS: "{"http://x" * 30_000}"
+      API_URL: http://api:80
+  api: {{image: api}}
+"""
+        },
+    )
+    started = time.monotonic()
+    declared = read_compose(tmp_path)
+    assert time.monotonic() - started < 1.0
+    assert set(declared.nodes) == {"long", "api"}
+    assert ("long", "api") in declared.dependencies()
+    assert reasons(declared) == [
+        "compose.yaml: service deep: defaults nested deeper than 10 levels"
+    ]
+
+
 def test_include_and_extends_are_followed_within_the_repository(tmp_path: Path) -> None:
     write(
         tmp_path,

@@ -88,7 +88,10 @@ _HOST_VARIABLE: Final = re.compile(
     r"(?:HOST|HOSTNAME|HOSTS|SERVER|SERVERS|ADDR|ADDRESS|ENDPOINT|URL|URI|DSN|BROKER|BROKERS)$",
     re.IGNORECASE,
 )
-_URL: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://([^/\s;?#'\"]+)")
+# The scheme's length is bounded, so that a long run of letters costs no backtracking.
+_URL: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,30}://([^/\s;?#'\"]{1,300})")
+MAX_VALUE_CHARS: Final = 8192  # a longer environment value is not searched for peers
+MAX_INTERPOLATION_DEPTH: Final = 10
 _ADO: Final = re.compile(
     r"(?:^|;)\s*(?:host|server|data source|address|addr|hostname)\s*=\s*([^;]+)", re.IGNORECASE
 )
@@ -97,11 +100,16 @@ _NAME: Final = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
 class _Unset(Exception):
-    """A `${VAR:?message}` whose variable is not set: Compose refuses it, and so do we."""
+    """A `${VAR:?message}` whose variable is not set (Compose refuses it, and so do we), or
+    defaults nested too deep to expand."""
 
-    def __init__(self, variable: str) -> None:
+    def __init__(self, variable: str, *, deep: bool = False) -> None:
         super().__init__(variable)
-        self.variable = variable
+        self.reason = (
+            f"defaults nested deeper than {MAX_INTERPOLATION_DEPTH} levels"
+            if deep
+            else f"required variable {variable} is not set"
+        )
 
 
 @dataclass(slots=True)
@@ -151,48 +159,58 @@ class _Project:
 # ---------------------------------------------------------------- interpolation and .env
 
 
-def _interpolate(text: str, env: Mapping[str, str]) -> str:
+_VARIABLE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _interpolate(text: str, env: Mapping[str, str], depth: int = 0) -> str:
     """`${VAR}`, `$VAR`, `${VAR:-default}`, `${VAR-default}`, `${VAR:+alt}`, `${VAR+alt}`,
     `${VAR:?err}` / `${VAR?err}` (raise `_Unset`) and `$$`, as Compose interpolates."""
     if "$" not in text:
         return text
+    if depth > MAX_INTERPOLATION_DEPTH:
+        raise _Unset("", deep=True)
     out: list[str] = []
     i, n = 0, len(text)
     while i < n:
-        ch = text[i]
-        if ch != "$" or i + 1 >= n:
-            out.append(ch)
-            i += 1
-            continue
-        nxt = text[i + 1]
+        start = text.find("$", i)
+        if start < 0 or start + 1 >= n:
+            out.append(text[i:])
+            break
+        out.append(text[i:start])
+        nxt = text[start + 1]
         if nxt == "$":
             out.append("$")
-            i += 2
+            i = start + 2
         elif nxt == "{":
-            depth, j = 1, i + 2
-            while j < n and depth:
-                if text[j] == "{":
-                    depth += 1
-                elif text[j] == "}":
-                    depth -= 1
-                j += 1
-            if depth:  # no closing brace: kept as written
-                out.append(text[i:])
+            end = _closing_brace(text, start + 2)
+            if end < 0:  # no closing brace: kept as written
+                out.append(text[start:])
                 break
-            out.append(_expand(text[i + 2 : j - 1], env))
-            i = j
+            out.append(_expand(text[start + 2 : end], env, depth))
+            i = end + 1
+        elif match := _VARIABLE.match(text, start + 1):
+            out.append(env.get(match.group(0), ""))
+            i = match.end()
         else:
-            match = re.match(r"[A-Za-z_][A-Za-z0-9_]*", text[i + 1 :])
-            if match:
-                out.append(env.get(match.group(0), ""))
-                i += 1 + match.end()
-            else:
-                out.append(ch)
-                i += 1
+            out.append("$")
+            i = start + 1
     return "".join(out)
 
 
-def _expand(inner: str, env: Mapping[str, str]) -> str:
+def _closing_brace(text: str, pos: int) -> int:
+    """The index of the `}` closing a `${` whose content starts at `pos`, or -1."""
+    level = 1
+    for index in range(pos, len(text)):
+        if text[index] == "{":
+            level += 1
+        elif text[index] == "}":
+            level -= 1
+            if not level:
+                return index
+    return -1
+
+
+def _expand(inner: str, env: Mapping[str, str], depth: int) -> str:
     match = re.match(r"([A-Za-z_][A-Za-z0-9_]*)(:?[-+?])?(.*)\Z", inner, re.DOTALL)
     if match is None:
         return ""
@@ -202,9 +220,9 @@ def _expand(inner: str, env: Mapping[str, str]) -> str:
         return value or ""
     is_set = value is not None and (value != "" or not op.startswith(":"))
     if op.endswith("-"):
-        return value if is_set and value is not None else _interpolate(rest, env)
+        return value if is_set and value is not None else _interpolate(rest, env, depth + 1)
     if op.endswith("+"):
-        return _interpolate(rest, env) if is_set else ""
+        return _interpolate(rest, env, depth + 1) if is_set else ""
     if not is_set:
         raise _Unset(name)
     return value or ""
@@ -277,7 +295,7 @@ class _Reader:
         rel = (
             _rel(self.root, resolved)
             if resolved
-            else posixpath.normpath(str(path).replace(os.sep, "/"))
+            else Path(os.path.relpath(path, self.root)).as_posix()
         )
         try:
             text = read_text_inside(self.root, path)
@@ -335,9 +353,7 @@ class _Reader:
         try:
             item = _interpolate_tree(item, env)
         except _Unset as exc:
-            project.skipped.append(
-                Skipped(rel, f"include #{index + 1}: required variable {exc.variable} is not set")
-            )
+            project.skipped.append(Skipped(rel, f"include #{index + 1}: {exc.reason}"))
             return
         paths = item.get("path") if isinstance(item, dict) else item
         for target in [paths] if isinstance(paths, str) else as_list(paths):
@@ -375,9 +391,7 @@ class _Reader:
         try:
             raw = _interpolate_tree(raw, env)
         except _Unset as exc:
-            project.skipped.append(
-                Skipped(rel, f"service {name}: required variable {exc.variable} is not set")
-            )
+            project.skipped.append(Skipped(rel, f"service {name}: {exc.reason}"))
             return None
         base: _Service | None = None
         extends = raw.get("extends")
@@ -582,6 +596,8 @@ def technology_of_image(image: str) -> tuple[NodeKind, str | None, str | None]:
 def _hosts_in(variable: str, value: str) -> Iterator[tuple[str, str | None]]:
     """Every (host, port) a value names: URLs and DSNs (userinfo dropped), `Host=...;`,
     `host:port` items of a list, and the whole value when the variable names a host."""
+    if len(value) > MAX_VALUE_CHARS:
+        return
     for match in _URL.finditer(value):
         netloc = match.group(1).rsplit("@", 1)[-1]
         for part in netloc.split(","):
