@@ -236,11 +236,15 @@ services:
     hostname: api.internal
     networks: {default: {aliases: [backend]}}
     environment: [OTEL_SERVICE_NAME=checkout-api]
+  worker:
+    environment:
+      OTEL_RESOURCE_ATTRIBUTES: deployment.environment=prod, service.name=checkout-worker
 """
         },
     )
-    node = read_compose(tmp_path).nodes["api"]
-    assert node.aliases == {"api-1", "api.internal", "backend", "checkout-api"}
+    declared = read_compose(tmp_path)
+    assert declared.nodes["api"].aliases == {"api-1", "api.internal", "backend", "checkout-api"}
+    assert declared.nodes["worker"].aliases == {"checkout-worker"}
 
 
 def test_overlays_merge_as_compose_merges_them(tmp_path: Path) -> None:

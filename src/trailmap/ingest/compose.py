@@ -624,6 +624,20 @@ def _split_host(part: str) -> tuple[str, str | None]:
     return host, (port if port.isdigit() else None)
 
 
+def _otel_service_name(environment: Mapping[str, _Loc]) -> str | None:
+    """What traces will call the service: `OTEL_SERVICE_NAME`, else the `service.name` in
+    `OTEL_RESOURCE_ATTRIBUTES` (the SDKs' order)."""
+    named = environment.get("OTEL_SERVICE_NAME")
+    if named and named.value:
+        return named.value.strip() or None
+    attributes = environment.get("OTEL_RESOURCE_ATTRIBUTES")
+    for pair in (attributes.value or "").split(",") if attributes else ():
+        key, _, value = pair.partition("=")
+        if key.strip() == "service.name" and value.strip():
+            return value.strip()
+    return None
+
+
 def _record_nodes(project: _Project, names: Mapping[str, str], declared: Declared) -> None:
     for service in project.services.values():
         node_name = names[service.name]
@@ -643,12 +657,11 @@ def _record_nodes(project: _Project, names: Mapping[str, str], declared: Declare
             "build_context": service.build_context,
         }
         node.attributes.update({k: v for k, v in attributes.items() if v})
-        otel = service.environment.get("OTEL_SERVICE_NAME")
         for alias in (
             service.container_name,
             service.hostname,
             *service.network_aliases,
-            otel.value if otel else None,
+            _otel_service_name(service.environment),
         ):
             if alias and alias != node_name:
                 node.aliases.add(alias)
