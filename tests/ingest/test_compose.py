@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from tests.ingest.forges import mutations
+from trailmap.ingest import compose
 from trailmap.ingest.compose import read_compose, service_directories, technology_of_image
 from trailmap.ingest.declared import Declared
 
@@ -461,6 +462,17 @@ def test_a_yaml_bomb_and_a_huge_file_are_refused_fast(tmp_path: Path) -> None:
     found = reasons(declared)
     assert any(r.startswith("bomb/compose.yaml: too many nodes") for r in found), found
     assert any(r.startswith("big/compose.yaml: larger than") for r in found), found
+
+
+def test_a_repository_with_too_many_compose_files_is_read_in_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(compose, "MAX_COMPOSE_FILES", 3)
+    for name in "abcde":
+        write(tmp_path, {f"{name}/compose.yaml": f"services:\n  {name}: {{}}\n"})
+    declared = read_compose(tmp_path)
+    assert set(declared.nodes) == {"a", "b", "c"}
+    assert reasons(declared) == [".: more than 3 Compose files; the rest not read"]
 
 
 @pytest.mark.parametrize(

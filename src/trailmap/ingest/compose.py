@@ -41,6 +41,7 @@ OVERRIDE_FILES: Final[tuple[str, ...]] = (
 _OVERLAY: Final = re.compile(r"^(?:docker-)?compose\.[A-Za-z0-9_-]+\.ya?ml$")
 MAX_WALK_DEPTH: Final = 8
 MAX_COMPOSE_FILES: Final = 200
+MAX_FOLDERS: Final = 20_000
 MAX_INCLUDE_DEPTH: Final = 5
 _SKIP_DIRS: Final = frozenset({"node_modules", "vendor", "__pycache__", "dist", "build"})
 
@@ -554,12 +555,15 @@ def _peers(
 # ---------------------------------------------------------------- finding and recording
 
 
-def _find_projects(root: Path) -> Iterator[tuple[Path, list[Path]]]:
+def _find_projects(root: Path, skipped: list[Skipped]) -> Iterator[tuple[Path, list[Path]]]:
     """Each folder with a Compose file, its files in the order Compose merges them: the
     project file, `compose.override.yaml`, then other `compose.<name>.yaml` overlays."""
     count = 0
     base_depth = len(root.parts)
-    for folder, dirs, files in os.walk(root, followlinks=False):
+    for visited, (folder, dirs, files) in enumerate(os.walk(root, followlinks=False)):
+        if visited >= MAX_FOLDERS:
+            skipped.append(Skipped(".", f"more than {MAX_FOLDERS} folders; the rest not searched"))
+            return
         here = Path(folder)
         dirs[:] = (
             sorted(d for d in dirs if not d.startswith(".") and d not in _SKIP_DIRS)
@@ -577,6 +581,9 @@ def _find_projects(root: Path) -> Iterator[tuple[Path, list[Path]]]:
         )
         count += len(ordered)
         if count > MAX_COMPOSE_FILES:
+            skipped.append(
+                Skipped(".", f"more than {MAX_COMPOSE_FILES} Compose files; the rest not read")
+            )
             return
         yield here, [here / f for f in ordered]
 
@@ -713,7 +720,8 @@ def read_compose(root: Path, *, env: Mapping[str, str] | None = None) -> Declare
     is named by its service name, or `<project folder>/<name>` when two projects share it."""
     declared = Declared()
     reader = _Reader(root, env or {})
-    projects = [reader.project(folder, files) for folder, files in _find_projects(reader.root)]
+    found = _find_projects(reader.root, declared.skipped)
+    projects = [reader.project(folder, files) for folder, files in found]
     projects = [p for p in projects if not p.files or p.files[0] not in reader.included]
     counts: dict[str, int] = {}
     for project in projects:
