@@ -317,6 +317,33 @@ services:
     assert ev.detail == "A → db:6543"
 
 
+def test_env_files_name_peers_with_their_own_file_and_line(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {
+            "svc/compose.yaml": """
+services:
+  app:
+    env_file:
+      - config/app.env
+      - path: missing.env
+        required: false
+    environment:
+      OVERRIDDEN: http://cache:6379
+  db: {image: postgres}
+  cache: {image: memcached}
+""",
+            "svc/config/app.env": "# app\nDATABASE_URL=postgres://u:hunter2@db/x\n"
+            "OVERRIDDEN=http://db:1\n",
+        },
+    )
+    declared = read_compose(tmp_path)
+    assert deps(declared) == {("app", "db"): "reads_writes", ("app", "cache"): "reads_writes"}
+    (ev,) = declared.edges[("app", "db", "reads_writes")].evidence
+    assert (ev.file, ev.line, ev.detail) == ("svc/config/app.env", 2, "DATABASE_URL → db")
+    assert declared.skipped == []
+
+
 def test_a_required_variable_missing_skips_that_service_only(tmp_path: Path) -> None:
     write(
         tmp_path,
