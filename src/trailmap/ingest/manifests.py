@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-import yaml
-
 from trailmap.graph.model import NodeKind
 from trailmap.ingest.declared import Declared, DeclaredEdgeKind, Evidence, Skipped
+from trailmap.ingest.yaml_safe import YamlRefused, load_yaml_documents
 
 __all__ = [
     "MAX_FILE_BYTES",
@@ -34,8 +33,6 @@ __all__ = [
 READER: Final = "kubernetes"
 MAX_FILE_BYTES: Final = 1024 * 1024
 MAX_FILES: Final = 5000
-_MAX_DEPTH: Final = 64
-_MAX_NODES: Final = 200_000  # scalars and collections, with every alias expanded
 _MAX_KUSTOMIZE_DEPTH: Final = 10
 _MAX_KUSTOMIZE_VISITS: Final = 500  # kustomizations read, counting each time one is listed
 _WORKLOADS: Final = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
@@ -63,50 +60,10 @@ _DATASTORES: Final[dict[str, tuple[NodeKind, str]]] = {
 }
 
 
-class YamlRefused(ValueError):
-    """A YAML text not read: too deep, too many aliases expanded, or not YAML at all."""
-
-
 def load_yaml(text: str) -> list[tuple[int, Any]]:
-    """Every document of `text` with its first line, read safely (plain data only). Before
-    anything is built, the events are walked once: nesting deeper than 64, or more than
-    200,000 nodes once every alias is expanded (a "billion laughs"), is refused."""
-    depth = expanded = 0
-    sizes: dict[str, int] = {}
-    open_: list[tuple[str | None, int]] = []
-    lines: list[int] = []
-    try:
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
-            if isinstance(event, yaml.DocumentStartEvent):
-                lines.append(event.start_mark.line + 1 if event.start_mark else 1)
-            elif isinstance(event, yaml.AliasEvent):
-                expanded += sizes.get(event.anchor or "", 1)
-            elif isinstance(event, yaml.ScalarEvent):
-                expanded += 1
-                if event.anchor:
-                    sizes[event.anchor] = 1
-            elif isinstance(event, yaml.CollectionStartEvent):
-                expanded += 1
-                depth += 1
-                if depth > _MAX_DEPTH:
-                    raise YamlRefused(f"nested deeper than {_MAX_DEPTH} levels")
-                open_.append((event.anchor, expanded))
-            elif isinstance(event, yaml.CollectionEndEvent):
-                depth -= 1
-                anchor, start = open_.pop()
-                if anchor:
-                    sizes[anchor] = expanded - start + 1
-            if expanded > _MAX_NODES:
-                raise YamlRefused(f"more than {_MAX_NODES} nodes once its aliases are expanded")
-        documents = list(yaml.load_all(text, Loader=yaml.SafeLoader))
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        line = getattr(mark, "line", None)
-        where = f" (line {line + 1})" if isinstance(line, int) else ""
-        raise YamlRefused(f"not valid YAML{where}") from None
-    except RecursionError:
-        raise YamlRefused(f"nested deeper than {_MAX_DEPTH} levels") from None
-    return list(zip(lines or [1] * len(documents), documents, strict=False))
+    """Every document of `text` with its first line, read through `yaml_safe`'s limits (size,
+    depth, aliases expanded); `YamlRefused` with the reason otherwise."""
+    return [(doc.line() or 1, doc.data) for doc in load_yaml_documents(text, file="")]
 
 
 def read_text(path: Path, root: Path, declared: Declared) -> str | None:
