@@ -169,18 +169,22 @@ def load_yaml_documents(
     except YamlRefused:
         raise
     except yaml.YAMLError as exc:
-        if "nesting depth" in str(getattr(exc, "problem", "")):  # libyaml's own limit
-            raise YamlRefused(f"nested deeper than {max_depth} levels") from exc
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or type(exc).__name__
-        raise YamlRefused(f"not valid YAML{where}: {problem}") from exc
+        raise _not_valid(exc, max_depth) from exc
     except (RecursionError, ValueError, TypeError, OverflowError) as exc:
         raise YamlRefused(f"not understood: {type(exc).__name__}") from exc
     finally:
         if loader is not None:
             loader.dispose()
     return docs
+
+
+def _not_valid(exc: yaml.YAMLError, max_depth: int) -> YamlRefused:
+    problem = getattr(exc, "problem", None) or type(exc).__name__
+    if "nesting depth" in str(problem):  # libyaml's own limit, met before ours
+        return YamlRefused(f"nested deeper than {max_depth} levels")
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}" if mark is not None else ""
+    return YamlRefused(f"not valid YAML{where}: {problem}")
 
 
 def inside_root(root: Path, candidate: Path) -> Path | None:
