@@ -109,6 +109,24 @@ async def test_an_integration_made_on_the_command_line_receives_signed_deliverie
         url, content=body, headers=github_headers(body, new_secret, "ping")
     )
     assert (refused.status_code, accepted.status_code) == (401, 200)
+    [updated] = await _cli(
+        database_url,
+        "integration",
+        "update",
+        listed["id"],
+        "--org",
+        org.slug,
+        "--status",
+        "disabled",
+        "--set",
+        "branch=",
+    )
+    assert json.loads(updated)["status"] == "disabled"
+    assert "branch" not in json.loads(updated)["settings"]
+    disabled = await server.post(
+        url, content=body, headers=github_headers(body, new_secret, "ping")
+    )
+    assert disabled.status_code == 404
     await _cli(database_url, "integration", "delete", listed["id"], "--org", org.slug)
     assert await _cli(database_url, "integration", "list", "--org", org.slug) == []
     gone = await server.post(url, content=body, headers=github_headers(body, new_secret, "ping"))

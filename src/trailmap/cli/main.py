@@ -1110,6 +1110,80 @@ def integration_deliveries(
             )
 
 
+@integration.command("update")
+@click.argument("integration_id")
+@click.option("--org", "org_slug", required=True, help="Organization slug.")
+@click.option("--name", default=None, help="A new name.")
+@click.option("--status", type=click.Choice(["active", "disabled"]), default=None)
+@click.option(
+    "--service-map",
+    "service_map",
+    multiple=True,
+    metavar="REPO=SERVICE",
+    help="Replaces the repositories' services (repeatable).",
+)
+@click.option(
+    "--set",
+    "settings_given",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A setting to change (repeatable); KEY= with nothing after it removes it.",
+)
+@click.pass_obj
+def integration_update(
+    state: _State,
+    integration_id: str,
+    org_slug: str,
+    name: str | None,
+    status: str | None,
+    service_map: tuple[str, ...],
+    settings_given: tuple[str, ...],
+) -> None:
+    """Change an integration's name, status (a disabled one's webhook answers 404) or
+    settings; prints it as JSON (never a secret)."""
+    from trailmap.accounts import get_org  # noqa: PLC0415
+    from trailmap.accounts.audit import OPERATOR  # noqa: PLC0415
+    from trailmap.accounts.team import OPERATOR_AUTHORITY  # noqa: PLC0415
+    from trailmap.integrations.integrations import update_integration  # noqa: PLC0415
+
+    changes: dict[str, object] = {}
+    if name is not None:
+        changes["name"] = name
+    if status is not None:
+        changes["status"] = status
+    settings: dict[str, object] = {}
+    if service_map:
+        settings["services"] = _service_map(service_map)
+    for pair in settings_given:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{pair!r}: give KEY=VALUE", param_hint="--set")
+        settings[key.strip()] = value or None
+    if settings:
+        changes["settings"] = settings
+    if not changes:
+        raise click.UsageError(
+            "Name something to change: --name, --status, --service-map or --set."
+        )
+    handle = state.ready_database()
+    try:
+        changed = _run(
+            update_integration(
+                handle,
+                _run(get_org(handle, org_slug)).id,
+                integration_id,
+                changes,
+                who=OPERATOR_AUTHORITY,
+                by=OPERATOR,
+                secret_key=state.settings().encryption_secret,
+            )
+        )
+        shown = changed.as_json(state.public_url(handle))
+    finally:
+        handle.close()
+    click.echo(json.dumps(shown))
+
+
 @integration.command("delete")
 @click.argument("integration_id")
 @click.option("--org", "org_slug", required=True, help="Organization slug.")
