@@ -30,9 +30,12 @@ from hypothesis import strategies as st
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.factories import make_key, make_org
+from tests.factories import make_key, make_org, principal_for
 from tests.reliability.forms import scale
+from trailmap.accounts.audit import Actor
+from trailmap.accounts.organizations import get_org
 from trailmap.app import create_app
+from trailmap.integrations.integrations import create_integration, get_integration
 from trailmap.settings import Settings
 from trailmap.storage import Database
 
@@ -45,6 +48,7 @@ _SHARED_TYPES = ["deployment", "rollback", "config-change", "incident"]
 _SHARED_SUBJECTS = ["production", "staging"]
 _GRAPH_WAIT_S = 15.0
 _ENV = "production"
+_SECRET_KEY = "the isolation test's key, at least 32 characters long"
 
 
 @dataclass
@@ -56,6 +60,8 @@ class Org:
     org_id: str = ""
     writer: str = ""
     reader: str = ""
+    admin: str = ""  # for the integrations' routes, which are for owners and admins
+    integration_id: str = ""
     event_ids: list[str] = field(default_factory=list)
     services: list[str] = field(default_factory=list)
     stores: list[str] = field(default_factory=list)
@@ -260,16 +266,18 @@ def _free_strings(parameter: dict[str, Any]) -> bool:
 async def _walk_rest(
     http: httpx.AsyncClient, paths: dict[str, Any], a: Org, b: Org, others: list[Org], cov: Coverage
 ) -> list[str]:
-    auth = {"Authorization": f"Bearer {a.writer}"}
     found: list[str] = []
     for template, operations in paths.items():
         for method, operation in operations.items():
             if method.upper() != "GET":
                 continue
             cov.rest.add(f"GET {template}")
+            key = a.admin if "/integrations" in template else a.writer
+            auth = {"Authorization": f"Bearer {key}"}
             path_values = {
                 "event_id": [*b.event_ids, a.event_ids[0]],
                 "node": [*b.services, *b.stores],
+                "integration_id": [b.integration_id, a.integration_id],
             }
             params = [p for p in operation.get("parameters", []) if p["in"] == "query"]
             names = [p["name"] for p in params if _free_strings(p)]
@@ -327,6 +335,20 @@ async def _walk_writes(
         ("DELETE", "/api/v1/members/{email}"): [(b"", "application/json")],
         ("POST", "/api/v1/invitations"): [(b'{"email": "x@b.example"}', "application/json")],
         ("PATCH", "/api/v1/organization"): [(b'{"max_key_days": 30}', "application/json")],
+        ("POST", "/api/v1/integrations"): [
+            (b'{"kind": "github", "name": "mine"}', "application/json")
+        ],
+        # B's integration, addressed by A's ADMIN key: not found, and left as it was.
+        ("PATCH", "/api/v1/integrations/{integration_id}"): [
+            (b'{"status": "disabled"}', "application/json")
+        ],
+        ("DELETE", "/api/v1/integrations/{integration_id}"): [(b"", "application/json")],
+        ("POST", "/api/v1/integrations/{integration_id}/rotate-secret"): [
+            (b"", "application/json")
+        ],
+        ("POST", "/api/v1/integrations/{integration_id}/webhook"): [
+            (b'{"zen": "hello"}', "application/json")
+        ],
     }
     for template, operations in paths.items():
         for method in operations:
@@ -335,9 +357,11 @@ async def _walk_writes(
                 continue
             assert key in bodies, f"give {key} a body to send in the isolation walk"
             cov.rest.add(f"{key[0]} {template}")
+            path = template.replace("{integration_id}", b.integration_id)
+            headers = {"Authorization": f"Bearer {a.admin}"} if "/integrations" in path else auth
             for content, media in bodies[key]:
                 response = await http.request(
-                    key[0], template, content=content, headers={**auth, "Content-Type": media}
+                    key[0], path, content=content, headers={**headers, "Content-Type": media}
                 )
                 cov.calls += 1
                 assert response.status_code < 500, (key, response.text)
@@ -432,6 +456,17 @@ async def _organization(db: Database, token: str) -> Org:
     org.org_id = str(made.id)
     org.writer = await make_key(db, made, scope="read-write")
     org.reader = await make_key(db, made, scope="read-only")
+    org.admin = await make_key(db, made, scope="admin")
+    integration, _secret = await create_integration(
+        db,
+        made.id,
+        who=principal_for(made, scope="admin"),
+        by=Actor("the isolation test"),
+        kind="github",
+        name=f"hooks-{token}",
+        secret_key=_SECRET_KEY,
+    )
+    org.integration_id = integration.id
     return org
 
 
@@ -480,6 +515,10 @@ async def test_no_endpoint_and_no_tool_shows_one_organization_anything_of_anothe
         leaks = await _walk_rest(http, paths, a, b, others, cov)
         leaks += await _walk_mcp(app, a, b, others, cov)
         leaks += await _walk_writes(http, paths, a, b, others, cov)
+    # A's ADMIN key changed nothing of B's integration.
+    owner_of_b = principal_for(await get_org(db, b.slug), scope="admin")
+    kept = await get_integration(db, b.org_id, b.integration_id, who=owner_of_b)
+    assert (kept.name, kept.status) == (f"hooks-{b.token}", "active")
     _seen.extend([a, b])
     print(
         f"\nisolation: {cov.calls} calls, {len(cov.rest)} REST operations, "
