@@ -79,14 +79,7 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
     with postgres_cluster() as cluster:
         database_url = cluster.create_database("outage")
         key = org_with_key(database_url, "outage")
-        # Known defect (issue 20, docs/operations.md): with the cluster supervisor polling,
-        # the first requests after PostgreSQL is back wait 2.5 to 4.2 s before they succeed
-        # (0.15 s without it). This test keeps its line for the request path alone.
-        with running_server(
-            database_url,
-            log_path=tmp_path / "server.log",
-            env={"TRAILMAP_KUBERNETES_POLL_SECONDS": "0"},
-        ) as url:
+        with running_server(database_url, log_path=tmp_path / "server.log") as url:
             yield Setup(cluster=cluster, url=url, key=key, folder=tmp_path)
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from trailmap.accounts.organizations import get_org_by_id
+from trailmap.errors import Unavailable
 from trailmap.ingest.kubernetes import EnvironmentMap
 from trailmap.ingest.kubernetes_watch import WatchOptions, WatchState, run_in_server
 from trailmap.integrations.integrations import Integration, active_cluster_integrations
@@ -270,6 +271,10 @@ class Supervisor:
                     await self.reconcile()
                 except asyncio.CancelledError:
                     raise
+                except Unavailable as error:
+                    # A database outage: one line, not a traceback (rendering one runs on
+                    # the event loop and held every request for seconds after an outage).
+                    log.warning("the Kubernetes supervisor's round: %s; trying again", error)
                 except Exception:
                     log.exception("the Kubernetes supervisor's round failed; trying again")
                 await self._stop_unrenewed()
