@@ -1,0 +1,1 @@
+"""Notifications: channels, rules and a durable outbox (docs/notifications.md)."""
