@@ -18,6 +18,7 @@ import yaml
 
 from tests.ingest.forges import mutations
 from tests.upstream import UPSTREAM
+from trailmap.graph.declared import Declared, Evidence
 from trailmap.ingest.backstage import (
     BackstageError,
     EntityRef,
@@ -25,7 +26,6 @@ from trailmap.ingest.backstage import (
     fetch_catalog,
     read_catalog,
 )
-from trailmap.ingest.declared import Declared, Evidence
 from trailmap.outbound import OutboundPolicy
 
 CATALOG = UPSTREAM / "backstage-catalog"

@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from tests.ingest.forges import mutations
+from trailmap.graph.declared import Declared
 from trailmap.ingest import compose
 from trailmap.ingest.compose import read_compose, service_directories, technology_of_image
-from trailmap.ingest.declared import Declared
 
 AWESOME = Path(__file__).parents[1] / "fixtures/upstream/repositories/awesome-compose"
 

@@ -9,7 +9,7 @@ import yaml
 
 from tests.ingest.forges import mutations
 from tests.upstream import UPSTREAM
-from trailmap.ingest.declared import Declared
+from trailmap.graph.declared import Declared
 from trailmap.ingest.helm import read_helm_values, read_skaffold
 from trailmap.ingest.manifests import read_manifests
 

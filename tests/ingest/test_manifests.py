@@ -13,7 +13,7 @@ import yaml
 
 from tests.ingest.forges import mutations
 from tests.upstream import UPSTREAM
-from trailmap.ingest.declared import Declared
+from trailmap.graph.declared import Declared
 from trailmap.ingest.manifests import MAX_FILE_BYTES, hosts_in, read_manifests, read_objects
 
 DEMO = UPSTREAM / "repositories" / "microservices-demo"

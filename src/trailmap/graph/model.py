@@ -48,6 +48,12 @@ EdgeKind = Literal[
     "owned_by",
     "runs_in",
     "part_of",
+    # Kinds only declarations add (graph/declared.py): an order of start, not traffic; a
+    # Backstage API provided or consumed; a Kubernetes Service or Ingress in front of a workload.
+    "starts_after",
+    "provides_api",
+    "consumes_api",
+    "exposes",
 ]
 EDGE_KINDS: tuple[EdgeKind, ...] = get_args(EdgeKind)
 

@@ -13,8 +13,8 @@ import anyio
 import httpx
 import orjson
 
+from trailmap.graph.declared import Declared, DeclaredEdgeKind, Evidence, Skipped
 from trailmap.graph.model import NodeKind
-from trailmap.ingest.declared import Declared, DeclaredEdgeKind, Evidence, Skipped
 from trailmap.ingest.manifests import YamlRefused, load_yaml, read_text, yaml_files
 from trailmap.outbound import OutboundError, OutboundPolicy
 

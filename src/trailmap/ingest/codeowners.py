@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from trailmap.ingest.declared import Declared, Evidence, Skipped
+from trailmap.graph.declared import Declared, Evidence, Skipped
 from trailmap.ingest.yaml_safe import YamlRefused, read_text_inside
 
 __all__ = ["CODEOWNERS_FILES", "find_codeowners", "owners_of", "read_codeowners"]

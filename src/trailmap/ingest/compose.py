@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Final
 
+from trailmap.graph.declared import Declared, DeclaredEdgeKind, Evidence, Skipped
 from trailmap.graph.model import NodeKind
-from trailmap.ingest.declared import Declared, DeclaredEdgeKind, Evidence, Skipped
 from trailmap.ingest.yaml_safe import (
     YamlDoc,
     YamlRefused,

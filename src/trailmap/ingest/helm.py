@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 from typing import Any, Final
 
+from trailmap.graph.declared import Declared, DeclaredEdgeKind, Evidence, Skipped
 from trailmap.graph.model import NodeKind
-from trailmap.ingest.declared import Declared, DeclaredEdgeKind, Evidence, Skipped
 from trailmap.ingest.manifests import (
     YamlRefused,
     datastore_kind,

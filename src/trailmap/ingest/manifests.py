@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from trailmap.graph.declared import Declared, DeclaredEdgeKind, Evidence, Skipped
 from trailmap.graph.model import NodeKind
-from trailmap.ingest.declared import Declared, DeclaredEdgeKind, Evidence, Skipped
 from trailmap.ingest.yaml_safe import YamlRefused, load_yaml_documents
 
 __all__ = [

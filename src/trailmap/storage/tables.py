@@ -26,6 +26,8 @@ __all__ = [
     "api_keys",
     "audit_events",
     "events",
+    "graph_declarations",
+    "graph_declared_sources",
     "graph_edges",
     "graph_metric_cursors",
     "graph_minutes",
@@ -436,6 +438,46 @@ graph_edges = Table(
     Column("first_seen_us", BigInteger, nullable=False),
     Column("last_seen_us", BigInteger, nullable=False),
     PrimaryKeyConstraint("org_id", "id"),
+    ForeignKeyConstraint(["org_id"], ["organizations.id"], ondelete="CASCADE"),
+)
+
+# What repositories, clusters and catalogs declare (graph/declared.py), one row per source
+# and node or edge; joined to what traces observe when a snapshot is built. A declaration
+# that a later reading of its source no longer holds is kept with `removed_us`, so the graph
+# as it was at any time (and what went away since) can still be told.
+graph_declarations = Table(
+    "graph_declarations",
+    metadata,
+    Column("org_id", String(ID), nullable=False),
+    Column("source_key", String(100), nullable=False),  # an integration's id, for one
+    Column("key", String(64), nullable=False),  # sha256 of what is declared
+    Column("subject", String(10), nullable=False),  # node | edge
+    Column("body", Json, nullable=False),  # names, kind, environment, aliases, attributes
+    Column("evidence", Json, nullable=False),  # [{reader, file, line, detail}]
+    Column("first_seen_us", BigInteger, nullable=False),
+    Column("last_seen_us", BigInteger, nullable=False),
+    Column("removed_us", BigInteger, nullable=True),
+    PrimaryKeyConstraint("org_id", "source_key", "key"),
+    ForeignKeyConstraint(["org_id"], ["organizations.id"], ondelete="CASCADE"),
+)
+
+# Each declaring source's last reading: what it read (a commit, a resource version), when,
+# how much it declared, what it skipped and why, and its last error.
+graph_declared_sources = Table(
+    "graph_declared_sources",
+    metadata,
+    Column("org_id", String(ID), nullable=False),
+    Column("source_key", String(100), nullable=False),
+    Column("kind", String(20), nullable=False),  # repository | kubernetes | eks | backstage
+    Column("label", String(200), nullable=False),
+    Column("revision", String(200), nullable=True),
+    Column("read_us", BigInteger, nullable=True),
+    Column("nodes", Integer, nullable=False),
+    Column("edges", Integer, nullable=False),
+    Column("skipped", Json, nullable=False),
+    Column("error", Text, nullable=True),
+    Column("error_us", BigInteger, nullable=True),
+    PrimaryKeyConstraint("org_id", "source_key"),
     ForeignKeyConstraint(["org_id"], ["organizations.id"], ondelete="CASCADE"),
 )
 

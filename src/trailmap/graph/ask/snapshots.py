@@ -11,9 +11,11 @@ from collections.abc import Hashable
 import anyio.to_thread
 
 from trailmap import clock
+from trailmap.graph.joined import Declaration, join
 from trailmap.graph.memory import GraphSnapshot
 from trailmap.graph.model import Edge, Node
 from trailmap.storage import Connection, Database
+from trailmap.storage import declared as declared_store
 from trailmap.storage import graph as store
 
 __all__ = ["clear_snapshots", "snapshot_for"]
@@ -73,9 +75,10 @@ def _traffic(conn: Connection, org_id: str, moment_us: int) -> dict[str, float]:
 def _load(
     conn: Connection, org_id: str, moment_us: int, stale_after_us: int
 ) -> tuple[list[Node], list[Edge], dict[str, float]]:
-    """Nodes and edges that existed at the moment: seen by then, and not gone stale."""
+    """Nodes and edges that existed at the moment: observed by then and not gone stale, or
+    declared then (graph/joined.py joins the two)."""
     oldest = moment_us - stale_after_us
-    nodes = [
+    observed_nodes = [
         Node(
             id=row.id,
             kind=row.kind,
@@ -87,10 +90,10 @@ def _load(
             sources=tuple(row.sources or ()),
         )
         for row in store.node_rows(conn, org_id)
-        if row.first_seen_us <= moment_us and row.last_seen_us >= oldest
+        if row.first_seen_us <= moment_us
     ]
-    present = {n.id for n in nodes}
-    edges = [
+    fresh_nodes = {n.id for n in observed_nodes if n.last_seen_us >= oldest}
+    observed_edges = [
         Edge(
             id=row.id,
             source_id=row.source_id,
@@ -103,8 +106,28 @@ def _load(
         )
         for row in store.edge_rows(conn, org_id)
         if row.first_seen_us <= moment_us
-        and row.last_seen_us >= oldest
-        and row.source_id in present
-        and row.target_id in present
     ]
+    fresh_edges = {
+        e.id
+        for e in observed_edges
+        if e.last_seen_us >= oldest and e.source_id in fresh_nodes and e.target_id in fresh_nodes
+    }
+    declarations = [
+        Declaration(
+            source_key=row.source_key,
+            subject=row.subject,
+            body=row.body,
+            evidence=row.evidence or [],
+            first_seen_us=row.first_seen_us,
+            last_seen_us=row.last_seen_us,
+        )
+        for row in declared_store.live_declarations(conn, org_id, moment_us)
+    ]
+    if not declarations:
+        nodes = [n for n in observed_nodes if n.id in fresh_nodes]
+        edges = [e for e in observed_edges if e.id in fresh_edges]
+    else:
+        nodes, edges = join(
+            org_id, observed_nodes, observed_edges, fresh_nodes, fresh_edges, declarations
+        )
     return nodes, edges, _traffic(conn, org_id, moment_us)
