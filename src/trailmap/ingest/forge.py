@@ -4,13 +4,13 @@ forge times with their zone, and the trimmed CloudEvent each delivery becomes.""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
 import orjson
 
-from trailmap.ingest.webhooks import ForgeContext
+from trailmap.ingest.webhooks import ForgeContext, Mapped
 from trailmap.timeline.events import derive_service
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "first_line",
     "forge_time",
     "number",
+    "pushed_default_branch",
     "repository_source",
     "required_text",
     "required_time",
@@ -175,6 +176,28 @@ def version_for(ref: str | None, sha: str | None, *, short: int) -> str | None:
         if sha is None and _SHA.fullmatch(ref) and len(ref) == 40:
             sha = ref
     return short_sha(sha, short)
+
+
+def pushed_default_branch(
+    ref: str, *, deleted: bool, default_branch: Callable[[], str]
+) -> str | Mapped:
+    """The branch a push went to, when it is the default branch (the only push the timeline
+    shows); otherwise why the push is ignored: a deleted ref, a tag, a ref that is not a
+    branch, another branch. `default_branch` is asked only for a branch."""
+    if deleted:
+        return Mapped.ignore(f"the push deleted {ref}")
+    if ref.startswith("refs/tags/"):
+        return Mapped.ignore(
+            f"a push of tag {ref.removeprefix('refs/tags/')!r}; releases and deployments say "
+            "when a tag ships"
+        )
+    if not ref.startswith("refs/heads/"):
+        return Mapped.ignore(f"a push to {ref!r}, which is not a branch")
+    branch = ref.removeprefix("refs/heads/")
+    default = default_branch()
+    if branch != default:
+        return Mapped.ignore(f"a push to branch {branch!r}, not the default branch {default!r}")
+    return branch
 
 
 def commit_list(commits: object) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ from trailmap.ingest.forge import (
     dig,
     first_line,
     number,
+    pushed_default_branch,
     repository_source,
     required_text,
     required_time,
@@ -171,21 +172,14 @@ def _release(payload: Mapping[str, Any], context: ForgeContext) -> Mapped:
 
 
 def _push(payload: Mapping[str, Any], context: ForgeContext) -> Mapped:
-    ref = required_text(payload, "ref")
-    if dig(payload, "deleted") is True:
-        return Mapped.ignore(f"the push deleted {ref}")
-    if ref.startswith("refs/tags/"):
-        return Mapped.ignore(
-            f"a push of tag {ref.removeprefix('refs/tags/')!r}; releases and deployments say "
-            "when a tag ships"
-        )
-    if not ref.startswith("refs/heads/"):
-        return Mapped.ignore(f"a push to {ref!r}, which is not a branch")
-    branch = ref.removeprefix("refs/heads/")
+    branch = pushed_default_branch(
+        required_text(payload, "ref"),
+        deleted=dig(payload, "deleted") is True,
+        default_branch=lambda: _repository(payload, context).require_default_branch(),
+    )
+    if isinstance(branch, Mapped):
+        return branch
     repo = _repository(payload, context)
-    default = repo.require_default_branch()
-    if branch != default:
-        return Mapped.ignore(f"a push to branch {branch!r}, not the default branch {default!r}")
     commits = commit_list(dig(payload, "commits"))
     listed = dig(payload, "commits")
     total = len(listed) if isinstance(listed, list) else len(commits)

@@ -16,6 +16,7 @@ from trailmap.ingest.forge import (
     dig,
     first_line,
     number,
+    pushed_default_branch,
     repository_source,
     required_text,
     required_time,
@@ -196,22 +197,15 @@ def _release(payload: Mapping[str, Any], context: ForgeContext) -> Mapped:
 
 
 def _push(payload: Mapping[str, Any], context: ForgeContext) -> Mapped:
-    ref = required_text(payload, "ref")
     after = text(payload, "after", limit=64)
-    if after == _NO_COMMIT:
-        return Mapped.ignore(f"the push deleted {ref}")
-    if ref.startswith("refs/tags/"):
-        return Mapped.ignore(
-            f"a push of tag {ref.removeprefix('refs/tags/')!r}; releases and deployments say "
-            "when a tag ships"
-        )
-    if not ref.startswith("refs/heads/"):
-        return Mapped.ignore(f"a push to {ref!r}, which is not a branch")
-    branch = ref.removeprefix("refs/heads/")
+    branch = pushed_default_branch(
+        required_text(payload, "ref"),
+        deleted=after == _NO_COMMIT,
+        default_branch=lambda: _project(payload, context).require_default_branch(),
+    )
+    if isinstance(branch, Mapped):
+        return branch
     project = _project(payload, context)
-    default = project.require_default_branch()
-    if branch != default:
-        return Mapped.ignore(f"a push to branch {branch!r}, not the default branch {default!r}")
     commits = commit_list(dig(payload, "commits"))
     listed = dig(payload, "commits")
     total = number(payload, "total_commits_count")

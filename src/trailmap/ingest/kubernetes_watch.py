@@ -192,7 +192,13 @@ class KubernetesWatcher:
     async def flush(self) -> None:
         if self._dirty:
             self._dirty = False
-            await self._store.save(self._state)
+            try:
+                await self._store.save(self._state)
+            except BaseException:
+                # A save cut short (the periodic saver cancelled mid-write as the watch
+                # stops) leaves the state unsaved: the final flush must write it.
+                self._dirty = True
+                raise
 
     async def _save_periodically(self) -> None:
         while True:
