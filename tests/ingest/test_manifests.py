@@ -438,3 +438,38 @@ def test_jobs_and_cronjobs_and_their_waits_are_read() -> None:
         ("db", "namespace/batch", "runs_in"),
         ("report", "namespace/batch", "runs_in"),
     }
+
+
+def test_a_broker_named_in_a_manifest_a_compose_file_and_a_catalog_is_one_publishes_edge(
+    tmp_path: Path,
+) -> None:
+    """Kafka named by a Deployment's env, a Compose service's and a Backstage dependsOn: the
+    same `publishes` edge from each reader (as traces show a producer), not `calls` beside it."""
+    from trailmap.ingest.repository import read_repository  # noqa: PLC0415
+
+    (tmp_path / "k8s.yaml").write_text(
+        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: kafka}\n"
+        "spec:\n  template:\n    metadata: {labels: {app: kafka}}\n"
+        "    spec: {containers: [{name: kafka, image: 'apache/kafka:3.8.0'}]}\n"
+        "---\napiVersion: v1\nkind: Service\nmetadata: {name: kafka}\n"
+        "spec: {clusterIP: None, selector: {app: kafka}}\n"
+        "---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: orders}\n"
+        "spec:\n  template:\n    metadata: {labels: {app: orders}}\n    spec:\n"
+        "      containers:\n      - name: orders\n        image: acme/orders\n"
+        "        env: [{name: KAFKA_BROKERS, value: 'kafka-0.kafka:9092'}]\n"
+    )
+    (tmp_path / "compose.yaml").write_text(
+        "services:\n  orders:\n    image: acme/orders\n"
+        "    environment: {KAFKA_BROKERS: 'kafka:9092'}\n  kafka:\n    image: apache/kafka:3.8.0\n"
+    )
+    (tmp_path / "catalog-info.yaml").write_text(
+        "apiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata: {name: orders}\n"
+        "spec: {type: service, owner: group:shop, dependsOn: ['resource:kafka']}\n---\n"
+        "apiVersion: backstage.io/v1alpha1\nkind: Resource\nmetadata: {name: kafka}\n"
+        "spec: {type: queue, owner: group:shop}\n"
+    )
+    declared = read_repository(tmp_path)
+    edges = {key for key in declared.edges if key[:2] == ("orders", "kafka")}
+    assert edges == {("orders", "kafka", "publishes")}
+    readers = {ev.reader for ev in declared.edges["orders", "kafka", "publishes"].evidence}
+    assert readers == {"kubernetes", "compose", "backstage"}

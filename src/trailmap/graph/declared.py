@@ -17,6 +17,7 @@ __all__ = [
     "DeclaredNode",
     "Evidence",
     "Skipped",
+    "dependency_kind",
 ]
 
 # What a declaration says of two nodes. "calls": a service names another's address (an
@@ -39,6 +40,22 @@ DeclaredEdgeKind = Literal[
     "runs_in",
 ]
 DECLARED_EDGE_KINDS: Final[tuple[DeclaredEdgeKind, ...]] = get_args(DeclaredEdgeKind)
+
+# What naming a peer of each kind says, as traces would show it: a datastore is read and
+# written, a broker or topic published to (a configuration cannot tell a producer from a
+# consumer; the evidence says so), anything else called.
+_DEPENDENCY_KINDS: Final[dict[str, DeclaredEdgeKind]] = {
+    "database": "reads_writes",
+    "cache": "reads_writes",
+    "queue": "publishes",
+    "topic": "publishes",
+}
+
+
+def dependency_kind(target_kind: str) -> DeclaredEdgeKind:
+    """The kind of a dependency on a node of `target_kind`, the same for every reader, so that
+    a Compose file, a manifest and a catalog naming the same broker declare one edge."""
+    return _DEPENDENCY_KINDS.get(target_kind, "calls")
 
 
 @dataclass(frozen=True, slots=True)

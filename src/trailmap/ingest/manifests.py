@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from trailmap.graph.declared import Declared, DeclaredEdgeKind, Evidence, Skipped
+from trailmap.graph.declared import Declared, Evidence, Skipped, dependency_kind
 from trailmap.graph.model import NodeKind
 from trailmap.ingest.yaml_safe import YamlRefused, load_yaml_documents
 
@@ -220,6 +220,7 @@ class _Kustomize:
     declared: Declared
     transforms: dict[Path, list[_Transform]] = field(default_factory=dict)
     generated: list[_Object] = field(default_factory=list)
+    bodies: dict[Path, dict[str, Any]] = field(default_factory=dict)
     visits: int = 0
 
     def visit(self, kfile: Path, outer: _Transform, seen: tuple[Path, ...] = ()) -> None:
@@ -237,13 +238,10 @@ class _Kustomize:
                 )
                 self.declared.skipped.append(Skipped(rel, reason))
             return
-        text = read_text(kfile, self.root, self.declared)
-        try:
-            docs = load_yaml(text) if text is not None else []
-        except YamlRefused as refused:
-            self.declared.skipped.append(Skipped(rel, str(refused)))
-            docs = []
-        body = _map(docs[0][1]) if docs else {}
+        body = self.bodies.get(kfile)
+        if body is None:
+            # Parsed once however many overlays list it (a base under every environment).
+            body = self.bodies[kfile] = self._parse(kfile, rel)
         own = _Transform(
             _str(body.get("namespace")) or None,
             _str(body.get("namePrefix")),
@@ -265,6 +263,15 @@ class _Kustomize:
                 "data": {k.strip(): v.strip() for k, sep, v in pairs if sep},
             }
             self.generated.append(_Object(configmap, rel, 1, transform))
+
+    def _parse(self, kfile: Path, rel: str) -> dict[str, Any]:
+        text = read_text(kfile, self.root, self.declared)
+        try:
+            docs = load_yaml(text) if text is not None else []
+        except YamlRefused as refused:
+            self.declared.skipped.append(Skipped(rel, str(refused)))
+            docs = []
+        return _map(docs[0][1]) if docs else {}
 
     def _resource(
         self, kfile: Path, ref: str, transform: _Transform, seen: tuple[Path, ...]
@@ -628,9 +635,7 @@ class _Reading:
                     if target is None or target == workload.node:
                         continue
                     kind = self.declared.nodes[target].kind
-                    edge: DeclaredEdgeKind = (
-                        "reads_writes" if kind in ("database", "cache") else "calls"
-                    )
+                    edge = dependency_kind(kind)
                     detail = f"container {cname} env {var} names {host}"
                     self.declared.edge(workload.node, target, edge, workload.obj.evidence(detail))
 
