@@ -194,7 +194,7 @@ def read_catalog(root: Path) -> Declared:
     found = Declared()
     entities: list[tuple[dict[str, Any], Evidence]] = []
     for path in yaml_files(root):
-        text = read_text(path, root, found)
+        text = read_text(path, root, found, walked=True)
         if text is None or "backstage.io/" not in text:
             # An entity's apiVersion names backstage.io: other YAML need not be parsed.
             continue

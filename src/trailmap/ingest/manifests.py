@@ -66,12 +66,13 @@ def load_yaml(text: str) -> list[tuple[int, Any]]:
     return [(doc.line() or 1, doc.data) for doc in load_yaml_documents(text, file="")]
 
 
-def read_text(path: Path, root: Path, declared: Declared) -> str | None:
+def read_text(path: Path, root: Path, declared: Declared, *, walked: bool = False) -> str | None:
     """The file's text, or None with a reason in `declared.skipped` (too large, outside the
-    root through a symbolic link, not UTF-8)."""
+    root through a symbolic link, not UTF-8). `walked`: the path came from `yaml_files(root)`
+    of a resolved root, which follows no folder link, so only the file itself may be one."""
     rel = _rel(path, root)
     try:
-        real = path.resolve()
+        real = path.resolve() if not walked or path.is_symlink() else path
         if not real.is_relative_to(root):
             declared.skipped.append(Skipped(rel, "a symbolic link out of the repository"))
             return None
@@ -306,18 +307,21 @@ def _refusal(text: str, refused: YamlRefused) -> str | None:
 
 
 def _objects(root: Path, declared: Declared) -> list[_Object]:
-    files = list(yaml_files(root))
+    # The root is resolved and the walk follows no folder link: a file's real path is its
+    # own unless it is a link itself.
+    files = [(p, p.resolve() if p.is_symlink() else p) for p in yaml_files(root)]
     kustomize = _Kustomize(root, declared)
-    for path in files:
+    for path, real in files:
         if path.name in _KUSTOMIZATIONS:
-            kustomize.visit(path.resolve(), _Transform())
+            kustomize.visit(real, _Transform())
     transforms, objects = kustomize.transforms, kustomize.generated
-    for path in files:
+    for path, real in files:
         if path.name in _KUSTOMIZATIONS:
             continue
         rel = _rel(path, root)
-        text = read_text(path, root, declared)
-        if text is None:
+        text = read_text(path, root, declared, walked=True)
+        if text is None or "apiVersion" not in text or "kind" not in text:
+            # No object without both keys (in any quoting): other YAML is not parsed.
             continue
         try:
             docs = load_yaml(text)
@@ -331,7 +335,7 @@ def _objects(root: Path, declared: Declared) -> list[_Object]:
             items = _list(doc.get("items")) if str(doc["kind"]).endswith("List") else [doc]
             for item in items:
                 if _is_object(item):
-                    for transform in transforms.get(path.resolve(), [_Transform()]):
+                    for transform in transforms.get(real, [_Transform()]):
                         objects.append(_Object(item, rel, line, transform))
     return objects
 
