@@ -6,8 +6,11 @@ the dependency today's added, so the graph of yesterday and of now differ by it.
 
 from __future__ import annotations
 
+import glob
+import tomllib
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -181,3 +184,20 @@ async def test_without_a_secret_key_the_repository_is_recorded_without_an_integr
     assert not await list_integrations(db, org.id, who=OPERATOR_AUTHORITY)
     [source] = await declared_sources(db, org.id)
     assert source["source"] == UNKEYED_SOURCE
+
+
+def test_every_file_of_the_demo_repository_is_installed_with_the_package() -> None:
+    """pyproject's package-data patterns (as setuptools globs them: `**/*` skips dotfiles)
+    cover every file of the repository, `.env` included."""
+
+    package = REPOSITORY.parent.parent
+    pyproject = tomllib.loads((package.parent.parent / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["trailmap"]
+    installed = {
+        Path(found)
+        for pattern in patterns
+        for found in glob.glob(pattern, root_dir=package, recursive=True)  # noqa: PTH207 - setuptools' own globbing
+    }
+    files = {p.relative_to(package) for p in REPOSITORY.rglob("*") if p.is_file()}
+    assert Path("demo/repository/.env") in files
+    assert files <= installed, sorted(map(str, files - installed))
