@@ -473,3 +473,34 @@ def test_a_broker_named_in_a_manifest_a_compose_file_and_a_catalog_is_one_publis
     assert edges == {("orders", "kafka", "publishes")}
     readers = {ev.reader for ev in declared.edges["orders", "kafka", "publishes"].evidence}
     assert readers == {"kubernetes", "compose", "backstage"}
+
+
+def test_a_manifest_naming_a_service_another_reader_declares_is_a_dependency(
+    tmp_path: Path,
+) -> None:
+    """A nightly CronJob's environment names `auth`, which the Helm chart deploys (no manifest
+    defines it): read as a repository, it is a dependency; a host nobody declares is none."""
+    from trailmap.ingest.repository import read_repository  # noqa: PLC0415
+
+    (tmp_path / "k8s").mkdir()
+    (tmp_path / "k8s" / "cronjob.yaml").write_text(
+        "apiVersion: batch/v1\nkind: CronJob\nmetadata:\n  name: uploads-nightly\n"
+        "  labels: {app.kubernetes.io/name: uploads}\n"
+        "spec:\n  schedule: '0 2 * * *'\n  jobTemplate:\n    spec:\n      template:\n"
+        "        spec:\n          containers:\n          - name: nightly\n"
+        "            image: acme/uploads\n            env:\n"
+        "            - {name: AUTH_URL, value: 'http://auth.estate.svc.cluster.local:8080'}\n"
+        "            - {name: DOCS_URL, value: 'https://auth.example.com/docs'}\n"
+        "            - {name: ARCHIVE_URL, value: 'http://archive:8080'}\n"
+    )
+    (tmp_path / "chart").mkdir()
+    (tmp_path / "chart" / "values.yaml").write_text("authService:\n  create: true\n  name: auth\n")
+    alone = read_manifests(tmp_path / "k8s")
+    assert not [key for key in alone.edges if key[2] == "calls"]
+    declared = read_repository(tmp_path)
+    calls = {(s, t) for (s, t, kind) in declared.edges if kind == "calls"}
+    assert calls == {("uploads", "auth")}
+    [evidence] = declared.edges["uploads", "auth", "calls"].evidence
+    assert (evidence.reader, evidence.file) == ("kubernetes", "k8s/cronjob.yaml")
+    assert "AUTH_URL" in (evidence.detail or "")
+    assert declared.references == []

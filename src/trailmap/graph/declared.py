@@ -16,6 +16,7 @@ __all__ = [
     "DeclaredEdgeKind",
     "DeclaredNode",
     "Evidence",
+    "Reference",
     "Skipped",
     "dependency_kind",
 ]
@@ -101,6 +102,17 @@ class Skipped:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """A host a node names that its reader could not tell (a manifest's environment naming a
+    service no manifest defines): another reader of the same repository may declare it
+    (`ingest/repository.py` resolves these once every reader has read)."""
+
+    source: str  # a node's name
+    host: str
+    evidence: Evidence
+
+
 @dataclass(slots=True)
 class Declared:
     """Nodes by name, edges by (source, target, kind): a second declaration of the same
@@ -109,6 +121,7 @@ class Declared:
     nodes: dict[str, DeclaredNode] = field(default_factory=dict)
     edges: dict[tuple[str, str, str], DeclaredEdge] = field(default_factory=dict)
     skipped: list[Skipped] = field(default_factory=list)
+    references: list[Reference] = field(default_factory=list)
 
     def node(
         self,
@@ -155,6 +168,7 @@ class Declared:
             for ev in edge.evidence:
                 self.edge(edge.source, edge.target, edge.kind, ev)
         self.skipped.extend(other.skipped)
+        self.references.extend(other.references)
 
     def dependencies(self) -> set[tuple[str, str]]:
         """Service-to-anything dependencies (calls, reads_writes, publishes, consumes), as

@@ -8,12 +8,14 @@ import binascii
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from trailmap.graph.declared import Declared, Evidence, Skipped, dependency_kind
+from trailmap.graph.declared import Declared, Evidence, Reference, Skipped, dependency_kind
 from trailmap.graph.model import NodeKind
 from trailmap.ingest.yaml_safe import YamlRefused, load_yaml_documents
 
@@ -24,6 +26,7 @@ __all__ = [
     "hosts_in",
     "load_yaml",
     "looks_secret",
+    "one_walk",
     "read_manifests",
     "read_objects",
     "read_text",
@@ -90,9 +93,34 @@ def read_text(path: Path, root: Path, declared: Declared, *, walked: bool = Fals
     return None
 
 
+# Within `one_walk()`: the files found under each root, so that the readers of one repository
+# walk it once between them.
+_WALKED: ContextVar[dict[Path, tuple[Path, ...]] | None] = ContextVar("_WALKED", default=None)
+
+
+@contextmanager
+def one_walk() -> Iterator[None]:
+    """Within it, `yaml_files` walks each root once (`ingest/repository.py`'s readers)."""
+    token = _WALKED.set({})
+    try:
+        yield
+    finally:
+        _WALKED.reset(token)
+
+
 def yaml_files(root: Path) -> Iterator[Path]:
     """`*.yaml` and `*.yml` under `root`, in a stable order, without following directory
     links or entering `.git` and dependency folders; at most 5,000."""
+    walked = _WALKED.get()
+    if walked is None:
+        yield from _yaml_files(root)
+        return
+    if root not in walked:
+        walked[root] = tuple(_yaml_files(root))
+    yield from walked[root]
+
+
+def _yaml_files(root: Path) -> Iterator[Path]:
     count = 0
     for here, dirs, files in os.walk(root, followlinks=False):
         dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS)
@@ -636,11 +664,17 @@ class _Reading:
                     continue
                 for host in hosts_in(value, bare=not _SECRET_NAME.search(var)):
                     target = self.resolver.resolve(host)
-                    if target is None or target == workload.node:
+                    detail = f"container {cname} env {var} names {host}"
+                    if target is None:
+                        # Perhaps declared by another reader (a service the Helm chart or
+                        # Compose declares): the repository's reading decides.
+                        ev = workload.obj.evidence(detail)
+                        self.declared.references.append(Reference(workload.node, host, ev))
+                        continue
+                    if target == workload.node:
                         continue
                     kind = self.declared.nodes[target].kind
                     edge = dependency_kind(kind)
-                    detail = f"container {cname} env {var} names {host}"
                     self.declared.edge(workload.node, target, edge, workload.obj.evidence(detail))
 
     def init_containers(self, workload: _Workload) -> None:
