@@ -710,7 +710,7 @@ def _run(backend: Backend, directory: Path, args: argparse.Namespace) -> bool:
     print(f"  floor: {documents} YAML documents parsed in {floor_s * 1000:.0f} ms")
     print(
         f"  read_repository {read_s * 1000:.0f} ms "
-        f"(in the indexing runs: {first_read_s * 1000:.0f} ms), "
+        f"(wall time in the indexing runs: {first_read_s * 1000:.0f} ms), "
         f"record {record_s * 1000:.0f} ms ({len(snapshot.nodes)} nodes, "
         f"{len(snapshot.edges)} edges in the graph), snapshot {snapshot_s * 1000:.0f} ms"
     )
