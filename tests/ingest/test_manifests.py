@@ -438,3 +438,69 @@ def test_jobs_and_cronjobs_and_their_waits_are_read() -> None:
         ("db", "namespace/batch", "runs_in"),
         ("report", "namespace/batch", "runs_in"),
     }
+
+
+def test_a_broker_named_in_a_manifest_a_compose_file_and_a_catalog_is_one_publishes_edge(
+    tmp_path: Path,
+) -> None:
+    """Kafka named by a Deployment's env, a Compose service's and a Backstage dependsOn: the
+    same `publishes` edge from each reader (as traces show a producer), not `calls` beside it."""
+    from trailmap.ingest.repository import read_repository  # noqa: PLC0415
+
+    (tmp_path / "k8s.yaml").write_text(
+        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: kafka}\n"
+        "spec:\n  template:\n    metadata: {labels: {app: kafka}}\n"
+        "    spec: {containers: [{name: kafka, image: 'apache/kafka:3.8.0'}]}\n"
+        "---\napiVersion: v1\nkind: Service\nmetadata: {name: kafka}\n"
+        "spec: {clusterIP: None, selector: {app: kafka}}\n"
+        "---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: orders}\n"
+        "spec:\n  template:\n    metadata: {labels: {app: orders}}\n    spec:\n"
+        "      containers:\n      - name: orders\n        image: acme/orders\n"
+        "        env: [{name: KAFKA_BROKERS, value: 'kafka-0.kafka:9092'}]\n"
+    )
+    (tmp_path / "compose.yaml").write_text(
+        "services:\n  orders:\n    image: acme/orders\n"
+        "    environment: {KAFKA_BROKERS: 'kafka:9092'}\n  kafka:\n    image: apache/kafka:3.8.0\n"
+    )
+    (tmp_path / "catalog-info.yaml").write_text(
+        "apiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata: {name: orders}\n"
+        "spec: {type: service, owner: group:shop, dependsOn: ['resource:kafka']}\n---\n"
+        "apiVersion: backstage.io/v1alpha1\nkind: Resource\nmetadata: {name: kafka}\n"
+        "spec: {type: queue, owner: group:shop}\n"
+    )
+    declared = read_repository(tmp_path)
+    edges = {key for key in declared.edges if key[:2] == ("orders", "kafka")}
+    assert edges == {("orders", "kafka", "publishes")}
+    readers = {ev.reader for ev in declared.edges["orders", "kafka", "publishes"].evidence}
+    assert readers == {"kubernetes", "compose", "backstage"}
+
+
+def test_a_manifest_naming_a_service_another_reader_declares_is_a_dependency(
+    tmp_path: Path,
+) -> None:
+    """A nightly CronJob's environment names `auth`, which the Helm chart deploys (no manifest
+    defines it): read as a repository, it is a dependency; a host nobody declares is none."""
+    from trailmap.ingest.repository import read_repository  # noqa: PLC0415
+
+    (tmp_path / "k8s").mkdir()
+    (tmp_path / "k8s" / "cronjob.yaml").write_text(
+        "apiVersion: batch/v1\nkind: CronJob\nmetadata:\n  name: uploads-nightly\n"
+        "  labels: {app.kubernetes.io/name: uploads}\n"
+        "spec:\n  schedule: '0 2 * * *'\n  jobTemplate:\n    spec:\n      template:\n"
+        "        spec:\n          containers:\n          - name: nightly\n"
+        "            image: acme/uploads\n            env:\n"
+        "            - {name: AUTH_URL, value: 'http://auth.estate.svc.cluster.local:8080'}\n"
+        "            - {name: DOCS_URL, value: 'https://auth.example.com/docs'}\n"
+        "            - {name: ARCHIVE_URL, value: 'http://archive:8080'}\n"
+    )
+    (tmp_path / "chart").mkdir()
+    (tmp_path / "chart" / "values.yaml").write_text("authService:\n  create: true\n  name: auth\n")
+    alone = read_manifests(tmp_path / "k8s")
+    assert not [key for key in alone.edges if key[2] == "calls"]
+    declared = read_repository(tmp_path)
+    calls = {(s, t) for (s, t, kind) in declared.edges if kind == "calls"}
+    assert calls == {("uploads", "auth")}
+    [evidence] = declared.edges["uploads", "auth", "calls"].evidence
+    assert (evidence.reader, evidence.file) == ("kubernetes", "k8s/cronjob.yaml")
+    assert "AUTH_URL" in (evidence.detail or "")
+    assert declared.references == []

@@ -122,7 +122,10 @@ async def traverse_dependencies(
     node: str,
     direction: Direction = "downstream",
     max_depth: Annotated[int, Query(ge=1, le=10)] = 3,
-    edge_kind: Annotated[list[EdgeKind] | None, Query(description="Edge kinds to walk")] = None,
+    edge_kind: Annotated[
+        list[EdgeKind] | None,
+        Query(description="Edge kinds to walk; by default the dependency kinds, not owned_by"),
+    ] = None,
     node_kind: Annotated[list[NodeKind] | None, Query(description="Node kinds shown")] = None,
     environment: Environment = None,
     at: At = None,

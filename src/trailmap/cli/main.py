@@ -10,13 +10,16 @@ from collections.abc import Coroutine
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from trailmap import __version__
 from trailmap.invocation import command
 from trailmap.settings import Settings
+
+if TYPE_CHECKING:
+    from trailmap.demo.load import Repository
 
 __all__ = ["cli", "main"]
 
@@ -147,7 +150,7 @@ def serve(
     if demo:
         from trailmap.demo.load import load_demo  # noqa: PLC0415
 
-        report = _run(load_demo(db, _DEMO))
+        report = _run(load_demo(db, _DEMO, repository=_demo_repository(settings)))
     _print_welcome(db, settings, demo=_DEMO if report is not None else None, loaded=report)
     app = create_app(settings, database=db, live_demo=_DEMO if demo else None)
     try:
@@ -1511,12 +1514,22 @@ def demo(state: _State, org_slug: str, reset: bool) -> None:
     from trailmap.storage import migrate  # noqa: PLC0415
 
     handle = state.database_handle()
+    repository = _demo_repository(state.settings())
     try:
         migrate.upgrade(handle)
-        report = _run((reset_demo if reset else load_demo)(handle, org_slug))
+        report = _run((reset_demo if reset else load_demo)(handle, org_slug, repository=repository))
     finally:
         handle.close()
     click.echo(_demo_hint(report, org_slug, "<your server>/mcp"), err=True)
+
+
+def _demo_repository(settings: Settings) -> Repository:
+    """The demo's shop repository, read with the repository readers; its integration's
+    secret is encrypted with the server's key (without one, no integration is made)."""
+    from trailmap.demo.load import Repository  # noqa: PLC0415
+    from trailmap.ingest.repository import read_repository  # noqa: PLC0415
+
+    return Repository(read=read_repository, secret_key=settings.encryption_secret)
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from trailmap import clock
@@ -20,6 +21,7 @@ from trailmap.demo.live import (
     principal_of,
     start_clock,
 )
+from trailmap.demo.repository import ReadRepository, record_shop_repository
 from trailmap.demo.traces import DEFAULT_RELEASES, SERVICES, Release, shop_traces
 from trailmap.errors import Conflict, NotFound
 from trailmap.graph.learn.pairing import sweep_pending
@@ -29,7 +31,7 @@ from trailmap.storage import graph as graph_store
 from trailmap.storage import metrics as metric_store
 from trailmap.timeline.ingest import ingest_events
 
-__all__ = ["load_demo", "reset_demo"]
+__all__ = ["Repository", "load_demo", "reset_demo"]
 
 _WEEK = timedelta(days=7)
 _OTHER_CHANGES = (
@@ -40,34 +42,49 @@ _OTHER_CHANGES = (
 )
 
 
-async def load_demo(db: Database, slug: str = "demo", *, seed: int = 7) -> str:
+@dataclass(frozen=True, slots=True)
+class Repository:
+    """How the demo reads its shop's repository (demo/repository.py): the readers, which
+    live in a layer above, and the server's secret key, which its integration needs."""
+
+    read: ReadRepository
+    secret_key: str | None = None
+
+
+async def load_demo(
+    db: Database, slug: str = "demo", *, seed: int = 7, repository: Repository | None = None
+) -> str:
     """Create the organization when missing, with its graph and week of changes; an
     organization already loaded has its shop run from where it stopped to now instead
-    (at most `RECENT` of it: demo/live.py)."""
+    (at most `RECENT` of it: demo/live.py). With `repository`, the shop's repository is
+    read as well (its history the first time)."""
     try:
         org = await create_org(db, slug, name="Demo (Acme Shop)")
     except Conflict:
         org = await get_org(db, slug)
     if await db.read(graph_store.graph_version, org.id) == 0:
-        return await _load_week(db, org, seed)
+        return await _load_week(db, org, seed, repository)
     advance = await advance_demo(db, org, seed=seed, settle_all=True)
+    read = await _read_repository(db, org, repository, clock.now())
     if advance is None:
-        return f"demo organization {org.slug}: already up to date"
+        return f"demo organization {org.slug}: already up to date{read}"
     seconds = int((advance.end - advance.start).total_seconds())
     ran = f"{seconds} seconds" if seconds < 120 else f"{seconds // 60} minutes"
     return (
         f"demo organization {org.slug}: its shop ran the {ran} up to now, "
-        f"{advance.spans:,} spans of traces and {advance.events} events added"
+        f"{advance.spans:,} spans of traces and {advance.events} events added{read}"
     )
 
 
-async def reset_demo(db: Database, slug: str = "demo", *, seed: int = 7) -> str:
+async def reset_demo(
+    db: Database, slug: str = "demo", *, seed: int = 7, repository: Repository | None = None
+) -> str:
     """Delete what the organization's graph, timeline and metrics hold (its members, keys,
     settings and audit log stay), then load the demo afresh. Touches no other organization."""
     try:
         org = await get_org(db, slug)
     except NotFound:
-        return await load_demo(db, slug, seed=seed)
+        return await load_demo(db, slug, seed=seed, repository=repository)
 
     def clear(conn: Connection) -> int:
         removed = event_store.clear_org(conn, org.id) + metric_store.clear_org(conn, org.id)
@@ -77,10 +94,23 @@ async def reset_demo(db: Database, slug: str = "demo", *, seed: int = 7) -> str:
     # the week below is in.
     await forget_clock(db, org.id)
     await db.write(clear)
-    return await _load_week(db, org, seed)
+    return await _load_week(db, org, seed, repository)
 
 
-async def _load_week(db: Database, org: Organization, seed: int) -> str:
+async def _read_repository(
+    db: Database, org: Organization, repository: Repository | None, now: datetime
+) -> str:
+    if repository is None:
+        return ""
+    said = await record_shop_repository(
+        db, org, repository.read, now=now, secret_key=repository.secret_key
+    )
+    return f"; {said}"
+
+
+async def _load_week(
+    db: Database, org: Organization, seed: int, repository: Repository | None
+) -> str:
     """The week before now, in full: traces and changes."""
     principal = principal_of(org)
     now = clock.now()
@@ -97,9 +127,10 @@ async def _load_week(db: Database, org: Organization, seed: int) -> str:
     events: list[object] = list(_changes(week, now, seed))
     events += live_changes(now, now - LEAD, now, seed=seed)
     result = await ingest_events(db, principal, events, max_event_bytes=10 * 1024, now=now)
+    read = await _read_repository(db, org, repository, now)
     return (
         f"demo organization {org.slug}: {spans:,} spans of traces, "
-        f"{len(result.accepted)} events added, {len(result.duplicates)} already there"
+        f"{len(result.accepted)} events added, {len(result.duplicates)} already there{read}"
     )
 
 

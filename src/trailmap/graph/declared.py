@@ -16,7 +16,9 @@ __all__ = [
     "DeclaredEdgeKind",
     "DeclaredNode",
     "Evidence",
+    "Reference",
     "Skipped",
+    "dependency_kind",
 ]
 
 # What a declaration says of two nodes. "calls": a service names another's address (an
@@ -39,6 +41,22 @@ DeclaredEdgeKind = Literal[
     "runs_in",
 ]
 DECLARED_EDGE_KINDS: Final[tuple[DeclaredEdgeKind, ...]] = get_args(DeclaredEdgeKind)
+
+# What naming a peer of each kind says, as traces would show it: a datastore is read and
+# written, a broker or topic published to (a configuration cannot tell a producer from a
+# consumer; the evidence says so), anything else called.
+_DEPENDENCY_KINDS: Final[dict[str, DeclaredEdgeKind]] = {
+    "database": "reads_writes",
+    "cache": "reads_writes",
+    "queue": "publishes",
+    "topic": "publishes",
+}
+
+
+def dependency_kind(target_kind: str) -> DeclaredEdgeKind:
+    """The kind of a dependency on a node of `target_kind`, the same for every reader, so that
+    a Compose file, a manifest and a catalog naming the same broker declare one edge."""
+    return _DEPENDENCY_KINDS.get(target_kind, "calls")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +102,17 @@ class Skipped:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """A host a node names that its reader could not tell (a manifest's environment naming a
+    service no manifest defines): another reader of the same repository may declare it
+    (`ingest/repository.py` resolves these once every reader has read)."""
+
+    source: str  # a node's name
+    host: str
+    evidence: Evidence
+
+
 @dataclass(slots=True)
 class Declared:
     """Nodes by name, edges by (source, target, kind): a second declaration of the same
@@ -92,6 +121,7 @@ class Declared:
     nodes: dict[str, DeclaredNode] = field(default_factory=dict)
     edges: dict[tuple[str, str, str], DeclaredEdge] = field(default_factory=dict)
     skipped: list[Skipped] = field(default_factory=list)
+    references: list[Reference] = field(default_factory=list)
 
     def node(
         self,
@@ -138,6 +168,7 @@ class Declared:
             for ev in edge.evidence:
                 self.edge(edge.source, edge.target, edge.kind, ev)
         self.skipped.extend(other.skipped)
+        self.references.extend(other.references)
 
     def dependencies(self) -> set[tuple[str, str]]:
         """Service-to-anything dependencies (calls, reads_writes, publishes, consumes), as

@@ -13,7 +13,7 @@ import anyio
 import httpx
 import orjson
 
-from trailmap.graph.declared import Declared, DeclaredEdgeKind, Evidence, Skipped
+from trailmap.graph.declared import Declared, DeclaredEdgeKind, Evidence, Skipped, dependency_kind
 from trailmap.graph.model import NodeKind
 from trailmap.ingest.manifests import YamlRefused, load_yaml, read_text, yaml_files
 from trailmap.outbound import OutboundError, OutboundPolicy
@@ -146,7 +146,7 @@ def _relations(declared: Declared, ref: EntityRef, spec: dict[str, Any], ev: Evi
         found = declared.nodes.get(to.node)
         kind: NodeKind = found.kind if found is not None else "service"
         declared.node(to.node, kind, said(f"dependsOn {target}"))
-        edge: DeclaredEdgeKind = "reads_writes" if kind in ("database", "cache") else "calls"
+        edge = dependency_kind(kind)
         declared.edge(ref.node, to.node, edge, said(f"dependsOn {target}"))
     if _str(spec.get("subcomponentOf")):
         parent = EntityRef.parse(_str(spec["subcomponentOf"]), "component", ref.namespace)
@@ -194,8 +194,9 @@ def read_catalog(root: Path) -> Declared:
     found = Declared()
     entities: list[tuple[dict[str, Any], Evidence]] = []
     for path in yaml_files(root):
-        text = read_text(path, root, found)
-        if text is None:
+        text = read_text(path, root, found, walked=True)
+        if text is None or "backstage.io/" not in text:
+            # An entity's apiVersion names backstage.io: other YAML need not be parsed.
             continue
         rel = path.relative_to(root).as_posix()
         try:

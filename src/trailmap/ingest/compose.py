@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Final
 
-from trailmap.graph.declared import Declared, DeclaredEdgeKind, Evidence, Skipped
+from trailmap.graph.declared import Declared, Evidence, Skipped, dependency_kind
 from trailmap.graph.model import NodeKind
 from trailmap.ingest.yaml_safe import (
     YamlDoc,
@@ -75,12 +75,6 @@ _TECHNOLOGIES: Final[dict[str, tuple[NodeKind, str, str | None]]] = {
     "traefik": ("service", "traefik", "proxy"),
     "haproxy": ("service", "haproxy", "proxy"),
     "caddy": ("service", "caddy", "proxy"),
-}
-_EDGE_FOR_KIND: Final[dict[str, DeclaredEdgeKind]] = {
-    "database": "reads_writes",
-    "cache": "reads_writes",
-    "queue": "publishes",
-    "topic": "publishes",
 }
 
 # A variable whose whole value may be a bare host name (`MYSQL_HOST=db`); other variables
@@ -685,7 +679,7 @@ def _record_edges(
                 if peer is None or peer == service.name:
                     continue
                 target = names[peer]
-                edge_kind = _EDGE_FOR_KIND.get(declared.nodes[target].kind, "calls")
+                edge_kind = dependency_kind(declared.nodes[target].kind)
                 detail = f"{variable} → {host}:{port}" if port else f"{variable} → {host}"
                 if edge_kind == "publishes":
                     detail += " (a broker: publishing or consuming, Compose cannot tell)"

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any, Final
 
-from trailmap.graph.declared import Declared, DeclaredEdgeKind, Evidence, Skipped
+from trailmap.graph.declared import Declared, Evidence, Skipped, dependency_kind
 from trailmap.graph.model import NodeKind
 from trailmap.ingest.manifests import (
     YamlRefused,
@@ -171,9 +171,7 @@ def _address_calls(key: str, name: str, block: Any, at: Evidence, declared: Decl
             if target and target != name:
                 ev = Evidence(READER, at.file, at.line, f"{key} {leaf} names {host}")
                 kind = declared.nodes[target].kind
-                edge: DeclaredEdgeKind = (
-                    "reads_writes" if kind in ("database", "cache") else "calls"
-                )
+                edge = dependency_kind(kind)
                 declared.edge(name, target, edge, ev)
 
 

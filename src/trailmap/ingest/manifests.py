@@ -8,12 +8,14 @@ import binascii
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from trailmap.graph.declared import Declared, DeclaredEdgeKind, Evidence, Skipped
+from trailmap.graph.declared import Declared, Evidence, Reference, Skipped, dependency_kind
 from trailmap.graph.model import NodeKind
 from trailmap.ingest.yaml_safe import YamlRefused, load_yaml_documents
 
@@ -24,6 +26,7 @@ __all__ = [
     "hosts_in",
     "load_yaml",
     "looks_secret",
+    "one_walk",
     "read_manifests",
     "read_objects",
     "read_text",
@@ -66,12 +69,13 @@ def load_yaml(text: str) -> list[tuple[int, Any]]:
     return [(doc.line() or 1, doc.data) for doc in load_yaml_documents(text, file="")]
 
 
-def read_text(path: Path, root: Path, declared: Declared) -> str | None:
+def read_text(path: Path, root: Path, declared: Declared, *, walked: bool = False) -> str | None:
     """The file's text, or None with a reason in `declared.skipped` (too large, outside the
-    root through a symbolic link, not UTF-8)."""
+    root through a symbolic link, not UTF-8). `walked`: the path came from `yaml_files(root)`
+    of a resolved root, which follows no folder link, so only the file itself may be one."""
     rel = _rel(path, root)
     try:
-        real = path.resolve()
+        real = path.resolve() if not walked or path.is_symlink() else path
         if not real.is_relative_to(root):
             declared.skipped.append(Skipped(rel, "a symbolic link out of the repository"))
             return None
@@ -89,9 +93,34 @@ def read_text(path: Path, root: Path, declared: Declared) -> str | None:
     return None
 
 
+# Within `one_walk()`: the files found under each root, so that the readers of one repository
+# walk it once between them.
+_WALKED: ContextVar[dict[Path, tuple[Path, ...]] | None] = ContextVar("_WALKED", default=None)
+
+
+@contextmanager
+def one_walk() -> Iterator[None]:
+    """Within it, `yaml_files` walks each root once (`ingest/repository.py`'s readers)."""
+    token = _WALKED.set({})
+    try:
+        yield
+    finally:
+        _WALKED.reset(token)
+
+
 def yaml_files(root: Path) -> Iterator[Path]:
     """`*.yaml` and `*.yml` under `root`, in a stable order, without following directory
     links or entering `.git` and dependency folders; at most 5,000."""
+    walked = _WALKED.get()
+    if walked is None:
+        yield from _yaml_files(root)
+        return
+    if root not in walked:
+        walked[root] = tuple(_yaml_files(root))
+    yield from walked[root]
+
+
+def _yaml_files(root: Path) -> Iterator[Path]:
     count = 0
     for here, dirs, files in os.walk(root, followlinks=False):
         dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS)
@@ -220,6 +249,7 @@ class _Kustomize:
     declared: Declared
     transforms: dict[Path, list[_Transform]] = field(default_factory=dict)
     generated: list[_Object] = field(default_factory=list)
+    bodies: dict[Path, dict[str, Any]] = field(default_factory=dict)
     visits: int = 0
 
     def visit(self, kfile: Path, outer: _Transform, seen: tuple[Path, ...] = ()) -> None:
@@ -237,13 +267,10 @@ class _Kustomize:
                 )
                 self.declared.skipped.append(Skipped(rel, reason))
             return
-        text = read_text(kfile, self.root, self.declared)
-        try:
-            docs = load_yaml(text) if text is not None else []
-        except YamlRefused as refused:
-            self.declared.skipped.append(Skipped(rel, str(refused)))
-            docs = []
-        body = _map(docs[0][1]) if docs else {}
+        body = self.bodies.get(kfile)
+        if body is None:
+            # Parsed once however many overlays list it (a base under every environment).
+            body = self.bodies[kfile] = self._parse(kfile, rel)
         own = _Transform(
             _str(body.get("namespace")) or None,
             _str(body.get("namePrefix")),
@@ -265,6 +292,15 @@ class _Kustomize:
                 "data": {k.strip(): v.strip() for k, sep, v in pairs if sep},
             }
             self.generated.append(_Object(configmap, rel, 1, transform))
+
+    def _parse(self, kfile: Path, rel: str) -> dict[str, Any]:
+        text = read_text(kfile, self.root, self.declared)
+        try:
+            docs = load_yaml(text) if text is not None else []
+        except YamlRefused as refused:
+            self.declared.skipped.append(Skipped(rel, str(refused)))
+            docs = []
+        return _map(docs[0][1]) if docs else {}
 
     def _resource(
         self, kfile: Path, ref: str, transform: _Transform, seen: tuple[Path, ...]
@@ -299,18 +335,21 @@ def _refusal(text: str, refused: YamlRefused) -> str | None:
 
 
 def _objects(root: Path, declared: Declared) -> list[_Object]:
-    files = list(yaml_files(root))
+    # The root is resolved and the walk follows no folder link: a file's real path is its
+    # own unless it is a link itself.
+    files = [(p, p.resolve() if p.is_symlink() else p) for p in yaml_files(root)]
     kustomize = _Kustomize(root, declared)
-    for path in files:
+    for path, real in files:
         if path.name in _KUSTOMIZATIONS:
-            kustomize.visit(path.resolve(), _Transform())
+            kustomize.visit(real, _Transform())
     transforms, objects = kustomize.transforms, kustomize.generated
-    for path in files:
+    for path, real in files:
         if path.name in _KUSTOMIZATIONS:
             continue
         rel = _rel(path, root)
-        text = read_text(path, root, declared)
-        if text is None:
+        text = read_text(path, root, declared, walked=True)
+        if text is None or "apiVersion" not in text or "kind" not in text:
+            # No object without both keys (in any quoting): other YAML is not parsed.
             continue
         try:
             docs = load_yaml(text)
@@ -324,7 +363,7 @@ def _objects(root: Path, declared: Declared) -> list[_Object]:
             items = _list(doc.get("items")) if str(doc["kind"]).endswith("List") else [doc]
             for item in items:
                 if _is_object(item):
-                    for transform in transforms.get(path.resolve(), [_Transform()]):
+                    for transform in transforms.get(real, [_Transform()]):
                         objects.append(_Object(item, rel, line, transform))
     return objects
 
@@ -625,13 +664,17 @@ class _Reading:
                     continue
                 for host in hosts_in(value, bare=not _SECRET_NAME.search(var)):
                     target = self.resolver.resolve(host)
-                    if target is None or target == workload.node:
+                    detail = f"container {cname} env {var} names {host}"
+                    if target is None:
+                        # Perhaps declared by another reader (a service the Helm chart or
+                        # Compose declares): the repository's reading decides.
+                        ev = workload.obj.evidence(detail)
+                        self.declared.references.append(Reference(workload.node, host, ev))
+                        continue
+                    if target == workload.node:
                         continue
                     kind = self.declared.nodes[target].kind
-                    edge: DeclaredEdgeKind = (
-                        "reads_writes" if kind in ("database", "cache") else "calls"
-                    )
-                    detail = f"container {cname} env {var} names {host}"
+                    edge = dependency_kind(kind)
                     self.declared.edge(workload.node, target, edge, workload.obj.evidence(detail))
 
     def init_containers(self, workload: _Workload) -> None:

@@ -192,7 +192,11 @@ def register_graph_tools(  # noqa: PLR0915 - one tool per block
         ] = "downstream",
         max_depth: Annotated[int, Field(ge=1, le=10)] = 3,
         edge_kinds: Annotated[
-            list[EdgeKind] | None, Field(description="Edge kinds to walk.")
+            list[EdgeKind] | None,
+            Field(
+                description="Edge kinds to walk; by default the dependencies (calls, "
+                "reads_writes, publishes, consumes, depends_on), not owned_by or runs_in."
+            ),
         ] = None,
         node_kinds: Annotated[list[NodeKind] | None, Field(description="Node kinds shown.")] = None,
         environment: Environment = None,

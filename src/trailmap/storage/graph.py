@@ -14,6 +14,8 @@ from trailmap.storage.database import Connection
 from trailmap.storage.dialect import insert_for
 from trailmap.storage.tables import (
     LATENCY_BUCKETS,
+    graph_declarations,
+    graph_declared_sources,
     graph_edges,
     graph_metric_cursors,
     graph_minutes,
@@ -535,8 +537,9 @@ def newest_minute(conn: Connection, org_id: str) -> int | None:
 
 def clear_org(conn: Connection, org_id: str) -> int:
     """Delete everything the organization's graph holds (nodes, edges, figures, versions,
-    waiting halves, servicegraph cursors) but its version counter, which moves on instead:
-    an in-memory graph kept for an old version is never taken for the new one."""
+    waiting halves, servicegraph cursors, what its sources declared and their readings) but
+    its version counter, which moves on instead: an in-memory graph kept for an old version
+    is never taken for the new one."""
     removed = 0
     for table in (
         graph_minutes,
@@ -545,6 +548,8 @@ def clear_org(conn: Connection, org_id: str) -> int:
         service_versions,
         pending_spans,
         graph_metric_cursors,
+        graph_declarations,
+        graph_declared_sources,
     ):
         removed += conn.execute(delete(table).where(table.c.org_id == org_id)).rowcount or 0
     bump_version(conn, org_id, 0)

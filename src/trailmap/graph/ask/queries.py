@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import anyio.to_thread
 
@@ -37,6 +37,10 @@ __all__ = [
 Format = Literal["json", "mermaid"]
 _HOUR_US = 3_600_000_000
 _MAX_DEPTH = 10
+# What a walk of dependencies follows unless told which kinds: traffic and what a service
+# needs to run, not who owns it, where it runs or what starts first (declared edges: a walk
+# "both" ways through a namespace or a team would reach every service in it).
+DEPENDENCY_EDGE_KINDS: Final = ("calls", "reads_writes", "publishes", "consumes", "depends_on")
 _MAX_RESULTS = 200
 
 
@@ -392,7 +396,7 @@ async def traverse_dependencies(
         start.id,
         direction=direction,
         max_depth=max_depth,
-        edge_kinds=edge_kinds,
+        edge_kinds=DEPENDENCY_EDGE_KINDS if edge_kinds is None else edge_kinds,
         node_kinds=node_kinds,
     )
     reached = walk.nodes[:_MAX_RESULTS]
