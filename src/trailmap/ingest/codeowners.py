@@ -185,5 +185,8 @@ def read_codeowners(root: Path, services: Mapping[str, str]) -> Declared:
                 evidence = Evidence(READER, name, rule.line, f"{rule.pattern} → {owner}")
                 node = declared.node(owner, "team", evidence)
                 node.attributes["owner_type"] = _owner_type(owner)
+                if owner.startswith("@") and "/" in owner:
+                    # `@acme/payments-team` is the team a catalog calls `payments-team`.
+                    node.aliases.add(owner.rsplit("/", 1)[1])
                 declared.edge(service, owner, "owned_by", evidence)
     return declared
