@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from trailmap import clock
 from trailmap.accounts.team import Authority
-from trailmap.errors import ValidationFailed
+from trailmap.errors import NotFound, ValidationFailed
 from trailmap.integrations.integrations import Integration, get_integration
 from trailmap.storage import Connection, Database
 from trailmap.storage import integrations as store
@@ -111,7 +111,7 @@ async def request_index(
     else:
         row = await db.read_one(store.get_integration, org_id, integration_id)
         if row is None:
-            raise ValidationFailed("No integration of this organization has that id.")
+            raise NotFound("No integration of this organization has that id.")
         integration = Integration.from_row(row)
     if integration.kind != REPOSITORY_KIND:
         raise ValidationFailed.field(
