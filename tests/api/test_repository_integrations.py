@@ -199,6 +199,14 @@ async def test_a_local_path_is_a_400_unless_the_operator_allows_its_folder(
         json={"settings": {"url": "/etc"}},
     )
     assert moved.status_code == 400, moved.text
+    branch = await http.patch(
+        f"/api/v1/integrations/{fine.json()['data']['id']}",
+        headers=admin,
+        json={"settings": {"branch": "release"}},
+    )
+    assert branch.status_code == 200, branch.text
+    assert branch.json()["data"]["index"]["reason"] == "changed"
+    assert branch.json()["data"]["index"]["pending"] is True
 
 
 async def test_indexing_is_for_repository_integrations_and_for_admins(

@@ -188,6 +188,16 @@ async def integration_update(
         by=key_actor(request, principal),
         secret_key=context_of(request).settings.encryption_secret,
     )
+    if (
+        changed.kind == REPOSITORY_KIND
+        and changed.status == "active"
+        and isinstance(body, dict)
+        and ("settings" in body or body.get("status") == "active")
+    ):
+        # A new remote, branch or token, or enabled again: read it afresh.
+        await request_index(
+            context_of(request).db, principal.org_id, changed.id, who=None, reason="changed"
+        )
     return ok(await _shown_with_index(request, changed))
 
 

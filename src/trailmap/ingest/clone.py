@@ -327,7 +327,11 @@ async def checkout(
         )
         yield await _clone(git, remote.url, branch, work, limits)
     finally:
-        await asyncio.to_thread(shutil.rmtree, work, ignore_errors=True)
+        try:
+            await asyncio.to_thread(shutil.rmtree, work, ignore_errors=True)
+        except asyncio.CancelledError:
+            shutil.rmtree(work, ignore_errors=True)  # cancelled: removed here, then on
+            raise
 
 
 def _local_folder(folder: Path, limits: CloneLimits) -> Checkout:
