@@ -8,13 +8,14 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import Tenant
-from tests.git_server import commit, make_repository, publish, serve_git
+from tests.git_server import commit, git, make_repository, publish, serve_git
 from tests.integrations.support import SECRET_KEY, make_integration
 from trailmap.graph.learn.declared import declared_sources
 from trailmap.ingest.clone import CloneLimits
@@ -337,3 +338,46 @@ async def test_the_indexer_indexes_what_is_asked_for_once_and_again_on_schedule(
 
 def test_git_http_backend_is_there() -> None:
     assert shutil.which("git") is not None
+
+
+async def test_a_tree_naming_millions_of_paths_with_a_few_objects_is_refused(
+    db: Database, tenant: Tenant, tmp_path: Path
+) -> None:
+    work = tmp_path / "work"
+    make_repository(work, {"compose.yaml": COMPOSE})
+    blob = git("hash-object", "-w", "compose.yaml", cwd=work)
+    leaf = _mktree(work, [f"100644 blob {blob}\tf{i}.yaml" for i in range(300)])
+    middle = _mktree(work, [f"040000 tree {leaf}\td{i}" for i in range(300)])
+    top = _mktree(work, [f"040000 tree {middle}\tm{i}" for i in range(300)])  # 27 million
+    head = git("commit-tree", top, "-m", "a tree bomb", cwd=work)
+    git("update-ref", "refs/heads/main", head, cwd=work)
+    bare = publish(work, tmp_path / "bomb.git")
+    made = await repository(db, tenant, bare.as_uri())
+
+    outcome = await index_repository(db, made, options(tmp_path, seconds=30))
+
+    assert outcome.error == "the repository holds more than 20000 files"
+
+
+def _mktree(work: Path, lines: list[str]) -> str:
+    return subprocess.run(
+        ["git", "mktree"],
+        input="\n".join(lines) + "\n",
+        cwd=work,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
+async def test_a_local_repository_whose_objects_live_elsewhere_is_refused(
+    db: Database, tenant: Tenant, tmp_path: Path
+) -> None:
+    make_repository(tmp_path / "outside" / "secret", {"compose.yaml": COMPOSE})
+    inside = tmp_path / "allowed" / "work"
+    inside.mkdir(parents=True)
+    (inside / ".git").write_text(f"gitdir: {tmp_path / 'outside' / 'secret' / '.git'}\n")
+    made = await repository(db, tenant, str(inside))
+    outcome = await index_repository(db, made, options(tmp_path / "allowed"))
+    assert outcome.error is not None
+    assert ".git is a file or a link" in outcome.error

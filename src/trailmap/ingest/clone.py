@@ -40,6 +40,12 @@ _MODE_FILE: Final = ("100644", "100755")
 _MODE_LINK: Final = "120000"
 _MODE_SUBMODULE: Final = "160000"
 _WATCH_SECONDS: Final = 0.2
+_CHUNK: Final = 64 * 1024
+_STDERR_KEPT: Final = 64 * 1024
+_MAX_OUTPUT: Final = 64 * 1024 * 1024
+# What one path of a tree listing may take, on average, before the listing is refused as too
+# long: a tree of small trees repeated can name millions of paths with a few objects.
+_LISTED_BYTES_PER_FILE: Final = 1024
 _TRANSPORTS: Final = (
     "only https and http remotes are read (and local paths in folders the server's operator "
     "allows); ssh, git:// and other transports are not"
@@ -160,7 +166,20 @@ def _local(text: str, roots: Sequence[str]) -> Remote:
         )
     if not path.is_dir():
         raise RepositoryRefused(f"{raw} is not a folder")
-    if (path / ".git").exists() or ((path / "HEAD").is_file() and (path / "objects").is_dir()):
+    dot_git = path / ".git"
+    if dot_git.is_symlink() or dot_git.is_file():
+        raise RepositoryRefused(
+            f"{raw}/.git is a file or a link (a worktree or submodule whose repository is "
+            "elsewhere); give the repository's own folder"
+        )
+    bare = (path / "HEAD").is_file() and (path / "objects").is_dir()
+    objects = path / "objects" if bare else dot_git / "objects"
+    if (objects / "info" / "alternates").exists():
+        raise RepositoryRefused(
+            f"{raw} borrows objects from another repository (objects/info/alternates), which "
+            "may be outside the allowed folders; not read"
+        )
+    if dot_git.is_dir() or bare:
         # A git repository: cloned like a remote (what is committed on its branch), so no
         # command runs in the folder itself and none of its hooks can.
         return Remote(shown=raw, url=path.as_uri(), protocols="file")
@@ -186,9 +205,17 @@ class _Git:
     def remaining(self) -> float:
         return self.deadline - asyncio.get_running_loop().time()
 
-    async def run(self, *args: str, watch: Path | None = None) -> bytes:
+    async def run(
+        self,
+        *args: str,
+        watch: Path | None = None,
+        max_output: int = _MAX_OUTPUT,
+        too_much: str = "git said more than Trailmap reads",
+    ) -> bytes:
         """Run git; its output, or RepositoryRefused on failure, on the time limit (its whole
-        process group killed) or when `watch` grows beyond the size limit."""
+        process group killed), when `watch` grows beyond the size limit, or when its output
+        passes `max_output` bytes (`too_much` says why). Only the end of what git writes on
+        stderr is kept: a remote's messages can be endless."""
         process = await asyncio.create_subprocess_exec(
             *self.argv(*args),
             stdin=asyncio.subprocess.DEVNULL,
@@ -199,7 +226,9 @@ class _Git:
         )
         watcher = asyncio.create_task(self._watch(process, watch)) if watch else None
         try:
-            out, err = await asyncio.wait_for(process.communicate(), max(0.01, self.remaining()))
+            out, over, err = await asyncio.wait_for(
+                _collect(process, max_output), max(0.01, self.remaining())
+            )
         except TimeoutError:
             _kill(process)
             await process.wait()
@@ -218,6 +247,8 @@ class _Git:
             raise RepositoryRefused(
                 f"the clone grew beyond {self.limits.max_bytes} bytes and was stopped"
             )
+        if over:
+            raise RepositoryRefused(too_much)
         if process.returncode != 0:
             raise RepositoryRefused(f"git {args[0]} failed: {_last_line(err)}")
         return out
@@ -229,6 +260,39 @@ class _Git:
                 return True
             await asyncio.sleep(_WATCH_SECONDS)
         return False
+
+
+async def _collect(
+    process: asyncio.subprocess.Process, max_output: int
+) -> tuple[bytes, bool, bytes]:
+    """stdout up to `max_output` bytes (True: it said more, and git was killed), the last
+    64 KiB of stderr, once git has ended."""
+    assert process.stdout is not None
+    assert process.stderr is not None
+    err_task = asyncio.create_task(_tail(process.stderr))
+    try:
+        chunks: list[bytes] = []
+        size = 0
+        over = False
+        while chunk := await process.stdout.read(_CHUNK):
+            size += len(chunk)
+            if size > max_output:
+                over = True
+                _kill(process)
+                break
+            chunks.append(chunk)
+        err = await err_task
+        await process.wait()
+        return b"".join(chunks), over, err
+    finally:
+        err_task.cancel()
+
+
+async def _tail(stream: asyncio.StreamReader) -> bytes:
+    kept = b""
+    while chunk := await stream.read(_CHUNK):
+        kept = (kept + chunk)[-_STDERR_KEPT:]
+    return kept
 
 
 def _kill(process: asyncio.subprocess.Process) -> None:
@@ -360,10 +424,16 @@ async def _clone(
     git.config += (("protocol.allow", "never"),)
     gd = f"--git-dir={bare}"
     revision = (await git.run(gd, "rev-parse", "--verify", "HEAD^{commit}")).decode().strip()
-    listed = await git.run(gd, "ls-tree", "-r", "-z", "--full-tree", "HEAD")
+    too_many = f"the repository holds more than {limits.max_files} files"
+    listed = await git.run(
+        gd,
+        *("ls-tree", "-r", "-z", "--full-tree", "HEAD"),
+        max_output=limits.max_files * _LISTED_BYTES_PER_FILE,
+        too_much=too_many,
+    )
     entries = _entries(listed)
     if len(entries) > limits.max_files:
-        raise RepositoryRefused(f"the repository holds more than {limits.max_files} files")
+        raise RepositoryRefused(too_many)
     missing_out = await git.run(gd, "rev-list", "--objects", "--missing=print", "HEAD")
     missing = {line[1:].decode() for line in missing_out.splitlines() if line.startswith(b"?")}
     tree = work / "tree"
