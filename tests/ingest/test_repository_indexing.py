@@ -381,3 +381,43 @@ async def test_a_local_repository_whose_objects_live_elsewhere_is_refused(
     outcome = await index_repository(db, made, options(tmp_path / "allowed"))
     assert outcome.error is not None
     assert ".git is a file or a link" in outcome.error
+
+
+async def test_submodules_are_fetched_only_when_the_setting_asks(
+    db: Database, tenant: Tenant, tmp_path: Path
+) -> None:
+    make_repository(tmp_path / "lib", {"deploy/compose.yaml": COMPOSE})
+    publish(tmp_path / "lib", tmp_path / "lib.git")
+    work = tmp_path / "work"
+    make_repository(work, {"README.md": "the shop\n"})
+    git(
+        *("-c", "protocol.file.allow=always", "submodule", "add", "-q"),
+        *("../lib.git", "libs/lib"),
+        cwd=work,
+    )
+    commit(work, "with a submodule")
+    bare = publish(work, tmp_path / "shop.git")
+
+    off = await repository(db, tenant, bare.as_uri(), name="off")
+    skipped = await index_repository(db, off, options(tmp_path))
+    assert skipped.recorded is not None
+    assert skipped.recorded.edges == 0
+    reasons = {s["file"]: s["reason"] for s in (await reading(db, tenant, off))["skipped"]}
+    assert reasons["libs/lib"] == "a submodule: not fetched"
+
+    on = await repository(db, tenant, bare.as_uri(), name="on", submodules="true")
+    fetched = await index_repository(db, on, options(tmp_path))
+    assert fetched.error is None, fetched.error
+    assert fetched.recorded is not None
+    assert fetched.recorded.edges == 1  # libs/lib/deploy/compose.yaml: api -> db
+
+    # A submodule is checked as the repository is: here, outside the allowed folders.
+    narrow = IndexOptions(
+        local_roots=(str(tmp_path / "shop.git"),), outbound=LOOPBACK, secret_key=SECRET_KEY
+    )
+    again = await repository(db, tenant, bare.as_uri(), name="narrow", submodules="true")
+    partial = await index_repository(db, again, narrow)
+    assert partial.recorded is not None
+    reasons = {s["file"]: s["reason"] for s in (await reading(db, tenant, again))["skipped"]}
+    assert reasons["libs/lib"].startswith("a submodule not fetched: ")
+    assert "not within the folders" in reasons["libs/lib"]

@@ -91,6 +91,8 @@ def _check_repository_url(request: Request, kind: object, settings: object) -> N
     credentials in it, a local path this server does not allow (TRAILMAP_REPOSITORY_PATHS)."""
     if kind != REPOSITORY_KIND or not isinstance(settings, dict):
         return
+    if settings.get("submodules") not in (None, "true", "false"):
+        raise ValidationFailed.field("settings.submodules", "true or false (the default)")
     url = settings.get("url")
     if not isinstance(url, str) or not url.strip():
         return

@@ -13,12 +13,12 @@ import shutil
 import signal
 import stat
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Final
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 from trailmap.graph.declared import Skipped
 from trailmap.outbound import NameNotResolved, OutboundError, OutboundPolicy, origin
@@ -28,6 +28,7 @@ __all__ = [
     "CloneLimits",
     "Remote",
     "RepositoryRefused",
+    "SubmoduleRemotes",
     "check_url",
     "checkout",
     "resolve_remote",
@@ -41,6 +42,7 @@ _MODE_LINK: Final = "120000"
 _MODE_SUBMODULE: Final = "160000"
 _WATCH_SECONDS: Final = 0.2
 _CHUNK: Final = 64 * 1024
+_NOT_A_REPOSITORY: Final = "a local folder, not a git repository"
 _STDERR_KEPT: Final = 64 * 1024
 _MAX_OUTPUT: Final = 64 * 1024 * 1024
 # What one path of a tree listing may take, on average, before the listing is refused as too
@@ -88,6 +90,13 @@ class Checkout:
     revision: str | None
     skipped: list[Skipped] = field(default_factory=list)
     fetched_bytes: int = 0  # what the clone's objects take on disk
+    files: int = 0
+    gitlinks: list[_Entry] = field(default_factory=list)
+
+
+# A submodule's URL, checked as the repository's own was (resolve_remote with the same roots
+# and outbound guard).
+SubmoduleRemotes = Callable[[str], Awaitable[Remote]]
 
 
 def _within(path: Path, roots: Sequence[str]) -> bool:
@@ -369,9 +378,12 @@ async def checkout(
     branch: str | None = None,
     token: str | None = None,
     limits: CloneLimits | None = None,
+    submodules: SubmoduleRemotes | None = None,
 ) -> AsyncIterator[Checkout]:
     """The repository's tree in a temporary folder (or a local folder where it is), removed
-    afterwards. Raises RepositoryRefused with the reason when it cannot be read."""
+    afterwards. Raises RepositoryRefused with the reason when it cannot be read. With
+    `submodules` (which checks each submodule's URL as the repository's was), the submodules
+    the tree names are fetched too, one level deep, within the same limits."""
     limits = limits or CloneLimits()
     if remote.folder is not None:
         yield _local_folder(remote.folder, limits)
@@ -389,7 +401,10 @@ async def checkout(
             deadline=asyncio.get_running_loop().time() + limits.seconds,
             limits=limits,
         )
-        yield await _clone(git, remote.url, branch, work, limits)
+        result = await _clone(git, remote.url, branch, work, limits)
+        if submodules is not None:
+            await _submodules(git, remote, token, submodules, work, result, limits)
+        yield result
     finally:
         try:
             await asyncio.to_thread(shutil.rmtree, work, ignore_errors=True)
@@ -440,7 +455,124 @@ async def _clone(
     tree.mkdir()
     result = Checkout(root=tree, revision=revision, fetched_bytes=_size(bare))
     await _write_tree(git, gd, tree, entries, missing, limits, result.skipped)
+    result.gitlinks = [e for e in entries if e.mode == _MODE_SUBMODULE and _safe_path(e.path)]
+    result.files = len(entries)
     return result
+
+
+async def _submodules(
+    parent: _Git,
+    remote: Remote,
+    token: str | None,
+    resolve: SubmoduleRemotes,
+    work: Path,
+    result: Checkout,
+    limits: CloneLimits,
+) -> None:
+    """Each submodule the tree names (its commit, its URL in .gitmodules) fetched shallow and
+    written out where it belongs; one that cannot be is skipped with the reason."""
+    if not result.gitlinks:
+        return
+    urls = await _gitmodules(parent, result.root / ".gitmodules")
+    for number, link in enumerate(result.gitlinks):
+        result.skipped = [s for s in result.skipped if s.file != link.path]
+        url = urls.get(link.path)
+        if url is None:
+            result.skipped.append(Skipped(link.path, "a submodule with no url in .gitmodules"))
+            continue
+        try:
+            sub = await resolve(_absolute(url, remote.url or ""))
+            if sub.url is None:
+                raise RepositoryRefused(_NOT_A_REPOSITORY)  # noqa: TRY301 - skipped below
+            same_host = sub.host is not None and sub.host == remote.host
+            protocols = sub.protocols
+            allowed = tuple((f"protocol.{p}.allow", "always") for p in protocols.split(":") if p)
+            git = _Git(
+                env=_environment(
+                    Path(parent.env["HOME"]), protocols, token if same_host else None, sub.host
+                ),
+                config=(*_SAFE_CONFIG, *allowed, *sub.config),
+                deadline=parent.deadline,
+                limits=limits,
+            )
+            budget = limits.max_files - result.files
+            written = await _fetch_submodule(
+                git, sub.url, link, work / f"submodule-{number}.git", result, budget
+            )
+            result.files += written
+        except RepositoryRefused as refused:
+            result.skipped.append(Skipped(link.path, f"a submodule not fetched: {refused}"))
+
+
+async def _fetch_submodule(
+    git: _Git, url: str, link: _Entry, bare: Path, result: Checkout, budget: int
+) -> int:
+    limits = git.limits
+    await git.run("init", "--quiet", "--bare", str(bare))
+    gd = f"--git-dir={bare}"
+    filtered = f"--filter=blob:limit={limits.max_file_bytes + 1}"
+    await git.run(
+        gd,
+        "fetch",
+        "--quiet",
+        "--depth",
+        "1",
+        "--no-tags",
+        filtered,
+        "--",
+        url,
+        link.oid,
+        watch=bare.parent,
+    )
+    git.env["GIT_ALLOW_PROTOCOL"] = "none"
+    git.config = (
+        *(kv for kv in git.config if not kv[0].startswith("protocol.")),
+        ("protocol.allow", "never"),
+    )
+    too_many = f"the repository and its submodules hold more than {limits.max_files} files"
+    listed = await git.run(
+        gd,
+        *("ls-tree", "-r", "-z", "--full-tree", link.oid),
+        max_output=max(1, budget) * _LISTED_BYTES_PER_FILE,
+        too_much=too_many,
+    )
+    entries = [_Entry(e.mode, e.oid, f"{link.path}/{e.path}") for e in _entries(listed)]
+    if len(entries) > budget:
+        raise RepositoryRefused(too_many)
+    missing_out = await git.run(gd, "rev-list", "--objects", "--missing=print", link.oid)
+    missing = {line[1:].decode() for line in missing_out.splitlines() if line.startswith(b"?")}
+    await _write_tree(git, gd, result.root, entries, missing, limits, result.skipped)
+    result.fetched_bytes += _size(bare)
+    return len(entries)
+
+
+async def _gitmodules(git: _Git, path: Path) -> dict[str, str]:
+    """Each submodule's path to its URL, from the tree's .gitmodules (read as a plain file:
+    git does not follow its include directives when given one)."""
+    # A stat of a file Trailmap wrote itself, not worth a thread.
+    if os.path.islink(path) or not os.path.isfile(path):  # noqa: ASYNC240, PTH113, PTH114
+        return {}
+    try:
+        out = await git.run(
+            "config", "--file", str(path), "--null", "--get-regexp", r"^submodule\..*\.(path|url)$"
+        )
+    except RepositoryRefused:
+        return {}
+    names: dict[str, dict[str, str]] = {}
+    for record in out.decode("utf-8", "replace").split("\x00"):
+        key, _, value = record.partition("\n")
+        if not key.startswith("submodule."):
+            continue
+        name, _, field = key[len("submodule.") :].rpartition(".")
+        names.setdefault(name, {})[field] = value
+    return {v["path"]: v["url"] for v in names.values() if "path" in v and "url" in v}
+
+
+def _absolute(url: str, parent: str) -> str:
+    """A submodule's URL; a relative one (`../lib.git`) is relative to the repository's."""
+    if url.startswith(("./", "../")):
+        return urljoin(parent.rstrip("/") + "/", url)
+    return url
 
 
 @dataclass(frozen=True, slots=True)

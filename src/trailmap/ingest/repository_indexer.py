@@ -22,6 +22,7 @@ from trailmap.graph.learn.declared import (
 )
 from trailmap.ingest.clone import (
     CloneLimits,
+    Remote,
     RepositoryRefused,
     checkout,
     resolve_remote,
@@ -125,8 +126,19 @@ async def index_repository(
         )
         token = integration.secret_settings(options.secret_key).get("token")
         limits = options.limits
+
+        async def submodule(sub_url: str) -> Remote:
+            return await resolve_remote(
+                sub_url, local_roots=options.local_roots, outbound=options.outbound
+            )
+
+        wanted = integration.settings.texts.get("submodules", "").lower() == "true"
         async with checkout(
-            remote, branch=integration.settings.branch, token=token, limits=limits
+            remote,
+            branch=integration.settings.branch,
+            token=token,
+            limits=limits,
+            submodules=submodule if wanted else None,
         ) as tree:
             try:
                 declared = await asyncio.wait_for(

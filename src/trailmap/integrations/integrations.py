@@ -84,6 +84,7 @@ TEXT_SETTINGS: Final = (
     "region",
     "cluster",
     "default_env",
+    "submodules",
 )
 _TEXT_LIMITS: Final = {"branch": 255, "service": 200}
 # Settings that hold credentials (a cluster's kubeconfig, a repository's token): stored
