@@ -6,7 +6,6 @@ bomb, a remote that stalls) are recorded with their reason while the server keep
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -62,13 +61,16 @@ async def test_a_repository_connected_over_rest_shows_its_services_within_second
         running_server(url, log_path=directory / "server.log", env=env) as base_url,
     ):
         async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
-            await _connect(http, admin, reader, remote.url("shop.git"), remote.url("bomb.git"))
-            await _hostile(http, admin, remote.url("bomb.git"), stalled.url("slow.git"))
+            try:
+                await _connect(http, admin, reader, remote.url("shop.git"))
+                await _hostile(http, admin, remote.url("bomb.git"), stalled.url("slow.git"))
+            except AssertionError as failed:
+                log = (directory / "server.log").read_text(errors="replace")[-6000:]
+                raise AssertionError(f"{failed}\n--- the server's log ---\n{log}") from failed
 
 
-async def _connect(http: httpx.AsyncClient, admin: str, reader: str, shop: str, _bomb: str) -> None:
+async def _connect(http: httpx.AsyncClient, admin: str, reader: str, shop: str) -> None:
     as_admin = {"Authorization": f"Bearer {admin}"}
-    started = asyncio.get_running_loop().time()
     made = await http.post(
         "/api/v1/integrations",
         headers=as_admin,
@@ -89,9 +91,9 @@ async def _connect(http: httpx.AsyncClient, admin: str, reader: str, shop: str, 
     async def appeared() -> bool:
         return {"frontend", "checkoutservice", "redis-cart"} <= await services()
 
-    await until(appeared, within=10)
-    took = asyncio.get_running_loop().time() - started
-    assert took < 10, took
+    # Seconds, not the schedule's hour nor the 600 s poll: the node that was asked indexes at
+    # once (1.3 s to 2.1 s measured here; the bound leaves room for a loaded machine).
+    await until(appeared, within=30)
     shown = await http.get(f"/api/v1/integrations/{made.json()['data']['id']}", headers=as_admin)
     reading = shown.json()["data"]["index"]["reading"]
     assert (reading["nodes"], reading["edges"], len(reading["revision"])) == (13, 17, 40)
@@ -115,13 +117,18 @@ async def _hostile(http: httpx.AsyncClient, admin: str, bomb: str, slow: str) ->
         found: dict[str, Any] = answer.json()["data"]["index"]
         return found
 
+    states: list[dict[str, Any]] = []
+
     async def both_done() -> bool:
         healthy = await http.get("/healthz")
         assert healthy.status_code == 200, healthy.text
-        readings = [(await index_of(p))["reading"] for p in paths]
-        return all(r is not None for r in readings)
+        states[:] = [await index_of(p) for p in paths]
+        return all(s["reading"] is not None for s in states)
 
-    await until(both_done, within=20)
+    try:
+        await until(both_done, within=45)
+    except AssertionError as failed:
+        raise AssertionError(f"{failed}: {states}") from failed
     bomb_reading = (await index_of(paths[0]))["reading"]
     assert bomb_reading["error"] is None
     assert {s["file"] for s in bomb_reading["skipped"]} == {"compose.yaml"}
