@@ -53,6 +53,7 @@ from trailmap.http.body import BodyDeadline
 from trailmap.http.context import AppContext
 from trailmap.http.errors import install_error_handlers
 from trailmap.ingest.kubernetes_supervisor import Supervisor
+from trailmap.ingest.repository_indexer import IndexOptions, RepositoryIndexer
 from trailmap.jobs.pairing import close_ingestion, run_ingestion_stores, run_pairing_sweeps
 from trailmap.jobs.retention import run_retention_purges
 from trailmap.mcp import McpEndpoint, build_mcp_server
@@ -252,8 +253,8 @@ def create_app(
 def _start_periodic_jobs(
     jobs: anyio.abc.TaskGroup, db: Database, settings: Settings, live_demo: str | None
 ) -> None:
-    """The retention purge, the cluster integrations' supervisor, and the demo's shop when
-    this node runs it."""
+    """The retention purge, the cluster integrations' supervisor, the repository indexer, and
+    the demo's shop when this node runs it."""
     if settings.retention_purge_interval_seconds > 0:
         jobs.start_soon(
             lambda: run_retention_purges(
@@ -270,6 +271,14 @@ def _start_periodic_jobs(
             lease_seconds=settings.kubernetes_lease_seconds,
         )
         jobs.start_soon(supervisor.run)
+    if settings.repository_poll_seconds > 0:
+        indexer = RepositoryIndexer(
+            db,
+            IndexOptions.from_settings(settings),
+            poll_seconds=settings.repository_poll_seconds,
+            every_seconds=settings.repository_index_seconds,
+        )
+        jobs.start_soon(indexer.run)
     if live_demo is not None:
         jobs.start_soon(
             lambda: run_live_demo(db, live_demo, interval_seconds=settings.demo_tick_seconds)

@@ -3,6 +3,8 @@ once by whoever starts the app (the CLI or a test) and handed to `create_app(set
 
 from __future__ import annotations
 
+import os
+
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -97,6 +99,47 @@ class Settings(BaseSettings):
         description="How long an app node's lease on a cluster integration's watch lasts "
         "without renewal (renewed every third of it): after a node stops uncleanly, another "
         "takes the watch over within this time.",
+    )
+    repository_paths: str = Field(
+        default="",
+        description="Folders (separated by commas or the path separator) under which a "
+        "repository integration may name a local path or a file:// URL; empty: local paths are "
+        "refused, so an organization can never make the server read its own files.",
+    )
+    repository_index_seconds: float = Field(
+        default=3600.0,
+        ge=0,
+        description="How often each repository integration is indexed again on schedule (by "
+        "whichever app node takes its lease first); 0: only on connect, push and demand.",
+    )
+    repository_poll_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="How often each app node looks for repository integrations to index "
+        "(requested on another node, or due); 0: this node indexes no repository itself.",
+    )
+    repository_clone_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="The most a repository's clone (or reading) may take; the git process "
+        "group is killed then.",
+    )
+    repository_max_bytes: int = Field(
+        default=200 * 1024 * 1024,
+        ge=1024,
+        description="The most a repository's clone may hold on disk (git objects and the "
+        "files written out); beyond it the clone is stopped.",
+    )
+    repository_max_files: int = Field(
+        default=20_000,
+        ge=1,
+        description="The most files a repository's tree may hold; a larger one is refused.",
+    )
+    repository_max_file_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="Files larger than this are never fetched (a partial clone's blob filter) "
+        "nor read; they are listed as skipped.",
     )
     demo_tick_seconds: float = Field(
         default=60.0,
@@ -342,6 +385,12 @@ class Settings(BaseSettings):
         if upper not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
             raise ValueError("must be OFF, NORMAL, FULL or EXTRA")
         return upper
+
+    @property
+    def repository_roots(self) -> tuple[str, ...]:
+        """The folders `repository_paths` lists, each as written (resolved where used)."""
+        parts = self.repository_paths.replace(os.pathsep, ",").split(",")
+        return tuple(p.strip() for p in parts if p.strip())
 
     @property
     def outbound(self) -> OutboundPolicy:

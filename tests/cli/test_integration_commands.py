@@ -15,9 +15,11 @@ from click.testing import Result
 
 from tests.cli.test_commands import invoke
 from tests.factories import make_org
+from tests.git_server import make_repository, publish
 from tests.integrations.support import SECRET_KEY, fixture_bytes, github_headers
 from tests.kube_api import kubeconfig
 from trailmap.app import create_app
+from trailmap.graph.learn.declared import declared_sources
 from trailmap.settings import Settings
 from trailmap.storage import Database
 
@@ -184,3 +186,39 @@ async def test_a_cluster_integration_is_made_from_a_kubeconfig_file_never_printe
         "namespaces": ["shop"],
     }
     assert made["watch"]["watching"] is False
+
+
+async def test_a_repository_is_indexed_on_the_command_line_and_forgotten_when_deleted(
+    database_url: str, db: Database, tmp_path: Path
+) -> None:
+    org = await make_org(db, slug="acme")
+    head = make_repository(
+        tmp_path / "work",
+        {"compose.yaml": "services:\n  api:\n    environment:\n      DB_HOST: db\n  db: {}\n"},
+    )
+    bare = publish(tmp_path / "work", tmp_path / "shop.git")
+    made = json.loads(
+        "\n".join(
+            await _cli(
+                database_url,
+                *("integration", "create", "--org", "acme", "--kind", "repository"),
+                *("--name", "shop", "--set", f"url={bare.as_uri()}"),
+            )
+        )
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TRAILMAP_REPOSITORY_PATHS", str(tmp_path))
+        indexed = json.loads(
+            "\n".join(await _cli(database_url, "integration", "index", made["id"], "--org", "acme"))
+        )
+    assert indexed["revision"] == head
+    assert indexed["recorded"]["edges"] == 1
+    (source,) = await declared_sources(db, org.id)
+    assert (source["revision"], source["nodes"]) == (head, 2)
+
+    refused = await _run(database_url, "integration", "index", made["id"], "--org", "acme")
+    assert refused.exit_code == 1
+    assert "TRAILMAP_REPOSITORY_PATHS" in refused.output
+
+    await _cli(database_url, "integration", "delete", made["id"], "--org", "acme")
+    assert await declared_sources(db, org.id) == []

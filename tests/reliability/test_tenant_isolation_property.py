@@ -346,6 +346,8 @@ async def _walk_writes(
         ("POST", "/api/v1/integrations/{integration_id}/rotate-secret"): [
             (b"", "application/json")
         ],
+        # B's integration indexed by A's ADMIN key: not found, nothing asked for.
+        ("POST", "/api/v1/integrations/{integration_id}/index"): [(b"", "application/json")],
         ("POST", "/api/v1/integrations/{integration_id}/webhook"): [
             (b'{"zen": "hello"}', "application/json")
         ],

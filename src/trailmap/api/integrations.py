@@ -11,11 +11,14 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from trailmap.errors import ValidationFailed
+from trailmap.graph.learn.declared import forget_source
 from trailmap.http.auth import CurrentPrincipal, key_actor
 from trailmap.http.body import read_json_body
 from trailmap.http.context import context_of
 from trailmap.http.openapi import error_responses
 from trailmap.http.responses import ok
+from trailmap.ingest.clone import RepositoryRefused, check_url
+from trailmap.ingest.repository_indexer import repository_view
 from trailmap.integrations.deliveries import KEEP_DELIVERIES, list_deliveries
 from trailmap.integrations.integrations import (
     DEFAULT_OVERLAP,
@@ -27,6 +30,7 @@ from trailmap.integrations.integrations import (
     rotate_secret,
     update_integration,
 )
+from trailmap.integrations.repositories import REPOSITORY_KIND, request_index
 
 __all__ = ["router"]
 
@@ -74,6 +78,30 @@ def _shown(request: Request, integration: Integration) -> dict[str, Any]:
     return integration.as_json(context_of(request).settings.public_url)
 
 
+async def _shown_with_index(request: Request, integration: Integration) -> dict[str, Any]:
+    """A repository integration with its indexing: last reading, asked for, running."""
+    shown = _shown(request, integration)
+    if integration.kind == REPOSITORY_KIND:
+        shown["index"] = await repository_view(context_of(request).db, integration)
+    return shown
+
+
+def _check_repository_url(request: Request, kind: object, settings: object) -> None:
+    """A repository's url refused at once when no fetch could read it: a transport not read,
+    credentials in it, a local path this server does not allow (TRAILMAP_REPOSITORY_PATHS)."""
+    if kind != REPOSITORY_KIND or not isinstance(settings, dict):
+        return
+    if settings.get("submodules") not in (None, "true", "false"):
+        raise ValidationFailed.field("settings.submodules", "true or false (the default)")
+    url = settings.get("url")
+    if not isinstance(url, str) or not url.strip():
+        return
+    try:
+        check_url(url, local_roots=context_of(request).settings.repository_roots)
+    except RepositoryRefused as refused:
+        raise ValidationFailed.field("settings.url", str(refused)) from None
+
+
 @router.get(
     "/integrations",
     summary="The organization's integrations (never their secrets)",
@@ -104,6 +132,7 @@ async def integrations_create(request: Request, principal: CurrentPrincipal) -> 
     body = await read_json_body(request, max_bytes=_BODY_BYTES, accepted=_JSON)
     if not isinstance(body, dict):
         raise ValidationFailed("Send a JSON object with kind, name and (optionally) settings.")
+    _check_repository_url(request, body.get("kind"), body.get("settings"))
     integration, secret = await create_integration(
         ctx.db,
         principal.org_id,
@@ -114,7 +143,11 @@ async def integrations_create(request: Request, principal: CurrentPrincipal) -> 
         settings=body.get("settings"),
         secret_key=ctx.settings.encryption_secret,
     )
-    return ok(_shown(request, integration) | {"secret": secret}, status_code=201)
+    if integration.kind == REPOSITORY_KIND:
+        # Connecting starts an index in the background; the answer says so, and GET shows it.
+        await request_index(ctx.db, principal.org_id, integration.id, who=None, reason="connected")
+    shown = await _shown_with_index(request, integration)
+    return ok(shown | {"secret": secret}, status_code=201)
 
 
 @router.get(
@@ -129,7 +162,7 @@ async def integration(
     found = await get_integration(
         context_of(request).db, principal.org_id, integration_id, who=principal
     )
-    return ok(_shown(request, found))
+    return ok(await _shown_with_index(request, found))
 
 
 @router.patch(
@@ -143,6 +176,11 @@ async def integration_update(
 ) -> Response:
     principal.require("manage_settings")
     body = await read_json_body(request, max_bytes=_BODY_BYTES, accepted=_JSON)
+    if isinstance(body, dict) and isinstance(body.get("settings"), dict):
+        current = await get_integration(
+            context_of(request).db, principal.org_id, integration_id, who=principal
+        )
+        _check_repository_url(request, current.kind, body["settings"])
     changed = await update_integration(
         context_of(request).db,
         principal.org_id,
@@ -152,7 +190,17 @@ async def integration_update(
         by=key_actor(request, principal),
         secret_key=context_of(request).settings.encryption_secret,
     )
-    return ok(_shown(request, changed))
+    if (
+        changed.kind == REPOSITORY_KIND
+        and changed.status == "active"
+        and isinstance(body, dict)
+        and ("settings" in body or body.get("status") == "active")
+    ):
+        # A new remote, branch or token, or enabled again: read it afresh.
+        await request_index(
+            context_of(request).db, principal.org_id, changed.id, who=None, reason="changed"
+        )
+    return ok(await _shown_with_index(request, changed))
 
 
 @router.delete(
@@ -171,7 +219,28 @@ async def integration_delete(
         who=principal,
         by=key_actor(request, principal),
     )
+    # What it declared (a repository's services) goes away from the graph, marked removed.
+    await forget_source(context_of(request).db, principal.org_id, removed.id)
     return ok({"deleted": removed.id, "name": removed.name})
+
+
+@router.post(
+    "/integrations/{integration_id}/index",
+    summary="Index a repository integration now (in the background): its remote is fetched "
+    "and read, and what it declares recorded",
+    status_code=202,
+    response_model=IntegrationAnswer,
+    responses=_ERRORS,
+)
+async def integration_index(
+    request: Request, principal: CurrentPrincipal, integration_id: str
+) -> Response:
+    principal.require("manage_settings")
+    ctx = context_of(request)
+    found = await request_index(
+        ctx.db, principal.org_id, integration_id, who=principal, reason="asked for"
+    )
+    return ok(await _shown_with_index(request, found), status_code=202)
 
 
 @router.post(

@@ -1197,22 +1197,52 @@ def integration_delete(state: _State, integration_id: str, org_slug: str) -> Non
     from trailmap.accounts import get_org  # noqa: PLC0415
     from trailmap.accounts.audit import OPERATOR  # noqa: PLC0415
     from trailmap.accounts.team import OPERATOR_AUTHORITY  # noqa: PLC0415
+    from trailmap.graph.learn.declared import forget_source  # noqa: PLC0415
     from trailmap.integrations.integrations import delete_integration  # noqa: PLC0415
 
     handle = state.ready_database()
     try:
+        org_id = _run(get_org(handle, org_slug)).id
         removed = _run(
-            delete_integration(
-                handle,
-                _run(get_org(handle, org_slug)).id,
-                integration_id,
-                who=OPERATOR_AUTHORITY,
-                by=OPERATOR,
-            )
+            delete_integration(handle, org_id, integration_id, who=OPERATOR_AUTHORITY, by=OPERATOR)
         )
+        _run(forget_source(handle, org_id, removed.id))
     finally:
         handle.close()
     click.echo(f"deleted integration {removed.id} ({removed.name}) of {org_slug}", err=True)
+
+
+@integration.command("index")
+@click.argument("integration_id")
+@click.option("--org", "org_slug", required=True, help="Organization slug.")
+@click.pass_obj
+def integration_index(state: _State, integration_id: str, org_slug: str) -> None:
+    """Index a repository integration now, in this process: its remote is fetched and read
+    within the server's limits (TRAILMAP_REPOSITORY_*), and what it declares recorded. Prints
+    the commit and what changed as JSON; exits 1 when it could not be read."""
+    from trailmap.accounts import get_org  # noqa: PLC0415
+    from trailmap.accounts.team import OPERATOR_AUTHORITY  # noqa: PLC0415
+    from trailmap.ingest.repository_indexer import IndexOptions, index_now  # noqa: PLC0415
+    from trailmap.integrations.integrations import get_integration  # noqa: PLC0415
+    from trailmap.integrations.repositories import REPOSITORY_KIND  # noqa: PLC0415
+
+    settings = state.settings()
+    handle = state.ready_database()
+    try:
+        org_id = _run(get_org(handle, org_slug)).id
+        found = _run(get_integration(handle, org_id, integration_id, who=OPERATOR_AUTHORITY))
+        if found.kind != REPOSITORY_KIND:
+            raise click.ClickException(
+                f"{found.name} is a {found.kind} integration, not a repository"
+            )
+        outcome = _run(index_now(handle, found, IndexOptions.from_settings(settings)))
+    finally:
+        handle.close()
+    if outcome is None:
+        raise click.ClickException("another node is indexing it now; try again in a while")
+    click.echo(json.dumps(outcome.as_json(), indent=2))
+    if outcome.error is not None:
+        raise click.ClickException(outcome.error)
 
 
 # -- send -------------------------------------------------------------------------------

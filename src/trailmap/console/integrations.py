@@ -12,8 +12,10 @@ from starlette.responses import Response
 from trailmap.console.orgs import OrgMember, org_member, org_nav, posted_form, refused, when
 from trailmap.console.pages import e, field_error, form_csrf, page, problem_text, see_other
 from trailmap.errors import TrailmapError, ValidationFailed
+from trailmap.graph.learn.declared import forget_source
 from trailmap.http.context import context_of
 from trailmap.http.sessions import clear_cookie, cookie_name, set_cookie
+from trailmap.ingest.repository_indexer import repository_view
 from trailmap.integrations.deliveries import Delivery, list_deliveries
 from trailmap.integrations.integrations import (
     Integration,
@@ -26,6 +28,7 @@ from trailmap.integrations.integrations import (
     update_integration,
     webhook_path,
 )
+from trailmap.integrations.repositories import REPOSITORY_KIND, request_index
 
 __all__ = ["router"]
 
@@ -444,6 +447,53 @@ def _secret_block(integration: Integration, secret: str | None) -> str:
     )
 
 
+def _repository_block(view: dict[str, object], here: str, csrf: str) -> str:
+    """A repository's indexing: the last reading (commit, counts, skipped files and why, the
+    last error), whether an index is asked for or running, and a button to index it now."""
+    reading = view.get("reading")
+    if isinstance(reading, dict):
+        skipped = reading.get("skipped") or []
+        rows = "".join(
+            f"<tr><td><code>{e(str(s.get('file', '')))}</code></td>"
+            f"<td>{e(str(s.get('reason', '')))}</td></tr>"
+            for s in skipped
+            if isinstance(s, dict)
+        )
+        table = (
+            f"<table id=skipped><tr><th>File skipped</th><th>Why</th></tr>{rows}</table>"
+            if rows
+            else "<p class=muted>No file was skipped.</p>"
+        )
+        read = (
+            f"<p>Last reading: commit <code id=revision>{e(str(reading.get('revision') or '-'))}"
+            f"</code> at {e(str(reading.get('read') or 'never'))}: "
+            f"<b id=declared-nodes>{e(str(reading.get('nodes')))}</b> nodes, "
+            f"<b id=declared-edges>{e(str(reading.get('edges')))}</b> edges.</p>{table}"
+        )
+        if reading.get("error"):
+            read += (
+                f"<p class=error id=index-error>Last error ({e(str(reading.get('error_at')))}): "
+                f"{e(str(reading['error']))}</p>"
+            )
+    else:
+        read = "<p>Not read yet.</p>"
+    state = (
+        "indexing now"
+        if view.get("indexing")
+        else "an index is asked for"
+        if view.get("pending")
+        else "up to date with its last index"
+    )
+    return (
+        "<h2>Graph source</h2><p class=muted>The repository's Compose, Kubernetes, Helm, "
+        "Backstage and CODEOWNERS files, read on connect, on a push to its default branch, on "
+        "schedule and on demand.</p>"
+        f"<p id=index-state>{e(state)}</p>{read}"
+        f"<form class=inline method=post action={here}/index>{csrf}"
+        "<button type=submit>Index now</button></form>"
+    )
+
+
 async def _integration_page(
     request: Request, m: OrgMember, integration_id: str, *, secret_cookie: str = ""
 ) -> Response:
@@ -474,7 +524,12 @@ async def _integration_page(
         if integration.has_webhook
         else ""
     )
-    forge = (
+    repository = (
+        _repository_block(await repository_view(ctx.db, integration), here, form_csrf(m.user))
+        if integration.kind == REPOSITORY_KIND
+        else None
+    )
+    forge = repository or (
         _secret_block(integration, secret)
         + _steps(integration, url)
         + _settings_block(integration)
@@ -599,10 +654,27 @@ async def integration_delete(request: Request, slug: str, integration_id: str) -
     m, form = posted
     if form.get("confirm") != "yes":
         return see_other(f"{_base(m)}/{quote(integration_id)}/delete")
+    db = context_of(request).db
     try:
-        await delete_integration(
-            context_of(request).db, m.org_id, integration_id, who=m.membership, by=m.actor(request)
+        removed = await delete_integration(
+            db, m.org_id, integration_id, who=m.membership, by=m.actor(request)
         )
     except TrailmapError as error:
         return refused(m, error.message, error.status)
+    await forget_source(db, m.org_id, removed.id)  # what it declared leaves the graph
     return see_other(_base(m))
+
+
+@router.post("/orgs/{slug}/integrations/{integration_id}/index")
+async def integration_index(request: Request, slug: str, integration_id: str) -> Response:
+    posted = await _posted_admin(request, slug)
+    if isinstance(posted, Response):
+        return posted
+    m, _form = posted
+    try:
+        await request_index(
+            context_of(request).db, m.org_id, integration_id, who=m.membership, reason="asked for"
+        )
+    except TrailmapError as error:
+        return refused(m, error.message, error.status)
+    return see_other(f"{_base(m)}/{quote(integration_id)}")

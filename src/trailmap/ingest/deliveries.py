@@ -31,6 +31,7 @@ from trailmap.integrations.deliveries import (
     record_delivery_in,
 )
 from trailmap.integrations.integrations import Integration
+from trailmap.integrations.repositories import request_index_for_push
 from trailmap.integrations.secrets import github_signature_ok, gitlab_token_ok
 from trailmap.timeline.ingest import ingest_events
 
@@ -177,6 +178,23 @@ async def receive_delivery(
     return await _Receiving(db, target, forge, delivery_id, max_event_bytes).run(delivery)
 
 
+_URL_KEYS: Final = ("clone_url", "html_url", "ssh_url", "git_url", "git_http_url", "web_url")
+
+
+def _repository_urls(payload: Mapping[str, Any]) -> list[str]:
+    """The pushed repository's URLs: GitHub's `repository`, GitLab's `project`/`repository`."""
+    urls: list[str] = []
+    for holder in ("repository", "project"):
+        found = payload.get(holder)
+        if isinstance(found, Mapping):
+            urls += [
+                v
+                for k in (*_URL_KEYS, "git_ssh_url", "homepage", "url")
+                if isinstance(v := found.get(k), str) and len(v) < 2000
+            ]
+    return urls
+
+
 class _Receiving:
     """One authenticated delivery on its way: every outcome is recorded once."""
 
@@ -248,9 +266,26 @@ class _Receiving:
                 "ignored", f"this server does not read {self.forge.name} deliveries yet"
             )
         mapped = await self._mapped(mapper, payload)
+        await self._index_pushed(mapped, payload)
         if mapped.ignored is not None or not mapped.events:
             return await self._record("ignored", mapped.ignored or "nothing in it to record")
         return await self._ingest(mapped)
+
+    async def _index_pushed(self, mapped: Mapped, payload: Mapping[str, Any]) -> None:
+        """A push to the default branch (the adapter made a push event of it): the
+        organization's repository integrations of that repository are indexed again."""
+        pushes = [e for e in mapped.events if e.get("type") == "push"]
+        if not pushes:
+            return
+        urls = _repository_urls(payload)
+        head = str(payload.get("after") or "")[:12]
+        reason = f"a push to the default branch ({head})" if head else "a push"
+        try:
+            await request_index_for_push(
+                self.db, self.target.integration.org_id, urls, reason=reason
+            )
+        except Exception:  # the delivery's events matter more than a missed index
+            log.exception("integration %s: could not ask for an index", self.target.integration.id)
 
     async def _payload(self, body: bytes) -> Mapping[str, Any]:
         try:

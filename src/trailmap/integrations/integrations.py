@@ -84,11 +84,12 @@ TEXT_SETTINGS: Final = (
     "region",
     "cluster",
     "default_env",
+    "submodules",
 )
 _TEXT_LIMITS: Final = {"branch": 255, "service": 200}
-# Settings that hold credentials (a cluster's kubeconfig): stored encrypted like the secret,
-# never shown; an answer says only whether one is set.
-SECRET_SETTINGS: Final = ("kubeconfig",)
+# Settings that hold credentials (a cluster's kubeconfig, a repository's token): stored
+# encrypted like the secret, never shown; an answer says only whether one is set.
+SECRET_SETTINGS: Final = ("kubeconfig", "token")
 _SECRET_SETTING_LIMIT: Final = 64 * 1024
 _SETTINGS_PURPOSE: Final = "trailmap integration settings"
 _TEXT_LIMIT: Final = 500
@@ -227,6 +228,8 @@ class Integration:
             "last_delivery": iso(self.last_delivery),
             "kubeconfig_set": self.sealed_settings is not None,
         }
+        if self.kind == "repository":
+            out["token_set"] = self.sealed_settings is not None
         if self.watch is not None:
             out["watch"] = self.watch.as_json()
         if self.has_webhook:

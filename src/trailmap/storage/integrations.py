@@ -28,6 +28,7 @@ from trailmap.storage.tables import (
 
 __all__ = [
     "active_cluster_integrations",
+    "active_integrations_with_watch",
     "delete_integration",
     "find_delivery",
     "get_integration",
@@ -246,6 +247,29 @@ def active_cluster_integrations(conn: Connection, kinds: tuple[str, ...]) -> lis
         .where(c.kind.in_(kinds), c.status == "active")
         .order_by(c.created_us, c.id)
     )
+    return [dict(r._mapping) for r in conn.execute(stmt)]
+
+
+def active_integrations_with_watch(
+    conn: Connection,
+    kinds: tuple[str, ...],
+    *,
+    org_id: str | None = None,
+    integration_id: str | None = None,
+) -> list[Row]:
+    """Active integrations of `kinds` (every organization's, or one), each with its watch row
+    (`watch_state` too): what the repository indexer lists, oldest first."""
+    c = integrations.c
+    stmt = (
+        select(integrations, *_WATCH_COLUMNS, integration_watches.c.state.label("watch_state"))
+        .select_from(_with_watch())
+        .where(c.kind.in_(kinds), c.status == "active")
+        .order_by(c.created_us, c.id)
+    )
+    if org_id is not None:
+        stmt = stmt.where(c.org_id == org_id)
+    if integration_id is not None:
+        stmt = stmt.where(c.id == integration_id)
     return [dict(r._mapping) for r in conn.execute(stmt)]
 
 
