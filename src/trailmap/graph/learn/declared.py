@@ -279,12 +279,16 @@ async def declared_sources(db: Database, org_id: str) -> list[dict[str, Any]]:
             "kind": row.kind,
             "label": row.label,
             "revision": row.revision,
-            "read": clock.from_us(row.read_us).isoformat() if row.read_us else None,
+            "read": clock.from_us(row.read_us).isoformat().replace("+00:00", "Z")
+            if row.read_us
+            else None,
             "nodes": row.nodes,
             "edges": row.edges,
             "skipped": row.skipped or [],
             "error": row.error,
-            "error_at": clock.from_us(row.error_us).isoformat() if row.error_us else None,
+            "error_at": clock.from_us(row.error_us).isoformat().replace("+00:00", "Z")
+            if row.error_us
+            else None,
         }
         for row in rows
     ]
