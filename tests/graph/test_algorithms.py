@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import islice, pairwise
 
 import networkx as nx
@@ -23,7 +23,7 @@ from trailmap.graph.ask.algorithms import (
     search,
     traverse,
 )
-from trailmap.graph.ask.evidence import DEPENDENCY_KINDS
+from trailmap.graph.ask.evidence import DEPENDENCY_KINDS, only
 from trailmap.graph.memory import GraphSnapshot
 from trailmap.graph.model import EDGE_KINDS, Edge, EdgeKind, Node, NodeKind, edge_id, node_id
 
@@ -876,3 +876,21 @@ def test_every_function_raises_key_error_for_an_unknown_node() -> None:
     for call in calls:
         with pytest.raises(KeyError):
             call()
+
+
+def test_an_evidence_view_follows_its_own_edges_and_takes_new_traffic() -> None:
+    a, b, c = make_node("a"), make_node("b"), make_node("c")
+    traced = make_edge(a, b)
+    declared = replace(make_edge(b, c), sources=("compose",))
+    both = replace(make_edge(a, c), sources=("otel", "compose"))
+    snapshot = GraphSnapshot([a, b, c], [traced, declared, both], {traced.id: 1.0})
+
+    assert only(snapshot, "all") is snapshot
+    observed = only(snapshot, "observed")
+    assert {e.id for e in observed.edges} == {traced.id, both.id}
+    assert {e.id for e in only(snapshot, "declared").edges} == {declared.id, both.id}
+    assert observed.nodes == snapshot.nodes
+    assert only(snapshot, "observed") is observed  # built once per snapshot
+    refreshed = only(snapshot.with_traffic({traced.id: 5.0}), "observed")
+    assert refreshed.traffic(traced.id) == 5.0
+    assert [i.node.name for i in impact(refreshed, b.id).impacted] == ["a"]

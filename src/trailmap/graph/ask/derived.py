@@ -7,9 +7,8 @@ from dataclasses import dataclass
 
 import rustworkx as rx
 
-from trailmap.graph.ask.evidence import DEPENDENCY_KINDS
 from trailmap.graph.memory import GraphSnapshot
-from trailmap.graph.model import EDGE_KINDS
+from trailmap.graph.model import DEPENDENCY_KINDS, EDGE_KINDS
 
 __all__ = ["Measured", "Runtime", "by_name", "measured", "name_positions", "runtime"]
 

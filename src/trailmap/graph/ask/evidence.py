@@ -15,9 +15,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final, Literal, get_args
 
 from trailmap.errors import ValidationFailed
+from trailmap.graph.ask import derived
 from trailmap.graph.joined import OBSERVED, is_declared, is_observed
 from trailmap.graph.memory import GraphSnapshot
-from trailmap.graph.model import Edge, EdgeKind
+from trailmap.graph.model import DEPENDENCY_KINDS, Edge
 
 __all__ = [
     "DEPENDENCY_KINDS",
@@ -36,9 +37,6 @@ __all__ = [
 Evidence = Literal["all", "observed", "declared"]
 EVIDENCE: Final[tuple[Evidence, ...]] = get_args(Evidence)
 
-DEPENDENCY_KINDS: Final[frozenset[EdgeKind]] = frozenset(
-    {"calls", "reads_writes", "publishes", "consumes", "depends_on", "starts_after"}
-)
 _SHOWN_EVIDENCE = 3  # declarations listed per edge or node; the rest are counted
 
 
@@ -59,22 +57,30 @@ def follows(edge: Edge, evidence: Evidence) -> bool:
 
 
 def only(snapshot: GraphSnapshot, evidence: Evidence) -> GraphSnapshot:
-    """The snapshot with the edges `evidence` follows (every node kept), built once per
-    snapshot and evidence (and traffic refresh: it carries the traffic figures)."""
+    """The snapshot with the edges `evidence` follows (every node kept). Its structure is
+    built once per snapshot and evidence, and outlives a traffic refresh (it is kept under a
+    key without "traffic", so `with_traffic` carries it over); the figures are laid on it
+    once per refresh, which keeps what was computed from the structure alone."""
     if evidence == "all":
         return snapshot
 
-    def compute() -> GraphSnapshot:
+    def structure() -> GraphSnapshot:
         edges = [e for e in snapshot.edges if follows(e, evidence)]
-        traffic = snapshot.traffic_by_index
-        measured = {
+        built = GraphSnapshot(snapshot.nodes, edges, version=(snapshot.version, evidence))
+        # Computed here, on the structure, so that every copy with new figures has them.
+        derived.runtime(built)
+        return built
+
+    def measured() -> GraphSnapshot:
+        built = snapshot.memo((__name__, "structure", evidence), structure)
+        figures = {
             e.id: calls
-            for e, calls in zip(snapshot.edges, traffic, strict=True)
+            for e, calls in zip(snapshot.edges, snapshot.traffic_by_index, strict=True)
             if calls is not None
         }
-        return GraphSnapshot(snapshot.nodes, edges, measured, version=(snapshot.version, evidence))
+        return built.with_traffic(figures)
 
-    return snapshot.memo((__name__, "traffic", evidence), compute)
+    return snapshot.memo((__name__, "traffic", evidence), measured)
 
 
 def seen(sources: Iterable[str]) -> str:

@@ -177,7 +177,7 @@ async def find_changes_near(
         "node": {"name": found.name, "kind": found.kind, "environment": found.environment},
         "from": start.isoformat(timespec="seconds"),
         "to": end.isoformat(timespec="seconds"),
-        "evidence": followed,
+        **({} if followed == "all" else {"evidence": followed}),
         "nodes_searched": len(by_name),
         "total": len(ranked),
         "changes": ranked[:limit],

@@ -355,7 +355,8 @@ async def get_node(
         data["declared"] = declared
     if related:
         data["related"] = [_related_line(snapshot, found, e) for e in related[:_RELATED]]
-        data.update(_more_by_limit(len(related), min(len(related), _RELATED), _RELATED))
+        if len(related) > _RELATED:
+            data["related_more"] = len(related) - _RELATED
     if found.kind != "service":
         data["connected_services"] = _connected_services(snapshot, found)
     if node not in (found.name, found.id):
@@ -595,7 +596,7 @@ async def rank_critical_services(
                 **_brief(r.node),
                 "score": round(r.score, 4),
                 "dependents": int(dependents[snapshot.index_of(r.node.id)]),
-                "direct_dependents": len(ctx.snapshot.in_edges(r.node.id)),
+                "direct_dependents": _direct_dependents(snapshot, r.node),
             }
             for r in top
         ],
@@ -607,6 +608,12 @@ async def rank_critical_services(
     )
     data.update(_more_by_limit(services, len(top), 100))
     return _finish(ctx, q, data, [r.node.id for r in top], [])
+
+
+def _direct_dependents(snapshot: GraphSnapshot, node: Node) -> int:
+    """The nodes with a dependency on this one: a team's owned services, a namespace's
+    workloads, are none."""
+    return len({e.source_id for e in snapshot.in_edges(node.id) if e.kind in ev.DEPENDENCY_KINDS})
 
 
 # What other domain modules (graph/ask/near.py) build on: the snapshot of a query, and a node
