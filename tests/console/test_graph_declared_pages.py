@@ -10,6 +10,7 @@ import pytest
 
 from tests.console.conftest import NewBrowser
 from tests.console.graph_shop import record_shop
+from tests.console.test_graph_pages import drawn
 from tests.factories import make_org
 from tests.forms import sign_in
 from trailmap.accounts import add_user
@@ -97,6 +98,14 @@ async def test_a_service_page_shows_each_dependency_observed_declared_or_both_an
 
     fraud = await _page(member, "/orgs/acme/services/fraud")
     assert "not in traces" in fraud
+
+
+async def test_the_graph_draws_declared_dependencies_but_not_owners_around_a_focus(
+    member: httpx.AsyncClient,
+) -> None:
+    around = drawn(await _page(member, "/orgs/acme/graph", node="payments", depth="2"))
+    assert {"payments", "fraud", "checkout", "api.stripe.com"} <= around
+    assert "@acme/payments" not in around
 
 
 async def test_the_graph_changes_page_shows_what_appeared_and_declared_against_observed(
