@@ -264,9 +264,8 @@ def register_graph_tools(  # noqa: PLR0915 - one tool per block
         at: At = None,
         format: Format = "json",  # noqa: A002
     ) -> CallToolResult:
-        """The paths requests and messages take from one node to another, shortest first,
-        with calls/min, error rate and p95 on each hop ("how do requests flow from the
-        gateway to the database?")."""
+        """How requests and messages flow from one node to another: the paths, shortest
+        first, with calls/min, error rate and p95 on each hop."""
         q = await ask(ctx, at, format)
         data = await queries.find_path(
             db, q, from_, to, max_paths=max_paths, environment=environment, evidence=evidence
@@ -286,7 +285,7 @@ def register_graph_tools(  # noqa: PLR0915 - one tool per block
         environment: Environment = None,
         limit: Annotated[
             int,
-            Field(ge=1, le=100, description="How many of the nearest to list; all are counted."),
+            Field(ge=1, le=100, description="How many to list; all are counted."),
         ] = 50,
         evidence: EvidenceArgument = "all",
         at: At = None,
@@ -337,8 +336,7 @@ def register_graph_tools(  # noqa: PLR0915 - one tool per block
         at: At = None,
         format: Format = "json",  # noqa: A002
     ) -> CallToolResult:
-        """The most critical services of the architecture, by one measure. Use it for "what
-        are the most critical services?"."""
+        """The most critical services, by one measure."""
         q = await ask(ctx, at, format)
         data = await queries.rank_critical_services(
             db, q, by=by, limit=limit, environment=environment
