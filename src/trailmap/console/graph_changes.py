@@ -73,7 +73,7 @@ def _changes(m: OrgMember, data: Mapping[str, Any]) -> str:
         sources = e(c["sources"]) + (
             f" <span class=muted>was {e(c['before'])}</span>" if c.get("before") else ""
         )
-        why = c.get("why") or "; ".join(c.get("declared_at", ()))
+        why = c.get("why") or c.get("declared_at", "")
         when = c.get("first_seen") or c.get("last_seen") or ""
         rows.append(
             f"<tr><td>{e(c['change'].replace('_', ' '))}</td><td>{what}</td><td>{sources}</td>"
@@ -97,7 +97,7 @@ def _edges(m: OrgMember, lines: Sequence[Mapping[str, Any]], last: str) -> str:
     rows = "".join(
         f"<tr><td>{_link(m, line['from'])}</td><td>{e(line['kind'])}</td>"
         f"<td>{_link(m, line['to'])}</td><td>{e(line.get(last, ''))}</td>"
-        f"<td>{e('; '.join(line.get('declared_at', ())))}</td></tr>"
+        f"<td>{e(line.get('declared_at', ''))}</td></tr>"
         for line in lines
     )
     return (

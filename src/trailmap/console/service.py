@@ -74,8 +74,8 @@ def _evidence(line: Mapping[str, Any]) -> str:
     """Observed, declared or both, by which sources, and where it is declared."""
     seen = _SEEN.get(str(line.get("seen")), str(line.get("seen") or "observed"))
     text = f"{e(seen)} <span class=muted>({e(line.get('sources', 'otel'))})</span>"
-    for place in line.get("declared_at", ()):
-        text += f"<br><small><code>{e(place)}</code></small>"
+    if line.get("declared_at"):
+        text += f"<br><small><code>{e(line['declared_at'])}</code></small>"
     return text
 
 
@@ -123,7 +123,11 @@ def _related(data: Mapping[str, Any]) -> str:
         f"<li>{e(line['kind'].replace('_', ' '))} "
         + (f"{e(line['to'])}" if "to" in line else f"(from {e(line['from'])})")
         + f" <span class=muted>({e(line['sources'])})</span>"
-        + "".join(f" <small><code>{e(p)}</code></small>" for p in line.get("declared_at", ()))
+        + (
+            f" <small><code>{e(line['declared_at'])}</code></small>"
+            if "declared_at" in line
+            else ""
+        )
         + "</li>"
         for line in lines
     )

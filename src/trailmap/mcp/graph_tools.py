@@ -51,8 +51,7 @@ def _edge_text(edge: dict[str, Any]) -> str:
     if edge.get("sources", "otel") != "otel":
         line += f" [{edge['sources']}]"
     if edge.get("declared_at"):
-        # The file and line; the source and revision are in the structured answer.
-        line += f" (declared at {edge['declared_at'][0].split(' (', 1)[0]})"
+        line += f" (declared at {edge['declared_at']})"
     if edge.get("calls_per_minute") is not None:
         line += f" ({edge['calls_per_minute']}/min"
         if edge.get("error_rate"):

@@ -144,7 +144,7 @@ def _edge(snapshot: GraphSnapshot, edge: Edge, change: str) -> dict[str, Any]:
     }
     if change == "appeared":
         line["first_seen"] = _when(edge.first_seen_us)
-        line.update(ev.declared_at(edge.attributes, limit=1))
+        line.update(ev.declared_place(edge.attributes))
     else:
         line["last_seen"] = _when(edge.last_seen_us)
     return line

@@ -149,7 +149,7 @@ def _unused_line(snapshot: GraphSnapshot, edge: Edge) -> dict[str, Any]:
         "kind": edge.kind,
         "sources": ev.sources_text(edge.sources),
         "likely": "unused" if traced else "not instrumented",
-        **ev.declared_at(edge.attributes, limit=1),
+        **ev.declared_place(edge.attributes),
     }
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "Evidence",
     "check_evidence",
     "declared_at",
+    "declared_place",
     "declared_summary",
     "follows",
     "only",
@@ -119,6 +120,21 @@ def declared_at(attributes: Mapping[str, Any], limit: int = _SHOWN_EVIDENCE) -> 
     if len(places) > limit:
         answer["declared_elsewhere"] = len(places) - limit
     return answer if places else {}
+
+
+def declared_place(attributes: Mapping[str, Any]) -> dict[str, str]:
+    """Where an edge is first declared, as `file:line` alone: its reader is among its
+    sources, and the source and revision are on the node (`declared_at`), so an answer
+    listing many edges does not repeat them."""
+    declared = attributes.get("declared")
+    items = declared.get("evidence") if isinstance(declared, Mapping) else None
+    if not items:
+        return {}
+    first = items[0]
+    place = str(first.get("file") or "?")
+    if first.get("line") is not None:
+        place += f":{first['line']}"
+    return {"declared_at": place}
 
 
 def sources_text(sources: Iterable[str]) -> str:

@@ -170,7 +170,7 @@ def _edge_line(
     }
     if where:
         line["seen"] = ev.seen(edge.sources)
-        line.update(ev.declared_at(edge.attributes, limit=1))
+        line.update(ev.declared_place(edge.attributes))
     figures = stats.get(edge.id)
     if figures:
         line.update(
@@ -392,7 +392,7 @@ def _related_line(snapshot: GraphSnapshot, node: Node, edge: Edge) -> dict[str, 
         "kind": edge.kind,
         ("to" if outgoing else "from"): other.name,
         "sources": ev.sources_text(edge.sources),
-        **ev.declared_at(edge.attributes, limit=1),
+        **ev.declared_place(edge.attributes),
     }
 
 
@@ -453,20 +453,33 @@ async def traverse_dependencies(
         node_kinds=node_kinds,
     )
     reached = walk.nodes[:_MAX_RESULTS]
-    stats = await _edge_stats(db, q.principal.org_id, walk.edges, ctx.moment)
+    walked = _strongest(walk.edges)
+    stats = await _edge_stats(db, q.principal.org_id, walked, ctx.moment)
     data: dict[str, Any] = {
         "start": _brief(start),
         "direction": direction,
         "max_depth": max_depth,
         **_evidence(followed),
         "nodes": [{**_brief(r.node), "depth": r.depth} for r in reached],
-        "edges": [_edge_line(ctx.snapshot, e, stats) for e in walk.edges],
+        "edges": [_edge_line(ctx.snapshot, e, stats) for e in walked],
         "truncated": len(walk.nodes) > len(reached),
     }
     if data["truncated"]:
         data["more"] = len(walk.nodes) - len(reached)
         data["next"] = "narrow the walk: a smaller max_depth, node_kinds or edge_kinds"
-    return _finish(ctx, q, data, [r.node.id for r in reached], [e.id for e in walk.edges])
+    return _finish(ctx, q, data, [r.node.id for r in reached], [e.id for e in walked])
+
+
+def _strongest(edges: Sequence[Edge]) -> list[Edge]:
+    """The edges of a walk without a `starts_after` beside a stronger dependency between the
+    same two nodes (a Compose `depends_on` on a service it also calls): it reaches nothing
+    more, and would only lengthen the answer."""
+    stronger = {(e.source_id, e.target_id) for e in edges if e.kind != "starts_after"}
+    return [
+        e
+        for e in edges
+        if e.kind != "starts_after" or (e.source_id, e.target_id) not in stronger
+    ]
 
 
 async def find_path(
