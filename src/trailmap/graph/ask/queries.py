@@ -476,9 +476,7 @@ def _strongest(edges: Sequence[Edge]) -> list[Edge]:
     more, and would only lengthen the answer."""
     stronger = {(e.source_id, e.target_id) for e in edges if e.kind != "starts_after"}
     return [
-        e
-        for e in edges
-        if e.kind != "starts_after" or (e.source_id, e.target_id) not in stronger
+        e for e in edges if e.kind != "starts_after" or (e.source_id, e.target_id) not in stronger
     ]
 
 
