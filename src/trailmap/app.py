@@ -40,6 +40,7 @@ from trailmap.console import (
 )
 from trailmap.console import event as console_event
 from trailmap.console import graph as console_graph
+from trailmap.console import graph_changes as console_graph_changes
 from trailmap.console import integrations as console_integrations
 from trailmap.console import (
     settings as console_settings,
@@ -225,6 +226,7 @@ def create_app(
         connect,
         quickstart,
         console_graph,
+        console_graph_changes,
         service,
         console_timeline,
         console_event,

@@ -20,6 +20,7 @@ from playwright.sync_api import Browser, Page, Route
 
 from tests import databases
 from tests.chromium import launched_chromium
+from tests.console.a11y import assert_accessible
 from tests.server import running_server
 from trailmap.accounts import add_user
 from trailmap.storage import Database
@@ -159,3 +160,19 @@ def test_the_service_page_of_checkout_shows_neighbours_and_charts(page: Page) ->
     page.set_viewport_size({"width": 375, "height": 800})
     overflow = page.evaluate("document.documentElement.scrollWidth")
     assert overflow <= 375 + 1
+
+
+def test_the_graph_changes_page_opens_from_the_graph_and_is_accessible(page: Page) -> None:
+    page.get_by_role("link", name=re.compile("What changed in the graph")).click()
+    page.wait_for_url("**/orgs/demo/graph/changes")
+    assert page.get_by_role("heading", name="What changed in the graph").is_visible()
+    assert page.get_by_role("heading", name="Declared and observed").is_visible()
+    page.get_by_label("Changes since").fill("-7d")
+    page.get_by_role("button", name="Show").click()
+    page.wait_for_url("**from=-7d**")
+    assert_accessible(page)
+    _shots(page, "graph-changes")
+    # A service page, with its declared-and-observed section, is accessible too.
+    page.goto("/orgs/demo/services/checkout")
+    assert page.get_by_role("heading", name="Declared and observed").is_visible()
+    assert_accessible(page)

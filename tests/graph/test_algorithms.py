@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import islice, pairwise
 
 import networkx as nx
@@ -23,6 +23,7 @@ from trailmap.graph.ask.algorithms import (
     search,
     traverse,
 )
+from trailmap.graph.ask.evidence import DEPENDENCY_KINDS, only
 from trailmap.graph.memory import GraphSnapshot
 from trailmap.graph.model import EDGE_KINDS, Edge, EdgeKind, Node, NodeKind, edge_id, node_id
 
@@ -67,7 +68,7 @@ class Generated:
         graph: nx.DiGraph[str] = nx.DiGraph()
         graph.add_nodes_from(n.id for n in self.nodes)
         for e in self.edges:
-            if e.kind == "owned_by" or e.source_id == e.target_id:
+            if e.kind not in DEPENDENCY_KINDS or e.source_id == e.target_id:
                 continue
             if flow and e.kind == "consumes":
                 graph.add_edge(e.target_id, e.source_id)
@@ -203,7 +204,7 @@ def _flow_edge(g: Generated, start: str, end: str) -> Edge:
     candidates = [
         e
         for e in g.edges
-        if e.kind != "owned_by"
+        if e.kind in DEPENDENCY_KINDS
         and (e.source_id, e.target_id) == ((end, start) if e.kind == "consumes" else (start, end))
     ]
     return min(candidates, key=lambda e: (EDGE_KINDS.index(e.kind), e.id))
@@ -312,6 +313,29 @@ def test_find_paths_leaves_ownership_out() -> None:
     assert find_paths(snapshot, a.id, b.id) == []
 
 
+def test_placement_apis_and_exposure_are_not_dependencies_but_starting_after_is() -> None:
+    """Two services in one namespace, one exposed by a Service, both providing an API: none
+    of it makes one fail with the other; waiting for a peer to start does."""
+    a, b, c = make_node("a"), make_node("b"), make_node("c")
+    ns, api = make_node("shop", "namespace"), make_node("orders-api", "endpoint")
+    edges = [
+        make_edge(a, ns, "runs_in"),
+        make_edge(b, ns, "runs_in"),
+        make_edge(ns, b, "part_of"),
+        make_edge(a, api, "provides_api"),
+        make_edge(b, api, "consumes_api"),
+        make_edge(api, a, "exposes"),
+        make_edge(c, b, "starts_after"),
+    ]
+    snapshot = GraphSnapshot([a, b, c, ns, api], edges, {})
+
+    assert [i.node.name for i in impact(snapshot, a.id).impacted] == []
+    assert [i.node.name for i in impact(snapshot, b.id).impacted] == ["c"]
+    assert find_paths(snapshot, b.id, a.id) == []
+    assert [n.name for n in find_paths(snapshot, c.id, b.id)[0].nodes] == ["c", "b"]
+    assert [r.node.name for r in rank(snapshot, by="dependents", limit=1)] == ["b"]
+
+
 # -- impact ------------------------------------------------------------------------------
 
 
@@ -339,7 +363,7 @@ def test_impact_is_every_transitive_dependent_with_depth_via_and_share(
             e
             for e in g.edges
             if e.source_id == u
-            and e.kind != "owned_by"
+            and e.kind in DEPENDENCY_KINDS
             and e.target_id != u
             and distance.get(e.target_id) == item.depth - 1
         ]
@@ -350,7 +374,10 @@ def test_impact_is_every_transitive_dependent_with_depth_via_and_share(
         measured = [
             e
             for e in g.edges
-            if e.source_id == u and e.target_id != u and e.kind != "owned_by" and e.id in g.traffic
+            if e.source_id == u
+            and e.target_id != u
+            and e.kind in DEPENDENCY_KINDS
+            and e.id in g.traffic
         ]
         total = sum(g.traffic[e.id] for e in measured)
         inside = sum(g.traffic[e.id] for e in measured if e.target_id in distance)
@@ -849,3 +876,21 @@ def test_every_function_raises_key_error_for_an_unknown_node() -> None:
     for call in calls:
         with pytest.raises(KeyError):
             call()
+
+
+def test_an_evidence_view_follows_its_own_edges_and_takes_new_traffic() -> None:
+    a, b, c = make_node("a"), make_node("b"), make_node("c")
+    traced = make_edge(a, b)
+    declared = replace(make_edge(b, c), sources=("compose",))
+    both = replace(make_edge(a, c), sources=("otel", "compose"))
+    snapshot = GraphSnapshot([a, b, c], [traced, declared, both], {traced.id: 1.0})
+
+    assert only(snapshot, "all") is snapshot
+    observed = only(snapshot, "observed")
+    assert {e.id for e in observed.edges} == {traced.id, both.id}
+    assert {e.id for e in only(snapshot, "declared").edges} == {declared.id, both.id}
+    assert observed.nodes == snapshot.nodes
+    assert only(snapshot, "observed") is observed  # built once per snapshot
+    refreshed = only(snapshot.with_traffic({traced.id: 5.0}), "observed")
+    assert refreshed.traffic(traced.id) == 5.0
+    assert [i.node.name for i in impact(refreshed, b.id).impacted] == ["a"]

@@ -10,8 +10,9 @@ from pydantic import BaseModel
 from starlette.responses import Response
 
 from trailmap.accounts import Principal
-from trailmap.graph.ask import near, queries
+from trailmap.graph.ask import changes, compare, near, queries
 from trailmap.graph.ask.algorithms import Direction, RankBy
+from trailmap.graph.ask.evidence import Evidence as EvidenceKind
 from trailmap.graph.model import EdgeKind, NodeKind
 from trailmap.http.auth import CurrentPrincipal
 from trailmap.http.context import context_of
@@ -46,6 +47,14 @@ Format = Annotated[
 Environment = Annotated[
     str | None,
     Query(description="Only this environment (deployment.environment.name), e.g. production"),
+]
+
+Evidence = Annotated[
+    EvidenceKind,
+    Query(
+        description="The edges followed: observed (seen in traces), declared (by a "
+        "repository, cluster or catalog) or all"
+    ),
 ]
 
 
@@ -128,6 +137,7 @@ async def traverse_dependencies(
     ] = None,
     node_kind: Annotated[list[NodeKind] | None, Query(description="Node kinds shown")] = None,
     environment: Environment = None,
+    evidence: Evidence = "all",
     at: At = None,
     format: Format = "json",  # noqa: A002
 ) -> Response:
@@ -142,6 +152,7 @@ async def traverse_dependencies(
             edge_kinds=edge_kind,
             node_kinds=node_kind,
             environment=environment,
+            evidence=evidence,
         )
     )
 
@@ -165,11 +176,16 @@ async def get_impact(
     limit: Annotated[
         int, Query(ge=1, le=100, description="How many of the nearest to list (all are counted)")
     ] = 50,
+    evidence: Evidence = "all",
     at: At = None,
     format: Format = "json",  # noqa: A002
 ) -> Response:
     db, q = _query(request, principal, at, format)
-    return ok(await queries.get_impact(db, q, node, environment=environment, limit=limit))
+    return ok(
+        await queries.get_impact(
+            db, q, node, environment=environment, limit=limit, evidence=evidence
+        )
+    )
 
 
 @router.get(
@@ -185,12 +201,15 @@ async def find_path(
     to: Annotated[str, Query(min_length=1, max_length=300)],
     max_paths: Annotated[int, Query(ge=1, le=10)] = 3,
     environment: Environment = None,
+    evidence: Evidence = "all",
     at: At = None,
     format: Format = "json",  # noqa: A002
 ) -> Response:
     db, q = _query(request, principal, at, format)
     return ok(
-        await queries.find_path(db, q, from_, to, max_paths=max_paths, environment=environment)
+        await queries.find_path(
+            db, q, from_, to, max_paths=max_paths, environment=environment, evidence=evidence
+        )
     )
 
 
@@ -236,6 +255,7 @@ async def find_changes_near(
     direction: Direction = "both",
     environment: Environment = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    evidence: Evidence = "all",
 ) -> Response:
     db, q = _query(request, principal, None, "json")
     return ok(
@@ -249,5 +269,67 @@ async def find_changes_near(
             direction=direction,
             environment=environment,
             limit=limit,
+            evidence=evidence,
+        )
+    )
+
+
+@router.get(
+    "/compare",
+    summary="Declared against observed: dependencies never called, and hidden ones",
+    description=(
+        "For a service, or the whole graph: the dependencies a repository, cluster or catalog "
+        "declares with no call measured between `from` and `to` (unused, or not "
+        "instrumented), and the dependencies traces observe from declared nodes that no "
+        "source declares (hidden). Each list gives its first `limit` and its total."
+    ),
+    response_model=GraphAnswer,
+    responses=_ERRORS,
+)
+async def compare_declared_and_observed(
+    request: Request,
+    principal: CurrentPrincipal,
+    service: Annotated[
+        str | None, Query(max_length=300, description="A service; default the whole graph")
+    ] = None,
+    from_: Annotated[str, Query(alias="from", max_length=100, description="-7d, ISO 8601")] = "-7d",
+    to: Annotated[str, Query(max_length=100, description="now, -1d, ISO 8601")] = "now",
+    environment: Environment = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> Response:
+    db, q = _query(request, principal, None, "json")
+    return ok(
+        await compare.compare_declared_and_observed(
+            db, q, service=service, from_=from_, to=to, environment=environment, limit=limit
+        )
+    )
+
+
+@router.get(
+    "/changes",
+    summary="The graph's own changes: nodes and edges that appeared or went away",
+    description=(
+        "The graph at `from` compared with the graph at `to`, over every source: what "
+        "appeared, what went away (and why), and what changed sources (declared, then seen "
+        "in traces too); dependencies first, newest first. Paged by `offset`."
+    ),
+    response_model=GraphAnswer,
+    responses=_ERRORS,
+)
+async def get_graph_changes(
+    request: Request,
+    principal: CurrentPrincipal,
+    from_: Annotated[
+        str, Query(alias="from", max_length=100, description="-1d, yesterday, ISO 8601")
+    ] = "-1d",
+    to: Annotated[str, Query(max_length=100, description="now, -1h, ISO 8601")] = "now",
+    environment: Environment = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(ge=0, description="Skip this many (paging)")] = 0,
+) -> Response:
+    db, q = _query(request, principal, None, "json")
+    return ok(
+        await changes.get_graph_changes(
+            db, q, from_=from_, to=to, environment=environment, limit=limit, offset=offset
         )
     )

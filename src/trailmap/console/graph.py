@@ -272,7 +272,11 @@ async def graph_page(request: Request, slug: str) -> Response:
             nav=nav,
         )
     controls = _controls(m, params, data["environments"])
-    return page("Graph", _STYLE + controls + found + _picture(m, data, params), nav=nav)
+    changes = (
+        f"<p><a href='/orgs/{e(quote(m.slug, safe=''))}/graph/changes'>What changed in the "
+        "graph, and what is declared but not observed</a></p>"
+    )
+    return page("Graph", _STYLE + controls + changes + found + _picture(m, data, params), nav=nav)
 
 
 async def _drawn(db: Any, q: GraphQuery, params: dict[str, str]) -> dict[str, Any]:

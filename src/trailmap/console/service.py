@@ -1,5 +1,6 @@
-"""A Service page: what calls it and what it calls, with figures; its last hour's rate,
-errors and latency as charts; its recent changes; its owners when a source says
+"""A Service page: what calls it and what it calls, with figures and whether traces observed
+each, a repository, cluster or catalog declares it, or both; its last hour's rate, errors and
+latency as charts; its recent changes; its owners and where it is declared when a source says
 (docs/console.md, "Graph and services")."""
 
 from __future__ import annotations
@@ -28,8 +29,7 @@ router = APIRouter(include_in_schema=False)
 
 _HOUR_US = 3_600_000_000
 _MINUTE_US = 60_000_000
-# Node attributes a source may use to say who owns a service.
-_OWNER_ATTRIBUTES = ("owner", "owners", "team", "service.owner", "service.team")
+_SEEN = {"both": "observed and declared", "observed": "observed", "declared": "declared only"}
 _STYLE = (
     "<style>.charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(16rem,1fr));"
     "gap:1rem}.charts figure{margin:0}.charts figcaption{font-weight:600}"
@@ -57,14 +57,83 @@ def _neighbours(
         return "<p class=muted>None.</p>"
     rows = "".join(
         f"<tr><td><a href='{e(service_href(m.slug, line[end], environment))}'>{e(line[end])}</a>"
-        f"</td><td>{e(line['kind'])}</td><td>{_figure(line.get('calls_per_minute'))}</td>"
+        f"</td><td>{e(line['kind'])}</td><td>{_evidence(line)}</td>"
+        f"<td>{_figure(line.get('calls_per_minute'))}</td>"
         f"<td>{_percent(line.get('error_rate'))}</td><td>{_figure(line.get('p95_ms'), ' ms')}"
         "</td></tr>"
         for line in lines
     )
     return (
-        "<div class=wide><table><thead><tr><th>Node</th><th>Edge</th><th>Calls/min</th>"
-        f"<th>Errors</th><th>p95</th></tr></thead><tbody>{rows}</tbody></table></div>"
+        "<div class=wide><table><thead><tr><th>Node</th><th>Edge</th><th>Evidence</th>"
+        "<th>Calls/min</th><th>Errors</th><th>p95</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table></div>"
+    )
+
+
+def _evidence(line: Mapping[str, Any]) -> str:
+    """Observed, declared or both, by which sources, and where it is declared."""
+    seen = _SEEN.get(str(line.get("seen")), str(line.get("seen") or "observed"))
+    text = f"{e(seen)} <span class=muted>({e(line.get('sources', 'otel'))})</span>"
+    if line.get("declared_at"):
+        text += f"<br><small><code>{e(line['declared_at'])}</code></small>"
+    return text
+
+
+def _sides(data: Mapping[str, Any]) -> str:
+    """The side by side, counted: dependencies and dependents observed, declared, or both."""
+
+    def told(counts: Mapping[str, int]) -> str:
+        return (
+            f"{counts.get('both', 0)} observed and declared, {counts.get('observed', 0)} "
+            f"observed only, {counts.get('declared', 0)} declared only"
+        )
+
+    return (
+        f"<p class=sides>Dependencies: {e(told(data.get('dependencies') or {}))}. "
+        f"Dependents: {e(told(data.get('dependents') or {}))}.</p>"
+    )
+
+
+def _declared(data: Mapping[str, Any]) -> str:
+    declared = data.get("declared")
+    if not declared:
+        return "<p class=muted>No repository, cluster or catalog declares it.</p>"
+    names = ", ".join(f"<strong>{e(n)}</strong>" for n in declared.get("names", ()))
+    places = "".join(f"<li><code>{e(p)}</code></li>" for p in declared.get("declared_at", ()))
+    more = declared.get("declared_elsewhere")
+    if more:
+        places += f"<li class=muted>and {e(more)} more</li>"
+    attributes = "".join(
+        f"<li>{e(k)}: {e(v)}</li>" for k, v in (declared.get("attributes") or {}).items()
+    )
+    return (
+        f"<p>Declared as {names}"
+        + (f" ({e(declared['technology'])})" if declared.get("technology") else "")
+        + f" by <strong>{e(', '.join(s for s in data.get('sources', ()) if s != 'otel'))}</strong>"
+        + (f"; {'seen in traces too' if 'otel' in data.get('sources', ()) else 'not in traces'}")
+        + f".</p><ul>{places}{attributes}</ul>"
+    )
+
+
+def _related(data: Mapping[str, Any]) -> str:
+    lines = data.get("related") or []
+    if not lines:
+        return ""
+    items = "".join(
+        f"<li>{e(line['kind'].replace('_', ' '))} "
+        + (f"{e(line['to'])}" if "to" in line else f"(from {e(line['from'])})")
+        + f" <span class=muted>({e(line['sources'])})</span>"
+        + (
+            f" <small><code>{e(line['declared_at'])}</code></small>"
+            if "declared_at" in line
+            else ""
+        )
+        + "</li>"
+        for line in lines
+    )
+    return (
+        "<section aria-labelledby=related><h2 id=related>Ownership, placement and APIs</h2>"
+        f"<ul>{items}</ul></section>"
     )
 
 
@@ -119,19 +188,17 @@ def _used_by(m: OrgMember, services: Sequence[str], environment: str) -> str:
     return f"<p>Used by the services {links}.</p>"
 
 
-def _owners(data: Mapping[str, Any]) -> list[str]:
-    owners: list[str] = []
-    attributes = data.get("attributes") or {}
-    for key in _OWNER_ATTRIBUTES:
-        value = attributes.get(key)
-        if isinstance(value, str) and value:
-            owners.append(value)
-        elif isinstance(value, list):
-            owners.extend(str(v) for v in value if v)
-    owners.extend(
-        line["to"] for line in data.get("downstream", ()) if line.get("kind") == "owned_by"
+def _owners(data: Mapping[str, Any]) -> str:
+    owners = data.get("owners") or []
+    if not owners:
+        return ""
+    told = ", ".join(
+        f"<strong>{e(o['name'])}</strong>"
+        + "".join(f" <small><code>{e(p)}</code></small>" for p in o.get("declared_at", ()))
+        + (f" <span class=muted>({e(o['attribute'])})</span>" if o.get("attribute") else "")
+        for o in owners
     )
-    return sorted(set(owners))
+    return f"<p>Owned by {told}.</p>"
 
 
 def _when(iso: str) -> str:
@@ -178,12 +245,7 @@ async def service_page(request: Request, slug: str, name: str) -> Response:
         return page("Service not found", body, status=error.status, nav=nav)
     env = data["environment"]
     hour = data.get("last_hour") or {}
-    owners = _owners(data)
-    owned = (
-        f"<p>Owned by {', '.join(f'<strong>{e(o)}</strong>' for o in owners)}.</p>"
-        if owners
-        else ""
-    )
+    owned = _owners(data)
     matched = f"<p class=muted>{e(data['matched'])}.</p>" if data.get("matched") else ""
     version = (data.get("attributes") or {}).get("service.version")
     summary = (
@@ -212,11 +274,17 @@ async def service_page(request: Request, slug: str, name: str) -> Response:
         + owned
         + figures
         + charts
+        + "<section aria-labelledby=sources><h2 id=sources>Declared and observed</h2>"
+        + _declared(data)
+        + _sides(data)
+        + "</section>"
         + "<section aria-labelledby=up><h2 id=up>Upstream: what calls it</h2>"
         + _neighbours(m, data["upstream"], "from", env)
         + "</section><section aria-labelledby=down><h2 id=down>Downstream: what it calls</h2>"
         + _neighbours(m, data["downstream"], "to", env)
-        + "</section><section aria-labelledby=changes><h2 id=changes>Recent changes</h2>"
+        + "</section>"
+        + _related(data)
+        + "<section aria-labelledby=changes><h2 id=changes>Recent changes</h2>"
         + _changes(m.slug, data.get("recent_changes", []))
         + "</section>"
     )

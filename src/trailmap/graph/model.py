@@ -9,6 +9,7 @@ from typing import Any, Literal, get_args
 
 __all__ = [
     "DEFAULT_ENVIRONMENT",
+    "DEPENDENCY_KINDS",
     "EDGE_KINDS",
     "NODE_KINDS",
     "Edge",
@@ -56,6 +57,12 @@ EdgeKind = Literal[
     "exposes",
 ]
 EDGE_KINDS: tuple[EdgeKind, ...] = get_args(EdgeKind)
+# The edges that carry failure and requests, which the graph's questions walk: the rest
+# (ownership, placement, a Service in front of a workload, a catalog's APIs) are facts about
+# a node (docs/declared-graph.md, "Questions"). `starts_after` is the weakest of them.
+DEPENDENCY_KINDS: frozenset[EdgeKind] = frozenset(
+    {"calls", "reads_writes", "publishes", "consumes", "depends_on", "starts_after"}
+)
 
 # Where a span without `deployment.environment.name` is placed.
 DEFAULT_ENVIRONMENT = "default"

@@ -12,6 +12,7 @@ from pydantic import Field
 
 from trailmap.accounts import Principal
 from trailmap.graph.ask import near, queries
+from trailmap.mcp.graph_tools import EvidenceArgument
 from trailmap.mcp.registry import event_for_model, from_argument, read_only_tool, tool_result
 from trailmap.metrics import around
 from trailmap.outbound import OutboundPolicy
@@ -109,22 +110,17 @@ def register_change_tools(
             str,
             Field(description='A service or other node, e.g. "checkout".', max_length=300),
         ],
-        from_: Annotated[
-            str, Field(alias="from", description='Start of the range: "-1h", "-6h", ISO 8601.')
-        ] = "-1h",
-        to: Annotated[str, Field(description='End of the range: "now", ISO 8601.')] = "now",
+        from_: Annotated[str, Field(alias="from", description='"-1h", "-6h", ISO 8601.')] = "-1h",
+        to: str = "now",
         max_depth: Annotated[int, Field(ge=0, le=5, description="Hops from the node.")] = 2,
-        direction: Annotated[
-            Literal["downstream", "upstream", "both"],
-            Field(description="downstream: what it depends on; upstream: what depends on it."),
-        ] = "both",
+        direction: Literal["downstream", "upstream", "both"] = "both",
         limit: Annotated[int, Field(ge=1, le=100)] = 5,
+        evidence: EvidenceArgument = "all",
     ) -> CallToolResult:
-        """What changed near a service: the changes (deployments, config changes, incidents)
-        of the node and of its dependencies and dependents within max_depth hops, ranked by
-        graph distance and closeness in time, each with the reason it is listed ("payments,
-        one hop downstream of checkout: deployed 14 minutes before now"). Use it first when
-        a service misbehaves."""
+        """What changed near a service: the changes (deployments, config, incidents) of it and
+        of its dependencies (downstream) and dependents (upstream) within max_depth hops,
+        nearest in graph and time first, each with why ("payments, one hop downstream of
+        checkout: deployed 14 minutes before now"). Use it first when a service misbehaves."""
         principal = await begin(ctx)
         q = queries.GraphQuery(
             principal=principal,
@@ -140,6 +136,7 @@ def register_change_tools(
             max_depth=max_depth,
             direction=direction,
             limit=limit,
+            evidence=evidence,
         )
         head = (
             f"{data['total']} change{'s' if data['total'] != 1 else ''} near "

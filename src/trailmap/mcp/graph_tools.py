@@ -11,29 +11,33 @@ from mcp.types import CallToolResult
 from pydantic import Field
 
 from trailmap.accounts import Principal
-from trailmap.graph.ask import queries
+from trailmap.graph.ask import changes, compare, queries
 from trailmap.graph.model import EdgeKind, NodeKind
 from trailmap.mcp.registry import from_argument, read_only_tool, tool_result
 
 if TYPE_CHECKING:
     from trailmap.storage import Database
 
-__all__ = ["register_graph_tools"]
+__all__ = ["EvidenceArgument", "register_graph_tools"]
 
-At = Annotated[str | None, Field(description='The graph as it was then: "-2h", ISO 8601.')]
+At = Annotated[str | None, Field(description='As of: "-2h", ISO 8601.')]
 # "mermaid" says what it adds; a description would be repeated in six tools.
 Format = Literal["json", "mermaid"]
 Environment = Annotated[
     str | None,
-    Field(description='Only this one, e.g. "production"; default any, production first.'),
+    Field(description='e.g. "production"'),
 ]
 NodeName = Annotated[
     str,
     Field(
-        description='A node name, e.g. "checkout"; close spellings are taken.',
+        description='e.g. "checkout"; close spellings are taken.',
         max_length=300,
     ),
 ]
+
+# Edges followed: observed (traces), declared (repositories, clusters, catalogs), or all; the
+# values say it, and a description would be repeated in five tools (the tools' own say it).
+EvidenceArgument = Literal["all", "observed", "declared"]
 
 
 def _result(data: dict[str, Any], text: str) -> CallToolResult:
@@ -44,6 +48,10 @@ def _result(data: dict[str, Any], text: str) -> CallToolResult:
 
 def _edge_text(edge: dict[str, Any]) -> str:
     line = f"{edge['from']} -{edge['kind']}-> {edge['to']}"
+    if edge.get("sources", "otel") != "otel":
+        line += f" [{edge['sources']}]"
+    if edge.get("declared_at"):
+        line += f" (declared at {edge['declared_at']})"
     if edge.get("calls_per_minute") is not None:
         line += f" ({edge['calls_per_minute']}/min"
         if edge.get("error_rate"):
@@ -52,6 +60,18 @@ def _edge_text(edge: dict[str, Any]) -> str:
             line += f", p95 {edge['p95_ms']} ms"
         line += ")"
     return line
+
+
+def _owner_text(owner: dict[str, Any]) -> str:
+    where = owner.get("declared_at") or ([owner["attribute"]] if owner.get("attribute") else [])
+    return str(owner["name"]) + (f" ({where[0]})" if where else "")
+
+
+def _sides_text(sides: dict[str, int]) -> str:
+    return (
+        f"observed and declared {sides['both']}, observed only {sides['observed']}, "
+        f"declared only {sides['declared']}"
+    )
 
 
 def _count(n: int, thing: str) -> str:
@@ -109,18 +129,16 @@ def register_graph_tools(  # noqa: PLR0915 - one tool per block
         query: Annotated[
             str, Field(description="A name or part of one; empty lists them all.", max_length=200)
         ] = "",
-        kinds: Annotated[list[NodeKind] | None, Field(description="Node kinds.")] = None,
+        kinds: list[NodeKind] | None = None,
         environment: Environment = None,
         limit: Annotated[int, Field(ge=1, le=100)] = 10,
-        offset: Annotated[int, Field(ge=0, description="Skip this many (paging).")] = 0,
+        offset: Annotated[int, Field(ge=0)] = 0,
         at: At = None,
         format: Format = "json",  # noqa: A002 - the argument is called format
     ) -> CallToolResult:
-        """Find services, databases, caches, queues, topics, external APIs and AI model
-        providers in the architecture graph by name (forgiving: "order service" finds
-        "orders"), by kind ("databases" lists them) or by technology ("postgres", "kafka",
-        "redis": with the services using each); with no query, list them, services first,
-        busiest first. Use it to learn the exact names before the other graph tools."""
+        """Find nodes by name (forgiving: "order service" finds "orders"; declared names
+        too), kind ("databases") or technology ("postgres", "kafka": with the services using
+        each); no query lists them. Use it to learn names for the other graph tools."""
         q = await ask(ctx, at, format)
         data = await queries.search_nodes(
             db, q, query, kinds=kinds, environment=environment, limit=limit, offset=offset
@@ -149,10 +167,9 @@ def register_graph_tools(  # noqa: PLR0915 - one tool per block
         at: At = None,
         format: Format = "json",  # noqa: A002
     ) -> CallToolResult:
-        """One node of the architecture graph: its attributes, what calls it (upstream) and
-        what it calls (downstream) with calls/min, error rate and p95 latency over the last
-        hour, its own last-hour figures, and its recent changes. For a database, cache or
-        topic it lists the services that connect to it ("which services use PostgreSQL?")."""
+        """One node: what calls it and what it calls, each observed in traces, declared
+        (file:line) or both, with last-hour calls/min, errors and p95; its owners, where it
+        is declared, recent changes; for a datastore or topic, the services using it."""
         q = await ask(ctx, at, format)
         data = await queries.get_node(db, q, node, environment=environment)
         lines = [_name(data)]
@@ -170,6 +187,22 @@ def register_graph_tools(  # noqa: PLR0915 - one tool per block
             lines.append(
                 "Services connecting to it: " + (", ".join(data["connected_services"]) or "none")
             )
+        if data.get("declared"):
+            declared = data["declared"]
+            lines.append(
+                f"Declared as {', '.join(declared['names'])}"
+                + (
+                    f" at {'; '.join(declared['declared_at'])}"
+                    if declared.get("declared_at")
+                    else ""
+                )
+            )
+        if data["owners"]:
+            lines.append("Owners: " + ", ".join(_owner_text(o) for o in data["owners"]))
+        lines.append(
+            f"Dependencies {_sides_text(data['dependencies'])}; "
+            f"dependents {_sides_text(data['dependents'])}."
+        )
         lines.append("Upstream: " + ("; ".join(map(_edge_text, data["upstream"])) or "none"))
         lines.append("Downstream: " + ("; ".join(map(_edge_text, data["downstream"])) or "none"))
         changes = data["recent_changes"]
@@ -186,26 +219,19 @@ def register_graph_tools(  # noqa: PLR0915 - one tool per block
     async def traverse_dependencies(
         ctx: Context,
         node: NodeName,
-        direction: Annotated[
-            Literal["downstream", "upstream", "both"],
-            Field(description="downstream: what it depends on; upstream: what depends on it."),
-        ] = "downstream",
+        direction: Literal["downstream", "upstream", "both"] = "downstream",
         max_depth: Annotated[int, Field(ge=1, le=10)] = 3,
-        edge_kinds: Annotated[
-            list[EdgeKind] | None,
-            Field(
-                description="Edge kinds to walk; by default the dependencies (calls, "
-                "reads_writes, publishes, consumes, depends_on), not owned_by or runs_in."
-            ),
-        ] = None,
-        node_kinds: Annotated[list[NodeKind] | None, Field(description="Node kinds shown.")] = None,
+        edge_kinds: list[EdgeKind] | None = None,
+        node_kinds: list[NodeKind] | None = None,
         environment: Environment = None,
+        evidence: EvidenceArgument = "all",
         at: At = None,
         format: Format = "json",  # noqa: A002
     ) -> CallToolResult:
-        """Walk the dependencies of a node: everything it depends on (downstream), everything
-        that depends on it (upstream), or both, up to max_depth hops, with the edges and
-        their traffic. Use it for "how do requests flow from the gateway?"."""
+        """Walk a node's dependencies (downstream), dependents (upstream) or both, up to
+        max_depth hops, with each edge's traffic and sources; edge_kinds default to the
+        dependencies. evidence: observed (traces), declared (repositories, clusters,
+        catalogs) or all."""
         q = await ask(ctx, at, format)
         data = await queries.traverse_dependencies(
             db,
@@ -216,6 +242,7 @@ def register_graph_tools(  # noqa: PLR0915 - one tool per block
             edge_kinds=edge_kinds,
             node_kinds=node_kinds,
             environment=environment,
+            evidence=evidence,
         )
         lines = [f"{direction} of {_name(data['start'])}, up to {max_depth} hops:"]
         lines += [f"- depth {n['depth']}: {_name(n)}" for n in data["nodes"][1:]]
@@ -232,15 +259,15 @@ def register_graph_tools(  # noqa: PLR0915 - one tool per block
         to: Annotated[str, Field(description="Where they should arrive.", max_length=300)],
         max_paths: Annotated[int, Field(ge=1, le=10)] = 3,
         environment: Environment = None,
+        evidence: EvidenceArgument = "all",
         at: At = None,
         format: Format = "json",  # noqa: A002
     ) -> CallToolResult:
-        """The paths requests and messages take from one node to another, shortest first,
-        with calls/min, error rate and p95 on each hop. Use it for "how do requests flow from
-        the API gateway to the database?" or "the path between frontend and orders"."""
+        """How requests and messages flow from one node to another: the paths, shortest
+        first, with calls/min, error rate and p95 on each hop."""
         q = await ask(ctx, at, format)
         data = await queries.find_path(
-            db, q, from_, to, max_paths=max_paths, environment=environment
+            db, q, from_, to, max_paths=max_paths, environment=environment, evidence=evidence
         )
         lines = [f"From {_name(data['from'])} to {_name(data['to'])}:"]
         for i, path in enumerate(data["paths"], 1):
@@ -257,17 +284,19 @@ def register_graph_tools(  # noqa: PLR0915 - one tool per block
         environment: Environment = None,
         limit: Annotated[
             int,
-            Field(ge=1, le=100, description="How many of the nearest to list; all are counted."),
+            Field(ge=1, le=100, description="How many to list; all are counted."),
         ] = 50,
+        evidence: EvidenceArgument = "all",
         at: At = None,
         format: Format = "json",  # noqa: A002
     ) -> CallToolResult:
-        """The blast radius of a node: how many services and components depend on it,
-        directly or transitively, at each distance, and the nearest of them one by one with
-        the next hop toward the failed node and the share of its traffic that goes there.
-        Use it for "what breaks if payments goes down?"."""
+        """The blast radius: how many nodes depend on this one, at each distance, and the
+        nearest one by one with the next hop and the share of their traffic going there
+        ("what breaks if payments goes down?")."""
         q = await ask(ctx, at, format)
-        data = await queries.get_impact(db, q, node, environment=environment, limit=limit)
+        data = await queries.get_impact(
+            db, q, node, environment=environment, limit=limit, evidence=evidence
+        )
         headline = (
             f"If {_name(data['node'])} fails: {data['impacted_count']} nodes depend on it "
             f"({data['impacted_services']} services), up to {data['max_depth']} hops away."
@@ -297,9 +326,8 @@ def register_graph_tools(  # noqa: PLR0915 - one tool per block
         by: Annotated[
             Literal["dependents", "betweenness", "pagerank", "traffic"],
             Field(
-                description="dependents: how many depend on it, transitively; betweenness: "
-                "dependency chains through it; pagerank: importance of its dependents; "
-                "traffic: calls/min in and out."
+                description="dependents: transitively; betweenness: chains through it; "
+                "pagerank; traffic: calls/min."
             ),
         ] = "dependents",
         limit: Annotated[int, Field(ge=1, le=100)] = 10,
@@ -307,8 +335,7 @@ def register_graph_tools(  # noqa: PLR0915 - one tool per block
         at: At = None,
         format: Format = "json",  # noqa: A002
     ) -> CallToolResult:
-        """The most critical services of the architecture, by one measure. Use it for "what
-        are the most critical services?"."""
+        """The most critical services, by one measure."""
         q = await ask(ctx, at, format)
         data = await queries.rank_critical_services(
             db, q, by=by, limit=limit, environment=environment
@@ -318,3 +345,76 @@ def register_graph_tools(  # noqa: PLR0915 - one tool per block
             for i, s in enumerate(data["services"], 1)
         ]
         return _result(data, "\n".join(lines + _more(data)))
+
+    @tool
+    @from_argument
+    async def get_graph_changes(
+        ctx: Context,
+        from_: Annotated[
+            str, Field(alias="from", description='"-1d", "yesterday", ISO 8601.')
+        ] = "-1d",
+        to: str = "now",
+        environment: Environment = None,
+        limit: Annotated[int, Field(ge=1, le=100)] = 20,
+        offset: Annotated[int, Field(ge=0)] = 0,
+    ) -> CallToolResult:
+        """Nodes and edges that appeared, went away or changed sources between two times,
+        over traces and declarations ("what new dependencies appeared since yesterday?")."""
+        q = await ask(ctx, None, "json")
+        data = await changes.get_graph_changes(
+            db, q, from_=from_, to=to, environment=environment, limit=limit, offset=offset
+        )
+        counts = data["summary"]
+        head = (
+            f"From {data['from']} to {data['to']}: {counts['edges_appeared']} edges appeared, "
+            f"{counts['edges_went_away']} went away, {counts['sources_changed']} changed "
+            f"sources; {counts['nodes_appeared']} nodes appeared, "
+            f"{counts['nodes_went_away']} went away."
+        )
+        lines = [head]
+        lines += [f"- {_change_text(c)}" for c in data["changes"]]
+        return _result(data, "\n".join(lines + _more(data)))
+
+    @tool
+    @from_argument
+    async def compare_declared_and_observed(
+        ctx: Context,
+        service: Annotated[
+            str | None, Field(description="Default: the whole graph.", max_length=300)
+        ] = None,
+        from_: Annotated[str, Field(alias="from")] = "-7d",
+        to: str = "now",
+        environment: Environment = None,
+        limit: Annotated[int, Field(ge=1, le=100)] = 20,
+    ) -> CallToolResult:
+        """Dependencies declared but not called in the window (unused, or not instrumented)
+        and called but declared nowhere (hidden), for a service or the whole graph."""
+        q = await ask(ctx, None, "json")
+        data = await compare.compare_declared_and_observed(
+            db, q, service=service, from_=from_, to=to, environment=environment, limit=limit
+        )
+        lines = []
+        if data.get("note"):
+            lines.append(data["note"])
+        lines.append(
+            f"Declared but not called from {data['from']} to {data['to']}: "
+            f"{data['declared_not_observed_total']}."
+        )
+        lines += [f"- {_edge_text(e)}, likely {e['likely']}" for e in data["declared_not_observed"]]
+        lines.append(f"Called but not declared: {data['observed_not_declared_total']}.")
+        lines += [f"- {_edge_text(e)}, {e['calls']} calls" for e in data["observed_not_declared"]]
+        return _result(data, "\n".join(lines + _more(data)))
+
+
+def _change_text(change: dict[str, Any]) -> str:
+    what = change["change"].replace("_", " ")
+    if "node" in change:
+        thing = f"node {change['node']} ({change['kind']})"
+    else:
+        thing = f"{change['from']} -{change['kind']}-> {change['to']}"
+    text = f"{what}: {thing} [{change['sources']}]"
+    if change.get("before"):
+        text += f", was [{change['before']}]"
+    if change.get("why"):
+        text += f", {change['why']}"
+    return text

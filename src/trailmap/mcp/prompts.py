@@ -77,5 +77,7 @@ effect so far, and the services whose owners should hear about it."""
    connect to it.
 4. traverse_dependencies(node=<the entry point>, direction="downstream", max_depth=4,
    format="mermaid") for a diagram of how requests flow.
+5. compare_declared_and_observed() for what repositories, clusters and catalogs declare
+   that traces do not show, and the other way round (it says when nothing is declared).
 Answer with: the entry points, the main request paths, the datastores and who uses them,
 the external APIs, and the single points of failure (high dependents or betweenness)."""

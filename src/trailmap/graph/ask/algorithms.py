@@ -44,7 +44,7 @@ __all__ = [
 
 Direction = Literal["downstream", "upstream", "both"]
 MatchReason = Literal[
-    "id", "exact", "prefix", "substring", "technology", "kind", "tokens", "similar"
+    "id", "exact", "alias", "prefix", "substring", "technology", "kind", "tokens", "similar"
 ]
 
 _DIRECTIONS: tuple[Direction, ...] = ("downstream", "upstream", "both")
@@ -90,12 +90,14 @@ def _tokens(text: str) -> tuple[str, ...]:
     return tuple(_WORD.findall(_CAMEL.sub(" ", text).lower()))
 
 
-_Entry = tuple[str, tuple[str, ...], str, str, frozenset[str]]
+_Entry = tuple[str, tuple[str, ...], str, str, frozenset[str], frozenset[str]]
+_ALIAS_SCORE = 0.95  # a name a repository, cluster or catalog declares the node under
 
 
 def _search_index(snapshot: GraphSnapshot) -> tuple[tuple[_Entry, ...], dict[str, int]]:
     """Per node (lowercased name, tokens, tokens joined by spaces, tokens joined, the names
-    of its technology), and how many nodes carry each token."""
+    of its technology, the other names sources declare it under, lowercased), and how many
+    nodes carry each token."""
 
     def compute() -> tuple[tuple[_Entry, ...], dict[str, int]]:
         entries = []
@@ -104,13 +106,28 @@ def _search_index(snapshot: GraphSnapshot) -> tuple[tuple[_Entry, ...], dict[str
             tokens = _tokens(node.name)
             technology = _technology_names(node.attributes.get("technology"))
             entries.append(
-                (node.name.lower(), tokens, " ".join(tokens), "".join(tokens), technology)
+                (
+                    node.name.lower(),
+                    tokens,
+                    " ".join(tokens),
+                    "".join(tokens),
+                    technology,
+                    _declared_names(node),
+                )
             )
             for token in set(tokens):
                 frequency[token] = frequency.get(token, 0) + 1
         return tuple(entries), frequency
 
     return snapshot.memo((__name__, "search"), compute)
+
+
+def _declared_names(node: Node) -> frozenset[str]:
+    declared = node.attributes.get("declared")
+    names = declared.get("names") if isinstance(declared, dict) else None
+    if not isinstance(names, list):
+        return frozenset()
+    return frozenset(str(n).lower() for n in names) - {node.name.lower()}
 
 
 # What people call a technology besides its semantic-conventions name (`db.system.name`,
@@ -202,9 +219,11 @@ def search(
     limit: int = 10,
 ) -> list[Match]:
     """Nodes whose name matches `query`, best first: the node id itself or an exact name
-    (1.0), then a prefix (0.8-0.9), a substring (0.6-0.7), the kind the query names
-    ("databases", "the cache": 0.58), shared words (0.4-0.55, rare words counting more than
-    words most names carry, like "service"), and a similar spelling (below 0.4). A node
+    (1.0), then a name a source declares the node under (0.95: `checkout-svc` in a
+    Compose file for the traced `checkout`), a prefix (0.8-0.9), a substring (0.6-0.7),
+    the kind the query names ("databases", "the cache": 0.58), shared words (0.4-0.55,
+    rare words counting more than words most names carry, like "service"), and a similar
+    spelling (below 0.4). A node
     whose technology (its `technology` attribute: "postgresql", "kafka") a word of the query
     names comes just below a substring (0.59), whatever the node is called. Case,
     separators and camelCase do not matter."""
@@ -227,12 +246,13 @@ def search(
             environment is not None and node.environment != environment
         ):
             continue
-        lower, tokens, joined, compact, technology = entries[i]
+        lower, tokens, joined, compact, technology, aliases = entries[i]
         closeness = len(q_compact) / max(len(compact), 1)
         if raw == node.id:
             found.append((1.0, i, "id"))
-        elif q_lower == lower or q_joined == joined:
-            found.append((1.0, i, "exact"))
+        elif q_lower == lower or q_joined == joined or q_lower in aliases:
+            named = q_lower == lower or q_joined == joined
+            found.append((1.0, i, "exact") if named else (_ALIAS_SCORE, i, "alias"))
         elif lower.startswith(q_lower) or joined.startswith(q_joined):
             found.append((0.8 + 0.1 * min(closeness, 1.0), i, "prefix"))
         elif q_lower in lower or q_compact in compact:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import rustworkx as rx
 
 from trailmap.graph.memory import GraphSnapshot
-from trailmap.graph.model import EDGE_KINDS
+from trailmap.graph.model import DEPENDENCY_KINDS, EDGE_KINDS
 
 __all__ = ["Measured", "Runtime", "by_name", "measured", "name_positions", "runtime"]
 
@@ -43,7 +43,9 @@ _PREFERENCE = {kind: i for i, kind in enumerate(EDGE_KINDS)}
 
 @dataclass(frozen=True, slots=True)
 class Runtime:
-    """The edges that carry failure (all but ownership), arranged for each question."""
+    """The edges that carry failure (the dependency kinds of evidence.py: not ownership,
+    placement, a Service in front of a workload or a catalog's APIs), arranged for each
+    question."""
 
     graph: rx.PyDiGraph[int, None]  # dependency orientation, no self-loops or parallel edges
     upstream: rx.PyDiGraph[int, None]  # the same, reversed
@@ -66,7 +68,7 @@ def runtime(snapshot: GraphSnapshot) -> Runtime:
         edges, ends = snapshot.edges, snapshot.ends
         n, width = len(snapshot.nodes), len(EDGE_KINDS)
         preference = [_PREFERENCE[e.kind] for e in edges]
-        runtime = [j for j, e in enumerate(edges) if e.kind != "owned_by"]
+        runtime = [j for j, e in enumerate(edges) if e.kind in DEPENDENCY_KINDS]
         depends_on: list[list[int]] = [[] for _ in range(n)]
         through: list[list[int]] = [[] for _ in range(n)]
         for j in sorted(runtime, key=lambda j: position[ends[j][1]] * width + preference[j]):

@@ -9,6 +9,7 @@ from typing import Any
 
 from trailmap.errors import ValidationFailed
 from trailmap.graph.ask.algorithms import Direction
+from trailmap.graph.ask.evidence import DEPENDENCY_KINDS, check_evidence, only
 from trailmap.graph.ask.queries import GraphQuery, graph_context, resolve_node
 from trailmap.graph.memory import GraphSnapshot
 from trailmap.storage import Database
@@ -46,8 +47,9 @@ def _neighbourhood(
     snapshot: GraphSnapshot, start: int, direction: Direction, max_depth: int
 ) -> dict[int, _Near]:
     """Breadth-first from the start, keeping the first (shortest) way each node is reached;
-    downstream steps are tried before upstream ones, so a tie reads as "downstream"."""
-    nodes, ends = snapshot.nodes, snapshot.ends
+    downstream steps are tried before upstream ones, so a tie reads as "downstream". Only
+    dependencies are followed (evidence.py): a team or a namespace is no neighbour."""
+    nodes, ends, edges = snapshot.nodes, snapshot.ends, snapshot.edges
     sides: list[tuple[tuple[tuple[int, ...], ...], int, str]] = []
     if direction != "upstream":
         sides.append((snapshot.out_indices, 1, "down"))
@@ -63,7 +65,7 @@ def _neighbourhood(
             for adjacency, far, step in sides:
                 for j in adjacency[u]:
                     v = ends[j][far]
-                    if v in found:
+                    if v in found or edges[j].kind not in DEPENDENCY_KINDS:
                         continue
                     node = nodes[v]
                     found[v] = _Near(
@@ -122,7 +124,10 @@ async def find_changes_near(
     direction: Direction = "both",
     environment: str | None = None,
     limit: int = 20,
+    evidence: str = "all",
 ) -> dict[str, Any]:
+    """`evidence`: walk the edges traces observed, those a source declares, or all."""
+    followed = check_evidence(evidence)
     if not 0 <= max_depth <= _MAX_DEPTH:
         raise ValidationFailed.field("max_depth", f"must be between 0 and {_MAX_DEPTH}")
     if direction not in ("downstream", "upstream", "both"):
@@ -131,7 +136,8 @@ async def find_changes_near(
         raise ValidationFailed.field("limit", f"must be between 1 and {_MAX_LIMIT}")
     ctx = await graph_context(db, q)
     found = resolve_node(ctx.snapshot, node, environment, "node")
-    near = _neighbourhood(ctx.snapshot, ctx.snapshot.index_of(found.id), direction, max_depth)
+    walked = only(ctx.snapshot, followed)
+    near = _neighbourhood(walked, walked.index_of(found.id), direction, max_depth)
     by_name: dict[str, _Near] = {}
     for candidate in near.values():
         if candidate.environment == found.environment or candidate.name not in by_name:
@@ -171,6 +177,7 @@ async def find_changes_near(
         "node": {"name": found.name, "kind": found.kind, "environment": found.environment},
         "from": start.isoformat(timespec="seconds"),
         "to": end.isoformat(timespec="seconds"),
+        **({} if followed == "all" else {"evidence": followed}),
         "nodes_searched": len(by_name),
         "total": len(ranked),
         "changes": ranked[:limit],

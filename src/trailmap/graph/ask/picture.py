@@ -10,7 +10,7 @@ from trailmap.errors import ValidationFailed
 from trailmap.graph.ask import algorithms as algo
 from trailmap.graph.ask.queries import GraphQuery, edge_figures, graph_context, resolve_node
 from trailmap.graph.memory import GraphSnapshot
-from trailmap.graph.model import Edge, Node
+from trailmap.graph.model import DEPENDENCY_KINDS, Edge, Node
 from trailmap.storage import Database
 
 __all__ = ["MAX_DEPTH", "MAX_DRAWN", "OVERVIEW", "graph_picture"]
@@ -122,7 +122,11 @@ def _neighbourhood(
     for side, sign in sides:
         if direction not in (side, "both"):
             continue
-        walk = algo.traverse(snapshot, focus.id, direction=side, max_depth=depth)
+        # Dependencies only: through a namespace or a team every workload it holds would
+        # be one hop away (graph/ask/evidence.py).
+        walk = algo.traverse(
+            snapshot, focus.id, direction=side, max_depth=depth, edge_kinds=DEPENDENCY_KINDS
+        )
         for reached in walk.nodes:
             seen.add(reached.node.id)
             if reached.node.id not in depths and len(depths) < MAX_DRAWN:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Final, Literal
+from typing import Any, Literal
 
 import anyio.to_thread
 
@@ -14,6 +14,7 @@ from trailmap import clock
 from trailmap.accounts.principal import Principal
 from trailmap.errors import NotFound, ValidationFailed
 from trailmap.graph.ask import algorithms as algo
+from trailmap.graph.ask import evidence as ev
 from trailmap.graph.ask.snapshots import snapshot_for
 from trailmap.graph.memory import GraphSnapshot
 from trailmap.graph.model import EDGE_KINDS, NODE_KINDS, Edge, Node
@@ -37,10 +38,6 @@ __all__ = [
 Format = Literal["json", "mermaid"]
 _HOUR_US = 3_600_000_000
 _MAX_DEPTH = 10
-# What a walk of dependencies follows unless told which kinds: traffic and what a service
-# needs to run, not who owns it, where it runs or what starts first (declared edges: a walk
-# "both" ways through a namespace or a team would reach every service in it).
-DEPENDENCY_EDGE_KINDS: Final = ("calls", "reads_writes", "publishes", "consumes", "depends_on")
 _MAX_RESULTS = 200
 
 
@@ -160,13 +157,20 @@ async def _edge_stats(
 
 
 def _edge_line(
-    snapshot: GraphSnapshot, edge: Edge, stats: dict[str, dict[str, Any]]
+    snapshot: GraphSnapshot, edge: Edge, stats: dict[str, dict[str, Any]], *, where: bool = False
 ) -> dict[str, Any]:
+    """An edge as answers show it: its ends, kind and sources (`otel` when traces observed
+    it, the declaring readers otherwise: "otel+compose"), its last hour's figures, and with
+    `where`, where it is declared."""
     line: dict[str, Any] = {
         "from": snapshot.node(edge.source_id).name,
         "to": snapshot.node(edge.target_id).name,
         "kind": edge.kind,
+        "sources": ev.sources_text(edge.sources),
     }
+    if where:
+        line["seen"] = ev.seen(edge.sources)
+        line.update(ev.declared_place(edge.attributes))
     figures = stats.get(edge.id)
     if figures:
         line.update(
@@ -238,7 +242,11 @@ def _connected_services(snapshot: GraphSnapshot, node: Node) -> list[str]:
     return sorted(
         {
             source.name
-            for source in (snapshot.node(e.source_id) for e in snapshot.in_edges(node.id))
+            for source in (
+                snapshot.node(e.source_id)
+                for e in snapshot.in_edges(node.id)
+                if e.kind in ev.DEPENDENCY_KINDS
+            )
             if source.kind == "service"
         }
     )
@@ -310,7 +318,10 @@ async def get_node(
     ctx = await _context(db, q)
     snapshot = ctx.snapshot
     found = _resolve(snapshot, node, environment, "node")
-    ins, outs = snapshot.in_edges(found.id), snapshot.out_edges(found.id)
+    every_in, every_out = snapshot.in_edges(found.id), snapshot.out_edges(found.id)
+    ins = [e for e in every_in if e.kind in ev.DEPENDENCY_KINDS]
+    outs = [e for e in every_out if e.kind in ev.DEPENDENCY_KINDS]
+    related = [e for e in (*every_out, *every_in) if e.kind not in ev.DEPENDENCY_KINDS]
     raw = await _last_hour(
         db, q.principal.org_id, [found.id, *(e.id for e in (*ins, *outs))], ctx.moment
     )
@@ -327,11 +338,25 @@ async def get_node(
         "first_seen": clock.from_us(found.first_seen_us).isoformat(),
         "last_seen": clock.from_us(found.last_seen_us).isoformat(),
         "sources": list(found.sources),
-        "attributes": found.attributes,
+        "attributes": {k: v for k, v in found.attributes.items() if k != "declared"},
+        "owners": ev.owners(snapshot, found.id),
+        "dependencies": _sides(outs),
+        "dependents": _sides(ins),
         "last_hour": last_hour,
-        "upstream": [_edge_line(snapshot, e, stats) for e in _by_name(snapshot, ins, "source")],
-        "downstream": [_edge_line(snapshot, e, stats) for e in _by_name(snapshot, outs, "target")],
+        "upstream": [
+            _edge_line(snapshot, e, stats, where=True) for e in _by_name(snapshot, ins, "source")
+        ],
+        "downstream": [
+            _edge_line(snapshot, e, stats, where=True) for e in _by_name(snapshot, outs, "target")
+        ],
     }
+    declared = ev.declared_summary(found.attributes)
+    if declared is not None:
+        data["declared"] = declared
+    if related:
+        data["related"] = [_related_line(snapshot, found, e) for e in related[:_RELATED]]
+        if len(related) > _RELATED:
+            data["related_more"] = len(related) - _RELATED
     if found.kind != "service":
         data["connected_services"] = _connected_services(snapshot, found)
     if node not in (found.name, found.id):
@@ -344,6 +369,31 @@ async def get_node(
         [found.id, *(e.source_id for e in ins), *(e.target_id for e in outs)],
         [e.id for e in (*ins, *outs)],
     )
+
+
+_RELATED = 20  # ownership, placement, APIs and exposure listed on a node
+
+
+def _sides(edges: Sequence[Edge]) -> dict[str, int]:
+    """How many of a node's dependencies (or dependents) traces observed, sources declare,
+    or both: the side by side of get_node, counted."""
+    counts = {"observed": 0, "declared": 0, "both": 0}
+    for edge in edges:
+        counts[ev.seen(edge.sources)] += 1
+    return counts
+
+
+def _related_line(snapshot: GraphSnapshot, node: Node, edge: Edge) -> dict[str, Any]:
+    """An edge that is no dependency (owned_by, runs_in, part_of, exposes, provides_api,
+    consumes_api), from the node's side."""
+    outgoing = edge.source_id == node.id
+    other = snapshot.node(edge.target_id if outgoing else edge.source_id)
+    return {
+        "kind": edge.kind,
+        ("to" if outgoing else "from"): other.name,
+        "sources": ev.sources_text(edge.sources),
+        **ev.declared_place(edge.attributes),
+    }
 
 
 def _by_name(snapshot: GraphSnapshot, edges: Sequence[Edge], end: str) -> list[Edge]:
@@ -384,35 +434,50 @@ async def traverse_dependencies(
     edge_kinds: Sequence[str] | None = None,
     node_kinds: Sequence[str] | None = None,
     environment: str | None = None,
+    evidence: str = "all",
 ) -> dict[str, Any]:
+    """Dependencies walked (evidence.DEPENDENCY_KINDS) unless `edge_kinds` names others."""
     _check_kinds("edge_kinds", edge_kinds, EDGE_KINDS)
     _check_kinds("node_kinds", node_kinds, NODE_KINDS)
+    followed = ev.check_evidence(evidence)
     if not 1 <= max_depth <= _MAX_DEPTH:
         raise ValidationFailed.field("max_depth", f"must be between 1 and {_MAX_DEPTH}")
     ctx = await _context(db, q)
     start = _resolve(ctx.snapshot, node, environment, "node")
     walk = algo.traverse(
-        ctx.snapshot,
+        ev.only(ctx.snapshot, followed),
         start.id,
         direction=direction,
         max_depth=max_depth,
-        edge_kinds=DEPENDENCY_EDGE_KINDS if edge_kinds is None else edge_kinds,
+        edge_kinds=edge_kinds or ev.DEPENDENCY_KINDS,
         node_kinds=node_kinds,
     )
     reached = walk.nodes[:_MAX_RESULTS]
-    stats = await _edge_stats(db, q.principal.org_id, walk.edges, ctx.moment)
+    walked = _strongest(walk.edges)
+    stats = await _edge_stats(db, q.principal.org_id, walked, ctx.moment)
     data: dict[str, Any] = {
         "start": _brief(start),
         "direction": direction,
         "max_depth": max_depth,
+        **_evidence(followed),
         "nodes": [{**_brief(r.node), "depth": r.depth} for r in reached],
-        "edges": [_edge_line(ctx.snapshot, e, stats) for e in walk.edges],
+        "edges": [_edge_line(ctx.snapshot, e, stats) for e in walked],
         "truncated": len(walk.nodes) > len(reached),
     }
     if data["truncated"]:
         data["more"] = len(walk.nodes) - len(reached)
         data["next"] = "narrow the walk: a smaller max_depth, node_kinds or edge_kinds"
-    return _finish(ctx, q, data, [r.node.id for r in reached], [e.id for e in walk.edges])
+    return _finish(ctx, q, data, [r.node.id for r in reached], [e.id for e in walked])
+
+
+def _strongest(edges: Sequence[Edge]) -> list[Edge]:
+    """The edges of a walk without a `starts_after` beside a stronger dependency between the
+    same two nodes (a Compose `depends_on` on a service it also calls): it reaches nothing
+    more, and would only lengthen the answer."""
+    stronger = {(e.source_id, e.target_id) for e in edges if e.kind != "starts_after"}
+    return [
+        e for e in edges if e.kind != "starts_after" or (e.source_id, e.target_id) not in stronger
+    ]
 
 
 async def find_path(
@@ -423,22 +488,26 @@ async def find_path(
     *,
     max_paths: int = 3,
     environment: str | None = None,
+    evidence: str = "all",
 ) -> dict[str, Any]:
     if not 1 <= max_paths <= 10:
         raise ValidationFailed.field("max_paths", "must be between 1 and 10")
+    followed = ev.check_evidence(evidence)
     ctx = await _context(db, q)
     source = _resolve(ctx.snapshot, from_, environment, "from")
     target = _resolve(ctx.snapshot, to, environment, "to")
-    paths = algo.find_paths(ctx.snapshot, source.id, target.id, max_paths=max_paths)
+    walked = ev.only(ctx.snapshot, followed)
+    paths = algo.find_paths(walked, source.id, target.id, max_paths=max_paths)
     reverse = False
     if not paths:
-        paths = algo.find_paths(ctx.snapshot, target.id, source.id, max_paths=max_paths)
+        paths = algo.find_paths(walked, target.id, source.id, max_paths=max_paths)
         reverse = bool(paths)
     edges = [e for p in paths for e in p.edges]
     stats = await _edge_stats(db, q.principal.org_id, edges, ctx.moment)
     data: dict[str, Any] = {
         "from": _brief(source),
         "to": _brief(target),
+        **_evidence(followed),
         "paths": [
             {
                 "hops": len(p.edges),
@@ -458,6 +527,11 @@ async def find_path(
     return _finish(ctx, q, data, ids, [e.id for e in edges])
 
 
+def _evidence(followed: ev.Evidence) -> dict[str, str]:
+    """The evidence an answer followed, said when it is not every edge."""
+    return {} if followed == "all" else {"evidence": followed}
+
+
 # A blast radius is counted in full at every depth; this many of its nearest nodes are
 # listed one by one (an assistant reads the counts, and the nearest are whom to warn first).
 _IMPACT_LIMIT = 50
@@ -471,15 +545,18 @@ async def get_impact(
     *,
     environment: str | None = None,
     limit: int = _IMPACT_LIMIT,
+    evidence: str = "all",
 ) -> dict[str, Any]:
     if not 1 <= limit <= _MAX_IMPACTED:
         raise ValidationFailed.field("limit", f"must be between 1 and {_MAX_IMPACTED}")
+    followed = ev.check_evidence(evidence)
     ctx = await _context(db, q)
     failed = _resolve(ctx.snapshot, node, environment, "node")
-    blast = algo.impact(ctx.snapshot, failed.id, limit=limit)
+    blast = algo.impact(ev.only(ctx.snapshot, followed), failed.id, limit=limit)
     shown = blast.impacted
     data = {
         "node": _brief(failed),
+        **_evidence(followed),
         "impacted_count": blast.count,
         "impacted_services": blast.services,
         "max_depth": blast.max_depth,
@@ -492,6 +569,7 @@ async def get_impact(
                 "depth": i.depth,
                 "via": i.via.name,
                 "edge": i.edge.kind,
+                "sources": ev.sources_text(i.edge.sources),
                 "share_of_traffic": None if i.share is None else round(i.share, 3),
             }
             for i in shown
@@ -529,7 +607,7 @@ async def rank_critical_services(
                 **_brief(r.node),
                 "score": round(r.score, 4),
                 "dependents": int(dependents[snapshot.index_of(r.node.id)]),
-                "direct_dependents": len(ctx.snapshot.in_edges(r.node.id)),
+                "direct_dependents": _direct_dependents(snapshot, r.node),
             }
             for r in top
         ],
@@ -541,6 +619,12 @@ async def rank_critical_services(
     )
     data.update(_more_by_limit(services, len(top), 100))
     return _finish(ctx, q, data, [r.node.id for r in top], [])
+
+
+def _direct_dependents(snapshot: GraphSnapshot, node: Node) -> int:
+    """The nodes with a dependency on this one: a team's owned services, a namespace's
+    workloads, are none."""
+    return len({e.source_id for e in snapshot.in_edges(node.id) if e.kind in ev.DEPENDENCY_KINDS})
 
 
 # What other domain modules (graph/ask/near.py) build on: the snapshot of a query, and a node
