@@ -52,7 +52,8 @@ from trailmap.graph.learn.pairing import TraceIngestion
 from trailmap.http.body import BodyDeadline
 from trailmap.http.context import AppContext
 from trailmap.http.errors import install_error_handlers
-from trailmap.ingest.kubernetes_supervisor import Supervisor
+from trailmap.ingest.backstage_index import BackstageIndexer
+from trailmap.ingest.kubernetes_supervisor import Supervisor, node_id
 from trailmap.jobs.pairing import close_ingestion, run_ingestion_stores, run_pairing_sweeps
 from trailmap.jobs.retention import run_retention_purges
 from trailmap.mcp import McpEndpoint, build_mcp_server
@@ -252,7 +253,8 @@ def create_app(
 def _start_periodic_jobs(
     jobs: anyio.abc.TaskGroup, db: Database, settings: Settings, live_demo: str | None
 ) -> None:
-    """The retention purge, the cluster integrations' supervisor, and the demo's shop when
+    """The retention purge, the cluster integrations' supervisor (their watches, and their
+    objects read into the graph), the Backstage catalogs' indexer, and the demo's shop when
     this node runs it."""
     if settings.retention_purge_interval_seconds > 0:
         jobs.start_soon(
@@ -268,8 +270,20 @@ def _start_periodic_jobs(
             max_event_bytes=settings.max_event_bytes,
             poll_seconds=settings.kubernetes_poll_seconds,
             lease_seconds=settings.kubernetes_lease_seconds,
+            graph_seconds=settings.kubernetes_graph_seconds,
+            graph_min_seconds=settings.kubernetes_graph_min_seconds,
         )
         jobs.start_soon(supervisor.run)
+    if settings.backstage_poll_seconds > 0:
+        indexer = BackstageIndexer(
+            db,
+            secret_key=_secret_key(settings),
+            outbound=settings.outbound,
+            node=node_id(),
+            poll_seconds=settings.backstage_poll_seconds,
+            index_seconds=settings.backstage_index_seconds,
+        )
+        jobs.start_soon(indexer.run)
     if live_demo is not None:
         jobs.start_soon(
             lambda: run_live_demo(db, live_demo, interval_seconds=settings.demo_tick_seconds)

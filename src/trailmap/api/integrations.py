@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from trailmap.errors import ValidationFailed
+from trailmap.graph.learn.declared import forget_source
 from trailmap.http.auth import CurrentPrincipal, key_actor
 from trailmap.http.body import read_json_body
 from trailmap.http.context import context_of
@@ -171,6 +172,8 @@ async def integration_delete(
         who=principal,
         by=key_actor(request, principal),
     )
+    # What it declared (a cluster's, a catalog's, a repository's) goes from the graph.
+    await forget_source(context_of(request).db, principal.org_id, removed.id)
     return ok({"deleted": removed.id, "name": removed.name})
 
 

@@ -1197,19 +1197,17 @@ def integration_delete(state: _State, integration_id: str, org_slug: str) -> Non
     from trailmap.accounts import get_org  # noqa: PLC0415
     from trailmap.accounts.audit import OPERATOR  # noqa: PLC0415
     from trailmap.accounts.team import OPERATOR_AUTHORITY  # noqa: PLC0415
+    from trailmap.graph.learn.declared import forget_source  # noqa: PLC0415
     from trailmap.integrations.integrations import delete_integration  # noqa: PLC0415
 
     handle = state.ready_database()
     try:
+        org_id = _run(get_org(handle, org_slug)).id
         removed = _run(
-            delete_integration(
-                handle,
-                _run(get_org(handle, org_slug)).id,
-                integration_id,
-                who=OPERATOR_AUTHORITY,
-                by=OPERATOR,
-            )
+            delete_integration(handle, org_id, integration_id, who=OPERATOR_AUTHORITY, by=OPERATOR)
         )
+        # What it declared (a cluster's, a catalog's, a repository's) goes from the graph.
+        _run(forget_source(handle, org_id, removed.id))
     finally:
         handle.close()
     click.echo(f"deleted integration {removed.id} ({removed.name}) of {org_slug}", err=True)

@@ -12,6 +12,7 @@ from starlette.responses import Response
 from trailmap.console.orgs import OrgMember, org_member, org_nav, posted_form, refused, when
 from trailmap.console.pages import e, field_error, form_csrf, page, problem_text, see_other
 from trailmap.errors import TrailmapError, ValidationFailed
+from trailmap.graph.learn.declared import forget_source
 from trailmap.http.context import context_of
 from trailmap.http.sessions import clear_cookie, cookie_name, set_cookie
 from trailmap.integrations.deliveries import Delivery, list_deliveries
@@ -600,9 +601,11 @@ async def integration_delete(request: Request, slug: str, integration_id: str) -
     if form.get("confirm") != "yes":
         return see_other(f"{_base(m)}/{quote(integration_id)}/delete")
     try:
-        await delete_integration(
+        removed = await delete_integration(
             context_of(request).db, m.org_id, integration_id, who=m.membership, by=m.actor(request)
         )
+        # What it declared (a cluster's, a catalog's, a repository's) goes from the graph.
+        await forget_source(context_of(request).db, m.org_id, removed.id)
     except TrailmapError as error:
         return refused(m, error.message, error.status)
     return see_other(_base(m))

@@ -184,8 +184,9 @@ class _Transform:
 class _Object:
     body: dict[str, Any]
     file: str
-    line: int
+    line: int | None
     transform: _Transform
+    reader: str = READER
 
     @property
     def kind(self) -> str:
@@ -208,7 +209,7 @@ class _Object:
         return self.transform.namespace or _str(self.meta.get("namespace")) or None
 
     def evidence(self, detail: str) -> Evidence:
-        return Evidence(READER, self.file, self.line, detail)
+        return Evidence(self.reader, self.file, self.line, detail)
 
 
 @dataclass(slots=True)
@@ -545,10 +546,19 @@ def read_manifests(root: Path) -> Declared:
     return declared
 
 
-def read_objects(objects: Iterable[tuple[str, dict[str, Any]]]) -> Declared:
-    """The graph some Kubernetes objects declare, already parsed: (where from, object)."""
+def read_objects(
+    objects: Iterable[tuple[str, dict[str, Any]]], *, reader: str = READER
+) -> Declared:
+    """The graph some Kubernetes objects declare, already parsed: (where from, object). A live
+    cluster's objects are read with `reader="cluster"`: their evidence names the object
+    (`Deployment/shop/cart`), with no line."""
     declared = Declared()
-    found = [_Object(body, where, 1, _Transform()) for where, body in objects if _is_object(body)]
+    line = 1 if reader == READER else None
+    found = [
+        _Object(body, where, line, _Transform(), reader)
+        for where, body in objects
+        if _is_object(body)
+    ]
     _declare(declared, found)
     return declared
 
