@@ -24,6 +24,7 @@ from trailmap.graph.learn.declared import (
     record_source_error,
 )
 from trailmap.ingest.backstage import BackstageError, fetch_catalog
+from trailmap.ingest.cluster_graph import settled
 from trailmap.integrations.integrations import Integration, active_integrations
 from trailmap.integrations.watches import release_lease, take_lease
 
@@ -137,11 +138,13 @@ class BackstageIndexer:
                 # Another node may have read it while this one looked: ask again.
                 again = await self._last_readings(integration.org_id)
                 if self._due(integration, again):
-                    await index_backstage(
-                        self.db,
-                        integration,
-                        secret_key=self._secret_key,
-                        outbound=self._outbound,
+                    await settled(
+                        index_backstage(
+                            self.db,
+                            integration,
+                            secret_key=self._secret_key,
+                            outbound=self._outbound,
+                        )
                     )
                     self.readings += 1
                 self._seen[integration.id] = _fingerprint(integration)

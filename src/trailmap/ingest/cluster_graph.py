@@ -14,9 +14,9 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import orjson
 
@@ -41,9 +41,11 @@ __all__ = [
     "ClusterGraphOptions",
     "declared_from_cluster",
     "list_cluster_objects",
+    "settled",
 ]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 READER: Final = "cluster"
 # Not read unless the integration's `namespaces` names them: the cluster's own workloads
@@ -360,7 +362,7 @@ class ClusterGraph:
             revision=_digest(declared),
             environment=None,
         )
-        recorded = await record_declared(self.db, self.org_id, source, declared)
+        recorded = await settled(record_declared(self.db, self.org_id, source, declared))
         self.readings += 1
         self.last = recorded
         return recorded
@@ -380,12 +382,24 @@ class ClusterGraph:
                 message = f"reading the cluster: {_named(error)}"
                 log.warning("%s: %s", self.source.key, message)
                 with contextlib.suppress(Exception):
-                    await record_source_error(self.db, self.org_id, self.source, message)
+                    await settled(record_source_error(self.db, self.org_id, self.source, message))
             await asyncio.sleep(max(0.0, started + self.options.min_seconds - loop.time()))
             remaining = started + self.options.every_seconds - loop.time()
             if remaining > 0 and not self._wake.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), remaining)
+
+
+async def settled(work: Coroutine[Any, Any, T]) -> T:
+    """`work` run to its end even when the caller is cancelled meanwhile (then cancelled
+    after it): a write stopped halfway would hold a database connection past the watch."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(task), 30)
+        raise
 
 
 def _named(error: BaseException) -> str:

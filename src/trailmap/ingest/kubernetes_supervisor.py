@@ -393,7 +393,11 @@ class Supervisor:
         graph = self._graph_of(integration, api)
         log.info("integration %s: watching on node %s", integration_id, self.node)
         try:
-            await on_error(None)  # an earlier error (a refused address) is over
+            try:
+                await on_error(None)  # an earlier error (a refused address) is over
+            except BaseException:
+                await api.close()  # run_in_server, which closes it, is not reached
+                raise
             await run_in_server(
                 self.db,
                 org,
