@@ -305,10 +305,17 @@ def _digest(declared: list[Declared]) -> str:
     shape = [
         (
             sorted(
-                (n.name, n.kind, n.technology, sorted(n.aliases), sorted(n.attributes.items()))
+                (
+                    n.name,
+                    n.kind,
+                    n.technology,
+                    sorted(n.aliases),
+                    sorted(n.attributes.items()),
+                    [(e.file, e.detail) for e in n.evidence],
+                )
                 for n in d.nodes.values()
             ),
-            sorted(d.edges),
+            sorted((k, [(e.file, e.detail) for e in v.evidence]) for k, v in d.edges.items()),
         )
         for d in declared
     ]
@@ -328,8 +335,10 @@ class ClusterGraph:
     options: ClusterGraphOptions
     lister: Callable[[], Awaitable[tuple[list[dict[str, Any]], list[Skipped], str]]]
     readings: int = 0
+    writes: int = 0
     last: Recorded | None = None
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _written: tuple[str, float] | None = None  # the last revision written, and when
 
     @classmethod
     def for_api(
@@ -349,21 +358,34 @@ class ClusterGraph:
         """Something changed in the cluster (an object of `kind`): read it again soon."""
         self._wake.set()
 
-    async def read_once(self) -> Recorded:
+    async def read_once(self) -> Recorded | None:
+        """List, read and record; None when nothing changed since this reader last wrote,
+        not long ago (half of `every_seconds`): a busy cluster's pokes then cost no write,
+        and the periodic reading still moves the declarations' last-seen times."""
         objects, skipped, _versions = await self.lister()
         declared = declared_from_cluster(objects, self.options)
         if not declared:
             declared = [Declared()]
         declared[0].skipped.extend(skipped)
+        revision = _digest(declared)
+        self.readings += 1
+        now = asyncio.get_running_loop().time()
+        if (
+            self._written is not None
+            and self._written[0] == revision
+            and now - self._written[1] < self.options.every_seconds / 2
+        ):
+            return None
         source = DeclaredSource(
             key=self.source.key,
             kind=self.source.kind,
             label=self.source.label,
-            revision=_digest(declared),
+            revision=revision,
             environment=None,
         )
         recorded = await settled(record_declared(self.db, self.org_id, source, declared))
-        self.readings += 1
+        self._written = (revision, now)
+        self.writes += 1
         self.last = recorded
         return recorded
 

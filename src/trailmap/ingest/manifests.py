@@ -627,6 +627,11 @@ class _Reading:
                 self.declared.edge(workload.node, ns, "runs_in", ev)
 
     def services(self) -> None:
+        # The workloads by namespace, so that a Service is compared with its own namespace's
+        # (and those left to `kubectl apply`) only: a cluster of thousands stays linear.
+        by_namespace: dict[str | None, list[int]] = {}
+        for index, workload in enumerate(self.workloads):
+            by_namespace.setdefault(workload.obj.namespace, []).append(index)
         for obj in self.objects:
             if obj.kind != "Service":
                 continue
@@ -639,7 +644,14 @@ class _Reading:
                     self.resolver.add(name, obj.namespace, host)
                 continue
             selector = {str(k): str(v) for k, v in _map(spec.get("selector")).items()}
-            for workload in self.workloads if selector else []:
+            if not selector:
+                continue
+            if obj.namespace is None:
+                candidates: list[_Workload] = self.workloads
+            else:
+                indexes = by_namespace.get(obj.namespace, []) + by_namespace.get(None, [])
+                candidates = [self.workloads[i] for i in sorted(indexes)]
+            for workload in candidates:
                 if (
                     _same_namespace(obj, workload.obj)
                     and selector.items() <= workload.labels.items()
