@@ -627,8 +627,9 @@ class _Reading:
                 self.declared.edge(workload.node, ns, "runs_in", ev)
 
     def services(self) -> None:
-        # The workloads by namespace, so that a Service is compared with its own namespace's
-        # (and those left to `kubectl apply`) only: a cluster of thousands stays linear.
+        # A Service selects workloads of its own namespace; a namespace left to `kubectl
+        # apply` (None), on either side, matches any. The workloads by namespace, so that a
+        # Service is compared with those only: a cluster of thousands stays linear.
         by_namespace: dict[str | None, list[int]] = {}
         for index, workload in enumerate(self.workloads):
             by_namespace.setdefault(workload.obj.namespace, []).append(index)
@@ -652,10 +653,7 @@ class _Reading:
                 indexes = by_namespace.get(obj.namespace, []) + by_namespace.get(None, [])
                 candidates = [self.workloads[i] for i in sorted(indexes)]
             for workload in candidates:
-                if (
-                    _same_namespace(obj, workload.obj)
-                    and selector.items() <= workload.labels.items()
-                ):
+                if selector.items() <= workload.labels.items():
                     self._selects(obj, workload)
 
     def _selects(self, service: _Object, workload: _Workload) -> None:
@@ -721,11 +719,6 @@ def _expand(value: str, earlier: Mapping[str, str]) -> str:
     if len(value) > _MAX_EXPANDED or value.count("$(") > 8:
         return value
     return _DEPENDENT.sub(lambda m: earlier.get(m.group(1), m.group(0)), value)[:_MAX_EXPANDED]
-
-
-def _same_namespace(service: _Object, workload: _Object) -> bool:
-    """A namespace left to `kubectl apply` matches any."""
-    return service.namespace is None or workload.namespace in (None, service.namespace)
 
 
 def _ingress(obj: _Object, resolver: _Resolver, declared: Declared) -> None:
