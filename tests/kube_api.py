@@ -24,7 +24,15 @@ RESOURCES = {
     "daemonsets": ("DaemonSet", "apps/v1", "apis/apps/v1"),
     "pods": ("Pod", "v1", "api/v1"),
     "configmaps": ("ConfigMap", "v1", "api/v1"),
+    # What the cluster's graph reader lists too (ingest/cluster_graph.py).
+    "jobs": ("Job", "batch/v1", "apis/batch/v1"),
+    "cronjobs": ("CronJob", "batch/v1", "apis/batch/v1"),
+    "services": ("Service", "v1", "api/v1"),
+    "ingresses": ("Ingress", "networking.k8s.io/v1", "apis/networking.k8s.io/v1"),
+    "secrets": ("Secret", "v1", "api/v1"),
+    "namespaces": ("Namespace", "v1", "api/v1"),  # cluster-scoped
 }
+CLUSTER_SCOPED = frozenset({"namespaces"})
 _PLURAL = {kind: plural for plural, (kind, _v, _p) in RESOURCES.items()}
 
 
@@ -47,6 +55,7 @@ class KubeApi:
     compacted: int = 0  # a watch from a resourceVersion below this is 410 Gone
     refusals: int = 0  # this many requests are answered 403 first (RBAC not yet granted)
     requests: list[str] = field(default_factory=list)
+    forbidden: set[str] = field(default_factory=set)  # plurals RBAC does not let be listed
     url: str = ""
     _tick: asyncio.Event = field(default_factory=asyncio.Event)  # replaced at each change
     _watches: set[web.StreamResponse] = field(default_factory=set)
@@ -133,9 +142,10 @@ class KubeApi:
         app = web.Application()
         for plural, (_kind, _version, prefix) in RESOURCES.items():
             app.router.add_get(f"/{prefix}/{plural}", self._serve(plural, None))
-            app.router.add_get(
-                f"/{prefix}/namespaces/{{namespace}}/{plural}", self._serve(plural, "")
-            )
+            if plural not in CLUSTER_SCOPED:
+                app.router.add_get(
+                    f"/{prefix}/namespaces/{{namespace}}/{plural}", self._serve(plural, "")
+                )
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=ssl_context)
@@ -155,8 +165,8 @@ class KubeApi:
             given = request.headers.get("Authorization", "").removeprefix("Bearer ")
             if not (self.accept(given) if self.accept else given == self.token):
                 return _status(401, "Unauthorized", "Unauthorized")
-            if self.refusals > 0:
-                self.refusals -= 1
+            if self.refusals > 0 or plural in self.forbidden:
+                self.refusals = max(0, self.refusals - 1)
                 return _status(403, "Forbidden", f"cannot list resource {plural!r}")
             namespace = request.match_info.get("namespace") if namespaced is not None else None
             if (request.query.get("watch") or "").lower() in {"true", "1"}:

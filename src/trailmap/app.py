@@ -53,7 +53,8 @@ from trailmap.graph.learn.pairing import TraceIngestion
 from trailmap.http.body import BodyDeadline
 from trailmap.http.context import AppContext
 from trailmap.http.errors import install_error_handlers
-from trailmap.ingest.kubernetes_supervisor import Supervisor
+from trailmap.ingest.backstage_index import BackstageIndexer
+from trailmap.ingest.kubernetes_supervisor import Supervisor, node_id
 from trailmap.ingest.repository_indexer import IndexOptions, RepositoryIndexer
 from trailmap.jobs.pairing import close_ingestion, run_ingestion_stores, run_pairing_sweeps
 from trailmap.jobs.retention import run_retention_purges
@@ -255,8 +256,9 @@ def create_app(
 def _start_periodic_jobs(
     jobs: anyio.abc.TaskGroup, db: Database, settings: Settings, live_demo: str | None
 ) -> None:
-    """The retention purge, the cluster integrations' supervisor, the repository indexer, and
-    the demo's shop when this node runs it."""
+    """The retention purge, the cluster integrations' supervisor (their watches, and their
+    objects read into the graph), the repository indexer, the Backstage catalogs' indexer,
+    and the demo's shop when this node runs it."""
     if settings.retention_purge_interval_seconds > 0:
         jobs.start_soon(
             lambda: run_retention_purges(
@@ -271,6 +273,8 @@ def _start_periodic_jobs(
             max_event_bytes=settings.max_event_bytes,
             poll_seconds=settings.kubernetes_poll_seconds,
             lease_seconds=settings.kubernetes_lease_seconds,
+            graph_seconds=settings.kubernetes_graph_seconds,
+            graph_min_seconds=settings.kubernetes_graph_min_seconds,
         )
         jobs.start_soon(supervisor.run)
     if settings.repository_poll_seconds > 0:
@@ -281,6 +285,16 @@ def _start_periodic_jobs(
             every_seconds=settings.repository_index_seconds,
         )
         jobs.start_soon(indexer.run)
+    if settings.backstage_poll_seconds > 0:
+        catalogs = BackstageIndexer(
+            db,
+            secret_key=_secret_key(settings),
+            outbound=settings.outbound,
+            node=node_id(),
+            poll_seconds=settings.backstage_poll_seconds,
+            index_seconds=settings.backstage_index_seconds,
+        )
+        jobs.start_soon(catalogs.run)
     if live_demo is not None:
         jobs.start_soon(
             lambda: run_live_demo(db, live_demo, interval_seconds=settings.demo_tick_seconds)

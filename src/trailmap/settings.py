@@ -141,6 +141,32 @@ class Settings(BaseSettings):
         description="Files larger than this are never fetched (a partial clone's blob filter) "
         "nor read; they are listed as skipped.",
     )
+    kubernetes_graph_seconds: float = Field(
+        default=120.0,
+        ge=0,
+        description="How often a watched cluster is read again into the declared graph "
+        "(its namespaces, workloads, Services, Ingresses and ConfigMaps); a workload or "
+        "ConfigMap change the watch sees reads it sooner. 0: clusters are not read into the "
+        "graph.",
+    )
+    kubernetes_graph_min_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="The least time between two readings of one cluster into the graph, "
+        "however often its objects change.",
+    )
+    backstage_index_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="How often each backstage integration's catalog is read again into the "
+        "declared graph (by one app node, under a lease).",
+    )
+    backstage_poll_seconds: float = Field(
+        default=15.0,
+        ge=0,
+        description="How often each app node looks for a backstage integration to read (a "
+        "new one, one whose settings changed, one due); 0: this node reads none.",
+    )
     demo_tick_seconds: float = Field(
         default=60.0,
         gt=0,

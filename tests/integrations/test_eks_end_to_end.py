@@ -25,6 +25,9 @@ from tests.integrations.support import SECRET_KEY
 from tests.integrations.test_cluster_watches import deployment, deployments, supervisor, until
 from tests.kube_api import KubeApi
 from trailmap.app import create_app
+from trailmap.graph.ask.snapshots import snapshot_for
+from trailmap.graph.learn.declared import declared_sources
+from trailmap.graph.model import Node
 from trailmap.ingest.eks import TOKEN_PREFIX
 from trailmap.outbound import OutboundPolicy, OutboundRefused
 from trailmap.settings import Settings
@@ -191,6 +194,8 @@ async def test_an_eks_integration_puts_a_finished_rollout_of_its_cluster_on_the_
         await until(lambda: deployments(http, tenant))
         (event,) = await deployments(http, tenant)
         shown = await watch()
+        # The cluster is read into the graph too, as the integration's declarations.
+        await until(lambda: _declared(db, tenant, "guestbook-ui"))
     finally:
         run.cancel()
         await asyncio.gather(run, return_exceptions=True)
@@ -208,6 +213,16 @@ async def test_an_eks_integration_puts_a_finished_rollout_of_its_cluster_on_the_
     assert event["source"].startswith(f"//{name}/apis/apps/v1/")
     assert (shown["watching"], shown["node"], shown["last_error"]) == (True, "node-a", None)
     assert shown["last_event"] is not None
+    node = await _declared(db, tenant, "guestbook-ui")
+    assert node is not None
+    assert (node.environment, node.sources) == ("production", ("cluster",))
+    sources = await declared_sources(db, tenant.org.id)
+    assert [(s["kind"], s["label"], s["error"]) for s in sources] == [("eks", "shop-eks", None)]
+
+
+async def _declared(db: Database, tenant: Tenant, name: str) -> Node | None:
+    graph = await snapshot_for(db, tenant.org.id, at_us=None, stale_after_us=7 * 86_400_000_000)
+    return next((n for n in graph.nodes if n.name == name), None)
 
 
 async def test_an_eks_endpoint_whose_address_the_guard_refuses_is_never_connected_to(

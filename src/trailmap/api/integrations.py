@@ -219,7 +219,7 @@ async def integration_delete(
         who=principal,
         by=key_actor(request, principal),
     )
-    # What it declared (a repository's services) goes away from the graph, marked removed.
+    # What it declared (a cluster's, a catalog's, a repository's) goes from the graph.
     await forget_source(context_of(request).db, principal.org_id, removed.id)
     return ok({"deleted": removed.id, "name": removed.name})
 

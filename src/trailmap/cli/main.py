@@ -1206,6 +1206,7 @@ def integration_delete(state: _State, integration_id: str, org_slug: str) -> Non
         removed = _run(
             delete_integration(handle, org_id, integration_id, who=OPERATOR_AUTHORITY, by=OPERATOR)
         )
+        # What it declared (a cluster's, a catalog's, a repository's) goes from the graph.
         _run(forget_source(handle, org_id, removed.id))
     finally:
         handle.close()

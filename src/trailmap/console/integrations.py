@@ -3,7 +3,8 @@ integration: a forge's webhook URL, steps, secret once and deliveries; a cluster
 
 from __future__ import annotations
 
-from typing import Final
+from datetime import datetime
+from typing import Any, Final
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request
@@ -12,7 +13,7 @@ from starlette.responses import Response
 from trailmap.console.orgs import OrgMember, org_member, org_nav, posted_form, refused, when
 from trailmap.console.pages import e, field_error, form_csrf, page, problem_text, see_other
 from trailmap.errors import TrailmapError, ValidationFailed
-from trailmap.graph.learn.declared import forget_source
+from trailmap.graph.learn.declared import declared_sources, forget_source
 from trailmap.http.context import context_of
 from trailmap.http.sessions import clear_cookie, cookie_name, set_cookie
 from trailmap.ingest.repository_indexer import repository_view
@@ -42,7 +43,8 @@ _SHOWN_ONCE_SECONDS: Final = 120
 _REFUSAL: Final = "Only owners and admins see and change the organization's integrations."
 _FORGES: Final = {"github": "GitHub", "gitlab": "GitLab"}
 _CLUSTERS: Final = {"kubernetes": "Kubernetes", "eks": "Amazon EKS"}
-_KINDS: Final = {**_FORGES, **_CLUSTERS}
+_CATALOGS: Final = {"backstage": "Backstage"}
+_KINDS: Final = {**_FORGES, **_CLUSTERS, **_CATALOGS}
 _SHOWN_DELIVERIES: Final = 50
 
 
@@ -84,6 +86,18 @@ def _cluster_settings(form: dict[str, str]) -> dict[str, object]:
     settings["namespaces"] = namespaces or None
     if form.get("kubeconfig", "").strip():
         settings["kubeconfig"] = form["kubeconfig"]
+    return settings
+
+
+def _catalog_settings(form: dict[str, str]) -> dict[str, object]:
+    """A Backstage's settings from the form: its base URL, and its token when one was typed
+    (it is never shown again)."""
+    settings: dict[str, object] = {
+        "url": form.get("url", "").strip() or None,
+        "default_env": form.get("catalog_env", "").strip() or None,
+    }
+    if form.get("token", "").strip():
+        settings["token"] = form["token"].strip()
     return settings
 
 
@@ -147,6 +161,7 @@ def _create_form(
         f"<input id=branch name=branch maxlength=255 "
         f"value='{e(values.get('branch', ''))}'{branch_attrs}>{branch_error}"
         + _cluster_fields(values, error)
+        + _catalog_fields(values, error)
         + "<button type=submit>Add integration</button></form>"
     )
 
@@ -201,6 +216,28 @@ def _cluster_fields(values: dict[str, str], error: TrailmapError | None) -> str:
         "namespace=environment)</label>"
         f"<textarea id=env_map name=env_map rows=3 cols=50{env_attrs}>"
         f"{e(values.get('env_map', ''))}</textarea>{env_error}</fieldset>"
+    )
+
+
+def _catalog_fields(values: dict[str, str], error: TrailmapError | None) -> str:
+    """The settings of a Backstage integration (ignored for the other kinds)."""
+    aliases = {"settings.url": "url", "settings.token": "token"}
+    url_attrs, url_error = field_error("url", error, aliases=aliases)
+    token_attrs, token_error = field_error("token", error, aliases=aliases)
+    return (
+        "<fieldset><legend>Backstage</legend>"
+        "<label for=url>Backstage: its base URL (the backend, below which /api/catalog "
+        "answers)</label>"
+        f"<input id=url name=url type=url maxlength=500 value='{e(values.get('url', ''))}'"
+        f"{url_attrs}>{url_error}"
+        "<label for=token>Backstage: a token its backend accepts (stored encrypted and never "
+        "shown again)</label>"
+        f"<input id=token name=token type=password autocomplete=off maxlength=4096"
+        f"{token_attrs}>{token_error}"
+        "<label for=catalog_env>Environment of the catalog's services (optional; the "
+        "organization's main one if empty)</label>"
+        f"<input id=catalog_env name=catalog_env maxlength=200 "
+        f"value='{e(values.get('catalog_env', ''))}'></fieldset>"
     )
 
 
@@ -287,6 +324,8 @@ async def integrations_create(request: Request, slug: str) -> Response:
         settings: dict[str, object] = (
             _cluster_settings(form)
             if kind in _CLUSTERS
+            else _catalog_settings(form)
+            if kind in _CATALOGS
             else {
                 "services": _services(form.get("services", "")),
                 "service": form.get("service", "").strip() or None,
@@ -304,9 +343,9 @@ async def integrations_create(request: Request, slug: str) -> Response:
             secret_key=ctx.settings.encryption_secret,
         )
     except TrailmapError as error:
-        kept = {k: v for k, v in form.items() if k != "kubeconfig"}  # never shown back
+        kept = {k: v for k, v in form.items() if k not in ("kubeconfig", "token")}  # never shown
         return await _list_page(request, m, error=error, values=kept)
-    if not made.has_webhook:  # a cluster: no webhook, so no secret to show
+    if not made.has_webhook:  # a cluster or a catalog: no webhook, so no secret to show
         return see_other(f"{_base(m)}/{quote(made.id)}")
     return _secret_shown_once(request, m, made, secret)
 
@@ -429,6 +468,35 @@ def _watch_block(integration: Integration) -> str:
     )
 
 
+def _catalog_block(integration: Integration, reading: dict[str, Any] | None) -> str:
+    """A Backstage's settings and its last reading into the graph (or why it failed)."""
+    token = "set (stored encrypted, never shown)" if integration.sealed_settings else "not set"
+    if reading is None or not (reading["read"] or reading["error"]):
+        last = "not read yet (an app node reads it within a minute)"
+    else:
+        last = (
+            f"read {e(when(_parsed(reading['read'])))}: {reading['nodes']} nodes, "
+            f"{reading['edges']} edges"
+            if reading["read"]
+            else "never read"
+        )
+    error = (
+        f"<p class=error id=catalog-error>Last error ({e(when(_parsed(reading['error_at'])))}): "
+        f"{e(reading['error'])}</p>"
+        if reading is not None and reading["error"]
+        else ""
+    )
+    return (
+        "<h2>Catalog</h2><dl><dt>URL</dt>"
+        f"<dd><code>{e(integration.settings.texts.get('url', 'not set'))}</code></dd>"
+        f"<dt>Token</dt><dd>{token}</dd></dl><p id=catalog-reading>{last}.</p>{error}"
+    )
+
+
+def _parsed(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
 def _secret_block(integration: Integration, secret: str | None) -> str:
     if secret is not None:
         return (
@@ -539,6 +607,10 @@ async def _integration_page(
         if integration.has_webhook
         else _watch_block(integration)
     )
+    if integration.kind in _CATALOGS:
+        sources = await declared_sources(ctx.db, m.org_id)
+        reading = next((s for s in sources if s["source"] == integration.id), None)
+        forge += _catalog_block(integration, reading)
     rotate = (
         f"<form class=inline method=post action={here}/rotate>{form_csrf(m.user)}"
         "<button type=submit>Rotate secret (the old one works 24 hours more)</button></form> "
@@ -661,7 +733,8 @@ async def integration_delete(request: Request, slug: str, integration_id: str) -
         )
     except TrailmapError as error:
         return refused(m, error.message, error.status)
-    await forget_source(db, m.org_id, removed.id)  # what it declared leaves the graph
+    # What it declared (a cluster's, a catalog's, a repository's) goes from the graph.
+    await forget_source(db, m.org_id, removed.id)
     return see_other(_base(m))
 
 

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from trailmap.accounts.organizations import get_org_by_id
 from trailmap.errors import Unavailable
+from trailmap.graph.learn.declared import DeclaredSource, record_source_error
+from trailmap.ingest.cluster_graph import ClusterGraph, ClusterGraphOptions
 from trailmap.ingest.kubernetes import EnvironmentMap
 from trailmap.ingest.kubernetes_watch import WatchOptions, WatchState, run_in_server
 from trailmap.integrations.integrations import Integration, active_cluster_integrations
@@ -243,6 +245,8 @@ class Supervisor:
         save_interval: float = 1.0,
         retry_seconds: float = 60.0,
         eks_session: Callable[[str], Any] | None = None,
+        graph_seconds: float = 120.0,
+        graph_min_seconds: float = 10.0,
     ) -> None:
         self.db = db
         self.node = node or node_id()
@@ -254,6 +258,8 @@ class Supervisor:
         self._save_interval = save_interval
         self._retry = retry_seconds
         self._eks_session = eks_session
+        self._graph_seconds = graph_seconds  # 0: the clusters are not read into the graph
+        self._graph_min_seconds = graph_min_seconds
         self._running: dict[str, _Running] = {}
         self._failed: dict[str, tuple[tuple[Any, ...], float]] = {}
 
@@ -384,9 +390,14 @@ class Supervisor:
             namespaces=options.namespaces,
             save_interval=self._save_interval,
         )
+        graph = self._graph_of(integration, api)
         log.info("integration %s: watching on node %s", integration_id, self.node)
         try:
-            await on_error(None)  # an earlier error (a refused address) is over
+            try:
+                await on_error(None)  # an earlier error (a refused address) is over
+            except BaseException:
+                await api.close()  # run_in_server, which closes it, is not reached
+                raise
             await run_in_server(
                 self.db,
                 org,
@@ -396,10 +407,30 @@ class Supervisor:
                 max_event_bytes=self._max_event_bytes,
                 on_error=on_error,
                 on_events=on_events,
+                on_change=None if graph is None else graph.poke,
+                beside=None if graph is None else graph.run,
             )
         except Exception as error:
             log.exception("integration %s: the watch stopped", integration_id)
             await self._failed_with(integration, f"the watch stopped: {_named(error)}")
+
+    def _graph_of(self, integration: Integration, api: ApiClient) -> ClusterGraph | None:
+        """The cluster read into the graph beside its watch (docs/integrations/kubernetes.md,
+        "The cluster in the graph"), as the integration's declared source."""
+        if self._graph_seconds <= 0:
+            return None
+        settings = integration.settings
+        source = DeclaredSource(
+            key=integration.id, kind=integration.kind, label=integration.name, environment=None
+        )
+        options = ClusterGraphOptions(
+            namespaces=tuple(settings.namespaces),
+            env_map=dict(settings.env_map),
+            default_env=settings.texts.get("default_env"),
+            every_seconds=self._graph_seconds,
+            min_seconds=min(self._graph_min_seconds, self._graph_seconds),
+        )
+        return ClusterGraph.for_api(self.db, integration.org_id, source, options, api)
 
     async def _failed_with(self, integration: Integration, message: str) -> None:
         """Show why on the integration; try again after `retry_seconds` or a change."""
@@ -410,6 +441,9 @@ class Supervisor:
         )
         try:
             await record_watch_error(self.db, integration.org_id, integration.id, message)
+            if self._graph_seconds > 0:  # the graph's source says it too
+                source = DeclaredSource(integration.id, integration.kind, integration.name)
+                await record_source_error(self.db, integration.org_id, source, message)
         except Exception:
             log.exception("integration %s: could not record its error", integration.id)
 

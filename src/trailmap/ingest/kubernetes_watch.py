@@ -9,7 +9,7 @@ import logging
 import os
 import random
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -155,9 +155,11 @@ class KubernetesWatcher:
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_error: ErrorReport | None = None,
+        on_change: Callable[[str], None] | None = None,
     ) -> None:
         self._api = api
         self._on_error = on_error
+        self._on_change = on_change  # told the kind of each object added, changed or deleted
         self._failing: set[str] = set()
         self._sink = sink
         self._store = store
@@ -351,6 +353,8 @@ class KubernetesWatcher:
             raise ApiRefused(f"watch error: {obj.get('code')} {obj.get('message')}")
         version = (obj.get("metadata") or {}).get("resourceVersion")
         if type_ in {"ADDED", "MODIFIED", "DELETED"}:
+            if self._on_change is not None:
+                self._on_change(kind)
             obj.setdefault("kind", kind)
             objects = self._state.objects.setdefault(stream, {})
             key = _key(obj)
@@ -467,10 +471,14 @@ async def run_in_server(
     max_event_bytes: int,
     on_error: ErrorReport | None = None,
     on_events: Callable[[], Awaitable[None]] | None = None,
+    on_change: Callable[[str], None] | None = None,
+    beside: Callable[[], Coroutine[Any, Any, None]] | None = None,
 ) -> None:
     """Watch one cluster for one organization until cancelled: the in-server mode. The
     integration (its settings, its secret kubeconfig or EKS role) decides `api`, `store` and
-    `options`; see docs/integrations/kubernetes.md for what the wiring needs."""
+    `options`; see docs/integrations/kubernetes.md for what the wiring needs. `beside` runs
+    as long as the watch, on the same client (the cluster read into the graph,
+    ingest/cluster_graph.py), and `on_change` is told the kind of each object that changes."""
     stored = timeline_sink(db, org, max_event_bytes=max_event_bytes)
 
     async def sink(batch: list[dict[str, Any]]) -> None:
@@ -478,8 +486,14 @@ async def run_in_server(
         if on_events is not None:
             await on_events()
 
-    watcher = KubernetesWatcher(api, sink, store, options, on_error=on_error)
+    watcher = KubernetesWatcher(api, sink, store, options, on_error=on_error, on_change=on_change)
+    companion: asyncio.Task[None] | None = None
+    if beside is not None:
+        companion = asyncio.create_task(beside())
     try:
         await watcher.run()
     finally:
+        if companion is not None:
+            companion.cancel()
+            await asyncio.gather(companion, return_exceptions=True)
         await api.close()

@@ -184,8 +184,9 @@ class _Transform:
 class _Object:
     body: dict[str, Any]
     file: str
-    line: int
+    line: int | None
     transform: _Transform
+    reader: str = READER
 
     @property
     def kind(self) -> str:
@@ -208,7 +209,7 @@ class _Object:
         return self.transform.namespace or _str(self.meta.get("namespace")) or None
 
     def evidence(self, detail: str) -> Evidence:
-        return Evidence(READER, self.file, self.line, detail)
+        return Evidence(self.reader, self.file, self.line, detail)
 
 
 @dataclass(slots=True)
@@ -545,10 +546,19 @@ def read_manifests(root: Path) -> Declared:
     return declared
 
 
-def read_objects(objects: Iterable[tuple[str, dict[str, Any]]]) -> Declared:
-    """The graph some Kubernetes objects declare, already parsed: (where from, object)."""
+def read_objects(
+    objects: Iterable[tuple[str, dict[str, Any]]], *, reader: str = READER
+) -> Declared:
+    """The graph some Kubernetes objects declare, already parsed: (where from, object). A live
+    cluster's objects are read with `reader="cluster"`: their evidence names the object
+    (`Deployment/shop/cart`), with no line."""
     declared = Declared()
-    found = [_Object(body, where, 1, _Transform()) for where, body in objects if _is_object(body)]
+    line = 1 if reader == READER else None
+    found = [
+        _Object(body, where, line, _Transform(), reader)
+        for where, body in objects
+        if _is_object(body)
+    ]
     _declare(declared, found)
     return declared
 
@@ -617,6 +627,12 @@ class _Reading:
                 self.declared.edge(workload.node, ns, "runs_in", ev)
 
     def services(self) -> None:
+        # A Service selects workloads of its own namespace; a namespace left to `kubectl
+        # apply` (None), on either side, matches any. The workloads by namespace, so that a
+        # Service is compared with those only: a cluster of thousands stays linear.
+        by_namespace: dict[str | None, list[int]] = {}
+        for index, workload in enumerate(self.workloads):
+            by_namespace.setdefault(workload.obj.namespace, []).append(index)
         for obj in self.objects:
             if obj.kind != "Service":
                 continue
@@ -629,11 +645,15 @@ class _Reading:
                     self.resolver.add(name, obj.namespace, host)
                 continue
             selector = {str(k): str(v) for k, v in _map(spec.get("selector")).items()}
-            for workload in self.workloads if selector else []:
-                if (
-                    _same_namespace(obj, workload.obj)
-                    and selector.items() <= workload.labels.items()
-                ):
+            if not selector:
+                continue
+            if obj.namespace is None:
+                candidates: list[_Workload] = self.workloads
+            else:
+                indexes = by_namespace.get(obj.namespace, []) + by_namespace.get(None, [])
+                candidates = [self.workloads[i] for i in sorted(indexes)]
+            for workload in candidates:
+                if selector.items() <= workload.labels.items():
                     self._selects(obj, workload)
 
     def _selects(self, service: _Object, workload: _Workload) -> None:
@@ -699,11 +719,6 @@ def _expand(value: str, earlier: Mapping[str, str]) -> str:
     if len(value) > _MAX_EXPANDED or value.count("$(") > 8:
         return value
     return _DEPENDENT.sub(lambda m: earlier.get(m.group(1), m.group(0)), value)[:_MAX_EXPANDED]
-
-
-def _same_namespace(service: _Object, workload: _Object) -> bool:
-    """A namespace left to `kubectl apply` matches any."""
-    return service.namespace is None or workload.namespace in (None, service.namespace)
 
 
 def _ingress(obj: _Object, resolver: _Resolver, declared: Declared) -> None:

@@ -33,6 +33,7 @@ __all__ = [
     "IntegrationSettings",
     "Kind",
     "active_cluster_integrations",
+    "active_integrations",
     "check_settings",
     "create_integration",
     "delete_integration",
@@ -87,8 +88,8 @@ TEXT_SETTINGS: Final = (
     "submodules",
 )
 _TEXT_LIMITS: Final = {"branch": 255, "service": 200}
-# Settings that hold credentials (a cluster's kubeconfig, a repository's token): stored
-# encrypted like the secret, never shown; an answer says only whether one is set.
+# Settings that hold credentials (a cluster's kubeconfig, a repository's or a Backstage's
+# token): stored encrypted like the secret, never shown; an answer says only whether one is set.
 SECRET_SETTINGS: Final = ("kubeconfig", "token")
 _SECRET_SETTING_LIMIT: Final = 64 * 1024
 _SETTINGS_PURPOSE: Final = "trailmap integration settings"
@@ -226,9 +227,10 @@ class Integration:
             "secret_rotated": iso(self.secret_rotated),
             "previous_secret_until": iso(self.previous_secret_until),
             "last_delivery": iso(self.last_delivery),
-            "kubeconfig_set": self.sealed_settings is not None,
+            "kubeconfig_set": self.sealed_settings is not None
+            and self.kind not in ("backstage", "repository"),
         }
-        if self.kind == "repository":
+        if self.kind in ("repository", "backstage"):  # their secret setting is a token
             out["token_set"] = self.sealed_settings is not None
         if self.watch is not None:
             out["watch"] = self.watch.as_json()
@@ -541,6 +543,13 @@ async def active_cluster_integrations(db: Database) -> list[Integration]:
     """Every organization's active kubernetes and eks integrations: what the server's
     supervisor watches (it acts for the server, not for a member)."""
     rows = await db.read_one(store.active_cluster_integrations, CLUSTER_KINDS)
+    return [Integration.from_row(r) for r in rows]
+
+
+async def active_integrations(db: Database, kinds: tuple[str, ...]) -> list[Integration]:
+    """Every organization's active integrations of `kinds` (the Backstage indexer's list: it
+    acts for the server, not for a member)."""
+    rows = await db.read_one(store.active_cluster_integrations, kinds)
     return [Integration.from_row(r) for r in rows]
 
 

@@ -10,6 +10,7 @@ joins all the same."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,15 +136,21 @@ async def record_declared(
     db: Database,
     org_id: str,
     source: DeclaredSource,
-    declared: Declared,
+    declared: Declared | Sequence[Declared],
     *,
     now_us: int | None = None,
 ) -> Recorded:
-    """Replace what `source` declared before with `declared`, in one transaction."""
+    """Replace what `source` declared before with `declared`, in one transaction. Several
+    `Declared` (a cluster's, one per environment, where two may hold a node of the same
+    name) are recorded together as the source's one reading."""
     now = clock.now_us() if now_us is None else now_us
-    rows = declaration_rows(source, declared)
-    skipped = [{"file": s.file, "reason": s.reason} for s in declared.skipped[:_MAX_SKIPPED]]
-    return await db.write(_record, org_id, source, rows, skipped, len(declared.skipped), now)
+    parts = [declared] if isinstance(declared, Declared) else list(declared)
+    rows: dict[str, dict[str, Any]] = {}
+    for part in parts:
+        rows.update(declaration_rows(source, part))
+    every_skipped = [s for part in parts for s in part.skipped]
+    skipped = [{"file": s.file, "reason": s.reason} for s in every_skipped[:_MAX_SKIPPED]]
+    return await db.write(_record, org_id, source, rows, skipped, len(every_skipped), now)
 
 
 def _record(
