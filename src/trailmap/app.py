@@ -18,7 +18,7 @@ from trailmap import __version__
 from trailmap.accounts import Principal, authenticate
 from trailmap.accounts.passwords import PasswordHashing
 from trailmap.accounts.rate_limits import RateLimits
-from trailmap.api import events, graph, health, metrics, otlp, otlp_metrics, webhooks
+from trailmap.api import dora, events, graph, health, metrics, otlp, otlp_metrics, webhooks
 from trailmap.api import integrations as api_integrations
 from trailmap.api import team as api_team
 from trailmap.api.docs import install_docs
@@ -55,6 +55,7 @@ from trailmap.http.errors import install_error_handlers
 from trailmap.ingest.kubernetes_supervisor import Supervisor
 from trailmap.jobs.pairing import close_ingestion, run_ingestion_stores, run_pairing_sweeps
 from trailmap.jobs.retention import run_retention_purges
+from trailmap.jobs.verdicts import run_verdicts
 from trailmap.mcp import McpEndpoint, build_mcp_server
 from trailmap.mcp.http import transport_security
 from trailmap.oauth.provider import TrailmapOAuthProvider
@@ -215,6 +216,7 @@ def create_app(
         *faces,
         api_team,
         api_integrations,
+        dora,
         webhooks,
         team,
         console_settings,
@@ -252,8 +254,8 @@ def create_app(
 def _start_periodic_jobs(
     jobs: anyio.abc.TaskGroup, db: Database, settings: Settings, live_demo: str | None
 ) -> None:
-    """The retention purge, the cluster integrations' supervisor, and the demo's shop when
-    this node runs it."""
+    """The retention purge, the cluster integrations' supervisor, the deployments' verdicts,
+    and the demo's shop when this node runs it."""
     if settings.retention_purge_interval_seconds > 0:
         jobs.start_soon(
             lambda: run_retention_purges(
@@ -270,6 +272,17 @@ def _start_periodic_jobs(
             lease_seconds=settings.kubernetes_lease_seconds,
         )
         jobs.start_soon(supervisor.run)
+    if settings.verdict_interval_seconds > 0:
+        jobs.start_soon(
+            lambda: run_verdicts(
+                db,
+                interval_seconds=settings.verdict_interval_seconds,
+                window=settings.verdict_window,
+                lease_seconds=settings.verdict_lease_seconds,
+                outbound=settings.outbound,
+                secret_key=_secret_key(settings),
+            )
+        )
     if live_demo is not None:
         jobs.start_soon(
             lambda: run_live_demo(db, live_demo, interval_seconds=settings.demo_tick_seconds)

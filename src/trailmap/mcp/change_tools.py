@@ -1,5 +1,6 @@
 """The MCP tools that join changes with their surroundings: get_metrics_around_event (did
-a metric move after a change?) and find_changes_near (what changed near a service?)."""
+a metric move after a change?), find_changes_near (what changed near a service?) and
+get_dora_metrics (how do the changes go, by DORA's four key metrics?)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from trailmap.graph.ask import near, queries
 from trailmap.mcp.registry import event_for_model, from_argument, read_only_tool, tool_result
 from trailmap.metrics import around
 from trailmap.outbound import OutboundPolicy
+from trailmap.timeline import dora
 from trailmap.timeline.events import DETECTED_SOURCE_PREFIX
 
 if TYPE_CHECKING:
@@ -149,3 +151,57 @@ def register_change_tools(
         text = "\n".join([head, *(_change_line(c) for c in data["changes"])])
         changes = [{**c, "event": event_for_model(c["event"])} for c in data["changes"]]
         return tool_result({**data, "changes": changes}, text)
+
+    @tool
+    @from_argument
+    async def get_dora_metrics(
+        ctx: Context,
+        from_: Annotated[
+            str,
+            Field(
+                alias="from",
+                description='Start: "quarter" (this quarter), "-90d", "2026-10-01", ISO 8601.',
+                max_length=100,
+            ),
+        ] = "quarter",
+        to: Annotated[str, Field(description='End: "now", ISO 8601.', max_length=100)] = "now",
+        service: Annotated[
+            str | None, Field(description="One service; all when left out.", max_length=200)
+        ] = None,
+        environment: Annotated[
+            str | None,
+            Field(description='One environment, e.g. "production"; all when left out.'),
+        ] = None,
+        timezone: Annotated[
+            str | None, Field(description="IANA zone where weeks and days start.")
+        ] = None,
+        evidence_limit: Annotated[
+            int, Field(ge=0, le=200, description="Event ids listed per figure, at most.")
+        ] = 10,
+    ) -> CallToolResult:
+        """DORA's four key metrics over a range: deployment frequency, lead time for changes
+        (merge to the deployment that shipped it), change failure rate (deployments failed,
+        followed within a day by a rollback or an incident, or with a regressed verdict) and
+        time to restore (incident to its resolution), each with its performance level
+        (elite, high, medium, low) in the bands of the DORA report edition it names, the ids
+        of the events it was computed from, and the same figures by week. Use it for "what
+        are our DORA metrics this quarter?" (from="quarter")."""
+        principal = await begin(ctx)
+        data = await dora.get_dora_metrics(
+            db,
+            principal,
+            from_=from_,
+            to=to,
+            service=service,
+            environment=environment,
+            timezone=timezone,
+            default_timezone=default_timezone,
+            evidence_limit=evidence_limit,
+        )
+        weeks = [
+            f"- week of {w['week']}: {w['deployments']} deployments, "
+            f"{w['failed_deployments']} failed"
+            for w in data["weeks"]
+            if w["deployments"] or w["failed_deployments"]
+        ]
+        return tool_result(data, "\n".join([data["summary"], *weeks]))
