@@ -379,7 +379,8 @@ async def get_dora_metrics(
         dora_rows,
         principal.org_id,
         "operations",
-        from_us=from_us - FAILURE_WINDOW_US,
+        # Deployments before the range shipped what was merged before it.
+        from_us=from_us - MERGE_LOOKBACK_US,
         to_us=to_us + RESOLVE_LOOKAHEAD_US,
         services=services,
         environment=env,
