@@ -59,7 +59,7 @@ def _history(seed: int, start: datetime, days: int) -> list[_E]:
             key=lambda e: e.at,
         )
         for m in merges:
-            m.sha = "%040x" % rng.getrandbits(160)
+            m.sha = f"{rng.getrandbits(160):040x}"
             m.version = m.sha[:7]
         out += merges
         for env in _ENVS:
@@ -81,14 +81,14 @@ def _history(seed: int, start: datetime, days: int) -> list[_E]:
             for _ in range(rng.randrange(2, 6)):
                 out.append(_E(f"r{(n := n + 1)}", "rollback", moment(), service, env))
         for _ in range(rng.randrange(3, 7)):
-            env = rng.choice((*_ENVS, None))
+            where = rng.choice((*_ENVS, None))
             at = moment()
-            out.append(_E(f"i{(n := n + 1)}", "incident", at, service, env))
+            out.append(_E(f"i{(n := n + 1)}", "incident", at, service, where))
             if rng.random() < 0.8:
                 later = at + timedelta(seconds=rng.randrange(60, 3 * 86_400))
                 if later < start + timedelta(days=days):
                     used.add(int((later - start).total_seconds()))
-                    out.append(_E(f"x{(n := n + 1)}", "incident-resolved", later, service, env))
+                    out.append(_E(f"x{(n := n + 1)}", "incident-resolved", later, service, where))
         for _ in range(rng.randrange(0, 3)):  # a rollback of the service anywhere
             out.append(_E(f"r{(n := n + 1)}", "rollback", moment(), service, None))
     return out
@@ -131,9 +131,13 @@ async def _store(db: Database, principal: Any, history: list[_E]) -> None:
             )
 
 
-def _expected(history: list[_E], lo: datetime, hi: datetime, env: str | None) -> dict[str, Any]:
+def _expected(  # noqa: PLR0912 - one plain loop per figure, on purpose
+    history: list[_E], lo: datetime, hi: datetime, env: str | None
+) -> dict[str, Any]:
     """The figures, by the rules of docs/dora.md, with plain loops."""
-    ops = [e for e in history if e.type != "change-merged" and (env is None or e.env in (env, None))]
+    ops = [
+        e for e in history if e.type != "change-merged" and (env is None or e.env in (env, None))
+    ]
     deploys = [e for e in ops if e.type == "deployment"]
     in_range = [d for d in deploys if lo <= d.at < hi]
     ok = [d for d in in_range if d.status != "failed"]
@@ -181,11 +185,11 @@ def _expected(history: list[_E], lo: datetime, hi: datetime, env: str | None) ->
     restores: list[float] = []
     unresolved = 0
     for service in _SERVICES:
-        for lane_env in (*_ENVS, None):
-            if env is not None and lane_env not in (env, None):
+        for where in (*_ENVS, None):
+            if env is not None and where not in (env, None):
                 continue
             rows = sorted(
-                (e for e in ops if e.service == service and e.env == lane_env),
+                (e for e in ops if e.service == service and e.env == where),
                 key=lambda e: e.at,
             )
             waiting: list[_E] = []
@@ -263,8 +267,14 @@ async def test_weeks_start_on_monday_midnight_in_the_asked_zone(db: Database) ->
     history = [
         _E("a", "deployment", sunday_late.astimezone(UTC), "cart", "production", status="ok"),
         _E("b", "deployment", monday.astimezone(UTC), "cart", "production", status="ok"),
-        _E("c", "deployment", (monday + timedelta(days=7) - timedelta(seconds=1)), "cart",
-           "production", status="ok"),
+        _E(
+            "c",
+            "deployment",
+            (monday + timedelta(days=7) - timedelta(seconds=1)),
+            "cart",
+            "production",
+            status="ok",
+        ),
     ]
     await _store(db, principal, history)
     answer = await get_dora_metrics(

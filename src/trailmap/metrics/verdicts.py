@@ -210,7 +210,9 @@ async def _store(
         event["verdict"] = verdict
 
     def write(conn: Connection) -> bool:
-        if not store.store_verdict(conn, principal.org_id, event_id, node, verdict, details, now_us):
+        if not store.store_verdict(
+            conn, principal.org_id, event_id, node, verdict, details, now_us
+        ):
             return False
         if event is not None:
             enqueue(conn, principal.org_id, [Trigger("verdict", event, verdict=verdict)], now_us)

@@ -98,5 +98,5 @@ def dora_rows(
     if rows is None:
         rows = list(conn.execute(stmt, params))
     if kinds == "operations":
-        return [DoraRow(*row, None) for row in rows]
-    return [DoraRow(*row) for row in rows]
+        return [DoraRow._make((*row, None)) for row in rows]
+    return [DoraRow._make(row) for row in rows]

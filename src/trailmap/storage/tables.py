@@ -666,5 +666,7 @@ deploy_verdicts = Table(
     Column("computed_us", BigInteger, nullable=True),
     Column("details", Json, nullable=True),  # the window, each metric's verdict, the summary
     PrimaryKeyConstraint("org_id", "event_id"),
-    ForeignKeyConstraint(["org_id", "event_id"], ["events.org_id", "events.id"], ondelete="CASCADE"),
+    ForeignKeyConstraint(
+        ["org_id", "event_id"], ["events.org_id", "events.id"], ondelete="CASCADE"
+    ),
 )

@@ -187,10 +187,11 @@ def compute_dora(
     # A rollback or an incident with no environment follows the service's deployments to
     # every environment.
     anywhere = {s: rows for (s, env), rows in lanes.items() if env is None}
-    for (service, env), rows in lanes.items():
+    for (service, env), own in lanes.items():
+        rows = own
         if env is not None and service in anywhere:
             rows = sorted(
-                [*rows, *(r for r in anywhere[service] if r.type != "deployment")],
+                [*own, *(r for r in anywhere[service] if r.type != "deployment")],
                 key=lambda r: (r.time_us, r.id),
             )
         deploys = [r for r in rows if r.type == "deployment"]
@@ -506,19 +507,22 @@ def _summary_text(a: dict[str, Any]) -> str:
         a["change_failure_rate"],
         a["time_to_restore"],
     )
+    rate = (
+        f"{cfr['rate'] * 100:.1f}% ({cfr['failed']} of {cfr['deployments']})"
+        if cfr["rate"] is not None
+        else "n/a (no deployments)"
+    )
     parts = [
         f"DORA metrics of {scope}, {a['from'][:10]} to {a['to'][:10]} (levels: {a['edition']}):",
-        f"deployment frequency {df['deployments']} deployments, {df['per_week']}/week "
-        f"({df['level'] or 'n/a'});",
-        f"lead time for changes median {lt['median'] or 'n/a'} over {lt['changes']} changes "
-        f"({lt['level'] or 'n/a'});",
-        "change failure rate "
-        + (
-            f"{cfr['rate'] * 100:.1f}% ({cfr['failed']} of {cfr['deployments']})"
-            if cfr["rate"] is not None
-            else "n/a (no deployments)"
-        )
-        + f" ({cfr['level'] or 'n/a'});",
+        (
+            f"deployment frequency {df['deployments']} deployments, {df['per_week']}/week "
+            f"({df['level'] or 'n/a'});"
+        ),
+        (
+            f"lead time for changes median {lt['median'] or 'n/a'} over {lt['changes']} "
+            f"changes ({lt['level'] or 'n/a'});"
+        ),
+        f"change failure rate {rate} ({cfr['level'] or 'n/a'});",
         f"time to restore median {ttr['median'] or 'n/a'} over {ttr['restored']} incidents"
         + (f", {ttr['unresolved']} unresolved" if ttr["unresolved"] else "")
         + f" ({ttr['level'] or 'n/a'}).",

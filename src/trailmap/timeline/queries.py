@@ -22,7 +22,6 @@ from trailmap.storage import events as store
 from trailmap.storage.events import EventFilter
 from trailmap.timeline.events import DETECTED_SOURCE_PREFIX, SEVERITIES
 from trailmap.timeline.lookup import find_event
-from trailmap.timeline.verdicts import verdict_of, with_verdicts
 from trailmap.timeline.times import (
     TimeExpressionError,
     format_local_time,
@@ -32,6 +31,7 @@ from trailmap.timeline.times import (
     parse_time_expression,
     resolve_timezone,
 )
+from trailmap.timeline.verdicts import verdict_of, with_verdicts
 
 __all__ = [
     "DEFAULT_LIMIT",
@@ -530,7 +530,9 @@ async def get_event(
     row = await find_event(db, principal, event_id, source=source, now=now)
     event = render_event(row, tz, now, full=True)
     event["received"] = format_time(clock.from_us(row["received_us"]), tz)
-    if row["type"] == "deployment" and (verdict := await verdict_of(db, principal.org_id, row["id"])):
+    if row["type"] == "deployment" and (
+        verdict := await verdict_of(db, principal.org_id, row["id"])
+    ):
         event["verdict"] = verdict.pop("verdict")
         event["verdict_details"] = verdict
     return event
