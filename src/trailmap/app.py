@@ -38,6 +38,7 @@ from trailmap.console import (
     setup,
     team,
 )
+from trailmap.console import dora as console_dora
 from trailmap.console import event as console_event
 from trailmap.console import graph as console_graph
 from trailmap.console import integrations as console_integrations
@@ -229,6 +230,7 @@ def create_app(
         service,
         console_timeline,
         console_event,
+        console_dora,
         console_integrations,
     ):
         app.include_router(face.router)

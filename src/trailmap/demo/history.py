@@ -33,7 +33,7 @@ def delivery_history(now: datetime, *, seed: int = 7) -> Iterator[dict[str, obje
         source = f"//github.com/acme/{service}"
         day = start
         while day < end:
-            if day.weekday() >= 5:  # noqa: PLR2004 - Saturday and Sunday: nobody merges
+            if day.weekday() >= 5:  # Saturday and Sunday: nobody merges
                 day += timedelta(days=1)
                 continue
             merged: list[tuple[datetime, str]] = []
@@ -91,7 +91,7 @@ def _deploy(
     """The day's deployment of the last merged commit, a few hours after it."""
     merged_at, sha = last
     at = merged_at + timedelta(minutes=rng.randint(20, 6 * 60))
-    failed = rng.random() < 0.08  # noqa: PLR2004 - one deployment in twelve fails
+    failed = rng.random() < 0.08  # one deployment in twelve fails
     yield {
         "specversion": "1.0",
         "id": f"demo-deploy-{service}-{pr}",
@@ -109,7 +109,7 @@ def _deploy(
             "sha": sha,
         },
     }
-    if not failed and rng.random() < 0.05:  # noqa: PLR2004
+    if not failed and rng.random() < 0.05:
         yield {
             "specversion": "1.0",
             "id": f"demo-rollback-{service}-{pr}",
