@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, and_, bindparam, or_, select
+from sqlalchemy import Connection, bindparam, or_, select
 from sqlalchemy.engine import Dialect
 
 from trailmap.storage.dialect import DriverSelect, compile_for_driver, fetch_on_driver
@@ -44,7 +44,8 @@ def _statement(
     commits = t.data["commits"] if kinds == "changes" else None
     clauses: list[Any] = [
         t.org_id == bindparam("org_id"),
-        t.type.in_(types),
+        # One bound parameter per type: an expanding IN cannot go straight to the driver.
+        t.type.in_([bindparam(f"type_{i}") for i in range(len(types))]),
         t.time_us >= bindparam("from_us"),
         t.time_us < bindparam("to_us"),
     ]
@@ -53,7 +54,6 @@ def _statement(
     if environment and kinds == "operations":
         # An operation with no environment is about the service wherever it runs.
         clauses.append(or_(t.subject == bindparam("environment"), t.subject.is_(None)))
-    v = deploy_verdicts.c
     stmt = (
         select(
             t.id,
@@ -64,11 +64,7 @@ def _statement(
             t.version,
             t.data["sha"].as_string(),
             t.data["status"].as_string(),
-            v.verdict,
             *([commits] if commits is not None else []),
-        )
-        .select_from(
-            events.outerjoin(deploy_verdicts, and_(v.org_id == t.org_id, v.event_id == t.id))
         )
         .where(*clauses)
         .order_by(t.time_us, t.id)
@@ -91,12 +87,24 @@ def dora_rows(
     first. Read straight on the driver: a year of a busy organization is 100,000 rows."""
     driver, stmt = _statement(conn.dialect, kinds, len(services), environment is not None)
     params: dict[str, Any] = {"org_id": org_id, "from_us": from_us, "to_us": to_us}
+    types = OPERATIONS if kinds == "operations" else SOURCE_CHANGES
+    params.update({f"type_{i}": t for i, t in enumerate(types)})
     params.update({f"service_{i}": s for i, s in enumerate(services)})
     if environment is not None:
         params["environment"] = environment
     rows = fetch_on_driver(conn, driver, params)
     if rows is None:
         rows = list(conn.execute(stmt, params))
-    if kinds == "operations":
-        return [DoraRow._make((*row, None)) for row in rows]
-    return [DoraRow._make(row) for row in rows]
+    if kinds == "changes":
+        return [DoraRow(*row[:8], None, row[8]) for row in rows]
+    # The regressed verdicts apart, not joined: an organization has few, and a join's plan
+    # hangs on the planner's statistics of a table that may have none yet.
+    regressed = {
+        r[0]
+        for r in conn.execute(
+            select(deploy_verdicts.c.event_id).where(
+                deploy_verdicts.c.org_id == org_id, deploy_verdicts.c.verdict == "regressed"
+            )
+        )
+    }
+    return [DoraRow(*row, "regressed" if row[0] in regressed else None, None) for row in rows]
