@@ -5,6 +5,7 @@ nothing of it for anyone outside the organization."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -47,7 +48,7 @@ async def test_the_dora_page_shows_each_figure_its_level_and_a_chart_by_week(
     await add_user(db, "eve@other.example", org_slug="other", role="owner", password=PASSWORD)
     now = datetime.now(UTC).replace(microsecond=0)
     sha = "ab" * 20
-    events = [
+    events: list[dict[str, Any]] = [
         {"type": "change-merged", "at": now - timedelta(days=3, hours=5), "data": {"sha": sha}},
         {"type": "deployment", "at": now - timedelta(days=3), "data": {"sha": sha}},
         {"type": "rollback", "at": now - timedelta(days=3) + timedelta(minutes=20), "data": {}},

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, bindparam, or_, select
@@ -54,21 +55,17 @@ def _statement(
     if environment and kinds == "operations":
         # An operation with no environment is about the service wherever it runs.
         clauses.append(or_(t.subject == bindparam("environment"), t.subject.is_(None)))
-    stmt = (
-        select(
-            t.id,
-            t.type,
-            t.time_us,
-            t.service,
-            t.subject,
-            t.version,
-            t.data["sha"].as_string(),
-            t.data["status"].as_string(),
-            *([commits] if commits is not None else []),
-        )
-        .where(*clauses)
-        .order_by(t.time_us, t.id)
-    )
+    stmt = select(
+        t.id,
+        t.type,
+        t.time_us,
+        t.service,
+        t.subject,
+        t.version,
+        t.data["sha"].as_string(),
+        t.data["status"].as_string(),
+        *([commits] if commits is not None else []),
+    ).where(*clauses)
     return compile_for_driver(stmt, dialect), stmt
 
 
@@ -84,7 +81,8 @@ def dora_rows(
 ) -> list[DoraRow]:
     """`kinds` "operations" (deployments, rollbacks, incidents, resolutions; in the
     environment, or with none) or "changes" (merges and pushes), in [from_us, to_us), oldest
-    first. Read straight on the driver: a year of a busy organization is 100,000 rows."""
+    first (by time, then id). Read straight on the driver: a year of a busy organization is
+    100,000 rows."""
     driver, stmt = _statement(conn.dialect, kinds, len(services), environment is not None)
     params: dict[str, Any] = {"org_id": org_id, "from_us": from_us, "to_us": to_us}
     types = OPERATIONS if kinds == "operations" else SOURCE_CHANGES
@@ -95,8 +93,11 @@ def dora_rows(
     rows = fetch_on_driver(conn, driver, params)
     if rows is None:
         rows = list(conn.execute(stmt, params))
+    # Sorted here: in SQL, the types' index ranges would be merged through a temporary
+    # B-tree of every row.
+    rows.sort(key=itemgetter(2, 0))
     if kinds == "changes":
-        return [DoraRow(*row[:8], None, row[8]) for row in rows]
+        return [DoraRow._make((*row[:8], None, row[8])) for row in rows]
     # The regressed verdicts apart, not joined: an organization has few, and a join's plan
     # hangs on the planner's statistics of a table that may have none yet.
     regressed = {
@@ -107,4 +108,6 @@ def dora_rows(
             )
         )
     }
-    return [DoraRow(*row, "regressed" if row[0] in regressed else None, None) for row in rows]
+    return [
+        DoraRow._make((*row, "regressed" if row[0] in regressed else None, None)) for row in rows
+    ]

@@ -122,7 +122,7 @@ class DoraHistory:
     deployments: list[str] = field(default_factory=list)  # successful deployments' ids
     attempted: list[str] = field(default_factory=list)  # every deployment, failed or not
     failures: list[dict[str, Any]] = field(default_factory=list)  # {deployment, reasons}
-    shipped: list[dict[str, Any]] = field(default_factory=list)  # {change, deployment, seconds}
+    shipped: list[tuple[str, str, float]] = field(default_factory=list)  # change, deployment, s
     restored: list[dict[str, Any]] = field(default_factory=list)  # {incident, resolved, seconds}
     unresolved: list[str] = field(default_factory=list)
     weeks: dict[datetime, _Week] = field(default_factory=dict)
@@ -172,16 +172,12 @@ def compute_dora(
     """The figures' inputs from the rows, oldest first (docs/dora.md, "Method")."""
     history = DoraHistory()
     bounds = _week_bounds(from_us, to_us, tz)  # each week's start, in µs
-    starts = [clock.from_us(b).astimezone(tz) for b in bounds]
+    weeks = [_Week() for _ in bounds]
 
     def week(time_us: int) -> _Week:
         # A bisection over the weeks' starts: a time zone conversion per event cost more
         # than the rest of the computation.
-        start = starts[max(0, bisect_right(bounds, time_us) - 1)]
-        found = history.weeks.get(start)
-        if found is None:
-            found = history.weeks[start] = _Week()
-        return found
+        return weeks[max(0, bisect_right(bounds, time_us) - 1)]
 
     # The first commit of each merge, from the push of its commit that listed the commits.
     first_commit: dict[str, int] = {}
@@ -218,6 +214,9 @@ def compute_dora(
         deploys = [r for r in rows if r.type == "deployment"]
         _deployments(history, week, deploys, rows, from_us, to_us, failure_window_us)
         _lead_times(history, week, deploys, merges.get(service, []), from_us, to_us)
+    history.weeks = {
+        clock.from_us(start).astimezone(tz): w for start, w in zip(bounds, weeks, strict=True)
+    }
     return history
 
 
@@ -231,34 +230,35 @@ def _deployments(
     failure_window_us: int,
 ) -> None:
     troubles = [r for r in rows if r.type in ("rollback", "incident")]
-    t = 0
+    trouble_times = [r.time_us for r in troubles]
+    attempted, deployed, failures = history.attempted, history.deployments, history.failures
+    last = len(deploys) - 1
     for i, deploy in enumerate(deploys):
-        if not from_us <= deploy.time_us < to_us:
+        at = deploy.time_us
+        if not from_us <= at < to_us:
             continue
-        bucket = week(deploy.time_us)
-        history.attempted.append(deploy.id)
+        bucket = week(at)
+        attempted.append(deploy.id)
         bucket.attempted += 1
         failed = deploy.status == "failed"
         if not failed:
-            history.deployments.append(deploy.id)
+            deployed.append(deploy.id)
             bucket.deployments.append(deploy.id)
-        end = deploy.time_us + failure_window_us
-        if i + 1 < len(deploys):
-            end = min(end, deploys[i + 1].time_us)
-        while t < len(troubles) and troubles[t].time_us <= deploy.time_us:
-            t += 1
+        end = at + failure_window_us
+        if i < last and deploys[i + 1].time_us < end:
+            end = deploys[i + 1].time_us
+        # The troubles after it and up to `end`: a bisection each way.
+        first, stop = bisect_right(trouble_times, at), bisect_right(trouble_times, end)
+        if not (failed or deploy.verdict == "regressed" or first < stop):
+            continue
         reasons: list[dict[str, str]] = []
         if failed:
             reasons.append({"reason": "failed deployment", "event": deploy.id})
         if deploy.verdict == "regressed":
             reasons.append({"reason": "regressed verdict", "event": deploy.id})
-        j = t
-        while j < len(troubles) and troubles[j].time_us <= end:
-            reasons.append({"reason": troubles[j].type, "event": troubles[j].id})
-            j += 1
-        if reasons:
-            history.failures.append({"deployment": deploy.id, "reasons": reasons})
-            bucket.failures += 1
+        reasons += [{"reason": r.type, "event": r.id} for r in troubles[first:stop]]
+        failures.append({"deployment": deploy.id, "reasons": reasons})
+        bucket.failures += 1
 
 
 def _named(
@@ -294,6 +294,7 @@ def _lead_times(
     names its commit or a later merge's (a deployment ships the main branch up to the commit
     it names), or, for a deployment that names no merged commit, by the first one after it."""
     pending = 0  # merges[:pending] are shipped
+    shipped = history.shipped
     by_commit: dict[str, int] = {}
     by_prefix: dict[str, list[int]] = defaultdict(list)
     by_version: dict[str, int] = {}
@@ -317,13 +318,13 @@ def _lead_times(
                 upto += 1
         if upto < pending:
             continue  # a redeploy, or a rollback to what was already out
-        for change in merges[pending : upto + 1]:
-            if from_us <= deploy.time_us < to_us:
-                seconds = (deploy.time_us - change.start_us) / 1e6
-                history.shipped.append(
-                    {"change": change.id, "deployment": deploy.id, "seconds": seconds}
-                )
-                week(deploy.time_us).lead_seconds.append(seconds)
+        at = deploy.time_us
+        if from_us <= at < to_us:
+            leads = week(at).lead_seconds
+            for change in merges[pending : upto + 1]:
+                seconds = (at - change.start_us) / 1e6
+                shipped.append((change.id, deploy.id, seconds))
+                leads.append(seconds)
         pending = upto + 1
 
 
@@ -362,8 +363,9 @@ def _duration(seconds: float | None) -> str | None:
     return f"{seconds / 86_400:.1f} days"
 
 
-def _evidence(ids: Sequence[Any], limit: int) -> dict[str, Any]:
-    return {"total": len(ids), "items": list(ids[:limit]), "truncated": len(ids) > limit}
+def _evidence(ids: Sequence[Any], limit: int, *, total: int | None = None) -> dict[str, Any]:
+    count = len(ids) if total is None else total
+    return {"total": count, "items": list(ids[:limit]), "truncated": count > limit}
 
 
 async def get_dora_metrics(
@@ -446,7 +448,7 @@ def _render(
     per_day = deployed / days
     attempted = len(history.attempted)
     rate = len(history.failures) / attempted if attempted else None
-    lead = _median(s["seconds"] for s in history.shipped)
+    lead = _median(s[2] for s in history.shipped)
     restore = _median(r["seconds"] for r in history.restored)
     weeks = []
     start = week_start(from_us, rng.tz)
@@ -487,7 +489,14 @@ def _render(
             "median": _duration(lead),
             "changes": len(history.shipped),
             "level": level_of("lead_time", lead),
-            "events": _evidence(history.shipped, limit),
+            "events": _evidence(
+                [
+                    {"change": c, "deployment": d, "seconds": seconds}
+                    for c, d, seconds in history.shipped[:limit]
+                ],
+                limit,
+                total=len(history.shipped),
+            ),
         },
         "change_failure_rate": {
             "rate": None if rate is None else round(rate, 4),
