@@ -64,7 +64,7 @@ async def _history(db: Database, tenant: Tenant) -> str:
     await db.write(
         verdict_store.store_verdict, tenant.org.id, ids["d1"], "t", "regressed", {}, now_us
     )
-    return ids["d1"]
+    return str(ids["d1"])
 
 
 async def test_get_dora_metrics_answers_as_rest_does(
