@@ -53,6 +53,7 @@ TYPICAL: dict[str, list[dict[str, Any]]] = {
     "rank_critical_services": [{}, {"by": "pagerank", "limit": 10}],
     "get_metrics_around_event": [{"event_id": "<deployment>"}],
     "find_changes_near": [{"node": "checkout"}, {"node": "checkout", "from": "-6h"}],
+    "get_dora_metrics": [{}, {"from": "-90d"}],
 }
 
 
