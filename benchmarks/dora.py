@@ -59,12 +59,12 @@ _DAYS = 360
 _DAY_US = 86_400_000_000
 
 
-def _history(deployments: int, now: datetime) -> tuple[list[dict[str, Any]], list[str]]:
+def _history(deployments: int, now: datetime) -> tuple[list[object], list[str]]:
     """The events, and the producer ids of the deployments to mark regressed."""
     rng = random.Random(11)
     start = now - timedelta(days=_DAYS) + timedelta(hours=1)
     span_s = (_DAYS - 1) * 86_400
-    events: list[dict[str, Any]] = []
+    events: list[object] = []
     regressed: list[str] = []
     per_service = deployments // _SERVICES
     for s in range(_SERVICES):
@@ -155,7 +155,7 @@ async def _load(db: Database, principal: Principal, deployments: int, now: datet
     ids: dict[str, str] = {}
     for i in range(0, len(events), 1000):
         result = await ingest_events(
-            db, principal, events[i : i + 1000], max_event_bytes=10 * 1024, now=now
+            db, principal, list(events[i : i + 1000]), max_event_bytes=10 * 1024, now=now
         )
         assert not result.rejected, result.rejected[:3]
         ids.update({a["event_id"]: a["id"] for a in result.accepted})
