@@ -55,6 +55,7 @@ TYPICAL: dict[str, list[dict[str, Any]]] = {
     "find_changes_near": [{"node": "checkout"}, {"node": "checkout", "from": "-6h"}],
     "get_graph_changes": [{}, {"from": "-7d"}],
     "compare_declared_and_observed": [{}, {"service": "checkout"}],
+    "get_dora_metrics": [{}, {"from": "-90d"}],
 }
 
 

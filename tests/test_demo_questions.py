@@ -195,5 +195,38 @@ async def test_the_weeks_deployments_are_counted_once_each_with_both_sources(
     summary = await _ask(demo_server, "get_event_summary", {"from": "-7d"})
     by_type = {row["value"]: row["count"] for row in summary["by_type"]}
     assert by_type["deployment"] == len(deployments)
+    # The demo's quarter before its week (demo/history.py) counts the same way: the types
+    # listed over the retention window agree with the summary of that window.
     types = await _ask(demo_server, "list_event_types", {})
-    assert {row["value"]: row["count"] for row in types["types"]}["deployment"] == len(deployments)
+    whole = await _ask(demo_server, "get_event_summary", {"from": "-365d"})
+    everywhere = {row["value"]: row["count"] for row in whole["by_type"]}["deployment"]
+    assert everywhere > len(deployments)
+    assert {row["value"]: row["count"] for row in types["types"]}["deployment"] == everywhere
+
+
+async def test_what_are_our_dora_metrics_this_quarter(demo_server: tuple[str, str]) -> None:
+    answer = await _ask(demo_server, "get_dora_metrics", {"from": "quarter"})
+    assert answer["edition"].startswith("2023 Accelerate State of DevOps")
+    assert answer["deployment_frequency"]["deployments"] > 0
+    assert answer["deployment_frequency"]["level"] in ("elite", "high", "medium", "low")
+    assert answer["weeks"], answer
+    # The quarter's history: merges shipped by deployments, failures, incidents restored.
+    wider = await _ask(demo_server, "get_dora_metrics", {"from": "-90d"})
+    assert wider["lead_time"]["changes"] > 100
+    assert wider["lead_time"]["level"] in ("elite", "high")
+    failures = wider["change_failure_rate"]
+    assert 0 < failures["failed"] < failures["deployments"]
+    reasons = {r["reason"] for f in failures["events"]["items"] for r in f["reasons"]}
+    assert reasons & {"failed deployment", "rollback", "incident"}
+    assert wider["time_to_restore"]["restored"] >= 14
+    assert wider["time_to_restore"]["level"] in ("elite", "high")
+    production = await _ask(
+        demo_server,
+        "get_dora_metrics",
+        {"from": "-90d", "service": "checkout", "environment": "production"},
+    )
+    assert (
+        0
+        < production["deployment_frequency"]["deployments"]
+        < (wider["deployment_frequency"]["deployments"])
+    )

@@ -18,7 +18,7 @@ from trailmap import __version__
 from trailmap.accounts import Principal, authenticate
 from trailmap.accounts.passwords import PasswordHashing
 from trailmap.accounts.rate_limits import RateLimits
-from trailmap.api import events, graph, health, metrics, otlp, otlp_metrics, webhooks
+from trailmap.api import dora, events, graph, health, metrics, otlp, otlp_metrics, webhooks
 from trailmap.api import integrations as api_integrations
 from trailmap.api import team as api_team
 from trailmap.api.docs import install_docs
@@ -38,6 +38,7 @@ from trailmap.console import (
     setup,
     team,
 )
+from trailmap.console import dora as console_dora
 from trailmap.console import event as console_event
 from trailmap.console import graph as console_graph
 from trailmap.console import graph_changes as console_graph_changes
@@ -58,6 +59,7 @@ from trailmap.ingest.kubernetes_supervisor import Supervisor, node_id
 from trailmap.ingest.repository_indexer import IndexOptions, RepositoryIndexer
 from trailmap.jobs.pairing import close_ingestion, run_ingestion_stores, run_pairing_sweeps
 from trailmap.jobs.retention import run_retention_purges
+from trailmap.jobs.verdicts import run_verdicts
 from trailmap.mcp import McpEndpoint, build_mcp_server
 from trailmap.mcp.http import transport_security
 from trailmap.oauth.provider import TrailmapOAuthProvider
@@ -218,6 +220,7 @@ def create_app(
         *faces,
         api_team,
         api_integrations,
+        dora,
         webhooks,
         team,
         console_settings,
@@ -231,6 +234,7 @@ def create_app(
         service,
         console_timeline,
         console_event,
+        console_dora,
         console_integrations,
     ):
         app.include_router(face.router)
@@ -257,8 +261,8 @@ def _start_periodic_jobs(
     jobs: anyio.abc.TaskGroup, db: Database, settings: Settings, live_demo: str | None
 ) -> None:
     """The retention purge, the cluster integrations' supervisor (their watches, and their
-    objects read into the graph), the repository indexer, the Backstage catalogs' indexer,
-    and the demo's shop when this node runs it."""
+    objects read into the graph), the deployments' verdicts, the repository indexer, the
+    Backstage catalogs' indexer, and the demo's shop when this node runs it."""
     if settings.retention_purge_interval_seconds > 0:
         jobs.start_soon(
             lambda: run_retention_purges(
@@ -295,6 +299,17 @@ def _start_periodic_jobs(
             index_seconds=settings.backstage_index_seconds,
         )
         jobs.start_soon(catalogs.run)
+    if settings.verdict_interval_seconds > 0:
+        jobs.start_soon(
+            lambda: run_verdicts(
+                db,
+                interval_seconds=settings.verdict_interval_seconds,
+                window=settings.verdict_window,
+                lease_seconds=settings.verdict_lease_seconds,
+                outbound=settings.outbound,
+                secret_key=_secret_key(settings),
+            )
+        )
     if live_demo is not None:
         jobs.start_soon(
             lambda: run_live_demo(db, live_demo, interval_seconds=settings.demo_tick_seconds)

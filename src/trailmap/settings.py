@@ -4,6 +4,7 @@ once by whoever starts the app (the CLI or a test) and handed to `create_app(set
 from __future__ import annotations
 
 import os
+from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -166,6 +167,24 @@ class Settings(BaseSettings):
         ge=0,
         description="How often each app node looks for a backstage integration to read (a "
         "new one, one whose settings changed, one due); 0: this node reads none.",
+    )
+    verdict_interval_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="How often each app node looks for deployments whose after window has "
+        "passed and reaches their automatic verdict (a lease makes one node alone compute "
+        "each); 0 turns the verdict job off on this node.",
+    )
+    verdict_window: Literal["1h", "2h", "4h", "6h", "12h", "24h"] = Field(
+        default="2h",
+        description="How long before and after a deployment its automatic verdict compares "
+        "(as get_metrics_around_event's window).",
+    )
+    verdict_lease_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="How long a node's claim on computing one verdict lasts: after a node "
+        "stops mid-way, another computes that verdict once this has passed.",
     )
     demo_tick_seconds: float = Field(
         default=60.0,

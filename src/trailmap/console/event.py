@@ -35,7 +35,7 @@ _STYLE: Final = (
     "<style>dl{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem}"
     "dt{font-weight:600}dd{margin:0;overflow-wrap:anywhere}"
     "figure{margin:1rem 0}svg{width:100%;height:auto;max-width:40rem;display:block}"
-    ".verdict{font-weight:700}.v-increased,.v-decreased{color:#a00}"
+    ".verdict{font-weight:700}.v-increased,.v-decreased,.v-regressed{color:#a00}"
     ".table{overflow-x:auto}</style>"
 )
 # The chart's drawing area inside its viewBox.
@@ -267,6 +267,14 @@ def _details(event: dict[str, Any]) -> str:
     ]
     if also := event.get("also_reported_by"):
         rows.append(f"<dt>Also reported by</dt><dd>{e(', '.join(also))}</dd>")
+    if verdict := event.get("verdict"):
+        found = event.get("verdict_details") or {}
+        rows.append(
+            f"<dt>Verdict</dt><dd><span class='verdict v-{e(verdict)}'>"
+            f"{e(str(verdict).replace('_', ' '))}</span> <span class=muted>(reached "
+            f"{e(found.get('reached', ''))} over the {e(found.get('window', ''))} after it)"
+            "</span></dd>"
+        )
     return f"<dl>{''.join(rows)}</dl>"
 
 

@@ -15,6 +15,7 @@ from trailmap.console.pages import e
 __all__ = [
     "KIND_STYLES",
     "Box",
+    "bar_chart",
     "edge_text",
     "graph_svg",
     "layers",
@@ -328,4 +329,54 @@ def line_chart(
         f"<text x='{width - right}' y='{height - 6}' text-anchor='end' font-size='11'>"
         f"{_axis_time(end_us)}</text>"
         f"{line}</svg>"
+    )
+
+
+def bar_chart(
+    labels: Sequence[str],
+    values: Sequence[float | None],
+    *,
+    title: str,
+    unit: str,
+    width: int = 480,
+    height: int = 150,
+) -> str:
+    """A bar per label (a week), None drawn as no bar; its figures in the `<title>` and
+    `aria-label`, and each bar's in its own `<title>`, so a screen reader reads them."""
+    left, right, top, bottom = 44, 8, 10, 22
+    plot_w, plot_h = width - left - right, height - top - bottom
+    peak = max((v for v in values if v is not None), default=0.0)
+    scale = peak if peak > 0 else 1.0
+    step = plot_w / max(1, len(values))
+    bars = []
+    for i, (label, value) in enumerate(zip(labels, values, strict=True)):
+        if value is None:
+            continue
+        h = value / scale * plot_h
+        x = left + i * step + step * 0.15
+        bars.append(
+            f"<rect x='{x:.1f}' y='{top + plot_h - h:.1f}' width='{step * 0.7:.1f}' "
+            f"height='{h:.1f}' fill='#1d4ed8'><title>{e(label)}: {_nice(value)} {e(unit)}"
+            "</title></rect>"
+        )
+    shown = [v for v in values if v is not None]
+    summary = (
+        f"{title}: no data"
+        if not shown
+        else f"{title}: {len(shown)} weeks, peak {_nice(peak)} {unit}, last {_nice(shown[-1])}"
+    )
+    first = labels[0] if labels else ""
+    last = labels[-1] if labels else ""
+    return (
+        f"<svg xmlns='http://www.w3.org/2000/svg' class=chart width='100%' "
+        f"viewBox='0 0 {width} {height}' role=img aria-label='{e(summary)}' "
+        f"preserveAspectRatio='xMinYMin meet'><title>{e(summary)}</title>"
+        f"<line x1='{left}' y1='{top + plot_h}' x2='{width - right}' y2='{top + plot_h}' "
+        "stroke='#999'/>"
+        f"<text x='{left - 4}' y='{top + 10}' text-anchor='end' font-size='11'>"
+        f"{_nice(peak)}</text>"
+        f"<text x='{left - 4}' y='{top + plot_h}' text-anchor='end' font-size='11'>0</text>"
+        f"<text x='{left}' y='{height - 6}' font-size='11'>{e(first)}</text>"
+        f"<text x='{width - right}' y='{height - 6}' text-anchor='end' font-size='11'>"
+        f"{e(last)}</text>{''.join(bars)}</svg>"
     )

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 
 from trailmap import clock
 from trailmap.accounts import Organization, create_org, get_org
+from trailmap.demo.history import delivery_history
 from trailmap.demo.live import (
     LEAD,
     advance_demo,
@@ -125,6 +126,7 @@ async def _load_week(
     # The demo's halves need not wait: every span of the week is already in.
     await sweep_pending(db, now_us=clock.to_us(now + timedelta(hours=2)), max_pending=10**6)
     events: list[object] = list(_changes(week, now, seed))
+    events += delivery_history(now, seed=seed)
     events += live_changes(now, now - LEAD, now, seed=seed)
     result = await ingest_events(db, principal, events, max_event_bytes=10 * 1024, now=now)
     read = await _read_repository(db, org, repository, now)

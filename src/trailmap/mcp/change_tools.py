@@ -1,5 +1,6 @@
 """The MCP tools that join changes with their surroundings: get_metrics_around_event (did
-a metric move after a change?) and find_changes_near (what changed near a service?)."""
+a metric move after a change?), find_changes_near (what changed near a service?) and
+get_dora_metrics (how do the changes go, by DORA's four key metrics?)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from trailmap.mcp.graph_tools import EvidenceArgument
 from trailmap.mcp.registry import event_for_model, from_argument, read_only_tool, tool_result
 from trailmap.metrics import around
 from trailmap.outbound import OutboundPolicy
+from trailmap.timeline import dora
 from trailmap.timeline.events import DETECTED_SOURCE_PREFIX
 
 if TYPE_CHECKING:
@@ -47,6 +49,24 @@ def _change_line(change: dict[str, Any]) -> str:
     traces = any(str(s).startswith(DETECTED_SOURCE_PREFIX) for s in also_by)
     also = ", its version also seen in traces" if traces else ""
     return f"- {change['reason']} (event {event['id']}, {event['time']}{also})"
+
+
+def _dora_week(week: dict[str, Any]) -> dict[str, Any]:
+    """A week as a model reads it: counts, and the medians in hours when there are any."""
+    out: dict[str, Any] = {
+        "week": week["week"],
+        "deployments": week["deployments"],
+        "failed": week["failed_deployments"],
+    }
+    if week["partial"]:
+        out["partial"] = True
+    for name, key in (
+        ("lead_time_median_h", "lead_time_median_seconds"),
+        ("restore_median_h", "time_to_restore_median_seconds"),
+    ):
+        if week[key] is not None:
+            out[name] = round(week[key] / 3600, 1)
+    return out
 
 
 def register_change_tools(
@@ -146,3 +166,33 @@ def register_change_tools(
         text = "\n".join([head, *(_change_line(c) for c in data["changes"])])
         changes = [{**c, "event": event_for_model(c["event"])} for c in data["changes"]]
         return tool_result({**data, "changes": changes}, text)
+
+    @tool
+    @from_argument
+    async def get_dora_metrics(
+        ctx: Context,
+        # Lengths are checked by the domain (in one sentence each), not listed here: the
+        # tool list has a budget (tests/test_demo_answer_sizes.py).
+        from_: Annotated[str, Field(alias="from")] = "quarter",
+        to: str = "now",
+        service: str | None = None,
+        environment: str | None = None,
+        evidence_limit: Annotated[int, Field(ge=0, le=200)] = 5,
+    ) -> CallToolResult:
+        """DORA metrics by week: deployment frequency, lead time, change failure rate, time
+        to restore, with levels (named DORA report) and event ids. This quarter:
+        from="quarter"; else "-90d" or ISO."""
+        principal = await begin(ctx)
+        data = await dora.get_dora_metrics(
+            db,
+            principal,
+            from_=from_,
+            to=to,
+            service=service,
+            environment=environment,
+            default_timezone=default_timezone,
+            evidence_limit=evidence_limit,
+        )
+        # The weeks are in the structured answer only: the text would repeat them.
+        weeks = [_dora_week(w) for w in data["weeks"]]
+        return tool_result({**data, "weeks": weeks}, data["summary"])

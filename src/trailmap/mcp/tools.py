@@ -106,6 +106,9 @@ def _event_line(event: dict[str, Any]) -> str:
     line = " ".join(parts)
     if event.get("description"):
         line += f": {event['description']}"
+    if event.get("verdict"):
+        # The deployment's automatic verdict, reached once its after window passed.
+        line += f" [verdict: {event['verdict'].replace('_', ' ')}]"
     if event.get("also_reported_by"):
         # One change, two reports: the one shown, and the others (traces, another producer).
         line += f" [reported by {event['source']}, also {', '.join(event['also_reported_by'])}]"

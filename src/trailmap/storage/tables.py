@@ -25,6 +25,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 __all__ = [
     "api_keys",
     "audit_events",
+    "deploy_verdicts",
     "events",
     "graph_declarations",
     "graph_declared_sources",
@@ -690,4 +691,24 @@ integration_deliveries = Table(
     ),
     Index(None, "org_id", "integration_id", "received_us"),
     Index(None, "org_id", "received_us"),
+)
+
+# A deployment's automatic verdict (metrics/verdicts.py): the lease that lets one app node
+# alone compute it, then the verdict itself, kept beside the event (which it goes with).
+deploy_verdicts = Table(
+    "deploy_verdicts",
+    metadata,
+    Column("org_id", String(ID), nullable=False),
+    Column("event_id", String(ID), nullable=False),  # the event's Trailmap id
+    Column("holder", String(200), nullable=True),  # the app node computing it, while it does
+    Column("lease_expires_us", BigInteger, nullable=True),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    # regressed, no_significant_change, improved, not_enough_data; NULL until computed.
+    Column("verdict", String(30), nullable=True),
+    Column("computed_us", BigInteger, nullable=True),
+    Column("details", Json, nullable=True),  # the window, each metric's verdict, the summary
+    PrimaryKeyConstraint("org_id", "event_id"),
+    ForeignKeyConstraint(
+        ["org_id", "event_id"], ["events.org_id", "events.id"], ondelete="CASCADE"
+    ),
 )

@@ -31,6 +31,7 @@ from trailmap.timeline.times import (
     parse_time_expression,
     resolve_timezone,
 )
+from trailmap.timeline.verdicts import verdict_of, with_verdicts
 
 __all__ = [
     "DEFAULT_LIMIT",
@@ -328,6 +329,7 @@ async def query_events(
         rows = rows[: query.limit]
         next_cursor = encode_cursor(rows[-1]["time_us"], rows[-1]["id"])
     events = _rendered(rows, time_range, full=full)
+    await with_verdicts(db, principal.org_id, events)
     has_events = bool(events) or await _has_events(db, principal)
     note = range_note(time_range, empty=not events, org_has_events=has_events)
     hint = None
@@ -528,6 +530,11 @@ async def get_event(
     row = await find_event(db, principal, event_id, source=source, now=now)
     event = render_event(row, tz, now, full=True)
     event["received"] = format_time(clock.from_us(row["received_us"]), tz)
+    if row["type"] == "deployment" and (
+        verdict := await verdict_of(db, principal.org_id, row["id"])
+    ):
+        event["verdict"] = verdict.pop("verdict")
+        event["verdict_details"] = verdict
     return event
 
 
