@@ -19,6 +19,7 @@ from trailmap.accounts import Principal, authenticate
 from trailmap.accounts.passwords import PasswordHashing
 from trailmap.accounts.rate_limits import RateLimits
 from trailmap.api import events, graph, health, metrics, otlp, otlp_metrics, webhooks
+from trailmap.api import guardrails as api_guardrails
 from trailmap.api import integrations as api_integrations
 from trailmap.api import team as api_team
 from trailmap.api.docs import install_docs
@@ -215,6 +216,7 @@ def create_app(
         *faces,
         api_team,
         api_integrations,
+        api_guardrails,
         webhooks,
         team,
         console_settings,

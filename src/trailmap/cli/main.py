@@ -1519,6 +1519,13 @@ def demo(state: _State, org_slug: str, reset: bool) -> None:
     click.echo(_demo_hint(report, org_slug, "<your server>/mcp"), err=True)
 
 
+# `trailmap check` and `trailmap guardrail`, in a module of their own (it calls back `_run`).
+from trailmap.cli.guardrails import check, guardrail  # noqa: E402
+
+cli.add_command(check)
+cli.add_command(guardrail)
+
+
 def main() -> None:
     cli(prog_name="trailmap", auto_envvar_prefix=None)
 
