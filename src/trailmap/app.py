@@ -41,6 +41,7 @@ from trailmap.console import (
 )
 from trailmap.console import event as console_event
 from trailmap.console import graph as console_graph
+from trailmap.console import guardrails as console_guardrails
 from trailmap.console import integrations as console_integrations
 from trailmap.console import (
     settings as console_settings,
@@ -230,6 +231,7 @@ def create_app(
         console_timeline,
         console_event,
         console_integrations,
+        console_guardrails,
     ):
         app.include_router(face.router)
     limits = OAuthLimits(

@@ -106,6 +106,49 @@ async def test_deployments_of_one_batch_count_for_each_other_against_a_cooldown(
     assert "violations" not in elsewhere  # another environment
 
 
+async def test_the_rollback_rate_counts_stored_and_batched_deployments_not_detected_ones(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    await _make(
+        client,
+        tenant,
+        "policies",
+        {
+            "kind": "max_rollback_rate",
+            "name": "Steady",
+            "settings": {"max_percent": 25, "window_days": 7, "min_deployments": 4},
+        },
+    )
+    stored = await _send(
+        client,
+        tenant,
+        event(time="2026-11-30T10:00:00Z"),
+        event(type="rollback", time="2026-11-30T11:00:00Z"),
+        # Detected in traces: not counted (its report would count the change twice).
+        event(source="otel://checkout", service="checkout", time="2026-11-30T12:00:00Z"),
+    )
+    assert all("violations" not in a for a in stored["accepted"])
+    answer = await _send(
+        client,
+        tenant,
+        event(time="2026-12-01T10:00:00Z"),
+        event(time="2026-12-01T11:00:00Z"),
+    )
+    # 1 rollback in 3, then in 4 (the batch's first counts for its second): 25% is allowed.
+    assert all("violations" not in a for a in answer["accepted"])
+    rollback = await _send(client, tenant, event(type="rollback", time="2026-12-02T10:00:00Z"))
+    [violation] = rollback["accepted"][0]["violations"]
+    assert violation["kind"] == "max_rollback_rate"
+    assert "2 rollbacks in 5 deployments" in violation["message"]
+    check = await client.post(
+        "/api/v1/guardrails/check",
+        json={"service": "checkout", "environment": "production", "time": "2026-12-03T10:00:00Z"},
+        headers=tenant.auth(tenant.reader),
+    )
+    # A deployment now would make 2 in 6 (33%): still above.
+    assert [v["kind"] for v in check.json()["data"]["violations"]] == ["max_rollback_rate"]
+
+
 async def test_the_check_answers_before_deploying_and_stores_nothing(
     client: httpx.AsyncClient, tenant: Tenant
 ) -> None:

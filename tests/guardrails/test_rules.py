@@ -215,25 +215,19 @@ def test_velocity_counts_a_rolling_hour_including_the_deployment() -> None:
 
 
 def test_the_rollback_rate_needs_its_minimum_of_deployments() -> None:
-    rules = [policy("max_rollback_rate", max_percent=20, window_days=7, min_deployments=5)]
-    history = [
-        earlier("2026-12-05T12:00:00+00:00", "rollback"),
-        earlier("2026-12-06T12:00:00+00:00"),
-        earlier("2026-12-07T12:00:00+00:00"),
-    ]
-    # 1 rollback in 4: below the minimum of 5 deployments.
-    assert violations(rules, deployment("2026-12-10T12:00:00+00:00"), history) == []
-    history.append(earlier("2026-12-08T12:00:00+00:00"))
+    rules = Rules([], [policy("max_rollback_rate", max_percent=20, window_days=7,
+                              min_deployments=5)])  # fmt: skip
+    now = deployment("2026-12-10T12:00:00+00:00")
+    rollback = deployment("2026-12-10T12:00:00+00:00", type="rollback")
+    # 1 rollback in 4 (3 stored and this one): below the minimum of 5 deployments.
+    assert rules.violations(now, rates={7: (3, 1)}) == []
     # 1 in 5 is 20%: not above.
-    assert violations(rules, deployment("2026-12-10T12:00:00+00:00"), history) == []
+    assert rules.violations(now, rates={7: (4, 1)}) == []
     # A rollback now makes 2 in 5 = 40%.
-    assert violations(rules, deployment("2026-12-10T12:00:00+00:00", type="rollback"), history) == [
-        "max_rollback_rate"
-    ]
-    # A week later the first rollback is out of the window.
-    assert (
-        violations(rules, deployment("2026-12-12T12:00:01+00:00", type="rollback"), history) == []
-    )
+    [found] = rules.violations(rollback, rates={7: (4, 1)})
+    assert found["kind"] == "max_rollback_rate"
+    assert "2 rollbacks in 5 deployments" in found["message"]
+    assert rules.rate_windows(now) == [(7, 20, 5)]
 
 
 def test_policies_cover_only_their_scope() -> None:
@@ -245,7 +239,7 @@ def test_policies_cover_only_their_scope() -> None:
     assert violations(rules, deployment(when, environment="staging"), history) == []
 
 
-def test_the_lookback_is_the_longest_a_covering_policy_needs() -> None:
+def test_the_lookback_is_the_longest_a_history_policy_needs() -> None:
     rules = Rules([], [policy("cooldown", minutes=30), policy("max_velocity_per_hour", max=3)])
     assert rules.lookback_us(deployment("2026-12-10T12:00:00+00:00")) == 3600 * 1_000_000
     assert (

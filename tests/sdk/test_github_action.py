@@ -278,7 +278,7 @@ def test_action_yml_passes_exactly_the_inputs_the_script_reads() -> None:
         for name in script.INPUTS
     }
     assert step["env"] == expected_env
-    assert set(action["outputs"]) == {"event-id", "trailmap-id", "status"}
+    assert set(action["outputs"]) == {"event-id", "trailmap-id", "status", "violations"}
     for name, output in action["outputs"].items():
         assert output["value"] == f"${{{{ steps.{step['id']}.outputs.{name} }}}}"
     source = (ACTION / "send_event.py").read_text()

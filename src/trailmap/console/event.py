@@ -267,6 +267,9 @@ def _details(event: dict[str, Any]) -> str:
     ]
     if also := event.get("also_reported_by"):
         rows.append(f"<dt>Also reported by</dt><dd>{e(', '.join(also))}</dd>")
+    if violations := event.get("violations"):
+        items = "".join(f"<li>{e(v.get('kind'))}: {e(v.get('message'))}</li>" for v in violations)
+        rows.append(f"<dt>Guardrail violations</dt><dd><ul class=violations>{items}</ul></dd>")
     return f"<dl>{''.join(rows)}</dl>"
 
 

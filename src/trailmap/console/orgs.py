@@ -120,6 +120,7 @@ def org_nav(m: OrgMember) -> str:
         f"<nav><a href=/console>Organizations</a>"
         f"<a href=/orgs/{slug}>Home</a>"
         f"<a href=/orgs/{slug}/timeline>Timeline</a>"
+        f"<a href=/orgs/{slug}/guardrails>Guardrails</a>"
         f"<a href=/orgs/{slug}/connect>Connect</a>"
         f"<a href=/orgs/{slug}/quickstart>Quick start</a>"
         f"<a href=/orgs/{slug}/graph>Graph</a>"

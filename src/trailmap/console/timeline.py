@@ -58,6 +58,7 @@ _STYLE: Final = (
     "ol.events li{border-bottom:1px solid #ddd;padding:.5rem 0;overflow-wrap:anywhere}"
     ".type{font-weight:600}.sev{font-size:.8rem;padding:0 .3rem;border:1px solid #999}"
     ".sev-MAJOR,.sev-CRITICAL{border-color:#a00;color:#a00}"
+    ".violation{font-size:.8rem;padding:0 .3rem;border:1px solid #8a5a00;color:#6b4500}"
     ".filters{display:flex;flex-wrap:wrap;gap:0 1rem}.filters div{flex:1 1 12rem}"
     ".presets a{margin-right:.8rem;white-space:nowrap}.presets a[aria-current]{font-weight:700}"
     "li.new{background:#fffbe0}summary{margin-top:1rem;cursor:pointer}</style>"
@@ -116,6 +117,14 @@ def event_row(slug: str, event: dict[str, Any]) -> str:
     where = f" in {e(event['subject'])}" if event.get("subject") else ""
     severity = event.get("severity")
     badge = f" <span class='sev sev-{e(severity)}'>{e(severity)}</span>" if severity else ""
+    if violations := event.get("violations"):
+        # A deployment stored against a guardrail: flagged, with what it went against.
+        said = "; ".join(str(v.get("message", v.get("kind"))) for v in violations)
+        count = len(violations)
+        badge += (
+            f" <span class=violation title='{e(said)}'>⚠ {count} guardrail "
+            f"violation{'s' if count > 1 else ''}</span>"
+        )
     description = f"<div>{e(event['description'])}</div>" if event.get("description") else ""
     sources = [event["source"], *event.get("also_reported_by", [])]
     reported = " and ".join(f"<code>{e(s)}</code>" for s in sources)

@@ -8,7 +8,7 @@ and one the change repeats means its first occurrence (zoneinfo's fold=0)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any, Final
@@ -21,8 +21,13 @@ __all__ = [
     "DEPLOYMENT_TYPES",
     "Deployment",
     "Earlier",
+    "Rates",
     "Rules",
 ]
+
+# Per window (days): the deployments and the rollbacks stored in it before the deployment
+# judged, those detected in traces left out (they would count a change twice).
+Rates = Mapping[int, tuple[int, int]]
 
 # What counts as a deployment: `deployment` (succeeded or failed: it was attempted) and
 # `rollback`, a deployment of an earlier version. `deployment-started` marks a start and is
@@ -34,9 +39,9 @@ _DAY_US: Final = 24 * _HOUR_US
 # A deployment detected in traces and one reported by a pipeline within this long, with the
 # same version, are one change (as the timeline counts them).
 _SAME_CHANGE_US: Final = 15 * 60 * _US
-_HISTORY_KINDS: Final = frozenset(
-    {"daily_cap", "cooldown", "max_rollback_rate", "max_velocity_per_hour"}
-)
+# The policies that look at earlier deployments one by one, over a day at most; the
+# rollback rate's window (days) is counted by the database instead (`Rates`).
+_HISTORY_KINDS: Final = frozenset({"daily_cap", "cooldown", "max_velocity_per_hour"})
 _DAY_LONG: Final = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 
@@ -112,14 +117,28 @@ class Rules:
                 back = dep.time_us - _wall_us(local.date(), time(), settings["timezone"])
             elif policy.kind == "cooldown":
                 back = settings["minutes"] * 60 * _US
-            elif policy.kind == "max_velocity_per_hour":
-                back = _HOUR_US
             else:
-                back = settings["window_days"] * _DAY_US
+                back = _HOUR_US
             reach = back if reach is None else max(reach, back)
         return reach
 
-    def violations(self, dep: Deployment, earlier: Iterable[Earlier] = ()) -> list[dict[str, Any]]:
+    def rate_windows(self, dep: Deployment) -> list[tuple[int, float, int]]:
+        """The windows (days) of the rollback-rate policies that cover `dep`, each with the
+        lowest maximum (percent) and the largest minimum of deployments among them."""
+        windows: dict[int, tuple[float, int]] = {}
+        for p in self.policies:
+            if p.kind == "max_rollback_rate" and p.scope.covers(dep.service, dep.environment):
+                days = p.settings["window_days"]
+                low, least = windows.get(days, (100.0, 0))
+                windows[days] = (
+                    min(low, p.settings["max_percent"]),
+                    max(least, p.settings["min_deployments"]),
+                )
+        return [(days, low, least) for days, (low, least) in sorted(windows.items())]
+
+    def violations(
+        self, dep: Deployment, earlier: Iterable[Earlier] = (), rates: Rates | None = None
+    ) -> list[dict[str, Any]]:
         """Every freeze and policy `dep` goes against, freezes first, each as the API shows it."""
         found: list[dict[str, Any]] = []
         for freeze in self.freezes:
@@ -135,7 +154,11 @@ class Rules:
                 continue
             if history is None and policy.kind in _HISTORY_KINDS:
                 history = _distinct_changes(dep, earlier)
-            message = _POLICY_CHECKS[policy.kind](policy, dep, history or [])
+            if policy.kind == "max_rollback_rate":
+                counted = (rates or {}).get(policy.settings["window_days"], (0, 0))
+                message = _rollback_rate(policy, dep, counted)
+            else:
+                message = _POLICY_CHECKS[policy.kind](policy, dep, history or [])
             if message is not None:
                 found.append(
                     {"kind": policy.kind, "id": policy.id, "name": policy.name, "message": message}
@@ -275,12 +298,10 @@ def _velocity(policy: Policy, dep: Deployment, history: list[Earlier]) -> str | 
     )
 
 
-def _rollback_rate(policy: Policy, dep: Deployment, history: list[Earlier]) -> str | None:
+def _rollback_rate(policy: Policy, dep: Deployment, counted: tuple[int, int]) -> str | None:
     settings = policy.settings
-    window = settings["window_days"] * _DAY_US
-    inside = [e for e in history if dep.time_us - e.time_us <= window]
-    total = 1 + len(inside)
-    rollbacks = (dep.type == "rollback") + sum(1 for e in inside if e.type == "rollback")
+    total = 1 + counted[0]
+    rollbacks = (dep.type == "rollback") + counted[1]
     if total < settings["min_deployments"] or rollbacks * 100 <= settings["max_percent"] * total:
         return None
     return (
@@ -295,6 +316,5 @@ _POLICY_CHECKS: Final = {
     "allowed_hours": _allowed_hours,
     "daily_cap": _daily_cap,
     "cooldown": _cooldown,
-    "max_rollback_rate": _rollback_rate,
     "max_velocity_per_hour": _velocity,
 }

@@ -16,10 +16,11 @@ from trailmap.accounts.audit import Actor, record
 from trailmap.accounts.principal import Principal
 from trailmap.accounts.team import Authority
 from trailmap.errors import NotFound, ValidationFailed
-from trailmap.guardrails.evaluate import DEPLOYMENT_TYPES, Deployment, Earlier, Rules
+from trailmap.guardrails.evaluate import DEPLOYMENT_TYPES, Deployment, Earlier, Rates, Rules
 from trailmap.guardrails.rules import Freeze, Policy, check_freeze, check_policy
 from trailmap.storage import Connection, Database
 from trailmap.storage import guardrails as store
+from trailmap.timeline.events import DETECTED_SOURCE_PREFIX
 from trailmap.timeline.times import TimeExpressionError, parse_event_time
 
 __all__ = [
@@ -37,12 +38,39 @@ __all__ = [
 
 _ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _MAX_NAME: Final = 200
+_DAY_US: Final = 24 * 3600 * 1_000_000
+
+
+# Rules are made and removed, never changed: each is parsed once per process and kept by
+# (organization, id); a removed one is simply no longer listed. Bounded, as any cache.
+_PARSED: dict[tuple[str, str], Freeze | Policy] = {}
+_MAX_PARSED: Final = 10_000
 
 
 def load_rules(conn: Connection, org_id: str) -> Rules:
-    """The organization's enabled freezes and policies, read in the caller's transaction."""
-    freezes, policies = store.load_rules(conn, org_id)
-    return Rules([Freeze.from_row(r) for r in freezes], [Policy.from_row(r) for r in policies])
+    """The organization's enabled freezes and policies, read in the caller's transaction: one
+    query of their ids, and their rows only for those this process has not parsed yet."""
+    listed = store.enabled_rule_ids(conn, org_id)
+    if not listed:
+        return Rules([], [])
+    missing = [(what, rule_id) for what, rule_id in listed if (org_id, rule_id) not in _PARSED]
+    if missing:
+        freeze_rows, policy_rows = store.get_rules(
+            conn,
+            org_id,
+            [i for what, i in missing if what == "freeze"],
+            [i for what, i in missing if what == "policy"],
+        )
+        if len(_PARSED) + len(missing) > _MAX_PARSED:
+            _PARSED.clear()
+        for row in freeze_rows:
+            _PARSED[(org_id, row["id"])] = Freeze.from_row(row)
+        for row in policy_rows:
+            _PARSED[(org_id, row["id"])] = Policy.from_row(row)
+    rules = [_PARSED.get((org_id, rule_id)) for _, rule_id in listed]
+    return Rules(
+        [r for r in rules if isinstance(r, Freeze)], [r for r in rules if isinstance(r, Policy)]
+    )
 
 
 def _earlier(
@@ -70,12 +98,74 @@ def _earlier(
             types=DEPLOYMENT_TYPES,
         )
         found[(service, environment)] = [
-            Earlier(
-                r["time_us"], r["type"], r["version"], r["source"], (r["source"], r["event_id"])
-            )
-            for r in rows
+            Earlier(r[0], r[1], r[2], r[3], (r[3], r[4])) for r in rows
         ]
     return found
+
+
+# Counting a busy service's week of deployments row by row cost more than all the rest of the
+# check; the rate can pass its maximum only with a rollback, so the rollbacks are counted first
+# (few rows, on the type index) and the deployments only up to where the rate is sure to pass.
+_MOST_COUNTED: Final = 100_000
+
+
+def _count(
+    conn: Connection,
+    org_id: str,
+    dep: Deployment,
+    from_us: int,
+    types: tuple[str, ...],
+    most: int,
+) -> int:
+    return store.count_deployments(
+        conn,
+        org_id,
+        service=dep.service or "",
+        environment=dep.environment,
+        from_us=from_us,
+        to_us=dep.time_us,
+        types=types,
+        detected_prefix=DETECTED_SOURCE_PREFIX,
+        own_key=dep.key or ("", ""),
+        most=most,
+    )
+
+
+def _rates(
+    conn: Connection,
+    org_id: str,
+    rules: Rules,
+    dep: Deployment,
+    batch: Sequence[Deployment],
+) -> Rates:
+    """The rollback-rate counts of `dep`'s windows: stored, and the deployments of its batch
+    judged before it. A total is exact while the rate could pass its policy's maximum, and a
+    lower bound past that (which the policy cannot then flag)."""
+    rates: dict[int, tuple[int, int]] = {}
+    if dep.service is None:
+        return rates
+    for days, lowest_percent, least in rules.rate_windows(dep):
+        from_us = dep.time_us - days * _DAY_US
+        in_batch = [
+            o
+            for o in batch
+            if from_us <= o.time_us <= dep.time_us
+            and not o.source.startswith(DETECTED_SOURCE_PREFIX)
+        ]
+
+        rollbacks = _count(conn, org_id, dep, from_us, ("rollback",), _MOST_COUNTED) + sum(
+            o.type == "rollback" for o in in_batch
+        )
+        with_this = rollbacks + (dep.type == "rollback")
+        if with_this == 0:
+            rates[days] = (0, 0)  # no rollback: no rate to pass, whatever the total
+            continue
+        # Past this many deployments (this one included) the rate is at most the lowest
+        # maximum of the window's policies, and the least count they judge from is reached.
+        enough = max(least, int(with_this * 100 / lowest_percent) + 1 if lowest_percent else least)
+        stored = _count(conn, org_id, dep, from_us, DEPLOYMENT_TYPES, min(enough, _MOST_COUNTED))
+        rates[days] = (stored + len(in_batch), rollbacks)
+    return rates
 
 
 def flag_deployments(
@@ -93,10 +183,16 @@ def flag_deployments(
         return {}
     earlier = _earlier(conn, org_id, rules, [d for _, d in deps])
     flagged: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    judged: dict[tuple[str | None, str | None], list[Deployment]] = {}
     # In time order, each deployment of the batch counts for the later ones.
     for row, dep in sorted(deps, key=lambda pair: pair[1].time_us):
-        before = earlier.get((dep.service, dep.environment))
-        violations = rules.violations(dep, before or ())
+        pair = (dep.service, dep.environment)
+        before = earlier.get(pair)
+        same_batch = judged.setdefault(pair, [])
+        violations = rules.violations(
+            dep, before or (), _rates(conn, org_id, rules, dep, same_batch)
+        )
+        same_batch.append(dep)
         if before is not None:
             before.append(
                 Earlier(dep.time_us, dep.type, dep.version, dep.source, dep.key or ("", ""))
@@ -180,7 +276,8 @@ async def check_deployment(
         if not rules:
             return []
         earlier = _earlier(conn, principal.org_id, rules, [dep])
-        return rules.violations(dep, earlier.get((dep.service, dep.environment), ()))
+        rates = _rates(conn, principal.org_id, rules, dep, ())
+        return rules.violations(dep, earlier.get((dep.service, dep.environment), ()), rates)
 
     return Check(dep, await db.read_one(_check))
 
