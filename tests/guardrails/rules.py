@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from trailmap import clock
-from trailmap.guardrails.evaluate import Deployment, Earlier, Rules
+from trailmap.guardrails.evaluate import Deployment, Rules
 from trailmap.guardrails.rules import Freeze, Policy, check_freeze, check_policy
 
-__all__ = ["at", "deployment", "earlier", "freeze", "policy", "violations"]
+__all__ = ["at", "deployment", "freeze", "policy", "violations"]
 
 _ids = itertools.count(1)
 _NOW = datetime(2026, 12, 6, tzinfo=UTC)
@@ -47,16 +47,11 @@ def deployment(
     return Deployment(service=service, environment=environment, time_us=at(when), **more)
 
 
-def earlier(when: str, kind: str = "deployment", n: int = 0, **more: Any) -> Earlier:
-    values: dict[str, Any] = {"version": None, "source": "//ci/checkout"} | more
-    return Earlier(at(when), kind, values["version"], values["source"], ("//ci", f"{when}/{n}"))
-
-
 def violations(
-    rules: Sequence[Freeze | Policy], dep: Deployment, history: list[Earlier] | None = None
+    rules: Sequence[Freeze | Policy], dep: Deployment, answers: dict[str, Any] | None = None
 ) -> list[str]:
-    """The kinds of the violations `dep` raises against `rules`."""
+    """The kinds of the violations `dep` raises against `rules`, given what was counted."""
     found = Rules(
         [r for r in rules if isinstance(r, Freeze)], [r for r in rules if isinstance(r, Policy)]
-    ).violations(dep, history or [])
+    ).violations(dep, answers)
     return [v["kind"] for v in found]

@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.guardrails.rules import at, deployment, earlier, freeze, policy, violations
+from tests.guardrails.rules import at, deployment, freeze, policy, violations
 from trailmap.errors import ValidationFailed
-from trailmap.guardrails.evaluate import Rules
-from trailmap.guardrails.rules import check_freeze, check_policy
+from trailmap.guardrails.evaluate import Deployment, Question, Rules
+from trailmap.guardrails.rules import Policy, check_freeze, check_policy
 
 # -- freezes ------------------------------------------------------------------------------------
 
@@ -163,92 +163,72 @@ def test_allowed_hours_on_the_autumn_change_day_use_the_wall_clock() -> None:
     assert violations(rules, deployment("2026-10-24T07:30:00+00:00")) == []
 
 
-def test_the_daily_cap_counts_the_local_day_only() -> None:
-    rules = [policy("daily_cap", max=2, timezone="America/New_York")]
-    # 2026-12-10 in New York starts at 05:00 UTC.
-    history = [earlier("2026-12-10T04:59:00+00:00"), earlier("2026-12-10T05:00:00+00:00")]
-    assert violations(rules, deployment("2026-12-10T12:00:00+00:00"), history) == []
-    history.append(earlier("2026-12-10T11:00:00+00:00"))
-    assert violations(rules, deployment("2026-12-10T12:00:00+00:00"), history) == ["daily_cap"]
+def _asked(rule: Policy, dep: Deployment) -> Question:
+    [question] = Rules([], [rule]).questions(dep)
+    return question
 
 
-def test_the_daily_cap_on_the_spring_change_day_of_a_23_hour_day() -> None:
-    rules = [policy("daily_cap", max=1, timezone="Europe/Paris")]
-    # 2026-03-29 in Paris starts at 23:00 UTC on the 28th and lasts 23 hours.
-    history = [earlier("2026-03-28T22:59:00+00:00")]
-    assert violations(rules, deployment("2026-03-29T21:59:00+00:00"), history) == []
-    history = [earlier("2026-03-28T23:00:00+00:00")]
-    assert violations(rules, deployment("2026-03-29T21:59:00+00:00"), history) == ["daily_cap"]
+def test_the_daily_cap_counts_from_the_local_midnight_up_to_its_cap() -> None:
+    cap = policy("daily_cap", max=2, timezone="America/New_York")
+    dep = deployment("2026-12-10T12:00:00+00:00")
+    # 2026-12-10 in New York starts at 05:00 UTC; past 2 earlier ones it cannot change.
+    assert _asked(cap, dep) == Question(cap.id, "count", at("2026-12-10T05:00:00+00:00"), 2)
+    assert violations([cap], dep, {cap.id: 1}) == []
+    assert violations([cap], dep, {cap.id: 2}) == ["daily_cap"]
 
 
-def test_the_cooldown_counts_from_the_previous_deployment() -> None:
-    rules = [policy("cooldown", minutes=30)]
-    history = [earlier("2026-12-10T12:00:00+00:00")]
-    assert violations(rules, deployment("2026-12-10T12:29:59+00:00"), history) == ["cooldown"]
-    assert violations(rules, deployment("2026-12-10T12:30:00+00:00"), history) == []
-    assert violations(rules, deployment("2026-12-10T12:10:00+00:00")) == []
+def test_the_daily_cap_day_on_the_spring_change_in_paris_lasts_23_hours() -> None:
+    cap = policy("daily_cap", max=1, timezone="Europe/Paris")
+    # 2026-03-29 in Paris starts at 23:00 UTC on the 28th (still +01:00).
+    late = deployment("2026-03-29T21:59:00+00:00")
+    assert _asked(cap, late).from_us == at("2026-03-28T23:00:00+00:00")
+    # 2026-10-25 starts at 22:00 UTC on the 24th (still +02:00) and lasts 25 hours.
+    autumn = deployment("2026-10-25T22:30:00+00:00")
+    assert _asked(cap, autumn).from_us == at("2026-10-24T22:00:00+00:00")
 
 
-def test_a_redelivered_deployment_is_not_its_own_previous_one() -> None:
-    rules = [policy("cooldown", minutes=30)]
-    stored = earlier("2026-12-10T12:00:00+00:00")
-    again = deployment("2026-12-10T12:00:00+00:00", key=stored.key)
-    assert violations(rules, again, [stored]) == []
-
-
-def test_a_deployment_detected_in_traces_is_not_the_previous_one_of_its_own_report() -> None:
-    rules = [policy("cooldown", minutes=30)]
-    detected = earlier("2026-12-10T12:01:00+00:00", version="1.4.0", source="otel://checkout")
-    reported = deployment("2026-12-10T12:03:00+00:00", version="1.4.0", source="//ci/checkout")
-    assert violations(rules, reported, [detected]) == []
-    other = deployment("2026-12-10T12:03:00+00:00", version="1.5.0", source="//ci/checkout")
-    assert violations(rules, other, [detected]) == ["cooldown"]
+def test_the_cooldown_asks_for_the_latest_within_its_minutes() -> None:
+    rule = policy("cooldown", minutes=30)
+    dep = deployment("2026-12-10T12:29:59+00:00")
+    assert _asked(rule, dep) == Question(rule.id, "latest", at("2026-12-10T11:59:59+00:00") + 1)
+    assert violations([rule], dep, {rule.id: at("2026-12-10T12:00:00+00:00")}) == ["cooldown"]
+    assert violations([rule], dep, {rule.id: None}) == []
+    [found] = Rules([], [rule]).violations(dep, {rule.id: at("2026-12-10T12:00:00+00:00")})
+    assert "30 min after the previous deployment" in found["message"]
 
 
 def test_velocity_counts_a_rolling_hour_including_the_deployment() -> None:
-    rules = [policy("max_velocity_per_hour", max=2)]
-    history = [earlier("2026-12-10T11:00:00+00:00"), earlier("2026-12-10T11:30:00+00:00")]
-    assert violations(rules, deployment("2026-12-10T12:00:00+00:00"), history) == []
-    assert violations(rules, deployment("2026-12-10T11:59:59+00:00"), history) == [
-        "max_velocity_per_hour"
-    ]
+    rule = policy("max_velocity_per_hour", max=2)
+    dep = deployment("2026-12-10T12:00:00+00:00")
+    assert _asked(rule, dep) == Question(rule.id, "count", at("2026-12-10T11:00:00+00:00") + 1, 2)
+    assert violations([rule], dep, {rule.id: 1}) == []
+    assert violations([rule], dep, {rule.id: 2}) == ["max_velocity_per_hour"]
 
 
 def test_the_rollback_rate_needs_its_minimum_of_deployments() -> None:
-    rules = Rules([], [policy("max_rollback_rate", max_percent=20, window_days=7,
-                              min_deployments=5)])  # fmt: skip
+    rule = policy("max_rollback_rate", max_percent=20, window_days=7, min_deployments=5)
     now = deployment("2026-12-10T12:00:00+00:00")
     rollback = deployment("2026-12-10T12:00:00+00:00", type="rollback")
-    # 1 rollback in 4 (3 stored and this one): below the minimum of 5 deployments.
-    assert rules.violations(now, rates={7: (3, 1)}) == []
+    asked = _asked(rule, now)
+    assert (asked.what, asked.from_us) == ("rate", at("2026-12-03T12:00:00+00:00"))
+    # 1 rollback in 4 (3 earlier and this one): below the minimum of 5 deployments.
+    assert violations([rule], now, {rule.id: (3, 1)}) == []
     # 1 in 5 is 20%: not above.
-    assert rules.violations(now, rates={7: (4, 1)}) == []
+    assert violations([rule], now, {rule.id: (4, 1)}) == []
     # A rollback now makes 2 in 5 = 40%.
-    [found] = rules.violations(rollback, rates={7: (4, 1)})
+    [found] = Rules([], [rule]).violations(rollback, {rule.id: (4, 1)})
     assert found["kind"] == "max_rollback_rate"
     assert "2 rollbacks in 5 deployments" in found["message"]
-    assert rules.rate_windows(now) == [(7, 20, 5)]
 
 
 def test_policies_cover_only_their_scope() -> None:
-    rules = [policy("cooldown", minutes=30, services=["checkout"], environments=["production"])]
-    history = [earlier("2026-12-10T12:00:00+00:00")]
+    rule = policy("cooldown", minutes=30, services=["checkout"], environments=["production"])
     when = "2026-12-10T12:10:00+00:00"
-    assert violations(rules, deployment(when), history) == ["cooldown"]
-    assert violations(rules, deployment(when, service="payments"), history) == []
-    assert violations(rules, deployment(when, environment="staging"), history) == []
-
-
-def test_the_lookback_is_the_longest_a_history_policy_needs() -> None:
-    rules = Rules([], [policy("cooldown", minutes=30), policy("max_velocity_per_hour", max=3)])
-    assert rules.lookback_us(deployment("2026-12-10T12:00:00+00:00")) == 3600 * 1_000_000
-    assert (
-        Rules([], [policy("blocked_days", days=["sun"])]).lookback_us(
-            deployment("2026-12-10T12:00:00+00:00")
-        )
-        is None
-    )
-    assert at("2026-12-10T00:00:00+00:00") > 0
+    latest = {rule.id: at("2026-12-10T12:00:00+00:00")}
+    assert violations([rule], deployment(when), latest) == ["cooldown"]
+    assert violations([rule], deployment(when, service="payments"), latest) == []
+    assert violations([rule], deployment(when, environment="staging"), latest) == []
+    assert Rules([], [rule]).questions(deployment(when, environment="staging")) == []
 
 
 # -- bad input ----------------------------------------------------------------------------------

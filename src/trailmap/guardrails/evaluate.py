@@ -8,26 +8,25 @@ and one the change repeats means its first occurrence (zoneinfo's fold=0)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any, Final
 
 from trailmap import clock
 from trailmap.guardrails.rules import WEEKDAYS, Freeze, Policy, zone
-from trailmap.timeline.events import DETECTED_SOURCE_PREFIX
 
 __all__ = [
     "DEPLOYMENT_TYPES",
+    "Answers",
     "Deployment",
-    "Earlier",
-    "Rates",
+    "Question",
     "Rules",
 ]
 
-# Per window (days): the deployments and the rollbacks stored in it before the deployment
-# judged, those detected in traces left out (they would count a change twice).
-Rates = Mapping[int, tuple[int, int]]
+# Per policy id, what was counted for it (`Question`): a number of earlier deployments, the
+# time of the latest (None: none), or a rate's (deployments, rollbacks).
+Answers = Mapping[str, Any]
 
 # What counts as a deployment: `deployment` (succeeded or failed: it was attempted) and
 # `rollback`, a deployment of an earlier version. `deployment-started` marks a start and is
@@ -36,12 +35,6 @@ DEPLOYMENT_TYPES: Final = ("deployment", "rollback")
 _US: Final = 1_000_000
 _HOUR_US: Final = 3600 * _US
 _DAY_US: Final = 24 * _HOUR_US
-# A deployment detected in traces and one reported by a pipeline within this long, with the
-# same version, are one change (as the timeline counts them).
-_SAME_CHANGE_US: Final = 15 * 60 * _US
-# The policies that look at earlier deployments one by one, over a day at most; the
-# rollback rate's window (days) is counted by the database instead (`Rates`).
-_HISTORY_KINDS: Final = frozenset({"daily_cap", "cooldown", "max_velocity_per_hour"})
 _DAY_LONG: Final = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 
@@ -60,14 +53,19 @@ class Deployment:
 
 
 @dataclass(frozen=True, slots=True)
-class Earlier:
-    """An earlier deployment of the same service in the same environment."""
+class Question:
+    """What a policy needs counted among the earlier deployments of the deployment's service
+    in its environment, in [from_us, its time]: `count` (up to `most`: past it the policy
+    cannot flag), `latest` (the time of the latest), or `rate` (deployments up to `most`,
+    and rollbacks). Deployments detected in traces are not counted: with a producer's
+    report of the same change they would count it twice."""
 
-    time_us: int
-    type: str
-    version: str | None
-    source: str
-    key: tuple[str, str]
+    policy_id: str
+    what: str  # count, latest or rate
+    from_us: int
+    most: int = 0
+    max_percent: float = 0
+    min_deployments: int = 0
 
 
 def _iso(us: int, tz: Any) -> str:
@@ -94,71 +92,60 @@ def _where(dep: Deployment) -> str:
 class Rules:
     """An organization's enabled freezes and policies, ready to judge many deployments."""
 
-    __slots__ = ("_history_policies", "freezes", "policies")
+    __slots__ = ("freezes", "policies")
 
     def __init__(self, freezes: Sequence[Freeze], policies: Sequence[Policy]) -> None:
-        self.freezes = [f for f in freezes if f.enabled]
-        self.policies = [p for p in policies if p.enabled]
-        self._history_policies = [p for p in self.policies if p.kind in _HISTORY_KINDS]
+        # In the order they were made, so that violations are listed the same way each time.
+        self.freezes = sorted((f for f in freezes if f.enabled), key=lambda f: (f.created, f.id))
+        self.policies = sorted((p for p in policies if p.enabled), key=lambda p: (p.created, p.id))
 
     def __bool__(self) -> bool:
         return bool(self.freezes or self.policies)
 
-    def lookback_us(self, dep: Deployment) -> int | None:
-        """How far back the earlier deployments this one's policies count reach (None: no
-        policy that covers it counts any)."""
-        reach: int | None = None
-        for policy in self._history_policies:
+    def questions(self, dep: Deployment) -> list[Question]:
+        """What the policies covering `dep` need counted, each bounded."""
+        asked: list[Question] = []
+        for policy in self.policies:
             if not policy.scope.covers(dep.service, dep.environment):
                 continue
             settings = policy.settings
             if policy.kind == "daily_cap":
                 local = _local(dep.time_us, settings["timezone"])
-                back = dep.time_us - _wall_us(local.date(), time(), settings["timezone"])
-            elif policy.kind == "cooldown":
-                back = settings["minutes"] * 60 * _US
-            else:
-                back = _HOUR_US
-            reach = back if reach is None else max(reach, back)
-        return reach
-
-    def rate_windows(self, dep: Deployment) -> list[tuple[int, float, int]]:
-        """The windows (days) of the rollback-rate policies that cover `dep`, each with the
-        lowest maximum (percent) and the largest minimum of deployments among them."""
-        windows: dict[int, tuple[float, int]] = {}
-        for p in self.policies:
-            if p.kind == "max_rollback_rate" and p.scope.covers(dep.service, dep.environment):
-                days = p.settings["window_days"]
-                low, least = windows.get(days, (100.0, 0))
-                windows[days] = (
-                    min(low, p.settings["max_percent"]),
-                    max(least, p.settings["min_deployments"]),
+                day_start = _wall_us(local.date(), time(), settings["timezone"])
+                asked.append(Question(policy.id, "count", day_start, settings["max"]))
+            elif policy.kind == "max_velocity_per_hour":
+                asked.append(
+                    Question(policy.id, "count", dep.time_us - _HOUR_US + 1, settings["max"])
                 )
-        return [(days, low, least) for days, (low, least) in sorted(windows.items())]
+            elif policy.kind == "cooldown":
+                window = settings["minutes"] * 60 * _US
+                asked.append(Question(policy.id, "latest", dep.time_us - window + 1))
+            elif policy.kind == "max_rollback_rate":
+                asked.append(
+                    Question(
+                        policy.id,
+                        "rate",
+                        dep.time_us - settings["window_days"] * _DAY_US,
+                        max_percent=settings["max_percent"],
+                        min_deployments=settings["min_deployments"],
+                    )
+                )
+        return asked
 
-    def violations(
-        self, dep: Deployment, earlier: Iterable[Earlier] = (), rates: Rates | None = None
-    ) -> list[dict[str, Any]]:
-        """Every freeze and policy `dep` goes against, freezes first, each as the API shows it."""
+    def violations(self, dep: Deployment, answers: Answers | None = None) -> list[dict[str, Any]]:
+        """Every freeze and policy `dep` goes against, freezes first, each as the API shows
+        it; `answers` holds what its `questions` counted (nothing counted: none earlier)."""
         found: list[dict[str, Any]] = []
         for freeze in self.freezes:
             if freeze.scope.covers(dep.service, dep.environment):
                 hit = _freeze_window(freeze, dep.time_us)
                 if hit is not None:
                     found.append(_freeze_violation(freeze, hit))
-        if not self.policies:
-            return found
-        history: list[Earlier] | None = None
+        answers = answers or {}
         for policy in self.policies:
             if not policy.scope.covers(dep.service, dep.environment):
                 continue
-            if history is None and policy.kind in _HISTORY_KINDS:
-                history = _distinct_changes(dep, earlier)
-            if policy.kind == "max_rollback_rate":
-                counted = (rates or {}).get(policy.settings["window_days"], (0, 0))
-                message = _rollback_rate(policy, dep, counted)
-            else:
-                message = _POLICY_CHECKS[policy.kind](policy, dep, history or [])
+            message = _POLICY_CHECKS[policy.kind](policy, dep, answers.get(policy.id))
             if message is not None:
                 found.append(
                     {"kind": policy.kind, "id": policy.id, "name": policy.name, "message": message}
@@ -216,32 +203,7 @@ def _freeze_violation(freeze: Freeze, hit: tuple[int, int, Any]) -> dict[str, An
 # -- policies ---------------------------------------------------------------------------------
 
 
-def _distinct_changes(dep: Deployment, earlier: Iterable[Earlier]) -> list[Earlier]:
-    """The earlier deployments, each change once: not `dep` itself (its own stored copy, or
-    its twin detected in traces), nor a detected twin of another one."""
-    rows = [e for e in earlier if e.key != dep.key and e.time_us <= dep.time_us]
-    reported = [e for e in rows if not e.source.startswith(DETECTED_SOURCE_PREFIX)]
-    dep_detected = dep.source.startswith(DETECTED_SOURCE_PREFIX)
-
-    def twin(a_version: str | None, a_us: int, b: Earlier) -> bool:
-        return (
-            a_version is not None
-            and a_version == b.version
-            and abs(a_us - b.time_us) <= _SAME_CHANGE_US
-        )
-
-    kept: list[Earlier] = []
-    for e in rows:
-        detected = e.source.startswith(DETECTED_SOURCE_PREFIX)
-        if detected != dep_detected and twin(dep.version, dep.time_us, e):
-            continue
-        if detected and any(twin(e.version, e.time_us, r) for r in reported):
-            continue
-        kept.append(e)
-    return kept
-
-
-def _blocked_days(policy: Policy, dep: Deployment, _: list[Earlier]) -> str | None:
+def _blocked_days(policy: Policy, dep: Deployment, _: object) -> str | None:
     tz_name = policy.settings["timezone"]
     local = _local(dep.time_us, tz_name)
     if WEEKDAYS[local.weekday()] not in policy.settings["days"]:
@@ -249,7 +211,7 @@ def _blocked_days(policy: Policy, dep: Deployment, _: list[Earlier]) -> str | No
     return f"{policy.name}: no deployments on {_DAY_LONG[local.weekday()]} ({tz_name})"
 
 
-def _allowed_hours(policy: Policy, dep: Deployment, _: list[Earlier]) -> str | None:
+def _allowed_hours(policy: Policy, dep: Deployment, _: object) -> str | None:
     settings = policy.settings
     local = _local(dep.time_us, settings["timezone"])
     start, end = (time.fromisoformat(settings["start"]), time.fromisoformat(settings["end"]))
@@ -263,45 +225,43 @@ def _allowed_hours(policy: Policy, dep: Deployment, _: list[Earlier]) -> str | N
     )
 
 
-def _daily_cap(policy: Policy, dep: Deployment, history: list[Earlier]) -> str | None:
+def _daily_cap(policy: Policy, dep: Deployment, earlier: int | None) -> str | None:
     settings = policy.settings
-    local = _local(dep.time_us, settings["timezone"])
-    day_start = _wall_us(local.date(), time(), settings["timezone"])
-    count = 1 + sum(1 for e in history if e.time_us >= day_start)
+    count = 1 + (earlier or 0)
     if count <= settings["max"]:
         return None
+    local = _local(dep.time_us, settings["timezone"])
     return (
-        f"{policy.name}: deployment {count} of {_where(dep)} on {local.date().isoformat()} "
-        f"({settings['timezone']}); the cap is {settings['max']} a day"
+        f"{policy.name}: more than {settings['max']} deployments of {_where(dep)} on "
+        f"{local.date().isoformat()} ({settings['timezone']}); the cap is {settings['max']} a day"
     )
 
 
-def _cooldown(policy: Policy, dep: Deployment, history: list[Earlier]) -> str | None:
-    window = policy.settings["minutes"] * 60 * _US
-    recent = [e.time_us for e in history if dep.time_us - e.time_us < window]
-    if not recent:
+def _cooldown(policy: Policy, dep: Deployment, latest: int | None) -> str | None:
+    if latest is None:
         return None
-    minutes = (dep.time_us - max(recent)) / (60 * _US)
+    minutes = (dep.time_us - latest) / (60 * _US)
     return (
         f"{policy.name}: {minutes:.0f} min after the previous deployment of {_where(dep)}; "
         f"the cooldown is {policy.settings['minutes']} min"
     )
 
 
-def _velocity(policy: Policy, dep: Deployment, history: list[Earlier]) -> str | None:
-    count = 1 + sum(1 for e in history if dep.time_us - e.time_us < _HOUR_US)
+def _velocity(policy: Policy, dep: Deployment, earlier: int | None) -> str | None:
+    count = 1 + (earlier or 0)
     if count <= policy.settings["max"]:
         return None
     return (
-        f"{policy.name}: {count} deployments of {_where(dep)} within an hour; "
-        f"the most allowed is {policy.settings['max']}"
+        f"{policy.name}: more than {policy.settings['max']} deployments of {_where(dep)} "
+        f"within an hour; the most allowed is {policy.settings['max']}"
     )
 
 
-def _rollback_rate(policy: Policy, dep: Deployment, counted: tuple[int, int]) -> str | None:
+def _rollback_rate(policy: Policy, dep: Deployment, counted: tuple[int, int] | None) -> str | None:
     settings = policy.settings
-    total = 1 + counted[0]
-    rollbacks = (dep.type == "rollback") + counted[1]
+    earlier, earlier_rollbacks = counted or (0, 0)
+    total = 1 + earlier
+    rollbacks = (dep.type == "rollback") + earlier_rollbacks
     if total < settings["min_deployments"] or rollbacks * 100 <= settings["max_percent"] * total:
         return None
     return (
@@ -311,10 +271,11 @@ def _rollback_rate(policy: Policy, dep: Deployment, counted: tuple[int, int]) ->
     )
 
 
-_POLICY_CHECKS: Final = {
+_POLICY_CHECKS: Final[dict[str, Callable[[Policy, Deployment, Any], str | None]]] = {
     "blocked_days": _blocked_days,
     "allowed_hours": _allowed_hours,
     "daily_cap": _daily_cap,
     "cooldown": _cooldown,
     "max_velocity_per_hour": _velocity,
+    "max_rollback_rate": _rollback_rate,
 }

@@ -16,7 +16,7 @@ from trailmap.accounts.audit import Actor, record
 from trailmap.accounts.principal import Principal
 from trailmap.accounts.team import Authority
 from trailmap.errors import NotFound, ValidationFailed
-from trailmap.guardrails.evaluate import DEPLOYMENT_TYPES, Deployment, Earlier, Rates, Rules
+from trailmap.guardrails.evaluate import DEPLOYMENT_TYPES, Deployment, Question, Rules
 from trailmap.guardrails.rules import Freeze, Policy, check_freeze, check_policy
 from trailmap.storage import Connection, Database
 from trailmap.storage import guardrails as store
@@ -38,7 +38,6 @@ __all__ = [
 
 _ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _MAX_NAME: Final = 200
-_DAY_US: Final = 24 * 3600 * 1_000_000
 
 
 # Rules are made and removed, never changed: each is parsed once per process and kept by
@@ -73,99 +72,78 @@ def load_rules(conn: Connection, org_id: str) -> Rules:
     )
 
 
-def _earlier(
-    conn: Connection, org_id: str, rules: Rules, deps: Sequence[Deployment]
-) -> dict[tuple[str | None, str | None], list[Earlier]]:
-    """For each (service, environment) among `deps`, its deployments stored in the reach of
-    the policies that count them: one query per pair, none when no policy counts."""
-    spans: dict[tuple[str | None, str | None], tuple[int, int]] = {}
-    for dep in deps:
-        reach = rules.lookback_us(dep)
-        if reach is None or dep.service is None:
-            continue
-        pair = (dep.service, dep.environment)
-        low, high = spans.get(pair, (dep.time_us - reach, dep.time_us))
-        spans[pair] = (min(low, dep.time_us - reach), max(high, dep.time_us))
-    found: dict[tuple[str | None, str | None], list[Earlier]] = {}
-    for (service, environment), (low, high) in spans.items():
-        rows = store.recent_deployments(
-            conn,
-            org_id,
-            service=service or "",
-            environment=environment,
-            from_us=low,
-            to_us=high,
-            types=DEPLOYMENT_TYPES,
-        )
-        found[(service, environment)] = [
-            Earlier(r[0], r[1], r[2], r[3], (r[3], r[4])) for r in rows
-        ]
-    return found
-
-
-# Counting a busy service's week of deployments row by row cost more than all the rest of the
-# check; the rate can pass its maximum only with a rollback, so the rollbacks are counted first
-# (few rows, on the type index) and the deployments only up to where the rate is sure to pass.
+# Past this many, counting stops: the policies' limits are far below.
 _MOST_COUNTED: Final = 100_000
 
 
-def _count(
-    conn: Connection,
-    org_id: str,
-    dep: Deployment,
-    from_us: int,
-    types: tuple[str, ...],
-    most: int,
-) -> int:
-    return store.count_deployments(
+def _answers(
+    conn: Connection, org_id: str, rules: Rules, dep: Deployment, batch: Sequence[Deployment]
+) -> dict[str, Any]:
+    """What `dep`'s policies need counted: stored deployments, each count bounded by where its
+    policy decides (a busy service's history is never read row by row), all in one statement,
+    and those of its batch judged before it. Deployments detected in traces are not counted.
+    A rollback rate can pass its maximum only with a rollback: its deployments are counted,
+    in a second statement, only when there are rollbacks."""
+    answers: dict[str, Any] = {}
+    questions = rules.questions(dep)
+    if dep.service is None or not questions:
+        return answers
+    found = _ask(conn, org_id, dep, [_ask_of(q) for q in questions])
+    rates: list[tuple[Question, list[Deployment], int]] = []
+    for q, stored in zip(questions, found, strict=True):
+        in_batch = [
+            o
+            for o in batch
+            if q.from_us <= o.time_us <= dep.time_us
+            and not o.source.startswith(DETECTED_SOURCE_PREFIX)
+        ]
+        if q.what == "count":
+            answers[q.policy_id] = (stored or 0) + len(in_batch)
+        elif q.what == "latest":
+            times = [t for t in (stored, *(o.time_us for o in in_batch)) if t is not None]
+            answers[q.policy_id] = max(times) if times else None
+        else:
+            rollbacks = (stored or 0) + sum(o.type == "rollback" for o in in_batch)
+            with_this = rollbacks + (dep.type == "rollback")
+            answers[q.policy_id] = (len(in_batch), rollbacks)
+            if with_this:
+                enough = q.min_deployments
+                if q.max_percent:
+                    enough = max(enough, int(with_this * 100 / q.max_percent) + 1)
+                rates.append((q, in_batch, min(enough, _MOST_COUNTED)))
+    if rates:
+        totals = _ask(
+            conn,
+            org_id,
+            dep,
+            [("count", q.from_us, DEPLOYMENT_TYPES, most) for q, _batch, most in rates],
+        )
+        for (q, in_batch, _most), total in zip(rates, totals, strict=True):
+            answers[q.policy_id] = ((total or 0) + len(in_batch), answers[q.policy_id][1])
+    return answers
+
+
+def _ask_of(q: Question) -> store.Ask:
+    if q.what == "count":
+        return ("count", q.from_us, DEPLOYMENT_TYPES, q.most)
+    if q.what == "latest":
+        return ("latest", q.from_us, DEPLOYMENT_TYPES, 0)
+    return ("count", q.from_us, ("rollback",), _MOST_COUNTED)  # a rate: its rollbacks first
+
+
+def _ask(
+    conn: Connection, org_id: str, dep: Deployment, asks: Sequence[store.Ask]
+) -> list[int | None]:
+    return store.answer_asks(
         conn,
         org_id,
         service=dep.service or "",
         environment=dep.environment,
-        from_us=from_us,
         to_us=dep.time_us,
-        types=types,
         detected_prefix=DETECTED_SOURCE_PREFIX,
         own_key=dep.key or ("", ""),
-        most=most,
+        asks=asks,
     )
-
-
-def _rates(
-    conn: Connection,
-    org_id: str,
-    rules: Rules,
-    dep: Deployment,
-    batch: Sequence[Deployment],
-) -> Rates:
-    """The rollback-rate counts of `dep`'s windows: stored, and the deployments of its batch
-    judged before it. A total is exact while the rate could pass its policy's maximum, and a
-    lower bound past that (which the policy cannot then flag)."""
-    rates: dict[int, tuple[int, int]] = {}
-    if dep.service is None:
-        return rates
-    for days, lowest_percent, least in rules.rate_windows(dep):
-        from_us = dep.time_us - days * _DAY_US
-        in_batch = [
-            o
-            for o in batch
-            if from_us <= o.time_us <= dep.time_us
-            and not o.source.startswith(DETECTED_SOURCE_PREFIX)
-        ]
-
-        rollbacks = _count(conn, org_id, dep, from_us, ("rollback",), _MOST_COUNTED) + sum(
-            o.type == "rollback" for o in in_batch
-        )
-        with_this = rollbacks + (dep.type == "rollback")
-        if with_this == 0:
-            rates[days] = (0, 0)  # no rollback: no rate to pass, whatever the total
-            continue
-        # Past this many deployments (this one included) the rate is at most the lowest
-        # maximum of the window's policies, and the least count they judge from is reached.
-        enough = max(least, int(with_this * 100 / lowest_percent) + 1 if lowest_percent else least)
-        stored = _count(conn, org_id, dep, from_us, DEPLOYMENT_TYPES, min(enough, _MOST_COUNTED))
-        rates[days] = (stored + len(in_batch), rollbacks)
-    return rates
 
 
 def flag_deployments(
@@ -173,30 +151,21 @@ def flag_deployments(
 ) -> dict[tuple[str, str], list[dict[str, Any]]]:
     """Judge the deployments among event rows about to be stored (in the ingest transaction):
     each one's violations are written into its row (`violations`, JSON text) and returned
-    by its (source, event_id). Costs nothing without a deployment; one read of the rules
-    with one, and one of earlier deployments only when a policy counts them."""
+    by its (source, event_id). Costs nothing without a deployment; with one, a read of the
+    rule ids, and bounded counts for the policies that count earlier deployments."""
     deps = [(row, _as_deployment(row)) for row in rows if row["type"] in DEPLOYMENT_TYPES]
     if not deps:
         return {}
     rules = load_rules(conn, org_id)
     if not rules:
         return {}
-    earlier = _earlier(conn, org_id, rules, [d for _, d in deps])
     flagged: dict[tuple[str, str], list[dict[str, Any]]] = {}
     judged: dict[tuple[str | None, str | None], list[Deployment]] = {}
     # In time order, each deployment of the batch counts for the later ones.
     for row, dep in sorted(deps, key=lambda pair: pair[1].time_us):
-        pair = (dep.service, dep.environment)
-        before = earlier.get(pair)
-        same_batch = judged.setdefault(pair, [])
-        violations = rules.violations(
-            dep, before or (), _rates(conn, org_id, rules, dep, same_batch)
-        )
+        same_batch = judged.setdefault((dep.service, dep.environment), [])
+        violations = rules.violations(dep, _answers(conn, org_id, rules, dep, same_batch))
         same_batch.append(dep)
-        if before is not None:
-            before.append(
-                Earlier(dep.time_us, dep.type, dep.version, dep.source, dep.key or ("", ""))
-            )
         if violations:
             row["violations"] = orjson.dumps(violations).decode()
             flagged[(row["source"], row["event_id"])] = violations
@@ -275,9 +244,7 @@ async def check_deployment(
         rules = load_rules(conn, principal.org_id)
         if not rules:
             return []
-        earlier = _earlier(conn, principal.org_id, rules, [dep])
-        rates = _rates(conn, principal.org_id, rules, dep, ())
-        return rules.violations(dep, earlier.get((dep.service, dep.environment), ()), rates)
+        return rules.violations(dep, _answers(conn, principal.org_id, rules, dep, ()))
 
     return Check(dep, await db.read_one(_check))
 

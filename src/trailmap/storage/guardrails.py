@@ -24,7 +24,8 @@ from sqlalchemy import (
 from trailmap.storage.tables import events, guardrail_freezes, guardrail_policies
 
 __all__ = [
-    "count_deployments",
+    "Ask",
+    "answer_asks",
     "delete_freeze",
     "delete_policy",
     "enabled_rule_ids",
@@ -33,7 +34,6 @@ __all__ = [
     "insert_policy",
     "list_freezes",
     "list_policies",
-    "recent_deployments",
 ]
 
 Row = dict[str, Any]
@@ -130,105 +130,73 @@ def get_rules(
     return freezes, policies
 
 
-def _same_pair(with_environment: bool, type_count: int) -> list[Any]:
+# What the policies of one deployment ask, answered in one statement of scalar subqueries: a
+# round trip per policy cost more than the counting itself (each bounded, so cheap).
+# Each ask: ("count" or "latest", from_us, types, most).
+Ask = tuple[str, int, tuple[str, ...], int]
+
+
+def _window(i: int, with_environment: bool, type_count: int) -> list[Any]:
     c = events.c
     return [
         c.org_id == bindparam("org_id"),
         c.service == bindparam("service"),
-        c.time_us >= bindparam("from_us"),
+        c.time_us >= bindparam(f"from_{i}"),
         c.time_us <= bindparam("to_us"),
-        # Plain parameters, not an expanding IN: the statement's text stays one and cached.
-        or_(*(c.type == bindparam(f"type_{i}") for i in range(type_count))),
+        or_(*(c.type == bindparam(f"type_{i}_{k}") for k in range(type_count))),
         c.subject == bindparam("environment") if with_environment else c.subject.is_(None),
+        c.source.not_like(bindparam("detected_like")),
+        ~and_(c.source == bindparam("own_source"), c.event_id == bindparam("own_event_id")),
     ]
 
 
 @cache
-def _recent_statement(with_environment: bool, type_count: int) -> Any:
+def _asks_statement(with_environment: bool, shape: tuple[tuple[str, int], ...]) -> Any:
     c = events.c
-    return select(c.time_us, c.type, c.version, c.source, c.event_id).where(
-        *_same_pair(with_environment, type_count)
-    )
+    columns: list[Any] = []
+    for i, (what, type_count) in enumerate(shape):
+        where = _window(i, with_environment, type_count)
+        if what == "latest":
+            sub = select(c.time_us).where(*where).order_by(c.time_us.desc()).limit(1)
+        else:
+            found = select(literal(1).label("one")).where(*where).limit(bindparam(f"most_{i}"))
+            sub = select(func.count()).select_from(found.subquery())
+        columns.append(sub.scalar_subquery().label(f"a{i}"))
+    return select(*columns)
 
 
-@cache
-def _count_statement(with_environment: bool, type_count: int) -> Any:
-    c = events.c
-    # At most `most` rows are visited: a caller that needs to know only whether there are
-    # fewer than a bound does not pay for a week of a busy service's deployments.
-    found = (
-        select(literal(1).label("one"))
-        .where(
-            *_same_pair(with_environment, type_count),
-            c.source.not_like(bindparam("detected_like")),
-            ~and_(c.source == bindparam("own_source"), c.event_id == bindparam("own_event_id")),
-        )
-        .limit(bindparam("most"))
-        .subquery()
-    )
-    return select(func.count()).select_from(found)
-
-
-def _params(
+def answer_asks(
+    conn: Connection,
     org_id: str,
+    *,
     service: str,
     environment: str | None,
-    from_us: int,
     to_us: int,
-    types: Sequence[str],
-) -> dict[str, Any]:
+    detected_prefix: str,
+    own_key: tuple[str, str],
+    asks: Sequence[Ask],
+) -> list[int | None]:
+    """For each ask, in one statement, among the events of its `types` of one service in one
+    environment in [from_us, to_us] (without those whose source starts with
+    `detected_prefix`, nor the event `own_key`): "count", how many, up to `most`; "latest",
+    the time of the latest (None: none)."""
+    if not asks:
+        return []
     params: dict[str, Any] = {
         "org_id": org_id,
         "service": service,
-        "from_us": from_us,
         "to_us": to_us,
-        **{f"type_{i}": t for i, t in enumerate(types)},
-    }
-    if environment is not None:
-        params["environment"] = environment
-    return params
-
-
-def recent_deployments(
-    conn: Connection,
-    org_id: str,
-    *,
-    service: str,
-    environment: str | None,
-    from_us: int,
-    to_us: int,
-    types: Sequence[str],
-) -> list[tuple[int, str, str | None, str, str]]:
-    """(time_us, type, version, source, event_id) of the events of `types` of one service in
-    one environment (none: events without one) in [from_us, to_us]: what the policies that
-    count earlier deployments one by one look at (a day at most)."""
-    params = _params(org_id, service, environment, from_us, to_us, types)
-    result = conn.execute(_recent_statement(environment is not None, len(types)), params)
-    return [(r[0], r[1], r[2], r[3], r[4]) for r in result.all()]
-
-
-def count_deployments(
-    conn: Connection,
-    org_id: str,
-    *,
-    service: str,
-    environment: str | None,
-    from_us: int,
-    to_us: int,
-    types: Sequence[str],
-    detected_prefix: str,
-    own_key: tuple[str, str],
-    most: int,
-) -> int:
-    """How many events of `types` of one service in one environment in [from_us, to_us],
-    counting to `most` at most; without those whose source starts with `detected_prefix`,
-    nor the event `own_key` (a redelivery's stored copy)."""
-    params = _params(org_id, service, environment, from_us, to_us, types) | {
         "detected_like": detected_prefix + "%",
         "own_source": own_key[0],
         "own_event_id": own_key[1],
-        "most": most,
     }
-    return int(
-        conn.execute(_count_statement(environment is not None, len(types)), params).scalar_one()
-    )
+    if environment is not None:
+        params["environment"] = environment
+    for i, (what, from_us, types, most) in enumerate(asks):
+        params[f"from_{i}"] = from_us
+        params.update({f"type_{i}_{k}": t for k, t in enumerate(types)})
+        if what != "latest":
+            params[f"most_{i}"] = most
+    shape = tuple((what, len(types)) for what, _from, types, _most in asks)
+    row = conn.execute(_asks_statement(environment is not None, shape), params).one()
+    return [None if v is None else int(v) for v in row]
