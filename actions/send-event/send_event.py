@@ -27,6 +27,7 @@ INPUTS = (
     "severity",
     "source",
     "fail-on-error",
+    "fail-on-violation",
 )
 # As `trailmap send` and the SDK: what may succeed if asked again.
 RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -213,15 +214,32 @@ def main() -> int:
     duplicates = data.get("duplicates") or []
     stored = (accepted or duplicates or [{}])[0]
     status = "accepted" if accepted else "duplicate"
+    violations = stored.get("violations") or []
     write_outputs(
-        {"event-id": event_id_, "trailmap-id": str(stored.get("id") or ""), "status": status}
+        {
+            "event-id": event_id_,
+            "trailmap-id": str(stored.get("id") or ""),
+            "status": status,
+            "violations": str(len(violations)),
+        }
     )
     print(
         f"Trailmap: {event['type']} from {event['source']} {status} "
         f"(id {event_id_}, trailmap id {stored.get('id')})",
         flush=True,
     )
-    return 0
+    return report_violations(violations, fail=read_input("fail-on-violation").lower() == "true")
+
+
+def report_violations(violations: list[dict[str, Any]], *, fail: bool) -> int:
+    """Each guardrail the deployment went against, as a warning, or as an error that fails the
+    step when fail-on-violation is true. The event is stored either way: guardrails warn,
+    and only the workflow decides to stop."""
+    level = "error" if fail else "warning"
+    for violation in violations:
+        said = f"{violation.get('kind', 'guardrail')}: {violation.get('message', '')}"
+        print(f"::{level} title=Trailmap guardrail::{escape(said)}", flush=True)
+    return 1 if violations and fail else 0
 
 
 if __name__ == "__main__":

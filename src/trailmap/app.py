@@ -19,6 +19,7 @@ from trailmap.accounts import Principal, authenticate
 from trailmap.accounts.passwords import PasswordHashing
 from trailmap.accounts.rate_limits import RateLimits
 from trailmap.api import dora, events, graph, health, metrics, otlp, otlp_metrics, webhooks
+from trailmap.api import guardrails as api_guardrails
 from trailmap.api import integrations as api_integrations
 from trailmap.api import team as api_team
 from trailmap.api.docs import install_docs
@@ -42,6 +43,7 @@ from trailmap.console import dora as console_dora
 from trailmap.console import event as console_event
 from trailmap.console import graph as console_graph
 from trailmap.console import graph_changes as console_graph_changes
+from trailmap.console import guardrails as console_guardrails
 from trailmap.console import integrations as console_integrations
 from trailmap.console import (
     settings as console_settings,
@@ -221,6 +223,7 @@ def create_app(
         api_team,
         api_integrations,
         dora,
+        api_guardrails,
         webhooks,
         team,
         console_settings,
@@ -236,6 +239,7 @@ def create_app(
         console_event,
         console_dora,
         console_integrations,
+        console_guardrails,
     ):
         app.include_router(face.router)
     limits = OAuthLimits(

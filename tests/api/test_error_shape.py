@@ -83,7 +83,14 @@ def _routes(settings: Settings, db: Database) -> list[tuple[str, str, set[str]]]
     routes = []
     for template, operations in paths.items():
         path = template
-        for parameter in ("{event_id}", "{node}", "{email}", "{integration_id}"):
+        for parameter in (
+            "{event_id}",
+            "{node}",
+            "{email}",
+            "{integration_id}",
+            "{freeze_id}",
+            "{policy_id}",
+        ):
             path = path.replace(parameter, _GARBAGE_PATH_VALUE)
         assert "{" not in path, f"give {template} a garbage value for its parameter"
         routes.append((path, template, {m.upper() for m in operations}))
@@ -95,6 +102,7 @@ def test_the_walk_covers_the_documented_routes(settings: Settings, db: Database)
     assert {"/api/v1/events", "/api/v1/events/{event_id}", "/readyz"} <= templates
     assert {"/api/v1/otlp/v1/traces", "/api/v1/graph/nodes/{node}"} <= templates
     assert {"/api/v1/members/{email}", "/api/v1/invitations", "/api/v1/audit"} <= templates
+    assert {"/api/v1/guardrails/check", "/api/v1/guardrails/freezes/{freeze_id}"} <= templates
 
 
 async def test_every_route_and_method_without_credentials_answers_in_the_one_shape(
@@ -144,6 +152,9 @@ _NO_INPUT = {
     ("GET", "/api/v1/metrics/settings"),
     ("GET", "/api/v1/organization"),
     ("GET", "/api/v1/organization/usage"),
+    # Any key of the organization reads its guardrails (those who deploy work under them).
+    ("GET", "/api/v1/guardrails/freezes"),
+    ("GET", "/api/v1/guardrails/policies"),
     ("GET", "/metrics"),
     ("HEAD", "/metrics"),
 }

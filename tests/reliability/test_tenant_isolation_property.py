@@ -34,7 +34,14 @@ from tests.factories import make_key, make_org, principal_for
 from tests.reliability.forms import scale
 from trailmap.accounts.audit import Actor
 from trailmap.accounts.organizations import get_org
+from trailmap.accounts.team import OPERATOR_AUTHORITY
 from trailmap.app import create_app
+from trailmap.guardrails.guardrails import (
+    create_freeze,
+    create_policy,
+    list_freezes,
+    list_policies,
+)
 from trailmap.integrations.integrations import create_integration, get_integration
 from trailmap.settings import Settings
 from trailmap.storage import Database
@@ -62,6 +69,8 @@ class Org:
     reader: str = ""
     admin: str = ""  # for the integrations' routes, which are for owners and admins
     integration_id: str = ""
+    freeze_id: str = ""
+    policy_id: str = ""
     event_ids: list[str] = field(default_factory=list)
     services: list[str] = field(default_factory=list)
     stores: list[str] = field(default_factory=list)
@@ -272,12 +281,14 @@ async def _walk_rest(
             if method.upper() != "GET":
                 continue
             cov.rest.add(f"GET {template}")
-            key = a.admin if "/integrations" in template else a.writer
+            key = a.admin if _for_admins(template) else a.writer
             auth = {"Authorization": f"Bearer {key}"}
             path_values = {
                 "event_id": [*b.event_ids, a.event_ids[0]],
                 "node": [*b.services, *b.stores],
                 "integration_id": [b.integration_id, a.integration_id],
+                "freeze_id": [b.freeze_id, a.freeze_id],
+                "policy_id": [b.policy_id, a.policy_id],
             }
             params = [p for p in operation.get("parameters", []) if p["in"] == "query"]
             names = [p["name"] for p in params if _free_strings(p)]
@@ -351,6 +362,26 @@ async def _walk_writes(
         ("POST", "/api/v1/integrations/{integration_id}/webhook"): [
             (b'{"zen": "hello"}', "application/json")
         ],
+        # B's service by name: A's rules only (A has none that name it), never B's freeze.
+        ("POST", "/api/v1/guardrails/check"): [
+            (json.dumps({"service": s, "environment": _ENV}).encode(), "application/json")
+            for s in (b.services[0], "checkout")
+        ],
+        ("POST", "/api/v1/guardrails/freezes"): [
+            (
+                b'{"name": "mine", "start": "2026-01-01T00:00:00Z", "end": "2027-01-01T00:00:00Z"}',
+                "application/json",
+            )
+        ],
+        ("POST", "/api/v1/guardrails/policies"): [
+            (
+                b'{"kind": "cooldown", "name": "mine", "settings": {"minutes": 5}}',
+                "application/json",
+            )
+        ],
+        # B's rules, addressed by A's ADMIN key: not found, and left as they were.
+        ("DELETE", "/api/v1/guardrails/freezes/{freeze_id}"): [(b"", "application/json")],
+        ("DELETE", "/api/v1/guardrails/policies/{policy_id}"): [(b"", "application/json")],
     }
     for template, operations in paths.items():
         for method in operations:
@@ -359,8 +390,12 @@ async def _walk_writes(
                 continue
             assert key in bodies, f"give {key} a body to send in the isolation walk"
             cov.rest.add(f"{key[0]} {template}")
-            path = template.replace("{integration_id}", b.integration_id)
-            headers = {"Authorization": f"Bearer {a.admin}"} if "/integrations" in path else auth
+            path = (
+                template.replace("{integration_id}", b.integration_id)
+                .replace("{freeze_id}", b.freeze_id)
+                .replace("{policy_id}", b.policy_id)
+            )
+            headers = {"Authorization": f"Bearer {a.admin}"} if _for_admins(path) else auth
             for content, media in bodies[key]:
                 response = await http.request(
                     key[0], path, content=content, headers={**headers, "Content-Type": media}
@@ -373,8 +408,18 @@ async def _walk_writes(
                     assert data["counts"]["duplicates"] == 0, data
                     found += [f"{key}: {i}" for i in b_ids if i in response.text]
                 else:
-                    found += [f"{key}: {leak}" for leak in _leaks(response.text, [], others)]
+                    # The check echoes the service it was asked about, as sent.
+                    sent = list(json.loads(content).values()) if key == _CHECK else []
+                    found += [f"{key}: {leak}" for leak in _leaks(response.text, sent, others)]
     return found
+
+
+_CHECK = ("POST", "/api/v1/guardrails/check")
+
+
+def _for_admins(path: str) -> bool:
+    """The routes for owners' and admins' ADMIN keys: integrations, guardrails."""
+    return "/integrations" in path or "/guardrails" in path
 
 
 def _tool_arguments(tool: Any, b: Org) -> list[dict[str, Any]]:
@@ -469,6 +514,28 @@ async def _organization(db: Database, token: str) -> Org:
         secret_key=_SECRET_KEY,
     )
     org.integration_id = integration.id
+    # A freeze over every deployment and a cooldown, named with the token: A's deployments,
+    # checks and listings must never meet them.
+    freeze = await create_freeze(
+        db,
+        made.id,
+        {
+            "name": f"freeze-{token}",
+            "reason": f"reason-{token}",
+            "start": "2026-01-01T00:00:00Z",
+            "end": "2030-01-01T00:00:00Z",
+        },
+        who=OPERATOR_AUTHORITY,
+        by=Actor("the isolation test"),
+    )
+    policy = await create_policy(
+        db,
+        made.id,
+        {"kind": "cooldown", "name": f"cooldown-{token}", "settings": {"minutes": 1}},
+        who=OPERATOR_AUTHORITY,
+        by=Actor("the isolation test"),
+    )
+    org.freeze_id, org.policy_id = freeze.id, policy.id
     return org
 
 
@@ -521,6 +588,9 @@ async def test_no_endpoint_and_no_tool_shows_one_organization_anything_of_anothe
     owner_of_b = principal_for(await get_org(db, b.slug), scope="admin")
     kept = await get_integration(db, b.org_id, b.integration_id, who=owner_of_b)
     assert (kept.name, kept.status) == (f"hooks-{b.token}", "active")
+    # Nor B's guardrails.
+    assert [f.id for f in await list_freezes(db, b.org_id, who=owner_of_b)] == [b.freeze_id]
+    assert [p.id for p in await list_policies(db, b.org_id, who=owner_of_b)] == [b.policy_id]
     _seen.extend([a, b])
     print(
         f"\nisolation: {cov.calls} calls, {len(cov.rest)} REST operations, "

@@ -24,4 +24,4 @@ def live(
     ):
         token = org_with_key(url, "acme", scope="read-write")
         with running_server(url, log_path=directory / "server.log") as base_url:
-            yield LiveServer(url=base_url, token=token)
+            yield LiveServer(url=base_url, token=token, database_url=url)

@@ -22,6 +22,7 @@ __all__ = ["Answer", "LiveServer", "StandIn", "new_source", "stand_in", "wait_fo
 class LiveServer:
     url: str
     token: str  # READ_WRITE
+    database_url: str = ""  # the server's database, for what only an operator makes
 
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}

@@ -4,10 +4,12 @@ and a python3 that sees the standard library alone."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import re
 import subprocess
 import sys
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,11 @@ import pytest
 import yaml
 
 from tests.sdk.support import Answer, LiveServer, new_source, stand_in
+from trailmap.accounts import get_org
+from trailmap.accounts.audit import OPERATOR
+from trailmap.accounts.team import OPERATOR_AUTHORITY
+from trailmap.guardrails.guardrails import create_freeze
+from trailmap.storage import Database
 
 ACTION = Path(__file__).resolve().parents[2] / "actions" / "send-event"
 _EXPRESSION = re.compile(r"^\$\{\{ inputs\.([a-z-]+) \}\}$")
@@ -126,6 +133,7 @@ def test_a_deployment_step_stores_the_event_with_the_runs_context(
         "event-id": event["id"],
         "trailmap-id": event["trailmap_id"],
         "status": "accepted",
+        "violations": "0",
     }
     assert event["id"].startswith("gha-987654321-1-deploy-")
 
@@ -182,6 +190,57 @@ def test_a_refused_event_warns_or_fails_the_step_as_asked_and_is_not_retried(
     assert_key_never_shown(run, live.token)
 
 
+def _freeze_service(live: LiveServer, service: str) -> None:
+    """A freeze over every deployment of `service`, made as the instance's operator."""
+
+    async def make() -> None:
+        db = Database(live.database_url)
+        try:
+            org = await get_org(db, "acme")
+            body = {
+                "name": "Release freeze",
+                "reason": "Launch week",
+                "services": [service],
+                "start": "2026-01-01T00:00:00Z",
+                "end": "2036-01-01T00:00:00Z",
+            }
+            await create_freeze(db, org.id, body, who=OPERATOR_AUTHORITY, by=OPERATOR)
+        finally:
+            db.close()
+
+    asyncio.run(make())
+
+
+@pytest.mark.parametrize(
+    ("fail_on_violation", "code", "level"), [("false", 0, "warning"), ("true", 1, "error")]
+)
+def test_a_deployment_during_a_freeze_is_stored_and_fails_the_step_only_when_asked(
+    live: LiveServer, tmp_path: Path, fail_on_violation: str, code: int, level: str
+) -> None:
+    service = f"frozen-{uuid.uuid4().hex[:8]}"
+    _freeze_service(live, service)
+    source = new_source()
+    run = run_action(
+        tmp_path,
+        {
+            "url": live.url,
+            "api-key": live.token,
+            "service": service,
+            "source": source,
+            "environment": "production",
+            "fail-on-violation": fail_on_violation,
+        },
+    )
+    assert run.code == code, run.stdout + run.stderr
+    [annotation] = [line for line in run.stdout.splitlines() if line.startswith(f"::{level}")]
+    assert annotation.startswith(f"::{level} title=Trailmap guardrail::freeze: Release freeze")
+    assert "Launch week" in annotation
+    assert run.outputs["status"] == "accepted"
+    assert run.outputs["violations"] == "1"
+    [event] = live.events_from(source)
+    assert [v["kind"] for v in event["violations"]] == ["freeze"]
+
+
 def test_a_wrong_key_is_a_warning_that_does_not_show_the_key(
     live: LiveServer, tmp_path: Path
 ) -> None:
@@ -219,7 +278,7 @@ def test_action_yml_passes_exactly_the_inputs_the_script_reads() -> None:
         for name in script.INPUTS
     }
     assert step["env"] == expected_env
-    assert set(action["outputs"]) == {"event-id", "trailmap-id", "status"}
+    assert set(action["outputs"]) == {"event-id", "trailmap-id", "status", "violations"}
     for name, output in action["outputs"].items():
         assert output["value"] == f"${{{{ steps.{step['id']}.outputs.{name} }}}}"
     source = (ACTION / "send_event.py").read_text()

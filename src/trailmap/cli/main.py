@@ -1563,6 +1563,13 @@ def _demo_repository(settings: Settings) -> Repository:
     return Repository(read=read_repository, secret_key=settings.encryption_secret)
 
 
+# `trailmap check` and `trailmap guardrail`, in a module of their own (it calls back `_run`).
+from trailmap.cli.guardrails import check, guardrail  # noqa: E402
+
+cli.add_command(check)
+cli.add_command(guardrail)
+
+
 def main() -> None:
     cli(prog_name="trailmap", auto_envvar_prefix=None)
 

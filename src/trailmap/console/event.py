@@ -275,6 +275,9 @@ def _details(event: dict[str, Any]) -> str:
             f"{e(found.get('reached', ''))} over the {e(found.get('window', ''))} after it)"
             "</span></dd>"
         )
+    if violations := event.get("violations"):
+        items = "".join(f"<li>{e(v.get('kind'))}: {e(v.get('message'))}</li>" for v in violations)
+        rows.append(f"<dt>Guardrail violations</dt><dd><ul class=violations>{items}</ul></dd>")
     return f"<dl>{''.join(rows)}</dl>"
 
 

@@ -121,6 +121,7 @@ def org_nav(m: OrgMember) -> str:
         f"<a href=/orgs/{slug}>Home</a>"
         f"<a href=/orgs/{slug}/timeline>Timeline</a>"
         f"<a href=/orgs/{slug}/dora>DORA</a>"
+        f"<a href=/orgs/{slug}/guardrails>Guardrails</a>"
         f"<a href=/orgs/{slug}/connect>Connect</a>"
         f"<a href=/orgs/{slug}/quickstart>Quick start</a>"
         f"<a href=/orgs/{slug}/graph>Graph</a>"

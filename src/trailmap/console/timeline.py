@@ -60,6 +60,7 @@ _STYLE: Final = (
     ".sev-MAJOR,.sev-CRITICAL{border-color:#a00;color:#a00}"
     ".verdict{font-size:.8rem;padding:0 .3rem;border:1px solid #999}"
     ".verdict-regressed{border-color:#a00;color:#a00}.verdict-improved{color:#060}"
+    ".violation{font-size:.8rem;padding:0 .3rem;border:1px solid #8a5a00;color:#6b4500}"
     ".filters{display:flex;flex-wrap:wrap;gap:0 1rem}.filters div{flex:1 1 12rem}"
     ".presets a{margin-right:.8rem;white-space:nowrap}.presets a[aria-current]{font-weight:700}"
     "li.new{background:#fffbe0}summary{margin-top:1rem;cursor:pointer}</style>"
@@ -122,6 +123,14 @@ def event_row(slug: str, event: dict[str, Any]) -> str:
         badge += (
             f" <span class='verdict verdict-{e(verdict)}' title='automatic verdict'>"
             f"{e(str(verdict).replace('_', ' '))}</span>"
+        )
+    if violations := event.get("violations"):
+        # A deployment stored against a guardrail: flagged, with what it went against.
+        said = "; ".join(str(v.get("message", v.get("kind"))) for v in violations)
+        count = len(violations)
+        badge += (
+            f" <span class=violation title='{e(said)}'>⚠ {count} guardrail "
+            f"violation{'s' if count > 1 else ''}</span>"
         )
     description = f"<div>{e(event['description'])}</div>" if event.get("description") else ""
     sources = [event["source"], *event.get("also_reported_by", [])]

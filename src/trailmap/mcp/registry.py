@@ -60,8 +60,12 @@ _NOT_FOR_MODEL = frozenset({"specversion", "event_id", "trailmap_id"})
 
 
 def event_for_model(event: dict[str, Any]) -> dict[str, Any]:
-    """An event as a model reads it: without the attributes in `_NOT_FOR_MODEL`."""
-    return {k: v for k, v in event.items() if k not in _NOT_FOR_MODEL}
+    """An event as a model reads it: without the attributes in `_NOT_FOR_MODEL`, and its
+    guardrail violations as kind and message (the message names the rule and its window)."""
+    out = {k: v for k, v in event.items() if k not in _NOT_FOR_MODEL}
+    if violations := out.get("violations"):
+        out["violations"] = [{"kind": v["kind"], "message": v["message"]} for v in violations]
+    return out
 
 
 def tool_result(structured: dict[str, Any], text: str) -> CallToolResult:

@@ -17,6 +17,7 @@ from trailmap.mcp.arguments import ToolArguments
 from trailmap.mcp.change_tools import EventSource, register_change_tools
 from trailmap.mcp.counting import tool_call_counter
 from trailmap.mcp.graph_tools import register_graph_tools
+from trailmap.mcp.guardrail_tools import register_guardrail_tools
 from trailmap.mcp.prompts import register_prompts
 from trailmap.mcp.registry import (
     READ_ONLY,
@@ -112,6 +113,10 @@ def _event_line(event: dict[str, Any]) -> str:
     if event.get("also_reported_by"):
         # One change, two reports: the one shown, and the others (traces, another producer).
         line += f" [reported by {event['source']}, also {', '.join(event['also_reported_by'])}]"
+    if event.get("violations"):
+        # A deployment stored against a guardrail: which rules, in a few words.
+        kinds = ", ".join(v["kind"] for v in event["violations"])
+        line += f" [guardrail violations: {kinds}]"
     return f"- {line} (id {event['id']})"
 
 
@@ -201,6 +206,7 @@ def build_mcp_server(
         secret_key=secret_key,
         outbound=outbound,
     )
+    register_guardrail_tools(mcp, db, tools.begin)
     register_prompts(mcp)
     if telemetry is not None:
         # Outside the reading of arguments, so that the calls it refuses are counted.

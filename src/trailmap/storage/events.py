@@ -355,6 +355,7 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "severity",
     "description",
     "original_type",
+    "violations",
 )
 
 

@@ -34,6 +34,8 @@ __all__ = [
     "graph_minutes",
     "graph_nodes",
     "graph_versions",
+    "guardrail_freezes",
+    "guardrail_policies",
     "instance_settings",
     "integration_deliveries",
     "integration_watches",
@@ -259,6 +261,10 @@ events = Table(
     Column("extensions", Json, nullable=True),
     # Lower-cased type, source, subject, service, version and description, for search.
     Column("search_text", Text, nullable=False),
+    # The guardrail violations found when a deployment was stored, as JSON text (NULL: none).
+    # Text rather than JSON: no decode (and on PostgreSQL no jsonb cast) for the many events
+    # that have none, on the insert path every ingestion takes.
+    Column("violations", Text, nullable=True),
     PrimaryKeyConstraint("org_id", "id"),
     UniqueConstraint("org_id", "source", "event_id"),
     ForeignKeyConstraint(["org_id"], ["organizations.id"], ondelete="CASCADE"),
@@ -711,4 +717,44 @@ deploy_verdicts = Table(
     ForeignKeyConstraint(
         ["org_id", "event_id"], ["events.org_id", "events.id"], ondelete="CASCADE"
     ),
+)
+
+# An organization's change-freeze windows: one-off (starts_us, ends_us) or weekly
+# (`recurrence`: days, start, end, optional end_day, timezone). Empty `environments` or
+# `services` lists mean every one (docs/guardrails.md).
+guardrail_freezes = Table(
+    "guardrail_freezes",
+    metadata,
+    Column("org_id", String(ID), nullable=False),
+    Column("id", String(ID), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("environments", Json, nullable=False),
+    Column("services", Json, nullable=False),
+    Column("starts_us", BigInteger, nullable=True),
+    Column("ends_us", BigInteger, nullable=True),
+    Column("recurrence", Json, nullable=True),
+    Column("enabled", Boolean, nullable=False),
+    Column("created_by", String(400), nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    PrimaryKeyConstraint("org_id", "id"),
+    ForeignKeyConstraint(["org_id"], ["organizations.id"], ondelete="CASCADE"),
+)
+
+# An organization's deployment policies, one of six kinds with its `settings`.
+guardrail_policies = Table(
+    "guardrail_policies",
+    metadata,
+    Column("org_id", String(ID), nullable=False),
+    Column("id", String(ID), nullable=False),
+    Column("kind", String(30), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("settings", Json, nullable=False),
+    Column("environments", Json, nullable=False),
+    Column("services", Json, nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("created_by", String(400), nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    PrimaryKeyConstraint("org_id", "id"),
+    ForeignKeyConstraint(["org_id"], ["organizations.id"], ondelete="CASCADE"),
 )

@@ -241,6 +241,8 @@ def validate_event(
         "search_text": " ".join(
             v.lower() for v in (event_type, source, subject, service, version, description) if v
         ),
+        # Set by the guardrail check as the event is stored (a deployment against a rule).
+        "violations": None,
     }
     return EventRow(values=row, index=index)
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from trailmap import clock
 from trailmap.accounts import quotas
@@ -13,12 +14,15 @@ from trailmap.accounts.organizations import Organization
 from trailmap.accounts.plans import Plan
 from trailmap.accounts.principal import Principal
 from trailmap.errors import ErrorDetail, QuotaExceeded, ValidationFailed
+from trailmap.guardrails.guardrails import flag_deployments
+from trailmap.notifications.triggers import Trigger, enqueue
 from trailmap.storage import Connection, Database
 from trailmap.storage import accounts as account_store
 from trailmap.storage import events as store
 from trailmap.storage import usage as usage_store
 from trailmap.telemetry import count_events
 from trailmap.timeline.events import EventRow, validate_event
+from trailmap.timeline.queries import render_event
 
 __all__ = [
     "Alongside",
@@ -31,6 +35,8 @@ __all__ = [
 # What a caller writes in the events' own transaction, given the ids of the events stored now
 # and of those stored before (a webhook delivery's record): called only when there are some.
 Alongside = Callable[[Connection, list[str], list[str]], None]
+
+UTC_ZONE = ZoneInfo("UTC")
 
 # An event derived from other data carries a few fields: far below any request's limit.
 _DERIVED_EVENT_BYTES = 10 * 1024
@@ -63,6 +69,8 @@ class _Stored:
     existing: dict[tuple[str, str], str]
     quota_refused: list[EventRow]
     refusal: QuotaExceeded | None
+    # The guardrail violations of the deployments among the rows, by (source, event_id).
+    violations: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
 
     @classmethod
     def nothing(cls) -> _Stored:
@@ -105,7 +113,10 @@ async def ingest_events(
         if id(row) in refused:
             continue
         if row.key in stored.inserted:
-            result.accepted.append(_item(row, row.values["id"]))
+            item = _item(row, row.values["id"])
+            if violations := stored.violations.get(row.key):
+                item["violations"] = violations
+            result.accepted.append(item)
         else:
             result.duplicates.append(_item(row, stored.existing.get(row.key)))
     if stored.refusal is not None:
@@ -210,15 +221,70 @@ def _store(
             refusal = quotas.refusal(plan, "events", conn, org_id, now)
             refused_ids = {id(r) for r in refused}
             rows = [r for r in rows if id(r) not in refused_ids]
+        violations = flag_deployments(conn, org_id, [r.values for r in rows])
         inserted = store.insert_events(conn, org_id, [r.values for r in rows])
     else:
+        violations = flag_deployments(conn, org_id, [r.values for r in rows])
         inserted = store.insert_events(conn, org_id, [r.values for r in rows])
         usage_store.add_usage(conn, org_id, "events/month", quotas.month_period(now), len(inserted))
         existing = {}
     missing = [r.key for r in rows if r.key not in inserted and r.key not in existing]
     if missing:
         existing.update(store.find_existing(conn, org_id, missing))
-    return _Stored(inserted=inserted, existing=existing, quota_refused=refused, refusal=refusal)
+    _notify(conn, org_id, rows, inserted, violations, now)
+    return _Stored(
+        inserted=inserted,
+        existing=existing,
+        quota_refused=refused,
+        refusal=refusal,
+        violations=violations,
+    )
+
+
+class _RenderedEvent(Mapping[str, Any]):
+    """An event as the REST API shows it, rendered only if a rule reads it: most batches
+    match no rule, and rendering each of 500 events would cost the ingest path for nothing."""
+
+    __slots__ = ("_now", "_rendered", "_values")
+
+    def __init__(self, values: dict[str, Any], now: datetime) -> None:
+        self._values = values
+        self._now = now
+        self._rendered: dict[str, Any] | None = None
+
+    def _event(self) -> dict[str, Any]:
+        if self._rendered is None:
+            self._rendered = render_event(self._values, UTC_ZONE, self._now, full=True)
+        return self._rendered
+
+    def __getitem__(self, key: str) -> Any:
+        return self._event()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._event())
+
+    def __len__(self) -> int:
+        return len(self._event())
+
+
+def _notify(
+    conn: Connection,
+    org_id: str,
+    rows: list[EventRow],
+    inserted: set[tuple[str, str]],
+    violations: dict[tuple[str, str], list[dict[str, Any]]],
+    now: datetime,
+) -> None:
+    """Hand the events stored now, with their guardrail violations, to the notifications'
+    rules, in this transaction (so a notification is queued if and only if its event is)."""
+    if not inserted:
+        return
+    triggers = [
+        Trigger("event", _RenderedEvent(r.values, now), violations.get(r.key, ()))
+        for r in rows
+        if r.key in inserted
+    ]
+    enqueue(conn, org_id, triggers, clock.to_us(now))
 
 
 def record_derived_events(

@@ -14,6 +14,8 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
+import orjson
+
 from trailmap import clock
 from trailmap.accounts.principal import Principal
 from trailmap.errors import ValidationFailed
@@ -646,6 +648,9 @@ def render_event(
         value = row.get(name)
         if value is not None:
             out[name] = value
+    # Guardrail violations found when the deployment was stored (JSON text in the row).
+    if violations := row.get("violations"):
+        out["violations"] = orjson.loads(violations) if isinstance(violations, str) else violations
     return out
 
 
