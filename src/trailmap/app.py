@@ -20,6 +20,7 @@ from trailmap.accounts.passwords import PasswordHashing
 from trailmap.accounts.rate_limits import RateLimits
 from trailmap.api import events, graph, health, metrics, otlp, otlp_metrics, webhooks
 from trailmap.api import integrations as api_integrations
+from trailmap.api import notifications as api_notifications
 from trailmap.api import team as api_team
 from trailmap.api.docs import install_docs
 from trailmap.api.near_misses import near_misses
@@ -57,6 +58,7 @@ from trailmap.jobs.pairing import close_ingestion, run_ingestion_stores, run_pai
 from trailmap.jobs.retention import run_retention_purges
 from trailmap.mcp import McpEndpoint, build_mcp_server
 from trailmap.mcp.http import transport_security
+from trailmap.notifications.outbox import OutboxSettings, Sender
 from trailmap.oauth.provider import TrailmapOAuthProvider
 from trailmap.oauth.routes import OAuthLimits, oauth_routes
 from trailmap.settings import Settings
@@ -215,6 +217,7 @@ def create_app(
         *faces,
         api_team,
         api_integrations,
+        api_notifications,
         webhooks,
         team,
         console_settings,
@@ -252,8 +255,8 @@ def create_app(
 def _start_periodic_jobs(
     jobs: anyio.abc.TaskGroup, db: Database, settings: Settings, live_demo: str | None
 ) -> None:
-    """The retention purge, the cluster integrations' supervisor, and the demo's shop when
-    this node runs it."""
+    """The retention purge, the cluster integrations' supervisor, the notification outbox's
+    sender, and the demo's shop when this node runs it."""
     if settings.retention_purge_interval_seconds > 0:
         jobs.start_soon(
             lambda: run_retention_purges(
@@ -270,6 +273,21 @@ def _start_periodic_jobs(
             lease_seconds=settings.kubernetes_lease_seconds,
         )
         jobs.start_soon(supervisor.run)
+    if settings.notification_poll_seconds > 0:
+        sender = Sender(
+            db,
+            secret_key=_secret_key(settings),
+            outbound=settings.outbound,
+            settings=OutboxSettings(
+                poll_seconds=settings.notification_poll_seconds,
+                lease_seconds=settings.notification_lease_seconds,
+                timeout_seconds=settings.notification_timeout_seconds,
+                max_attempts=settings.notification_max_attempts,
+                retry_base_seconds=settings.notification_retry_base_seconds,
+                retry_max_seconds=settings.notification_retry_max_seconds,
+            ),
+        )
+        jobs.start_soon(sender.run)
     if live_demo is not None:
         jobs.start_soon(
             lambda: run_live_demo(db, live_demo, interval_seconds=settings.demo_tick_seconds)

@@ -13,6 +13,7 @@ from trailmap.accounts.organizations import Organization
 from trailmap.accounts.plans import Plan
 from trailmap.accounts.principal import Principal
 from trailmap.errors import ErrorDetail, QuotaExceeded, ValidationFailed
+from trailmap.notifications.triggers import Trigger, enqueue
 from trailmap.storage import Connection, Database
 from trailmap.storage import accounts as account_store
 from trailmap.storage import events as store
@@ -218,7 +219,15 @@ def _store(
     missing = [r.key for r in rows if r.key not in inserted and r.key not in existing]
     if missing:
         existing.update(store.find_existing(conn, org_id, missing))
+    _notify(conn, org_id, [r for r in rows if r.key in inserted], now)
     return _Stored(inserted=inserted, existing=existing, quota_refused=refused, refusal=refusal)
+
+
+def _notify(conn: Connection, org_id: str, stored: list[EventRow], now: datetime) -> None:
+    """Queue, in the events' own transaction, what the organization's notification rules ask
+    for the events stored now (docs/notifications.md)."""
+    if stored:
+        enqueue(conn, org_id, [Trigger("event", r.values) for r in stored], clock.to_us(now))
 
 
 def record_derived_events(
