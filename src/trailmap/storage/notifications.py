@@ -36,6 +36,7 @@ __all__ = [
 ]
 
 Row = dict[str, Any]
+_CHUNK = 500
 _TABLES = {"channel": notification_channels, "rule": notification_rules}
 
 
@@ -147,13 +148,18 @@ def insert_outbox(conn: Connection, rows: Sequence[Row]) -> int:
     """Queue `rows`; one already queued for the same channel and trigger is kept as it is
     (a trigger told twice is sent once). Returns how many were queued now."""
     queued = 0
-    for row in rows:
-        result = conn.execute(
-            insert_for(conn, notification_outbox)
-            .values(**row)
-            .on_conflict_do_nothing(index_elements=["org_id", "channel_id", "trigger_key"])
+    # In chunks, within SQLite's limit on a statement's parameters; RETURNING counts what was
+    # inserted on both drivers (a rowcount after ON CONFLICT DO NOTHING is not reported by
+    # every one).
+    for start in range(0, len(rows), _CHUNK):
+        queued += len(
+            conn.execute(
+                insert_for(conn, notification_outbox)
+                .values(list(rows[start : start + _CHUNK]))
+                .on_conflict_do_nothing(index_elements=["org_id", "channel_id", "trigger_key"])
+                .returning(notification_outbox.c.id)
+            ).all()
         )
-        queued += int(result.rowcount or 0)
     return queued
 
 
