@@ -595,8 +595,8 @@ async def test_no_endpoint_and_no_tool_shows_one_organization_anything_of_anothe
     assert (channel.name, channel.enabled) == (f"notify-{b.token}", True)
     rule = await get_rule(db, b.org_id, b.rule_id, who=owner_of_b)
     assert (rule.enabled, rule.channel_ids) == (True, (b.channel_id,))
-    queued = await list_deliveries(db, b.org_id, who=owner_of_b, limit=500)
-    assert b.delivery_id in {d.row["id"] for d in queued}
+    held = await list_deliveries(db, b.org_id, who=owner_of_b, limit=500)
+    assert b.delivery_id in {d.row["id"] for d in held}
     _seen.extend([a, b])
     print(
         f"\nisolation: {cov.calls} calls, {len(cov.rest)} REST operations, "
