@@ -58,6 +58,12 @@ class Received:
         return json.loads(self.body)
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A sender killed mid-answer resets the connection: nothing to report."""
+        del request, client_address
+
+
 @dataclass
 class HttpReceiver:
     """`kind` is pagerduty, opsgenie, slack, google_chat or webhook; `secret` the webhook's
@@ -72,6 +78,7 @@ class HttpReceiver:
     fail_status: int = 503
     slow_next: int = 0
     slow_seconds: float = 0.0
+    delay_seconds: float = 0.0  # every answer waits this long (sends are in flight longer)
     _server: ThreadingHTTPServer | None = None
     _lock: threading.Condition = field(default_factory=threading.Condition)
 
@@ -92,6 +99,9 @@ class HttpReceiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
+                if len(body) < length:  # the sender died mid-request: nothing was sent
+                    self.close_connection = True
+                    return
                 status, answer, content_type = receiver._answer(
                     self.path, {k.lower(): v for k, v in self.headers.items()}, body
                 )
@@ -101,7 +111,7 @@ class HttpReceiver:
                 self.end_headers()
                 self.wfile.write(answer)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server = _Server(("127.0.0.1", self.port), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
@@ -119,6 +129,8 @@ class HttpReceiver:
                 self.slow_next -= 1
         if slow:
             time.sleep(self.slow_seconds)  # a receiver that answers slowly, on its own thread
+        if self.delay_seconds:
+            time.sleep(self.delay_seconds)
         with self._lock:
             if self.fail_next > 0:
                 self.fail_next -= 1
