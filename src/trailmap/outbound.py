@@ -225,11 +225,15 @@ class OutboundPolicy:
         """Every address `host` resolves to, in the resolver's order, once each; when any is
         refused, OutboundRefused names it (an answer mixing allowed and refused addresses
         is refused whole), and NameNotResolved says the name has none."""
-        try:
-            infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (OSError, UnicodeError):  # socket.gaierror, or a name IDNA cannot encode
-            raise NameNotResolved(f"{host} does not resolve") from None
-        addresses = list(dict.fromkeys(ip_address(info[4][0]) for info in infos))
+        if _is_literal(host):
+            # An address is itself: no resolver (and no worker thread) is asked.
+            addresses: list[Address] = [ip_address(host)]
+        else:
+            try:
+                infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except (OSError, UnicodeError):  # socket.gaierror, or a name IDNA cannot encode
+                raise NameNotResolved(f"{host} does not resolve") from None
+            addresses = list(dict.fromkeys(ip_address(info[4][0]) for info in infos))
         if not addresses:
             raise NameNotResolved(f"{host} does not resolve")
         for address in addresses:

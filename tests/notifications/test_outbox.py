@@ -220,6 +220,6 @@ async def test_a_lease_that_ran_out_lets_another_sender_send_the_row(
     assert again["id"] == first["id"]
     assert again["attempts"] == 2
     # The dead node's late answer changes nothing: the row is not its any more.
-    assert not await db.write(store.mark_sent, org, first["id"], "dead-node", later)
-    assert await db.write(store.mark_sent, org, first["id"], "live-node", later)
+    assert not await db.write(store.mark_sent, [(org, first["id"])], "dead-node", later)
+    assert await db.write(store.mark_sent, [(org, first["id"])], "live-node", later) == 1
     assert make_sender(db).node  # a sender names its node in its claims

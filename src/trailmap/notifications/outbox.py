@@ -29,6 +29,7 @@ __all__ = ["OutboxSettings", "Sender", "backoff_seconds"]
 log = logging.getLogger(__name__)
 _US: Final = 1_000_000
 _ERROR_LIMIT: Final = 1000
+_OPENED_KEPT: Final = 1000  # channels whose opened secrets a sender keeps in memory
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,7 @@ class Sender:
         self.outbound = outbound
         self.settings = settings or OutboxSettings()
         self.node = f"{socket.gethostname()[:40]}:{os.getpid()}"
+        self._opened: dict[str, dict[str, str]] = {}
 
     async def run(self) -> None:
         """Send until cancelled; a failure of the database is logged and tried again."""
@@ -94,72 +96,92 @@ class Sender:
         if not rows:
             return 0
         limiter = anyio.CapacityLimiter(self.settings.concurrency)
+        outcomes: list[tuple[Mapping[str, Any], str | None]] = []
 
         async def one(row: Mapping[str, Any]) -> None:
             async with limiter:
-                await self._deliver(row, holder, client)
+                outcomes.append((row, await self._attempt(row, client)))
 
         async with anyio.create_task_group() as group:
             for row in rows:
                 group.start_soon(one, row)
+        # One transaction marks the whole batch: a write per row cost more than the sends.
+        await self.db.write(self._record, holder, outcomes, clock.now_us())
         return len(rows)
 
-    async def _deliver(
-        self, row: Mapping[str, Any], holder: str, client: httpx.AsyncClient | None
-    ) -> None:
-        error: str | None = None
+    def _secrets(self, sealed: str | None) -> dict[str, str]:
+        """A channel's secrets, opened once per sealed value (a batch holds many rows of one
+        channel, and opening costs an HMAC and a decryption)."""
+        if sealed is None:
+            return {}
+        opened = self._opened.get(sealed)
+        if opened is None:
+            if len(self._opened) > _OPENED_KEPT:
+                self._opened.clear()
+            opened = self._opened[sealed] = open_secrets(sealed, self.secret_key)
+        return opened
+
+    async def _attempt(
+        self, row: Mapping[str, Any], client: httpx.AsyncClient | None
+    ) -> str | None:
+        """Send one row; None when the receiver took it, else why not."""
         if not row["channel_enabled"]:
-            error = "the channel is disabled"
-        else:
-            secrets = open_secrets(row["channel_secrets"], self.secret_key)
-            if row["channel_secrets"] and not secrets:
-                error = "the server's TRAILMAP_SECRET_KEY cannot open the channel's secrets"
-            else:
-                delivery = Delivery(
-                    id=row["id"],
-                    kind=row["channel_kind"],
-                    settings=row["channel_settings"] or {},
-                    secrets=secrets,
-                    message=row["message"] or {},
-                    created_us=row["created_us"],
-                )
-                try:
-                    await send(
-                        delivery,
-                        policy=self.outbound,
-                        timeout_seconds=self.settings.timeout_seconds,
-                        client=client,
-                    )
-                except SendFailed as failed:
-                    error = str(failed)[:_ERROR_LIMIT]
-        now_us = clock.now_us()
-        if error is None:
-            await self.db.write(store.mark_sent, row["org_id"], row["id"], holder, now_us)
-            return
-        attempts = int(row["attempts"])
-        spent = attempts >= self.settings.max_attempts
-        next_us = None if spent else now_us + int(backoff_seconds(attempts, self.settings) * _US)
-        log.warning(
-            "notification %s to channel %s (%s) failed, attempt %d of %d: %s",
-            row["id"],
-            row["channel_id"],
-            row["channel_kind"],
-            attempts,
-            self.settings.max_attempts,
-            error,
+            return "the channel is disabled"
+        secrets = self._secrets(row["channel_secrets"])
+        if row["channel_secrets"] and not secrets:
+            return "the server's TRAILMAP_SECRET_KEY cannot open the channel's secrets"
+        delivery = Delivery(
+            id=row["id"],
+            kind=row["channel_kind"],
+            settings=row["channel_settings"] or {},
+            secrets=secrets,
+            message=row["message"] or {},
+            created_us=row["created_us"],
         )
-        await self.db.write(_mark_unsent, row["org_id"], row["id"], holder, error, next_us, now_us)
+        try:
+            await send(
+                delivery,
+                policy=self.outbound,
+                timeout_seconds=self.settings.timeout_seconds,
+                client=client,
+            )
+        except SendFailed as failed:
+            error = str(failed)[:_ERROR_LIMIT]
+            log.warning(
+                "notification %s to channel %s (%s) failed, attempt %d of %d: %s",
+                row["id"],
+                row["channel_id"],
+                row["channel_kind"],
+                row["attempts"],
+                self.settings.max_attempts,
+                error,
+            )
+            return error
+        return None
 
-
-def _mark_unsent(
-    conn: Connection,
-    org_id: str,
-    row_id: str,
-    holder: str,
-    error: str,
-    next_us: int | None,
-    now_us: int,
-) -> bool:
-    return store.mark_unsent(
-        conn, org_id, row_id, holder, error=error, next_attempt_us=next_us, now_us=now_us
-    )
+    def _record(
+        self,
+        conn: Connection,
+        holder: str,
+        outcomes: list[tuple[Mapping[str, Any], str | None]],
+        now_us: int,
+    ) -> None:
+        """Mark each row sent, or due again after its backoff, or failed once its attempts
+        are spent (only rows this claim still holds)."""
+        sent = [(row["org_id"], row["id"]) for row, error in outcomes if error is None]
+        store.mark_sent(conn, sent, holder, now_us)
+        for row, error in outcomes:
+            if error is None:
+                continue
+            attempts = int(row["attempts"])
+            spent = attempts >= self.settings.max_attempts
+            delay_us = int(backoff_seconds(attempts, self.settings) * _US)
+            store.mark_unsent(
+                conn,
+                row["org_id"],
+                row["id"],
+                holder,
+                error=error,
+                next_attempt_us=None if spent else now_us + delay_us,
+                now_us=now_us,
+            )

@@ -211,12 +211,15 @@ def claim_due(
     return _rows(conn, stmt)
 
 
-def mark_sent(conn: Connection, org_id: str, row_id: str, holder: str, now_us: int) -> bool:
-    """Mark the row sent, only while `holder`'s claim still holds it."""
+def mark_sent(conn: Connection, keys: Sequence[tuple[str, str]], holder: str, now_us: int) -> int:
+    """Mark the rows of `keys` ((org_id, id) pairs) sent, those `holder`'s claim still holds
+    (a claim's token is its own, so one UPDATE marks the batch); returns how many."""
+    if not keys:
+        return 0
     o = notification_outbox.c
     done = conn.execute(
         update(notification_outbox)
-        .where(o.org_id == org_id, o.id == row_id, o.holder == holder)
+        .where(o.holder == holder, tuple_(o.org_id, o.id).in_(list(keys)))
         .values(
             status="sent",
             holder=None,
@@ -226,7 +229,7 @@ def mark_sent(conn: Connection, org_id: str, row_id: str, holder: str, now_us: i
             last_error=None,
         )
     ).rowcount
-    return bool(done)
+    return int(done or 0)
 
 
 def mark_unsent(
