@@ -42,6 +42,7 @@ from trailmap.console import (
 from trailmap.console import event as console_event
 from trailmap.console import graph as console_graph
 from trailmap.console import integrations as console_integrations
+from trailmap.console import notifications as console_notifications
 from trailmap.console import (
     settings as console_settings,
 )
@@ -231,6 +232,7 @@ def create_app(
         console_timeline,
         console_event,
         console_integrations,
+        console_notifications,
     ):
         app.include_router(face.router)
     limits = OAuthLimits(
