@@ -41,7 +41,8 @@ class OutboxSettings:
     retry_base_seconds: float = 10.0
     retry_max_seconds: float = 3600.0
     batch: int = 100
-    concurrency: int = 16
+    concurrency: int = 16  # sends at once, per worker
+    workers: int = 2
 
 
 def backoff_seconds(attempts: int, settings: OutboxSettings) -> float:
@@ -71,19 +72,43 @@ class Sender:
         self._opened: dict[str, dict[str, str]] = {}
 
     async def run(self) -> None:
-        """Send until cancelled; a failure of the database is logged and tried again."""
-        async with httpx.AsyncClient(trust_env=False, follow_redirects=False) as client:
-            while True:
-                try:
-                    sent = await self.send_due(client=client)
-                except TrailmapError as error:
-                    log.warning("notification sender paused: %s", error.message)
-                    sent = 0
-                except Exception:
-                    log.exception("notification sender failed; trying again shortly")
-                    sent = 0
-                if sent < self.settings.batch:
-                    await anyio.sleep(self.settings.poll_seconds)
+        """Send until cancelled, from `workers` loops that each claim batches of their own
+        (while one batch is marked, another is being sent); a failure of the database is
+        logged and tried again."""
+        async with (
+            httpx.AsyncClient(trust_env=False, follow_redirects=False) as client,
+            anyio.create_task_group() as group,
+        ):
+            for _ in range(self.settings.workers):
+                group.start_soon(self._loop, client)
+
+    async def _loop(self, client: httpx.AsyncClient) -> None:
+        while True:
+            try:
+                sent = await self.send_due(client=client)
+            except TrailmapError as error:
+                log.warning("notification sender paused: %s", error.message)
+                sent = 0
+            except Exception:
+                log.exception("notification sender failed; trying again shortly")
+                sent = 0
+            if sent < self.settings.batch:
+                await anyio.sleep(self.settings.poll_seconds)
+
+    async def send_all_due(self, *, client: httpx.AsyncClient | None = None) -> int:
+        """Send what is due now, from `workers` loops, until none is left; returns how many
+        rows were claimed (a benchmark's and a test's way to drain the outbox)."""
+        claimed = 0
+
+        async def loop() -> None:
+            nonlocal claimed
+            while sent := await self.send_due(client=client):
+                claimed += sent
+
+        async with anyio.create_task_group() as group:
+            for _ in range(self.settings.workers):
+                group.start_soon(loop)
+        return claimed
 
     async def send_due(self, *, client: httpx.AsyncClient | None = None) -> int:
         """Claim one batch of due rows and send them; returns how many were claimed."""
