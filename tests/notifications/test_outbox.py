@@ -200,6 +200,7 @@ async def test_two_senders_claiming_at_once_never_hold_the_same_row(
     async with anyio.create_task_group() as group:
         for n in range(4):
             group.start_soon(claim, f"node-{n}")
+    assert all(len(rows) <= 25 for rows in claims)  # no claim takes more than asked
     claimed = [row for rows in claims for row in rows]
     assert len(claimed) == len(set(claimed)) == 60
     now = clock.now_us()
@@ -223,3 +224,24 @@ async def test_a_lease_that_ran_out_lets_another_sender_send_the_row(
     assert not await db.write(store.mark_sent, [(org, first["id"])], "dead-node", later)
     assert await db.write(store.mark_sent, [(org, first["id"])], "live-node", later) == 1
     assert make_sender(db).node  # a sender names its node in its claims
+
+
+async def test_the_retention_purge_removes_deliveries_past_the_window_but_none_being_sent(
+    db: Database, tenant: Tenant
+) -> None:
+    from datetime import timedelta  # noqa: PLC0415
+
+    from trailmap.jobs.retention import purge_expired  # noqa: PLC0415
+
+    org = tenant.org.id
+    await _setup(db, org, [("all", {})])
+    old_us = clock.to_us(clock.now() - timedelta(days=tenant.org.retention_days + 1))
+    await db.write(enqueue, org, [Trigger("event", _deployment()) for _ in range(3)], old_us)
+    await db.write(enqueue, org, [Trigger("event", _deployment())], clock.now_us())
+    now = clock.now_us()
+    (held,) = await db.write(store.claim_due, "busy-node", now, now + 60_000_000, 1)
+    report = await purge_expired(db)
+    assert report.notifications == 2  # the one held by a sender is left to it
+    left = await db.read_one(store.list_outbox, org, status=None, channel_id=None, limit=10)
+    assert {r["id"] for r in left} >= {held["id"]}
+    assert len(left) == 2

@@ -41,6 +41,7 @@ __all__ = [
     "list_channels",
     "list_deliveries",
     "list_rules",
+    "purge_notifications_before",
     "retry_delivery",
     "send_test_notification",
     "update_channel",
@@ -521,3 +522,8 @@ async def retry_delivery(
         return _get_delivery(conn, org_id, found.row["id"])
 
     return await db.write(_retry)
+
+
+async def purge_notifications_before(db: Database, org_id: str, cutoff_us: int) -> int:
+    """Delete the organization's deliveries queued before `cutoff_us` (its retention window)."""
+    return await db.write_in_chunks(store.purge_outbox_before, org_id, cutoff_us)

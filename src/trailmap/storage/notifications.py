@@ -30,6 +30,7 @@ __all__ = [
     "mark_sent",
     "mark_unsent",
     "name_taken",
+    "purge_outbox_before",
     "requeue",
     "update_channel",
     "update_rule",
@@ -176,13 +177,20 @@ def claim_due(
         o.next_attempt_us <= now_us,
         or_(o.lease_expires_us.is_(None), o.lease_expires_us < now_us),
     )
-    candidates = (
-        select(o.org_id, o.id)
-        .where(due)
-        .order_by(o.next_attempt_us)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
+    # The candidates are read first, then updated: as a subquery of the UPDATE, PostgreSQL
+    # may run a LIMIT ... SKIP LOCKED more than once and take more than `limit` rows.
+    candidates = [
+        (row[0], row[1])
+        for row in conn.execute(
+            select(o.org_id, o.id)
+            .where(due)
+            .order_by(o.next_attempt_us)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    ]
+    if not candidates:
+        return []
     claimed = conn.execute(
         update(notification_outbox)
         .where(tuple_(o.org_id, o.id).in_(candidates), due)
@@ -356,3 +364,19 @@ def count_outbox(conn: Connection, org_id: str) -> dict[str, int]:
     o = notification_outbox.c
     stmt = select(o.status, func.count()).where(o.org_id == org_id).group_by(o.status)
     return {status: int(n) for status, n in conn.execute(stmt)}
+
+
+def purge_outbox_before(conn: Connection, org_id: str, cutoff_us: int, *, chunk: int = 5000) -> int:
+    """Delete up to `chunk` deliveries queued before the cutoff (the organization's retention
+    window; what they told of is purged too), none a sender holds now; the caller repeats
+    until 0."""
+    o = notification_outbox.c
+    doomed = (
+        select(o.org_id, o.id)
+        .where(o.org_id == org_id, o.created_us < cutoff_us, o.holder.is_(None))
+        .limit(chunk)
+    )
+    removed = conn.execute(
+        delete(notification_outbox).where(o.org_id == org_id, tuple_(o.org_id, o.id).in_(doomed))
+    ).rowcount
+    return int(removed or 0)
