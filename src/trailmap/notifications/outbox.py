@@ -113,6 +113,8 @@ class Sender:
     async def send_due(self, *, client: httpx.AsyncClient | None = None) -> int:
         """Claim one batch of due rows and send them; returns how many were claimed."""
         now_us = clock.now_us()
+        if not await self.db.read_one(store.has_due, now_us):
+            return 0
         holder = f"{self.node}:{ids.new_id()[:8]}"
         lease_us = int(self.settings.lease_seconds * _US)
         rows = await self.db.write(

@@ -21,6 +21,7 @@ __all__ = [
     "get_channel",
     "get_delivery",
     "get_rule",
+    "has_due",
     "insert_channel",
     "insert_outbox",
     "insert_rule",
@@ -164,6 +165,22 @@ def insert_outbox(conn: Connection, rows: Sequence[Row]) -> int:
     return queued
 
 
+def _due(now_us: int) -> Any:
+    o = notification_outbox.c
+    return and_(
+        o.status == "pending",
+        o.next_attempt_us <= now_us,
+        or_(o.lease_expires_us.is_(None), o.lease_expires_us < now_us),
+    )
+
+
+def has_due(conn: Connection, now_us: int) -> bool:
+    """Whether any organization has a delivery due now (a read, so that an idle sender's
+    polls take no write lock)."""
+    o = notification_outbox.c
+    return conn.execute(select(o.id).where(_due(now_us)).limit(1)).first() is not None
+
+
 def claim_due(
     conn: Connection, holder: str, now_us: int, lease_until_us: int, limit: int
 ) -> list[Row]:
@@ -172,11 +189,7 @@ def claim_due(
     taken only while pending, due, and unleased or past its lease, so two claims never hold
     the same row at once (PostgreSQL skips rows another claim has locked)."""
     o = notification_outbox.c
-    due = and_(
-        o.status == "pending",
-        o.next_attempt_us <= now_us,
-        or_(o.lease_expires_us.is_(None), o.lease_expires_us < now_us),
-    )
+    due = _due(now_us)
     # The candidates are read first, then updated: as a subquery of the UPDATE, PostgreSQL
     # may run a LIMIT ... SKIP LOCKED more than once and take more than `limit` rows.
     candidates = [
