@@ -293,7 +293,7 @@ class SmtpReceiver:
                 and data.login.decode() == self.username
                 and data.password.decode() == self.password
             )
-            return AuthResult(success=good)
+            return AuthResult(success=good, handled=False)  # aiosmtpd answers 535 itself
 
         self._controller = Controller(
             _Recorder(self),

@@ -341,3 +341,26 @@ async def test_a_disabled_rule_queues_nothing(
     await _post_event(client, tenant)
     assert await deliveries(client, tenant) == []
     await anyio.lowlevel.checkpoint()
+
+
+async def test_an_smtp_server_that_refuses_the_password_is_shown_as_the_last_error(
+    client: httpx.AsyncClient, tenant: Tenant, db: Database, smtp: SmtpReceiver
+) -> None:
+    body = channel_body("email", smtp)
+    body["settings"]["password"] = "not-the-password"
+    channel = await make_channel(client, tenant, body)
+    await make_rule(client, tenant, [channel["id"]])
+    await _post_event(client, tenant)
+    await make_sender(db).send_due()
+    (first,) = await deliveries(client, tenant)
+    assert first["status"] == "pending"
+    assert "answered SMTP 535" in first["last_error"]
+    assert "not-the-password" not in first["last_error"]
+    fixed = await client.patch(
+        f"/api/v1/notifications/channels/{channel['id']}",
+        json={"settings": {"password": smtp.password}},
+        headers=tenant.admin_auth(),
+    )
+    assert fixed.status_code == 200, fixed.text
+    await drain(make_sender(db), lambda: _all_in(client, tenant, "sent", 1))
+    assert len(smtp.wait_for(1)) == 1
