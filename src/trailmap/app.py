@@ -21,6 +21,7 @@ from trailmap.accounts.rate_limits import RateLimits
 from trailmap.api import dora, events, graph, health, metrics, otlp, otlp_metrics, webhooks
 from trailmap.api import guardrails as api_guardrails
 from trailmap.api import integrations as api_integrations
+from trailmap.api import notifications as api_notifications
 from trailmap.api import team as api_team
 from trailmap.api.docs import install_docs
 from trailmap.api.near_misses import near_misses
@@ -45,6 +46,7 @@ from trailmap.console import graph as console_graph
 from trailmap.console import graph_changes as console_graph_changes
 from trailmap.console import guardrails as console_guardrails
 from trailmap.console import integrations as console_integrations
+from trailmap.console import notifications as console_notifications
 from trailmap.console import (
     settings as console_settings,
 )
@@ -64,6 +66,7 @@ from trailmap.jobs.retention import run_retention_purges
 from trailmap.jobs.verdicts import run_verdicts
 from trailmap.mcp import McpEndpoint, build_mcp_server
 from trailmap.mcp.http import transport_security
+from trailmap.notifications.outbox import OutboxSettings, Sender
 from trailmap.oauth.provider import TrailmapOAuthProvider
 from trailmap.oauth.routes import OAuthLimits, oauth_routes
 from trailmap.settings import Settings
@@ -224,6 +227,7 @@ def create_app(
         api_integrations,
         dora,
         api_guardrails,
+        api_notifications,
         webhooks,
         team,
         console_settings,
@@ -240,6 +244,7 @@ def create_app(
         console_dora,
         console_integrations,
         console_guardrails,
+        console_notifications,
     ):
         app.include_router(face.router)
     limits = OAuthLimits(
@@ -265,8 +270,9 @@ def _start_periodic_jobs(
     jobs: anyio.abc.TaskGroup, db: Database, settings: Settings, live_demo: str | None
 ) -> None:
     """The retention purge, the cluster integrations' supervisor (their watches, and their
-    objects read into the graph), the deployments' verdicts, the repository indexer, the
-    Backstage catalogs' indexer, and the demo's shop when this node runs it."""
+    objects read into the graph), the deployments' verdicts, the notification outbox's sender,
+    the repository indexer, the Backstage catalogs' indexer, and the demo's shop when this node
+    runs it."""
     if settings.retention_purge_interval_seconds > 0:
         jobs.start_soon(
             lambda: run_retention_purges(
@@ -314,6 +320,21 @@ def _start_periodic_jobs(
                 secret_key=_secret_key(settings),
             )
         )
+    if settings.notification_poll_seconds > 0:
+        sender = Sender(
+            db,
+            secret_key=_secret_key(settings),
+            outbound=settings.outbound,
+            settings=OutboxSettings(
+                poll_seconds=settings.notification_poll_seconds,
+                lease_seconds=settings.notification_lease_seconds,
+                timeout_seconds=settings.notification_timeout_seconds,
+                max_attempts=settings.notification_max_attempts,
+                retry_base_seconds=settings.notification_retry_base_seconds,
+                retry_max_seconds=settings.notification_retry_max_seconds,
+            ),
+        )
+        jobs.start_soon(sender.run)
     if live_demo is not None:
         jobs.start_soon(
             lambda: run_live_demo(db, live_demo, interval_seconds=settings.demo_tick_seconds)

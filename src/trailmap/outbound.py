@@ -225,11 +225,15 @@ class OutboundPolicy:
         """Every address `host` resolves to, in the resolver's order, once each; when any is
         refused, OutboundRefused names it (an answer mixing allowed and refused addresses
         is refused whole), and NameNotResolved says the name has none."""
-        try:
-            infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (OSError, UnicodeError):  # socket.gaierror, or a name IDNA cannot encode
-            raise NameNotResolved(f"{host} does not resolve") from None
-        addresses = list(dict.fromkeys(ip_address(info[4][0]) for info in infos))
+        if _is_literal(host):
+            # An address is itself: no resolver (and no worker thread) is asked.
+            addresses: list[Address] = [ip_address(host)]
+        else:
+            try:
+                infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except (OSError, UnicodeError):  # socket.gaierror, or a name IDNA cannot encode
+                raise NameNotResolved(f"{host} does not resolve") from None
+            addresses = list(dict.fromkeys(ip_address(info[4][0]) for info in infos))
         if not addresses:
             raise NameNotResolved(f"{host} does not resolve")
         for address in addresses:
@@ -255,13 +259,39 @@ class OutboundPolicy:
         client: httpx.AsyncClient | None = None,
         verify: ssl.SSLContext | bool = True,
     ) -> AsyncIterator[httpx.Response]:
-        """The streamed answer to a GET of `url`, from an address of its host this policy
-        allows: the host is resolved once, every address checked, and the connection made
-        to a checked address (trying the next one only when one cannot be connected to),
-        with the host name kept for TLS and the Host header. Redirects are never followed,
-        and no proxy from the environment is used (it would connect elsewhere). Without a
-        `client`, one of its own is opened and closed (with `verify`). Each network operation
-        is bounded by `io_timeout_seconds`; the caller bounds the whole exchange."""
+        """The streamed answer to a GET of `url` (`request`'s, for a GET)."""
+        async with self.request(
+            "GET",
+            url,
+            io_timeout_seconds=io_timeout_seconds,
+            params=params,
+            headers=headers,
+            client=client,
+            verify=verify,
+        ) as response:
+            yield response
+
+    @asynccontextmanager
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        io_timeout_seconds: float,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        content: bytes | None = None,
+        client: httpx.AsyncClient | None = None,
+        verify: ssl.SSLContext | bool = True,
+    ) -> AsyncIterator[httpx.Response]:
+        """The streamed answer to `method` (a GET, or a POST of `content`) of `url`, from
+        an address of its host this policy allows: the host is resolved once, every address
+        checked, and the connection made to a checked address (trying the next one only
+        when one cannot be connected to), with the host name kept for TLS and the Host
+        header. Redirects are never followed, and no proxy from the environment is used (it
+        would connect elsewhere). Without a `client`, one of its own is opened and closed
+        (with `verify`). Each network operation is bounded by `io_timeout_seconds`; the
+        caller bounds the whole exchange."""
         scheme, host, port = _target(url)
         parsed = httpx.URL(url)
         addresses = await self.resolve(host, port)
@@ -279,9 +309,10 @@ class OutboundPolicy:
                     io_timeout_seconds, connect=min(io_timeout_seconds, max(budget, 0.0) * 0.45)
                 )
                 request = client.build_request(
-                    "GET",
+                    method,
                     parsed.copy_with(host=str(address), port=port),
                     params=params,
+                    content=content,
                     headers={
                         **{k: v for k, v in (headers or {}).items() if k.lower() != "host"},
                         "Host": parsed.netloc.decode("ascii"),

@@ -186,6 +186,43 @@ class Settings(BaseSettings):
         description="How long a node's claim on computing one verdict lasts: after a node "
         "stops mid-way, another computes that verdict once this has passed.",
     )
+    notification_poll_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="How often each app node's notification sender looks for due deliveries "
+        "in the outbox when it found none; 0 turns the sender off on this node (another node "
+        "sends them).",
+    )
+    notification_lease_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How long a sender's claim on a delivery lasts: after a node stops "
+        "uncleanly mid-send, another sends the delivery again once this has passed (with the "
+        "same idempotency key). Keep it above notification_timeout_seconds.",
+    )
+    notification_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="How long one attempt to send a notification may take (connecting, "
+        "sending and the receiver's answer).",
+    )
+    notification_max_attempts: int = Field(
+        default=8,
+        ge=1,
+        description="Attempts before a delivery is marked failed (retryable by hand from the "
+        "API or the console).",
+    )
+    notification_retry_base_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="The wait after a delivery's first failed attempt, doubled after each "
+        "further one, up to notification_retry_max_seconds.",
+    )
+    notification_retry_max_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="The longest wait between two attempts of a delivery.",
+    )
     demo_tick_seconds: float = Field(
         default=60.0,
         gt=0,

@@ -29,6 +29,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from pydantic import SecretStr
 
 from tests.factories import make_key, make_org, principal_for
 from tests.reliability.forms import scale
@@ -43,6 +44,14 @@ from trailmap.guardrails.guardrails import (
     list_policies,
 )
 from trailmap.integrations.integrations import create_integration, get_integration
+from trailmap.integrations.notifications import (
+    create_channel,
+    create_rule,
+    get_channel,
+    get_rule,
+    list_deliveries,
+)
+from trailmap.outbound import OutboundPolicy
 from trailmap.settings import Settings
 from trailmap.storage import Database
 
@@ -56,6 +65,10 @@ _SHARED_SUBJECTS = ["production", "staging"]
 _GRAPH_WAIT_S = 15.0
 _ENV = "production"
 _SECRET_KEY = "the isolation test's key, at least 32 characters long"
+# A channel to an address of the default outbound networks; nothing is ever sent to it (the
+# walk's notification sender is off).
+_CHANNEL_URL = "http://10.255.255.1/hook"
+_CHANNEL_BODY = json.dumps({"kind": "slack", "name": "mine", "settings": {"url": _CHANNEL_URL}})
 
 
 @dataclass
@@ -71,6 +84,9 @@ class Org:
     integration_id: str = ""
     freeze_id: str = ""
     policy_id: str = ""
+    channel_id: str = ""  # a notification channel, a rule that sends it every event, and
+    rule_id: str = ""  # one of the deliveries queued (never sent: the walk's sender is off)
+    delivery_id: str = ""
     event_ids: list[str] = field(default_factory=list)
     services: list[str] = field(default_factory=list)
     stores: list[str] = field(default_factory=list)
@@ -289,6 +305,9 @@ async def _walk_rest(
                 "integration_id": [b.integration_id, a.integration_id],
                 "freeze_id": [b.freeze_id, a.freeze_id],
                 "policy_id": [b.policy_id, a.policy_id],
+                "channel_id": [b.channel_id, a.channel_id],
+                "rule_id": [b.rule_id, a.rule_id],
+                "delivery_id": [b.delivery_id, a.delivery_id],
             }
             params = [p for p in operation.get("parameters", []) if p["in"] == "query"]
             names = [p["name"] for p in params if _free_strings(p)]
@@ -382,6 +401,27 @@ async def _walk_writes(
         # B's rules, addressed by A's ADMIN key: not found, and left as they were.
         ("DELETE", "/api/v1/guardrails/freezes/{freeze_id}"): [(b"", "application/json")],
         ("DELETE", "/api/v1/guardrails/policies/{policy_id}"): [(b"", "application/json")],
+        # B's channels, rules and deliveries, addressed by A's ADMIN key: not found, left as
+        # they were; a rule of A's naming B's channel is refused.
+        ("POST", "/api/v1/notifications/channels"): [(_CHANNEL_BODY.encode(), "application/json")],
+        ("PATCH", "/api/v1/notifications/channels/{channel_id}"): [
+            (b'{"enabled": false}', "application/json")
+        ],
+        ("DELETE", "/api/v1/notifications/channels/{channel_id}"): [(b"", "application/json")],
+        ("POST", "/api/v1/notifications/channels/{channel_id}/test"): [(b"", "application/json")],
+        ("POST", "/api/v1/notifications/rules"): [
+            (
+                json.dumps({"name": "mine", "channel_ids": [b.channel_id]}).encode(),
+                "application/json",
+            )
+        ],
+        ("PATCH", "/api/v1/notifications/rules/{rule_id}"): [
+            (b'{"enabled": false}', "application/json")
+        ],
+        ("DELETE", "/api/v1/notifications/rules/{rule_id}"): [(b"", "application/json")],
+        ("POST", "/api/v1/notifications/deliveries/{delivery_id}/retry"): [
+            (b"", "application/json")
+        ],
     }
     for template, operations in paths.items():
         for method in operations:
@@ -390,11 +430,9 @@ async def _walk_writes(
                 continue
             assert key in bodies, f"give {key} a body to send in the isolation walk"
             cov.rest.add(f"{key[0]} {template}")
-            path = (
-                template.replace("{integration_id}", b.integration_id)
-                .replace("{freeze_id}", b.freeze_id)
-                .replace("{policy_id}", b.policy_id)
-            )
+            path = template.replace("{integration_id}", b.integration_id)
+            for name in ("freeze_id", "policy_id", "channel_id", "rule_id", "delivery_id"):
+                path = path.replace("{" + name + "}", getattr(b, name))
             headers = {"Authorization": f"Bearer {a.admin}"} if _for_admins(path) else auth
             for content, media in bodies[key]:
                 response = await http.request(
@@ -418,8 +456,8 @@ _CHECK = ("POST", "/api/v1/guardrails/check")
 
 
 def _for_admins(path: str) -> bool:
-    """The routes for owners' and admins' ADMIN keys: integrations, guardrails."""
-    return "/integrations" in path or "/guardrails" in path
+    """The routes for owners' and admins' ADMIN keys: integrations, guardrails, notifications."""
+    return any(part in path for part in ("/integrations", "/guardrails", "/notifications"))
 
 
 def _tool_arguments(tool: Any, b: Org) -> list[dict[str, Any]]:
@@ -488,7 +526,12 @@ async def _running(
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
     """The app with its lifespan (trace ingestion, MCP sessions), over ASGI."""
     fast = settings.model_copy(
-        update={"span_pairing_memory_seconds": 0, "span_pairing_wait_seconds": 1}
+        update={
+            "span_pairing_memory_seconds": 0,
+            "span_pairing_wait_seconds": 1,
+            "notification_poll_seconds": 0,
+            "secret_key": SecretStr(_SECRET_KEY),
+        }
     )
     app = create_app(fast, database=db)
     async with app.router.lifespan_context(app):
@@ -536,6 +579,24 @@ async def _organization(db: Database, token: str) -> Org:
         by=Actor("the isolation test"),
     )
     org.freeze_id, org.policy_id = freeze.id, policy.id
+    admin = principal_for(made, scope="admin")
+    channel, _ = await create_channel(
+        db,
+        made.id,
+        {"kind": "webhook", "name": f"notify-{token}", "settings": {"url": _CHANNEL_URL}},
+        who=admin,
+        by=Actor("the isolation test"),
+        secret_key=_SECRET_KEY,
+        outbound=OutboundPolicy.default(),
+    )
+    rule = await create_rule(
+        db,
+        made.id,
+        {"name": f"all-{token}", "channel_ids": [channel.id]},
+        who=admin,
+        by=Actor("the isolation test"),
+    )
+    org.channel_id, org.rule_id = channel.id, rule.id
     return org
 
 
@@ -562,6 +623,10 @@ async def test_no_endpoint_and_no_tool_shows_one_organization_anything_of_anothe
         paths: dict[str, Any] = app.openapi()["paths"]
         await _populate(http, b, plan_b)
         await _populate(http, a, plan_a)
+        for org in (a, b):
+            owner = principal_for(await get_org(db, org.slug), scope="admin")
+            (queued, *_) = await list_deliveries(db, org.org_id, who=owner)
+            org.delivery_id = str(queued.row["id"])
         await _wait_for_graph(http, b)
         await _wait_for_graph(http, a)
 
@@ -591,6 +656,12 @@ async def test_no_endpoint_and_no_tool_shows_one_organization_anything_of_anothe
     # Nor B's guardrails.
     assert [f.id for f in await list_freezes(db, b.org_id, who=owner_of_b)] == [b.freeze_id]
     assert [p.id for p in await list_policies(db, b.org_id, who=owner_of_b)] == [b.policy_id]
+    channel = await get_channel(db, b.org_id, b.channel_id, who=owner_of_b)
+    assert (channel.name, channel.enabled) == (f"notify-{b.token}", True)
+    rule = await get_rule(db, b.org_id, b.rule_id, who=owner_of_b)
+    assert (rule.enabled, rule.channel_ids) == (True, (b.channel_id,))
+    held = await list_deliveries(db, b.org_id, who=owner_of_b, limit=500)
+    assert b.delivery_id in {d.row["id"] for d in held}
     _seen.extend([a, b])
     print(
         f"\nisolation: {cov.calls} calls, {len(cov.rest)} REST operations, "

@@ -112,7 +112,8 @@ def org_nav(m: OrgMember) -> str:
     slug = e(m.slug)
     managed = (
         f"<a href=/orgs/{slug}/audit>Audit log</a><a href=/orgs/{slug}/integrations>Integrations"
-        f"</a><a href=/orgs/{slug}/settings>Settings</a>"
+        f"</a><a href=/orgs/{slug}/notifications>Notifications</a>"
+        f"<a href=/orgs/{slug}/settings>Settings</a>"
         if m.may("read_audit")
         else ""
     )

@@ -17,6 +17,7 @@ from trailmap.accounts.team import purge_ended_links
 from trailmap.errors import TrailmapError
 from trailmap.graph.retention import purge_figures_before
 from trailmap.integrations.deliveries import purge_deliveries_before
+from trailmap.integrations.notifications import purge_notifications_before
 from trailmap.metrics.retention import purge_points_before
 from trailmap.oauth.retention import OAuthPurge, purge_oauth
 from trailmap.storage import Database
@@ -36,13 +37,14 @@ class PurgeReport:
     audit: int = 0  # audit log entries past their organization's window
     deliveries: int = 0  # integrations' delivery records past their organization's window
     upkeep: int = 0  # ended invitations and reset links, old rate-limit and throttle rows
+    notifications: int = 0  # notification deliveries past their organization's window
 
 
 async def purge_expired(db: Database, *, now: datetime | None = None) -> PurgeReport:
     """Delete, organization by organization and in small chunks (so ingestion goes on while
-    a purge runs), the events, metric points, graph figures, audit entries and integration
-    deliveries past its window; then OAuth's requests, codes, tokens and clients past their
-    time."""
+    a purge runs), the events, metric points, graph figures, audit entries, integration
+    deliveries and notification deliveries past its window; then OAuth's requests, codes,
+    tokens and clients past their time."""
     now = now or clock.now()
     oauth = await purge_oauth(db, clock.to_us(now))
     if oauth.total:
@@ -55,7 +57,7 @@ async def purge_expired(db: Database, *, now: datetime | None = None) -> PurgeRe
             oauth.clients,
         )
     orgs = await list_orgs(db)
-    deleted = deleted_points = audit = deliveries = 0
+    deleted = deleted_points = audit = deliveries = notifications = 0
     for org in orgs:
         cutoff_us = clock.to_us(now - timedelta(days=org.retention_days))
         deleted += await purge_events_before(db, org.id, cutoff_us)
@@ -63,6 +65,7 @@ async def purge_expired(db: Database, *, now: datetime | None = None) -> PurgeRe
         deleted_points += await purge_figures_before(db, org.id, cutoff_us)
         audit += await purge_audit_before(db, org.id, cutoff_us)
         deliveries += await purge_deliveries_before(db, org.id, cutoff_us)
+        notifications += await purge_notifications_before(db, org.id, cutoff_us)
     day_ago_us = clock.to_us(now - timedelta(days=1))
     upkeep = await purge_ended_links(db, day_ago_us) + await purge_rate_limits(db, day_ago_us)
     if deleted_points:
@@ -77,6 +80,7 @@ async def purge_expired(db: Database, *, now: datetime | None = None) -> PurgeRe
         audit=audit,
         deliveries=deliveries,
         upkeep=upkeep,
+        notifications=notifications,
     )
 
 

@@ -47,6 +47,9 @@ __all__ = [
     "metric_points",
     "metric_series",
     "metric_settings",
+    "notification_channels",
+    "notification_outbox",
+    "notification_rules",
     "oauth_clients",
     "oauth_codes",
     "oauth_requests",
@@ -757,4 +760,80 @@ guardrail_policies = Table(
     Column("created_us", BigInteger, nullable=False),
     PrimaryKeyConstraint("org_id", "id"),
     ForeignKeyConstraint(["org_id"], ["organizations.id"], ondelete="CASCADE"),
+)
+
+# Where an organization's notifications go (a signed webhook, SMTP, PagerDuty, Opsgenie, Slack,
+# Google Chat). What a channel needs to send but must not show (a signing secret, a password,
+# a routing key, a URL that embeds a token) is a JSON object encrypted (Fernet, from
+# TRAILMAP_SECRET_KEY) in `secrets_encrypted`; `settings` holds the rest.
+notification_channels = Table(
+    "notification_channels",
+    metadata,
+    Column("org_id", String(ID), nullable=False),
+    Column("id", String(ID), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("settings", Json, nullable=False),
+    Column("secrets_encrypted", Text, nullable=True),
+    Column("enabled", Boolean, nullable=False),
+    Column("created_by", String(400), nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    Column("updated_us", BigInteger, nullable=False),
+    PrimaryKeyConstraint("org_id", "id"),
+    UniqueConstraint("org_id", "name"),
+    ForeignKeyConstraint(["org_id"], ["organizations.id"], ondelete="CASCADE"),
+)
+
+# Which stored events and verdicts are told to which channels: `match` holds the filters
+# (event types, severities, environments, services) and what sets the rule off (`on`).
+notification_rules = Table(
+    "notification_rules",
+    metadata,
+    Column("org_id", String(ID), nullable=False),
+    Column("id", String(ID), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("match", Json, nullable=False),
+    Column("channel_ids", Json, nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("created_by", String(400), nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    Column("updated_us", BigInteger, nullable=False),
+    PrimaryKeyConstraint("org_id", "id"),
+    UniqueConstraint("org_id", "name"),
+    ForeignKeyConstraint(["org_id"], ["organizations.id"], ondelete="CASCADE"),
+)
+
+# The durable outbox: one row per (channel, trigger), written in the transaction that stored
+# what it tells of; a sender on any app node claims due rows with a lease (`holder`, a token
+# of its claim, until `lease_expires_us`), sends, and marks them sent or due again later.
+notification_outbox = Table(
+    "notification_outbox",
+    metadata,
+    Column("org_id", String(ID), nullable=False),
+    Column("id", String(ID), nullable=False),
+    Column("channel_id", String(ID), nullable=False),
+    Column("rule_id", String(ID), nullable=True),
+    # What the notification is about, e.g. `event:<id>` or `verdict:<id>:regressed`.
+    Column("trigger_key", String(200), nullable=False),
+    Column("message", Json, nullable=False),
+    # pending (due at next_attempt_us), sent, or failed (max attempts reached).
+    Column("status", String(10), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_us", BigInteger, nullable=False),
+    Column("holder", String(100), nullable=True),
+    Column("lease_expires_us", BigInteger, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_us", BigInteger, nullable=False),
+    Column("updated_us", BigInteger, nullable=False),
+    Column("sent_us", BigInteger, nullable=True),
+    PrimaryKeyConstraint("org_id", "id"),
+    UniqueConstraint("org_id", "channel_id", "trigger_key"),
+    ForeignKeyConstraint(
+        ["org_id", "channel_id"],
+        ["notification_channels.org_id", "notification_channels.id"],
+        ondelete="CASCADE",
+    ),
+    # The senders' question spans organizations: which rows are due now.
+    Index(None, "status", "next_attempt_us"),
+    Index(None, "org_id", "created_us"),
 )

@@ -231,7 +231,7 @@ def _store(
     missing = [r.key for r in rows if r.key not in inserted and r.key not in existing]
     if missing:
         existing.update(store.find_existing(conn, org_id, missing))
-    _notify(conn, org_id, rows, inserted, violations, now)
+    _notify(conn, org_id, [r for r in rows if r.key in inserted], violations, now)
     return _Stored(
         inserted=inserted,
         existing=existing,
@@ -241,50 +241,18 @@ def _store(
     )
 
 
-class _RenderedEvent(Mapping[str, Any]):
-    """An event as the REST API shows it, rendered only if a rule reads it: most batches
-    match no rule, and rendering each of 500 events would cost the ingest path for nothing."""
-
-    __slots__ = ("_now", "_rendered", "_values")
-
-    def __init__(self, values: dict[str, Any], now: datetime) -> None:
-        self._values = values
-        self._now = now
-        self._rendered: dict[str, Any] | None = None
-
-    def _event(self) -> dict[str, Any]:
-        if self._rendered is None:
-            self._rendered = render_event(self._values, UTC_ZONE, self._now, full=True)
-        return self._rendered
-
-    def __getitem__(self, key: str) -> Any:
-        return self._event()[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._event())
-
-    def __len__(self) -> int:
-        return len(self._event())
-
-
 def _notify(
     conn: Connection,
     org_id: str,
-    rows: list[EventRow],
-    inserted: set[tuple[str, str]],
+    stored: list[EventRow],
     violations: dict[tuple[str, str], list[dict[str, Any]]],
     now: datetime,
 ) -> None:
-    """Hand the events stored now, with their guardrail violations, to the notifications'
-    rules, in this transaction (so a notification is queued if and only if its event is)."""
-    if not inserted:
-        return
-    triggers = [
-        Trigger("event", _RenderedEvent(r.values, now), violations.get(r.key, ()))
-        for r in rows
-        if r.key in inserted
-    ]
-    enqueue(conn, org_id, triggers, clock.to_us(now))
+    """Queue, in the events' own transaction, what the organization's notification rules ask
+    for the events stored now, with their guardrail violations (docs/notifications.md)."""
+    if stored:
+        triggers = [Trigger("event", r.values, violations.get(r.key, ())) for r in stored]
+        enqueue(conn, org_id, triggers, clock.to_us(now))
 
 
 def record_derived_events(
