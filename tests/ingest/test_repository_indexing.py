@@ -94,7 +94,7 @@ async def test_a_bare_repository_over_file_is_indexed_with_its_commit(
     assert outcome.error is None
     assert outcome.revision == head
     shown = await reading(db, tenant, made)
-    assert (shown["revision"], shown["nodes"], shown["edges"]) == (head, 13, 17)
+    assert (shown["revision"], shown["nodes"], shown["edges"]) == (head, 13, 18)
     assert shown["error"] is None
 
 
@@ -109,7 +109,7 @@ async def test_a_remote_over_http_is_read_with_its_token_and_a_new_commit_remove
         first = await index_repository(db, made, options(tmp_path))
         assert first.error is None, first.error
         assert first.recorded is not None
-        assert first.recorded.edges == 17
+        assert first.recorded.edges == 18  # the manifests' 17 and one to a Helm-only service
         # The token travels as an Authorization header, never in the URL.
         assert all("s3cret" not in path for path in server.requests)
 
@@ -126,7 +126,7 @@ async def test_a_remote_over_http_is_read_with_its_token_and_a_new_commit_remove
 
     assert second.revision == second_head
     assert second.recorded is not None
-    assert (second.recorded.removed, second.recorded.edges) == (1, 16)
+    assert (second.recorded.removed, second.recorded.edges) == (1, 17)
     assert (await reading(db, tenant, made))["revision"] == second_head
 
 
