@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,7 +22,6 @@ from trailmap.storage import events as store
 from trailmap.storage import usage as usage_store
 from trailmap.telemetry import count_events
 from trailmap.timeline.events import EventRow, validate_event
-from trailmap.timeline.queries import render_event
 
 __all__ = [
     "Alongside",
