@@ -107,7 +107,10 @@ def enqueue(conn: Connection, org_id: str, triggers: Sequence[Trigger], now_us: 
 
 
 def _trigger_key(trigger: Trigger) -> str | None:
-    event_id = trigger.event.get("id")
+    # Trailmap's own id: `trailmap_id` in an event as the REST API shows it (the verdict
+    # job's), `id` in a row just stored (ingestion's); the producer's `id` is unique only
+    # within its source.
+    event_id = trigger.event.get("trailmap_id") or trigger.event.get("id")
     if not isinstance(event_id, str) or not event_id:
         return None
     if trigger.kind == "verdict":
