@@ -230,3 +230,39 @@ async def test_what_are_our_dora_metrics_this_quarter(demo_server: tuple[str, st
         < production["deployment_frequency"]["deployments"]
         < (wider["deployment_frequency"]["deployments"])
     )
+
+
+# -- the declared graph (issue 21): the shop's repository beside its traces ---------------
+
+
+async def test_who_owns_payments(demo_server: tuple[str, str]) -> None:
+    answer = await _ask(demo_server, "get_node", {"node": "payments"})
+    # The catalog and CODEOWNERS (as `@acme/payments-team`) say so: one team, both sources.
+    [owner] = answer["owners"]
+    assert (owner["name"], owner["sources"]) == ("payments-team", "backstage+codeowners")
+    assert owner["declared_at"]
+
+
+async def test_what_is_declared_but_never_called(demo_server: tuple[str, str]) -> None:
+    answer = await _ask(demo_server, "compare_declared_and_observed", {})
+    unused = {(row["from"], row["to"], row["kind"]): row for row in answer["declared_not_observed"]}
+    # shipping's Redis fallback for carrier rates: declared, both ends traced, never called.
+    assert unused["shipping", "redis", "reads_writes"]["likely"] == "unused"
+    # And the other way round: inventory's stock cache is called but declared nowhere.
+    hidden = {(row["from"], row["to"]) for row in answer["observed_not_declared"]}
+    assert ("inventory", "redis") in hidden
+
+
+async def test_what_new_dependencies_appeared_since_yesterday(
+    demo_server: tuple[str, str],
+) -> None:
+    answer = await _ask(demo_server, "get_graph_changes", {"from": "-1d"})
+    # Today's commit gave checkout its cart cache; nothing else moved in a day.
+    appeared = {
+        (row["from"], row["to"], row["kind"])
+        for row in answer["changes"]
+        if row["change"] == "appeared" and "from" in row
+    }
+    assert ("checkout", "redis", "reads_writes") in appeared
+    assert answer["summary"]["edges_went_away"] == 0
+    assert answer["summary"]["nodes_appeared"] == 0
