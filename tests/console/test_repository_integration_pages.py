@@ -25,10 +25,12 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def settings(database_url: str) -> Settings:
+def settings(database_url: str, tmp_path: Path) -> Settings:
     return Settings(
         database_url=database_url,
         retention_purge_interval_seconds=0,
+        repository_poll_seconds=0,
+        repository_paths=str(tmp_path),
         public_url="http://testserver",
         secret_key=SECRET_KEY,
     )
@@ -67,3 +69,42 @@ async def test_an_owner_sees_the_last_reading_and_asks_for_an_index(
     )
     assert deleted.status_code == 303
     assert await declared_sources(db, org.id) == []
+
+
+async def test_an_owner_connects_a_repository_from_the_form_and_it_is_indexed(
+    db: Database, new_browser: NewBrowser, tmp_path: Path
+) -> None:
+    org = await make_org(db, slug="acme")
+    owner: httpx.AsyncClient = await _browser(db, new_browser, "ada@acme.example", "owner")
+    head = make_repository(tmp_path / "work", {"app/compose.yaml": COMPOSE})
+    bare = publish(tmp_path / "work", tmp_path / "shop.git")
+    listing = await owner.get("/orgs/acme/integrations")
+    form = parse(listing.text).form("/orgs/acme/integrations")
+
+    # A transport the server does not read is refused on its field, the token not echoed.
+    refused = await owner.post(
+        "/orgs/acme/integrations",
+        data=form.data(
+            kind="repository",
+            name="shop",
+            repo_url="ssh://git@example.com/shop.git",
+            repo_token="t0ken-never-shown",
+        ),
+    )
+    assert refused.status_code == 400, refused.text
+    assert "id=repo_url-error" in refused.text
+    assert "t0ken-never-shown" not in refused.text
+
+    made = await owner.post(
+        "/orgs/acme/integrations",
+        data=form.data(kind="repository", name="shop", repo_url=bare.as_uri(), repo_env="prod"),
+    )
+    assert made.status_code == 303, made.text
+    page_path = made.headers["location"]
+    assert "an index is asked for" in (await owner.get(page_path)).text
+
+    await RepositoryIndexer(db, options(tmp_path), node="n").round()
+    shown = (await owner.get(page_path)).text
+    assert f"<code id=revision>{head}</code>" in shown
+    [source] = await declared_sources(db, org.id)
+    assert (source["kind"], source["revision"]) == ("repository", head)

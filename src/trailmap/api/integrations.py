@@ -17,7 +17,7 @@ from trailmap.http.body import read_json_body
 from trailmap.http.context import context_of
 from trailmap.http.openapi import error_responses
 from trailmap.http.responses import ok
-from trailmap.ingest.clone import RepositoryRefused, check_url
+from trailmap.ingest.clone import check_repository_settings
 from trailmap.ingest.repository_indexer import repository_view
 from trailmap.integrations.deliveries import KEEP_DELIVERIES, list_deliveries
 from trailmap.integrations.integrations import (
@@ -87,19 +87,9 @@ async def _shown_with_index(request: Request, integration: Integration) -> dict[
 
 
 def _check_repository_url(request: Request, kind: object, settings: object) -> None:
-    """A repository's url refused at once when no fetch could read it: a transport not read,
-    credentials in it, a local path this server does not allow (TRAILMAP_REPOSITORY_PATHS)."""
-    if kind != REPOSITORY_KIND or not isinstance(settings, dict):
-        return
-    if settings.get("submodules") not in (None, "true", "false"):
-        raise ValidationFailed.field("settings.submodules", "true or false (the default)")
-    url = settings.get("url")
-    if not isinstance(url, str) or not url.strip():
-        return
-    try:
-        check_url(url, local_roots=context_of(request).settings.repository_roots)
-    except RepositoryRefused as refused:
-        raise ValidationFailed.field("settings.url", str(refused)) from None
+    check_repository_settings(
+        kind, settings, local_roots=context_of(request).settings.repository_roots
+    )
 
 
 @router.get(

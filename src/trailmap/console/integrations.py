@@ -16,6 +16,7 @@ from trailmap.errors import TrailmapError, ValidationFailed
 from trailmap.graph.learn.declared import declared_sources, forget_source
 from trailmap.http.context import context_of
 from trailmap.http.sessions import clear_cookie, cookie_name, set_cookie
+from trailmap.ingest.clone import check_repository_settings
 from trailmap.ingest.repository_indexer import repository_view
 from trailmap.integrations.deliveries import Delivery, list_deliveries
 from trailmap.integrations.integrations import (
@@ -44,7 +45,8 @@ _REFUSAL: Final = "Only owners and admins see and change the organization's inte
 _FORGES: Final = {"github": "GitHub", "gitlab": "GitLab"}
 _CLUSTERS: Final = {"kubernetes": "Kubernetes", "eks": "Amazon EKS"}
 _CATALOGS: Final = {"backstage": "Backstage"}
-_KINDS: Final = {**_FORGES, **_CLUSTERS, **_CATALOGS}
+_REPOSITORIES: Final = {"repository": "Repository (a graph source)"}
+_KINDS: Final = {**_FORGES, **_CLUSTERS, **_CATALOGS, **_REPOSITORIES}
 _SHOWN_DELIVERIES: Final = 50
 
 
@@ -98,6 +100,19 @@ def _catalog_settings(form: dict[str, str]) -> dict[str, object]:
     }
     if form.get("token", "").strip():
         settings["token"] = form["token"].strip()
+    return settings
+
+
+def _repository_settings(form: dict[str, str]) -> dict[str, object]:
+    """A repository's settings from the form: its remote, branch, environment, and its token
+    when one was typed (it is never shown again)."""
+    settings: dict[str, object] = {
+        "url": form.get("repo_url", "").strip() or None,
+        "branch": form.get("repo_branch", "").strip() or None,
+        "default_env": form.get("repo_env", "").strip() or None,
+    }
+    if form.get("repo_token", "").strip():
+        settings["token"] = form["repo_token"].strip()
     return settings
 
 
@@ -161,7 +176,8 @@ def _create_form(
         f"<input id=branch name=branch maxlength=255 "
         f"value='{e(values.get('branch', ''))}'{branch_attrs}>{branch_error}"
         + _cluster_fields(values, error)
-        + _catalog_fields(values, error)
+        + _catalog_fields(values, error if values.get("kind") == "backstage" else None)
+        + _repository_fields(values, error if values.get("kind") == "repository" else None)
         + "<button type=submit>Add integration</button></form>"
     )
 
@@ -238,6 +254,37 @@ def _catalog_fields(values: dict[str, str], error: TrailmapError | None) -> str:
         "organization's main one if empty)</label>"
         f"<input id=catalog_env name=catalog_env maxlength=200 "
         f"value='{e(values.get('catalog_env', ''))}'></fieldset>"
+    )
+
+
+def _repository_fields(values: dict[str, str], error: TrailmapError | None) -> str:
+    """The settings of a repository integration (ignored for the other kinds)."""
+    aliases = {
+        "settings.url": "repo_url",
+        "settings.token": "repo_token",
+        "settings.branch": "repo_branch",
+    }
+    url_attrs, url_error = field_error("repo_url", error, aliases=aliases)
+    token_attrs, token_error = field_error("repo_token", error, aliases=aliases)
+    branch_attrs, branch_error = field_error("repo_branch", error, aliases=aliases)
+    return (
+        "<fieldset><legend>Repository</legend>"
+        "<label for=repo_url>Repository: its git remote (https://...), or a folder the "
+        "operator allows (TRAILMAP_REPOSITORY_PATHS)</label>"
+        f"<input id=repo_url name=repo_url maxlength=500 "
+        f"value='{e(values.get('repo_url', ''))}'{url_attrs}>{url_error}"
+        "<label for=repo_branch>Repository: its branch (optional; the remote's default if "
+        "empty)</label>"
+        f"<input id=repo_branch name=repo_branch maxlength=255 "
+        f"value='{e(values.get('repo_branch', ''))}'{branch_attrs}>{branch_error}"
+        "<label for=repo_token>Repository: a token that may read it (optional; stored "
+        "encrypted and never shown again)</label>"
+        f"<input id=repo_token name=repo_token type=password autocomplete=off maxlength=4096"
+        f"{token_attrs}>{token_error}"
+        "<label for=repo_env>Environment of its services (optional; the organization's main "
+        "one if empty)</label>"
+        f"<input id=repo_env name=repo_env maxlength=200 "
+        f"value='{e(values.get('repo_env', ''))}'></fieldset>"
     )
 
 
@@ -326,12 +373,15 @@ async def integrations_create(request: Request, slug: str) -> Response:
             if kind in _CLUSTERS
             else _catalog_settings(form)
             if kind in _CATALOGS
+            else _repository_settings(form)
+            if kind in _REPOSITORIES
             else {
                 "services": _services(form.get("services", "")),
                 "service": form.get("service", "").strip() or None,
                 "branch": form.get("branch", "").strip() or None,
             }
         )
+        check_repository_settings(kind, settings, local_roots=ctx.settings.repository_roots)
         made, secret = await create_integration(
             ctx.db,
             m.org_id,
@@ -343,8 +393,12 @@ async def integrations_create(request: Request, slug: str) -> Response:
             secret_key=ctx.settings.encryption_secret,
         )
     except TrailmapError as error:
-        kept = {k: v for k, v in form.items() if k not in ("kubeconfig", "token")}  # never shown
+        secret_fields = ("kubeconfig", "token", "repo_token")
+        kept = {k: v for k, v in form.items() if k not in secret_fields}  # never shown
         return await _list_page(request, m, error=error, values=kept)
+    if made.kind == REPOSITORY_KIND:
+        # Connecting starts an index in the background, as over REST.
+        await request_index(ctx.db, m.org_id, made.id, who=None, reason="connected")
     if not made.has_webhook:  # a cluster or a catalog: no webhook, so no secret to show
         return see_other(f"{_base(m)}/{quote(made.id)}")
     return _secret_shown_once(request, m, made, secret)

@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import Final
 from urllib.parse import unquote, urljoin, urlsplit
 
+from trailmap.errors import ValidationFailed
 from trailmap.graph.declared import Skipped
 from trailmap.outbound import NameNotResolved, OutboundError, OutboundPolicy, origin
 
@@ -29,6 +30,7 @@ __all__ = [
     "Remote",
     "RepositoryRefused",
     "SubmoduleRemotes",
+    "check_repository_settings",
     "check_url",
     "checkout",
     "resolve_remote",
@@ -105,6 +107,25 @@ def _within(path: Path, roots: Sequence[str]) -> bool:
         if path == base or base in path.parents:
             return True
     return False
+
+
+def check_repository_settings(
+    kind: object, settings: object, *, local_roots: Sequence[str]
+) -> None:
+    """A repository integration's settings refused at once (ValidationFailed, by field) when
+    no fetch could read its url: a transport not read, credentials in it, a local path this
+    server does not allow (TRAILMAP_REPOSITORY_PATHS). Other kinds pass untouched."""
+    if kind != "repository" or not isinstance(settings, dict):
+        return
+    if settings.get("submodules") not in (None, "true", "false"):
+        raise ValidationFailed.field("settings.submodules", "true or false (the default)")
+    url = settings.get("url")
+    if not isinstance(url, str) or not url.strip():
+        return
+    try:
+        check_url(url, local_roots=local_roots)
+    except RepositoryRefused as refused:
+        raise ValidationFailed.field("settings.url", str(refused)) from None
 
 
 def check_url(url: str, *, local_roots: Sequence[str]) -> None:
