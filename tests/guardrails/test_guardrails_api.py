@@ -202,6 +202,57 @@ async def test_the_rollback_rate_counts_stored_and_batched_deployments_not_detec
     assert [v["kind"] for v in check.json()["data"]["violations"]] == ["max_rollback_rate"]
 
 
+async def test_a_rollback_earlier_in_the_batch_makes_the_stored_deployments_count(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    await _make(
+        client,
+        tenant,
+        "policies",
+        {
+            "kind": "max_rollback_rate",
+            "name": "One in five",
+            "settings": {"max_percent": 20, "window_days": 7, "min_deployments": 2},
+        },
+    )
+    await _send(client, tenant, *(event(time=f"2026-11-30T1{h}:00:00Z") for h in range(3)))
+    answer = await _send(
+        client,
+        tenant,
+        event(type="rollback", time="2026-12-01T10:00:00Z"),
+        event(time="2026-12-01T11:00:00Z"),
+    )
+    rollback, after = answer["accepted"]
+    [violation] = rollback["violations"]
+    assert "1 rollbacks in 4 deployments" in violation["message"]
+    # 1 in 5 (20%) is allowed: the three stored ones count though none of them is a rollback.
+    assert "violations" not in after
+
+
+async def test_a_rule_made_or_removed_applies_to_the_next_deployment(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    calm = await _send(client, tenant, event(time="2026-12-01T10:00:00Z"))
+    assert "violations" not in calm["accepted"][0]
+    policy = await _make(
+        client, tenant, "policies", {"kind": "cooldown", "name": "c", "settings": {"minutes": 30}}
+    )
+    soon = await _send(client, tenant, event(time="2026-12-01T10:10:00Z"))
+    assert [v["kind"] for v in soon["accepted"][0]["violations"]] == ["cooldown"]
+    freeze = await _make(client, tenant, "freezes", _WEEKEND)
+    saturday = await _send(client, tenant, event(time=_SATURDAY))
+    assert [v["kind"] for v in saturday["accepted"][0]["violations"]] == ["freeze"]
+    for what, rule in (("policies", policy), ("freezes", freeze)):
+        gone = await client.delete(
+            f"/api/v1/guardrails/{what}/{rule['id']}", headers=tenant.admin_auth()
+        )
+        assert gone.status_code == 200, gone.text
+    again = await _send(
+        client, tenant, event(time="2026-12-01T10:20:00Z"), event(time="2026-11-28T12:00:00+01:00")
+    )
+    assert all("violations" not in a for a in again["accepted"])
+
+
 async def test_the_check_answers_before_deploying_and_stores_nothing(
     client: httpx.AsyncClient, tenant: Tenant
 ) -> None:

@@ -41,35 +41,68 @@ _MAX_NAME: Final = 200
 
 
 # Rules are made and removed, never changed: each is parsed once per process and kept by
-# (organization, id); a removed one is simply no longer listed. Bounded, as any cache.
+# (organization, id); a removed one is simply no longer listed. And each organization's
+# latest `Rules` is kept with the ids it was made of: the check asks its counts as these rules
+# would, in the statement that reads the ids, and uses them when the ids are the same (so a
+# deployment's whole check is one round trip); else it makes the rules anew and asks again.
+# Bounded, as any cache.
 _PARSED: dict[tuple[str, str], Freeze | Policy] = {}
+_BY_ORG: dict[str, tuple[frozenset[tuple[str, str]], Rules]] = {}
 _MAX_PARSED: Final = 10_000
 
 
 def load_rules(conn: Connection, org_id: str) -> Rules:
     """The organization's enabled freezes and policies, read in the caller's transaction: one
     query of their ids, and their rows only for those this process has not parsed yet."""
-    listed = store.enabled_rule_ids(conn, org_id)
+    return _rules_of(conn, org_id, store.enabled_rule_ids(conn, org_id))
+
+
+def _rules_of(conn: Connection, org_id: str, listed: Sequence[tuple[str, str]]) -> Rules:
+    ids = frozenset(listed)
+    cached = _BY_ORG.get(org_id)
+    if cached is not None and cached[0] == ids:
+        return cached[1]
     if not listed:
-        return Rules([], [])
-    missing = [(what, rule_id) for what, rule_id in listed if (org_id, rule_id) not in _PARSED]
-    if missing:
-        freeze_rows, policy_rows = store.get_rules(
-            conn,
-            org_id,
-            [i for what, i in missing if what == "freeze"],
-            [i for what, i in missing if what == "policy"],
+        rules = Rules([], [])
+    else:
+        missing = [(what, i) for what, i in listed if (org_id, i) not in _PARSED]
+        if missing:
+            freeze_rows, policy_rows = store.get_rules(
+                conn,
+                org_id,
+                [i for what, i in missing if what == "freeze"],
+                [i for what, i in missing if what == "policy"],
+            )
+            if len(_PARSED) + len(missing) > _MAX_PARSED:
+                _PARSED.clear()
+            for row in freeze_rows:
+                _PARSED[(org_id, row["id"])] = Freeze.from_row(row)
+            for row in policy_rows:
+                _PARSED[(org_id, row["id"])] = Policy.from_row(row)
+        found = [_PARSED.get((org_id, rule_id)) for _, rule_id in listed]
+        rules = Rules(
+            [r for r in found if isinstance(r, Freeze)], [r for r in found if isinstance(r, Policy)]
         )
-        if len(_PARSED) + len(missing) > _MAX_PARSED:
-            _PARSED.clear()
-        for row in freeze_rows:
-            _PARSED[(org_id, row["id"])] = Freeze.from_row(row)
-        for row in policy_rows:
-            _PARSED[(org_id, row["id"])] = Policy.from_row(row)
-    rules = [_PARSED.get((org_id, rule_id)) for _, rule_id in listed]
-    return Rules(
-        [r for r in rules if isinstance(r, Freeze)], [r for r in rules if isinstance(r, Policy)]
-    )
+    if len(_BY_ORG) >= _MAX_PARSED:
+        _BY_ORG.clear()
+    _BY_ORG[org_id] = (ids, rules)
+    return rules
+
+
+def _rules_and_answers(
+    conn: Connection, org_id: str, dep: Deployment, batch: Sequence[Deployment]
+) -> tuple[Rules, dict[str, Any]]:
+    """The organization's rules and what `dep`'s policies need counted, in one statement when
+    the rules are those this process last saw for the organization (nearly always)."""
+    cached = _BY_ORG.get(org_id)
+    guess = cached[1] if cached is not None else Rules([], [])
+    questions = guess.questions(dep) if dep.service is not None else []
+    listed, found = _ask(conn, org_id, dep, _asks_of(questions, dep, batch), with_rule_ids=True)
+    assert listed is not None
+    rules = _rules_of(conn, org_id, listed)
+    if rules is guess:
+        return rules, _answers_from(dep, batch, questions, found)
+    return rules, _answers(conn, org_id, rules, dep, batch)
 
 
 # Past this many, counting stops: the policies' limits are far below.
@@ -81,59 +114,82 @@ def _answers(
 ) -> dict[str, Any]:
     """What `dep`'s policies need counted: stored deployments, each count bounded by where its
     policy decides (a busy service's history is never read row by row), all in one statement,
-    and those of its batch judged before it. Deployments detected in traces are not counted.
-    A rollback rate can pass its maximum only with a rollback: its deployments are counted,
-    in a second statement, only when there are rollbacks."""
-    answers: dict[str, Any] = {}
+    and those of its batch judged before it. Deployments detected in traces are not counted."""
     questions = rules.questions(dep)
     if dep.service is None or not questions:
-        return answers
-    found = _ask(conn, org_id, dep, [_ask_of(q) for q in questions])
-    rates: list[tuple[Question, list[Deployment], int]] = []
+        return {}
+    _listed, found = _ask(conn, org_id, dep, _asks_of(questions, dep, batch))
+    return _answers_from(dep, batch, questions, found)
+
+
+def _in_batch(q: Question, dep: Deployment, batch: Sequence[Deployment]) -> list[Deployment]:
+    return [
+        o
+        for o in batch
+        if q.from_us <= o.time_us <= dep.time_us and not o.source.startswith(DETECTED_SOURCE_PREFIX)
+    ]
+
+
+def _answers_from(
+    dep: Deployment,
+    batch: Sequence[Deployment],
+    questions: Sequence[Question],
+    found: Sequence[store.Answer],
+) -> dict[str, Any]:
+    answers: dict[str, Any] = {}
     for q, stored in zip(questions, found, strict=True):
-        in_batch = [
-            o
-            for o in batch
-            if q.from_us <= o.time_us <= dep.time_us
-            and not o.source.startswith(DETECTED_SOURCE_PREFIX)
-        ]
-        if q.what == "count":
+        in_batch = _in_batch(q, dep, batch)
+        if isinstance(stored, tuple):  # a rate: (deployments, rollbacks)
+            answers[q.policy_id] = (
+                stored[0] + len(in_batch),
+                stored[1] + sum(o.type == "rollback" for o in in_batch),
+            )
+        elif q.what == "count":
             answers[q.policy_id] = (stored or 0) + len(in_batch)
-        elif q.what == "latest":
+        else:
             times = [t for t in (stored, *(o.time_us for o in in_batch)) if t is not None]
             answers[q.policy_id] = max(times) if times else None
-        else:
-            rollbacks = (stored or 0) + sum(o.type == "rollback" for o in in_batch)
-            with_this = rollbacks + (dep.type == "rollback")
-            answers[q.policy_id] = (len(in_batch), rollbacks)
-            if with_this:
-                enough = q.min_deployments
-                if q.max_percent:
-                    enough = max(enough, int(with_this * 100 / q.max_percent) + 1)
-                rates.append((q, in_batch, min(enough, _MOST_COUNTED)))
-    if rates:
-        totals = _ask(
-            conn,
-            org_id,
-            dep,
-            [("count", q.from_us, DEPLOYMENT_TYPES, most) for q, _batch, most in rates],
-        )
-        for (q, in_batch, _most), total in zip(rates, totals, strict=True):
-            answers[q.policy_id] = ((total or 0) + len(in_batch), answers[q.policy_id][1])
     return answers
 
 
-def _ask_of(q: Question) -> store.Ask:
-    if q.what == "count":
-        return ("count", q.from_us, DEPLOYMENT_TYPES, q.most)
-    if q.what == "latest":
-        return ("latest", q.from_us, DEPLOYMENT_TYPES, 0)
-    return ("count", q.from_us, ("rollback",), _MOST_COUNTED)  # a rate: its rollbacks first
+def _asks_of(
+    questions: Sequence[Question], dep: Deployment, batch: Sequence[Deployment]
+) -> list[store.Ask]:
+    asks: list[store.Ask] = []
+    for q in questions:
+        if q.what == "count":
+            asks.append(store.Ask("count", q.from_us, DEPLOYMENT_TYPES, q.most))
+        elif q.what == "latest":
+            asks.append(store.Ask("latest", q.from_us, DEPLOYMENT_TYPES))
+        else:
+            # A rate can pass its maximum only with a rollback: its deployments are counted
+            # (by the database, in the same statement) only when there are rollbacks, and
+            # only up to where the rate can no longer pass it.
+            extra = (dep.type == "rollback") + sum(
+                o.type == "rollback" for o in _in_batch(q, dep, batch)
+            )
+            asks.append(
+                store.Ask(
+                    "rate",
+                    q.from_us,
+                    DEPLOYMENT_TYPES,
+                    _MOST_COUNTED,
+                    max_percent=q.max_percent,
+                    min_deployments=q.min_deployments,
+                    extra_rollbacks=extra,
+                )
+            )
+    return asks
 
 
 def _ask(
-    conn: Connection, org_id: str, dep: Deployment, asks: Sequence[store.Ask]
-) -> list[int | None]:
+    conn: Connection,
+    org_id: str,
+    dep: Deployment,
+    asks: Sequence[store.Ask],
+    *,
+    with_rule_ids: bool = False,
+) -> tuple[list[tuple[str, str]] | None, list[store.Answer]]:
     return store.answer_asks(
         conn,
         org_id,
@@ -143,6 +199,7 @@ def _ask(
         detected_prefix=DETECTED_SOURCE_PREFIX,
         own_key=dep.key or ("", ""),
         asks=asks,
+        with_rule_ids=with_rule_ids,
     )
 
 
@@ -151,20 +208,25 @@ def flag_deployments(
 ) -> dict[tuple[str, str], list[dict[str, Any]]]:
     """Judge the deployments among event rows about to be stored (in the ingest transaction):
     each one's violations are written into its row (`violations`, JSON text) and returned
-    by its (source, event_id). Costs nothing without a deployment; with one, a read of the
-    rule ids, and bounded counts for the policies that count earlier deployments."""
+    by its (source, event_id). Costs nothing without a deployment; with one, one statement
+    reading the rule ids and the bounded counts of the policies that count earlier
+    deployments (and one more statement for each further deployment of the batch)."""
     deps = [(row, _as_deployment(row)) for row in rows if row["type"] in DEPLOYMENT_TYPES]
     if not deps:
         return {}
-    rules = load_rules(conn, org_id)
-    if not rules:
-        return {}
     flagged: dict[tuple[str, str], list[dict[str, Any]]] = {}
     judged: dict[tuple[str | None, str | None], list[Deployment]] = {}
+    rules: Rules | None = None
     # In time order, each deployment of the batch counts for the later ones.
     for row, dep in sorted(deps, key=lambda pair: pair[1].time_us):
         same_batch = judged.setdefault((dep.service, dep.environment), [])
-        violations = rules.violations(dep, _answers(conn, org_id, rules, dep, same_batch))
+        if rules is None:  # the first: the rules' read and its counts in one statement
+            rules, answers = _rules_and_answers(conn, org_id, dep, same_batch)
+            if not rules:
+                return {}
+        else:
+            answers = _answers(conn, org_id, rules, dep, same_batch)
+        violations = rules.violations(dep, answers)
         same_batch.append(dep)
         if violations:
             row["violations"] = orjson.dumps(violations).decode()
@@ -241,10 +303,8 @@ async def check_deployment(
     dep = Deployment(service=checked_service, environment=checked_env, time_us=clock.to_us(when))
 
     def _check(conn: Connection) -> list[dict[str, Any]]:
-        rules = load_rules(conn, principal.org_id)
-        if not rules:
-            return []
-        return rules.violations(dep, _answers(conn, principal.org_id, rules, dep, ()))
+        rules, answers = _rules_and_answers(conn, principal.org_id, dep, ())
+        return rules.violations(dep, answers) if rules else []
 
     return Check(dep, await db.read_one(_check))
 

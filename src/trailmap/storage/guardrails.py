@@ -6,16 +6,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
+    BigInteger,
     Connection,
     and_,
     bindparam,
+    cast,
     delete,
     func,
     insert,
     literal,
+    null,
     or_,
     select,
     union_all,
@@ -24,6 +27,7 @@ from sqlalchemy import (
 from trailmap.storage.tables import events, guardrail_freezes, guardrail_policies
 
 __all__ = [
+    "Answer",
     "Ask",
     "answer_asks",
     "delete_freeze",
@@ -130,39 +134,101 @@ def get_rules(
     return freezes, policies
 
 
-# What the policies of one deployment ask, answered in one statement of scalar subqueries: a
-# round trip per policy cost more than the counting itself (each bounded, so cheap).
-# Each ask: ("count" or "latest", from_us, types, most).
-Ask = tuple[str, int, tuple[str, ...], int]
+# What the policies of one deployment ask, answered in one statement (and, when asked, the
+# organization's enabled rule ids in it too: the whole check in one round trip). A round trip
+# costs more than the counting itself (each count bounded, so cheap).
+class Ask(NamedTuple):
+    """Among the events of `types` of the deployment's service and environment from `from_us`:
+    "count", how many, up to `most`; "latest", the time of the latest; "rate", the
+    rollbacks among them (up to `most`) and how many, up to where the rate cannot pass
+    `max_percent` with `extra_rollbacks` more: max(min_deployments, int((rollbacks +
+    extra_rollbacks) * 100 / max_percent) + 1), at most `most`, and none without a
+    rollback (the rate's bound, computed by the database from the rollbacks it counted)."""
+
+    what: str
+    from_us: int
+    types: tuple[str, ...]
+    most: int = 0
+    max_percent: float = 0
+    min_deployments: int = 0
+    extra_rollbacks: int = 0
 
 
-def _window(i: int, with_environment: bool, type_count: int) -> list[Any]:
+# A count or the latest time; a rate's (deployments, rollbacks); None: no deployment.
+Answer = int | tuple[int, int] | None
+
+
+def _window(name: str, with_environment: bool, type_count: int) -> list[Any]:
     c = events.c
     return [
         c.org_id == bindparam("org_id"),
         c.service == bindparam("service"),
-        c.time_us >= bindparam(f"from_{i}"),
+        c.time_us >= bindparam(f"from_{name}"),
         c.time_us <= bindparam("to_us"),
-        or_(*(c.type == bindparam(f"type_{i}_{k}") for k in range(type_count))),
+        or_(*(c.type == bindparam(f"type_{name}_{k}") for k in range(type_count))),
         c.subject == bindparam("environment") if with_environment else c.subject.is_(None),
         c.source.not_like(bindparam("detected_like")),
         ~and_(c.source == bindparam("own_source"), c.event_id == bindparam("own_event_id")),
     ]
 
 
+def _bounded_count(name: str, with_environment: bool, type_count: int, most: Any) -> Any:
+    counted = (
+        select(literal(1).label("one"))
+        .where(*_window(name, with_environment, type_count))
+        .limit(most)
+    )
+    return select(func.count()).select_from(counted.subquery()).scalar_subquery()
+
+
+def _rate_bound(i: int, rollbacks: Any) -> Any:
+    """How many deployments a rate counts at most: int((rollbacks + extra) * 100 /
+    max_percent) + min_deployments + 2, at least what `Ask` says (more by a few, as the
+    dialects round a number to an integer differently, and the rollbacks counted once: the
+    sum needs them once, where the maximum of the two would need them twice). Counting more
+    never changes the verdict: past `Ask`'s bound the rate cannot pass its maximum."""
+    seen = rollbacks + bindparam(f"extra_{i}")
+    return cast(seen * bindparam(f"per_rollback_{i}"), BigInteger) + bindparam(f"least_{i}") + 2
+
+
+def _no_number() -> Any:
+    return cast(null(), BigInteger)
+
+
 @cache
-def _asks_statement(with_environment: bool, shape: tuple[tuple[str, int], ...]) -> Any:
+def _asks_statement(
+    with_rule_ids: bool, with_environment: bool, shape: tuple[tuple[str, int], ...]
+) -> Any:
     c = events.c
-    columns: list[Any] = []
+    columns = ("what", "key", "a", "b")
+    parts: list[Any] = []
+    if with_rule_ids:
+        f, p = guardrail_freezes.c, guardrail_policies.c
+        for what, t in (("freeze", f), ("policy", p)):
+            row: tuple[Any, ...] = (literal(what), t.id, _no_number(), _no_number())
+            parts.append(
+                select(*(v.label(n) for v, n in zip(row, columns, strict=True))).where(
+                    t.org_id == bindparam("org_id"), t.enabled
+                )
+            )
     for i, (what, type_count) in enumerate(shape):
-        where = _window(i, with_environment, type_count)
+        second = _no_number()
         if what == "latest":
-            sub = select(c.time_us).where(*where).order_by(c.time_us.desc()).limit(1)
+            first = (
+                select(c.time_us)
+                .where(*_window(str(i), with_environment, type_count))
+                .order_by(c.time_us.desc())
+                .limit(1)
+                .scalar_subquery()
+            )
+        elif what == "rate":
+            second = _bounded_count(f"{i}_rb", with_environment, 1, bindparam(f"most_{i}"))
+            first = _bounded_count(str(i), with_environment, type_count, _rate_bound(i, second))
         else:
-            found = select(literal(1).label("one")).where(*where).limit(bindparam(f"most_{i}"))
-            sub = select(func.count()).select_from(found.subquery())
-        columns.append(sub.scalar_subquery().label(f"a{i}"))
-    return select(*columns)
+            first = _bounded_count(str(i), with_environment, type_count, bindparam(f"most_{i}"))
+        row = (literal("ask"), literal(str(i)), cast(first, BigInteger), cast(second, BigInteger))
+        parts.append(select(*(v.label(n) for v, n in zip(row, columns, strict=True))))
+    return parts[0] if len(parts) == 1 else union_all(*parts)
 
 
 def answer_asks(
@@ -175,13 +241,15 @@ def answer_asks(
     detected_prefix: str,
     own_key: tuple[str, str],
     asks: Sequence[Ask],
-) -> list[int | None]:
-    """For each ask, in one statement, among the events of its `types` of one service in one
-    environment in [from_us, to_us] (without those whose source starts with
-    `detected_prefix`, nor the event `own_key`): "count", how many, up to `most`; "latest",
-    the time of the latest (None: none)."""
-    if not asks:
-        return []
+    with_rule_ids: bool = False,
+) -> tuple[list[tuple[str, str]] | None, list[Answer]]:
+    """Each ask's answer, in one statement, among the events of one service in one
+    environment up to `to_us` (without those whose source starts with `detected_prefix`,
+    nor the event `own_key`). With `with_rule_ids`, the same statement reads the
+    organization's enabled rules too, returned first as `enabled_rule_ids` returns them
+    (else None)."""
+    if not asks and not with_rule_ids:
+        return None, []
     params: dict[str, Any] = {
         "org_id": org_id,
         "service": service,
@@ -192,11 +260,28 @@ def answer_asks(
     }
     if environment is not None:
         params["environment"] = environment
-    for i, (what, from_us, types, most) in enumerate(asks):
-        params[f"from_{i}"] = from_us
-        params.update({f"type_{i}_{k}": t for k, t in enumerate(types)})
-        if what != "latest":
-            params[f"most_{i}"] = most
-    shape = tuple((what, len(types)) for what, _from, types, _most in asks)
-    row = conn.execute(_asks_statement(environment is not None, shape), params).one()
-    return [None if v is None else int(v) for v in row]
+    for i, ask in enumerate(asks):
+        params[f"from_{i}"] = ask.from_us
+        params.update({f"type_{i}_{k}": t for k, t in enumerate(ask.types)})
+        if ask.what != "latest":
+            params[f"most_{i}"] = ask.most
+        if ask.what == "rate":
+            params |= {
+                f"from_{i}_rb": ask.from_us,
+                f"type_{i}_rb_0": "rollback",
+                f"extra_{i}": ask.extra_rollbacks,
+                f"per_rollback_{i}": 100 / ask.max_percent if ask.max_percent else 0.0,
+                f"least_{i}": ask.min_deployments,
+            }
+    shape = tuple((ask.what, len(ask.types)) for ask in asks)
+    statement = _asks_statement(with_rule_ids, environment is not None, shape)
+    listed: list[tuple[str, str]] = []
+    answers: list[Answer] = [None] * len(asks)
+    for what, key, a, b in conn.execute(statement, params).all():
+        if what != "ask":
+            listed.append((what, key))
+        elif asks[int(key)].what == "rate":
+            answers[int(key)] = (int(a or 0), int(b or 0))
+        else:
+            answers[int(key)] = None if a is None else int(a)
+    return (listed if with_rule_ids else None), answers
