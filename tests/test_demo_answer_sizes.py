@@ -56,6 +56,7 @@ TYPICAL: dict[str, list[dict[str, Any]]] = {
     "get_graph_changes": [{}, {"from": "-7d"}],
     "compare_declared_and_observed": [{}, {"service": "checkout"}],
     "get_dora_metrics": [{}, {"from": "-90d"}],
+    "check_deploy_policy": [{"service": "checkout", "environment": "production"}],
 }
 
 

@@ -64,7 +64,8 @@ async def test_a_single_value_is_taken_for_a_one_item_list(
         # Timeline: query_events(type="deployment"), as assistants write it.
         single = await _answer(client, "query_events", {"from": "-7d", "type": "deployment"})
         listed = await _answer(client, "query_events", {"from": "-7d", "type": ["deployment"]})
-        assert single["events"] == listed["events"]
+        # The same events (the live demo's verdict job may add a verdict between the calls).
+        assert [e["id"] for e in single["events"]] == [e["id"] for e in listed["events"]]
         assert single["events"]
         assert {e["type"] for e in single["events"]} == {"deployment"}
         # Graph: search_nodes(kinds="database"), traverse_dependencies(node_kinds="service").

@@ -101,12 +101,11 @@ def register_change_tools(
             ),
         ] = None,
     ) -> CallToolResult:
-        """Did the service's metrics change after this event? For each metric of the event's
-        service and environment: mean, median, p95 and point count before and after, the
-        change, a Mann-Whitney U p-value and a verdict (increased, decreased, no significant
-        change, not enough data), with the source of the points. For "the last deployment
-        of checkout", first call query_events(type=["deployment"], service=["checkout"],
-        limit=1) and pass its id."""
+        """Did the service's metrics change after this event? Per metric of its service and
+        environment: mean, median, p95 and points before and after, the change, a
+        Mann-Whitney U p-value and a verdict (increased, decreased, no significant change,
+        not enough data). For "the last deployment of checkout", first query_events(
+        type=["deployment"], service=["checkout"], limit=1) for its id."""
         principal = await begin(ctx)
         data = await around.get_metrics_around_event(
             db,
@@ -137,10 +136,10 @@ def register_change_tools(
         limit: Annotated[int, Field(ge=1, le=100)] = 5,
         evidence: EvidenceArgument = "all",
     ) -> CallToolResult:
-        """What changed near a service: the changes (deployments, config, incidents) of it and
-        of its dependencies (downstream) and dependents (upstream) within max_depth hops,
-        nearest in graph and time first, each with why ("payments, one hop downstream of
-        checkout: deployed 14 minutes before now"). Use it first when a service misbehaves."""
+        """What changed near a service: its changes and those of its dependencies and
+        dependents within max_depth hops, nearest in graph and time first, each with why
+        ("payments, one hop downstream of checkout: deployed 14 minutes ago"). Use it first
+        when a service misbehaves."""
         principal = await begin(ctx)
         q = queries.GraphQuery(
             principal=principal,

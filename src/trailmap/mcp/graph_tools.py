@@ -167,9 +167,9 @@ def register_graph_tools(  # noqa: PLR0915 - one tool per block
         at: At = None,
         format: Format = "json",  # noqa: A002
     ) -> CallToolResult:
-        """One node: what calls it and what it calls, each observed in traces, declared
-        (file:line) or both, with last-hour calls/min, errors and p95; its owners, where it
-        is declared, recent changes; for a datastore or topic, the services using it."""
+        """One node: its callers and callees, each observed, declared (file:line) or both,
+        with last-hour calls/min, errors and p95; its owners, where it is declared, recent
+        changes; for a datastore or topic, the services using it."""
         q = await ask(ctx, at, format)
         data = await queries.get_node(db, q, node, environment=environment)
         lines = [_name(data)]
@@ -290,9 +290,9 @@ def register_graph_tools(  # noqa: PLR0915 - one tool per block
         at: At = None,
         format: Format = "json",  # noqa: A002
     ) -> CallToolResult:
-        """The blast radius: how many nodes depend on this one, at each distance, and the
-        nearest one by one with the next hop and the share of their traffic going there
-        ("what breaks if payments goes down?")."""
+        """The blast radius: how many nodes depend on this one at each distance, the nearest
+        listed with the next hop and their traffic's share ("what breaks if payments goes
+        down?")."""
         q = await ask(ctx, at, format)
         data = await queries.get_impact(
             db, q, node, environment=environment, limit=limit, evidence=evidence
@@ -358,8 +358,8 @@ def register_graph_tools(  # noqa: PLR0915 - one tool per block
         limit: Annotated[int, Field(ge=1, le=100)] = 20,
         offset: Annotated[int, Field(ge=0)] = 0,
     ) -> CallToolResult:
-        """Nodes and edges that appeared, went away or changed sources between two times,
-        over traces and declarations ("what new dependencies appeared since yesterday?")."""
+        """Nodes and edges that appeared, went away or changed sources between two times
+        ("what new dependencies appeared since yesterday?")."""
         q = await ask(ctx, None, "json")
         data = await changes.get_graph_changes(
             db, q, from_=from_, to=to, environment=environment, limit=limit, offset=offset

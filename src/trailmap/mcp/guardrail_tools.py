@@ -26,26 +26,22 @@ def register_guardrail_tools(
     @read_only_tool(mcp)
     async def check_deploy_policy(
         ctx: Context,
-        service: Annotated[
-            str, Field(description='The service to deploy, e.g. "checkout".', max_length=200)
-        ],
+        service: Annotated[str, Field(description='e.g. "checkout"', max_length=200)],
         environment: Annotated[
             str | None,
-            Field(description='The environment, e.g. "production".', max_length=200),
+            Field(description='e.g. "production"', max_length=200),
         ] = None,
         time: Annotated[
             str | None,
             Field(
-                description="When the deployment would happen, ISO 8601 with its zone "
-                "(2026-12-11T16:30:00+01:00); now when left out.",
+                description="ISO 8601 with its zone; now when left out.",
                 max_length=100,
             ),
         ] = None,
     ) -> CallToolResult:
-        """Would deploying this service to this environment at this time go against one of
-        the organization's change freezes (with its window and reason) or deployment
-        policies (blocked days, allowed hours, daily cap, cooldown, rollback rate, velocity)?
-        Guardrails only warn: a deployment is recorded either way; this tells before."""
+        """Would deploying this service now (or at `time`) go against a change freeze or a
+        deployment policy (blocked days, allowed hours, daily cap, cooldown, rollback rate,
+        velocity)? Guardrails only warn; this tells before."""
         principal = await begin(ctx)
         check = await check_deployment(
             db, principal, service=service, environment=environment, time=time

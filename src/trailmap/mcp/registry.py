@@ -22,7 +22,8 @@ __all__ = [
     "tool_result",
 ]
 
-READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, open_world_hint=False)
+# destructiveHint is left out: it means something only when readOnlyHint is false.
+READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 
 _Fn = TypeVar("_Fn", bound=Callable[..., Awaitable[CallToolResult]])
 

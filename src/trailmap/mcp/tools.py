@@ -50,7 +50,7 @@ _TIME_FORMS = (
 # The argument descriptions name the usual forms; get_organization_context gives them all.
 _SHORT_FORMS = '"-2h", "-7d", "today", "yesterday", "now" or ISO 8601'
 From = Annotated[str, Field(alias="from", description=f"Start of the range: {_SHORT_FORMS}.")]
-To = Annotated[str, Field(description=f"End of the range: {_SHORT_FORMS}.")]
+To = Annotated[str, Field(description="End of the range, in the same forms.")]
 Timezone = Annotated[
     str | None,
     Field(description='IANA zone of "today" and of the times shown, e.g. "Asia/Tokyo".'),
@@ -265,8 +265,7 @@ def _register(mcp: MCPServer, t: _Tools) -> None:
         search: Annotated[
             str | None,
             Field(
-                description="Words that must all appear in the type, source, environment, "
-                "service, version or description.",
+                description="Words that must all appear in the event.",
                 max_length=200,
             ),
         ] = None,
@@ -276,12 +275,11 @@ def _register(mcp: MCPServer, t: _Tools) -> None:
         ] = None,
         timezone: Timezone = None,
     ) -> CallToolResult:
-        """What changed: change events (deployments, rollbacks, config changes, feature
-        flags, incidents, ...) in a time range, newest first, with filters (any case). Use it
-        for "what was deployed today?", "what changed in the last 2 hours?", "recent events
-        in production". One entry per change: also_reported_by names the other sources of
-        the same change. Results are paged: pass next_cursor to get more. An empty answer
-        names the closest existing values and what the range does hold."""
+        """What changed: change events (deployments, rollbacks, config changes, flags,
+        incidents...) in a time range, newest first, filtered (any case): "what was deployed
+        today?", "what changed in the last 2 hours?". One entry per change (also_reported_by:
+        its other sources), with its guardrail violations and verdict. Paged: pass
+        next_cursor. An empty answer names the closest existing values."""
         principal = await t.begin(ctx)
         query = EventQuery(
             from_=from_,
@@ -353,9 +351,9 @@ def _register(mcp: MCPServer, t: _Tools) -> None:
     async def get_event_summary(
         ctx: Context, from_: From = "-24h", to: To = "now", timezone: Timezone = None
     ) -> CallToolResult:
-        """An overview of a time range: how many events, counted by type, environment,
-        source and severity, and the latest few. Use it before query_events when the
-        question is broad ("what happened this week?")."""
+        """An overview of a time range: events counted by type, environment, source and
+        severity, and the latest few; before query_events for a broad question ("what
+        happened this week?")."""
         principal = await t.begin(ctx)
         summary = await summarize_events(
             t.db,
