@@ -165,9 +165,11 @@ async def test_two_supervisors_on_one_database_watch_a_cluster_once_and_hand_it_
         await until(lambda: deployments(http, tenant))
         await asyncio.sleep(0.3)  # the state is saved (at most each 0.05 s here)
 
+        # Counted before the holder stops (nothing awaits in between): the other node's
+        # watch may ask before the test sees it watching.
+        requests = len(cluster.watch_requests())
         runs.pop(holder.node).cancel()  # this node stops: its lease is released
         await until(lambda: other.watching)
-        requests = len(cluster.watch_requests())
         await until(lambda: len(cluster.watch_requests()) > requests)
         await asyncio.sleep(0.3)
         # Resumed from the state the first node saved: the rollout is not reported again.
