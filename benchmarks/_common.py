@@ -75,8 +75,10 @@ def _json_text(value: object) -> str:
 
 
 def row_params(row: dict[str, Any]) -> tuple[Any, ...]:
-    """A stored row (with org_id) as driver parameters in COLUMNS order, JSON as its text."""
-    return tuple(_json_text(row[c]) if c in _JSON_COLUMNS else row[c] for c in COLUMNS)
+    """A stored row (with org_id) as driver parameters in COLUMNS order, JSON as its text; a
+    nullable column the row leaves out (an older generator's row, before `violations`) is
+    NULL, as the server stores it for an event without violations."""
+    return tuple(_json_text(row[c]) if c in _JSON_COLUMNS else row.get(c) for c in COLUMNS)
 
 
 def insert_sql(backend: Backend) -> str:

@@ -153,7 +153,7 @@ def load_postgres(db: BenchDatabase, rows: Iterator[dict[str, Any]]) -> None:
             for row in rows:
                 copy.write_row(
                     [
-                        orjson.dumps(row[c]).decode() if c in json_columns else row[c]
+                        orjson.dumps(row[c]).decode() if c in json_columns else row.get(c)
                         for c in COLUMNS
                     ]
                 )
