@@ -8,6 +8,7 @@ import concurrent.futures
 import os
 import re
 import socket
+import threading
 import time
 from collections.abc import Awaitable
 from typing import Any
@@ -144,6 +145,33 @@ async def test_reads_survive_the_database_dropping_every_pooled_connection(
     # The first read meets a dead connection; it is retried on a fresh one, not failed.
     assert await db.read(_setting_names) == ["before"]
     assert await db.read_one(_setting_names) == ["before"]
+
+
+def _slow_read_holding(conn: Connection, held: list[Any], started: threading.Event) -> int:
+    held.append(conn.connection.dbapi_connection)
+    started.set()
+    conn.exec_driver_sql("SELECT pg_sleep(0.5)")
+    return 1
+
+
+async def test_closing_waits_for_a_call_whose_caller_was_cancelled_and_closes_its_connection(
+    database_url: str,
+) -> None:
+    # A background loop cancelled at shutdown leaves its call running on a worker thread; its
+    # connection must be closed with the rest, not handed back to a pool already disposed.
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite calls are not abandoned: a cancelled one is waited for")
+    database = Database(database_url)
+    held: list[Any] = []
+    started = threading.Event()
+    task = asyncio.create_task(database.read_one(_slow_read_holding, held, started))
+    await anyio.to_thread.run_sync(started.wait, 5.0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not held[0].closed  # still running its statement
+    database.close()
+    assert held[0].closed
 
 
 async def test_the_first_value_stored_for_a_setting_is_the_one_every_caller_gets(

@@ -50,6 +50,8 @@ _LIBPQ_DEFAULTS: dict[str, int] = {
 }
 # /readyz waits on the database this long at most: probes give up after a second or two.
 _READY_TIMEOUT_S = 2.0
+# `close` waits this long at most for calls still running on worker threads.
+_CLOSE_WAIT_S = 10.0
 
 
 def normalize_url(url: str) -> str:
@@ -231,6 +233,11 @@ class Database:
         self.is_sqlite = self.url.startswith("sqlite")
         self._writer: _SqliteWriter | None = None
         self._writer_lock = threading.Lock()
+        # Calls on worker threads whose caller may have gone (cancelled, or timed out):
+        # `close` waits for them, or a connection they still hold would come back to a pool
+        # already disposed, and never be closed.
+        self._in_flight = 0
+        self._settled = threading.Condition()
         if call_timeout_s is None:
             call_timeout_s = statement_timeout_ms / 1000 + 5 if statement_timeout_ms else 0
         self.call_timeout_s: float | None = call_timeout_s or None
@@ -368,14 +375,26 @@ class Database:
         limit = self.call_timeout_s if timeout_s is None else timeout_s
         call = _Call()
         if limit is None:
-            return await anyio.to_thread.run_sync(lambda: work(call))
+            return await anyio.to_thread.run_sync(lambda: self._counted(work, call))
         with anyio.move_on_after(limit):
-            return await anyio.to_thread.run_sync(lambda: work(call), abandon_on_cancel=True)
+            return await anyio.to_thread.run_sync(
+                lambda: self._counted(work, call), abandon_on_cancel=True
+            )
         call.abandon()
         log.warning("database call abandoned after %.1f s", limit)
         raise Unavailable(
             f"The database did not answer within {limit:g} s; retry in a few seconds."
         )
+
+    def _counted(self, work: Callable[[_Call], T], call: _Call) -> T:
+        with self._settled:
+            self._in_flight += 1
+        try:
+            return work(call)
+        finally:
+            with self._settled:
+                self._in_flight -= 1
+                self._settled.notify_all()
 
     def write_sync(
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
@@ -477,6 +496,12 @@ class Database:
         return {"size": size, "checked_out": checked_out, "overflow": overflow}
 
     def close(self) -> None:
+        """Finish with the database: wait (a bounded while) for calls still running on worker
+        threads for callers that went away, so their connections are back in the pool, then
+        close every connection."""
+        with self._settled:
+            if not self._settled.wait_for(lambda: not self._in_flight, timeout=_CLOSE_WAIT_S):
+                log.warning("closing with %d database calls still running", self._in_flight)
         if self._writer is not None:
             self._writer.close()
             self._writer = None
