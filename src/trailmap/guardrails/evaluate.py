@@ -15,6 +15,7 @@ from typing import Any, Final
 
 from trailmap import clock
 from trailmap.guardrails.rules import WEEKDAYS, Freeze, Policy, zone
+from trailmap.storage.tables import DEPLOYMENT_EVENT_TYPES
 
 __all__ = [
     "DEPLOYMENT_TYPES",
@@ -31,7 +32,7 @@ Answers = Mapping[str, Any]
 # What counts as a deployment: `deployment` (succeeded or failed: it was attempted) and
 # `rollback`, a deployment of an earlier version. `deployment-started` marks a start and is
 # followed by its `deployment`, so it is not counted twice.
-DEPLOYMENT_TYPES: Final = ("deployment", "rollback")
+DEPLOYMENT_TYPES: Final = DEPLOYMENT_EVENT_TYPES  # as the storage's index of them holds
 _US: Final = 1_000_000
 _HOUR_US: Final = 3600 * _US
 _DAY_US: Final = 24 * _HOUR_US

@@ -158,9 +158,9 @@ def _asks_of(
     asks: list[store.Ask] = []
     for q in questions:
         if q.what == "count":
-            asks.append(store.Ask("count", q.from_us, DEPLOYMENT_TYPES, q.most))
+            asks.append(store.Ask("count", q.from_us, q.most))
         elif q.what == "latest":
-            asks.append(store.Ask("latest", q.from_us, DEPLOYMENT_TYPES))
+            asks.append(store.Ask("latest", q.from_us))
         else:
             # A rate can pass its maximum only with a rollback: its deployments are counted
             # (by the database, in the same statement) only when there are rollbacks, and
@@ -172,7 +172,6 @@ def _asks_of(
                 store.Ask(
                     "rate",
                     q.from_us,
-                    DEPLOYMENT_TYPES,
                     _MOST_COUNTED,
                     max_percent=q.max_percent,
                     min_deployments=q.min_deployments,

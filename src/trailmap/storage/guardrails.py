@@ -19,12 +19,17 @@ from sqlalchemy import (
     insert,
     literal,
     null,
-    or_,
     select,
+    text,
     union_all,
 )
 
-from trailmap.storage.tables import events, guardrail_freezes, guardrail_policies
+from trailmap.storage.tables import (
+    DEPLOYMENTS_ONLY,
+    events,
+    guardrail_freezes,
+    guardrail_policies,
+)
 
 __all__ = [
     "Answer",
@@ -138,44 +143,47 @@ def get_rules(
 # organization's enabled rule ids in it too: the whole check in one round trip). A round trip
 # costs more than the counting itself (each count bounded, so cheap).
 class Ask(NamedTuple):
-    """Among the events of `types` of the deployment's service and environment from `from_us`:
-    "count", how many, up to `most`; "latest", the time of the latest; "rate", the
-    rollbacks among them (up to `most`) and how many, up to where the rate cannot pass
-    `max_percent` with `extra_rollbacks` more: max(min_deployments, int((rollbacks +
-    extra_rollbacks) * 100 / max_percent) + 1), at most `most`, and none without a
-    rollback (the rate's bound, computed by the database from the rollbacks it counted)."""
+    """Among the deployments and rollbacks (`DEPLOYMENT_EVENT_TYPES`) of the deployment's
+    service and environment from `from_us`: "count", how many, up to `most`; "latest", the
+    time of the latest; "rate", the rollbacks among them (up to `most`) and how many, up to
+    where the rate cannot pass `max_percent` with `extra_rollbacks` more: max(min_deployments,
+    int((rollbacks + extra_rollbacks) * 100 / max_percent) + 1), at most `most`, and none
+    without a rollback (the rate's bound, computed by the database from the rollbacks it
+    counted)."""
 
     what: str
     from_us: int
-    types: tuple[str, ...]
     most: int = 0
     max_percent: float = 0
     min_deployments: int = 0
     extra_rollbacks: int = 0
 
 
+_EVERY_ROW = 2**62  # a LIMIT never reached
+
 # A count or the latest time; a rate's (deployments, rollbacks); None: no deployment.
 Answer = int | tuple[int, int] | None
 
 
-def _window(name: str, with_environment: bool, type_count: int) -> list[Any]:
+def _window(name: str, with_environment: bool, *, only: str | None = None) -> list[Any]:
     c = events.c
     return [
         c.org_id == bindparam("org_id"),
         c.service == bindparam("service"),
         c.time_us >= bindparam(f"from_{name}"),
         c.time_us <= bindparam("to_us"),
-        or_(*(c.type == bindparam(f"type_{name}_{k}") for k in range(type_count))),
+        # As written in the partial index's condition (literals), so that the index serves.
+        text(DEPLOYMENTS_ONLY + (f" AND type = '{only}'" if only else "")),
         c.subject == bindparam("environment") if with_environment else c.subject.is_(None),
         c.source.not_like(bindparam("detected_like")),
         ~and_(c.source == bindparam("own_source"), c.event_id == bindparam("own_event_id")),
     ]
 
 
-def _bounded_count(name: str, with_environment: bool, type_count: int, most: Any) -> Any:
+def _bounded_count(name: str, with_environment: bool, most: Any, *, only: str | None = None) -> Any:
     counted = (
         select(literal(1).label("one"))
-        .where(*_window(name, with_environment, type_count))
+        .where(*_window(name, with_environment, only=only))
         .limit(most)
     )
     return select(func.count()).select_from(counted.subquery()).scalar_subquery()
@@ -196,9 +204,7 @@ def _no_number() -> Any:
 
 
 @cache
-def _asks_statement(
-    with_rule_ids: bool, with_environment: bool, shape: tuple[tuple[str, int], ...]
-) -> Any:
+def _asks_statement(with_rule_ids: bool, with_environment: bool, shape: tuple[str, ...]) -> Any:
     c = events.c
     columns = ("what", "key", "a", "b")
     parts: list[Any] = []
@@ -211,21 +217,31 @@ def _asks_statement(
                     t.org_id == bindparam("org_id"), t.enabled
                 )
             )
-    for i, (what, type_count) in enumerate(shape):
+    for i, what in enumerate(shape):
         second = _no_number()
         if what == "latest":
-            first = (
-                select(c.time_us)
-                .where(*_window(str(i), with_environment, type_count))
-                .order_by(c.time_us.desc())
-                .limit(1)
-                .scalar_subquery()
+            # The max over a subquery with a LIMIT it never reaches: SQLite, which keeps no
+            # statistics, does not flatten it and so plans it like the counts, on the index
+            # of deployments; a max() or an ORDER BY time of its own would lead it to the
+            # wider (organization, environment, time) index, walking every service's events.
+            times = (
+                select(c.time_us.label("t"))
+                .where(*_window(str(i), with_environment))
+                .limit(bindparam("every_row"))
+                .subquery()
             )
+            first = select(func.max(times.c.t)).scalar_subquery()
         elif what == "rate":
-            second = _bounded_count(f"{i}_rb", with_environment, 1, bindparam(f"most_{i}"))
-            first = _bounded_count(str(i), with_environment, type_count, _rate_bound(i, second))
+            # The rollbacks, counted once (a CTE) for the column and the deployments' bound.
+            rollbacks = (
+                select(_bounded_count(f"{i}_rb", with_environment, bindparam(f"most_{i}"),
+                                      only="rollback").label("n"))
+                .cte(f"rollbacks_{i}")
+            )  # fmt: skip
+            second = select(rollbacks.c.n).scalar_subquery()
+            first = _bounded_count(str(i), with_environment, _rate_bound(i, second))
         else:
-            first = _bounded_count(str(i), with_environment, type_count, bindparam(f"most_{i}"))
+            first = _bounded_count(str(i), with_environment, bindparam(f"most_{i}"))
         row = (literal("ask"), literal(str(i)), cast(first, BigInteger), cast(second, BigInteger))
         parts.append(select(*(v.label(n) for v, n in zip(row, columns, strict=True))))
     return parts[0] if len(parts) == 1 else union_all(*parts)
@@ -257,23 +273,22 @@ def answer_asks(
         "detected_like": detected_prefix + "%",
         "own_source": own_key[0],
         "own_event_id": own_key[1],
+        "every_row": _EVERY_ROW,
     }
     if environment is not None:
         params["environment"] = environment
     for i, ask in enumerate(asks):
         params[f"from_{i}"] = ask.from_us
-        params.update({f"type_{i}_{k}": t for k, t in enumerate(ask.types)})
         if ask.what != "latest":
             params[f"most_{i}"] = ask.most
         if ask.what == "rate":
             params |= {
                 f"from_{i}_rb": ask.from_us,
-                f"type_{i}_rb_0": "rollback",
                 f"extra_{i}": ask.extra_rollbacks,
                 f"per_rollback_{i}": 100 / ask.max_percent if ask.max_percent else 0.0,
                 f"least_{i}": ask.min_deployments,
             }
-    shape = tuple((ask.what, len(ask.types)) for ask in asks)
+    shape = tuple(ask.what for ask in asks)
     statement = _asks_statement(with_rule_ids, environment is not None, shape)
     listed: list[tuple[str, str]] = []
     answers: list[Answer] = [None] * len(asks)

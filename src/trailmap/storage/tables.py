@@ -19,10 +19,13 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
 __all__ = [
+    "DEPLOYMENTS_ONLY",
+    "DEPLOYMENT_EVENT_TYPES",
     "api_keys",
     "audit_events",
     "deploy_verdicts",
@@ -238,6 +241,12 @@ api_keys = Table(
     Index(None, "org_id", "oauth_client_id", "user_id"),
 )
 
+# The events a guardrail counts (deployments and rollbacks; docs/guardrails.md), as the
+# condition of a partial index. A query is served by that index only when its WHERE holds
+# this very condition, in literals (neither planner proves it from bound parameters).
+DEPLOYMENT_EVENT_TYPES = ("deployment", "rollback")
+DEPLOYMENTS_ONLY = "type IN ({})".format(", ".join(f"'{t}'" for t in DEPLOYMENT_EVENT_TYPES))
+
 events = Table(
     "events",
     metadata,
@@ -278,6 +287,24 @@ events = Table(
     # GET /api/v1/events/{id} also takes the producer's id without its source: a seek here,
     # where the unique index above, led by source, would be walked across the organization.
     Index(None, "org_id", "event_id"),
+    # A guardrail counts one service's earlier deployments in one environment, on every
+    # deployment stored: an index of deployments alone (a small share of the events), which
+    # both planners take over the wider indexes above. Without it SQLite walked every
+    # service's events of the environment (9 ms on a busy organization's week).
+    Index(
+        "ix_events_deployments",
+        "org_id",
+        "service",
+        "subject",
+        "type",
+        "time_us",
+        # Covering the filters on the way (a producer's report, not the deployment itself):
+        # SQLite counts from the index alone, PostgreSQL too where vacuum has been.
+        "source",
+        "event_id",
+        sqlite_where=text(DEPLOYMENTS_ONLY),
+        postgresql_where=text(DEPLOYMENTS_ONLY),
+    ),
 )
 
 usage_counters = Table(
